@@ -15,6 +15,11 @@ import typer
 from corpora.errors import UserError
 from evalsuite.commands import COMMAND_MODULES
 
+try:  # typer >= 0.2x vendors its own click: its usage errors are not click.ClickException
+    from typer._click.exceptions import ClickException as _TyperClickException
+except ImportError:  # pragma: no cover - older typer uses click itself
+    _TyperClickException = click.ClickException
+
 app = typer.Typer(
     name="evalsuite",
     help="Train small LMs on children's stories and measure how their language develops.",
@@ -34,10 +39,10 @@ def main(argv: list[str] | None = None) -> None:
     except UserError as err:
         typer.secho(f"error: {err}", fg="red", err=True)
         sys.exit(2)
-    except click.exceptions.Abort:
+    except (click.exceptions.Abort, typer.Abort):
         typer.secho("aborted", err=True)
         sys.exit(130)
-    except click.ClickException as err:
+    except (click.ClickException, _TyperClickException) as err:
         err.show()
         sys.exit(err.exit_code)
     sys.exit(code if isinstance(code, int) else 0)

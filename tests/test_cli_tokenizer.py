@@ -1,0 +1,97 @@
+"""`evalsuite tokenizer train|report` through the real entry point (exit codes, files written)."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from corpora.tokenizer_report import COLUMNS
+from corpora.tokenizers import EOT, load_tokenizer
+from evalsuite.cli import main
+
+
+def run(argv: list[str]) -> int:
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    return exit_info.value.code
+
+
+@pytest.fixture()
+def sample(shared_data):
+    return shared_data / "tinystories" / "tinystories_sample.txt"
+
+
+def test_help_lists_both_commands(capsys):
+    assert run(["tokenizer", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "train" in out and "report" in out
+
+
+def test_train_then_report(sample, shared_data, tmp_path, capsys):
+    tok_dir = tmp_path / "bpe"
+    assert run(["tokenizer", "train", str(sample), "--vocab-size", "300", "-o", str(tok_dir), "--no-progress"]) == 0
+    tok = load_tokenizer(tok_dir)
+    assert 257 < tok.vocab_size <= 300
+    assert tok.identity in capsys.readouterr().out
+
+    # a second train into the same folder must not silently replace the tokenizer
+    assert run(["tokenizer", "train", str(sample), "--vocab-size", "300", "-o", str(tok_dir), "--no-progress"]) == 2
+    assert "--force" in capsys.readouterr().err
+    assert run(["tokenizer", "train", str(sample), "--vocab-size", "320", "-o", str(tok_dir),
+                "--no-progress", "--force"]) == 0
+    assert load_tokenizer(tok_dir).identity != tok.identity
+
+    csv = tmp_path / "out" / "report.csv"
+    code = run(["tokenizer", "report", str(sample), "--tokenizer", "gpt2", "--tokenizer", "char",
+                "--tokenizer", str(tok_dir), "--csv", str(csv), "--data-dir", str(shared_data)])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "tok/char" in out and "gpt2" in out
+    frame = pd.read_csv(csv, keep_default_na=False)
+    assert list(frame.columns) == COLUMNS
+    assert list(frame.tokenizer) == ["gpt2", "char", load_tokenizer(tok_dir).name]
+    gpt2_row = frame.iloc[0]
+    assert gpt2_row.n_documents == 5
+    assert 0.15 < float(gpt2_row.tokens_per_char) < 0.35  # English BPE: about 4 characters per token
+    assert "built from tinystories_sample" in frame.iloc[1].unk_note
+    meta = json.loads((tmp_path / "out" / "report.meta.json").read_text(encoding="utf-8"))
+    assert [t["spec"] for t in meta["tokenizers"]] == ["gpt2", "char", str(tok_dir)]
+    assert meta["tokenizers"][0]["identity"] == gpt2_row.tokenizer_identity
+
+
+@pytest.mark.parametrize(
+    ("content", "args", "message"),
+    [
+        (None, [], "not found"),
+        (f"\n{EOT}\n  \n", [], "empty corpus"),
+        (b"caf\xe9 au lait", [], "not UTF-8"),
+        ("A story.", ["--tokenizer", "no-such-tokenizer"], "unknown tokenizer"),
+    ],
+    ids=["missing-file", "empty-corpus", "non-utf8", "unknown-tokenizer"],
+)
+def test_report_bad_input_is_one_line_and_exit_2(tmp_path, capsys, content, args, message):
+    corpus = tmp_path / "c.txt"
+    if isinstance(content, bytes):
+        corpus.write_bytes(content)
+    elif content is not None:
+        corpus.write_text(content, encoding="utf-8")
+    code = run(["tokenizer", "report", str(corpus), *args, "--csv", str(tmp_path / "r.csv")])
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and message in err and "\n" not in err
+    assert not (tmp_path / "r.csv").exists()
+
+
+def test_train_bad_input_exit_2(tmp_path, capsys):
+    assert run(["tokenizer", "train", str(tmp_path / "absent.txt"), "-o", str(tmp_path / "t")]) == 2
+    assert "not found" in capsys.readouterr().err
+    (tmp_path / "c.txt").write_text("tiny", encoding="utf-8")
+    assert run(["tokenizer", "train", str(tmp_path / "c.txt"), "--vocab-size", "50", "-o", str(tmp_path / "t")]) == 2
+    assert "at least 258" in capsys.readouterr().err
+    # the corpus reader's error surfaces through the Rust trainer that pulls the documents
+    (tmp_path / "empty.txt").write_text(f"{EOT}\n", encoding="utf-8")
+    assert run(["tokenizer", "train", str(tmp_path / "empty.txt"), "-o", str(tmp_path / "t"), "--no-progress"]) == 2
+    assert "empty corpus" in capsys.readouterr().err
+    assert not (tmp_path / "t").exists()
