@@ -284,12 +284,16 @@ def load_model_weights(model: torch.nn.Module, checkpoint_dir: str | os.PathLike
     tensors = load_file(str(Path(checkpoint_dir) / MODEL_FILE))
     target = unwrap_model(model)
     device = next(target.parameters()).device
-    missing, unexpected = target.load_state_dict({k: v.to(device) for k, v in tensors.items()}, strict=False)
-    if missing or unexpected:
+    expected = target.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    mismatched = [k for k in tensors if k in expected and tuple(tensors[k].shape) != tuple(expected[k].shape)]
+    if missing or unexpected or mismatched:
         raise UserError(
             f"{checkpoint_dir}: weights do not match the model built from its config "
-            f"(missing {list(missing)[:5]}, unexpected {list(unexpected)[:5]})"
+            f"(missing {missing[:5]}, unexpected {unexpected[:5]}, wrong shape {mismatched[:5]})"
         )
+    target.load_state_dict({k: v.to(device) for k, v in tensors.items()}, strict=True)
 
 
 def load_optimizer_state(optimizer: torch.optim.Optimizer, checkpoint_dir: str | os.PathLike) -> None:

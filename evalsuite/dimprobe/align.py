@@ -9,7 +9,9 @@ non-ASCII character over two tokens; both report that character's span and both 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator, Sequence
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -23,7 +25,12 @@ _OPTIONAL_PIPES = ("parser", "ner")
 
 
 def load_spacy(model: str = SPACY_MODEL, extra_pipes: Iterable[str] = ()) -> Any:
-    """The spaCy pipeline with only the pipes the categories need."""
+    """The spaCy pipeline with only the pipes the categories need (loaded once per process)."""
+    return _load_spacy(model, frozenset(extra_pipes))
+
+
+@lru_cache(maxsize=4)
+def _load_spacy(model: str, extra_pipes: frozenset[str]) -> Any:
     import spacy
 
     try:
@@ -42,13 +49,21 @@ def tag_texts(nlp: Any, texts: Sequence[str], batch_size: int = 64) -> Iterator[
     yield from nlp.pipe(texts, batch_size=batch_size)
 
 
-def char_owner(word_starts: np.ndarray, word_ends: np.ndarray, text_len: int) -> np.ndarray:
-    """owner[c] = index of the word whose span holds character c, or -1 (whitespace, outside)."""
+_SPACE = re.compile(r"\s")
+
+
+def char_owner(word_starts: np.ndarray, word_ends: np.ndarray, text: str) -> np.ndarray:
+    """owner[c] = index of the word whose span holds character c, or -1 (outside every word, or a
+    whitespace character: spaCy's own whitespace tokens such as "\\n" own nothing)."""
+    text_len = len(text)
     positions = np.arange(text_len)
     owner = np.searchsorted(word_starts, positions, side="right") - 1
     inside = owner >= 0
     inside[inside] = positions[inside] < word_ends[owner[inside]]
     owner[~inside] = -1
+    spaces = [m.start() for m in _SPACE.finditer(text)]
+    if spaces:
+        owner[spaces] = -1
     return owner
 
 
@@ -69,7 +84,7 @@ def align_tokens(
     text_len = len(text)
     starts = np.clip(offsets[:, 0].astype(np.int64), 0, text_len)
     ends = np.clip(offsets[:, 1].astype(np.int64), 0, text_len)
-    owner = char_owner(word_starts, word_ends, text_len)
+    owner = char_owner(word_starts, word_ends, text)
     positions = np.arange(text_len)
     owned = owner >= 0
     # next_owned[p]: first owned character at or after p (text_len if none)

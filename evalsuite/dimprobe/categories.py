@@ -12,8 +12,10 @@ boolean column per category, in `CategorySet.names` order:
   Optional per-emotion categories `EMOTION:joy`, ... (`emotion_subcategories=True`);
 - `DIALOGUE`: tokens strictly inside a pair of quotation marks (straight `"` or curly “ ”), the
   marks themselves excluded. Pairs are matched within one line (TinyStories puts each paragraph on
-  its own line): an opening mark without its closing mark in the same line marks nothing, so the
-  odd quotes of a small model's story never turn the rest of a story into "dialogue";
+  its own line); a straight quote is read as opening or closing by its neighbours (`quoted_spans`).
+  An opening mark without its closing mark in the same line marks nothing, so the odd quotes of a
+  small model's story never turn the rest of a story into "dialogue". Single quotes are not used
+  (they double as apostrophes);
 - user categories from a YAML/JSON file (`load_user_categories`):
 
       categories:
@@ -61,6 +63,8 @@ _MATCH_MODES = ("text", "lemma", "both")
 OPEN_QUOTES = {"\u201c"}  # “
 CLOSE_QUOTES = {"\u201d"}  # ”
 STRAIGHT_QUOTE = '"'
+_BEFORE_OPENER = set("([{,:;\u2014\u2013-")
+_AFTER_CLOSER = set(".,!?;:)]}\u2014\u2013-'\u2019")
 
 
 # --- the emotion lexicon ------------------------------------------------------------------------
@@ -134,12 +138,16 @@ def _package_version(name: str) -> str:
 def quoted_spans(text: str) -> list[tuple[int, int]]:
     """Character spans strictly between matching quotation marks, one line at a time.
 
-    Curly “ opens and ” closes. A straight " opens when nothing is open and closes otherwise. An
-    opening mark while a quote is already open restarts the quote there (the earlier opener had no
-    closer). Marks left open at the end of a line are dropped, so unbalanced quotes label nothing.
+    Curly “ opens and ” closes. A straight " is read by its shape: opening when it follows the
+    line start, a space or an opening bracket/comma/colon and precedes a non-space; closing when it
+    follows a non-space and precedes the line end, a space or punctuation; otherwise it toggles. An
+    opening mark while a quote is open restarts the quote there (the earlier opener had no closer);
+    a closing mark with nothing open is ignored. Marks left open at the end of a line are dropped,
+    so unbalanced quotes label nothing.
     """
     spans: list[tuple[int, int]] = []
     open_at: int | None = None
+    n = len(text)
     for i, ch in enumerate(text):
         if ch == "\n":
             open_at = None
@@ -150,7 +158,14 @@ def quoted_spans(text: str) -> list[tuple[int, int]]:
                 spans.append((open_at, i))
             open_at = None
         elif ch == STRAIGHT_QUOTE:
+            prev = text[i - 1] if i > 0 else "\n"
+            nxt = text[i + 1] if i + 1 < n else "\n"
+            opener = (prev.isspace() or prev in _BEFORE_OPENER) and not nxt.isspace()
+            closer = not prev.isspace() and (nxt.isspace() or nxt in _AFTER_CLOSER)
             if open_at is None:
+                if not (closer and not opener):
+                    open_at = i + 1
+            elif opener and not closer:
                 open_at = i + 1
             else:
                 spans.append((open_at, i))

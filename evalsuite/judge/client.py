@@ -568,13 +568,14 @@ def execute_plan(
 
             bar = tqdm(total=len(plan.pending), desc="judging", unit="call")
         fatal: BaseException | None = None
-        with ThreadPoolExecutor(max_workers=settings.concurrency) as pool:
-            futures = {pool.submit(judge.judge, item, key): key for key, item in plan.pending.items()}
+        pool = ThreadPoolExecutor(max_workers=settings.concurrency, thread_name_prefix="judge")
+        futures = {pool.submit(judge.judge, item, key): key for key, item in plan.pending.items()}
+        try:
             for fut in as_completed(futures):
                 key = futures[fut]
                 try:
                     result = fut.result()
-                except BaseException as err:  # noqa: BLE001 - re-raised after the pool drains
+                except Exception as err:  # re-raised once the pool has drained
                     judge.stop.set()
                     fatal = fatal or err
                     result = JudgeResult(item=plan.pending[key], key=key, status="skipped", error=f"aborted: {err}")
@@ -585,6 +586,12 @@ def execute_plan(
                     on_result(result)
                 if bar is not None:
                     bar.update(1)
+        except BaseException:
+            # Ctrl-C: stop issuing requests; what has been written to the cache stays there.
+            judge.stop.set()
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        pool.shutdown(wait=True)
         if bar is not None:
             bar.close()
         if fatal is not None:

@@ -168,7 +168,10 @@ class ChatServer:
         if host not in ("127.0.0.1", "localhost", "::1"):
             raise UserError(f"the embedded judge server binds to loopback only, not {host}")
         self._httpd = _ChatHTTPServer((host, port), backend)
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="judge-server", daemon=True)
+        # A short poll interval makes stop() quick (serve_forever checks for shutdown between polls).
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="judge-server", daemon=True
+        )
 
     @property
     def base_url(self) -> str:

@@ -4,12 +4,14 @@ Each real story is cut into a beginning (the first ~20% of words, possibly mid-s
 TinyStories evaluation prompts) and a continuation. The continuation is judged clean, and with
 one corruption at a time, at known rates:
 
-- drop_articles     each the/a/an removed with probability r          -> grammar
-- swap_pronoun_case each he/him, she/her, they/them, I/me, we/us
-                    swapped to the other case with probability r      -> grammar
+- drop_articles     a share r of the the/a/an removed                  -> grammar
+- swap_pronoun_case a share r of he/him, she/her, they/them, I/me, we/us
+                    swapped to the other case                          -> grammar
 - shuffle_sentences a share r of the sentences permuted among
                     their positions (no sentence left in place)        -> consistency
-- shuffle_words     each sentence's words shuffled with probability r -> grammar
+- shuffle_words     the words of a share r of the sentences shuffled   -> grammar
+
+"A share r" is exactly round(r * candidates), at least one, chosen at random (seeded).
 
 The realised rate (changes / candidates) is recorded for each variant. A useful judge gives the
 clean text a higher grade on the matching dimension; `validation_report` gives, per corruption and
@@ -72,18 +74,29 @@ def split_story(text: str, begin_fraction: float = 0.2, min_words: int = 8) -> t
     return text[:cut].rstrip(), " " + text[cut:].strip()
 
 
+def _choose(n: int, rate: float, rng: random.Random) -> set[int]:
+    """Exactly round(rate * n) of n positions (at least one when rate > 0 and n > 0): the realised
+    rate is the asked rate up to rounding, and a variant is never silently identical to the clean text."""
+    if n == 0 or rate <= 0:
+        return set()
+    k = min(n, max(1, round(rate * n)))
+    return set(rng.sample(range(n), k))
+
+
 def drop_articles(text: str, rate: float, rng: random.Random) -> tuple[str, int, int]:
     matches = list(_ARTICLE.finditer(text))
-    drop = [m for m in matches if rng.random() < rate]
+    chosen = _choose(len(matches), rate, rng)
     out = text
-    for m in reversed(drop):
+    for i in sorted(chosen, reverse=True):
+        m = matches[i]
         out = out[: m.start()] + out[m.end():]
-    return out, len(drop), len(matches)
+    return out, len(chosen), len(matches)
 
 
 def swap_pronoun_case(text: str, rate: float, rng: random.Random) -> tuple[str, int, int]:
     matches = list(_PRONOUN.finditer(text))
-    swap = {m.start() for m in matches if rng.random() < rate}
+    chosen = _choose(len(matches), rate, rng)
+    swap = {matches[i].start() for i in chosen}
 
     def replace(m: re.Match) -> str:
         if m.start() not in swap:
@@ -121,19 +134,18 @@ def shuffle_sentences(text: str, rate: float, rng: random.Random) -> tuple[str, 
 
 def shuffle_words(text: str, rate: float, rng: random.Random) -> tuple[str, int, int]:
     sents = _sentences(text)
-    out, changed = [], 0
-    for sent in sents:
+    eligible = [i for i, sent in enumerate(sents) if len(set(sent.split())) > 1]
+    chosen = {eligible[j] for j in _choose(len(eligible), rate, rng)}
+    out = []
+    for i, sent in enumerate(sents):
         words = sent.split()
-        if len(words) > 2 and rng.random() < rate:
+        if i in chosen:
             shuffled = words[:]
-            for _ in range(10):
+            while shuffled == words:  # terminates: the sentence has two different words
                 rng.shuffle(shuffled)
-                if shuffled != words:
-                    break
-            changed += shuffled != words
             words = shuffled
         out.append(" ".join(words))
-    return " " + " ".join(out), changed, len(sents)
+    return " " + " ".join(out), len(chosen), len(eligible)
 
 
 CORRUPTIONS = {
@@ -221,7 +233,7 @@ def validation_report(stories: pd.DataFrame, match: dict[str, str] | None = None
             continue
         for rate, part in sub.groupby("rate", sort=True):
             part = part.set_index("story_id")
-            both = part[[dim, "realized_rate"]].join(clean[[dim]], rsuffix="_clean", how="inner")
+            both = part[[dim, "realized_rate"]].join(clean[[dim]].rename(columns={dim: f"{dim}_clean"}), how="inner")
             both = both.dropna(subset=[dim, f"{dim}_clean"])
             diff = (both[f"{dim}_clean"] - both[dim]).to_numpy(dtype=float)
             n = len(diff)

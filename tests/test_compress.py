@@ -1,0 +1,146 @@
+"""`.spinnet` packing: trit round-trips, bit-exact logits after reload, sizes measured on disk."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from corpora.errors import UserError
+from corpora.tokenizers import CharTokenizer
+from trainers.compress import (
+    compress,
+    load_spinnet,
+    pack_trits,
+    read_header,
+    round_floats_like_spinnet,
+    unpack_trits,
+)
+from trainers.config import config_from_dict, load_config
+from trainers.layers import HypercomplexLinear
+from trainers.model import build_model
+
+TEXT = "Once upon a time, a little dog named Max found a red ball. He was very happy!"
+
+
+@pytest.mark.parametrize("packing", ["trits5", "trits2"])
+def test_trit_round_trip_for_every_length(packing):
+    rng = np.random.default_rng(0)
+    per_byte = 5 if packing == "trits5" else 4
+    for length in [0, 1, 2, 3, 4, 5, 6, 7, 9, 10, 11, 23, 1001]:
+        trits = rng.integers(-1, 2, size=length).astype(np.int8)
+        packed = pack_trits(trits, packing)
+        assert len(packed) == math.ceil(length / per_byte)
+        assert np.array_equal(unpack_trits(packed, length, packing), trits)
+    every_pattern = np.array(np.meshgrid(*[[-1, 0, 1]] * 5)).reshape(5, -1).T.reshape(-1)  # all 243 bytes
+    packed = np.frombuffer(pack_trits(every_pattern, "trits5"), dtype=np.uint8)
+    assert len(set(packed.tolist())) == 243 and packed.max() == 242
+    with pytest.raises(ValueError):
+        pack_trits(np.array([0, 2]), packing)
+    with pytest.raises(ValueError):
+        unpack_trits(b"\x00\x00", 3, packing)  # wrong byte count for 3 trits
+
+
+def make_checkpoint(root: Path, **model_overrides) -> tuple[Path, torch.nn.Module]:
+    """A training-style checkpoint dir: safetensors weights, config.json, tokenizer/, state, optimizer."""
+    tok = CharTokenizer.from_documents([TEXT])
+    overrides = [f"model.vocab_size={tok.vocab_size}"] + [f"model.{k}={v}" for k, v in model_overrides.items()]
+    cfg = load_config("spinnet-tiny", overrides)
+    torch.manual_seed(0)
+    model = build_model(cfg.model)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    idx = torch.tensor([tok.encode(TEXT)[:33]])
+    for _ in range(2):  # a couple of real steps so the weights are not just their init
+        model(idx[:, :-1], targets=idx[:, 1:]).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    ckpt = root / "best"
+    ckpt.mkdir(parents=True)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(ckpt / "model.safetensors"))
+    (ckpt / "config.json").write_text(json.dumps(cfg.to_dict()))
+    (ckpt / "trainer_state.json").write_text(json.dumps({"iter_num": 2, "val_loss": 3.5, "rng": {"x": [1]}}))
+    torch.save(optimizer.state_dict(), ckpt / "optimizer.pt")
+    tok.save(ckpt / "tokenizer")
+    return ckpt, model.eval()
+
+
+def test_reloaded_logits_are_bit_identical(tmp_path):
+    ckpt, model = make_checkpoint(tmp_path, octonion_attention="true")
+    idx = torch.randint(0, model.config.vocab_size, (2, 24), generator=torch.Generator().manual_seed(1))
+
+    report = compress(tmp_path, tmp_path / "m.spinnet")  # a run dir: uses best/
+    loaded = load_spinnet(tmp_path / "m.spinnet")
+    assert all(m.weight is None and m.frozen_trits.dtype == torch.int8
+               for m in loaded.model.modules() if isinstance(m, HypercomplexLinear))
+    reference = round_floats_like_spinnet(model, "float16")  # embeddings/norms/mixer rounded to fp16
+    with torch.no_grad():
+        assert torch.equal(loaded.model(idx).logits, reference(idx).logits)
+    assert report.max_abs_logit_diff_vs_rounded_reference == 0.0
+    assert report.max_abs_logit_diff_vs_checkpoint > 0.0  # fp16 rounding does change logits, a little
+    assert report.max_abs_logit_diff_vs_checkpoint < 1e-2
+
+    compress(ckpt, tmp_path / "m32.spinnet", float_dtype="float32", packing="trits2")
+    _, fresh = make_checkpoint(tmp_path / "again", octonion_attention="true")
+    exact = load_spinnet(tmp_path / "m32.spinnet").model
+    with torch.no_grad():
+        assert torch.equal(exact(idx).logits, fresh(idx).logits)  # nothing rounded: the checkpoint itself
+
+
+def test_header_tokenizer_and_state_travel_with_the_file(tmp_path):
+    ckpt, _ = make_checkpoint(tmp_path)
+    compress(ckpt, tmp_path / "m.spinnet")
+    header, _ = read_header(tmp_path / "m.spinnet")
+    assert header["version"] == 1 and header["config"]["model"]["family"] == "spinnet"
+    assert header["state"] == {"iter_num": 2, "val_loss": 3.5}  # scalars only (no RNG blobs)
+    loaded = load_spinnet(tmp_path / "m.spinnet")
+    assert loaded.config == config_from_dict(json.loads((ckpt / "config.json").read_text()))
+    assert loaded.tokenizer.encode(TEXT) == CharTokenizer.from_documents([TEXT]).encode(TEXT)
+    assert loaded.tokenizer.decode(loaded.tokenizer.encode("a dog")) == "a dog"
+
+
+def test_sizes_and_ratios_come_from_the_files_on_disk(tmp_path):
+    ckpt, model = make_checkpoint(tmp_path)
+    for packing, bits in (("trits5", 8 / 5), ("trits2", 2.0)):
+        out = tmp_path / f"{packing}.spinnet"
+        report = compress(ckpt, out, packing=packing)
+        assert report.file_bytes == out.stat().st_size
+        ckpt_bytes = sum(p.stat().st_size for p in ckpt.rglob("*") if p.is_file())
+        assert report.checkpoint_dir_bytes == ckpt_bytes
+        assert report.ratio_vs_checkpoint == pytest.approx(ckpt_bytes / out.stat().st_size)
+        assert report.safetensors_bytes == (ckpt / "model.safetensors").stat().st_size
+        assert report.ratio_vs_fp32_weights == pytest.approx(4 * model.num_parameters() / out.stat().st_size)
+        layers = [m for m in model.modules() if isinstance(m, HypercomplexLinear)]
+        n_weights = sum(m.weight.numel() for m in layers)
+        per_byte = 5 if packing == "trits5" else 4
+        assert report.n_ternary_weights == n_weights
+        assert report.ternary_bytes == sum(math.ceil(m.weight.numel() / per_byte) for m in layers)
+        assert report.bits_per_ternary_weight == pytest.approx(bits, abs=0.01)
+        assert report.scale_bytes == 4 * len(layers)
+        assert report.float_bytes == 2 * (model.num_parameters() - n_weights)
+        parts = report.ternary_bytes + report.scale_bytes + report.float_bytes
+        assert report.file_bytes == parts + report.file_payload_bytes + report.header_bytes
+        assert report.ratio_vs_checkpoint > report.ratio_vs_fp32_weights > 1
+
+
+def test_refuses_what_it_cannot_pack_and_detects_corruption(tmp_path):
+    ckpt, _ = make_checkpoint(tmp_path / "spin")
+    out = tmp_path / "m.spinnet"
+    compress(ckpt, out)
+    data = bytearray(out.read_bytes())
+    data[-10] ^= 0xFF
+    (tmp_path / "bad.spinnet").write_bytes(bytes(data))
+    with pytest.raises(UserError, match="corrupt"):
+        load_spinnet(tmp_path / "bad.spinnet")
+    (tmp_path / "junk.spinnet").write_bytes(b"not a spinnet file at all")
+    with pytest.raises(UserError, match="not a .spinnet file"):
+        load_spinnet(tmp_path / "junk.spinnet")
+    with pytest.raises(UserError, match="not a checkpoint directory"):
+        compress(tmp_path / "spin" / "best" / "tokenizer", tmp_path / "x.spinnet")
+    float_ckpt, _ = make_checkpoint(tmp_path / "float", ternary="false")
+    with pytest.raises(UserError, match="only ternary SpinNet"):
+        compress(float_ckpt, tmp_path / "y.spinnet")

@@ -1,0 +1,147 @@
+"""`evalsuite gpt-eval` end to end against a loopback judge: outputs, rerun from cache, kill and resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from judge_scripted import ScriptedBackend, default_grades
+
+from evalsuite.cli import main
+from evalsuite.judge.server import ChatServer
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write_samples(path: Path, n: int, checkpoints=("ck-a", "ck-b")) -> Path:
+    rows = []
+    for ck_i, ck in enumerate(checkpoints):
+        for i in range(n):
+            rows.append({"prompt_id": f"p{i}", "prompt": f"Once upon a time {i}", "completion": f" {ck} story {i}.",
+                         "checkpoint": f"runs/{ck}", "checkpoint_id": ck, "val_loss": 2.0 + ck_i, "val_bpc": 1.5 + ck_i,
+                         "tokens_seen": 1000 * (ck_i + 1), "model_family": "baseline", "temperature": 0.8,
+                         "top_k": None, "top_p": 1.0, "max_new_tokens": 50, "seed": 1})
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def run_cli(argv: list[str]) -> int:
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    return exit_info.value.code
+
+
+def cli_args(samples: Path, server: ChatServer, tmp_path: Path, *extra: str) -> list[str]:
+    return ["gpt-eval", str(samples), "--base-url", server.base_url, "--model", "scripted-judge",
+            "--cache", str(tmp_path / "cache.sqlite"), "--out", str(tmp_path / "out"), "--no-progress",
+            "--n-bootstrap", "2000", *extra]
+
+
+def test_gpt_eval_outputs_and_cached_rerun(tmp_path, capsys):
+    samples = write_samples(tmp_path / "samples.jsonl", 6)
+    backend = ScriptedBackend(scripts={"ck-b story 5": ["malformed"]})
+    with ChatServer(backend) as server:
+        assert run_cli(cli_args(samples, server, tmp_path, "--repeats", "2", "--logprobs", "--invalid-retries", "1")) == 0
+        first = server.requests_seen
+        assert first == 12 * 2 + 2  # 24 judgments; the bad story is asked twice in each of 2 repeats
+        assert run_cli(cli_args(samples, server, tmp_path, "--repeats", "2", "--logprobs", "--invalid-retries", "1")) == 0
+        assert server.requests_seen == first  # rerun: zero calls
+    out = tmp_path / "out"
+    for name in ("summary", "story_scores", "judgments", "categories", "reliability"):
+        assert (out / f"{name}.csv").is_file() and (out / f"{name}.parquet").is_file()
+    summary = pd.read_parquet(out / "summary.parquet")
+    grammar_a = summary[(summary.checkpoint_id == "ck-a") & (summary.score == "grammar")].iloc[0]
+    want = [default_grades(f" ck-a story {i}.")["grammar"] for i in range(6)]
+    assert grammar_a["mean"] == pytest.approx(sum(want) / 6)
+    assert grammar_a["n_stories"] == 6 and grammar_a["ci_low"] <= grammar_a["mean"] <= grammar_a["ci_high"]
+    assert grammar_a["val_loss"] == 2.0 and grammar_a["val_bpc"] == 1.5
+    grammar_b = summary[(summary.checkpoint_id == "ck-b") & (summary.score == "grammar")].iloc[0]
+    assert grammar_b["n_stories"] == 5 and grammar_b["n_judgments_failed"] == 2  # failure counted, not scored
+    assert "grammar_lp" in set(summary.score) and "age_group_index" in set(summary.score)
+    rel = pd.read_csv(out / "reliability.csv")
+    # The scripted judge is deterministic: repeats agree perfectly.
+    assert (rel.loc[rel.score == "grammar", "exact_agreement"] == 1.0).all()
+    assert int(rel.loc[rel.score == "grammar", "n_stories"].iloc[0]) == 11
+    lines = [json.loads(x) for x in (out / "judgments.jsonl").read_text().splitlines()]
+    assert len(lines) == 24
+    ok = next(x for x in lines if x["status"] == "ok")
+    assert json.loads(ok["reply_text"])["grammar"] == ok["scores"]["grammar"]  # traceable to the raw reply
+    assert ok["judge"]["request"]["model"] == "scripted-judge" and ok["judge"]["attempts"][0]["sent_at"]
+    bad = [x for x in lines if x["status"] != "ok"]
+    assert len(bad) == 2 and all(x["scores"] is None and "malformed" in x["error"] for x in bad)
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["rubric"]["id"] == "tinystories-gpt-eval" and meta["run"]["requests_made"] == 0
+    assert meta["judge"]["api_key"] in ("set", "not set") and "sk-" not in json.dumps(meta)
+    err = capsys.readouterr()
+    assert "to run: 0 judge calls" in err.err  # estimate printed before the (cached) run
+    assert "ck-a" in err.out and "[" in err.out  # the rich table with CIs
+
+
+def test_dry_run_prints_estimate_and_calls_nothing(tmp_path, capsys):
+    samples = write_samples(tmp_path / "samples.jsonl", 3)
+    backend = ScriptedBackend()
+    with ChatServer(backend) as server:
+        code = run_cli(cli_args(samples, server, tmp_path, "--dry-run", "--price-input", "2.5", "--price-output", "10"))
+        assert server.requests_seen == 0
+    assert code == 0
+    err = capsys.readouterr().err
+    assert "6 judge calls" in err and "$" in err
+
+
+def test_default_without_base_url_is_a_clear_error(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("EVALSUITE_JUDGE_GGUF", raising=False)
+    samples = write_samples(tmp_path / "samples.jsonl", 1)
+    assert run_cli(["gpt-eval", str(samples), "--cache", str(tmp_path / "c.sqlite")]) == 2
+    err = capsys.readouterr().err
+    assert "--base-url" in err and "llama" in err and "vLLM" in err and "ollama" in err
+
+
+def test_bad_inputs_are_user_errors(tmp_path, capsys):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "x"}\n')
+    assert run_cli(["gpt-eval", str(bad), "--base-url", "http://127.0.0.1:9/v1", "--model", "m"]) == 2
+    assert "completion" in capsys.readouterr().err
+    assert run_cli(["gpt-eval", "--base-url", "http://127.0.0.1:9/v1", "--model", "m"]) == 2
+    assert run_cli(["gpt-eval", str(bad), "--rubric", "no_such_rubric", "--base-url", "http://x/v1", "--model", "m"]) == 2
+
+
+@pytest.mark.slow
+def test_kill_half_way_then_resume_loses_nothing(tmp_path):
+    n_per_ckpt = 8
+    samples = write_samples(tmp_path / "samples.jsonl", n_per_ckpt)
+    total = 2 * n_per_ckpt
+    backend = ScriptedBackend(delay_s=0.15)
+    with ChatServer(backend) as server:
+        args = cli_args(samples, server, tmp_path, "--concurrency", "1")
+        proc = subprocess.Popen([sys.executable, "-m", "evalsuite.cli", *args], cwd=REPO,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        deadline = time.monotonic() + 40
+        while server.requests_seen < 5 and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+        assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()[-2000:]
+        seen_before = server.requests_seen
+        with sqlite3.connect(tmp_path / "cache.sqlite") as db:
+            done = {row[0] for row in db.execute("SELECT completion FROM judgments WHERE status = 'ok'")}
+        stored = len(done)
+        assert 4 <= stored < total  # killed half-way, every finished judgment on disk
+        assert seen_before - stored <= 1  # at most the one in flight was lost
+        calls_before = dict(backend.calls_per_story)
+
+        assert run_cli(cli_args(samples, server, tmp_path)) == 0
+        assert server.requests_seen - seen_before == total - stored  # only the missing ones were asked
+        for story in done:  # nothing already on disk was asked again
+            assert backend.calls_per_story[story] == calls_before[story]
+    with sqlite3.connect(tmp_path / "cache.sqlite") as db:
+        assert db.execute("SELECT COUNT(*) FROM judgments WHERE status = 'ok'").fetchone()[0] == total
+    assert len(pd.read_csv(tmp_path / "out" / "story_scores.csv")) == total
