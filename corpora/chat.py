@@ -110,7 +110,9 @@ def _keep_produced(produced: str, target: str) -> bool:
     """Keep the produced form of `produced [: target]` when it differs by an inflectional ending.
 
     String-only (no lexicon, no error codes): the produced form ends in -s/'s/-ed/-d/-ing/-er/-est/-en
-    and the target does not end in that same ending (goed/went, mines/mine, falled/fell, mens/men),
+    and the target does not end in that same ending (goed/went, mines/mine, falled/fell, mens/men)
+    or ends in it on a shorter stem with the same first letter (haves/has: a different inflection of one
+    word, where a mispronunciation such as dis/this or dat's/that's changes the onset),
     or the target is the produced form plus an ending (two cookie [: cookies]: an omission), or
     both are personal pronouns (my [: I]: a case error).
     Phonological variants (dat/that, dis/this, dese/these) go to the target.
@@ -121,8 +123,14 @@ def _keep_produced(produced: str, target: str) -> bool:
     if p in _PRONOUNS and t in _PRONOUNS:
         return True
     for suf in _SUFFIXES:
-        if p.endswith(suf) and len(p) > len(suf) + 1 and not t.endswith(suf):
-            return True
+        if p.endswith(suf) and len(p) > len(suf) + 1:
+            if not t.endswith(suf):
+                return True
+            # both carry the ending but on different stems of one word (haves/has, fulled/filled):
+            # same first letter, and the produced stem is longer than the target's
+            stem_p, stem_t = p[: -len(suf)], t[: -len(suf)]
+            if stem_p[:1] == stem_t[:1] and len(stem_p) > len(stem_t):
+                return True
         if t.endswith(suf) and t[: -len(suf)] == p:
             return True
     return False

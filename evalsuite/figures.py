@@ -163,8 +163,23 @@ def _find(results_dir: Path, names: list[str], dirs: tuple[str, ...]) -> list[Pa
     return sorted(set(found))
 
 
+def _count_label(value: float, _pos: Any = None) -> str:
+    """Token counts as 500, 2k, 40k, 1.5M, 2B."""
+    for unit, size in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(value) >= size:
+            return f"{value / size:g}{unit}"
+    return f"{value:g}"
+
+
 def _log_tokens_axis(ax: Any) -> None:
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
     ax.set_xscale("log")
+    low, high = ax.get_xlim()
+    decades = math.log10(high / low) if low > 0 and high > low else 1.0
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0) if decades <= 2.2 else (1.0,)))
+    ax.xaxis.set_major_formatter(FuncFormatter(_count_label))
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("tokens seen (log scale)")
 
 
@@ -216,7 +231,7 @@ def fig_loss_curves(results_dir: Path, out_dir: Path) -> FigureResult:
     run_color = {r: colors[fam_of_run[r]] if one_per_family else palette[i] for i, r in enumerate(runs)}
     has_bpc = "val_bpc" in curves and curves["val_bpc"].notna().any()
 
-    fig, axes = _new_figure(13.0, 4.2, ncols=3)
+    fig, axes = _new_figure(13.0, 4.6, ncols=3)
     ax_nats, ax_bpc, ax_gap = axes
     for run in runs:
         sub = curves[curves["run"] == run].sort_values("tokens_seen")
@@ -253,7 +268,8 @@ def fig_loss_curves(results_dir: Path, out_dir: Path) -> FigureResult:
     style_handles = [Line2D([], [], color="0.3", lw=1.8, marker="o", ms=3, label="validation"),
                      Line2D([], [], color="0.3", lw=1.0, ls="--", alpha=0.7, label="train (one batch per log step)")]
     handles, labels = ax_nats.get_legend_handles_labels()
-    ax_nats.legend(handles + style_handles, labels + [h.get_label() for h in style_handles], loc="upper right")
+    fig.legend(handles + style_handles, labels + [h.get_label() for h in style_handles], loc="outside upper center",
+               ncols=min(6, len(handles) + 2))
     paths = _save(fig, out_dir, "loss_curves")
     caption = ("Training curves by tokens seen: validation (solid) and train (dashed) loss in nats/token, "
                "the same in bits per character of raw text (comparable across tokenizers), and the "
@@ -292,11 +308,14 @@ def fig_rubric_scores(results_dir: Path, out_dir: Path) -> FigureResult:
     use_tokens = "tokens_seen" in summary and summary["tokens_seen"].notna().all() and (summary["tokens_seen"] > 0).all()
     order = _checkpoint_order(summary, key)
     fig, axes = _new_figure(3.3 * len(scores) + 0.6, 3.8, ncols=len(scores), sharey=True, squeeze=False)
+    families = sorted(summary["family"].unique())
     for ax, score in zip(axes[0], scores, strict=True):
         sub = summary[summary["score"] == score]
-        for fam, fsub in sub.groupby("family", sort=True):
+        for f_i, (fam, fsub) in enumerate(sub.groupby("family", sort=True)):
             fsub = fsub.copy()
-            fsub["_x"] = fsub["tokens_seen"] if use_tokens else fsub[key].astype(str).map(order.index)
+            shift = f_i - (len(families) - 1) / 2  # dodge families so their error bars do not overlap
+            fsub["_x"] = (fsub["tokens_seen"] * 1.06 ** shift if use_tokens
+                          else fsub[key].astype(str).map(order.index) + 0.08 * shift)
             fsub = fsub.sort_values("_x")
             err = np.vstack([fsub["mean"] - fsub["ci_low"], fsub["ci_high"] - fsub["mean"]])
             err = np.where(np.isfinite(err), err, 0.0)
@@ -311,8 +330,10 @@ def fig_rubric_scores(results_dir: Path, out_dir: Path) -> FigureResult:
             ax.set_xticklabels([o.split("-")[0] for o in order], rotation=30, ha="right")
             ax.set_xlabel("checkpoint")
     axes[0][0].set_ylabel("judge score (1-10), mean and 95% CI")
-    axes[0][0].legend(loc="lower right")
-    n = summary["n_stories"] if "n_stories" in summary else None
+    if summary["ci_low"].min() >= 1 and summary["ci_high"].max() <= 10:
+        axes[0][0].set_ylim(0.8, 10.2)  # the rubric's whole scale
+    axes[0][0].legend(title="model family", loc="upper left")
+    n = summary.get("n_stories")
     paths = _save(fig, out_dir, "rubric_scores")
     n_text = f"{int(n.min())}-{int(n.max())} stories per point" if n is not None and n.notna().any() else "n unknown"
     caption = (f"Judge rubric scores by checkpoint: mean over stories with 95% percentile bootstrap CIs "
@@ -392,6 +413,7 @@ def fig_dimprobe_heatmap(results_dir: Path, out_dir: Path) -> FigureResult:
                                  gridspec_kw={"width_ratios": [len(comps), 0.35]})
     _heat(ax, sub, categories, comps, vmax, annotate=True, cbar_ax=cax)
     ax.set_title(f"dim-probe: relative activation at layer {layer}")
+    ax.set_xlabel("component  (* p_adj < .05, ** < .01, *** < .001)")
     paths = _save(fig, out_dir, "dimprobe_heatmap")
     caption = (f"Relative activation (log2 of the category's mean component norm over the overall mean) per "
                f"component and category at hidden layer {layer}; * p_adj < 0.05, ** < 0.01, *** < 0.001 "
@@ -411,10 +433,10 @@ def fig_dimprobe_layers(results_dir: Path, out_dir: Path) -> FigureResult:
     comps = _component_order(table["component"])
     vmax = float(np.nanmax(np.abs(table["log2_ratio"]))) if table["log2_ratio"].notna().any() else 1.0
     vmax = max(vmax, 1e-3)
-    ncols = min(len(layers), 5)
+    ncols = min(len(layers), 4)
     nrows = math.ceil(len(layers) / ncols)
-    width = 0.55 * len(comps) * ncols + 2.6
-    height = (0.32 * len(categories) + 1.0) * nrows + 0.4
+    width = 0.36 * len(comps) * ncols + 2.4
+    height = (0.3 * len(categories) + 0.9) * nrows + 0.5
     fig, axes = _new_figure(width, height, nrows=nrows, ncols=ncols + 1, squeeze=False,
                             gridspec_kw={"width_ratios": [1.0] * ncols + [0.08]})
     for i, layer in enumerate(layers):
@@ -424,6 +446,8 @@ def fig_dimprobe_layers(results_dir: Path, out_dir: Path) -> FigureResult:
         ax.set_title(f"layer {layer}" + (" (embedding)" if layer == 0 else ""))
         if i % ncols:
             ax.set_yticklabels([])
+        if i < len(layers) - ncols:  # a panel below carries the x label
+            ax.set_xlabel("")
     for j in range(len(layers), nrows * ncols):
         axes[j // ncols][j % ncols].axis("off")
     for r in range(1, nrows):
@@ -499,7 +523,8 @@ def fig_error_rates(results_dir: Path, out_dir: Path) -> FigureResult:
     else:
         ax_m.text(0.5, 0.5, "no model data", ha="center", va="center", transform=ax_m.transAxes)
     ax_c.set_ylabel(f"error rate ({unit}), 95% CI")
-    ax_c.legend(title="error type", loc="upper right")
+    handles, labels = (ax_c if not child.empty else ax_m).get_legend_handles_labels()
+    fig.legend(handles, labels, title="error type", loc="outside upper center", ncols=min(len(types), 6))
     paths = _save(fig, out_dir, "error_rates")
     caption = f"Child-like error types ({unit}, 95% CIs) in CHILDES children by age bin and in model stories by checkpoint."
     return FigureResult("error_rates", paths, None, inputs, caption)
@@ -563,7 +588,7 @@ def fig_age_vs_loss(results_dir: Path, out_dir: Path) -> FigureResult:
     age_top = max(8.0, float(np.nanmax(points["age_high"])) + 0.5)
     loss_hi = max(4.5, float(np.nanmax(points["val_loss"])) + 0.3)
     loss_lo = min(1.0, float(np.nanmin(points["val_loss"])) - 0.2)
-    for low, high, a_low, a_high, label in HYPOTHESIS:
+    for low, high, a_low, a_high, _label in HYPOTHESIS:
         x0, x1 = max(low, loss_lo), min(high, loss_hi)
         y1 = min(a_high, age_top)
         ax_loss.add_patch(Rectangle((x0, a_low), x1 - x0, y1 - a_low, facecolor="0.85", edgecolor="0.6", lw=0.6,
@@ -626,7 +651,7 @@ def fig_benchmarks(results_dir: Path, out_dir: Path) -> FigureResult:
         table = _read_csv(path)
         if table.empty:
             continue
-        label_col = next((c for c in table.columns if table[c].dtype == object), None)
+        label_cols = [c for c in table.columns if not pd.api.types.is_numeric_dtype(table[c])]
         for col in table.columns:
             low = col.lower()
             if table[col].dtype.kind not in "if" or not any(
@@ -635,28 +660,44 @@ def fig_benchmarks(results_dir: Path, out_dir: Path) -> FigureResult:
             values = table[col]
             if values.notna().sum() == 0:
                 continue
-            labels = table[label_col].astype(str) if label_col else pd.Series([str(i) for i in range(len(table))])
+            labels = (table[label_cols].astype(str).agg(" / ".join, axis=1) if label_cols
+                      else pd.Series([f"row {i}" for i in range(len(table))]))
             panels.append((path.stem, col, labels, values))
     if not panels:
         raise _Skip(f"benchmark tables {', '.join(p.name for p in files)} hold no compression or throughput column")
-    ncols = min(3, len(panels))
+    from matplotlib.ticker import FuncFormatter
+
+    ncols = min(2, len(panels))
     nrows = math.ceil(len(panels) / ncols)
-    fig, axes = _new_figure(4.4 * ncols, 3.4 * nrows, nrows=nrows, ncols=ncols, squeeze=False)
+    fig, axes = _new_figure(6.2 * ncols, 2.6 * nrows + 0.3, nrows=nrows, ncols=ncols, squeeze=False)
     for i, (stem, col, labels, values) in enumerate(panels):
         ax = axes[i // ncols][i % ncols]
         ax.barh(labels, values, color=[f"C{j % 10}" for j in range(len(values))])
         ax.invert_yaxis()
         for y, v in enumerate(values):
             if np.isfinite(v):
-                ax.text(v, y, f" {v:,.3g}", va="center", fontsize=7)
+                ax.text(v, y, " " + _human(v, col), va="center", fontsize=7.5)
         ax.set_title(f"{stem}: {col}")
         ax.set_xlabel(col.replace("_", " "))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos, c=col: _human(v, c)))
         ax.margins(x=0.18)
     for j in range(len(panels), nrows * ncols):
         axes[j // ncols][j % ncols].axis("off")
     paths = _save(fig, out_dir, "benchmarks")
     return FigureResult("benchmarks", paths, None, files, "Compression and throughput from benchmarks/*.csv "
                         "(each measured against the reference named in its table).")
+
+
+def _human(value: float, column: str) -> str:
+    """A bar label: bytes as kB/MB/GB, ratios with 3 significant digits, rates with separators."""
+    if "bytes" in column.lower():
+        for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+            if abs(value) >= size:
+                return f"{value / size:.3g} {unit}"
+        return f"{value:.0f} B"
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    return f"{value:.3g}"
 
 
 # ----------------------------------------------------------------------------------------------

@@ -144,3 +144,17 @@ def test_refuses_what_it_cannot_pack_and_detects_corruption(tmp_path):
     float_ckpt, _ = make_checkpoint(tmp_path / "float", ternary="false")
     with pytest.raises(UserError, match="only ternary SpinNet"):
         compress(float_ckpt, tmp_path / "y.spinnet")
+
+
+def test_in_memory_model_is_packed_without_touching_it(tmp_path):
+    torch.manual_seed(3)
+    model = build_model(load_config("spinnet-tiny", ["model.vocab_size=40"]).model).train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    report = compress(model, tmp_path / "m.spinnet", float_dtype="float32")
+    assert model.training and all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert report.checkpoint_dir_bytes is None and report.max_abs_logit_diff_vs_checkpoint == 0.0
+    loaded = load_spinnet(tmp_path / "m.spinnet")
+    assert loaded.tokenizer is None
+    idx = torch.randint(0, 40, (1, 16))
+    with torch.no_grad():
+        assert torch.equal(loaded.model(idx).logits, model.eval()(idx).logits)

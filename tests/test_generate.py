@@ -29,6 +29,16 @@ SAMPLE_FIELDS = {"prompt_id", "prompt", "completion", "checkpoint", "checkpoint_
                  "tokens_seen", "model_family", "temperature", "top_k", "top_p", "max_new_tokens", "seed"}
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """Tiny matmuls gain nothing from threads, and on a loaded 2-core CI box OpenMP spin-waiting makes
+    them 10-50x slower; restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory) -> Path:
     """A real (untrained) baseline-tiny model saved as a checkpoint directory by trainers.checkpoint."""

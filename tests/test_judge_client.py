@@ -69,6 +69,7 @@ def test_rerun_hits_cache_and_makes_zero_calls(cache):
         second = run_judgments(items(4, repeats=2), RUBRIC, settings(server), cache)
         assert server.requests_seen == 8  # not a single new request
     assert second.requests_made == 0 and second.n_cached == 8
+    assert sorted(r["seed"] for r in backend.requests) == [0] * 4 + [1] * 4  # seed + repeat index
     assert all(r.from_cache for r in second.results)
     assert [r.scores for r in second.results] == [r.scores for r in first.results]
 
@@ -247,3 +248,18 @@ def test_bad_settings_are_user_errors():
         JudgeSettings(base_url="http://127.0.0.1:1/v1", model="")
     with pytest.raises(UserError, match="response-format"):
         JudgeSettings(base_url="http://127.0.0.1:1/v1", model="m", response_format="xml")
+
+
+def test_unreachable_server_is_a_quick_user_error(cache):
+    import socket
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()  # nothing listens there now
+    s = JudgeSettings(base_url=f"http://127.0.0.1:{port}/v1", model="m", backoff_base_s=0.01, backoff_max_s=0.02,
+                      concurrency=1)
+    t0 = time.monotonic()
+    with pytest.raises(UserError, match="cannot connect"):
+        run_judgments(items(5), RUBRIC, s, cache)
+    assert time.monotonic() - t0 < 10

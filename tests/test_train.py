@@ -163,6 +163,14 @@ def test_resume_continues_the_same_loss_curve_with_grad_accum(sample, tmp_path):
                 assert rb[key] == pytest.approx(ra[key], abs=1e-5), (ra["step"], key)
         assert ra["tokens_seen"] == rb["tokens_seen"] == ra["step"] * 4 * 32 * 2
     assert a[-1]["train_loss"] < a[1]["train_loss"]  # it actually learned something
+    # a wall-clock limit checkpoints the step it stops at (an extra eval there), and resumes exactly
+    timed = tiny("spinnet-tiny", sample, tmp_path / "timed", *extra)
+    first = train(timed, progress=False, time_limit_s=0.0)
+    assert first.stopped_early and first.steps == 1 and read_state(tmp_path / "timed" / "latest")["iter_num"] == 1
+    train(timed, resume=True, progress=False)
+    c = read_metrics(tmp_path / "timed")
+    assert [r["step"] for r in c] == list(range(9)) and c[1]["val_loss"] is not None
+    assert [r["train_loss"] for r in c[1:]] == pytest.approx([r["train_loss"] for r in a[1:]], abs=1e-5)
     sa = load_checkpoint(tmp_path / "full" / "latest").model.state_dict()
     sb = load_checkpoint(tmp_path / "cut" / "latest").model.state_dict()
     assert all(torch.allclose(sa[k], sb[k], atol=1e-6) for k in sa)
@@ -284,7 +292,7 @@ def test_ddp_two_processes_gloo(sample, tmp_path):
 @pytest.mark.slow
 def test_sigkill_then_resume_matches_an_uninterrupted_run(sample, tmp_path):
     """A real kill: SIGKILL the CLI mid-run (between checkpoints), resume, compare with one clean run."""
-    sets = ["train.max_iters=14", "train.eval_interval=4", "train.log_interval=1"]
+    sets = ["train.max_iters=20", "train.eval_interval=4", "train.log_interval=1"]
     killed = tmp_path / "killed"
     argv = [sys.executable, "-m", "evalsuite.cli", "train", "--config", "spinnet-tiny", "--data", str(sample),
             "--out-dir", str(killed), "--no-progress"]
@@ -306,12 +314,49 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(sample, tmp_path):
     finally:
         proc.wait()
     assert proc.returncode == -9, "the run must be killed mid-way (it finished or failed first)"
-    assert read_state(killed / "latest")["iter_num"] < 14
+    assert read_state(killed / "latest")["iter_num"] < 20
     train(tiny("spinnet-tiny", sample, killed, *sets), resume=True, progress=False)
     train(tiny("spinnet-tiny", sample, tmp_path / "clean", *sets), progress=False)
     a, b = read_metrics(tmp_path / "clean"), read_metrics(killed)
-    assert [r["step"] for r in b] == list(range(15))
+    assert [r["step"] for r in b] == list(range(21))
     for ra, rb in zip(a, b, strict=True):
         assert (ra["train_loss"] is None) == (rb["train_loss"] is None)
         if ra["train_loss"] is not None:
             assert rb["train_loss"] == pytest.approx(ra["train_loss"], abs=1e-5), ra["step"]
+
+
+@pytest.mark.slow
+def test_benchmark_script_smoke_on_cpu(sample, tmp_path, capsys):
+    """benchmarks/train_throughput.py: the throughput table and the --train mode, tiny presets on CPU."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("train_throughput", REPO / "benchmarks" / "train_throughput.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.device_peak("NVIDIA H100 80GB HBM3") == ("H100 SXM", 989e12)
+    assert bench.device_peak("NVIDIA H100 PCIe") == ("H100 PCIe", 756e12)
+    assert bench.device_peak("cpu")[1] is None
+
+    presets = ["--presets", "baseline-tiny", "spinnet-tiny", "--device", "cpu", "--vocab-size", "64"]
+    assert bench.main([*presets, "--batch-size", "2", "--block-size", "16", "--warmup", "1", "--steps", "2",
+                       "--out", str(tmp_path / "tp")]) == 0
+    rows = json.loads((tmp_path / "tp" / "train_throughput.json").read_text())["rows"]
+    assert [r["preset"] for r in rows] == ["baseline-tiny", "spinnet-tiny"]
+    assert rows[0]["step_time_ratio_vs_baseline"] == 1.0
+    assert rows[1]["step_time_ratio_vs_baseline"] == pytest.approx(rows[1]["step_time_ms"] / rows[0]["step_time_ms"])
+    assert all(r["tokens_per_s"] == pytest.approx(2 * 16 * 1000 / r["step_time_ms"]) for r in rows)
+    assert all(r["mfu"] is None for r in rows)  # no known peak for a CPU: no made-up MFU
+    assert "| spinnet-tiny | off | 2 x 16 |" in capsys.readouterr().out
+
+    out = tmp_path / "tr"
+    assert bench.main([*presets, "--train", "--data", str(sample), "--tokens", "256", "--out", str(out),
+                       "--no-progress", "--set", "train.block_size=16", "--set", "train.batch_size=4",
+                       "--set", "train.val_fraction=0.2", "--set", "train.eval_iters=1",
+                       "--set", "model.n_layer=1", "--set", "model.d_model=32"]) == 0
+    curves = (out / "loss_curves.csv").read_text().splitlines()
+    assert curves[0].startswith("preset,family,step,tokens_seen,train_loss,val_loss,val_bpc")
+    assert {line.split(",")[0] for line in curves[1:]} == {"baseline-tiny", "spinnet-tiny"}
+    summary = json.loads((out / "train_summary.json").read_text())["runs"]
+    assert [(s["preset"], s["steps"], s["tokens_seen"]) for s in summary] == [
+        ("baseline-tiny", 4, 256), ("spinnet-tiny", 4, 256)]
+    assert all((out / "train" / p / "best" / "model.safetensors").is_file() for p in ("baseline-tiny", "spinnet-tiny"))

@@ -47,7 +47,7 @@ import torch
 
 from corpora.errors import UserError
 from corpora.paths import cache_dir
-from trainers.config import RunConfig, config_from_dict
+from trainers.config import RunConfig, TrainConfig, config_from_dict
 from trainers.layers import HypercomplexLinear
 from trainers.model import Transformer, build_model
 
@@ -214,8 +214,9 @@ def compress(
     checkpoint_dir: Path | None = None
     state: dict[str, Any] = {}
     if isinstance(checkpoint, Transformer):
-        model = checkpoint.eval()
-        config = run_config or RunConfig(model=model.config)
+        # A copy, so the caller's model keeps its mode; its latent weights are what gets packed.
+        model = _copy_model(checkpoint)
+        config = run_config or RunConfig(model=model.config, train=TrainConfig(block_size=model.config.max_seq_len))
     else:
         path = Path(checkpoint).expanduser()
         if not path.is_dir():

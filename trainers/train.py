@@ -382,6 +382,7 @@ def train(
     *,
     on_start: Callable[[RunInfo], None] | None = None,
     stop_at_step: int | None = None,
+    time_limit_s: float | None = None,
 ) -> TrainResult:
     """Train a model as `run_config` says, writing checkpoints and metrics into `train.out_dir`.
 
@@ -389,12 +390,14 @@ def train(
     RunInfo.notes). Without resume, an out_dir that already holds a checkpoint is refused.
     stop_at_step: return after that step without any extra checkpoint, as if the process had been
     killed there (tests use it to check that resuming continues the same curve).
+    time_limit_s: once this many seconds have passed, evaluate and checkpoint the current step and
+    return (stopped_early), so a job with a wall-clock limit ends resumable without losing steps.
     """
     started = time.perf_counter()
     cfg = run_config.train
     d = setup_distributed(cfg.device)
     try:
-        return _train(run_config, resume, progress, on_start, stop_at_step, d, started)
+        return _train(run_config, resume, progress, on_start, stop_at_step, time_limit_s, d, started)
     finally:
         if d.enabled:
             import torch.distributed as dist
@@ -409,6 +412,7 @@ def _train(
     progress: bool,
     on_start: Callable[[RunInfo], None] | None,
     stop_at_step: int | None,
+    time_limit_s: float | None,
     d: Dist,
     started: float,
 ) -> TrainResult:
@@ -476,6 +480,9 @@ def _train(
     sampler = BlockSampler(data.train, cfg.block_size, cfg.batch_size, train_seed(cfg.seed, d.rank))
     eval_batches = fixed_eval_batches(data.val, cfg.block_size, cfg.batch_size, cfg.eval_iters, cfg.seed)
     article_ids = _article_ids(data.tokenizer, device)
+    if cfg.article_loss_weight != 1.0 and article_ids.numel() == 0:
+        notes.append(f"train.article_loss_weight={cfg.article_loss_weight} has no effect: the {data.tokenizer.name} "
+                     "tokenizer has no article tokens (plain cross-entropy is used)")
     use_autocast = dtype != torch.float32
 
     def autocast() -> contextlib.AbstractContextManager:
@@ -584,7 +591,12 @@ def _train(
             for group in optimizer.param_groups:
                 group["lr"] = lr
             next_step = step + 1
-            is_eval = next_step % cfg.eval_interval == 0 or next_step in eval_steps
+            # checked on log steps only: those synchronise the device anyway
+            out_of_time = (
+                time_limit_s is not None and next_step % cfg.log_interval == 0
+                and _any_rank(time.perf_counter() - started > time_limit_s, d)
+            )
+            is_eval = next_step % cfg.eval_interval == 0 or next_step in eval_steps or out_of_time
             is_log = is_eval or next_step % cfg.log_interval == 0
             loss_sum = torch.zeros((), device=device)
             objective_sum = torch.zeros((), device=device)
@@ -634,7 +646,7 @@ def _train(
             else:
                 interval_time += time.perf_counter() - t0
             bar.update(1)
-            if stop_at_step is not None and step >= stop_at_step and step < cfg.max_iters:
+            if step < cfg.max_iters and (out_of_time or (stop_at_step is not None and step >= stop_at_step)):
                 stopped_early = True
                 break
     finally:
@@ -653,6 +665,19 @@ def _barrier(d: Dist) -> None:
         import torch.distributed as dist
 
         dist.barrier()
+
+
+def _any_rank(flag: bool, d: Dist) -> bool:
+    """True on every rank when it is true on any (ranks must agree on when to stop)."""
+    if not d.enabled:
+        return flag
+    import torch.distributed as dist
+
+    tensor = torch.tensor([1.0 if flag else 0.0])
+    if dist.get_backend() == "nccl":
+        tensor = tensor.cuda()
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return bool(tensor.item() > 0)
 
 
 def _no_sync(model: torch.nn.Module, d: Dist, sync: bool) -> contextlib.AbstractContextManager:

@@ -7,7 +7,7 @@ matched with a transcriber's code at the same word and every count traces back t
 Operational definitions (and what each cannot see):
 
 - article_omission: a singular common noun (tag NN) in an argument slot (subject, object, object of
-  a preposition, predicate nominal) with no determiner, possessive, numeral or quantifier, whose
+  a preposition, predicate nominal, or conjoined with / in apposition to a noun) with no determiner, possessive, numeral or quantifier, whose
   lemma is not on the bare-noun list (mass nouns and bare idioms that adults use: juice, home, bed).
   Misses omissions before mass nouns ("the water" -> "water") and before nouns spaCy mis-tags.
 - pronoun_case: an object/possessive form as subject (me/him/her/us/them/my/our/their as nsubj,
@@ -31,15 +31,18 @@ Operational definitions (and what each cannot see):
   mens; gooder/mostest), a doubly marked regular form (ropeded, schoolses), a plural-looking "mines"
   used as a pronoun (no determiner or modifier), a function word with a superfluous -s (manys,
   somes), or "mine's" with a possessive 's. Forms the lexicon accepts are never flagged (dreamed,
-  hanged, deers, fishes), nor forms that are other words of the same part of speech (seed, fells).
+  hanged, deers, fishes), nor forms that are other words of the same part of speech (seed, fells);
+  a form known as another part of speech (mans, a verb) needs structural evidence (two mans).
 - missing_copula_aux: a subject with a non-verbal predicate and no copula (he happy, that mine), a
   progressive -ing verb with a subject and no auxiliary (he going), or a wh-question with a
   nominal and no verb at all (where Mommy?, what that?).
 - missing_morpheme: a singular noun after a numeral > 1 or a plural quantifier (two cookie, these
   block), or a bare/present verb coordinated with a past-tense verb (she opened it and find a toy),
   or a bare/present verb with a past-time adverb (yesterday he walk).
-- immediate_repetition: a word or a sequence of up to 4 words repeated immediately within a unit
-  (I I want, the dog the dog), except conventional reduplications (bye bye, choo choo, ha ha).
+- immediate_repetition: a word or a sequence of up to 4 words repeated immediately within a unit,
+  with no punctuation between and more words after (I I want, the dog the dog ran): a restart;
+  not conventional reduplications (bye bye, very very), nor a unit that ends in the repeat (no no no,
+  Daddy Daddy: emphasis or calling, which CHAT does not mark as repetition either).
 """
 
 from __future__ import annotations
@@ -69,7 +72,7 @@ ARGUMENT_DEPS = {"nsubj", "nsubjpass", "dobj", "pobj", "attr", "dative", "oprd"}
 DETERMINER_DEPS = {"det", "poss", "nummod", "predet"}
 QUANTIFIER_WORDS = {
     "more", "much", "enough", "less", "most", "all", "some", "any", "lots", "lot", "another", "each",
-    "every", "no", "such", "what", "which", "whose", "this", "that", "these", "those", "half", "little",
+    "every", "no", "such", "what", "which", "whose", "this", "that", "these", "those", "half",
 }
 QUANTITY_NOUNS = {"kind", "sort", "type", "lot", "lots", "bit", "piece", "cup", "glass", "bunch", "pair", "part"}
 
@@ -109,6 +112,7 @@ REDUPLICATIVES = {
     "bye", "night", "choo", "ha", "haha", "ho", "hee", "boo", "knock", "tick", "tock", "pee", "poo", "yum",
     "la", "na", "da", "wee", "peek", "beep", "toot", "ding", "dong", "quack", "moo", "baa", "woof", "meow",
     "oink", "tweet", "cheep", "neigh", "chug", "puff", "rub", "hop", "tsk", "shh", "mm", "hm", "uh",
+    "very", "really", "so",
 }
 FILLERS = {"um", "uh", "er", "erm", "hm", "hmm", "mm", "ah"}
 _WORD_RE = re.compile(r"[A-Za-z]")
@@ -169,6 +173,8 @@ def _noun_like(token) -> bool:
     """A common noun, also when capitalised at the start of a unit and tagged PROPN (Dog ran away)."""
     if token.pos_ == "NOUN":
         return True
+    if token.pos_ == "PROPN" and token.text.islower():
+        return "noun" in lexicon.known_forms().get(token.lower_, ())  # a common noun mis-tagged PROPN
     if token.pos_ == "PROPN" and token.i == token.sent.start and token.text[:1].isupper():
         low = token.lower_
         return "noun" in lexicon.known_forms().get(low, ()) and low not in lexicon.name_gender()
@@ -179,7 +185,10 @@ def detect_article_omission(span, offset: int) -> list[Hit]:
     hits = []
     bare = lexicon.bare_nouns()
     for tok in span:
-        if not _noun_like(tok) or tok.dep_ not in ARGUMENT_DEPS:
+        if not _noun_like(tok):
+            continue
+        conjunct = tok.dep_ in ("conj", "appos") and tok.head.pos_ in ("NOUN", "PROPN")
+        if tok.dep_ not in ARGUMENT_DEPS and not conjunct:
             continue
         if tok.tag_ not in ("NN", "NNP") or tok.morph.get("Number") == ["Plur"]:
             continue
@@ -284,34 +293,46 @@ def _is_known(form: str) -> bool:
     return form in lexicon.known_forms()
 
 
+CLASSICAL_PLURAL_ENDINGS = ("i", "a", "ae", "ices", "es", "im", "eaux", "x", "s")
+
+
+def _noun_evidence(tok) -> bool:
+    """A determiner, numeral, adjective or possessor on the token: it is used as a noun (two mans)."""
+    return any(c.dep_ in DETERMINER_DEPS | {"amod", "compound"} for c in tok.children)
+
+
 def overregularization_kind(tok) -> str | None:
     """The sub-kind of over-regularization a token shows, or None (see module docstring)."""
     form = tok.lower_
-    if not form.isalpha() or len(form) < 3:
+    if not form.isalpha() or len(form) < 3 or tok.pos_ == "NUM":
         return None
     verbs, nouns, adjs = lexicon.irregular_verbs(), lexicon.irregular_nouns(), lexicon.irregular_adjectives()
     known = _is_known(form)
-    verbal = tok.pos_ in ("VERB", "AUX")
-    nominal = tok.pos_ in ("NOUN", "PROPN")
+    # A form the lexicon knows under another part of speech (mans: a verb) counts only with
+    # structural evidence of the use in question (two mans; he fells).
+    verbal = tok.pos_ in ("VERB", "AUX") and any(c.dep_ in ("nsubj", "nsubjpass") for c in tok.children)
+    nominal = tok.pos_ in ("NOUN", "PROPN") and _noun_evidence(tok)
     # verbs: goed, throwed, tooked, broked, ranned; gots, haves, wents
     if not _known_as(form, "verb") and (not known or verbal):
-        for base in lexicon.strip_past(form) | lexicon.strip_s(form):
+        for base in lexicon.strip_past(form) | {b for b in lexicon.strip_s(form) if not b.endswith("s")}:
             lemma = verbs.lemma_of.get(base)
             if lemma and form not in verbs.accepted.get(lemma, ()) and form != lemma:
                 return "verb_past" if form.endswith("ed") else "verb_s"
-    # nouns: mans, mouses, sheeps, feets, mens, childrens
+    # nouns: mans, mouses, sheeps (on the lemma); feets, mens (on a native irregular plural)
     if not _known_as(form, "noun") and (not known or nominal):
         for base in lexicon.strip_s(form):
             lemma = nouns.lemma_of.get(base)
-            if lemma and form not in nouns.accepted.get(lemma, ()) and form != lemma:
-                return "noun_plural"
+            if not lemma or base in NUMBER_WORDS or form in nouns.accepted.get(lemma, ()) or form == lemma:
+                continue
+            if base != lemma and base.endswith(CLASSICAL_PLURAL_ENDINGS):
+                continue  # calli+es, data+s: not a child's double plural
+            return "noun_plural"
     # adjectives: gooder, baddest, mostest
     if not known:
         for base in lexicon.strip_degree(form):
             lemma = adjs.lemma_of.get(base)
             if lemma and form not in adjs.accepted.get(lemma, ()):
                 return "adjective_degree"
-    if not known:
         # doubly marked regular forms: ropeded, schoolses
         for base in lexicon.strip_past(form):
             if base.endswith("ed") and _known_as(base, "verb"):
@@ -320,10 +341,12 @@ def overregularization_kind(tok) -> str | None:
             if base.endswith("s") and _known_as(base, "noun") and base != form:
                 return "double_plural"
         # function word + s: manys, somes, froms
-        if form.endswith("s") and form[:-1] in lexicon.function_words() and form not in lexicon.function_words():
-            return "function_word_s"
-    if form == "mines" and nominal:
-        if not any(c.dep_ in DETERMINER_DEPS | {"amod", "compound"} for c in tok.children):
+        base = form[:-1]
+        if form.endswith("s") and base in lexicon.function_words() and form not in lexicon.function_words():
+            if base not in NUMBER_WORDS:
+                return "function_word_s"
+    if form == "mines" and not any(c.dep_ in DETERMINER_DEPS | {"amod", "compound", "dobj"} for c in tok.children):
+        if not (tok.i > 0 and tok.nbor(-1).dep_ in DETERMINER_DEPS and tok.nbor(-1).head == tok):
             return "possessive_pronoun_s"
     return None
 
@@ -402,21 +425,29 @@ def detect_missing_morpheme(span, offset: int) -> list[Hit]:
 
 
 def detect_repetition(span, offset: int) -> list[Hit]:
-    words = [t for t in span if is_word(t)]
-    low = [t.lower_ for t in words]
+    """Adjacent repeats with no punctuation between them and more words after them (a restart).
+
+    "no no no ." or "Daddy Daddy ." (calling, emphasis) and "No, no!" are not counted: CHAT marks
+    only restarts as repetitions ([/]), and story dialogue repeats words on purpose.
+    """
+    tokens = [t for t in span if not t.is_space]
     hits = []
     covered: set[int] = set()
     for n in (4, 3, 2, 1):
-        for i in range(len(words) - 2 * n + 1):
-            if i in covered and n == 1:
+        for i in range(len(tokens) - 2 * n):
+            first, second = tokens[i : i + n], tokens[i + n : i + 2 * n]
+            if not all(is_word(t) for t in first + second):
                 continue
-            if low[i : i + n] == low[i + n : i + 2 * n]:
-                if n == 1 and (low[i] in REDUPLICATIVES or low[i] in FILLERS):
-                    continue
-                if any(j in covered for j in range(i, i + n)):
-                    continue
-                hits.append(_hit("immediate_repetition", f"{n}-gram", words[i : i + n], offset))
-                covered.update(range(i, i + n))
+            if [t.lower_ for t in first] != [t.lower_ for t in second]:
+                continue
+            if not any(is_word(t) for t in tokens[i + 2 * n :]):
+                continue  # nothing follows: emphasis or calling, not a restart
+            if n == 1 and (first[0].lower_ in REDUPLICATIVES or first[0].lower_ in FILLERS):
+                continue
+            if any(j in covered for j in range(i, i + n)):
+                continue
+            hits.append(_hit("immediate_repetition", f"{n}-gram", first, offset))
+            covered.update(range(i, i + n))
     return hits
 
 

@@ -106,6 +106,9 @@ def gpt_eval(
                 f"rubric {rub.identity()}, judge {settings.model} at {settings.endpoint}: {len(items)} judgments, "
                 f"{len(plan.cached)} cached; to run: {plan.estimate.describe()}"
             )
+            if repeats > 1 and temperature == 0:
+                console.print("[yellow]note: repeats at judge temperature 0 measure only the server's own "
+                              "nondeterminism; use --temperature > 0 for test-retest of sampled judgments[/yellow]")
             if dry_run:
                 return
             show_progress = sys.stderr.isatty() if progress is None else progress

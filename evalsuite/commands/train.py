@@ -40,6 +40,9 @@ def train_command(
         None, "--data", help="Training data (same as --set train.data=...): a corpus or a tokenized .bin/dir."
     ),
     data_dir: Path | None = typer.Option(None, "--data-dir", help="Reference data folder (for the gpt2 tokenizer)."),
+    time_limit_s: float | None = typer.Option(
+        None, "--time-limit-s", help="Checkpoint and stop after this many seconds (continue later with --resume)."
+    ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
 ) -> None:
     """Train a SpinNet or baseline model; writes checkpoints, metrics_stream.jsonl and config.yaml."""
@@ -84,11 +87,14 @@ def train_command(
         for note in info.notes:
             console.print(f"note: {note}")
 
-    result = train(run_config, resume=resume, progress=progress, on_start=on_start)
+    result = train(run_config, resume=resume, progress=progress, on_start=on_start, time_limit_s=time_limit_s)
     if result.info.world_size > 1 and int(os.environ.get("RANK", "0")) != 0:
         return
     summary = Table(title="result", show_header=False)
-    summary.add_row("steps", _fmt_int(result.steps))
+    steps = f"{_fmt_int(result.steps)} of {_fmt_int(result.info.max_iters)}"
+    if result.stopped_early:
+        steps += " (stopped at the time limit: continue with --resume)"
+    summary.add_row("steps", steps)
     summary.add_row("tokens seen", _fmt_int(result.tokens_seen))
     if result.val_loss is not None:
         summary.add_row("final val loss", f"{result.val_loss:.4f} nats/token")

@@ -344,10 +344,12 @@ def run_probe(
             n_skipped += len(batch) - len(keep)
             for identity, members in groups.items():
                 docs = [prepared[identity][j] for j in keep]
-                labels = [d.labels[d.analysed] for d in docs]
+                labels = [d.labels[d.analysed] for d in docs]  # per analysed token
+                units = [d.analysed_units() for d in docs]  # words: the permutation units
                 plan = None
                 if config.permutations:
-                    plan = plan_permutations(labels, [d.index for d in docs], config.permutations, config.seed)
+                    plan = plan_permutations([u[1] for u in units], [d.index for d in docs],
+                                             config.permutations, config.seed)
                 start = timer.add("accumulate", start)
                 for m in members:
                     outputs = forward_docs(
@@ -357,7 +359,8 @@ def run_probe(
                     )
                     start = timer.add("forward", start)
                     accumulators[m.name].add_batch(
-                        [d.index for d in docs], [o.mags for o in outputs], labels, plan
+                        [d.index for d in docs], [o.mags for o in outputs], [u[0] for u in units],
+                        [u[1] for u in units], plan,
                     )
                     n_tokens[m.name] += sum(len(lab) for lab in labels)
                     n_unaligned[m.name] += sum(d.n_unaligned for d in docs)
@@ -409,6 +412,14 @@ def run_probe(
         for m in models
     }
     probe_stats = all_stats[probe.name]
+    n_tests = int(probe_stats.table["p"].notna().sum())
+    if config.permutations and n_tests and n_tests / (config.permutations + 1) > config.alpha:
+        warnings.append(
+            f"{n_tests} tests and {config.permutations} permutations: a lone effect's adjusted p cannot go "
+            f"below {n_tests / (config.permutations + 1):.2g} (many simultaneous effects can); raise "
+            "--permutations or probe fewer --layers; p_norm_adj (exact permutation moments, normal tail) "
+            "has no such floor"
+        )
     comparisons = [compare_with_control(probe_stats, all_stats[c.name]) for c in controls]
     control_table = pd.concat(comparisons, ignore_index=True) if comparisons else pd.DataFrame()
     claims = claims_table(probe_stats, ORIGINAL_CLAIM) if probe.n_components == 8 else pd.DataFrame()
@@ -416,7 +427,7 @@ def run_probe(
         warnings.append(f"the original claim is about 8 octonion components; this model has {probe.n_components}")
     table = pd.concat([s.table for s in all_stats.values()], ignore_index=True)
     spec = pd.concat([s.spec for s in all_stats.values()], ignore_index=True)
-    top = top_components(table)
+    top = top_components(table, alpha=config.alpha)
     ablation = losses.table(weights, probe.name) if losses is not None else None
     timer.add("statistics", start)
 
@@ -438,25 +449,26 @@ def run_probe(
     )
 
 
-def top_components(table: pd.DataFrame, top: int = 3) -> pd.DataFrame:
+def top_components(table: pd.DataFrame, top: int = 3, alpha: float = 0.05) -> pd.DataFrame:
     """Per (model, layer, category): the top components by mean and by ratio, with p_adj."""
-    rows = []
-    cats = table[table["category"] != ALL]
-    for (model, layer, cat), sub in cats.groupby(["model", "layer", "category"], sort=False):
-        if sub["n_tokens"].iloc[0] == 0:
-            continue
-        by_mean = sub.sort_values("mean", ascending=False).head(top)
-        by_ratio = sub.sort_values("ratio", ascending=False).head(top)
-        rows.append({
-            "model": model, "layer": layer, "category": cat, "n_tokens": int(sub["n_tokens"].iloc[0]),
-            "top_by_mean": " ".join(by_mean["component"]),
-            "top_by_ratio": " ".join(by_ratio["component"]),
-            "top_ratios": " ".join(f"{r:.3f}" for r in by_ratio["ratio"]),
-            "top_p_adj": " ".join(f"{p:.2g}" for p in by_ratio["p_adj"]),
-            "n_significant_up": int(((sub["p_adj"] < 0.05) & (sub["ratio"] > 1)).sum()),
-            "n_significant_down": int(((sub["p_adj"] < 0.05) & (sub["ratio"] < 1)).sum()),
-        })
-    return pd.DataFrame(rows)
+    keys = ["model", "layer", "category"]
+    cats = table[(table["category"] != ALL) & (table["n_tokens"] > 0)]
+    if cats.empty:
+        return pd.DataFrame()
+    by_mean = cats.sort_values([*keys, "mean"], ascending=[True, True, True, False]).groupby(keys, sort=False).head(top)
+    by_ratio = cats.sort_values([*keys, "ratio"], ascending=[True, True, True, False]).groupby(keys, sort=False).head(top)
+    fmt = by_ratio.assign(r=by_ratio["ratio"].map("{:.3f}".format), q=by_ratio["p_adj"].map("{:.2g}".format))
+    sig = cats.assign(up=(cats["p_adj"] < alpha) & (cats["ratio"] > 1), down=(cats["p_adj"] < alpha) & (cats["ratio"] < 1))
+    out = pd.concat([
+        cats.groupby(keys, sort=False)["n_tokens"].first(),
+        by_mean.groupby(keys, sort=False)["component"].agg(" ".join).rename("top_by_mean"),
+        fmt.groupby(keys, sort=False)["component"].agg(" ".join).rename("top_by_ratio"),
+        fmt.groupby(keys, sort=False)["r"].agg(" ".join).rename("top_ratios"),
+        fmt.groupby(keys, sort=False)["q"].agg(" ".join).rename("top_p_adj"),
+        sig.groupby(keys, sort=False)["up"].sum().rename("n_significant_up"),
+        sig.groupby(keys, sort=False)["down"].sum().rename("n_significant_down"),
+    ], axis=1).reset_index()
+    return out
 
 
 def _jsonable(value: Any) -> Any:

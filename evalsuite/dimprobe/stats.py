@@ -7,11 +7,14 @@ Per model, layer l, component k and category c (definitions used in every output
 - `ratio` = mean / overall ("relative activation"; 1 = as active as on an average token).
 - `z` = (mean - overall) / sd: the category's shift in units of the component's token-level SD
   (a standardised effect size, not a test statistic).
-- `z_perm` = (S - E) / sqrt(V): S is the category's sum, E and V the exact mean and variance of S
-  under within-document label permutation (finite-population formulas per document, summed).
-  `p_norm` is its two-sided normal p-value (a high-resolution companion of `p`).
-- `p`: Monte Carlo permutation p-value, two-sided, (1 + #{|S* - E| >= |S - E|}) / (P + 1), with the
-  labels shuffled within documents (collect.py draws the replicates).
+- The permutation null shuffles the words' labels within each document (collect.py). Its test
+  statistic is D = S - mu0 * n: the category's token sum S minus mu0 times its token count n, with
+  mu0 = E*[S] / E*[n] the null's expected sum per expected token (so E*[D] = 0). D compares the
+  category's mean with what a random set of the document's words gives.
+- `z_perm` = D / sqrt(Var*[D]), with the exact null variance (finite-population formulas per
+  document over its words, summed). `p_norm` is its two-sided normal p-value (a high-resolution
+  companion of `p`: the Monte Carlo p cannot go below 1/(P + 1)).
+- `p`: Monte Carlo permutation p-value, two-sided, (1 + #{|D*| >= |D|}) / (P + 1).
 - `p_adj`: `p` corrected over all (layer, component, category) tests of that model
   (Benjamini-Hochberg FDR by default, or Holm FWER); `significant` = p_adj < alpha.
 - `ci_low`, `ci_high` (of the mean) and `ratio_ci_*`, `rank_mean_ci_*`: 95% percentile intervals
@@ -71,12 +74,19 @@ def _ranks_desc(values: np.ndarray) -> np.ndarray:
 
 
 def _percentile(draws: np.ndarray, q: float) -> np.ndarray:
-    with np.errstate(all="ignore"):
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            return np.nanpercentile(draws, q, axis=0)
+    """np.nanpercentile(draws, q, axis=0) with linear interpolation, vectorised (NaN draws are
+    ignored; all-NaN columns give NaN). numpy's nanpercentile loops over columns in Python."""
+    ordered = np.sort(draws, axis=0)  # NaN sorts last
+    valid = (~np.isnan(draws)).sum(axis=0)
+    pos = q / 100.0 * np.maximum(valid - 1, 0)
+    lo = np.floor(pos).astype(np.int64)
+    hi = np.minimum(lo + 1, np.maximum(valid - 1, 0))
+    frac = pos - lo
+    lo_val = np.take_along_axis(ordered, lo[None], axis=0)[0]
+    hi_val = np.take_along_axis(ordered, hi[None], axis=0)[0]
+    with np.errstate(invalid="ignore"):
+        out = lo_val + (hi_val - lo_val) * frac
+    return np.where(valid > 0, out, np.nan)
 
 
 def adjust_pvalues(p: np.ndarray, method: str = "bh") -> np.ndarray:
@@ -136,35 +146,46 @@ def compute_stats(
         ratio = mean / overall[None, :]
         z = (mean - overall[None, :]) / sd[None, :]
 
-    # exact permutation moments, document by document
-    n_d = acc.doc_n_total.astype(np.float64)
+    # exact moments of the word-level permutation null, document by document. The test statistic
+    # is D = S - mu0 * n (category token sum minus mu0 times its token count), with mu0 = E[S*]/E[n*]
+    # so that E[D*] = 0; a random subset of W words of U has finite-population moments.
+    units = acc.doc_units.astype(np.float64)
+    words_cat = acc.doc_units_cat.astype(np.float64)  # (D, C)
+    safe_u = np.maximum(units, 1.0)
+    mean_s = acc.doc_unit_sum / safe_u[:, None]  # (D, LK)
+    mean_n = acc.doc_unit_n / safe_u  # (D,)
+    var_s = np.maximum(acc.doc_unit_s2 / safe_u[:, None] - mean_s**2, 0.0)
+    cov_sn = acc.doc_unit_sn / safe_u[:, None] - mean_s * mean_n[:, None]
+    var_n = np.maximum(acc.doc_unit_n2 / safe_u - mean_n**2, 0.0)
+    fpc = np.where(units[:, None] > 1, words_cat * (units[:, None] - words_cat) / np.maximum(units[:, None] - 1, 1), 0.0)
+    expect_s = words_cat.T @ mean_s  # (C, LK)
+    expect_n = words_cat.T @ mean_n  # (C,)
     with np.errstate(divide="ignore", invalid="ignore"):
-        doc_mean = np.where(n_d[:, None] > 0, acc.doc_sum / n_d[:, None], 0.0)  # (D, LK)
-        doc_var = np.maximum(acc.doc_sumsq / np.maximum(n_d, 1)[:, None] - doc_mean**2, 0.0)
-        fpc = np.where(n_d[:, None] > 1,
-                       acc.doc_n_cat * (n_d[:, None] - acc.doc_n_cat) / np.maximum(n_d[:, None] - 1, 1), 0.0)
-    expect = acc.doc_n_cat.T.astype(np.float64) @ doc_mean  # (C, LK)
-    var = fpc.T @ doc_var  # (C, LK)
-    dev = cat_sum - expect
+        mu0 = expect_s / expect_n[:, None]
+    mu0 = np.nan_to_num(mu0)
+    var = fpc.T @ var_s - 2 * mu0 * (fpc.T @ cov_sn) + mu0**2 * (fpc.T @ var_n)[:, None]
+    dev = cat_sum - mu0 * n_cat[:, None]
     with np.errstate(divide="ignore", invalid="ignore"):
-        z_perm = np.where(var > 0, dev / np.sqrt(var), np.nan)
+        z_perm = np.where(var > 1e-12 * (np.abs(expect_s) + 1) ** 2, dev / np.sqrt(np.maximum(var, 0)), np.nan)
     p_norm = 2 * sps.norm.sf(np.abs(z_perm))
 
     # Monte Carlo permutation p-values
     p_mc = np.full((n_c, lk), np.nan)
     spec_p = np.full((n_c, n_l), np.nan)
     spec_null = np.full((n_c, n_l), np.nan)
-    if acc.perm_sum is not None and acc.perm_sum.shape[1] > 0:
+    if acc.perm_sum is not None and acc.perm_n is not None and acc.perm_sum.shape[1] > 0:
         n_perm = acc.perm_sum.shape[1]
-        # float32 sums in the replicates: ties within rounding count as "as extreme"
-        tol = 1e-5 * np.abs(expect) + 1e-12
-        perm_dev = np.abs(acc.perm_sum - expect[:, None, :])  # (C, P, LK)
+        # replicates are float32 sums: ties within rounding count as "as extreme"
+        tol = 1e-5 * np.abs(expect_s) + 1e-12
+        perm_dev = np.abs(acc.perm_sum - mu0[:, None, :] * acc.perm_n[:, :, None])  # (C, P, LK)
         exceed = (perm_dev >= (np.abs(dev) - tol)[:, None, :]).sum(axis=1)
         p_mc = (1.0 + exceed) / (n_perm + 1.0)
         with np.errstate(divide="ignore", invalid="ignore"):
-            perm_ratio = acc.perm_sum / n_cat[:, None, None] / overall[None, None, :]
+            perm_ratio = acc.perm_sum / acc.perm_n[:, :, None] / overall[None, None, :]
         perm_spec = np.abs(perm_ratio - 1.0).reshape(n_c, n_perm, n_l, n_k).max(axis=-1)  # (C, P, L)
-        spec_null = perm_spec.mean(axis=1)
+        finite = np.isfinite(perm_spec)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            spec_null = np.where(finite, perm_spec, 0.0).sum(axis=1) / finite.sum(axis=1)
     present = n_cat > 0
     p_mc[~present] = np.nan
     p_norm[~present] = np.nan
@@ -208,7 +229,8 @@ def compute_stats(
         boot_spec = np.where(np.isnan(boot_spec).all(axis=-1), np.nan,
                              np.nanmax(np.where(np.isnan(boot_spec), -np.inf, boot_spec), axis=-1))
     if acc.perm_sum is not None and acc.perm_sum.shape[1] > 0:
-        spec_p = (1.0 + (perm_spec >= (spec_val - 1e-9)[:, None, :]).sum(axis=1)) / (n_perm + 1.0)
+        spec_p = (1.0 + (np.nan_to_num(perm_spec, nan=np.inf) >= (spec_val - 1e-9)[:, None, :]).sum(axis=1)) \
+            / (n_perm + 1.0)
         spec_p[~present] = np.nan
     null_for_excess = np.nan_to_num(spec_null, nan=0.0)
     spec_excess = spec_val - null_for_excess

@@ -292,6 +292,21 @@ class Judge:
         self._format_lock = threading.Lock()
         self._rng = random.Random()
         self.stop = threading.Event()
+        # A wrong --base-url (nothing listening) would otherwise be retried with backoff for every story.
+        self._ever_answered = threading.Event()
+        self._refusals = 0
+        self._refusal_lock = threading.Lock()
+
+    def _check_unreachable(self, err: Exception) -> None:
+        if self._ever_answered.is_set() or isinstance(err, openai.APITimeoutError):
+            return
+        if not isinstance(err, openai.APIConnectionError):
+            return
+        with self._refusal_lock:
+            self._refusals += 1
+            if self._refusals >= 3:
+                self.stop.set()
+                raise UserError(f"cannot connect to the judge at {self.settings.base_url} ({err}); is the server running?")
 
     @property
     def response_format_used(self) -> str:
@@ -318,7 +333,9 @@ class Judge:
             "response_format": self._response_format(mode),
         }
         if s.seed is not None:
-            request["seed"] = s.seed
+            # Each repeat gets its own seed: with one seed, a server that honours it would return the
+            # same sample K times and test-retest agreement would be trivially perfect.
+            request["seed"] = s.seed + item.repeat
         if s.logprobs:
             request["logprobs"] = True
             request["top_logprobs"] = s.top_logprobs
@@ -363,6 +380,7 @@ class Judge:
                 completion = self.client.chat.completions.create(**request)
             except (openai.RateLimitError, openai.InternalServerError, openai.APITimeoutError, openai.APIConnectionError) as err:
                 self.budget.settle(est, 0, 0)
+                self._check_unreachable(err)
                 transport_failures += 1
                 headers = getattr(getattr(err, "response", None), "headers", None)
                 attempt.update(elapsed_s=round(time.monotonic() - t0, 3), outcome=_describe_error(err))
@@ -385,6 +403,7 @@ class Judge:
                 ) from None
             except openai.APIStatusError as err:
                 self.budget.settle(est, 0, 0)
+                self._ever_answered.set()
                 attempt.update(elapsed_s=round(time.monotonic() - t0, 3), outcome=_describe_error(err))
                 attempts.append(attempt)
                 if mode == "json_schema" and s.response_format == "auto" and err.status_code in (400, 422):
@@ -407,6 +426,7 @@ class Judge:
                 time.sleep(self._backoff(transport_failures, None))
                 continue
 
+            self._ever_answered.set()
             response_dump = completion.model_dump(mode="json")
             response_model = completion.model
             p_tok = completion.usage.prompt_tokens if completion.usage else estimate_prompt_tokens(request["messages"])

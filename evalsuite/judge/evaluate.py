@@ -59,8 +59,8 @@ def load_samples(paths: list[str | Path]) -> list[dict[str, Any]]:
             for key in ("prompt", "completion"):
                 if not isinstance(obj.get(key), str):
                     raise UserError(f"{path}:{lineno}: field {key!r} must be a string")
-            obj.setdefault("prompt_id", f"line-{lineno}")
-            obj.setdefault("checkpoint_id", path.stem)
+            obj["prompt_id"] = str(obj.get("prompt_id", f"line-{lineno}"))
+            obj["checkpoint_id"] = str(obj.get("checkpoint_id", path.stem))
             obj.setdefault("checkpoint", obj["checkpoint_id"])
             pair = (str(obj["checkpoint_id"]), str(obj["prompt_id"]))
             occurrence = seen.get(pair, 0)
