@@ -21,6 +21,11 @@ accumulate + statistics, the code of this package (the rest is spaCy and the mod
 
     .venv/bin/python benchmarks/dimprobe_throughput.py                  # both models, ~a few minutes
     .venv/bin/python benchmarks/dimprobe_throughput.py --models spinnet-tiny --docs 50
+    .venv/bin/python benchmarks/dimprobe_throughput.py --threads 1      # steadier on a shared machine
+
+Rows (+ load average, torch threads, versions) go to results/benchmarks/dimprobe_throughput.json.
+On a machine shared with other jobs, torch's default of one thread per core oversubscribes the
+cores and the forward pass slows several-fold; `--threads 1` measures more steadily there.
 """
 
 from __future__ import annotations

@@ -76,10 +76,11 @@ _RETRACE_DROP = {"[//]", "[///]", "[/-]", "[/?]"}
 _SUFFIXES = ("'s", "s", "ed", "d", "ing", "er", "est", "en")
 # Personal pronoun forms (a closed class): a substitution between two of them is a case or
 # person error (my [: I] [* case], me [: I]), never a pronunciation variant, so it is kept.
-_PRONOUNS = frozenset(
-    "i me my mine myself we us our ours ourselves you your yours yourself he him his himself "
-    "she her hers herself it its itself they them their theirs themselves".split()
-)
+_PRONOUNS = frozenset({
+    "i", "me", "my", "mine", "myself", "we", "us", "our", "ours", "ourselves", "you", "your", "yours",
+    "yourself", "he", "him", "his", "himself", "she", "her", "hers", "herself", "it", "its", "itself",
+    "they", "them", "their", "theirs", "themselves",
+})
 # Characters CHAT puts inside words that are not letters: lengthening, syllable pause, stress,
 # intonation arrows, overlap and satellite markers.
 _WORD_NOISE_RE = re.compile(r"[:^ˈˌ↑↓⇗↗→↘⇘∞≈≋°▔▁☺♋⁎∬Ϋ∮⇔∲§∾↫⌈⌉⌊⌋‡„“”\"]")

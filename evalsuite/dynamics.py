@@ -10,9 +10,11 @@ From a run's `metrics_stream.jsonl` (no model needed):
 - `loss_phases`: phases of the loss curve. Rule (documented, deterministic): fit a piecewise-linear
   model of loss against log10(tokens seen) by exact segmented least squares (dynamic programming,
   Bellman 1961), each segment >= `min_points` points, with the number of segments (1..max_segments)
-  chosen by BIC = n ln(SSE/n) + (3K-1) ln n. Each segment is labelled by its fitted slope s in
-  nats per decade of tokens: s > +plateau_tol "rising" (val: overfitting or divergence),
-  |s| <= plateau_tol "plateau", s <= -rapid_slope "rapid-drop", otherwise "slow-decline".
+  chosen by BIC = n ln(max(SSE/n, (1e-3 nats)^2)) + (4K-2) ln n (a breakpoint found by search counts
+  as two parameters). Each segment is labelled by its fitted slope s in nats per decade of tokens:
+  s > +plateau_tol "rising" (val: overfitting or divergence), |s| <= plateau_tol "plateau",
+  s <= -rapid_slope "rapid-drop", otherwise "slow-decline"; adjacent segments with the same label
+  are merged into one phase (and its line refitted).
   The step-0 evaluation (0 tokens seen) has no logarithm and is left out.
 
 From a checkpoint (a model on the CPU):
@@ -29,7 +31,8 @@ From a checkpoint (a model on the CPU):
   element mapped to the clamp bound 127) lies in this component (`scale_owner_share`), the share of
   its elements at the bound |q| = 127 (`at_bound_share`) and the share rounded to 0 (`zero_share`).
   A component is **saturated** when it owns the scale of at least `dominant_factor`/n of the tokens:
-  it sets the quantisation step for the others and pushes their small values to zero.
+  it sets the quantisation step for the others and pushes their small values to zero. Layers that
+  read the same input as an earlier one (k and v beside q) are reported once, under the first.
 - `effective_rank` (Roy & Vetterli 2007): exp of the Shannon entropy of the normalised singular
   values, erank = exp(-sum p_i ln p_i), p_i = s_i / sum s. Equals k for a matrix with k equal non-zero
   singular values. Hidden states are centred (column means removed) first by default, so a shared
@@ -59,6 +62,9 @@ SCALAR_KEYS = (
     "tokens_per_s", "article_loss", "other_loss", "article_other_ratio",
 )
 PHASE_LABELS = ("rapid-drop", "slow-decline", "plateau", "rising")
+# Loss resolution for the phase fit: a residual variance below (1e-3 nats)^2 counts as a perfect fit,
+# so noise-free (or rounded) curves do not buy extra segments with vanishing improvements.
+RESOLUTION_NATS = 1e-3
 
 
 # ----------------------------------------------------------------------------------------------
@@ -235,6 +241,10 @@ def _best_segmentation(cost: np.ndarray, k: int, min_points: int) -> tuple[float
     return float(best[k, n]), segments[::-1]
 
 
+def _slope(x: np.ndarray, y: np.ndarray, i: int, j: int) -> float:
+    return float(np.polyfit(x[i : j + 1], y[i : j + 1], 1)[0]) if j > i else 0.0
+
+
 def _label(slope: float, plateau_tol: float, rapid_slope: float) -> str:
     if slope > plateau_tol:
         return "rising"
@@ -271,16 +281,26 @@ def loss_phases(
             if k * min_pts > n:
                 break
             sse, segments = _best_segmentation(cost, k, min_pts)
-            bic = n * math.log(max(sse, 1e-12) / n) + (3 * k - 1) * math.log(n)
+            # residuals below RESOLUTION_NATS per point are below what a logged loss resolves
+            # K lines (2 parameters each) and K-1 breakpoints counted as 2 parameters each: a location
+            # chosen by search fits noise better than one free parameter would
+            bic = n * math.log(max(sse / n, RESOLUTION_NATS**2)) + (4 * k - 2) * math.log(n)
             if bic < best_bic - 1e-9:
                 best_k, best_bic, best_segments = k, bic, segments
-        for index, (i, j) in enumerate(best_segments):
+        labelled = [(i, j, _label(_slope(x, y, i, j), plateau_tol, rapid_slope)) for i, j in best_segments]
+        merged: list[list[Any]] = []
+        for i, j, label in labelled:  # adjacent segments with one label are one phase
+            if merged and merged[-1][2] == label:
+                merged[-1][1] = j
+            else:
+                merged.append([i, j, label])
+        for index, (i, j, label) in enumerate(merged):
             xs, ys = x[i : j + 1], y[i : j + 1]
             slope, intercept = np.polyfit(xs, ys, 1) if j > i else (0.0, ys[0])
             fit_start, fit_end = intercept + slope * xs[0], intercept + slope * xs[-1]
             rows.append({
                 "run": run, "model_family": sub["model_family"].iloc[0], "metric": metric, "phase": index,
-                "label": _label(float(slope), plateau_tol, rapid_slope),
+                "label": label,
                 "start_step": int(pts["step"].iloc[i]), "end_step": int(pts["step"].iloc[j]),
                 "start_tokens": int(pts["tokens_seen"].iloc[i]), "end_tokens": int(pts["tokens_seen"].iloc[j]),
                 "n_points": j - i + 1, "slope_per_decade": float(slope),
@@ -390,7 +410,11 @@ def activation_component_stats(model: Any, idx: Any, *, bits: int = 8, dominant_
         for handle in handles:
             handle.remove()
     rows = []
+    seen: list[Any] = []
     for name, layer in layers:
+        if any(captured[name] is other or torch.equal(captured[name], other) for other in seen):
+            continue  # k and v (and a SwiGLU gate) read the very input of q (up): reported once
+        seen.append(captured[name])
         x = captured[name].reshape(-1, captured[name].shape[-1])  # (tokens, D)
         n = layer.n
         absmax = x.abs().amax(dim=-1, keepdim=True).clamp(min=1e-5)

@@ -14,9 +14,12 @@ Figures and their inputs (paths relative to `results_dir`; `*` = any subfolder):
 - dimprobe_heatmap   dim-probe/dim_probe.csv: relative activation (log2 ratio) of each component for
                      each category at the last probed layer, significance marks from p_adj.
 - dimprobe_layers    the same per layer, for the categories of the original claim.
-- error_rates        childes-compare tables: error-type rates by child age bin and by model checkpoint.
-- age_vs_loss        developmental age vs validation loss, beside the hypothesised loss -> age table,
-                     with a bits-per-character panel.
+- error_rates        childes-compare/rates.csv: error-type rates by child age bin and by model checkpoint.
+- age_vs_loss        childes-compare/checkpoint_ages.csv (error-profile age model) and the judge's
+                     age-group guess (gpt_eval/summary.csv): developmental age vs validation loss,
+                     beside the hypothesised loss -> age table, with a bits-per-character panel.
+- dynamics           dynamics/ranks.csv + component_summary.csv: effective rank per layer and
+                     component, SpinNet ternary weights at zero and dead components over training.
 - benchmarks         benchmarks/*.csv: compression and throughput bars.
 
 PNG files are `FIG_DPI` dots per inch at the figure's size in inches (no tight bounding box), so
@@ -373,27 +376,41 @@ def _component_order(values: pd.Series) -> list[str]:
 
 def _heat(ax: Any, table: pd.DataFrame, categories: list[str], comps: list[str], vmax: float, annotate: bool,
           cbar_ax: Any = None) -> Any:
+    """A category x component heatmap of log2 ratios on a symmetric diverging scale, with significance
+    marks (stars with the value when annotated, dots otherwise). Drawn with pcolormesh: seaborn's
+    heatmap redraws the whole figure per call to lay out its tick labels, which is slow for grids."""
     import seaborn as sns
 
     grid = table.pivot_table(index="category", columns="component", values="log2_ratio", aggfunc="first")
     grid = grid.reindex(index=categories, columns=comps)
     pvals = table.pivot_table(index="category", columns="component", values="p_adj", aggfunc="first")
-    pvals = pvals.reindex(index=categories, columns=comps)
-    marks = pvals.map(_stars) if hasattr(pvals, "map") else pvals.applymap(_stars)
-    labels = None
-    if annotate:
-        labels = np.where(grid.notna(), grid.round(2).astype(str) + "\n" + marks.fillna(""), "")
-    out = sns.heatmap(grid, ax=ax, cmap="vlag", center=0.0, vmin=-vmax, vmax=vmax, annot=labels if annotate else None,
-                      fmt="", annot_kws={"fontsize": 6.5}, linewidths=0.4, linecolor="white",
-                      cbar=cbar_ax is not None, cbar_ax=cbar_ax,
-                      cbar_kws={"label": "log2(category mean / overall mean)"} if cbar_ax is not None else None)
-    if not annotate:  # significance dots only
-        for (i, _cat), (j, _comp) in ((a, b) for a in enumerate(categories) for b in enumerate(comps)):
-            if marks.iloc[i, j]:
+    marks = pvals.reindex(index=categories, columns=comps).map(_stars)
+    values = grid.to_numpy(dtype=float)
+    mesh = ax.pcolormesh(np.arange(len(comps) + 1), np.arange(len(categories) + 1), np.ma.masked_invalid(values),
+                         cmap=sns.color_palette("vlag", as_cmap=True), vmin=-vmax, vmax=vmax,
+                         edgecolors="white", linewidth=0.4)
+    ax.set_xlim(0, len(comps))
+    ax.set_ylim(len(categories), 0)  # first category on top
+    ax.set_xticks(np.arange(len(comps)) + 0.5, comps)
+    ax.set_yticks(np.arange(len(categories)) + 0.5, categories)
+    ax.tick_params(length=0)
+    ax.grid(False)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    for i in range(len(categories)):
+        for j in range(len(comps)):
+            value, mark = values[i, j], marks.iloc[i, j]
+            if annotate and np.isfinite(value):
+                text = f"{value:.2f}".replace("-0.00", "0.00") + (f"\n{mark}" if mark else "")
+                ax.text(j + 0.5, i + 0.5, text, ha="center", va="center", fontsize=6.5,
+                        color="white" if abs(value) > 0.6 * vmax else "0.1")
+            elif mark:
                 ax.plot(j + 0.5, i + 0.5, marker="o", ms=2.2, color="black")
+    if cbar_ax is not None:
+        ax.figure.colorbar(mesh, cax=cbar_ax, label="log2(mean / overall mean)")
     ax.set_xlabel("component")
     ax.set_ylabel("")
-    return out
+    return mesh
 
 
 def fig_dimprobe_heatmap(results_dir: Path, out_dir: Path) -> FigureResult:
@@ -463,70 +480,84 @@ def fig_dimprobe_layers(results_dir: Path, out_dir: Path) -> FigureResult:
 # 4. error-type rates: children by age vs models by checkpoint
 
 
-def _childes_tables(results_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, list[Path]]:
-    child_files = _find(results_dir, ["child_rates.csv", "children.csv", "child_error_rates.csv"],
-                        ("childes-compare", "childes_compare", "childes"))
-    model_files = _find(results_dir, ["model_rates.csv", "models.csv", "model_error_rates.csv"],
-                        ("childes-compare", "childes_compare", "childes"))
-    if not child_files and not model_files:
-        raise _Skip(f"no childes-compare rate tables under {results_dir} (run `evalsuite childes-compare`)")
-    child = pd.concat([_read_csv(p) for p in child_files], ignore_index=True) if child_files else pd.DataFrame()
-    model = pd.concat([_read_csv(p) for p in model_files], ignore_index=True) if model_files else pd.DataFrame()
-    return child, model, child_files + model_files
+CHILDES_DIRS = ("childes-compare", "childes_compare", "childes")
+
+
+def _childes_rates(results_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, list[Path]]:
+    """(children pooled over all children, model checkpoints) rows of childes-compare's rates.csv."""
+    files = _find(results_dir, ["rates.csv"], CHILDES_DIRS)
+    if not files:
+        raise _Skip(f"no childes-compare/rates.csv under {results_dir} (run `evalsuite childes-compare`)")
+    rates = pd.concat([_read_csv(p) for p in files], ignore_index=True)
+    _need(rates, ["source", "error_type", "rate", "ci_low", "ci_high"], files[0])
+    rates = rates[~rates["error_type"].astype(str).str.contains("/")]  # sub-kinds stay in the table
+    child = rates[rates["source"] == "childes"]
+    if "child" in child:
+        child = child[child["child"].astype(str) == "all"]
+    model = rates[rates["source"] == "model"]
+    if child.empty and model.empty:
+        raise _Skip(f"{files[0]} has no childes or model rows")
+    return child.copy(), model.copy(), files
+
+
+def _bars(ax: Any, frame: pd.DataFrame, group: str, order: list[str], types: list[str], palette: dict) -> None:
+    width = 0.8 / len(types)
+    for t_i, etype in enumerate(types):
+        sub = frame[frame["error_type"] == etype].drop_duplicates(group).set_index(group).reindex(order)
+        x = np.arange(len(order)) + (t_i - (len(types) - 1) / 2) * width
+        err = np.vstack([sub["rate"] - sub["ci_low"], sub["ci_high"] - sub["rate"]]).astype(float)
+        ax.bar(x, sub["rate"], width=width, color=palette[etype], label=etype,
+               yerr=np.where(np.isfinite(err), np.maximum(err, 0), 0), capsize=1.5, error_kw={"lw": 0.7})
+    ax.set_xticks(np.arange(len(order)))
 
 
 def fig_error_rates(results_dir: Path, out_dir: Path) -> FigureResult:
-    """Error-type rates (per 1,000 words, 95% CI) by child age bin, beside the same by model checkpoint."""
-    child, model, inputs = _childes_tables(results_dir)
-    need = ["error_type", "rate", "ci_low", "ci_high"]
-    if not child.empty:
-        _need(child, need + ["age_bin"], inputs[0])
-    if not model.empty:
-        _need(model, need, inputs[-1])
-    types = list(dict.fromkeys(list(child.get("error_type", [])) + list(model.get("error_type", []))))
-    if not types:
-        raise _Skip("the childes-compare tables hold no error types")
+    """Error-type rates (% of units with the error, Wilson 95% CI) by child age bin and by model checkpoint."""
     import seaborn as sns
 
+    child, model, inputs = _childes_rates(results_dir)
+    types = list(dict.fromkeys(list(child["error_type"]) + list(model["error_type"])))
     palette = dict(zip(types, sns.color_palette("colorblind", n_colors=max(3, len(types))), strict=False))
-    fig, (ax_c, ax_m) = _new_figure(12.0, 4.4, ncols=2, sharey=True)
-
-    def bars(ax: Any, frame: pd.DataFrame, group: str, order: list[str]) -> None:
-        width = 0.8 / len(types)
-        for t_i, etype in enumerate(types):
-            sub = frame[frame["error_type"] == etype].set_index(group).reindex(order)
-            x = np.arange(len(order)) + (t_i - (len(types) - 1) / 2) * width
-            err = np.vstack([sub["rate"] - sub["ci_low"], sub["ci_high"] - sub["rate"]]).astype(float)
-            ax.bar(x, sub["rate"], width=width, color=palette[etype], label=etype,
-                   yerr=np.where(np.isfinite(err), err, 0), capsize=2, error_kw={"lw": 0.8})
-        ax.set_xticks(np.arange(len(order)))
-        ax.set_xticklabels(order, rotation=30, ha="right")
-
-    unit = str(child.get("rate_unit", model.get("rate_unit", pd.Series(["per 1,000 words"]))).iloc[0]) \
-        if ("rate_unit" in child or "rate_unit" in model) else "per 1,000 words"
+    n_child = child["age_bin"].nunique() if "age_bin" in child else 0
+    n_model = model["checkpoint"].nunique() if "checkpoint" in model else 0
+    fig, (ax_c, ax_m) = _new_figure(max(10.0, 0.9 * (n_child + n_model) + 4), 5.0, ncols=2, sharey=True,
+                                    gridspec_kw={"width_ratios": [max(n_child, 1), max(n_model, 1)]})
     if not child.empty:
-        ages = list(dict.fromkeys(child.sort_values("age_bin")["age_bin"].astype(str)))
+        _need(child, ["age_bin"], inputs[0])
+        key = "age_bin_start" if "age_bin_start" in child else "age_bin"
+        ages = list(dict.fromkeys(child.sort_values(key)["age_bin"].astype(str)))
         child = child.assign(age_bin=child["age_bin"].astype(str))
-        bars(ax_c, child, "age_bin", ages)
-        ax_c.set_xlabel("child age bin")
-        ax_c.set_title("CHILDES children")
+        _bars(ax_c, child, "age_bin", ages, types, palette)
+        ax_c.set_xticklabels([f"{a} mo" for a in ages], rotation=30, ha="right")
+        ax_c.set_xlabel("child age bin (months), all children pooled")
+        ax_c.set_title("CHILDES children (utterances)")
     else:
         ax_c.text(0.5, 0.5, "no child data", ha="center", va="center", transform=ax_c.transAxes)
     if not model.empty:
-        key = "checkpoint_id" if "checkpoint_id" in model else "checkpoint"
-        order = _checkpoint_order(model, key)
-        model = model.assign(**{key: model[key].astype(str)})
-        bars(ax_m, model, key, order)
-        ax_m.set_xticklabels([o.split("-")[0] for o in order], rotation=30, ha="right")
-        ax_m.set_xlabel("model checkpoint (by tokens seen)")
-        ax_m.set_title("model stories")
+        _need(model, ["checkpoint"], inputs[0])
+        firsts = model.groupby("checkpoint", sort=False).first().reset_index()
+        if "val_loss" in firsts:
+            firsts = firsts.sort_values("val_loss", ascending=False)  # training progress: loss falls
+        order = [str(c) for c in firsts["checkpoint"]]
+        model = model.assign(checkpoint=model["checkpoint"].astype(str))
+        _bars(ax_m, model, "checkpoint", order, types, palette)
+        labels = []
+        for _, row in firsts.iterrows():
+            name = str(row["checkpoint"]).rsplit("-", 1)[0] if "/" in str(row["checkpoint"]) else str(row["checkpoint"])
+            labels.append(name + (f"\nloss {row['val_loss']:.2f}" if pd.notna(row.get("val_loss")) else ""))
+        ax_m.set_xticklabels(labels, rotation=30, ha="right", fontsize=7.5)
+        ax_m.set_xlabel("model checkpoint (by falling validation loss)")
+        ax_m.set_title("model stories (sentences)")
     else:
-        ax_m.text(0.5, 0.5, "no model data", ha="center", va="center", transform=ax_m.transAxes)
-    ax_c.set_ylabel(f"error rate ({unit}), 95% CI")
+        ax_m.text(0.5, 0.5, "no model samples", ha="center", va="center", transform=ax_m.transAxes)
+    ax_c.set_ylabel("units with the error (%), Wilson 95% CI")
     handles, labels = (ax_c if not child.empty else ax_m).get_legend_handles_labels()
-    fig.legend(handles, labels, title="error type", loc="outside upper center", ncols=min(len(types), 6))
+    fig.legend(handles, labels, title="error type", loc="outside upper center", ncols=min(len(types), 4))
     paths = _save(fig, out_dir, "error_rates")
-    caption = f"Child-like error types ({unit}, 95% CIs) in CHILDES children by age bin and in model stories by checkpoint."
+    caption = ("Child-like error types as the share of units with at least one error (children: CHI utterances, "
+               "pooled over children per age bin; models: story sentences per checkpoint), with Wilson 95% CIs "
+               "that treat units as independent (too narrow by the clustering within transcripts and stories). "
+               "Spoken utterances and written sentences differ in genre, so compare trends, not levels.")
     return FigureResult("error_rates", paths, None, inputs, caption)
 
 
@@ -537,17 +568,15 @@ def fig_error_rates(results_dir: Path, out_dir: Path) -> FigureResult:
 def _age_points(results_dir: Path) -> tuple[pd.DataFrame, list[Path]]:
     """Per checkpoint: val_loss, val_bpc, age (years) with CI, and the source of the age estimate."""
     frames, inputs = [], []
-    age_files = _find(results_dir, ["age_estimates.csv", "loss_age.csv"], ("childes-compare", "childes_compare", "childes"))
-    for path in age_files:
+    for path in _find(results_dir, ["checkpoint_ages.csv"], CHILDES_DIRS):
         table = _read_csv(path)
-        if {"val_loss", "age_years"} <= set(table.columns):
+        if {"val_loss", "age_months", "ci_low", "ci_high"} <= set(table.columns):
             frames.append(pd.DataFrame({
-                "checkpoint": table.get("checkpoint_id", table.get("checkpoint")),
-                "model_family": table.get("model_family"), "val_loss": table["val_loss"],
-                "val_bpc": table.get("val_bpc"), "age": table["age_years"],
-                "age_low": table.get("age_ci_low", table["age_years"]),
-                "age_high": table.get("age_ci_high", table["age_years"]),
-                "source": "error profile (childes-compare)"}))
+                "checkpoint": table.get("checkpoint"), "model_family": table.get("model_family"),
+                "val_loss": table["val_loss"], "val_bpc": table.get("val_bpc"), "age": table["age_months"] / 12.0,
+                "age_low": table["ci_low"] / 12.0, "age_high": table["ci_high"] / 12.0,
+                "extrapolated": table.get("extrapolated", False),
+                "source": "error-profile age model (childes-compare)"}))
             inputs.append(path)
     for path in _find(results_dir, ["summary.csv"], ("gpt_eval", "gpt-eval")):
         table = _read_csv(path)
@@ -564,7 +593,8 @@ def _age_points(results_dir: Path) -> tuple[pd.DataFrame, list[Path]]:
             "checkpoint": ages.get("checkpoint_id", ages.get("checkpoint")),
             "model_family": ages.get("model_family"), "val_loss": ages["val_loss"], "val_bpc": ages.get("val_bpc"),
             "age": years(ages["mean"]), "age_low": years(ages["ci_low"].fillna(ages["mean"])),
-            "age_high": years(ages["ci_high"].fillna(ages["mean"])), "source": "judge's age-group guess"}))
+            "age_high": years(ages["ci_high"].fillna(ages["mean"])), "extrapolated": False,
+            "source": "judge's age-group guess"}))
         inputs.append(path)
     if not frames:
         raise _Skip(f"no age estimates under {results_dir}: need childes-compare age estimates or a gpt_eval "
@@ -584,7 +614,7 @@ def fig_age_vs_loss(results_dir: Path, out_dir: Path) -> FigureResult:
     points["family"] = _family_of(points)
     colors = family_colors(sorted(points["family"].unique()))
     markers = {src: m for src, m in zip(sorted(points["source"].unique()), ("o", "s", "^", "D"), strict=False)}
-    fig, (ax_loss, ax_bpc, ax_tab) = _new_figure(13.0, 4.4, ncols=3, gridspec_kw={"width_ratios": [1.0, 1.0, 0.62]})
+    fig, (ax_loss, ax_bpc, ax_tab) = _new_figure(13.0, 5.0, ncols=3, gridspec_kw={"width_ratios": [1.0, 1.0, 0.62]})
     age_top = max(8.0, float(np.nanmax(points["age_high"])) + 0.5)
     loss_hi = max(4.5, float(np.nanmax(points["val_loss"])) + 0.3)
     loss_lo = min(1.0, float(np.nanmin(points["val_loss"])) - 0.2)
@@ -595,11 +625,13 @@ def fig_age_vs_loss(results_dir: Path, out_dir: Path) -> FigureResult:
                                     zorder=0))
     ax_loss.add_patch(Rectangle((3.0, 0), 0.5, age_top, facecolor="none", edgecolor="0.75", hatch="//", lw=0,
                                 zorder=0))
-    for (fam, src), sub in points.groupby(["family", "source"]):
+    points["extrapolated"] = points["extrapolated"].fillna(False).astype(bool)
+    for (fam, src, extra), sub in points.groupby(["family", "source", "extrapolated"]):
         err = np.vstack([sub["age"] - sub["age_low"], sub["age_high"] - sub["age"]]).astype(float)
         err = np.where(np.isfinite(err), np.maximum(err, 0), 0)
         kw = {"color": colors[fam], "marker": markers[src], "ls": "none", "ms": 5, "capsize": 3,
-              "label": f"{fam}: {src}"}
+              "label": f"{fam}: {src}" + (" (extrapolated)" if extra else ""),
+              "mfc": "white" if extra else colors[fam]}
         ax_loss.errorbar(sub["val_loss"], sub["age"], yerr=err, **kw)
         if "val_bpc" in sub and sub["val_bpc"].notna().any():
             s2 = sub[sub["val_bpc"].notna()]
@@ -610,7 +642,8 @@ def fig_age_vs_loss(results_dir: Path, out_dir: Path) -> FigureResult:
     ax_loss.set_xlabel("validation loss (nats/token), decreasing")
     ax_loss.set_ylabel("estimated developmental age (years)")
     ax_loss.set_title("age vs loss, hypothesis shaded")
-    ax_loss.legend(loc="upper left", fontsize=7)
+    handles, labels = ax_loss.get_legend_handles_labels()  # hollow markers: outside the age model's range
+    fig.legend(handles, labels, loc="outside upper center", ncols=min(3, len(labels)), fontsize=8)
     ax_bpc.set_title("age vs bits per character")
     ax_bpc.set_xlabel("validation bits/char, decreasing")
     ax_bpc.set_ylim(0, age_top)
@@ -630,7 +663,8 @@ def fig_age_vs_loss(results_dir: Path, out_dir: Path) -> FigureResult:
     tab.scale(1.0, 1.6)
     ax_tab.set_title("hypothesis (loss -> age)")
     paths = _save(fig, out_dir, "age_vs_loss")
-    caption = ("Estimated developmental age of each checkpoint's stories against its validation loss (nats/token, "
+    caption = ("Estimated developmental age of each checkpoint's stories (95% CI; hollow: extrapolated beyond "
+               "the age model's training range) against its validation loss (nats/token, "
                "shaded boxes: the hypothesised loss -> age table; hatched: 3.0-3.5, which the hypothesis leaves "
                "open) and against bits per character (the tokenizer-independent unit; the hypothesis is stated in "
                "nats/token of one tokenizer, so it is not drawn there). Sources: " + ", ".join(sorted(markers)) + ".")
@@ -638,54 +672,202 @@ def fig_age_vs_loss(results_dir: Path, out_dir: Path) -> FigureResult:
 
 
 # ----------------------------------------------------------------------------------------------
+# 5b. training dynamics from checkpoints (effective rank, dead components)
+
+
+def fig_dynamics(results_dir: Path, out_dir: Path) -> FigureResult:
+    """Effective rank per layer and per component, and SpinNet's zero/dead ternary weights over training."""
+    ranks_files = _find(results_dir, ["ranks.csv"], ("dynamics",))
+    if not ranks_files:
+        raise _Skip(f"no dynamics/ranks.csv under {results_dir} (run `evalsuite dynamics RUN_DIR --checkpoints all`)")
+    ranks = pd.concat([_read_csv(p) for p in ranks_files], ignore_index=True)
+    if ranks.empty:
+        raise _Skip(f"{ranks_files[0]} is empty (dynamics was run with --checkpoints none)")
+    _need(ranks, ["run", "checkpoint", "layer", "scope", "component", "erank", "dim"], ranks_files[0])
+    summary_files = [p.with_name("component_summary.csv") for p in ranks_files
+                     if p.with_name("component_summary.csv").is_file()]
+    summary = pd.concat([_read_csv(p) for p in summary_files], ignore_index=True) if summary_files else pd.DataFrame()
+    ranks["family"] = _family_of(ranks)
+    runs = list(dict.fromkeys(ranks.sort_values("family")["run"]))
+    fam_of_run = ranks.groupby("run")["family"].first().to_dict()
+    colors = family_colors(sorted(set(fam_of_run.values())))
+    palette = [f"C{i}" for i in range(10)]
+    run_color = {r: colors[fam_of_run[r]] if len(runs) == len(set(fam_of_run.values())) else palette[i % 10]
+                 for i, r in enumerate(runs)}
+
+    def final(frame: pd.DataFrame) -> pd.DataFrame:  # best/ if analysed, else the last checkpoint
+        picks = []
+        for _run, sub in frame.groupby("run", sort=False):
+            name = "best" if (sub["checkpoint"] == "best").any() else sub.sort_values("tokens_seen")["checkpoint"].iloc[-1]
+            picks.append(sub[sub["checkpoint"] == name])
+        return pd.concat(picks, ignore_index=True)
+
+    last = final(ranks)
+    fig, (ax_layer, ax_comp, ax_zero) = _new_figure(13.0, 4.2, ncols=3)
+    for run in runs:
+        whole = last[(last["run"] == run) & (last["scope"] == "all")].sort_values("layer")
+        ax_layer.plot(whole["layer"], whole["erank"] / whole["dim"], marker="o", ms=4, color=run_color[run],
+                      label=f"{run} ({fam_of_run[run]})")
+    from matplotlib.ticker import MaxNLocator
+
+    ax_layer.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax_layer.set_xlabel("hidden layer (0 = embedding output)")
+    ax_layer.set_ylabel("effective rank / dimension")
+    ax_layer.set_title("residual-stream effective rank")
+    ax_layer.set_ylim(0, None)
+    comps = last[last["scope"] == "component"].copy()
+    if not comps.empty:
+        top = comps.groupby("run")["layer"].transform("max")
+        comps = comps[comps["layer"] == top]
+        width = 0.8 / max(1, len(runs))
+        for r_i, run in enumerate(runs):
+            sub = comps[comps["run"] == run].sort_values("component")
+            x = sub["component"].astype(int) + (r_i - (len(runs) - 1) / 2) * width
+            ax_comp.bar(x, sub["erank"] / sub["dim"], width=width, color=run_color[run], label=run)
+        n = int(comps["component"].max()) + 1
+        ax_comp.set_xticks(range(n))
+        ax_comp.set_xticklabels([f"e{k}" for k in range(n)])
+    ax_comp.set_xlabel("component (last layer)")
+    ax_comp.set_ylabel("effective rank / component dimension")
+    ax_comp.set_title("per-component effective rank")
+    ax_comp.set_ylim(0, 1.05)
+    overall = summary[summary["layer"] == "all"] if not summary.empty and "layer" in summary else pd.DataFrame()
+    if overall.empty:
+        ax_zero.text(0.5, 0.5, "no ternary (SpinNet) layers analysed", ha="center", va="center",
+                     transform=ax_zero.transAxes)
+    else:
+        for run, sub in overall.groupby("run", sort=False):
+            sub = sub.drop_duplicates("checkpoint").sort_values("tokens_seen")
+            sub = sub[sub["checkpoint"].astype(str).str.startswith("step_") | (sub["checkpoint"] == "latest")]
+            sub = sub.drop_duplicates("tokens_seen")
+            color = run_color.get(run, "C0")
+            ax_zero.plot(sub["tokens_seen"], sub["zero_weight_share"], marker="o", ms=4, color=color,
+                         label=f"{run}: weights at 0")
+            ax_zero.plot(sub["tokens_seen"], sub["dead_ratio"], marker="x", ms=5, ls="--", color=color,
+                         label=f"{run}: dead components")
+        if (overall["tokens_seen"] > 0).any():
+            _log_tokens_axis(ax_zero)
+        ax_zero.set_ylim(-0.03, 1)  # a dead ratio of 0 stays visible above the axis
+        ax_zero.legend(loc="upper right", fontsize=7)
+    ax_zero.set_ylabel("share")
+    ax_zero.set_title("SpinNet ternary weights at zero")
+    handles, labels = ax_layer.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside upper center", ncols=min(4, len(labels)))
+    paths = _save(fig, out_dir, "dynamics")
+    caption = ("Training dynamics from checkpoints: entropy effective rank (Roy & Vetterli 2007) of the centred "
+               "residual stream per layer and of each component at the last layer (best/ checkpoint, validation "
+               "text), and for SpinNet the share of ternary weights at zero and of dead components (>= 99% zero "
+               "trits) over training.")
+    return FigureResult("dynamics", paths, None, ranks_files + summary_files, caption)
+
+
+# ----------------------------------------------------------------------------------------------
 # 6. compression and throughput
 
 
+_SIZE_LABELS = {
+    "fp32_weights_bytes": "float32 weights", "safetensors_bytes": "model.safetensors",
+    "checkpoint_dir_bytes": "checkpoint dir", "file_bytes": ".spinnet file",
+}
+
+
+def _row_labels(table: pd.DataFrame, skip: tuple[str, ...] = ()) -> pd.Series:
+    """A label per row from its text columns (preset, family, packing, ...) and boolean flags."""
+    parts = []
+    for col in table.columns:
+        if col in skip or table[col].nunique(dropna=True) <= 1 and len(table) > 1:
+            continue  # a column that is the same on every row does not tell rows apart
+        if pd.api.types.is_bool_dtype(table[col]):
+            parts.append(table[col].map({True: col, False: f"no {col}"}))
+        elif not pd.api.types.is_numeric_dtype(table[col]):
+            parts.append(table[col].astype(str))
+    if not parts:
+        return pd.Series([f"row {i}" for i in range(len(table))], index=table.index)
+    return pd.concat(parts, axis=1).agg(", ".join, axis=1)
+
+
+def _throughput_panel(ax: Any, table: pd.DataFrame, stem: str) -> None:
+    from matplotlib.ticker import FuncFormatter
+
+    table = table[table["tokens_per_s"].notna()].reset_index(drop=True)
+    labels = _row_labels(table, skip=("device", "dtype", "peak_label"))
+    family = table["family"] if "family" in table else pd.Series(["unknown"] * len(table))
+    colors = family_colors(sorted(family.astype(str).unique()))
+    ax.barh(labels, table["tokens_per_s"], color=[colors[str(f)] for f in family])
+    ax.invert_yaxis()
+    for y, row in table.iterrows():
+        note = f" {row['tokens_per_s']:,.0f}"
+        if "mfu" in table and pd.notna(row.get("mfu")):
+            note += f"  (MFU {row['mfu']:.1%})"
+        ratio = next((c for c in table.columns if "ratio_vs" in c), None)
+        if ratio and pd.notna(row.get(ratio)):
+            note += f"  [{ratio.replace('_', ' ')} {row[ratio]:.2f}]"
+        ax.text(row["tokens_per_s"], y, note, va="center", fontsize=7.5)
+    setting = ", ".join(str(table[c].iloc[0]) for c in ("device", "dtype") if c in table)
+    if {"batch_size", "block_size"} <= set(table.columns):
+        setting += f", batch {table['batch_size'].iloc[0]} x {table['block_size'].iloc[0]} tokens"
+    ax.set_title(f"{stem}: throughput" + (f"\n({setting})" if setting else ""))
+    ax.set_xlabel("tokens per second")
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: _count_label(v)))
+    ax.margins(x=0.45)
+
+
+def _compression_panel(ax: Any, table: pd.DataFrame, stem: str) -> None:
+    from matplotlib.ticker import FuncFormatter
+
+    cols = [c for c in _SIZE_LABELS if c in table] or [c for c in table.columns if c.endswith("bytes")]
+    labels = _row_labels(table)
+    rows = [(f"{label}: {_SIZE_LABELS.get(col, col)}", float(value), col)
+            for label, (_, row) in zip(labels, table.iterrows(), strict=True)
+            for col in cols if pd.notna(value := row[col])]
+    names = [r[0] for r in rows]
+    values = [r[1] for r in rows]
+    ax.barh(names, values, color=[f"C{cols.index(r[2]) % 10}" for r in rows])
+    ax.invert_yaxis()
+    reference = {label: float(row["file_bytes"]) for label, (_, row) in zip(labels, table.iterrows(), strict=True)
+                 if "file_bytes" in table and pd.notna(row["file_bytes"])}
+    for y, (name, value, col) in enumerate(rows):
+        note = " " + _human(value, "bytes")
+        ref = reference.get(name.split(": ")[0])
+        if ref and col != "file_bytes":
+            note += f"  ({value / ref:.1f}x the .spinnet file)"
+        ax.text(value, y, note, va="center", fontsize=7.5)
+    ax.set_title(f"{stem}: size on disk")
+    ax.set_xlabel("bytes")
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: _human(v, "bytes")))
+    ax.margins(x=0.5)
+
+
 def fig_benchmarks(results_dir: Path, out_dir: Path) -> FigureResult:
-    """Bars of every compression and throughput number in benchmarks/*.csv."""
-    files = sorted(p for p in (results_dir / "benchmarks").glob("*.csv")) if (results_dir / "benchmarks").is_dir() else []
+    """Throughput (tokens/s) and compression (bytes on disk) bars from benchmarks/*.csv."""
+    folder = results_dir / "benchmarks"
+    files = sorted(folder.glob("*.csv")) if folder.is_dir() else []
     if not files:
-        raise _Skip(f"no {results_dir / 'benchmarks'}/*.csv (run the scripts in benchmarks/)")
-    panels = []
+        raise _Skip(f"no {folder}/*.csv (run the scripts in benchmarks/)")
+    panels: list[tuple[str, pd.DataFrame, str]] = []
+    used = []
     for path in files:
         table = _read_csv(path)
         if table.empty:
             continue
-        label_cols = [c for c in table.columns if not pd.api.types.is_numeric_dtype(table[c])]
-        for col in table.columns:
-            low = col.lower()
-            if table[col].dtype.kind not in "if" or not any(
-                    k in low for k in ("ratio", "bytes", "mb", "tokens_per_s", "throughput", "per_s", "speedup")):
-                continue
-            values = table[col]
-            if values.notna().sum() == 0:
-                continue
-            labels = (table[label_cols].astype(str).agg(" / ".join, axis=1) if label_cols
-                      else pd.Series([f"row {i}" for i in range(len(table))]))
-            panels.append((path.stem, col, labels, values))
+        if "tokens_per_s" in table and table["tokens_per_s"].notna().any():
+            panels.append(("throughput", table, path.stem))
+            used.append(path)
+        elif any(c.endswith("bytes") for c in table.columns):
+            panels.append(("compression", table, path.stem))
+            used.append(path)
     if not panels:
-        raise _Skip(f"benchmark tables {', '.join(p.name for p in files)} hold no compression or throughput column")
-    from matplotlib.ticker import FuncFormatter
-
-    ncols = min(2, len(panels))
-    nrows = math.ceil(len(panels) / ncols)
-    fig, axes = _new_figure(6.2 * ncols, 2.6 * nrows + 0.3, nrows=nrows, ncols=ncols, squeeze=False)
-    for i, (stem, col, labels, values) in enumerate(panels):
-        ax = axes[i // ncols][i % ncols]
-        ax.barh(labels, values, color=[f"C{j % 10}" for j in range(len(values))])
-        ax.invert_yaxis()
-        for y, v in enumerate(values):
-            if np.isfinite(v):
-                ax.text(v, y, " " + _human(v, col), va="center", fontsize=7.5)
-        ax.set_title(f"{stem}: {col}")
-        ax.set_xlabel(col.replace("_", " "))
-        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos, c=col: _human(v, c)))
-        ax.margins(x=0.18)
-    for j in range(len(panels), nrows * ncols):
-        axes[j // ncols][j % ncols].axis("off")
+        raise _Skip(f"benchmark tables {', '.join(p.name for p in files)} hold no tokens_per_s or *_bytes column")
+    heights = [0.45 * len(t) * (1 if kind == "throughput" else max(1, sum(c.endswith("bytes") for c in t.columns)))
+               + 1.3 for kind, t, _ in panels]
+    fig, axes = _new_figure(10.0, sum(heights) + 0.3, nrows=len(panels), squeeze=False,
+                            gridspec_kw={"height_ratios": heights})
+    for ax, (kind, table, stem) in zip(axes[:, 0], panels, strict=True):
+        (_throughput_panel if kind == "throughput" else _compression_panel)(ax, table, stem)
     paths = _save(fig, out_dir, "benchmarks")
-    return FigureResult("benchmarks", paths, None, files, "Compression and throughput from benchmarks/*.csv "
-                        "(each measured against the reference named in its table).")
+    return FigureResult("benchmarks", paths, None, used, "Benchmarks from results/benchmarks/*.csv: training "
+                        "throughput in tokens per second (with MFU and the ratio to the baseline where measured) "
+                        "and model sizes on disk.")
 
 
 def _human(value: float, column: str) -> str:
@@ -711,6 +893,7 @@ FIGURES: dict[str, Callable[[Path, Path], FigureResult]] = {
     "dimprobe_layers": fig_dimprobe_layers,
     "error_rates": fig_error_rates,
     "age_vs_loss": fig_age_vs_loss,
+    "dynamics": fig_dynamics,
     "benchmarks": fig_benchmarks,
 }
 
@@ -741,4 +924,40 @@ def make_figures(results_dir: str | os.PathLike, out_dir: str | os.PathLike | No
     if not results.is_dir():
         raise UserError(f"results directory not found: {results}")
     out = Path(out_dir).expanduser() if out_dir is not None else results / "figures"
-    return [draw(name, results, out) for name in (only or list(FIGURES))]
+    drawn = [draw(name, results, out) for name in (only or list(FIGURES))]
+    if any(not r.skipped for r in drawn):
+        write_manifest(drawn, out)
+    return drawn
+
+
+MANIFEST = "figures.json"
+
+
+def write_manifest(results: list[FigureResult], out_dir: Path) -> Path:
+    """`figures.json` beside the figures: what each was drawn from, its caption, or why it was skipped
+    (merged with an earlier manifest, so `--only` keeps the other entries)."""
+    import json
+
+    path = out_dir / MANIFEST
+    entries = {e["name"]: e for e in read_manifest(out_dir)}
+    for r in results:
+        entries[r.name] = {"name": r.name, "paths": [p.name for p in r.paths], "skipped": r.skipped,
+                           "inputs": [str(p.resolve()) for p in r.inputs], "caption": r.caption}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir / f".{MANIFEST}.tmp"
+    tmp.write_text(json.dumps(list(entries.values()), indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def read_manifest(out_dir: Path) -> list[dict[str, Any]]:
+    import json
+
+    path = Path(out_dir) / MANIFEST
+    if not path.is_file():
+        return []
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return []
+    return [e for e in data if isinstance(e, dict) and "name" in e] if isinstance(data, list) else []

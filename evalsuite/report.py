@@ -33,6 +33,7 @@ TEMPLATE = "report.html.j2"
 REPORT_FILE = "report.html"
 TOP_ROWS = 10
 MAX_META_CHARS = 60_000
+MAX_FULL_READ_BYTES = 50_000_000
 _SEED_KEY = re.compile(r"(^|_)seeds?$")
 
 
@@ -135,8 +136,9 @@ _STATUS_CELL = re.compile(r"<td>(pass|warn|fail)</td>")
 def _table_entries(files: list[Path], base: Path, results_dir: Path, top_rows: int) -> list[dict[str, Any]]:
     entries = []
     for path in files:
+        large = path.stat().st_size > MAX_FULL_READ_BYTES  # only the top rows of a large table are read
         try:
-            frame = pd.read_csv(path)
+            frame = pd.read_csv(path, nrows=top_rows if large else None)
         except pd.errors.EmptyDataError:
             frame = pd.DataFrame()
         except (pd.errors.ParserError, UnicodeDecodeError) as err:
@@ -147,7 +149,8 @@ def _table_entries(files: list[Path], base: Path, results_dir: Path, top_rows: i
         html = _STATUS_CELL.sub(r'<td class="status-\1">\1</td>', html)
         entries.append({
             "label": _rel(path, results_dir), "href": _rel(path, base), "html": html,
-            "n_rows": len(frame), "n_cols": frame.shape[1], "shown": len(shown), "truncated": len(frame) > len(shown),
+            "n_rows": f"more than {len(frame)} (large file, not counted)" if large else len(frame),
+            "n_cols": frame.shape[1], "shown": len(shown), "truncated": large or len(frame) > len(shown),
         })
     return entries
 
@@ -178,10 +181,18 @@ def _figure_entries(results: list[Any], base: Path, results_dir: Path, embed: bo
 
 
 def _existing_figures(figures_dir: Path) -> list[Any]:
+    """The figures already in `figures_dir`, with captions and inputs from its figures.json."""
+    from evalsuite.figures import read_manifest
+
+    manifest = {e["name"]: e for e in read_manifest(figures_dir)}
     out = []
     for png in sorted(figures_dir.glob("*.png")):
+        entry = manifest.get(png.stem, {})
         paths = [p for p in (png.with_suffix(".pdf"), png) if p.is_file()]
-        out.append(FigureResult(png.stem, paths, None, [], "(drawn earlier; caption not recorded)"))
+        inputs = [Path(p) for p in entry.get("inputs", []) if Path(p).is_file()]
+        out.append(FigureResult(png.stem, paths, None, inputs, entry.get("caption") or "(caption not recorded)"))
+    out += [FigureResult(e["name"], [], e["skipped"]) for e in manifest.values()
+            if e.get("skipped") and not (figures_dir / f"{e['name']}.png").is_file()]
     return out
 
 

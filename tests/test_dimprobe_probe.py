@@ -226,8 +226,9 @@ def test_cli_end_to_end(tmp_path, tokenizer, capsys):
     assert "error:" in capsys.readouterr().err
 
 
-def test_baseline_probe_and_other_component_counts(tokenizer):
-    """A baseline model probes with its component_split; n != 8 has no claim table."""
+def test_baseline_probe_and_other_component_counts(tokenizer, tmp_path):
+    """A baseline model probes with its component_split; n != 8 has no claim table; user categories
+    and --max-docs flow through."""
     from evalsuite.dimprobe.collect import ModelUnderProbe
     from trainers.config import ModelConfig
     from trainers.model import build_model
@@ -237,7 +238,14 @@ def test_baseline_probe_and_other_component_counts(tokenizer):
                       max_seq_len=128, component_split=4)
     model = build_model(cfg).eval()
     run = ModelUnderProbe("probe", model, tokenizer, 64, model.n_components, "tiny baseline, 4 blocks")
-    res = run_probe(run, [ProbeText(d) for d in DOCS[:8]], ProbeConfig(permutations=20, bootstrap=20))
+    cats = tmp_path / "cats.yaml"
+    cats.write_text("categories:\n  ANIMAL:\n    words: [dog, cat, bird, frog, bunny, duck]\n")
+    config = ProbeConfig(permutations=20, bootstrap=20, categories_file=str(cats), max_docs=6)
+    res = run_probe(run, [ProbeText(d) for d in DOCS[:8]], config)
+    assert res.summary.n_docs == 6
+    animal = res.table[(res.table["category"] == "ANIMAL") & (res.table["model"] == "probe")]
+    assert len(animal) == 2 * 4 and (animal["n_tokens"] == res.documents["n_ANIMAL"].sum()).all()
+    assert res.documents["n_ANIMAL"].sum() >= 6  # every story has an animal
     assert set(res.table["component"]) == {"e0", "e1", "e2", "e3"}
     assert set(res.table["model"]) == {"probe", "untrained"}  # no second untrained baseline
     assert res.claims.empty and any("8 octonion" in w for w in res.summary.warnings)

@@ -99,9 +99,11 @@ def test_dry_run_prints_estimate_and_calls_nothing(tmp_path, capsys):
 def test_default_without_base_url_is_a_clear_error(tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("EVALSUITE_JUDGE_GGUF", raising=False)
     samples = write_samples(tmp_path / "samples.jsonl", 1)
-    assert run_cli(["gpt-eval", str(samples), "--cache", str(tmp_path / "c.sqlite")]) == 2
+    # --no-local-judge: where the `.[judge]` extra is installed, gpt-eval would otherwise start it.
+    assert run_cli(["gpt-eval", str(samples), "--no-local-judge", "--cache", str(tmp_path / "c.sqlite")]) == 2
     err = capsys.readouterr().err
     assert "--base-url" in err and "llama" in err and "vLLM" in err and "ollama" in err
+    assert "pip install -e '.[judge]'" in err and "--judge-gguf" in err
 
 
 def test_bad_inputs_are_user_errors(tmp_path, capsys):

@@ -292,3 +292,15 @@ def test_report_on_the_sample(gpt2, bpe300, docs):
     small = frame[(frame.corpus == "sample") & (frame.tokenizer == bpe300.name)].iloc[0]
     assert small.tokens_per_char > row.tokens_per_char  # a 300-token vocabulary cuts finer than GPT-2
     assert small.article_token_share <= small.article_id_share  # in-word uses are not counted
+
+
+def test_context_free_article_ids_leave_out_word_pieces(gpt2):
+    """A per-token loss weight sees ids without context: the bare "a" piece must not count."""
+    bare_a = gpt2.encode("a")
+    assert len(bare_a) == 1
+    assert bare_a[0] in article_token_ids(gpt2)["a"]
+    # "park" splits into pieces in some contexts; the bare "a" id is a piece in many words
+    free = article_token_ids(gpt2, context_free=True)
+    assert bare_a[0] not in free["a"]
+    assert 257 in free["a"] and 262 in free["the"] and 281 in free["an"]
+    assert gpt2.encode("The")[0] in free["the"]

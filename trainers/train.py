@@ -363,7 +363,8 @@ def _count_params(model: torch.nn.Module) -> tuple[int, int]:
 
 
 def _article_ids(tokenizer: Any, device: torch.device) -> torch.Tensor:
-    ids = sorted({i for group in article_token_ids(tokenizer).values() for i in group})
+    # context_free: a per-token weight cannot tell the article "a" from the piece "a" inside "p|a|rk"
+    ids = sorted({i for group in article_token_ids(tokenizer, context_free=True).values() for i in group})
     return torch.tensor(ids, dtype=torch.long, device=device)
 
 

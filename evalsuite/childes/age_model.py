@@ -150,7 +150,7 @@ def bootstrap_age(
     point = model.predict(feats)
     rng = np.random.default_rng(seed)
     n = len(doc_stats)
-    numeric = doc_stats.drop(columns=[c for c in doc_stats.columns if doc_stats[c].dtype == object])
+    numeric = doc_stats.select_dtypes(include=["number", "bool"])
     arr = numeric.to_numpy(dtype=float)
     cols = list(numeric.columns)
     preds = np.empty(n_boot)

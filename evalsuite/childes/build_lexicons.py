@@ -102,7 +102,7 @@ def build_names(names_dir: Path, out_dir: Path = lexicon.DATA_DIR, share: float 
 
 
 def build_bare_nouns(
-    childes_dir: Path, out_dir: Path = lexicon.DATA_DIR, min_uses: int = 3, min_bare: float = 0.25
+    childes_dir: Path, out_dir: Path = lexicon.DATA_DIR, min_uses: int = 3, min_bare: float = 0.15
 ) -> int:
     from corpora.chat import read_chat
     from evalsuite.childes.detectors import ARGUMENT_DEPS, has_determiner, load_nlp

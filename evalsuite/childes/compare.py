@@ -267,10 +267,8 @@ def _group_keys(units: pd.DataFrame, config: CompareConfig) -> list[tuple[dict, 
         return groups
     child = units[units["source"] == "childes"]
     if not child.empty:
-        child = child.assign(**dict(zip(
-            ("age_bin_start", "age_bin"), zip(*[age_bin_label(a, config.bin_months) for a in child["age_months"]]),
-            strict=True,
-        )))
+        labels = [age_bin_label(a, config.bin_months) for a in child["age_months"]]
+        child = child.assign(age_bin_start=[lo for lo, _ in labels], age_bin=[lab for _, lab in labels])
         for who in [*sorted(child["child"].unique()), "all"]:
             sub = child if who == "all" else child[child["child"] == who]
             for (start, label), g in sub.groupby(["age_bin_start", "age_bin"]):
@@ -354,14 +352,26 @@ def hypothesis_band(val_loss: float) -> tuple[str, float, float]:
     return "not in the seed's table", float("nan"), float("nan")
 
 
+EXACT_SPEARMAN_MAX_N = 8
+
+
 def _spearman(x: Sequence[float], y: Sequence[float]) -> dict:
+    """Spearman's rho with a two-sided p: exact (all n! orderings) for n <= 8, where scipy's
+    t-approximation is wrong (it gives p = 0 for a perfect rank order of 3 points; the exact p is 1/3)."""
     x, y = np.asarray(x, float), np.asarray(y, float)
     ok = ~(np.isnan(x) | np.isnan(y))
     n = int(ok.sum())
     if n < 3:
-        return {"rho": float("nan"), "p": float("nan"), "n": n}
-    rho, p = stats.spearmanr(x[ok], y[ok])
-    return {"rho": float(rho), "p": float(p), "n": n}
+        return {"rho": float("nan"), "p": float("nan"), "n": n, "p_method": ""}
+    rho = float(stats.spearmanr(x[ok], y[ok])[0])
+    if n <= EXACT_SPEARMAN_MAX_N:
+        from itertools import permutations
+
+        rx, ry = stats.rankdata(x[ok]), stats.rankdata(y[ok])
+        perms = [float(np.corrcoef(rx, ry[list(p)])[0, 1]) for p in permutations(range(n))]
+        p = float(np.mean([abs(r) >= abs(rho) - 1e-12 for r in perms]))
+        return {"rho": rho, "p": p, "n": n, "p_method": "exact permutation"}
+    return {"rho": rho, "p": float(stats.spearmanr(x[ok], y[ok])[1]), "n": n, "p_method": "t approximation"}
 
 
 def checkpoint_age_table(model: age_model.AgeModel | None, story_units: pd.DataFrame, config: CompareConfig) -> pd.DataFrame:
@@ -397,7 +407,7 @@ def _verdict(ages: pd.DataFrame, summary: CompareSummary) -> None:
     summary.spearman_loss = _spearman(ages["val_loss"], ages["age_months"])
     sb, sl = summary.spearman_bpc, summary.spearman_loss
     summary.statements.append(
-        f"Spearman(val_bpc, developmental age) = {sb['rho']:.2f} (p = {sb['p']:.3g}, n = {sb['n']}); "
+        f"Spearman(val_bpc, developmental age) = {sb['rho']:.2f} (p = {sb['p']:.3g}, {sb['p_method']}, n = {sb['n']}); "
         f"Spearman(val_loss, age) = {sl['rho']:.2f} (p = {sl['p']:.3g}, n = {sl['n']}; nats/token, comparable only "
         "when all checkpoints share a tokenizer)."
     )
@@ -415,6 +425,10 @@ def _verdict(ages: pd.DataFrame, summary: CompareSummary) -> None:
     direction = sb["rho"] < 0 and sb["p"] < 0.05
     contrary = sb["rho"] > 0 and sb["p"] < 0.05
     level = in_band.sum() > 0 and overlap >= 0.5 * in_band.sum() and n_extrap < n / 2
+    if n_extrap >= n / 2:
+        summary.statements.append(
+            "Most predicted ages lie outside the children's range (18-62 months in Brown) or rest on features "
+            "outside it: the levels are extrapolations, so only the rank order against loss is informative.")
     if direction and level:
         summary.verdict = "supported"
     elif direction:
@@ -481,9 +495,10 @@ def _summarise(summary, val, mlu_summary, cv, table, ages, samples) -> None:
     for _, row in val.iterrows():
         if row["n_codes"] >= validation.MIN_CODES_FOR_ESTIMATE:
             s.append(f"Validation {row['target']}: precision {row['precision']:.2f} "
-                     f"[{row['precision_ci_low']:.2f}, {row['precision_ci_high']:.2f}] ({row['tp_hits']}/{row['n_hits']}), "
-                     f"recall {row['recall']:.2f} [{row['recall_ci_low']:.2f}, {row['recall_ci_high']:.2f}] "
-                     f"({row['tp_codes']}/{row['n_codes']} human codes).")
+                     f"[{row['precision_ci_low']:.2f}, {row['precision_ci_high']:.2f}] "
+                     f"({int(row['tp_hits'])}/{int(row['n_hits'])}), recall {row['recall']:.2f} "
+                     f"[{row['recall_ci_low']:.2f}, {row['recall_ci_high']:.2f}] "
+                     f"({int(row['tp_codes'])}/{int(row['n_codes'])} human codes).")
     m = mlu_summary.get("morphemes", {})
     if m:
         s.append(f"MLU in morphemes, text parse vs %mor, per transcript (n = {mlu_summary['n_files']}): Pearson r = "

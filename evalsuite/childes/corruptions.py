@@ -90,7 +90,7 @@ def corrupt_span(span, kind: str) -> str | None:
             if pn is None:
                 continue
             low = tok.lower_
-            if low in BE_SWAP and not (low == "am"):
+            if low in BE_SWAP and low != "am":
                 if low in ("has", "have", "does", "do") and tok.tag_ not in ("VBZ", "VBP"):
                     continue
                 return _replace(span, tok, _match_case(BE_SWAP[low], tok.text))

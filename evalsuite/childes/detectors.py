@@ -9,6 +9,7 @@ Operational definitions (and what each cannot see):
 - article_omission: a singular common noun (tag NN) in an argument slot (subject, object, object of
   a preposition, predicate nominal, or conjoined with / in apposition to a noun) with no determiner, possessive, numeral or quantifier, whose
   lemma is not on the bare-noun list (mass nouns and bare idioms that adults use: juice, home, bed).
+  Kinship words used as names (Mommy) and nouns with a bare possessor (Adam truck) are skipped.
   Misses omissions before mass nouns ("the water" -> "water") and before nouns spaCy mis-tags.
 - pronoun_case: an object/possessive form as subject (me/him/her/us/them/my/our/their as nsubj,
   except the subject of a small clause under let/make/help/see/watch/hear/have/want..., "let me
@@ -24,7 +25,8 @@ Operational definitions (and what each cannot see):
   an animal or object subject makes any gendered pronoun compatible (so recall is low).
 - subject_verb_agreement: a finite present verb whose form does not match its subject's person/
   number (he go, the dog run, they goes, I is), and was/were mismatches (they was, he were; not
-  after "if"/"wish"/"as though"). Subjects: personal/demonstrative pronouns, nouns (NN vs NNS),
+  after "if"/"wish"/"as though"). A bare verb with a 3rd-singular subject in a question is counted
+  as a missing auxiliary (do-support) instead. Subjects: personal/demonstrative pronouns, nouns (NN vs NNS),
   coordinated subjects (plural). Relative pronouns and existential "there" are skipped.
 - overregularization: a form that is not an English word form and is a regular inflection of an
   irregular lemma or form (goed, throwed, tooked, broked, gots, haves; mans/mouses/sheeps/feets/
@@ -34,10 +36,11 @@ Operational definitions (and what each cannot see):
   hanged, deers, fishes), nor forms that are other words of the same part of speech (seed, fells);
   a form known as another part of speech (mans, a verb) needs structural evidence (two mans).
 - missing_copula_aux: a subject with a non-verbal predicate and no copula (he happy, that mine), a
-  progressive -ing verb with a subject and no auxiliary (he going), or a wh-question with a
-  nominal and no verb at all (where Mommy?, what that?).
-- missing_morpheme: a singular noun after a numeral > 1 or a plural quantifier (two cookie, these
-  block), or a bare/present verb coordinated with a past-tense verb (she opened it and find a toy),
+  progressive -ing verb with a subject and no auxiliary (he going), a wh-question with a
+  nominal and no verb at all (where Mommy?, what that?), or a question whose 3rd-singular subject
+  has a bare verb and no "does" (where ball go?, why he have a hat?).
+- missing_morpheme: a singular noun after a numeral > 1 or a plural quantifier before it (two cookie,
+  these block), or a bare/present verb coordinated with a past-tense verb (she opened it and find a toy),
   or a bare/present verb with a past-time adverb (yesterday he walk).
 - immediate_repetition: a word or a sequence of up to 4 words repeated immediately within a unit,
   with no punctuation between and more words after (I I want, the dog the dog ran): a restart;
@@ -100,8 +103,13 @@ FEMALE_NOUNS = {
     "empress", "nun", "ballerina", "mermaid",
 }
 
+KINSHIP_NAMES = {
+    "mommy", "mom", "mama", "mum", "mummy", "ma", "daddy", "dad", "papa", "pa", "pop", "grandma", "grandpa",
+    "granny", "nanny", "auntie", "grandmother", "grandfather", "baby",
+}
+WH_WORDS = {"what", "where", "who", "whom", "whose", "which", "why", "how", "when"}
 PRESENT_BASE_TAGS = {"VBP", "VB"}
-PAST_TIME_ADVERBS = {"yesterday", "ago", "earlier", "before", "once"}
+PAST_TIME_ADVERBS = {"yesterday", "ago", "earlier"}
 PLURAL_QUANTIFIERS = {"these", "those", "many", "several", "both", "few", "various", "numerous"}
 NUMBER_WORDS = {
     "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9, "ten": 10,
@@ -164,9 +172,10 @@ def has_determiner(token) -> bool:
             return True
         if child.dep_ == "case" and child.tag_ == "POS":
             return True
-    if token.dep_ == "pobj" and token.head.lower_ == "of" and token.head.head.lemma_.lower() in QUANTITY_NOUNS:
-        return True
-    return False
+        if child.dep_ == "compound" and child.pos_ == "PROPN" and child.i < token.i:
+            return True  # Adam truck, Mommy plate: a possessor without 's (not an article context)
+    # "kind of X", "lots of X": the quantity noun carries the determiner
+    return token.dep_ == "pobj" and token.head.lower_ == "of" and token.head.head.lemma_.lower() in QUANTITY_NOUNS
 
 
 def _noun_like(token) -> bool:
@@ -177,6 +186,8 @@ def _noun_like(token) -> bool:
         return "noun" in lexicon.known_forms().get(token.lower_, ())  # a common noun mis-tagged PROPN
     if token.pos_ == "PROPN" and token.i == token.sent.start and token.text[:1].isupper():
         low = token.lower_
+        if low in KINSHIP_NAMES:
+            return False  # Mommy, Daddy, Grandma: used as names
         return "noun" in lexicon.known_forms().get(low, ()) and low not in lexicon.name_gender()
     return False
 
@@ -195,8 +206,8 @@ def detect_article_omission(span, offset: int) -> list[Hit]:
         lemma = tok.lemma_.lower()
         if lemma in bare or tok.lower_ in bare or has_determiner(tok):
             continue
-        if tok.lower_ in lexicon.irregular_nouns().accepted.get(lemma, ()) and tok.lower_ != lemma:
-            continue  # an irregular plural tagged NN (sheep, fish)
+        if lexicon.irregular_nouns().accepted.get(lemma) == frozenset({lemma}):
+            continue  # a noun whose only plural is itself (sheep): may be plural
         hits.append(_hit("article_omission", "bare_singular_noun", [tok], offset))
     return hits
 
@@ -242,6 +253,14 @@ def _subject_person_number(subj) -> str | None:
     return None
 
 
+def _is_question(verb) -> bool:
+    """The verb's sentence ends in "?" or has a wh-word before the verb."""
+    sent = verb.sent
+    if any(t.text == "?" for t in sent[-2:]):
+        return True
+    return any(t.lower_ in WH_WORDS for t in verb.doc[sent.start : verb.i])
+
+
 def detect_agreement(span, offset: int) -> list[Hit]:
     hits = []
     for verb in span:
@@ -273,11 +292,17 @@ def detect_agreement(span, offset: int) -> list[Hit]:
         elif tag == "VBZ" and pn != "3sg" and low not in ("'s",):
             kind = "s_with_non_third_singular"
         elif tag in PRESENT_BASE_TAGS and pn == "3sg":
+            verbs = lexicon.irregular_verbs()
+            if low in verbs.lemma_of and verbs.lemma_of[low] != low:
+                continue  # an irregular past mis-tagged as present (swam, sang)
             if any(c.dep_ in ("aux", "auxpass") or c.tag_ in ("MD", "TO") for c in verb.children):
                 continue
             if verb.tag_ == "VB" and (verb.dep_ in ("xcomp", "ccomp") and verb.head.lemma_.lower() in SMALL_CLAUSE_VERBS):
                 continue  # let him go, make it stop: bare infinitive
             if low in ("ca", "wo", "sha"):
+                continue
+            if _is_question(verb):  # where ball go?  why he have a reindeer?: a missing "does"
+                hits.append(_hit("missing_copula_aux", "missing_do_support", [subj, verb], offset))
                 continue
             kind = "bare_verb_with_third_singular"
         if kind:
@@ -342,12 +367,13 @@ def overregularization_kind(tok) -> str | None:
                 return "double_plural"
         # function word + s: manys, somes, froms
         base = form[:-1]
-        if form.endswith("s") and base in lexicon.function_words() and form not in lexicon.function_words():
-            if base not in NUMBER_WORDS:
-                return "function_word_s"
-    if form == "mines" and not any(c.dep_ in DETERMINER_DEPS | {"amod", "compound", "dobj"} for c in tok.children):
-        if not (tok.i > 0 and tok.nbor(-1).dep_ in DETERMINER_DEPS and tok.nbor(-1).head == tok):
-            return "possessive_pronoun_s"
+        words = lexicon.function_words()
+        if form.endswith("s") and len(base) >= 3 and base in words and form not in words and base not in NUMBER_WORDS:
+            return "function_word_s"
+    modified = any(c.dep_ in DETERMINER_DEPS | {"amod", "compound", "dobj"} for c in tok.children)
+    after_determiner = tok.i > 0 and tok.nbor(-1).dep_ in DETERMINER_DEPS and tok.nbor(-1).head == tok
+    if form == "mines" and not modified and not after_determiner:
+        return "possessive_pronoun_s"
     return None
 
 
@@ -370,8 +396,10 @@ def detect_missing_copula_aux(span, offset: int) -> list[Hit]:
             continue
         subj = [c for c in tok.children if c.dep_ in ("nsubj", "nsubjpass")]
         aux = [c for c in tok.children if c.dep_ in ("aux", "auxpass", "cop") or c.pos_ == "AUX"]
-        if not subj or aux:
+        if not subj or aux or subj[0].lower_ in ("no", "yes", "not"):
             continue
+        if tok.dep_ != "ROOT" and tok.head.lemma_.lower() in SMALL_CLAUSE_VERBS:
+            continue  # made everyone happy, saw him going: a small clause needs no copula
         if tok.tag_ == "VBG":
             hits.append(_hit("missing_copula_aux", "missing_auxiliary", [subj[0], tok], offset))
         elif tok.pos_ in ("ADJ", "NOUN", "PROPN", "PRON", "NUM", "ADP") or (tok.pos_ == "ADV" and tok.lower_ != "not"):
@@ -379,7 +407,8 @@ def detect_missing_copula_aux(span, offset: int) -> list[Hit]:
     if not has_verb and not hits:
         wh = [t for t in span if t.lower_ in ("what", "where", "who", "whose", "which")]
         nominals = [t for t in span if t.pos_ in ("NOUN", "PROPN", "PRON") and t not in wh]
-        if wh and nominals:
+        about = any(t.lower_ == "about" for t in span)
+        if wh and nominals and not about:
             hits.append(_hit("missing_copula_aux", "wh_question_without_copula", [wh[0], nominals[0]], offset))
     return hits
 
@@ -400,9 +429,15 @@ def detect_missing_morpheme(span, offset: int) -> list[Hit]:
     for tok in span:
         if tok.pos_ == "NOUN" and tok.tag_ == "NN" and tok.morph.get("Number") != ["Plur"]:
             lemma = tok.lemma_.lower()
-            if tok.lower_ in nouns.accepted.get(lemma, ()):
-                continue  # zero plurals: two sheep, two fish
+            if nouns.accepted.get(lemma) == frozenset({lemma}):
+                continue  # zero plurals: two sheep
+            if tok.lower_ in ("o'clock", "clock", "percent"):
+                continue
             for child in tok.children:
+                if child.i > tok.i:
+                    continue  # channel four, band two: a numeral after the noun is a name or a count
+                if child.i > 0 and _numeral_value(child.doc[child.i - 1]) is not None:
+                    continue  # one two three go: counting, not a quantity
                 value = _numeral_value(child) if child.dep_ == "nummod" else None
                 plural_q = child.lower_ in PLURAL_QUANTIFIERS and child.dep_ in ("det", "amod", "nummod")
                 if (value is not None and value > 1) or plural_q:
@@ -413,10 +448,10 @@ def detect_missing_morpheme(span, offset: int) -> list[Hit]:
                 continue
             if any(c.dep_ == "aux" for c in tok.children):
                 continue
-            if tok.dep_ == "conj" and tok.head.tag_ == "VBD" and tok.head.pos_ == "VERB":
-                if not any(c.dep_ in ("nsubj", "nsubjpass") for c in tok.children):
-                    hits.append(_hit("missing_morpheme", "missing_past_in_coordination", [tok], offset))
-                    continue
+            shares_subject = not any(c.dep_ in ("nsubj", "nsubjpass") for c in tok.children)
+            if tok.dep_ == "conj" and tok.head.tag_ == "VBD" and tok.head.pos_ == "VERB" and shares_subject:
+                hits.append(_hit("missing_morpheme", "missing_past_in_coordination", [tok], offset))
+                continue
             adverbs = [c for c in tok.subtree if c.lower_ in PAST_TIME_ADVERBS and c.dep_ in ("npadvmod", "advmod")]
             last = [c for c in tok.children if c.dep_ == "npadvmod" and any(g.lower_ == "last" for g in c.children)]
             if adverbs or last:
@@ -427,8 +462,9 @@ def detect_missing_morpheme(span, offset: int) -> list[Hit]:
 def detect_repetition(span, offset: int) -> list[Hit]:
     """Adjacent repeats with no punctuation between them and more words after them (a restart).
 
-    "no no no ." or "Daddy Daddy ." (calling, emphasis) and "No, no!" are not counted: CHAT marks
-    only restarts as repetitions ([/]), and story dialogue repeats words on purpose.
+    A unit that ends in the run ("no no no .", "doggie doggie doggie .": calling, emphasis) and
+    repeats split by punctuation ("No, no!") are not counted: CHAT marks restarts as repetitions
+    ([/]), and story dialogue repeats words on purpose.
     """
     tokens = [t for t in span if not t.is_space]
     hits = []
@@ -438,10 +474,14 @@ def detect_repetition(span, offset: int) -> list[Hit]:
             first, second = tokens[i : i + n], tokens[i + n : i + 2 * n]
             if not all(is_word(t) for t in first + second):
                 continue
-            if [t.lower_ for t in first] != [t.lower_ for t in second]:
+            gram = [t.lower_ for t in first]
+            if gram != [t.lower_ for t in second]:
                 continue
-            if not any(is_word(t) for t in tokens[i + 2 * n :]):
-                continue  # nothing follows: emphasis or calling, not a restart
+            end = i + 2 * n
+            while [t.lower_ for t in tokens[end : end + n]] == gram:
+                end += n  # the whole run: doggie doggie doggie
+            if not any(is_word(t) for t in tokens[end:]):
+                continue  # the unit ends in the run: emphasis or calling, not a restart
             if n == 1 and (first[0].lower_ in REDUPLICATIVES or first[0].lower_ in FILLERS):
                 continue
             if any(j in covered for j in range(i, i + n)):

@@ -10,7 +10,7 @@ Sources (all offline; `build_lexicons.py` regenerates the committed files and sa
 - `data/name_gender.tsv`: US Census 1990 first-name frequency lists (public domain), as shipped in
   the `names` 0.3.0 package: a name is male/female when >= 90 % of its frequency is one sex.
 - `data/bare_nouns.tsv`: singular common nouns that the adults of CHILDES Brown (mothers, fathers,
-  investigators) use without any determiner in >= 25 % of >= 3 argument uses (mass nouns such as
+  investigators) use without any determiner in >= 15 % of >= 3 argument uses (mass nouns such as
   juice, milk, and bare-noun idioms such as home, bed, school, Mommy).
 """
 

@@ -134,12 +134,11 @@ def clause_count(span) -> int:
     for tok in span:
         if tok.dep_ not in CLAUSE_DEPS:
             continue
-        if tok.pos_ == "VERB" or (tok.pos_ == "AUX" and tok.dep_ == "ROOT"):
-            n += 1
-        elif tok.dep_ in ("ROOT", "ccomp", "conj", "advcl", "relcl") and any(
+        verbal = tok.pos_ == "VERB" or (tok.pos_ == "AUX" and tok.dep_ == "ROOT")
+        predicate = tok.dep_ in ("ROOT", "ccomp", "conj", "advcl", "relcl") and any(
             c.dep_ in ("cop", "aux") for c in tok.children
-        ):
-            n += 1
+        )
+        n += verbal or predicate
     return n
 
 
@@ -169,7 +168,7 @@ def mattr(words: Sequence[str], window: int = 50) -> float:
             del counts[old]
         counts[new] = counts.get(new, 0) + 1
         total += len(counts)
-    return total / (n - window + 1)
+    return total / ((n - window + 1) * window)
 
 
 def bootstrap_mean_ci(
@@ -193,4 +192,6 @@ def wilson_ci(count: int, n: int, z: float = 1.959963984540054) -> tuple[float, 
     denom = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
     half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return float(max(0.0, centre - half)), float(min(1.0, centre + half))
+    lo = 0.0 if count == 0 else max(0.0, centre - half)  # exact ends: no float dust above 0 or below 1
+    hi = 1.0 if count == n else min(1.0, centre + half)
+    return float(min(lo, p)), float(max(hi, p))

@@ -76,7 +76,6 @@ def _overlap(hit: dict, ann: dict) -> bool:
 def validate_detectors(units: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Precision/recall per target on child units; second frame lists every disagreement for inspection."""
     rows, disagreements = [], []
-    all_human = [(i, a) for i, anns in zip(units.index, units["annotations"], strict=True) for a in anns]
     for target in TARGETS:
         n_codes = tp_codes = n_hits = tp_hits = hits_on_other_codes = 0
         for idx, text, anns, hits in zip(
@@ -120,7 +119,6 @@ def validate_detectors(units: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]
         n_hits = int(sum(any(h["error_type"] == name for h in hits) for hits in units["hits"]))
         rows.append({"target": name, "detector": name, "codes": "", "n_codes": 0, "n_hits": n_hits,
                      "note": "no human codes for this error type in these transcripts: not validated"})
-    del all_human
     return pd.DataFrame(rows), pd.DataFrame(disagreements)
 
 

@@ -49,6 +49,7 @@ def childes_compare(
     import math
 
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     from evalsuite.childes.compare import CompareConfig
@@ -100,17 +101,18 @@ def childes_compare(
         cells = []
         for t in types:
             r = g[g["error_type"] == t].iloc[0]
-            cells.append(f"{r['rate']:.1f} [{r['ci_low']:.1f}, {r['ci_high']:.1f}]")
-        table.add_row(label, str(int(g["n"].iloc[0])), *cells)
+            cells.append(f"{r['rate']:.1f} ({r['ci_low']:.1f}-{r['ci_high']:.1f})")
+        table.add_row(escape(label), str(int(g["n"].iloc[0])), *cells)
     console.print(table)
 
     val = Table(title="Detectors vs transcribers' codes (CHI tier; precision is a lower bound: coding is not exhaustive)")
-    for col in ("target", "codes", "hits", "precision [95% CI]", "recall [95% CI]", "note"):
+    for col in ("target", "human codes", "hits", "precision [95% CI]", "recall [95% CI]", "note"):
         val.add_column(col)
     for _, r in result.validation.iterrows():
         p = f"{r['precision']:.2f} [{r['precision_ci_low']:.2f}, {r['precision_ci_high']:.2f}]" if r["n_codes"] else ""
         rc = f"{r['recall']:.2f} [{r['recall_ci_low']:.2f}, {r['recall_ci_high']:.2f}]" if r["n_codes"] else ""
-        val.add_row(r["target"], str(int(r["n_codes"])), str(int(r["n_hits"])), p, rc, str(r.get("note") or ""))
+        val.add_row(escape(r["target"]), escape(str(r["codes"] or "")), str(int(r["n_hits"])), p, rc,
+                    escape(str(r.get("note") or "")))
     console.print(val)
 
     if not result.age_cv.empty:
@@ -118,7 +120,7 @@ def childes_compare(
         for col in ("fold", "train ages", "test ages", "MAE (mo)", "bias", "Spearman (p, n)"):
             cv.add_column(col)
         for _, r in result.age_cv.iterrows():
-            cv.add_row(r["fold"], r["train_age_range"], r["test_age_range"], fmt(r["mae_months"]),
+            cv.add_row(escape(r["fold"]), r["train_age_range"], r["test_age_range"], fmt(r["mae_months"]),
                        fmt(r["bias_months"], "+.1f"), f"{fmt(r['spearman_rho'], '.2f')} ({fmt(r['spearman_p'], '.2g')}, {r['n_test']})")
         console.print(cv)
 
@@ -127,16 +129,16 @@ def childes_compare(
         for col in ("checkpoint", "val_loss", "val_bpc", "hypothesised", "measured age (mo) [95% CI]", "extrapolated"):
             hyp.add_column(col)
         for _, r in result.checkpoint_ages.iterrows():
-            hyp.add_row(str(r["checkpoint"]), fmt(r["val_loss"], ".3f"), fmt(r["val_bpc"], ".3f"), r["hypothesised_band"],
+            hyp.add_row(escape(str(r["checkpoint"])), fmt(r["val_loss"], ".3f"), fmt(r["val_bpc"], ".3f"), r["hypothesised_band"],
                         f"{fmt(r['age_months'])} [{fmt(r['ci_low'])}, {fmt(r['ci_high'])}]",
                         "yes: " + r["features_outside_training_range"] if r["extrapolated"] else "no")
         console.print(hyp)
 
-    console.print(f"[bold]Verdict:[/bold] {result.summary.verdict}")
+    console.print(f"[bold]Verdict:[/bold] {escape(result.summary.verdict)}")
     for line in result.summary.statements:
-        console.print(f"- {line}")
+        console.print(f"- {escape(line)}")
     for line in result.summary.caveats:
-        console.print(f"[dim]caveat: {line}[/dim]")
+        console.print(f"[dim]caveat: {escape(line)}[/dim]")
     console.print(f"wrote {', '.join(written)} and meta.json to {out}")
 
 

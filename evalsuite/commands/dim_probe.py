@@ -79,7 +79,7 @@ def dim_probe(
     )
     probe = from_checkpoint(checkpoint, name="probe")
     if text is not None:
-        texts, source = load_probe_texts(text, include_prompt=include_prompt)
+        texts, source = load_probe_texts(text, include_prompt=include_prompt, max_docs=max_docs)
     else:
         texts, source = validation_texts(probe)
     if not texts:
@@ -92,13 +92,13 @@ def dim_probe(
     out_console = Console()
     late = summary.layers[-1]
     early = next((layer for layer in summary.layers if layer >= 1), summary.layers[0])
-    top = result.top[result.top["model"] == "probe"]
+    top = result.top[result.top["model"] == "probe"] if not result.top.empty else result.top
     table = Table(title=f"top components per category (probe; early layer {early}, late layer {late})")
     for col in ("category", "n", f"by mean L{late}", f"by ratio L{early}", f"by ratio L{late}",
                 "ratios (p_adj)", "spec > untrained", "spec > baseline"):
         table.add_column(col)
     controls_table = result.controls
-    for cat in summary.categories:
+    for cat in summary.categories if not top.empty else []:
         rows = top[(top["category"] == cat)]
         if rows.empty:
             continue
@@ -124,12 +124,13 @@ def dim_probe(
         for col in ("category", "claimed", "measured (mean)", "P(boot = claim)", "claimed ranks [95% CI]",
                     "overall top", "measured (ratio)", "verdict"):
             claims.add_column(col)
+        def cell(value: object, fmt: str = "{}") -> str:
+            return "" if value is None or (isinstance(value, float) and value != value) else fmt.format(value)
+
         for _, row in result.claims[result.claims["layer"] == late].iterrows():
-            p_boot = row.get("p_boot_ordered")
-            claims.add_row(str(row["category"]), str(row["claimed"]), str(row.get("measured_by_mean", "")),
-                           "" if p_boot is None or p_boot != p_boot else f"{p_boot:.2f}",
-                           str(row.get("claimed_rank_mean_ci", "") or ""), str(row.get("overall_top", "")),
-                           str(row.get("measured_by_ratio", "") or ""), str(row["verdict"]))
+            claims.add_row(cell(row["category"]), cell(row["claimed"]), cell(row.get("measured_by_mean")),
+                           cell(row.get("p_boot_ordered"), "{:.2f}"), cell(row.get("claimed_rank_mean_ci")),
+                           cell(row.get("overall_top")), cell(row.get("measured_by_ratio")), cell(row["verdict"]))
         out_console.print(claims)
     if result.ablation is not None and not result.ablation.empty:
         abl = Table(title="ablation: loss change when the component is zeroed (nats/token, 95% CI)")

@@ -23,7 +23,7 @@ def register(app: typer.Typer) -> None:
 def gpt_eval(
     inputs: list[Path] = typer.Argument(None, help="samples.jsonl files and/or checkpoints (dirs, run dirs, .spinnet)."),
     base_url: str = typer.Option(None, help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8080/v1. "
-                                  "Omitted: the embedded local judge (needs --judge-gguf)."),
+                                  "Omitted: the embedded local judge (`pip install -e '.[judge]'` or --judge-gguf)."),
     model: str = typer.Option(None, help="Judge model name on that server."),
     rubric: str = typer.Option("tinystories_gpt_eval", help="Rubric name in rubrics/ or a YAML path."),
     repeats: int = typer.Option(1, help="Score each story K times (test-retest agreement for K >= 2)."),
@@ -49,7 +49,9 @@ def gpt_eval(
     progress: bool = typer.Option(None, "--progress/--no-progress", help="Progress bar (default: when stderr is a terminal)."),
     n_bootstrap: int = typer.Option(10_000, help="Bootstrap resamples for the 95% CIs."),
     bootstrap_seed: int = typer.Option(0, help="Seed of the bootstrap."),
-    judge_gguf: Path = typer.Option(None, help="GGUF model for the embedded judge (llama-cpp-python)."),
+    judge_gguf: Path = typer.Option(None, help="GGUF model for the embedded judge (xllamacpp, else llama-cpp-python)."),
+    local_judge: bool = typer.Option(True, "--local-judge/--no-local-judge",
+                                     help="Without --base-url, use the packaged local judge when installed (.[judge])."),
     validate: bool = typer.Option(False, "--validate", help="Validity check on real TinyStories text and corruptions."),
     corpus: Path = typer.Option(None, help="--validate: stories (.txt with <|endoftext|>, .jsonl, or a folder)."),
     data_dir: Path = typer.Option(None, help="Reference data folder (default: $EVALSUITE_DATA or ../shared/data)."),
@@ -70,8 +72,9 @@ def gpt_eval(
     from corpora.paths import cache_dir
     from evalsuite.judge.cache import JudgeCache
     from evalsuite.judge.client import JudgeSettings, execute_plan, plan_judgments
+    from evalsuite.judge.local_model import embedded_judge
     from evalsuite.judge.rubric import load_rubric
-    from evalsuite.judge.server import ChatServer, default_backend
+    from evalsuite.judge.server import ChatServer
 
     console = Console(stderr=True)
     rub = load_rubric(rubric)
@@ -85,11 +88,23 @@ def gpt_eval(
 
     server = None
     endpoint_id = None
+    embedded = None
     if base_url is None:
-        backend = default_backend(judge_gguf)  # a UserError naming the options when none is installed
+        # A UserError naming every option when no local judge is installed.
+        embedded = embedded_judge(judge_gguf, max_prompt_chars=_max_prompt_chars(items, rub), max_tokens=max_tokens,
+                                  use_packaged=local_judge, progress=sys.stderr.isatty() if progress is None else progress)
+        backend = embedded.backend
         server = ChatServer(backend).start()
-        base_url, model, endpoint_id = server.base_url, backend.model_name, f"embedded:{backend.model_name}"
+        base_url, model = server.base_url, backend.model_name
+        endpoint_id = f"embedded:{backend.model_name}" + (f"@{embedded.info['sha256'][:16]}" if embedded.info.get("sha256") else "")
         console.print(f"embedded judge: {backend.model_name} on {base_url}")
+        if embedded.smoke_test:
+            console.print(f"[bold yellow]warning: {embedded.info['warning']}[/bold yellow]")
+        # One model context answers one request at a time: queued requests would only run into the
+        # client's timeout, so ask one at a time and allow a slow CPU its minutes.
+        if concurrency != 1 or timeout < 900:
+            console.print(f"embedded judge: concurrency {concurrency} -> 1, timeout {timeout:g}s -> {max(timeout, 900.0):g}s")
+        concurrency, timeout = 1, max(timeout, 900.0)
     try:
         settings = JudgeSettings(
             base_url=base_url, model=model or "", api_key=_api_key(base_url), temperature=temperature, top_p=top_p,
@@ -116,11 +131,23 @@ def gpt_eval(
     finally:
         if server is not None:
             server.stop()
+        if embedded is not None and hasattr(embedded.backend, "close"):
+            embedded.backend.close()
 
+    judge_info = embedded.info if embedded is not None else None
     if validate:
-        _report_validation(run, rub, settings, context, out, console, n_bootstrap, bootstrap_seed, cache_path)
+        _report_validation(run, rub, settings, context, out, console, n_bootstrap, bootstrap_seed, cache_path, judge_info)
     else:
-        _report_scores(run, rub, settings, context, out, console, n_bootstrap, bootstrap_seed, repeats, cache_path)
+        _report_scores(run, rub, settings, context, out, console, n_bootstrap, bootstrap_seed, repeats, cache_path,
+                       judge_info)
+    if embedded is not None and embedded.smoke_test:
+        console.print(f"[bold yellow]reminder: {embedded.info['warning']}[/bold yellow]")
+
+
+def _max_prompt_chars(items, rub) -> int:
+    """Characters of the longest rendered judge prompt (json_object mode adds the schema)."""
+    longest = max((sum(len(m["content"]) for m in rub.render(it.prompt, it.completion)) for it in items), default=0)
+    return longest + len(rub.json_object_instruction())
 
 
 def _api_key(base_url: str) -> str:
@@ -198,7 +225,8 @@ def _run_summary_line(run) -> str:
             f"{run.prompt_tokens:,}+{run.completion_tokens:,} tokens{cost}")
 
 
-def _report_scores(run, rub, settings, context, out, console, n_bootstrap, seed, repeats, cache_path) -> None:
+def _report_scores(run, rub, settings, context, out, console, n_bootstrap, seed, repeats, cache_path,
+                   judge_info=None) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -214,7 +242,7 @@ def _report_scores(run, rub, settings, context, out, console, n_bootstrap, seed,
     write_tables(out, frames)
     meta = run_meta(run, rub, settings.public_dict(), {
         "command": "gpt-eval", "repeats": repeats, "bootstrap": {"n_resamples": n_bootstrap, "seed": seed},
-        "inputs": context, "cache": str(cache_path),
+        "inputs": context, "cache": str(cache_path), **({"embedded_judge": judge_info} if judge_info else {}),
     })
     write_meta(out / "meta.json", meta)
 
@@ -254,7 +282,8 @@ def _report_scores(run, rub, settings, context, out, console, n_bootstrap, seed,
     console.print(f"wrote {out}/ (summary.csv/.parquet, story_scores, judgments.jsonl, meta.json)")
 
 
-def _report_validation(run, rub, settings, context, out, console, n_bootstrap, seed, cache_path) -> None:
+def _report_validation(run, rub, settings, context, out, console, n_bootstrap, seed, cache_path,
+                       judge_info=None) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -274,6 +303,7 @@ def _report_validation(run, rub, settings, context, out, console, n_bootstrap, s
     meta = run_meta(run, rub, settings.public_dict(), {
         "command": "gpt-eval --validate", "corpus": context["corpus"], "n_stories": context["n_stories"],
         "rates": context["rates"], "match": context["match"], "cache": str(cache_path),
+        **({"embedded_judge": judge_info} if judge_info else {}),
     })
     write_meta(out / "validation_meta.json", meta)
 

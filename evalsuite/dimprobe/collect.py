@@ -40,6 +40,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from corpora.errors import UserError
 from evalsuite.dimprobe.align import align_tokens, token_labels
 
 # --- documents ----------------------------------------------------------------------------------
@@ -212,9 +213,10 @@ def forward_docs(
     """Run `run.model` over the documents in windows and return per-analysed-token outputs."""
     model = run.model
     block = run.block_size
-    stride = stride or max(1, block // 2)
-    if not 0 < stride < block:
+    if stride is None:
         stride = max(1, block // 2)
+    elif not 0 < stride < block:
+        raise UserError(f"window stride must be in 1..{block - 1} for block size {block}, got {stride}")
     eot = run.tokenizer.eot_id
     k = run.n_components
     vocab = getattr(getattr(model, "config", None), "vocab_size", None) or 50_000

@@ -50,6 +50,7 @@ from evalsuite.dimprobe.stats import (
     compute_stats,
 )
 
+CONTROL_SEED = 1_000_003
 STAGES = ("spacy", "labels", "align", "forward", "accumulate", "ablation", "statistics")
 
 
@@ -138,10 +139,13 @@ class ProbeResult:
 # --- texts --------------------------------------------------------------------------------------
 
 
-def load_probe_texts(path: str | Path, include_prompt: bool = False) -> tuple[list[ProbeText], dict[str, Any]]:
+def load_probe_texts(
+    path: str | Path, include_prompt: bool = False, max_docs: int | None = None
+) -> tuple[list[ProbeText], dict[str, Any]]:
     """Texts from `samples.jsonl` (`completion`, optionally after its `prompt`) or a corpus
-    (.txt split on <|endoftext|>, .jsonl with "text", or a directory of those)."""
-    from corpora.documents import read_documents
+    (.txt split on <|endoftext|>, .jsonl with "text", or a directory of those). With `max_docs`,
+    a corpus is read only that far (streamed), so a 2 GB file is not loaded for 1,000 stories."""
+    from corpora.documents import iter_documents
 
     file = Path(path).expanduser()
     if not file.exists():
@@ -170,7 +174,7 @@ def load_probe_texts(path: str | Path, include_prompt: bool = False) -> tuple[li
         checkpoints = dict(Counter(checkpoint_ids))
         kind = "samples (prompt + completion)" if include_prompt else "samples (completion; prompt as context)"
     else:
-        docs = read_documents(file)
+        docs = islice(iter_documents(file), max_docs) if max_docs else iter_documents(file)
         texts = [ProbeText(d, 0, f"{file.name}#{i}") for i, d in enumerate(docs)]
         kind = "corpus"
         checkpoints = {}
@@ -187,6 +191,12 @@ def validation_texts(probe: ModelUnderProbe) -> tuple[list[ProbeText], dict[str,
 
     data = probe.info.get("data") or {}
     val_path = data.get("val_path")
+    if val_path and not Path(val_path).is_file() and probe.info.get("path"):
+        # a relative path recorded by a run started elsewhere: try beside the run directory
+        for base in Path(probe.info["path"]).resolve().parents[:2]:
+            if (base / val_path).is_file():
+                val_path = str(base / val_path)
+                break
     if not val_path or not Path(val_path).is_file():
         raise UserError(
             "no --text given and the checkpoint's validation data is not available "
@@ -251,10 +261,18 @@ def build_controls(probe: ModelUnderProbe, config: ProbeConfig) -> list[ModelUnd
     """The untrained control, and the baseline control (skipped for an untrained-only baseline probe)."""
     from evalsuite.dimprobe.controls import baseline_control, untrained_control
 
-    controls = [untrained_control(probe, seed=config.seed)]
+    # init seeds far from the small seeds a training run might have used for the probed model itself
+    controls = [untrained_control(probe, seed=CONTROL_SEED + config.seed)]
     if probe.model.config.family != "baseline" or config.baseline is not None:
-        controls.append(baseline_control(probe, config.baseline, seed=config.seed + 1))
+        controls.append(baseline_control(probe, config.baseline, seed=CONTROL_SEED + config.seed + 1))
     return controls
+
+
+def _same_weights(a: Any, b: Any) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(
+        sa[k].shape == sb[k].shape and bool((sa[k] == sb[k]).all()) for k in sa
+    )
 
 
 def run_probe(
@@ -277,6 +295,9 @@ def run_probe(
     if controls is None:
         controls = build_controls(probe, config) if config.controls else []
     models = [probe, *controls]
+    for control in controls:
+        if _same_weights(control.model, probe.model):
+            warnings.append(f"control {control.name} has exactly the probed model's weights: the comparison is void")
     names = [m.name for m in models]
     if len(set(names)) != len(names):
         raise UserError(f"model names must be unique, got {names}")
@@ -298,8 +319,9 @@ def run_probe(
     if categories.user:
         categories.build_matchers(nlp.vocab)
 
+    n_given = len(texts)
     texts = [t for t in texts if t.text[t.analyse_from:].strip()]
-    n_skipped = 0
+    n_skipped = n_given - len(texts)  # nothing to analyse (an empty completion)
     if config.max_docs is not None:
         texts = texts[: config.max_docs]
     groups: dict[str, list[ModelUnderProbe]] = defaultdict(list)
@@ -354,7 +376,7 @@ def run_probe(
                 for m in members:
                     outputs = forward_docs(
                         m, docs, model_layers[m.name], need_mags=True,
-                        need_nll=bool(losses) and m is probe, batch_tokens=config.batch_tokens,
+                        need_nll=losses is not None and m is probe, batch_tokens=config.batch_tokens,
                         stride=config.stride,
                     )
                     start = timer.add("forward", start)
@@ -402,7 +424,7 @@ def run_probe(
     if config.permutations and config.permutations < 1000:
         warnings.append(f"{config.permutations} permutations: the smallest possible p is {1 / (config.permutations + 1):.2g}")
     if n_skipped:
-        warnings.append(f"{n_skipped} documents skipped (no analysed token for some tokenizer)")
+        warnings.append(f"{n_skipped} documents skipped (empty, or no analysed token for some tokenizer)")
 
     start = time.perf_counter()
     weights = bootstrap_weights(n_docs, config.bootstrap, config.seed)
@@ -415,8 +437,8 @@ def run_probe(
     n_tests = int(probe_stats.table["p"].notna().sum())
     if config.permutations and n_tests and n_tests / (config.permutations + 1) > config.alpha:
         warnings.append(
-            f"{n_tests} tests and {config.permutations} permutations: a lone effect's adjusted p cannot go "
-            f"below {n_tests / (config.permutations + 1):.2g} (many simultaneous effects can); raise "
+            f"{n_tests} tests and {config.permutations} permutations: a lone effect's adjusted p is at least "
+            f"{min(1.0, n_tests / (config.permutations + 1)):.2g} (many simultaneous effects can go lower); raise "
             "--permutations or probe fewer --layers; p_norm_adj (exact permutation moments, normal tail) "
             "has no such floor"
         )
@@ -495,6 +517,11 @@ COLUMN_NOTES = {
     "spec": "max over components of |ratio - 1| (specialisation)",
     "spec_null": "mean of spec under the permutation null (chance level for this many tokens)",
     "spec_excess": "spec - spec_null; controls are compared on it (paired bootstrap difference)",
+    "ablation clean_nats/ablated_nats": "mean next-token loss (nats) over the analysed tokens, each token's "
+    "loss attributed to the token predicted; the end-of-text token is not predicted, so the clean loss "
+    "differs slightly from the trainer's val_loss, which also charges it",
+    "ablation *_bpc": "nats summed over the analysed tokens / (analysed characters x ln 2)",
+    "ablation excess_vs_all": "category's loss change minus the all-token loss change (paired bootstrap CI)",
 }
 
 
@@ -523,6 +550,7 @@ def write_results(result: ProbeResult, out_dir: str | Path, extra_meta: dict[str
         "command": "dim-probe",
         "summary": {**dataclasses.asdict(result.summary), "tokens_per_second": result.summary.tokens_per_second},
         "columns": COLUMN_NOTES,
+        "original_claim": {cat: [f"e{k}" for k in comps] for cat, comps in ORIGINAL_CLAIM.items()},
         "files": sorted(tables),
         "versions": _versions(),
         **(extra_meta or {}),

@@ -176,7 +176,7 @@ def compute_stats(
     if acc.perm_sum is not None and acc.perm_n is not None and acc.perm_sum.shape[1] > 0:
         n_perm = acc.perm_sum.shape[1]
         # replicates are float32 sums: ties within rounding count as "as extreme"
-        tol = 1e-5 * np.abs(expect_s) + 1e-12
+        tol = 1e-6 * np.abs(expect_s) + 1e-12
         perm_dev = np.abs(acc.perm_sum - mu0[:, None, :] * acc.perm_n[:, :, None])  # (C, P, LK)
         exceed = (perm_dev >= (np.abs(dev) - tol)[:, None, :]).sum(axis=1)
         p_mc = (1.0 + exceed) / (n_perm + 1.0)

@@ -1,0 +1,538 @@
+"""childes-compare as a library: child utterances by age vs model stories by checkpoint.
+
+`childes_compare(childes_paths, samples_paths, config)` returns a `CompareResult` of tidy
+DataFrames and a `CompareSummary`; it never prints. The command in evalsuite/commands/childes.py
+writes the tables and prints them.
+
+Units: a child utterance (CHI tier; utterances with any unintelligible word are left out, as in
+Brown's MLU rules) or a story sentence. Rates are per 100 units: the share of units with at least
+one hit of that error type, with a Wilson 95 % interval that treats units as independent (units
+cluster within transcripts and stories, so the interval is too narrow by the design effect).
+
+Model stories: the text analysed is prompt + completion (the prompt gives context, e.g. antecedents),
+but only sentences that start inside the completion are counted.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from corpora.errors import UserError
+from evalsuite.childes import age_model, measures, validation
+from evalsuite.childes.detectors import ERROR_TYPES, iter_detect, load_nlp
+
+# The seed's hypothesis: validation loss (nats/token, as in the original SpinNet run) -> age band.
+HYPOTHESIS: tuple[tuple[float, float, float, float, str], ...] = (
+    (3.5, math.inf, 24.0, 36.0, "2-3 y"),
+    (2.5, 3.0, 36.0, 48.0, "3-4 y"),
+    (2.0, 2.5, 48.0, 60.0, "4-5 y"),
+    (1.5, 2.0, 60.0, 72.0, "5-6 y"),
+    (-math.inf, 1.5, 72.0, math.inf, "6+ y"),
+)
+SUB_KINDS = {"pronoun_antecedent": ("gender_mismatch", "no_antecedent")}
+SAMPLE_REQUIRED = ("completion", "val_loss")
+GENRE_CAVEAT = (
+    "Genre differs: CHILDES units are spoken child utterances (CHI tier, conversation), model units are "
+    "sentences of written stories; rates are normalised per utterance/sentence, but sentence length, "
+    "dialogue and narrative tense differ by genre, so levels are not directly comparable."
+)
+
+
+@dataclass
+class CompareConfig:
+    """Settings of one comparison; unknown keys are an error (`from_dict`)."""
+
+    bin_months: int = 6
+    n_bootstrap: int = 1000
+    seed: int = 0
+    batch_size: int = 256
+    n_process: int = 1
+    context_window: int = 3
+    mattr_window: int = 50
+    min_units_per_transcript: int = 50
+
+    @classmethod
+    def from_dict(cls, values: dict) -> CompareConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise UserError(f"unknown childes-compare setting(s): {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+        config = cls(**values)
+        config.validate()
+        return config
+
+    def validate(self) -> None:
+        if self.bin_months <= 0:
+            raise UserError("bin_months must be positive")
+        if self.n_bootstrap < 100:
+            raise UserError("n_bootstrap must be at least 100")
+        if self.n_process < 1 or self.batch_size < 1 or self.context_window < 0 or self.mattr_window < 2:
+            raise UserError("n_process, batch_size >= 1, context_window >= 0, mattr_window >= 2")
+
+
+@dataclass
+class CompareSummary:
+    n_children: int = 0
+    n_transcripts: int = 0
+    n_child_utterances: int = 0
+    n_checkpoints: int = 0
+    n_story_sentences: int = 0
+    verdict: str = ""
+    spearman_bpc: dict | None = None
+    spearman_loss: dict | None = None
+    statements: list[str] = field(default_factory=list)
+    caveats: list[str] = field(default_factory=list)
+
+
+@dataclass
+class CompareResult:
+    rates: pd.DataFrame
+    measures: pd.DataFrame
+    units: pd.DataFrame
+    hits: pd.DataFrame
+    validation: pd.DataFrame
+    disagreements: pd.DataFrame
+    code_inventory: pd.DataFrame
+    mlu_agreement: pd.DataFrame
+    mlu_summary: dict
+    age_features: pd.DataFrame
+    age_cv: pd.DataFrame
+    age_cv_predictions: pd.DataFrame
+    age_coefficients: pd.DataFrame
+    checkpoint_ages: pd.DataFrame
+    summary: CompareSummary
+    meta: dict
+
+
+# ----------------------------------------------------------------------------- inputs
+
+
+def read_samples(paths: Sequence[str | os.PathLike]) -> pd.DataFrame:
+    """samples.jsonl files (DEVELOPING.md format) -> one row per sample; clear errors for bad lines."""
+    rows = []
+    for path in paths:
+        path = Path(path).expanduser()
+        if not path.is_file():
+            raise UserError(f"samples file not found: {path}")
+        with path.open(encoding="utf-8") as fh:
+            for lineno, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as err:
+                    raise UserError(f"{path}:{lineno}: not valid JSON ({err.msg})") from err
+                if not isinstance(record, dict):
+                    raise UserError(f"{path}:{lineno}: expected a JSON object")
+                missing = [k for k in SAMPLE_REQUIRED if record.get(k) is None]
+                if missing:
+                    raise UserError(f"{path}:{lineno}: missing {', '.join(missing)}")
+                checkpoint_id = record.get("checkpoint_id") or record.get("checkpoint")
+                if not checkpoint_id:
+                    raise UserError(f"{path}:{lineno}: missing checkpoint_id (and checkpoint)")
+                try:
+                    val_loss = float(record["val_loss"])
+                    val_bpc = float(record["val_bpc"]) if record.get("val_bpc") is not None else float("nan")
+                except (TypeError, ValueError) as err:
+                    raise UserError(f"{path}:{lineno}: val_loss/val_bpc must be numbers") from err
+                rows.append({
+                    "samples_file": str(path), "line": lineno, "checkpoint_id": str(checkpoint_id),
+                    "checkpoint": str(record.get("checkpoint") or checkpoint_id),
+                    "model_family": record.get("model_family") or "",
+                    "prompt_id": record.get("prompt_id"), "prompt": record.get("prompt") or "",
+                    "completion": str(record["completion"]), "val_loss": val_loss, "val_bpc": val_bpc,
+                    "tokens_seen": record.get("tokens_seen"),
+                })
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        raise UserError("the samples files hold no samples")
+    per_ckpt = frame.groupby("checkpoint_id")[["val_loss", "val_bpc"]].nunique(dropna=False)
+    bad = per_ckpt[(per_ckpt.val_loss > 1) | (per_ckpt.val_bpc > 1)]
+    if not bad.empty:
+        raise UserError(f"checkpoint(s) with more than one val_loss/val_bpc: {', '.join(bad.index[:5])}")
+    return frame
+
+
+def read_children(paths: Sequence[str | os.PathLike]) -> pd.DataFrame:
+    from corpora.chat import read_chat
+
+    frames = [read_chat(p) for p in paths]
+    frame = pd.concat(frames, ignore_index=True)
+    if frame["age_months"].isna().all():
+        raise UserError("no child age in the @ID headers of the CHAT files: cannot bin by age")
+    return frame
+
+
+# ----------------------------------------------------------------------------- analysis
+
+
+def _unit_record(pu, exclude: Sequence[tuple[int, int]] = ()) -> dict:
+    span, offset = pu.span, pu.offset
+    hits = [asdict(h) for h in pu.hits]
+    rec = {
+        "doc_id": pu.doc_id, "unit_index": pu.index, "text": span.text,
+        "n_words": measures.text_words(span, exclude, offset),
+        "n_morphemes": measures.text_morphemes(span, exclude, offset),
+        "n_clauses": measures.clause_count(span),
+        "words": [w for w in measures.word_types(span)],
+        "hits": hits,
+    }
+    for t in ERROR_TYPES:
+        rec[f"has_{t}"] = any(h["error_type"] == t for h in hits)
+    return rec
+
+
+def analyze_child_utterances(
+    frame: pd.DataFrame, config: CompareConfig, nlp=None, progress: bool = False
+) -> pd.DataFrame:
+    """Parse and detect every analysable child utterance (>= 1 word, no unintelligible word)."""
+    nlp = nlp or load_nlp()
+    df = frame[(frame["n_words"] > 0) & ~frame["unintelligible"]].reset_index(drop=True)
+    docs = nlp.pipe(df["utterance"].tolist(), batch_size=config.batch_size, n_process=config.n_process)
+    if progress:
+        from tqdm import tqdm
+
+        docs = tqdm(docs, total=len(df), desc="parse child utterances", unit="utt")
+    units = ((file, doc, 0) for file, doc in zip(df["file"], docs, strict=True))
+    records = []
+    for pu, row in zip(iter_detect(units, config.context_window), df.itertuples(index=False), strict=True):
+        exclude = [(a["start"], a["end"]) for a in row.annotations if a["code"] == "[/]"]
+        rec = _unit_record(pu, exclude)
+        rec.update({
+            "source": "childes", "file": row.file, "corpus": row.corpus, "child": row.child,
+            "age_months": row.age_months, "utt_index": row.utt_index, "annotations": row.annotations,
+            "mor_morphemes": measures.mor_morphemes(row.mor, row.mor_words),
+            "mor_n_items": len(row.mor), "clan_words": len(row.utterance_clan.split()),
+        })
+        records.append(rec)
+    return pd.DataFrame(records)
+
+
+def analyze_stories(samples: pd.DataFrame, config: CompareConfig, nlp=None, progress: bool = False) -> pd.DataFrame:
+    """Parse each story (prompt + completion) and detect per sentence; keep sentences of the completion."""
+    nlp = nlp or load_nlp()
+    texts = (samples["prompt"] + samples["completion"]).tolist()
+    docs = nlp.pipe(texts, batch_size=max(1, config.batch_size // 16), n_process=config.n_process)
+    if progress:
+        from tqdm import tqdm
+
+        docs = tqdm(docs, total=len(texts), desc="parse stories", unit="story")
+    counted: dict[tuple[str, int], bool] = {}
+    meta = samples.reset_index(drop=True)
+
+    def sentences():
+        for i, doc in enumerate(docs):
+            prompt_len = len(meta.at[i, "prompt"])
+            doc_id = f"{meta.at[i, 'checkpoint_id']}#{i}"
+            for k, sent in enumerate(doc.sents):
+                counted[(doc_id, k)] = sent.start_char >= prompt_len and any(t.is_alpha for t in sent)
+                yield doc_id, sent, sent.start_char
+
+    records = []
+    for pu in iter_detect(sentences(), config.context_window):
+        if not counted[(pu.doc_id, pu.index)]:
+            continue
+        i = int(pu.doc_id.rsplit("#", 1)[1])
+        rec = _unit_record(pu)
+        rec.update({
+            "source": "model", "sample_index": i, "checkpoint_id": meta.at[i, "checkpoint_id"],
+            "checkpoint": meta.at[i, "checkpoint"], "model_family": meta.at[i, "model_family"],
+            "val_loss": meta.at[i, "val_loss"], "val_bpc": meta.at[i, "val_bpc"],
+            "samples_file": meta.at[i, "samples_file"], "line": meta.at[i, "line"],
+        })
+        records.append(rec)
+    return pd.DataFrame(records)
+
+
+# ----------------------------------------------------------------------------- tables
+
+
+def age_bin_label(age: float, width: int) -> tuple[int, str]:
+    start = int(age // width) * width
+    return start, f"{start}-{start + width}"
+
+
+def _group_keys(units: pd.DataFrame, config: CompareConfig) -> list[tuple[dict, pd.DataFrame]]:
+    groups: list[tuple[dict, pd.DataFrame]] = []
+    if "source" not in units:
+        return groups
+    child = units[units["source"] == "childes"]
+    if not child.empty:
+        labels = [age_bin_label(a, config.bin_months) for a in child["age_months"]]
+        child = child.assign(age_bin_start=[lo for lo, _ in labels], age_bin=[lab for _, lab in labels])
+        for who in [*sorted(child["child"].unique()), "all"]:
+            sub = child if who == "all" else child[child["child"] == who]
+            for (start, label), g in sub.groupby(["age_bin_start", "age_bin"]):
+                groups.append(({"source": "childes", "child": who, "age_bin": label, "age_bin_start": start,
+                                "unit": "utterance"}, g))
+    model = units[units["source"] == "model"]
+    for ckpt, g in model.groupby("checkpoint_id", sort=False) if not model.empty else []:
+        groups.append(({"source": "model", "checkpoint": ckpt, "model_family": g["model_family"].iloc[0],
+                        "val_loss": g["val_loss"].iloc[0], "val_bpc": g["val_bpc"].iloc[0],
+                        "unit": "sentence"}, g))
+    return groups
+
+
+def rate_table(units: pd.DataFrame, config: CompareConfig) -> pd.DataFrame:
+    rows = []
+    for key, g in _group_keys(units, config):
+        n = len(g)
+        for t in ERROR_TYPES:
+            entries = [(t, g[f"has_{t}"].to_numpy())]
+            for kind in SUB_KINDS.get(t, ()):
+                entries.append((f"{t}/{kind}", np.array([any(h["error_type"] == t and h["kind"] == kind for h in hs)
+                                                          for hs in g["hits"]])))
+            for name, flags in entries:
+                count = int(flags.sum())
+                lo, hi = measures.wilson_ci(count, n)
+                hits = int(sum(sum(1 for h in hs if h["error_type"] == name.split("/")[0]
+                                   and ("/" not in name or h["kind"] == name.split("/")[1])) for hs in g["hits"]))
+                rows.append({**key, "error_type": name, "rate": 100.0 * count / n, "ci_low": 100.0 * lo,
+                             "ci_high": 100.0 * hi, "n": n, "count": count, "hits": hits})
+    return _order_columns(pd.DataFrame(rows))
+
+
+def measure_table(units: pd.DataFrame, config: CompareConfig) -> pd.DataFrame:
+    rows = []
+    doc_col = {"childes": "file", "model": "doc_id"}
+    for key, g in _group_keys(units, config):
+        for name, col in (("mlu_morphemes", "n_morphemes"), ("mlu_words", "n_words"), ("clause_density", "n_clauses")):
+            value, lo, hi = measures.bootstrap_mean_ci(g[col], config.n_bootstrap, config.seed)
+            rows.append({**key, "measure": name, "value": value, "ci_low": lo, "ci_high": hi, "n": len(g),
+                         "ci_method": "percentile bootstrap over units"})
+        per_doc = g.groupby(doc_col[key["source"]])["words"].agg(lambda s: [w for ws in s for w in ws])
+        for name, fn in (("mattr", lambda w: measures.mattr(w, config.mattr_window)), ("ttr", measures.ttr)):
+            vals = [fn(w) for w in per_doc]
+            value, lo, hi = measures.bootstrap_mean_ci(vals, config.n_bootstrap, config.seed)
+            rows.append({**key, "measure": name, "value": value, "ci_low": lo, "ci_high": hi, "n": len(vals),
+                         "ci_method": "mean over documents, percentile bootstrap over documents"})
+    return _order_columns(pd.DataFrame(rows))
+
+
+ORDER = ["source", "child", "age_bin", "age_bin_start", "checkpoint", "model_family", "val_loss", "val_bpc", "unit"]
+
+
+def _order_columns(frame: pd.DataFrame) -> pd.DataFrame:
+    if frame.empty:
+        return frame
+    for col in ORDER:
+        if col not in frame:
+            frame[col] = np.nan
+    return frame[ORDER + [c for c in frame.columns if c not in ORDER]]
+
+
+def hits_table(units: pd.DataFrame) -> pd.DataFrame:
+    """Every hit with the unit text it came from (traceability)."""
+    rows = []
+    for idx, row in units.iterrows():
+        for h in row["hits"]:
+            rows.append({"unit_row": idx, "source": row["source"], "doc_id": row["doc_id"],
+                         "checkpoint": row.get("checkpoint_id") if row["source"] == "model" else None,
+                         "child": row.get("child") if row["source"] == "childes" else None,
+                         "age_months": row.get("age_months"), **h, "unit_text": row["text"]})
+    return pd.DataFrame(rows)
+
+
+# ----------------------------------------------------------------------------- hypothesis
+
+
+def hypothesis_band(val_loss: float) -> tuple[str, float, float]:
+    for lo, hi, a_lo, a_hi, label in HYPOTHESIS:
+        if lo <= val_loss < hi:
+            return label, a_lo, a_hi
+    return "not in the seed's table", float("nan"), float("nan")
+
+
+def _spearman(x: Sequence[float], y: Sequence[float]) -> dict:
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    ok = ~(np.isnan(x) | np.isnan(y))
+    n = int(ok.sum())
+    if n < 3:
+        return {"rho": float("nan"), "p": float("nan"), "n": n}
+    rho, p = stats.spearmanr(x[ok], y[ok])
+    return {"rho": float(rho), "p": float(p), "n": n}
+
+
+def checkpoint_age_table(model: age_model.AgeModel | None, story_units: pd.DataFrame, config: CompareConfig) -> pd.DataFrame:
+    rows = []
+    if model is None or story_units.empty:
+        return pd.DataFrame(rows)
+    for ckpt, g in story_units.groupby("checkpoint_id", sort=False):
+        docs = age_model.document_stats(g, "doc_id", config.mattr_window)
+        point, lo, hi, feats = age_model.bootstrap_age(model, docs, config.n_bootstrap, config.seed)
+        band, a_lo, a_hi = hypothesis_band(float(g["val_loss"].iloc[0]))
+        outside = model.outside_range(feats)
+        overlaps = bool(a_lo == a_lo and hi >= a_lo and lo <= a_hi)
+        rows.append({
+            "checkpoint": ckpt, "model_family": g["model_family"].iloc[0], "val_loss": g["val_loss"].iloc[0],
+            "val_bpc": g["val_bpc"].iloc[0], "n_stories": len(docs), "n_sentences": len(g),
+            "age_months": point, "ci_low": lo, "ci_high": hi, "hypothesised_band": band,
+            "band_low_months": a_lo, "band_high_months": a_hi, "ci_overlaps_band": overlaps,
+            "extrapolated": bool(outside) or not (model.age_range[0] <= point <= model.age_range[1]),
+            "features_outside_training_range": ",".join(outside), **feats,
+        })
+    return pd.DataFrame(rows).sort_values("val_loss", ascending=False).reset_index(drop=True)
+
+
+def _verdict(ages: pd.DataFrame, summary: CompareSummary) -> None:
+    n = len(ages)
+    if n < 3:
+        summary.verdict = "cannot be tested"
+        summary.statements.append(
+            f"The loss-to-age hypothesis cannot be tested: {n} checkpoint(s) given; a rank correlation needs at least 3."
+        )
+        return
+    summary.spearman_bpc = _spearman(ages["val_bpc"], ages["age_months"])
+    summary.spearman_loss = _spearman(ages["val_loss"], ages["age_months"])
+    sb, sl = summary.spearman_bpc, summary.spearman_loss
+    summary.statements.append(
+        f"Spearman(val_bpc, developmental age) = {sb['rho']:.2f} (p = {sb['p']:.3g}, n = {sb['n']}); "
+        f"Spearman(val_loss, age) = {sl['rho']:.2f} (p = {sl['p']:.3g}, n = {sl['n']}; nats/token, comparable only "
+        "when all checkpoints share a tokenizer)."
+    )
+    in_band = ages["hypothesised_band"] != "not in the seed's table"
+    overlap = int(ages.loc[in_band, "ci_overlaps_band"].sum())
+    n_extrap = int(ages["extrapolated"].sum())
+    summary.statements.append(
+        f"{overlap} of {int(in_band.sum())} checkpoints with a hypothesised band have an age CI that overlaps it; "
+        f"{n_extrap} of {n} predictions extrapolate beyond the children's feature or age range."
+    )
+    if sb["n"] < 3:
+        summary.verdict = "cannot be tested"
+        summary.statements.append("Fewer than 3 checkpoints carry val_bpc: the test in bits per character cannot be run.")
+        return
+    direction = sb["rho"] < 0 and sb["p"] < 0.05
+    contrary = sb["rho"] > 0 and sb["p"] < 0.05
+    level = in_band.sum() > 0 and overlap >= 0.5 * in_band.sum() and n_extrap < n / 2
+    if direction and level:
+        summary.verdict = "supported"
+    elif direction:
+        summary.verdict = "partly supported: lower loss goes with older age, but the ages do not match the bands"
+    elif contrary:
+        summary.verdict = "not supported: lower loss goes with younger developmental age"
+    else:
+        summary.verdict = "not supported: no significant monotone relation between loss and developmental age"
+    summary.statements.append(f"Hypothesis (lower bpc -> older developmental age, seed's bands): {summary.verdict}.")
+
+
+# ----------------------------------------------------------------------------- entry point
+
+
+def childes_compare(
+    childes_paths: Sequence[str | os.PathLike],
+    samples_paths: Sequence[str | os.PathLike] = (),
+    config: CompareConfig | None = None,
+    progress: bool = False,
+) -> CompareResult:
+    config = config or CompareConfig()
+    config.validate()
+    if not childes_paths:
+        raise UserError("no CHILDES data given")
+    samples = read_samples(samples_paths) if samples_paths else None
+    frame = read_children(childes_paths)
+    nlp = load_nlp()
+    child_units = analyze_child_utterances(frame, config, nlp, progress)
+    if child_units.empty:
+        raise UserError("no analysable child utterances (all empty or unintelligible)")
+    story_units = analyze_stories(samples, config, nlp, progress) if samples is not None else pd.DataFrame()
+    units = pd.concat([child_units, story_units], ignore_index=True)
+
+    summary = CompareSummary(
+        n_children=int(child_units["child"].nunique()), n_transcripts=int(child_units["file"].nunique()),
+        n_child_utterances=len(child_units),
+        n_checkpoints=int(story_units["checkpoint_id"].nunique()) if not story_units.empty else 0,
+        n_story_sentences=len(story_units),
+    )
+    val, disagreements = validation.validate_detectors(child_units)
+    inventory = validation.code_inventory(child_units)
+    mlu_per_file, mlu_summary = validation.mlu_agreement(child_units)
+
+    table = age_model.transcript_features(child_units, config.min_units_per_transcript, config.mattr_window)
+    cv, cv_pred = age_model.cross_validate_by_child(table) if len(table) >= 3 else (pd.DataFrame(), pd.DataFrame())
+    model = age_model.fit_age_model(table) if len(table) >= 3 else None
+    coefs = model.coefficients() if model is not None else pd.DataFrame()
+    ages = checkpoint_age_table(model, story_units, config)
+
+    _summarise(summary, val, mlu_summary, cv, table, ages, samples)
+    meta = _meta(config, childes_paths, samples_paths, summary)
+    return CompareResult(
+        rates=rate_table(units, config), measures=measure_table(units, config), units=units,
+        hits=hits_table(units), validation=val, disagreements=disagreements, code_inventory=inventory,
+        mlu_agreement=mlu_per_file, mlu_summary=mlu_summary, age_features=table, age_cv=cv,
+        age_cv_predictions=cv_pred, age_coefficients=coefs, checkpoint_ages=ages, summary=summary, meta=meta,
+    )
+
+
+def _summarise(summary, val, mlu_summary, cv, table, ages, samples) -> None:
+    s = summary.statements
+    s.append(f"CHILDES: {summary.n_child_utterances} analysable CHI utterances from {summary.n_transcripts} "
+             f"transcripts of {summary.n_children} child(ren).")
+    for _, row in val.iterrows():
+        if row["n_codes"] >= validation.MIN_CODES_FOR_ESTIMATE:
+            s.append(f"Validation {row['target']}: precision {row['precision']:.2f} "
+                     f"[{row['precision_ci_low']:.2f}, {row['precision_ci_high']:.2f}] ({row['tp_hits']}/{row['n_hits']}), "
+                     f"recall {row['recall']:.2f} [{row['recall_ci_low']:.2f}, {row['recall_ci_high']:.2f}] "
+                     f"({row['tp_codes']}/{row['n_codes']} human codes).")
+    m = mlu_summary.get("morphemes", {})
+    if m:
+        s.append(f"MLU in morphemes, text parse vs %mor, per transcript (n = {mlu_summary['n_files']}): Pearson r = "
+                 f"{m['pearson_r']:.3f}, Lin's CCC = {m['ccc']:.3f}, mean difference {m['mean_diff']:+.3f}, "
+                 f"mean |difference| {m['mean_abs_diff']:.3f} morphemes ({100 * m['mean_abs_rel_diff']:.1f} %); "
+                 f"{100 * m['utterances_exact']:.1f} % of utterances count identically.")
+    for _, row in cv.iterrows():
+        s.append(f"Age model, {row['fold']}: MAE {row['mae_months']:.1f} months, bias {row['bias_months']:+.1f}, "
+                 f"Spearman {row['spearman_rho']:.2f} (p = {row['spearman_p']:.3g}, n = {row['n_test']}); train ages "
+                 f"{row['train_age_range']}, test ages {row['test_age_range']} (overlap {row['age_range_overlap_months']} months).")
+    if len(table) and table["child"].nunique() < 2:
+        summary.caveats.append("Only one child: cross-validation by child is impossible; only pooled CV is reported.")
+    if cv is not None and len(cv) and (cv["age_range_overlap_months"] < 6).any():
+        summary.caveats.append(
+            "The children's age ranges barely overlap, so each leave-one-child-out fold extrapolates in age: "
+            "its error measures transfer to an unseen age range as much as to an unseen child.")
+    if samples is None:
+        summary.verdict = "cannot be tested"
+        s.append("No model samples given: the loss-to-age hypothesis cannot be tested.")
+    else:
+        _verdict(ages, summary)
+        if ages["val_bpc"].isna().any():
+            summary.caveats.append("Some checkpoints have no val_bpc: they are left out of the Spearman test in bits per character.")
+        if ages["model_family"].nunique() > 1:
+            summary.caveats.append("Several model families: compare them in val_bpc only (their tokenizers may differ).")
+        summary.caveats.append("The seed's bands are in nats/token of its GPT-2-tokenized run; the band column looks up "
+                               "val_loss as given and is meaningful only for checkpoints with that tokenizer.")
+    summary.caveats.append(GENRE_CAVEAT)
+    summary.caveats.append("Rates: share of units with >= 1 hit, x100; Wilson 95 % CI treating units as independent "
+                           "(units cluster within transcripts/stories, so the true interval is wider).")
+    summary.caveats.append("pronoun_antecedent in conversation counts exophoric reference (a person in the room) as "
+                           "no_antecedent; compare its gender_mismatch sub-kind across genres.")
+
+
+def _meta(config, childes_paths, samples_paths, summary) -> dict:
+    import platform
+
+    import pylangacq
+    import sklearn
+    import spacy
+
+    nlp = load_nlp()
+    return {
+        "command": "childes-compare",
+        "config": asdict(config),
+        "inputs": {"childes": [str(p) for p in childes_paths], "samples": [str(p) for p in samples_paths]},
+        "versions": {"python": platform.python_version(), "spacy": spacy.__version__,
+                     "spacy_model": f"{nlp.meta['name']} {nlp.meta['version']}", "pylangacq": pylangacq.__version__,
+                     "scikit-learn": sklearn.__version__, "pandas": pd.__version__, "numpy": np.__version__},
+        "ci_method": {"rates": "Wilson score 95% over units (independence assumed)",
+                      "measures": "percentile bootstrap 95%", "age": "percentile bootstrap over stories"},
+        "hypothesis_bands_nats_per_token": [list(b) for b in HYPOTHESIS],
+        "summary": asdict(summary),
+    }

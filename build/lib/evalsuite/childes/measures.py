@@ -1,0 +1,197 @@
+"""Developmental measures: MLU in morphemes and words, TTR / MATTR, clause density.
+
+MLU follows CLAN's definition (MacWhinney, The CHILDES Project, MLU command; Brown 1973): every
+word stem counts one morpheme, and so does each *regular* bound inflection: plural -s, past -ed,
+past participle -ed, third-person -s, progressive -ing, comparative -er, superlative -est; a clitic
+('s, n't, 'm, 'll) counts as a morpheme of its own. Irregular (fused) forms count one: went, men,
+took (CLAN marks them with "&" rather than "-" and does not count them).
+
+Two implementations that must agree:
+- `mor_morphemes`: from the transcribers' %mor tier. These Brown files use TalkBank's UD-style
+  %mor (`noun|cookie-Plur`, `verb|take-Fin-Ind-Past-S1`, `pron|I-Prs-Nom-S1~aux|be-...`), which no
+  longer separates regular from fused inflection, so a feature counts only when the surface word is
+  the regular form of the lemma (walked/walk yes, took/take no).
+- `text_morphemes`: from our spaCy parse of the cleaned text (the same text the detectors see), by
+  the same rules on the Penn tags.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+
+from evalsuite.childes import lexicon
+from evalsuite.childes.detectors import FILLERS, is_word
+
+CLAUSE_DEPS = {"ROOT", "ccomp", "xcomp", "advcl", "relcl", "acl", "conj", "csubj", "csubjpass", "parataxis"}
+SPLIT_CONTRACTIONS = {("gon", "na"), ("wan", "na"), ("got", "ta"), ("lem", "me"), ("gim", "me")}
+
+
+def _regular_bound(surface: str, lemma: str, kind: str) -> bool:
+    surface, lemma = surface.lower(), lemma.lower()
+    if not surface or not lemma or surface == lemma:
+        return False
+    if kind == "plural" or kind == "3s":
+        return surface in lexicon.regular_s(lemma) and surface != "does"
+    if kind == "past":
+        return surface in lexicon.regular_past(lemma)
+    if kind == "ing":
+        return surface.endswith("ing")
+    if kind == "er":
+        return surface in lexicon.regular_degree(lemma, "er")
+    if kind == "est":
+        return surface in lexicon.regular_degree(lemma, "est")
+    return False
+
+
+def _counted_tokens(span, exclude: Sequence[tuple[int, int]] = (), offset: int = 0) -> list:
+    """Word tokens MLU counts: no punctuation, fillers, or material inside `exclude` character ranges."""
+    out = []
+    for tok in span:
+        if not is_word(tok) or tok.lower_ in FILLERS:
+            continue
+        start = tok.idx - offset
+        if any(a <= start < b for a, b in exclude):
+            continue
+        out.append(tok)
+    return out
+
+
+def _continues_word(tok) -> bool:
+    """True for the second half of a word spaCy split: can|'t, gon|na, that|'s."""
+    if tok.i == 0:
+        return False
+    prev = tok.doc[tok.i - 1]
+    return not prev.whitespace_ and not prev.is_punct
+
+
+def text_words(span, exclude: Sequence[tuple[int, int]] = (), offset: int = 0) -> int:
+    """Orthographic words (as CLAN counts words on the main tier: "can't" and "gonna" are one)."""
+    return sum(1 for tok in _counted_tokens(span, exclude, offset) if not _continues_word(tok))
+
+
+def token_morphemes(tok) -> int:
+    if tok.i > 0 and (tok.doc[tok.i - 1].lower_, tok.lower_) in SPLIT_CONTRACTIONS:
+        return 0  # gonna/wanna: CLAN counts one unit
+    lemma, tag, low = tok.lemma_, tok.tag_, tok.lower_
+    n = 1
+    if tag in ("NNS", "NNPS"):
+        n += _regular_bound(low, lemma, "plural")
+    elif tag in ("VBD", "VBN"):
+        n += _regular_bound(low, lemma, "past")
+    elif tag == "VBZ":
+        n += _regular_bound(low, lemma, "3s")
+    elif tag == "VBG":
+        n += _regular_bound(low, lemma, "ing")
+    elif tag in ("JJR", "RBR"):
+        n += _regular_bound(low, lemma, "er")
+    elif tag in ("JJS", "RBS"):
+        n += _regular_bound(low, lemma, "est")
+    return n
+
+
+def text_morphemes(span, exclude: Sequence[tuple[int, int]] = (), offset: int = 0) -> int:
+    return sum(token_morphemes(tok) for tok in _counted_tokens(span, exclude, offset))
+
+
+def mor_morphemes(mor: Sequence[str], words: Sequence[str]) -> int:
+    """Morphemes of one utterance from its UD-style %mor items and their surface words."""
+    total = 0
+    for item, surface in zip(mor, list(words) + [""] * (len(mor) - len(words)), strict=False):
+        if "|" not in item:
+            continue
+        pos, _, rest = item.partition("|")
+        if pos in ("cm", "end", "beg", "punct") or not rest:
+            continue
+        lemma, *features = rest.split("-")
+        feats = set(features)
+        if pos == "intj" and lemma.lower() in FILLERS:
+            continue
+        n = 1
+        surface = surface or ""
+        if pos in ("noun", "propn") and "Plur" in feats:
+            n += _regular_bound(surface, lemma, "plural")
+        elif pos in ("verb", "aux"):
+            if "Past" in feats:
+                n += _regular_bound(surface, lemma, "past")
+            elif "Pres" in feats and "S3" in feats and "Fin" in feats:
+                n += _regular_bound(surface, lemma, "3s")
+            elif ("Part" in feats and "Pres" in feats) or "Ger" in feats:
+                n += _regular_bound(surface, lemma, "ing")
+        elif pos in ("adj", "adv"):
+            if "Cmp" in feats:
+                n += _regular_bound(surface, lemma, "er")
+            elif "Sup" in feats:
+                n += _regular_bound(surface, lemma, "est")
+        total += n
+    return total
+
+
+def clause_count(span) -> int:
+    """Clauses in a unit: verbal predicates heading a clause (a copula heads its clause when it is the root)."""
+    n = 0
+    for tok in span:
+        if tok.dep_ not in CLAUSE_DEPS:
+            continue
+        verbal = tok.pos_ == "VERB" or (tok.pos_ == "AUX" and tok.dep_ == "ROOT")
+        predicate = tok.dep_ in ("ROOT", "ccomp", "conj", "advcl", "relcl") and any(
+            c.dep_ in ("cop", "aux") for c in tok.children
+        )
+        n += verbal or predicate
+    return n
+
+
+def word_types(span) -> list[str]:
+    return [tok.lower_ for tok in span if is_word(tok) and tok.lower_ not in FILLERS]
+
+
+def ttr(words: Sequence[str]) -> float:
+    return len(set(words)) / len(words) if words else float("nan")
+
+
+def mattr(words: Sequence[str], window: int = 50) -> float:
+    """Moving-average type-token ratio (Covington & McFall 2010); plain TTR when shorter than the window."""
+    n = len(words)
+    if n == 0:
+        return float("nan")
+    if n <= window:
+        return ttr(words)
+    counts: dict[str, int] = {}
+    for w in words[:window]:
+        counts[w] = counts.get(w, 0) + 1
+    total = len(counts)
+    for i in range(window, n):
+        old, new = words[i - window], words[i]
+        counts[old] -= 1
+        if counts[old] == 0:
+            del counts[old]
+        counts[new] = counts.get(new, 0) + 1
+        total += len(counts)
+    return total / ((n - window + 1) * window)
+
+
+def bootstrap_mean_ci(
+    values: Iterable[float], n_boot: int = 1000, seed: int = 0, alpha: float = 0.05
+) -> tuple[float, float, float]:
+    """Mean and percentile bootstrap CI over units."""
+    arr = np.asarray([v for v in values if v == v], dtype=float)
+    if arr.size == 0:
+        return float("nan"), float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, arr.size, size=(n_boot, arr.size))
+    means = arr[idx].mean(axis=1)
+    return float(arr.mean()), float(np.quantile(means, alpha / 2)), float(np.quantile(means, 1 - alpha / 2))
+
+
+def wilson_ci(count: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
+    """Wilson score interval for a proportion count/n."""
+    if n == 0:
+        return float("nan"), float("nan")
+    p = count / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    lo = 0.0 if count == 0 else max(0.0, centre - half)  # exact ends: no float dust above 0 or below 1
+    hi = 1.0 if count == n else min(1.0, centre + half)
+    return float(min(lo, p)), float(max(hi, p))

@@ -1,0 +1,52 @@
+"""The `evalsuite` command line: a thin typer layer over library functions.
+
+Each command lives in `evalsuite/commands/<name>.py` and exposes `register(app)`.
+Heavy imports (torch, spaCy, pandas) happen inside the command functions so that
+`evalsuite --help` stays fast. Library code never prints; commands do.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+import typer
+
+from corpora.errors import UserError
+from evalsuite.commands import COMMAND_MODULES
+
+try:  # typer >= 0.2x vendors its own click: its usage errors are not click.ClickException
+    from typer._click.exceptions import ClickException as _TyperClickException
+except ImportError:  # pragma: no cover - older typer uses click itself
+    _TyperClickException = click.ClickException
+
+app = typer.Typer(
+    name="evalsuite",
+    help="Train small LMs on children's stories and measure how their language develops.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+for module in COMMAND_MODULES:
+    module.register(app)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: user errors become one line on stderr and exit code 2."""
+    try:
+        code = app(args=argv, prog_name="evalsuite", standalone_mode=False)
+    except UserError as err:
+        typer.secho(f"error: {err}", fg="red", err=True)
+        sys.exit(2)
+    except (click.exceptions.Abort, typer.Abort):
+        typer.secho("aborted", err=True)
+        sys.exit(130)
+    except (click.ClickException, _TyperClickException) as err:
+        err.show()
+        sys.exit(err.exit_code)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,157 @@
+"""CLI: `evalsuite childes-compare`: child-like errors in model stories vs CHILDES children, loss-to-age test."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    """Add `childes-compare` to the root app."""
+    app.command("childes-compare")(childes_compare)
+
+
+def _default_childes(data_dir: Path | None) -> Path:
+    from corpora.errors import UserError
+    from corpora.paths import find_data_dir
+
+    root = find_data_dir(data_dir, required=False)
+    path = root / "childes" / "Brown" if root is not None else None
+    if path is None or not path.is_dir():
+        where = f" (looked in {path})" if path is not None else ""
+        raise UserError(
+            f"CHILDES Brown not found{where}: run `evalsuite corpora fetch childes-brown`, or download "
+            "Brown.zip from TalkBank (childes.talkbank.org, Eng-NA/Brown) and pass --childes PATH "
+            "(a folder of .cha files or the .zip), or set --data-dir / $EVALSUITE_DATA"
+        )
+    return path
+
+
+def childes_compare(
+    childes: list[Path] = typer.Option(
+        None, "--childes", help="CHAT data: a .cha file, a folder of .cha files, or a TalkBank .zip (repeatable). "
+        "Default: <data-dir>/childes/Brown."),
+    samples: list[Path] = typer.Option(
+        None, "--samples", help="samples.jsonl from `evalsuite generate` (repeatable; each line names its checkpoint, "
+        "val_loss and val_bpc)."),
+    out: Path = typer.Option(Path("results/childes-compare"), "--out", help="Folder for the CSVs and meta.json."),
+    data_dir: Path = typer.Option(None, "--data-dir", help="Reference data folder (else $EVALSUITE_DATA or ../shared/data)."),
+    bin_months: int = typer.Option(6, help="Width of the child age bins in months."),
+    n_bootstrap: int = typer.Option(1000, help="Bootstrap resamples for measure and age CIs."),
+    seed: int = typer.Option(0, help="Seed of the bootstraps."),
+    n_process: int = typer.Option(1, help="spaCy worker processes."),
+    batch_size: int = typer.Option(256, help="spaCy batch size (utterances)."),
+) -> None:
+    """Detect child-like errors in CHILDES children (by age) and model stories (by checkpoint); validate
+    the detectors against the transcribers' codes; fit an age model and test the loss-to-age hypothesis."""
+    import json
+    import math
+
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    from evalsuite.childes.compare import CompareConfig
+    from evalsuite.childes.compare import childes_compare as run
+
+    console = Console()
+    sources = list(childes) if childes else [_default_childes(data_dir)]
+    config = CompareConfig.from_dict(
+        {"bin_months": bin_months, "n_bootstrap": n_bootstrap, "seed": seed, "n_process": n_process,
+         "batch_size": batch_size}
+    )
+    result = run(sources, list(samples or []), config, progress=True)
+
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, frame in (
+        ("rates.csv", result.rates), ("measures.csv", result.measures), ("validation.csv", result.validation),
+        ("validation_disagreements.csv", result.disagreements), ("human_codes.csv", result.code_inventory),
+        ("mlu_agreement.csv", result.mlu_agreement), ("age_features.csv", result.age_features),
+        ("age_model_cv.csv", result.age_cv), ("age_model_cv_predictions.csv", result.age_cv_predictions),
+        ("age_model_coefficients.csv", result.age_coefficients), ("checkpoint_ages.csv", result.checkpoint_ages),
+        ("hits.csv", result.hits),
+    ):
+        frame.to_csv(out / name, index=False)
+        written.append(name)
+    units = result.units.drop(columns=["words"], errors="ignore").copy()
+    for col in ("hits", "annotations"):
+        if col in units:
+            units[col] = units[col].apply(lambda v: json.dumps(v) if isinstance(v, list) else None)
+    units.to_parquet(out / "units.parquet", index=False)
+    written.append("units.parquet")
+    meta = dict(result.meta, mlu_agreement=result.mlu_summary, files=written)
+    (out / "meta.json").write_text(json.dumps(_jsonable(meta), indent=2) + "\n", encoding="utf-8")
+
+    def fmt(v, spec=".1f"):
+        return "" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, spec)
+
+    rates = result.rates[~result.rates["error_type"].str.contains("/")]
+    table = Table(title="Error rates per 100 units (Wilson 95% CI)")
+    table.add_column("group")
+    table.add_column("n", justify="right")
+    types = list(dict.fromkeys(rates["error_type"]))
+    for t in types:
+        table.add_column(t.replace("_", " "), justify="right")
+    keys = ["source", "child", "age_bin", "checkpoint"]
+    for key, g in rates.groupby(keys, dropna=False, sort=False):
+        source, child, age_bin, ckpt = key
+        label = f"{child} {age_bin} mo" if source == "childes" else f"{ckpt} (bpc {fmt(g['val_bpc'].iloc[0], '.3f')})"
+        cells = []
+        for t in types:
+            r = g[g["error_type"] == t].iloc[0]
+            cells.append(f"{r['rate']:.1f} ({r['ci_low']:.1f}-{r['ci_high']:.1f})")
+        table.add_row(escape(label), str(int(g["n"].iloc[0])), *cells)
+    console.print(table)
+
+    val = Table(title="Detectors vs transcribers' codes (CHI tier; precision is a lower bound: coding is not exhaustive)")
+    for col in ("target", "human codes", "hits", "precision [95% CI]", "recall [95% CI]", "note"):
+        val.add_column(col)
+    for _, r in result.validation.iterrows():
+        p = f"{r['precision']:.2f} [{r['precision_ci_low']:.2f}, {r['precision_ci_high']:.2f}]" if r["n_codes"] else ""
+        rc = f"{r['recall']:.2f} [{r['recall_ci_low']:.2f}, {r['recall_ci_high']:.2f}]" if r["n_codes"] else ""
+        val.add_row(escape(r["target"]), escape(str(r["codes"] or "")), str(int(r["n_hits"])), p, rc,
+                    escape(str(r.get("note") or "")))
+    console.print(val)
+
+    if not result.age_cv.empty:
+        cv = Table(title="Age model cross-validation")
+        for col in ("fold", "train ages", "test ages", "MAE (mo)", "bias", "Spearman (p, n)"):
+            cv.add_column(col)
+        for _, r in result.age_cv.iterrows():
+            cv.add_row(escape(r["fold"]), r["train_age_range"], r["test_age_range"], fmt(r["mae_months"]),
+                       fmt(r["bias_months"], "+.1f"), f"{fmt(r['spearman_rho'], '.2f')} ({fmt(r['spearman_p'], '.2g')}, {r['n_test']})")
+        console.print(cv)
+
+    if not result.checkpoint_ages.empty:
+        hyp = Table(title="Loss-to-age hypothesis (seed's table) vs measured developmental age")
+        for col in ("checkpoint", "val_loss", "val_bpc", "hypothesised", "measured age (mo) [95% CI]", "extrapolated"):
+            hyp.add_column(col)
+        for _, r in result.checkpoint_ages.iterrows():
+            hyp.add_row(escape(str(r["checkpoint"])), fmt(r["val_loss"], ".3f"), fmt(r["val_bpc"], ".3f"), r["hypothesised_band"],
+                        f"{fmt(r['age_months'])} [{fmt(r['ci_low'])}, {fmt(r['ci_high'])}]",
+                        "yes: " + r["features_outside_training_range"] if r["extrapolated"] else "no")
+        console.print(hyp)
+
+    console.print(f"[bold]Verdict:[/bold] {escape(result.summary.verdict)}")
+    for line in result.summary.statements:
+        console.print(f"- {escape(line)}")
+    for line in result.summary.caveats:
+        console.print(f"[dim]caveat: {escape(line)}[/dim]")
+    console.print(f"wrote {', '.join(written)} and meta.json to {out}")
+
+
+def _jsonable(value):
+    """NaN/inf -> None so meta.json is strict JSON."""
+    import math
+
+    if isinstance(value, float):
+        return None if math.isnan(value) or math.isinf(value) else value
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if hasattr(value, "item"):
+        return _jsonable(value.item())
+    return value

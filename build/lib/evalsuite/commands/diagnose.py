@@ -1,0 +1,113 @@
+"""CLI commands: `evalsuite diagnose` (checks on a checkpoint) and `evalsuite dynamics` (training dynamics).
+
+Thin layers over evalsuite.diagnose.diagnose and evalsuite.dynamics.write_dynamics.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+
+import typer
+
+STATUS_STYLE = {"pass": "green", "warn": "yellow", "fail": "bold red", "skip": "dim"}
+
+
+def register(app: typer.Typer) -> None:
+    """Add `diagnose` and `dynamics` to the root app."""
+    app.command("diagnose")(diagnose_command)
+    app.command("dynamics")(dynamics_command)
+
+
+def _default_csv(ckpt: Path) -> Path:
+    path = ckpt.expanduser().resolve()
+    label = "-".join(p for p in (path.parent.name, path.name) if p) if path.name in ("best", "latest") or \
+        path.name.startswith("step_") else path.stem
+    label = re.sub(r"[^A-Za-z0-9_.-]+", "-", label).strip("-") or "checkpoint"
+    return Path("results") / "diagnose" / f"{label}.csv"
+
+
+def _fmt(value: float) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    return f"{value:.4g}"
+
+
+def diagnose_command(
+    checkpoint: Path = typer.Argument(..., help="A checkpoint directory, a run directory (uses best/), or a .spinnet file."),
+    samples: Path | None = typer.Option(None, "--samples", "-s", help="samples.jsonl from `evalsuite generate` (article check)."),
+    corpus: Path | None = typer.Option(
+        None, "--corpus", help="Training corpus to compare with: a tokenized .bin, or raw text (default: the run's train.bin)."
+    ),
+    output: Path | None = typer.Option(
+        None, "--output", "-o", help="CSV to write (default results/diagnose/<run>-<checkpoint>.csv; a .meta.json goes beside it)."
+    ),
+    strict: bool = typer.Option(False, "--strict", help="Exit with code 1 when any check warns or fails."),
+) -> None:
+    """The checks to run when a model writes bad stories: vocabulary, epochs, losses, lr schedule, identities, articles."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from evalsuite.diagnose import diagnose, diagnose_meta
+
+    frame = diagnose(checkpoint, samples=samples, corpus=corpus)
+    csv = output or _default_csv(checkpoint)
+    csv.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(csv, index=False)
+    meta_path = csv.with_suffix(".meta.json")
+    meta_path.write_text(json.dumps(diagnose_meta(frame, samples=samples, corpus=corpus), indent=2, default=str) + "\n")
+
+    table = Table(title=f"diagnose {frame.attrs.get('checkpoint')}", show_lines=True)
+    table.add_column("check", no_wrap=True)
+    table.add_column("status", no_wrap=True)
+    table.add_column("value", max_width=18, overflow="fold")
+    table.add_column("detail / advice", overflow="fold", ratio=1)
+    for row in frame.itertuples(index=False):
+        style = STATUS_STYLE[row.status]
+        text = row.detail + (f"\n[italic]{row.advice}[/italic]" if row.advice and row.status != "pass" else "")
+        value = _fmt(row.value) + (f" {row.unit}" if row.unit and _fmt(row.value) else "")
+        table.add_row(row.check, f"[{style}]{row.status}[/{style}]", value, text)
+    console = Console()
+    console.print(table)
+    counts = frame["status"].value_counts()
+    summary = ", ".join(f"{counts.get(s, 0)} {s}" for s in ("pass", "warn", "fail", "skip"))
+    console.print(f"{summary}; wrote {csv} and {meta_path}")
+    if strict and (counts.get("warn", 0) or counts.get("fail", 0)):
+        raise typer.Exit(1)
+
+
+def dynamics_command(
+    run_dirs: list[Path] = typer.Argument(..., help="Run directories (holding metrics_stream.jsonl and checkpoints)."),
+    output: Path = typer.Option(Path("results/dynamics"), "--output", "-o", help="Directory for the tidy CSVs and meta.json."),
+    checkpoints: str = typer.Option("all", "--checkpoints", help="Which checkpoints to analyse: all (step_*, latest, best), best, none."),
+    n_blocks: int = typer.Option(8, "--n-blocks", min=1, help="Validation blocks per checkpoint for hidden-state ranks."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+) -> None:
+    """Training dynamics: train/val gap, loss-curve phases, dead/saturated components, effective ranks."""
+    import pandas as pd
+    from rich.console import Console
+    from rich.table import Table
+
+    from evalsuite.dynamics import write_dynamics
+
+    written = write_dynamics(run_dirs, output, checkpoints=checkpoints, n_blocks=n_blocks, progress=progress)
+    console = Console()
+    phases_path = output / "phases.csv"
+    if phases_path.is_file() and phases_path.stat().st_size > 1:
+        try:
+            phases = pd.read_csv(phases_path)
+        except pd.errors.EmptyDataError:
+            phases = pd.DataFrame()
+        if not phases.empty:
+            table = Table(title="loss-curve phases (piecewise-linear in log tokens, BIC)")
+            for col in ("run", "metric", "phase", "label", "tokens", "slope nats/decade"):
+                table.add_column(col)
+            for row in phases.itertuples(index=False):
+                table.add_row(row.run, row.metric, str(row.phase), row.label,
+                              f"{row.start_tokens:,}-{row.end_tokens:,}", f"{row.slope_per_decade:.3f}")
+            console.print(table)
+    console.print("wrote " + ", ".join(str(p) for p in written))

@@ -1,0 +1,74 @@
+"""CLI: `evalsuite generate CKPT...` writes samples.jsonl (+ meta.json) from a prompt set."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    """Add `generate` to the root app."""
+    app.command("generate")(generate)
+
+
+def generate(
+    checkpoints: list[Path] = typer.Argument(..., help="Checkpoint dirs, run dirs (uses best/), or .spinnet files."),
+    prompts: str = typer.Option("tinystories", help="Built-in prompt set name, or a .jsonl/.txt file of story beginnings."),
+    out: Path = typer.Option(Path("results/generate/samples.jsonl"), help="samples.jsonl to write (meta.json beside it)."),
+    temperature: float = typer.Option(0.8, help="Sampling temperature; 0 = greedy."),
+    top_k: int = typer.Option(0, help="Top-k filtering; 0 = off."),
+    top_p: float = typer.Option(1.0, help="Nucleus (top-p) filtering; 1.0 = off."),
+    max_new_tokens: int = typer.Option(300, help="Most tokens generated per story (stops earlier at <|endoftext|>)."),
+    seed: int = typer.Option(1337, help="Seed; each prompt's generator is seeded from (seed, prompt id)."),
+    batch_size: int = typer.Option(16, help="Most sequences per forward pass."),
+    device: str = typer.Option("cpu", help="cpu, cuda, cuda:N or auto."),
+    limit: int = typer.Option(0, help="Use only the first N prompts (0 = all)."),
+) -> None:
+    """Generate one story per prompt for each checkpoint; same seed, same text."""
+    import json
+    import platform
+
+    import torch
+    from rich.console import Console
+
+    from evalsuite.generate import SamplingConfig, iter_samples, load_prompt_set
+
+    console = Console(stderr=True)
+    prompt_set = load_prompt_set(prompts)
+    if limit:
+        prompt_set.prompts = prompt_set.prompts[:limit]
+    sampling = SamplingConfig(temperature=temperature, top_k=top_k or None, top_p=top_p,
+                              max_new_tokens=max_new_tokens, seed=seed, batch_size=batch_size)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(out.suffix + ".partial")
+    rows = 0
+    per_checkpoint = []
+    with tmp.open("w", encoding="utf-8") as handle:
+        for ckpt in checkpoints:
+            console.print(f"generating {len(prompt_set.prompts)} stories from {ckpt} ...")
+            n_eot = 0
+            ckpt_id = None
+            for row in iter_samples(ckpt, prompt_set, sampling, device=device):
+                handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+                rows += 1
+                n_eot += row["finish_reason"] == "eot"
+                ckpt_id = row["checkpoint_id"]
+            handle.flush()
+            per_checkpoint.append({"checkpoint": str(ckpt), "checkpoint_id": ckpt_id,
+                                   "stories": len(prompt_set.prompts), "ended_at_eot": n_eot})
+    tmp.replace(out)
+    meta = {
+        "command": "generate",
+        "checkpoints": per_checkpoint,
+        "prompt_set": {"name": prompt_set.name, "path": prompt_set.path, "n": len(prompt_set.prompts), **prompt_set.meta},
+        "sampling": {"temperature": temperature, "top_k": top_k or None, "top_p": top_p,
+                     "max_new_tokens": max_new_tokens, "seed": seed, "batch_size": batch_size},
+        "device": device,
+        "versions": {"python": platform.python_version(), "torch": torch.__version__},
+        "samples": str(out),
+    }
+    (out.parent / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    for entry in per_checkpoint:
+        console.print(f"{entry['checkpoint_id']}: {entry['stories']} stories, {entry['ended_at_eot']} ended at <|endoftext|>")
+    console.print(f"wrote {rows} samples to {out}")

@@ -1,0 +1,1 @@
+"""dim-probe: which algebra components carry which linguistic categories (see probe.py)."""

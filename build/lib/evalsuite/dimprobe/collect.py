@@ -1,0 +1,512 @@
+"""Run models over tagged text and accumulate per-component magnitudes by category, streaming.
+
+The unit of analysis is a model token in an analysed part of a document; the unit of resampling is
+the document. For every model, layer l (hidden index: 0 = embedding output, i = after block i) and
+component k, a token's value is ||h_l[t, k*D/n:(k+1)*D/n]||_2, the L2 norm of that component.
+
+Memory is O(layers x components x categories), plus small per-document sums that the document
+bootstrap needs (O(documents x layers x components x categories) float32, never per token):
+
+- per document: token count N_d, category counts n_dc, sums of values over all tokens and over the
+  tokens of each category, and the sum of squares over all tokens;
+- over all documents: per-category sums of squares, and the label-permutation null (below).
+
+Within-document label permutation, vectorised. Labels belong to words (spaCy tokens), so the
+exchangeable units are the words of a document: the null shuffles the words' label vectors among
+the document's words, and every model token keeps the word it belongs to. (Shuffling single model
+tokens would treat the characters of one word as independent draws and make p-values too small for
+a character-level model.) A word's value is the sum of its tokens' magnitudes and its weight their
+count; the permuted category sum S* and token count n* of document d are those of a uniformly random
+subset of W_dc words, independent across documents. For each document and replicate we draw one
+random permutation of its words and read every category's subset off its prefixes (a subset of size
+W is the first W words; when W > U/2 we use the total minus the first U - W), with one fused
+gather-and-sum (`embedding_bag`) per batch of documents. Each category's null distribution is
+exactly the within-document permutation distribution; replicates are shared across categories,
+layers and components, which keeps the cost at about P x U/2 x (layers x components) additions per
+document. The permutation of document d, replicate p depends only on (seed, d), so models that
+share a tokenizer are tested against the same permutations (a paired design). Model tokens that
+belong to no word (whitespace) carry no label and are no unit; they count only in the overall mean.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from corpora.errors import UserError
+from evalsuite.dimprobe.align import align_tokens, token_labels
+
+# --- documents ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ProbeText:
+    """A text to probe. Only characters from `analyse_from` on are analysed (a sample's completion
+    after its prompt); the whole text is tagged and fed to the model as context."""
+
+    text: str
+    analyse_from: int = 0
+    source: str = ""
+
+
+@dataclass
+class PreparedDoc:
+    """One document tokenized for one tokenizer, with category labels per model token."""
+
+    index: int
+    ids: np.ndarray  # (T,) int64, the whole text
+    labels: np.ndarray  # (T, C) bool
+    analysed: np.ndarray  # (T,) bool: tokens that start at or after analyse_from
+    n_chars: int  # characters of the analysed part (for bits per character)
+    n_unaligned: int  # analysed tokens that belong to no spaCy word (whitespace)
+    units: np.ndarray | None = None  # (N_analysed,) word unit of each analysed token, -1 = none
+    unit_labels: np.ndarray | None = None  # (U, C) labels of the units (words)
+
+    @property
+    def n_analysed(self) -> int:
+        return int(self.analysed.sum())
+
+    def analysed_units(self) -> tuple[np.ndarray, np.ndarray]:
+        """(units, unit_labels) of the analysed tokens; every token its own unit when not aligned
+        to words (synthetic documents)."""
+        if self.units is not None and self.unit_labels is not None:
+            return self.units, self.unit_labels
+        lab = self.labels[self.analysed]
+        return np.arange(len(lab)), lab
+
+
+def prepare_doc(
+    index: int,
+    text: ProbeText,
+    word_starts: np.ndarray,
+    word_ends: np.ndarray,
+    word_labels: np.ndarray,
+    tokenizer: Any,
+) -> PreparedDoc:
+    """Tokenize with offsets, align tokens to spaCy words, give tokens their words' labels."""
+    ids, offsets = tokenizer.encode_with_offsets(text.text)
+    offs = np.asarray(offsets, dtype=np.int64).reshape(-1, 2)
+    word_index = align_tokens(offs, word_starts, word_ends, text.text)
+    labels = token_labels(word_index, word_labels)
+    analysed = offs[:, 0] >= text.analyse_from if len(offs) else np.zeros(0, dtype=bool)
+    words = word_index[analysed]
+    aligned = words >= 0
+    unit_words, inverse = np.unique(words[aligned], return_inverse=True)
+    units = np.full(len(words), -1, dtype=np.int64)
+    units[aligned] = inverse
+    return PreparedDoc(
+        index=index,
+        ids=np.asarray(ids, dtype=np.int64),
+        labels=labels,
+        analysed=analysed,
+        n_chars=len(text.text) - text.analyse_from,
+        n_unaligned=int((~aligned).sum()),
+        units=units,
+        unit_labels=word_labels[unit_words],
+    )
+
+
+# --- models -------------------------------------------------------------------------------------
+
+
+@dataclass
+class ModelUnderProbe:
+    """A model plus what the probe needs to run it."""
+
+    name: str  # "probe", "untrained", "baseline", ...
+    model: torch.nn.Module
+    tokenizer: Any
+    block_size: int  # window length the model was trained with
+    n_components: int
+    description: str = ""
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.model.blocks)
+
+
+class _StopForward(Exception):
+    """Raised by a hook once the last needed residual state is captured (skips later blocks and the
+    vocabulary head, about half the cost of a GPT-2-vocabulary model)."""
+
+
+@contextmanager
+def capture_residuals(model: torch.nn.Module, layers: Sequence[int], stop: bool) -> Iterator[dict[int, Any]]:
+    """Record residual states at hidden indices `layers` (0 = input of block 0 = embedding output,
+    i = output of block i) with hooks on `model.blocks`. Hooks registered earlier (ablation, planted
+    signals) act first, so the captured states include their edits."""
+    store: dict[int, Any] = {}
+    handles = []
+    last = max(layers)
+    blocks = model.blocks
+    if 0 in layers:
+        def pre_hook(module: Any, args: tuple) -> None:
+            store[0] = args[0]
+            if stop and last == 0:
+                raise _StopForward
+
+        handles.append(blocks[0].register_forward_pre_hook(pre_hook))
+    for i, block in enumerate(blocks):
+        if i + 1 not in layers:
+            continue
+
+        def hook(module: Any, args: tuple, out: Any, layer: int = i + 1) -> None:
+            store[layer] = out
+            if stop and layer == last:
+                raise _StopForward
+
+        handles.append(block.register_forward_hook(hook))
+    try:
+        yield store
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+@dataclass
+class DocOutputs:
+    """Per analysed token of one document: component magnitudes and/or next-token loss."""
+
+    mags: np.ndarray | None  # (N, L, K) float32
+    nll: np.ndarray | None  # (N,) float32, nats
+
+
+def plan_windows(n_tokens: int, block_size: int, stride: int) -> list[tuple[int, int, int]]:
+    """Windows over seq = [eot] + tokens (length n_tokens + 1): (start, end, first_credited).
+
+    Token i sits at seq position i + 1. Each seq position j >= 1 is credited to exactly one window
+    (the first that reaches it); after the first window every credited position has at least
+    block_size - stride positions of context inside its window.
+    """
+    length = n_tokens + 1
+    if length <= block_size:
+        return [(0, length, 1)]
+    windows = []
+    start, credited_to = 0, 1
+    while True:
+        end = min(start + block_size, length)
+        windows.append((start, end, credited_to))
+        if end == length:
+            return windows
+        credited_to = end
+        start += stride
+
+
+def forward_docs(
+    run: ModelUnderProbe,
+    docs: Sequence[PreparedDoc],
+    layers: Sequence[int],
+    *,
+    need_mags: bool = True,
+    need_nll: bool = False,
+    batch_tokens: int = 4096,
+    stride: int | None = None,
+) -> list[DocOutputs]:
+    """Run `run.model` over the documents in windows and return per-analysed-token outputs."""
+    model = run.model
+    block = run.block_size
+    if stride is None:
+        stride = max(1, block // 2)
+    elif not 0 < stride < block:
+        raise UserError(f"window stride must be in 1..{block - 1} for block size {block}, got {stride}")
+    eot = run.tokenizer.eot_id
+    k = run.n_components
+    vocab = getattr(getattr(model, "config", None), "vocab_size", None) or 50_000
+    if need_nll:  # full logits are materialised: cap them at ~256 MB per forward
+        batch_tokens = max(block, min(batch_tokens, (1 << 26) // vocab))
+    seqs = [np.concatenate([[eot], d.ids]).astype(np.int64) for d in docs]
+    mags = [np.zeros((len(d.ids), len(layers), k), dtype=np.float32) if need_mags else None for d in docs]
+    nll = [np.zeros(len(d.ids), dtype=np.float32) if need_nll else None for d in docs]
+    windows = [
+        (di, a, b, c) for di, d in enumerate(docs) if len(d.ids) for (a, b, c) in plan_windows(len(d.ids), block, stride)
+    ]
+    windows.sort(key=lambda w: w[2] - w[1], reverse=True)
+    batches: list[list[tuple[int, int, int, int]]] = []
+    for w in windows:  # widest first, so a batch's first window sets its padded width
+        if batches and (len(batches[-1]) + 1) * (batches[-1][0][2] - batches[-1][0][1]) <= batch_tokens:
+            batches[-1].append(w)
+        else:
+            batches.append([w])
+    layer_list = list(layers)
+    with torch.inference_mode():
+        for batch in batches:
+            width = batch[0][2] - batch[0][1]
+            idx = torch.full((len(batch), width), eot, dtype=torch.long)
+            for row, (di, a, b, _c) in enumerate(batch):
+                idx[row, : b - a] = torch.from_numpy(seqs[di][a:b])
+            logits = None
+            if need_mags:
+                with capture_residuals(model, layer_list, stop=not need_nll) as store, suppress(_StopForward):
+                    logits = model(idx).logits
+                states = torch.stack([store[layer] for layer in layer_list], dim=2)  # (B, T, L, D)
+                bsz, t, n_l, d = states.shape
+                comp = torch.linalg.vector_norm(states.float().view(bsz, t, n_l, k, d // k), dim=-1)
+                comp_np = comp.numpy()
+            else:
+                logits = model(idx).logits
+            if need_nll:  # one loss call per batch: position j is predicted by the logits at j - 1
+                assert logits is not None
+                rows = torch.cat([torch.full((b - c,), r) for r, (_, a, b, c) in enumerate(batch)])
+                cols = torch.cat([torch.arange(c - a, b - a) for _, a, b, c in batch])
+                flat = F.cross_entropy(logits[rows, cols - 1].float(), idx[rows, cols], reduction="none").numpy()
+            at = 0
+            for row, (di, a, b, c) in enumerate(batch):
+                # seq positions c..b-1 are tokens c-1..b-2
+                if need_mags:
+                    mags[di][c - 1 : b - 1] = comp_np[row, c - a : b - a]
+                if need_nll:
+                    nll[di][c - 1 : b - 1] = flat[at : at + b - c]
+                at += b - c
+    out = []
+    for di, d in enumerate(docs):
+        keep = d.analysed
+        out.append(DocOutputs(
+            mags=mags[di][keep] if need_mags else None,
+            nll=nll[di][keep] if need_nll else None,
+        ))
+    return out
+
+
+# --- permutations -------------------------------------------------------------------------------
+
+
+@dataclass
+class PermutationPlan:
+    """Random word prefixes for one batch of documents (shared by every model with the same tokenizer).
+
+    For document j: `cuts[j]` (sorted distinct subset sizes needed), `cat_cols[j]` (categories with
+    0 < W < U words), `cat_cut[j]` (which cut each of those categories reads), `cat_complement[j]`
+    (read total minus prefix), `full_cols[j]` (categories holding every word). `indices`/`offsets`
+    feed one `embedding_bag` over the batch's concatenated unit rows."""
+
+    n_permutations: int
+    cuts: list[np.ndarray]
+    cat_cols: list[np.ndarray]
+    cat_cut: list[np.ndarray]
+    cat_complement: list[np.ndarray]
+    full_cols: list[np.ndarray]
+    indices: torch.Tensor
+    offsets: torch.Tensor
+    out_rows: list[tuple[int, int]]  # per doc: (first output row, number of segments)
+
+
+def _partial_permutations(rng: np.random.Generator, n: int, p: int, m: int) -> np.ndarray:
+    """(p, m): the first m entries of p independent uniform permutations of range(n) (a partial
+    Fisher-Yates shuffle, vectorised over the p rows)."""
+    perm = np.tile(np.arange(n, dtype=np.int64), p)
+    base = np.arange(p, dtype=np.int64) * n
+    draws = rng.random((m, p))
+    for i in range(m):
+        here = base + i
+        there = here + (draws[i] * (n - i)).astype(np.int64)
+        swap = perm[here]
+        perm[here] = perm[there]
+        perm[there] = swap
+    return perm.reshape(p, n)[:, :m]
+
+
+def plan_permutations(
+    unit_labels: Sequence[np.ndarray], doc_indices: Sequence[int], n_permutations: int, seed: int
+) -> PermutationPlan:
+    """Draw the permutations of a batch of documents (`unit_labels[j]`: (U_j, C) word labels)."""
+    p = n_permutations
+    cuts_l, cols_l, cut_l, comp_l, full_l = [], [], [], [], []
+    index_parts: list[np.ndarray] = []
+    offset_parts: list[np.ndarray] = []
+    out_rows: list[tuple[int, int]] = []
+    row, pos, out_row = 0, 0, 0
+    for lab, doc_index in zip(unit_labels, doc_indices, strict=True):
+        n_units = lab.shape[0]
+        counts = lab.sum(axis=0)
+        cols = np.flatnonzero((counts > 0) & (counts < n_units))
+        need = np.minimum(counts[cols], n_units - counts[cols])
+        cuts = np.unique(need)
+        cuts_l.append(cuts)
+        cols_l.append(cols)
+        cut_l.append(np.searchsorted(cuts, need))
+        comp_l.append(counts[cols] > n_units - counts[cols])
+        full_l.append(np.flatnonzero((counts == n_units) & (n_units > 0)))
+        if len(cuts):
+            m = int(cuts[-1])
+            rng = np.random.default_rng([seed, doc_index])
+            perms = _partial_permutations(rng, n_units, p, m)
+            index_parts.append((perms + row).ravel())
+            seg_starts = np.concatenate([[0], cuts[:-1]])
+            offset_parts.append((pos + np.arange(p)[:, None] * m + seg_starts[None, :]).ravel())
+            pos += p * m
+            out_rows.append((out_row, len(cuts)))
+            out_row += p * len(cuts)
+        else:
+            out_rows.append((out_row, 0))
+        row += n_units
+    indices = torch.from_numpy(np.concatenate(index_parts)) if index_parts else torch.zeros(0, dtype=torch.long)
+    offsets = torch.from_numpy(np.concatenate(offset_parts)) if offset_parts else torch.zeros(0, dtype=torch.long)
+    return PermutationPlan(p, cuts_l, cols_l, cut_l, comp_l, full_l, indices, offsets, out_rows)
+
+
+# --- accumulation -------------------------------------------------------------------------------
+
+
+@dataclass
+class Accumulated:
+    """Everything the statistics need, for one model. Values are flattened as (L*K) = layer-major.
+
+    Token level (all analysed tokens): doc_n_total, doc_sum, doc_sumsq, and per category doc_n_cat,
+    doc_cat_sum, cat_sumsq. Word-unit level (the permutation units): doc_units, doc_units_cat,
+    doc_unit_n (tokens in units), doc_unit_n2 (sum of squared unit token counts), doc_unit_sum,
+    doc_unit_s2 (sum of squared unit sums), doc_unit_sn (sum of unit sum x unit count)."""
+
+    layers: list[int]
+    n_components: int
+    categories: list[str]
+    doc_ids: np.ndarray  # (D,) document indices
+    doc_n_total: np.ndarray  # (D,) analysed tokens
+    doc_n_cat: np.ndarray  # (D, C) tokens per category
+    doc_sum: np.ndarray  # (D, LK) float64
+    doc_sumsq: np.ndarray  # (D, LK) float64
+    doc_cat_sum: np.ndarray  # (D, C, LK) float32
+    cat_sumsq: np.ndarray  # (C, LK) float64, over all documents
+    doc_units: np.ndarray  # (D,) words
+    doc_units_cat: np.ndarray  # (D, C) words per category
+    doc_unit_n: np.ndarray  # (D,)
+    doc_unit_n2: np.ndarray  # (D,)
+    doc_unit_sum: np.ndarray  # (D, LK)
+    doc_unit_s2: np.ndarray  # (D, LK)
+    doc_unit_sn: np.ndarray  # (D, LK)
+    perm_sum: np.ndarray | None  # (C, P, LK) float64: permuted category sums over all documents
+    perm_n: np.ndarray | None  # (C, P) float64: permuted category token counts over all documents
+
+    @property
+    def n_lk(self) -> int:
+        return len(self.layers) * self.n_components
+
+
+def _unit_sums(values: np.ndarray, unit: np.ndarray, n_units: int) -> np.ndarray:
+    """(n_units, LK) sums of token rows per unit. Tokens of a word are consecutive, so unit ids
+    arrive sorted and one reduceat does it; np.add.at covers anything else."""
+    out = np.zeros((n_units, values.shape[1]))
+    if len(unit) == 0:
+        return out
+    if np.all(np.diff(unit) >= 0):
+        starts = np.flatnonzero(np.concatenate([[True], np.diff(unit) > 0]))
+        out[unit[starts]] = np.add.reduceat(values, starts, axis=0)
+    else:
+        np.add.at(out, unit, values)
+    return out
+
+
+class Accumulator:
+    """Streaming sums for one model (see the module docstring)."""
+
+    def __init__(self, layers: Sequence[int], n_components: int, categories: Sequence[str], n_permutations: int):
+        self.layers = list(layers)
+        self.k = n_components
+        self.categories = list(categories)
+        self.c = len(self.categories)
+        self.lk = len(self.layers) * n_components
+        self.p = n_permutations
+        self._doc: dict[str, list[Any]] = defaultdict(list)
+        self.cat_sumsq = np.zeros((self.c, self.lk))
+        self.perm_sum = np.zeros((self.c, self.p, self.lk)) if self.p else None
+        self.perm_n = np.zeros((self.c, self.p)) if self.p else None
+
+    def add_batch(
+        self,
+        doc_indices: Sequence[int],
+        values: Sequence[np.ndarray],
+        units: Sequence[np.ndarray],
+        unit_labels: Sequence[np.ndarray],
+        plan: PermutationPlan | None,
+    ) -> None:
+        """Document j: values[j] (N_j, L, K) magnitudes of its analysed tokens, units[j] (N_j,) the
+        word unit of each token (-1 = none), unit_labels[j] (U_j, C)."""
+        unit_rows = []
+        for doc_index, v, unit, ulab in zip(doc_indices, values, units, unit_labels, strict=True):
+            v64 = v.reshape(v.shape[0], self.lk).astype(np.float64)
+            n_units = ulab.shape[0]
+            aligned = unit >= 0
+            unit_sum = _unit_sums(v64[aligned], unit[aligned], n_units)
+            unit_n = np.bincount(unit[aligned], minlength=n_units).astype(np.float64)
+            ulab_f = ulab.astype(np.float64)
+            tok_lab = np.zeros((v.shape[0], self.c))
+            tok_lab[aligned] = ulab_f[unit[aligned]]
+            d = self._doc
+            d["ids"].append(int(doc_index))
+            d["n"].append(v.shape[0])
+            d["n_cat"].append(tok_lab.sum(axis=0).astype(np.int64))
+            d["sum"].append(v64.sum(axis=0))
+            d["sumsq"].append(np.einsum("nl,nl->l", v64, v64))
+            d["cat_sum"].append((ulab_f.T @ unit_sum).astype(np.float32))
+            d["units"].append(n_units)
+            d["units_cat"].append(ulab.sum(axis=0).astype(np.int64))
+            d["unit_n"].append(unit_n.sum())
+            d["unit_n2"].append((unit_n**2).sum())
+            d["unit_sum"].append(unit_sum.sum(axis=0))
+            d["unit_s2"].append(np.einsum("ul,ul->l", unit_sum, unit_sum))
+            d["unit_sn"].append(unit_n @ unit_sum)
+            self.cat_sumsq += tok_lab.T @ (v64 * v64)
+            unit_rows.append(np.column_stack([unit_sum, unit_n]))
+        if self.p and plan is not None:
+            self._add_permutations(unit_rows, plan)
+
+    def _add_permutations(self, unit_rows: Sequence[np.ndarray], plan: PermutationPlan) -> None:
+        assert self.perm_sum is not None and self.perm_n is not None
+        if plan.indices.numel():
+            weight = torch.from_numpy(np.concatenate(unit_rows).astype(np.float32))
+            seg = F.embedding_bag(plan.indices, weight, plan.offsets, mode="sum")  # (rows, LK + 1)
+        else:
+            seg = torch.zeros((0, self.lk + 1))
+        for j, rows in enumerate(unit_rows):
+            total = rows.sum(axis=0)  # (LK + 1,)
+            full = plan.full_cols[j]
+            if len(full):  # a category holding every word is constant under permutation
+                self.perm_sum[full] += total[None, None, : self.lk]
+                self.perm_n[full] += total[self.lk]
+            first, n_seg = plan.out_rows[j]
+            if n_seg == 0:
+                continue
+            prefix = seg[first : first + self.p * n_seg].view(self.p, n_seg, -1).cumsum(dim=1).numpy()
+            picked = prefix[:, plan.cat_cut[j], :].astype(np.float64)  # (P, c', LK + 1)
+            comp = plan.cat_complement[j]
+            if comp.any():
+                picked[:, comp, :] = total[None, None, :] - picked[:, comp, :]
+            cols = plan.cat_cols[j]
+            self.perm_sum[cols] += picked[:, :, : self.lk].transpose(1, 0, 2)
+            self.perm_n[cols] += picked[:, :, self.lk].T
+
+    def finalize(self) -> Accumulated:
+        d = self._doc
+        n_docs = len(d["ids"])
+
+        def stack(key: str, shape: tuple[int, ...], dtype: Any = np.float64) -> np.ndarray:
+            return np.stack(d[key]).astype(dtype, copy=False) if n_docs else np.zeros((0, *shape), dtype=dtype)
+
+        return Accumulated(
+            layers=self.layers,
+            n_components=self.k,
+            categories=self.categories,
+            doc_ids=np.asarray(d["ids"], dtype=np.int64),
+            doc_n_total=np.asarray(d["n"], dtype=np.int64),
+            doc_n_cat=stack("n_cat", (self.c,), np.int64),
+            doc_sum=stack("sum", (self.lk,)),
+            doc_sumsq=stack("sumsq", (self.lk,)),
+            doc_cat_sum=stack("cat_sum", (self.c, self.lk), np.float32),
+            cat_sumsq=self.cat_sumsq,
+            doc_units=np.asarray(d["units"], dtype=np.int64),
+            doc_units_cat=stack("units_cat", (self.c,), np.int64),
+            doc_unit_n=np.asarray(d["unit_n"], dtype=np.float64),
+            doc_unit_n2=np.asarray(d["unit_n2"], dtype=np.float64),
+            doc_unit_sum=stack("unit_sum", (self.lk,)),
+            doc_unit_s2=stack("unit_s2", (self.lk,)),
+            doc_unit_sn=stack("unit_sn", (self.lk,)),
+            perm_sum=self.perm_sum,
+            perm_n=self.perm_n,
+        )

@@ -1,0 +1,399 @@
+"""Statistics for dim-probe, from the streaming sums of `collect.Accumulated`.
+
+Per model, layer l, component k and category c (definitions used in every output):
+
+- `mean`: mean magnitude ||h_l[t, component k]|| over the category's tokens, pooled over documents.
+- `overall`: the same over all analysed tokens; `sd`: their standard deviation.
+- `ratio` = mean / overall ("relative activation"; 1 = as active as on an average token).
+- `z` = (mean - overall) / sd: the category's shift in units of the component's token-level SD
+  (a standardised effect size, not a test statistic).
+- The permutation null shuffles the words' labels within each document (collect.py). Its test
+  statistic is D = S - mu0 * n: the category's token sum S minus mu0 times its token count n, with
+  mu0 = E*[S] / E*[n] the null's expected sum per expected token (so E*[D] = 0). D compares the
+  category's mean with what a random set of the document's words gives.
+- `z_perm` = D / sqrt(Var*[D]), with the exact null variance (finite-population formulas per
+  document over its words, summed). `p_norm` is its two-sided normal p-value (a high-resolution
+  companion of `p`: the Monte Carlo p cannot go below 1/(P + 1)).
+- `p`: Monte Carlo permutation p-value, two-sided, (1 + #{|D*| >= |D|}) / (P + 1).
+- `p_adj`: `p` corrected over all (layer, component, category) tests of that model
+  (Benjamini-Hochberg FDR by default, or Holm FWER); `significant` = p_adj < alpha.
+- `ci_low`, `ci_high` (of the mean) and `ratio_ci_*`, `rank_mean_ci_*`: 95% percentile intervals
+  from a bootstrap that resamples documents with replacement (the same resamples for every model,
+  so comparisons between models are paired).
+- `rank_mean`, `rank_ratio`: rank of the component within (layer, category), 1 = highest.
+
+Specialisation of a category at a layer: `spec` = max_k |ratio_k - 1|, the largest relative
+deviation of any component from its overall mean. It is biased upward by noise (a max of absolute
+values), so every spec comes with `spec_null` (its mean under the permutation null: what chance
+alone gives for that many tokens), `spec_excess` = spec - spec_null, its bootstrap CI, and
+`spec_p` (permutation p of spec). A control comparison takes the paired bootstrap difference of
+`spec_excess` between the probed model and a control; the probed model "exceeds" the control when
+the 95% CI of that difference lies above 0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy import stats as sps
+
+from evalsuite.dimprobe.collect import Accumulated
+
+ALL = "ALL"
+CORRECTIONS = {"bh": "fdr_bh", "fdr_bh": "fdr_bh", "holm": "holm"}
+# The finding dim-probe was built to test (components as 0-based indices e0..e7).
+ORIGINAL_CLAIM: dict[str, tuple[int, ...]] = {
+    "NOUN": (0, 1, 7),
+    "VERB": (0, 7, 1),
+    "PRON": (0, 7, 2),
+    "EMOTION": (0, 1, 3),
+    "DIALOGUE": (0, 2, 1),
+}
+
+
+def bootstrap_weights(n_docs: int, n_boot: int, seed: int) -> np.ndarray:
+    """(B, D) multiplicities of each document in B resamples of D documents with replacement."""
+    rng = np.random.default_rng([seed, 7919])
+    if n_docs == 0 or n_boot == 0:
+        return np.zeros((n_boot, n_docs))
+    draws = rng.integers(0, n_docs, size=(n_boot, n_docs))
+    flat = draws + (np.arange(n_boot) * n_docs)[:, None]
+    return np.bincount(flat.ravel(), minlength=n_boot * n_docs).reshape(n_boot, n_docs).astype(np.float64)
+
+
+def _ranks_desc(values: np.ndarray) -> np.ndarray:
+    """Rank along the last axis, 1 = largest; NaN ranks last."""
+    filled = np.where(np.isnan(values), -np.inf, values)
+    order = np.argsort(-filled, axis=-1, kind="stable")
+    ranks = np.empty_like(order)
+    np.put_along_axis(ranks, order, np.arange(1, values.shape[-1] + 1), axis=-1)
+    return ranks
+
+
+def _percentile(draws: np.ndarray, q: float) -> np.ndarray:
+    """np.nanpercentile(draws, q, axis=0) with linear interpolation, vectorised (NaN draws are
+    ignored; all-NaN columns give NaN). numpy's nanpercentile loops over columns in Python."""
+    ordered = np.sort(draws, axis=0)  # NaN sorts last
+    valid = (~np.isnan(draws)).sum(axis=0)
+    pos = q / 100.0 * np.maximum(valid - 1, 0)
+    lo = np.floor(pos).astype(np.int64)
+    hi = np.minimum(lo + 1, np.maximum(valid - 1, 0))
+    frac = pos - lo
+    lo_val = np.take_along_axis(ordered, lo[None], axis=0)[0]
+    hi_val = np.take_along_axis(ordered, hi[None], axis=0)[0]
+    with np.errstate(invalid="ignore"):
+        out = lo_val + (hi_val - lo_val) * frac
+    return np.where(valid > 0, out, np.nan)
+
+
+def adjust_pvalues(p: np.ndarray, method: str = "bh") -> np.ndarray:
+    """Multiple-comparison correction over the finite entries of `p` (NaN stays NaN)."""
+    from statsmodels.stats.multitest import multipletests
+
+    out = np.full(p.shape, np.nan)
+    ok = np.isfinite(p)
+    if ok.any():
+        out[ok] = multipletests(p[ok], method=CORRECTIONS[method])[1]
+    return out
+
+
+@dataclass
+class ModelStats:
+    """Statistics of one model. Arrays are indexed (category, layer, component) unless noted."""
+
+    name: str
+    layers: list[int]
+    categories: list[str]
+    n_components: int
+    table: pd.DataFrame  # tidy, one row per (layer, component, category) plus ALL rows
+    spec: pd.DataFrame  # one row per (layer, category)
+    mean: np.ndarray  # (C, L, K)
+    overall: np.ndarray  # (L, K)
+    ratio: np.ndarray  # (C, L, K)
+    n_tokens: np.ndarray  # (C,)
+    boot_mean: np.ndarray  # (B, C, L, K)
+    boot_overall: np.ndarray  # (B, L, K)
+    boot_spec_excess: np.ndarray  # (B, C, L)
+    spec_excess: np.ndarray  # (C, L)
+
+
+def compute_stats(
+    name: str,
+    acc: Accumulated,
+    weights: np.ndarray,
+    *,
+    alpha: float = 0.05,
+    correction: str = "bh",
+    chunk: int = 128,
+) -> ModelStats:
+    """All statistics of one model (see the module docstring for the definitions)."""
+    n_l, n_k, n_c = len(acc.layers), acc.n_components, len(acc.categories)
+    lk = n_l * n_k
+    n_total = float(acc.doc_n_total.sum())
+    n_cat = acc.doc_n_cat.sum(axis=0).astype(np.float64)  # (C,)
+    n_docs_cat = (acc.doc_n_cat > 0).sum(axis=0)
+    cat_sum = acc.doc_cat_sum.astype(np.float64).sum(axis=0)  # (C, LK)
+    tot_sum = acc.doc_sum.sum(axis=0)  # (LK,)
+    tot_sumsq = acc.doc_sumsq.sum(axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        overall = tot_sum / n_total
+        sd = np.sqrt(np.maximum(tot_sumsq / n_total - overall**2, 0.0))
+        mean = cat_sum / n_cat[:, None]
+        cat_sd = np.sqrt(np.maximum(acc.cat_sumsq / n_cat[:, None] - mean**2, 0.0))
+        ratio = mean / overall[None, :]
+        z = (mean - overall[None, :]) / sd[None, :]
+
+    # exact moments of the word-level permutation null, document by document. The test statistic
+    # is D = S - mu0 * n (category token sum minus mu0 times its token count), with mu0 = E[S*]/E[n*]
+    # so that E[D*] = 0; a random subset of W words of U has finite-population moments.
+    units = acc.doc_units.astype(np.float64)
+    words_cat = acc.doc_units_cat.astype(np.float64)  # (D, C)
+    safe_u = np.maximum(units, 1.0)
+    mean_s = acc.doc_unit_sum / safe_u[:, None]  # (D, LK)
+    mean_n = acc.doc_unit_n / safe_u  # (D,)
+    var_s = np.maximum(acc.doc_unit_s2 / safe_u[:, None] - mean_s**2, 0.0)
+    cov_sn = acc.doc_unit_sn / safe_u[:, None] - mean_s * mean_n[:, None]
+    var_n = np.maximum(acc.doc_unit_n2 / safe_u - mean_n**2, 0.0)
+    fpc = np.where(units[:, None] > 1, words_cat * (units[:, None] - words_cat) / np.maximum(units[:, None] - 1, 1), 0.0)
+    expect_s = words_cat.T @ mean_s  # (C, LK)
+    expect_n = words_cat.T @ mean_n  # (C,)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mu0 = expect_s / expect_n[:, None]
+    mu0 = np.nan_to_num(mu0)
+    var = fpc.T @ var_s - 2 * mu0 * (fpc.T @ cov_sn) + mu0**2 * (fpc.T @ var_n)[:, None]
+    dev = cat_sum - mu0 * n_cat[:, None]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z_perm = np.where(var > 1e-12 * (np.abs(expect_s) + 1) ** 2, dev / np.sqrt(np.maximum(var, 0)), np.nan)
+    p_norm = 2 * sps.norm.sf(np.abs(z_perm))
+
+    # Monte Carlo permutation p-values
+    p_mc = np.full((n_c, lk), np.nan)
+    spec_p = np.full((n_c, n_l), np.nan)
+    spec_null = np.full((n_c, n_l), np.nan)
+    if acc.perm_sum is not None and acc.perm_n is not None and acc.perm_sum.shape[1] > 0:
+        n_perm = acc.perm_sum.shape[1]
+        # replicates are float32 sums: ties within rounding count as "as extreme"
+        tol = 1e-6 * np.abs(expect_s) + 1e-12
+        perm_dev = np.abs(acc.perm_sum - mu0[:, None, :] * acc.perm_n[:, :, None])  # (C, P, LK)
+        exceed = (perm_dev >= (np.abs(dev) - tol)[:, None, :]).sum(axis=1)
+        p_mc = (1.0 + exceed) / (n_perm + 1.0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            perm_ratio = acc.perm_sum / acc.perm_n[:, :, None] / overall[None, None, :]
+        perm_spec = np.abs(perm_ratio - 1.0).reshape(n_c, n_perm, n_l, n_k).max(axis=-1)  # (C, P, L)
+        finite = np.isfinite(perm_spec)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            spec_null = np.where(finite, perm_spec, 0.0).sum(axis=1) / finite.sum(axis=1)
+    present = n_cat > 0
+    p_mc[~present] = np.nan
+    p_norm[~present] = np.nan
+    p_adj = adjust_pvalues(p_mc.ravel(), correction).reshape(n_c, lk)
+    p_norm_adj = adjust_pvalues(p_norm.ravel(), correction).reshape(n_c, lk)
+
+    # document bootstrap (chunks of resamples keep memory at chunk x C x LK)
+    n_boot = weights.shape[0]
+    boot_mean = np.empty((n_boot, n_c, lk), dtype=np.float32)
+    boot_overall = np.empty((n_boot, lk), dtype=np.float64)
+    flat_cat = acc.doc_cat_sum.reshape(acc.doc_cat_sum.shape[0], n_c * lk).astype(np.float64)
+    for a in range(0, n_boot, chunk):
+        w = weights[a : a + chunk]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            nc_b = w @ acc.doc_n_cat  # (b, C)
+            boot_mean[a : a + chunk] = ((w @ flat_cat).reshape(-1, n_c, lk) / nc_b[:, :, None]).astype(np.float32)
+            boot_overall[a : a + chunk] = (w @ acc.doc_sum) / (w @ acc.doc_n_total)[:, None]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        boot_ratio = boot_mean / boot_overall[:, None, :]
+    ci_low, ci_high = _percentile(boot_mean, 2.5), _percentile(boot_mean, 97.5)
+    r_low, r_high = _percentile(boot_ratio, 2.5), _percentile(boot_ratio, 97.5)
+    all_low, all_high = _percentile(boot_overall, 2.5), _percentile(boot_overall, 97.5)
+
+    shape4 = (n_c, n_l, n_k)
+    rank_mean = _ranks_desc(mean.reshape(shape4))
+    rank_ratio = _ranks_desc(ratio.reshape(shape4))
+    boot_rank = _ranks_desc(boot_mean.reshape(n_boot, *shape4).astype(np.float64)) if n_boot else None
+    if boot_rank is not None:
+        rk_low = np.percentile(boot_rank, 2.5, axis=0, method="lower")
+        rk_high = np.percentile(boot_rank, 97.5, axis=0, method="higher")
+    else:
+        rk_low = rk_high = np.full(shape4, np.nan)
+
+    # specialisation
+    spec = np.abs(ratio.reshape(shape4) - 1.0)
+    spec_comp = np.argmax(np.where(np.isnan(spec), -np.inf, spec), axis=-1)  # (C, L)
+    spec_val = np.nanmax(np.where(np.isnan(spec), -np.inf, spec), axis=-1)
+    spec_val[~present] = np.nan
+    boot_spec = np.abs(boot_ratio.reshape(n_boot, *shape4) - 1.0)
+    with np.errstate(invalid="ignore"):
+        boot_spec = np.where(np.isnan(boot_spec).all(axis=-1), np.nan,
+                             np.nanmax(np.where(np.isnan(boot_spec), -np.inf, boot_spec), axis=-1))
+    if acc.perm_sum is not None and acc.perm_sum.shape[1] > 0:
+        spec_p = (1.0 + (np.nan_to_num(perm_spec, nan=np.inf) >= (spec_val - 1e-9)[:, None, :]).sum(axis=1)) \
+            / (n_perm + 1.0)
+        spec_p[~present] = np.nan
+    null_for_excess = np.nan_to_num(spec_null, nan=0.0)
+    spec_excess = spec_val - null_for_excess
+    boot_spec_excess = boot_spec - null_for_excess[None]
+
+    # tidy tables
+    layer_idx, comp_idx = np.divmod(np.arange(lk), n_k)
+    rows = []
+    for ci, cat in enumerate(acc.categories):
+        rows.append(pd.DataFrame({
+            "model": name,
+            "layer": np.asarray(acc.layers)[layer_idx],
+            "component": [f"e{k}" for k in comp_idx],
+            "category": cat,
+            "mean": mean[ci], "ci_low": ci_low[ci], "ci_high": ci_high[ci],
+            "sd": cat_sd[ci],
+            "overall": overall, "ratio": ratio[ci], "ratio_ci_low": r_low[ci], "ratio_ci_high": r_high[ci],
+            "z": z[ci], "z_perm": z_perm[ci],
+            "p": p_mc[ci], "p_adj": p_adj[ci], "p_norm": p_norm[ci], "p_norm_adj": p_norm_adj[ci],
+            "significant": p_adj[ci] < alpha,
+            "rank_mean": rank_mean[ci].ravel(), "rank_mean_ci_low": rk_low[ci].ravel(),
+            "rank_mean_ci_high": rk_high[ci].ravel(), "rank_ratio": rank_ratio[ci].ravel(),
+            "n_tokens": int(n_cat[ci]), "n_docs": int(n_docs_cat[ci]),
+        }))
+    overall_rank = _ranks_desc(overall.reshape(n_l, n_k))
+    rows.append(pd.DataFrame({
+        "model": name, "layer": np.asarray(acc.layers)[layer_idx], "component": [f"e{k}" for k in comp_idx],
+        "category": ALL, "mean": overall, "ci_low": all_low, "ci_high": all_high, "sd": sd,
+        "overall": overall, "ratio": 1.0, "ratio_ci_low": np.nan, "ratio_ci_high": np.nan,
+        "z": 0.0, "z_perm": np.nan, "p": np.nan, "p_adj": np.nan, "p_norm": np.nan, "p_norm_adj": np.nan,
+        "significant": False, "rank_mean": overall_rank.ravel(), "rank_mean_ci_low": np.nan,
+        "rank_mean_ci_high": np.nan, "rank_ratio": np.nan,
+        "n_tokens": int(n_total), "n_docs": int((acc.doc_n_total > 0).sum()),
+    }))
+    table = pd.concat(rows, ignore_index=True)
+
+    spec_low, spec_high = _percentile(boot_spec_excess, 2.5), _percentile(boot_spec_excess, 97.5)
+    spec_rows = []
+    for ci, cat in enumerate(acc.categories):
+        for li, layer in enumerate(acc.layers):
+            spec_rows.append({
+                "model": name, "layer": layer, "category": cat,
+                "spec": spec_val[ci, li], "spec_null": spec_null[ci, li],
+                "spec_excess": spec_excess[ci, li],
+                "excess_ci_low": spec_low[ci, li], "excess_ci_high": spec_high[ci, li],
+                "spec_p": spec_p[ci, li],
+                "spec_component": f"e{spec_comp[ci, li]}" if present[ci] else None,
+                "n_tokens": int(n_cat[ci]), "n_docs": int(n_docs_cat[ci]),
+            })
+    return ModelStats(
+        name=name, layers=list(acc.layers), categories=list(acc.categories), n_components=n_k,
+        table=table, spec=pd.DataFrame(spec_rows),
+        mean=mean.reshape(shape4), overall=overall.reshape(n_l, n_k), ratio=ratio.reshape(shape4),
+        n_tokens=n_cat, boot_mean=boot_mean.reshape(n_boot, *shape4),
+        boot_overall=boot_overall.reshape(n_boot, n_l, n_k),
+        boot_spec_excess=boot_spec_excess, spec_excess=spec_excess,
+    )
+
+
+def compare_with_control(probe: ModelStats, control: ModelStats) -> pd.DataFrame:
+    """Paired bootstrap difference of spec_excess (probe - control) per (layer, category)."""
+    rows = []
+    shared_layers = [layer for layer in probe.layers if layer in control.layers]
+    for cat in probe.categories:
+        if cat not in control.categories:
+            continue
+        ci_p, ci_c = probe.categories.index(cat), control.categories.index(cat)
+        for layer in shared_layers:
+            li_p, li_c = probe.layers.index(layer), control.layers.index(layer)
+            diff_draws = probe.boot_spec_excess[:, ci_p, li_p] - control.boot_spec_excess[:, ci_c, li_c]
+            diff = probe.spec_excess[ci_p, li_p] - control.spec_excess[ci_c, li_c]
+            low, high = _percentile(diff_draws[:, None], 2.5)[0], _percentile(diff_draws[:, None], 97.5)[0]
+            rows.append({
+                "control": control.name, "layer": layer, "category": cat,
+                "probe_spec_excess": probe.spec_excess[ci_p, li_p],
+                "control_spec_excess": control.spec_excess[ci_c, li_c],
+                "diff": diff, "diff_ci_low": low, "diff_ci_high": high,
+                "exceeds_control": bool(np.isfinite(low) and low > 0),
+                "n_tokens_probe": int(probe.n_tokens[ci_p]), "n_tokens_control": int(control.n_tokens[ci_c]),
+            })
+    return pd.DataFrame(rows)
+
+
+def _fmt_components(comps: Sequence[int]) -> str:
+    return " ".join(f"e{c}" for c in comps)
+
+
+def claims_table(
+    stats: ModelStats, claims: Mapping[str, Sequence[int]] = ORIGINAL_CLAIM, top: int = 3
+) -> pd.DataFrame:
+    """Claimed top components per category vs measured, per layer, with bootstrap support.
+
+    By mean magnitude (the reading in which "e0 is always most active" is meant):
+    `p_boot_ordered` / `p_boot_set` = share of document resamples whose top-3 equals the claim in
+    order / as a set; `verdict` = supported (measured == claimed and p_boot_ordered >= 0.95),
+    refuted (p_boot_ordered <= 0.05), else uncertain. `same_as_overall` flags a top-3 that merely
+    repeats the ranking over all tokens (component scale, not category). By ratio (relative
+    activation) the measured top-3 comes with the claimed components' ratios and p_adj.
+    A last row per layer tests "e0 is the most active component in every category".
+    """
+    rows = []
+    n_k = stats.n_components
+    table = stats.table
+    for li, layer in enumerate(stats.layers):
+        overall_top = list(np.argsort(-stats.overall[li], kind="stable")[:top])
+        for cat, claimed in claims.items():
+            base = {"layer": layer, "category": cat, "claimed": _fmt_components(claimed)}
+            if cat not in stats.categories or max(claimed) >= n_k:
+                rows.append({**base, "verdict": "not testable",
+                             "note": "category absent" if cat not in stats.categories else f"model has {n_k} components"})
+                continue
+            ci = stats.categories.index(cat)
+            if stats.n_tokens[ci] == 0:
+                rows.append({**base, "verdict": "not testable", "note": "no tokens of this category"})
+                continue
+            means = stats.mean[ci, li]
+            measured = list(np.argsort(-means, kind="stable")[:top])
+            boot = stats.boot_mean[:, ci, li, :].astype(np.float64)
+            valid = ~np.isnan(boot).any(axis=1)
+            boot_top = np.argsort(-boot[valid], axis=1, kind="stable")[:, :top]
+            claimed_arr = np.asarray(claimed[:top])
+            p_ordered = float((boot_top == claimed_arr).all(axis=1).mean()) if valid.any() else np.nan
+            p_set = float((np.sort(boot_top, axis=1) == np.sort(claimed_arr)).all(axis=1).mean()) if valid.any() else np.nan
+            sub = table[(table["layer"] == layer) & (table["category"] == cat)].set_index("component")
+            ranks = [f"{int(sub.loc[f'e{c}', 'rank_mean'])} [{int(sub.loc[f'e{c}', 'rank_mean_ci_low'])}-"
+                     f"{int(sub.loc[f'e{c}', 'rank_mean_ci_high'])}]" if np.isfinite(sub.loc[f'e{c}', 'rank_mean_ci_low'])
+                     else str(int(sub.loc[f"e{c}", "rank_mean"])) for c in claimed]
+            ratios = stats.ratio[ci, li]
+            by_ratio = list(np.argsort(-np.nan_to_num(ratios, nan=-np.inf), kind="stable")[:top])
+            if measured == list(claimed[:top]) and p_ordered >= 0.95:
+                verdict = "supported"
+            elif p_ordered <= 0.05:
+                verdict = "refuted"
+            else:
+                verdict = "uncertain"
+            rows.append({
+                **base,
+                "measured_by_mean": _fmt_components(measured),
+                "p_boot_ordered": p_ordered, "p_boot_set": p_set,
+                "claimed_rank_mean_ci": ", ".join(ranks),
+                "overall_top": _fmt_components(overall_top),
+                "same_as_overall": measured == overall_top,
+                "measured_by_ratio": _fmt_components(by_ratio),
+                "claimed_ratio": ", ".join(f"{ratios[c]:.3f}" for c in claimed),
+                "claimed_p_adj": ", ".join(f"{sub.loc[f'e{c}', 'p_adj']:.3g}" for c in claimed),
+                "n_tokens": int(stats.n_tokens[ci]),
+                "verdict": verdict, "note": "",
+            })
+        # "e0 is always most active": top by mean in every present category
+        present = [ci for ci in range(len(stats.categories)) if stats.n_tokens[ci] > 0]
+        if present:
+            top_is_e0 = [int(np.argmax(stats.mean[ci, li])) == 0 for ci in present]
+            boot = stats.boot_mean[:, present, li, :].astype(np.float64)
+            boot_all = np.nan_to_num(boot, nan=-np.inf).argmax(axis=-1) == 0  # (B, C')
+            share_boot = float(boot_all.all(axis=1).mean()) if boot.shape[0] else np.nan
+            all_e0 = all(top_is_e0)
+            rows.append({
+                "layer": layer, "category": "(every category)", "claimed": "e0 first",
+                "measured_by_mean": f"e0 first in {sum(top_is_e0)}/{len(present)} categories",
+                "p_boot_ordered": share_boot, "p_boot_set": np.nan,
+                "overall_top": _fmt_components(overall_top),
+                "verdict": "supported" if all_e0 and share_boot >= 0.95 else
+                           ("refuted" if share_boot <= 0.05 else "uncertain"),
+                "note": "p_boot_ordered = share of resamples with e0 first in every category",
+            })
+    return pd.DataFrame(rows)

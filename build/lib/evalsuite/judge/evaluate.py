@@ -1,0 +1,194 @@
+"""gpt-eval as a library: samples.jsonl -> judge items -> judgments -> tidy tables -> files.
+
+The command (evalsuite/commands/gpt_eval.py) is a thin layer over `load_samples`,
+`samples_to_items`, `plan_judgments`/`execute_plan` (client.py), `score_run` and `write_outputs`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from corpora.errors import UserError
+from evalsuite.judge.client import JudgeItem, JudgeResult, JudgeRun, dump_result
+from evalsuite.judge.rubric import Rubric
+from evalsuite.judge.scoring import (
+    category_shares,
+    checkpoint_summary,
+    judgment_table,
+    story_scores,
+    test_retest,
+)
+
+STORY_UNIT = ["checkpoint_id", "story"]
+CHECKPOINT_FIELDS = ["checkpoint", "model_family", "val_loss", "val_bpc", "tokens_seen"]
+
+
+def load_samples(paths: list[str | Path]) -> list[dict[str, Any]]:
+    """Read samples.jsonl files (from `evalsuite generate`, or written by hand).
+
+    Each line is a JSON object with string `prompt` (the story beginning) and `completion`. Missing
+    `prompt_id` defaults to the line number, missing `checkpoint_id` to the file's stem. A story is
+    identified by (checkpoint_id, prompt_id, occurrence), so several samples per prompt stay apart.
+    """
+    samples: list[dict[str, Any]] = []
+    for raw_path in paths:
+        path = Path(raw_path)
+        if not path.is_file():
+            raise UserError(f"samples file not found: {path}")
+        seen: dict[tuple[str, str], int] = {}
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except UnicodeDecodeError as err:
+            raise UserError(f"{path}: not UTF-8 ({err.reason} at byte {err.start})") from None
+        for lineno, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise UserError(f"{path}:{lineno}: not valid JSON ({err.msg})") from None
+            if not isinstance(obj, dict):
+                raise UserError(f"{path}:{lineno}: expected a JSON object")
+            for key in ("prompt", "completion"):
+                if not isinstance(obj.get(key), str):
+                    raise UserError(f"{path}:{lineno}: field {key!r} must be a string")
+            obj["prompt_id"] = str(obj.get("prompt_id", f"line-{lineno}"))
+            obj["checkpoint_id"] = str(obj.get("checkpoint_id", path.stem))
+            obj.setdefault("checkpoint", obj["checkpoint_id"])
+            pair = (str(obj["checkpoint_id"]), str(obj["prompt_id"]))
+            occurrence = seen.get(pair, 0)
+            seen[pair] = occurrence + 1
+            obj["story"] = f"{obj['prompt_id']}#{occurrence}"
+            obj["samples_file"] = str(path)
+            obj["samples_line"] = lineno
+            samples.append(obj)
+    if not samples:
+        raise UserError(f"no samples in {', '.join(str(p) for p in paths)}")
+    return samples
+
+
+def samples_to_items(samples: list[dict[str, Any]], repeats: int) -> list[JudgeItem]:
+    if repeats < 1:
+        raise UserError(f"--repeats must be >= 1, got {repeats}")
+    return [
+        JudgeItem(prompt=s["prompt"], completion=s["completion"], repeat=r, meta=dict(s))
+        for s in samples
+        for r in range(repeats)
+    ]
+
+
+@dataclass
+class GptEvalTables:
+    judgments: pd.DataFrame
+    stories: pd.DataFrame
+    summary: pd.DataFrame
+    categories: pd.DataFrame
+    reliability: pd.DataFrame
+
+
+def score_run(
+    results: list[JudgeResult], rubric: Rubric, *, unit: list[str] | None = None, group: list[str] | None = None,
+    seed: int = 0, n_resamples: int = 10_000,
+) -> GptEvalTables:
+    """Tidy tables from judge results: per judgment, per story, per checkpoint (with CIs), reliability."""
+    unit = unit or STORY_UNIT
+    group = group or ["checkpoint_id"]
+    table = judgment_table(results, rubric)
+    for col in unit + group:
+        if col not in table.columns:
+            raise UserError(f"judged items lack the field {col!r}")
+    stories = story_scores(table, rubric, unit)
+    summary = checkpoint_summary(stories, table, rubric, group, seed=seed, n_resamples=n_resamples)
+    # Carry checkpoint facts (loss, bpc, tokens seen) into the summary so figures need no join.
+    facts = [c for c in CHECKPOINT_FIELDS if c in table.columns and c not in group]
+    if facts and not summary.empty:
+        first = table.groupby(group, dropna=False)[facts].first().reset_index()
+        summary = summary.merge(first, on=group, how="left")
+    categories = category_shares(table, rubric, group)
+    reliability = test_retest(table, rubric, unit)
+    return GptEvalTables(table, stories, summary, categories, reliability)
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def run_meta(run: JudgeRun, rubric: Rubric, settings_public: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """meta.json: versions, rubric identity, judge settings, run statistics, and what failed."""
+    import numpy
+    import openai
+    import scipy
+
+    return {
+        "versions": {
+            "python": platform.python_version(),
+            "openai": openai.__version__,
+            "pandas": pd.__version__,
+            "numpy": numpy.__version__,
+            "scipy": scipy.__version__,
+        },
+        "rubric": {"id": rubric.id, "version": rubric.version, "path": rubric.path,
+                   "sha256": file_sha256(rubric.path) if rubric.path else None},
+        "judge": settings_public,
+        "run": {
+            "started_at": run.started_at,
+            "finished_at": run.finished_at,
+            "judgments": len(run.results),
+            "status_counts": run.counts(),
+            "from_cache": run.n_cached,
+            "requests_made": run.requests_made,
+            "prompt_tokens": run.prompt_tokens,
+            "completion_tokens": run.completion_tokens,
+            "cost_usd": run.cost_usd,
+            "stopped_reason": run.stopped_reason,
+            "response_format_used": run.response_format_used,
+            "estimate_before_run": run.estimate.__dict__,
+        },
+        "policy": (
+            "failed judgments (malformed or out-of-range after retries, transport errors, budget skips) are "
+            "excluded from means and counted in n_judgments_failed; they are never imputed. CIs: 95% percentile "
+            "bootstrap over stories (repeats averaged within a story first)."
+        ),
+        **extra,
+    }
+
+
+def write_tables(out_dir: Path, tables: dict[str, pd.DataFrame]) -> list[Path]:
+    """Each table as CSV and Parquet."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, frame in tables.items():
+        csv_path = out_dir / f"{name}.csv"
+        frame.to_csv(csv_path, index=False)
+        written.append(csv_path)
+        parquet_path = out_dir / f"{name}.parquet"
+        frame.to_parquet(parquet_path, index=False)
+        written.append(parquet_path)
+    return written
+
+
+def write_judgments_jsonl(path: Path, results: list[JudgeResult]) -> Path:
+    """Every judgment with its inputs, the raw reply, the request and all attempts (traceability)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".jsonl.tmp")
+    with tmp.open("w", encoding="utf-8") as handle:
+        for res in results:
+            handle.write(dump_result(res) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def write_meta(path: Path, meta: dict[str, Any]) -> Path:
+    path.write_text(json.dumps(meta, indent=2, default=str, ensure_ascii=False) + "\n", encoding="utf-8")
+    return path

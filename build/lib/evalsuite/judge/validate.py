@@ -1,0 +1,270 @@
+"""Validity check for a judge: does it rank real stories above controlled corruptions of them?
+
+Each real story is cut into a beginning (the first ~20% of words, possibly mid-sentence, as in the
+TinyStories evaluation prompts) and a continuation. The continuation is judged clean, and with
+one corruption at a time, at known rates:
+
+- drop_articles     a share r of the the/a/an removed                  -> grammar
+- swap_pronoun_case a share r of he/him, she/her, they/them, I/me, we/us
+                    swapped to the other case                          -> grammar
+- shuffle_sentences a share r of the sentences permuted among
+                    their positions (no sentence left in place)        -> consistency
+- shuffle_words     the words of a share r of the sentences shuffled   -> grammar
+
+"A share r" is exactly round(r * candidates), at least one, chosen at random (seeded).
+
+The realised rate (changes / candidates) is recorded for each variant. A useful judge gives the
+clean text a higher grade on the matching dimension; `validation_report` gives, per corruption and
+rate, the share of stories where clean > corrupted (ties and losses shown, with n and a one-sided
+sign-test p-value), the mean drop with a bootstrap CI, and per corruption the Spearman correlation
+between rate (0 = clean) and grade.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+from scipy import stats
+
+from corpora.errors import UserError
+from evalsuite.judge.client import JudgeItem
+from evalsuite.judge.rubric import Rubric
+from evalsuite.judge.scoring import bootstrap_ci
+
+DEFAULT_RATES = (0.25, 0.5, 1.0)
+DEFAULT_MATCH = {
+    "drop_articles": "grammar",
+    "swap_pronoun_case": "grammar",
+    "shuffle_sentences": "consistency",
+    "shuffle_words": "grammar",
+}
+CLEAN = "clean"
+
+_WORD = re.compile(r"\S+")
+_ARTICLE = re.compile(r"\b(the|a|an)\b\s?", flags=re.IGNORECASE)
+_PRONOUN_SWAP = {"he": "him", "him": "he", "she": "her", "her": "she", "they": "them", "them": "they",
+                 "i": "me", "me": "I", "we": "us", "us": "we"}
+_PRONOUN = re.compile(r"\b(" + "|".join(_PRONOUN_SWAP) + r")\b", flags=re.IGNORECASE)
+_SENTENCE = re.compile(r"[^.!?]+(?:[.!?]+[\"”’']?|$)\s*")
+
+
+@dataclass(frozen=True)
+class Variant:
+    story_id: str
+    corruption: str
+    rate: float
+    realized_rate: float
+    n_candidates: int
+    beginning: str
+    continuation: str
+
+
+def split_story(text: str, begin_fraction: float = 0.2, min_words: int = 8) -> tuple[str, str]:
+    """Beginning = the first ~20% of words (at least `min_words`); the cut may fall mid-sentence."""
+    words = list(_WORD.finditer(text))
+    if len(words) < min_words + 5:
+        raise UserError(f"story too short to validate with ({len(words)} words): {text[:60]!r}...")
+    n_begin = max(min_words, round(begin_fraction * len(words)))
+    cut = words[n_begin].start()
+    return text[:cut].rstrip(), " " + text[cut:].strip()
+
+
+def _choose(n: int, rate: float, rng: random.Random) -> set[int]:
+    """Exactly round(rate * n) of n positions (at least one when rate > 0 and n > 0): the realised
+    rate is the asked rate up to rounding, and a variant is never silently identical to the clean text."""
+    if n == 0 or rate <= 0:
+        return set()
+    k = min(n, max(1, round(rate * n)))
+    return set(rng.sample(range(n), k))
+
+
+def drop_articles(text: str, rate: float, rng: random.Random) -> tuple[str, int, int]:
+    matches = list(_ARTICLE.finditer(text))
+    chosen = _choose(len(matches), rate, rng)
+    out = text
+    for i in sorted(chosen, reverse=True):
+        m = matches[i]
+        out = out[: m.start()] + out[m.end():]
+    return out, len(chosen), len(matches)
+
+
+def swap_pronoun_case(text: str, rate: float, rng: random.Random) -> tuple[str, int, int]:
+    matches = list(_PRONOUN.finditer(text))
+    chosen = _choose(len(matches), rate, rng)
+    swap = {matches[i].start() for i in chosen}
+
+    def replace(m: re.Match) -> str:
+        if m.start() not in swap:
+            return m.group(0)
+        word = m.group(0)
+        new = _PRONOUN_SWAP[word.lower()]
+        if new != "I" and word[0].isupper():
+            new = new.capitalize()
+        return new
+
+    return _PRONOUN.sub(replace, text), len(swap), len(matches)
+
+
+def _sentences(text: str) -> list[str]:
+    return [s for s in _SENTENCE.findall(text.strip()) if s.strip()]
+
+
+def shuffle_sentences(text: str, rate: float, rng: random.Random) -> tuple[str, int, int]:
+    sents = _sentences(text)
+    n = len(sents)
+    k = min(n, max(2, round(rate * n))) if n >= 2 and rate > 0 else 0
+    if k < 2:
+        return text, 0, n
+    chosen = sorted(rng.sample(range(n), k))
+    # A cyclic shift of a random order of the chosen positions moves every chosen sentence.
+    order = chosen[:]
+    rng.shuffle(order)
+    target = order[1:] + order[:1]
+    new = sents[:]
+    for src, dst in zip(order, target, strict=True):
+        new[dst] = sents[src]
+    pieces = [s.strip() for s in new]
+    return " " + " ".join(pieces), k, n
+
+
+def shuffle_words(text: str, rate: float, rng: random.Random) -> tuple[str, int, int]:
+    sents = _sentences(text)
+    eligible = [i for i, sent in enumerate(sents) if len(set(sent.split())) > 1]
+    chosen = {eligible[j] for j in _choose(len(eligible), rate, rng)}
+    out = []
+    for i, sent in enumerate(sents):
+        words = sent.split()
+        if i in chosen:
+            shuffled = words[:]
+            while shuffled == words:  # terminates: the sentence has two different words
+                rng.shuffle(shuffled)
+            words = shuffled
+        out.append(" ".join(words))
+    return " " + " ".join(out), len(chosen), len(eligible)
+
+
+CORRUPTIONS = {
+    "drop_articles": drop_articles,
+    "swap_pronoun_case": swap_pronoun_case,
+    "shuffle_sentences": shuffle_sentences,
+    "shuffle_words": shuffle_words,
+}
+
+
+def make_variants(
+    stories: list[str], *, rates: tuple[float, ...] = DEFAULT_RATES, corruptions: tuple[str, ...] | None = None, seed: int = 0
+) -> list[Variant]:
+    """Clean + corrupted variants of each story (corruption applied to the continuation only)."""
+    names = tuple(corruptions or CORRUPTIONS)
+    unknown = [n for n in names if n not in CORRUPTIONS]
+    if unknown:
+        raise UserError(f"unknown corruption(s) {unknown}; known: {', '.join(CORRUPTIONS)}")
+    if not rates or any(not 0 < r <= 1 for r in rates):
+        raise UserError(f"corruption rates must be in (0, 1], got {rates}")
+    if not stories:
+        raise UserError("no stories to validate with")
+    variants = []
+    for i, story in enumerate(stories):
+        story_id = f"story-{i + 1:04d}"
+        beginning, continuation = split_story(story)
+        variants.append(Variant(story_id, CLEAN, 0.0, 0.0, 0, beginning, continuation))
+        for name in names:
+            for rate in rates:
+                rng = random.Random(f"{seed}:{story_id}:{name}:{rate}")
+                text, changed, candidates = CORRUPTIONS[name](continuation, rate, rng)
+                realized = changed / candidates if candidates else math.nan
+                variants.append(Variant(story_id, name, float(rate), realized, candidates, beginning, text))
+    return variants
+
+
+def variant_items(variants: list[Variant], repeats: int = 1) -> list[JudgeItem]:
+    items = []
+    for v in variants:
+        meta = {
+            "checkpoint": "validation",
+            "checkpoint_id": "validation",
+            "story_id": v.story_id,
+            "prompt_id": f"{v.story_id}:{v.corruption}:{v.rate}",
+            "corruption": v.corruption,
+            "rate": v.rate,
+            "realized_rate": v.realized_rate,
+            "n_candidates": v.n_candidates,
+            "prompt": v.beginning,
+            "completion": v.continuation,
+        }
+        for r in range(repeats):
+            items.append(JudgeItem(prompt=v.beginning, completion=v.continuation, repeat=r, meta=meta))
+    return items
+
+
+def check_match(rubric: Rubric, match: dict[str, str]) -> None:
+    for corruption, dim in match.items():
+        if dim not in rubric.dimension_names:
+            raise UserError(
+                f"validation maps {corruption} to dimension {dim!r}, which rubric {rubric.id} lacks "
+                f"(has: {', '.join(rubric.dimension_names)})"
+            )
+
+
+@dataclass
+class ValidationReport:
+    """`pairs`: one row per corruption and rate (clean vs corrupted on the matching dimension).
+    `trend`: one row per corruption, Spearman between rate (clean = 0) and grade."""
+
+    pairs: pd.DataFrame
+    trend: pd.DataFrame
+
+
+def validation_report(stories: pd.DataFrame, match: dict[str, str] | None = None, *, seed: int = 0) -> ValidationReport:
+    """Rank agreement per corruption and rate. `stories`: one row per (story_id, corruption, rate)
+    with the repeat-averaged grades (scoring.story_scores over the validation judgment table)."""
+    match = match or DEFAULT_MATCH
+    pair_rows: list[dict[str, Any]] = []
+    trend_rows: list[dict[str, Any]] = []
+    clean = stories[stories["corruption"] == CLEAN].set_index("story_id")
+    for corruption, dim in match.items():
+        sub = stories[stories["corruption"] == corruption]
+        if sub.empty:
+            continue
+        for rate, part in sub.groupby("rate", sort=True):
+            part = part.set_index("story_id")
+            both = part[[dim, "realized_rate"]].join(clean[[dim]].rename(columns={dim: f"{dim}_clean"}), how="inner")
+            both = both.dropna(subset=[dim, f"{dim}_clean"])
+            diff = (both[f"{dim}_clean"] - both[dim]).to_numpy(dtype=float)
+            n = len(diff)
+            wins, ties, losses = int((diff > 0).sum()), int((diff == 0).sum()), int((diff < 0).sum())
+            p_sign = stats.binomtest(wins, wins + losses, 0.5, alternative="greater").pvalue if wins + losses else math.nan
+            low, high = bootstrap_ci(diff, seed=seed)
+            pair_rows.append({
+                "corruption": corruption, "dimension": dim, "rate": float(rate),
+                "realized_rate_mean": float(both["realized_rate"].mean()) if n else math.nan,
+                "n_pairs": n, "clean_higher": wins, "ties": ties, "corrupted_higher": losses,
+                "share_clean_higher": wins / n if n else math.nan,
+                "sign_test_p": float(p_sign),
+                "mean_drop": float(diff.mean()) if n else math.nan, "drop_ci_low": low, "drop_ci_high": high,
+            })
+        both = pd.concat([stories[stories["corruption"] == CLEAN], sub])[["rate", dim]].dropna()
+        rho = p = math.nan
+        if len(both) >= 3 and both[dim].nunique() > 1:
+            rho, p = stats.spearmanr(both["rate"], both[dim])
+        trend_rows.append({"corruption": corruption, "dimension": dim, "spearman_rate_vs_grade": float(rho),
+                           "spearman_p": float(p), "n": int(len(both))})
+    return ValidationReport(pairs=pd.DataFrame(pair_rows), trend=pd.DataFrame(trend_rows))
+
+
+def stories_from_corpus(docs: list[str], limit: int | None = None) -> list[str]:
+    docs = [d for d in docs if d.strip()]
+    return docs[:limit] if limit else docs
+
+
+def realized_rates_table(variants: list[Variant]) -> pd.DataFrame:
+    return pd.DataFrame([
+        {"story_id": v.story_id, "corruption": v.corruption, "rate": v.rate, "realized_rate": v.realized_rate,
+         "n_candidates": v.n_candidates}
+        for v in variants
+    ])

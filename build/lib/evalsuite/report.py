@@ -1,0 +1,247 @@
+"""`evalsuite report RESULTS_DIR`: one static HTML page with every figure, table and the run metadata.
+
+The page is built from saved results only: the figures are (re)drawn from the tidy tables by
+`evalsuite.figures.make_figures` (or taken as they are with `make_figures=False`), every CSV below
+the results directory appears with its first rows and a link to the whole file, and every
+`meta.json` / `*.meta.json` is collected into a metadata table (command, seeds, judge model,
+versions) with the full JSON (configs included) in a collapsible block.
+
+Images are linked by paths relative to the page, so the page and the results directory travel
+together; `embed=True` inlines the PNGs as base64 data URIs for a single self-contained file. The
+page has no scripts and loads nothing from the network.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import platform
+import re
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from corpora.errors import UserError
+from evalsuite.figures import FIG_DPI, FigureResult
+
+TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
+TEMPLATE = "report.html.j2"
+REPORT_FILE = "report.html"
+TOP_ROWS = 10
+MAX_META_CHARS = 60_000
+MAX_FULL_READ_BYTES = 50_000_000
+_SEED_KEY = re.compile(r"(^|_)seeds?$")
+
+
+@dataclass
+class ReportResult:
+    path: Path
+    figures: list[Any]  # evalsuite.figures.FigureResult
+    tables: list[Path]
+    metas: list[Path]
+
+
+def _rel(path: Path, base: Path) -> str:
+    return Path(os.path.relpath(path.resolve(), base.resolve())).as_posix()
+
+
+def _png_size(path: Path) -> tuple[int, int]:
+    """(width, height) from the PNG header (IHDR), without an image library."""
+    with open(path, "rb") as handle:
+        head = handle.read(24)
+    if head[:8] != b"\x89PNG\r\n\x1a\n":
+        raise UserError(f"{path} is not a PNG file")
+    return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+
+
+# ----------------------------------------------------------------------------------------------
+# metadata
+
+
+def _walk(obj: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    """(dotted key, value) for every entry of nested dicts/lists."""
+    out: list[tuple[str, Any]] = []
+    if isinstance(obj, dict):
+        for key, value in obj.items():
+            dotted = f"{prefix}.{key}" if prefix else str(key)
+            out.append((dotted, value))
+            out += _walk(value, dotted)
+    elif isinstance(obj, list):
+        for i, value in enumerate(obj):
+            out += _walk(value, f"{prefix}[{i}]")
+    return out
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, default=str) if not isinstance(value, str) else value
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def meta_summary(meta: Any) -> dict[str, str]:
+    """Command, seeds, judge model, versions and config keys found anywhere in a meta.json."""
+    entries = _walk(meta)
+    seeds = [f"{k}={_short(v)}" for k, v in entries
+             if _SEED_KEY.search(k.rsplit(".", 1)[-1].lower()) and not isinstance(v, (dict, list)) and v is not None]
+    judge = [f"{_short(v)}" for k, v in entries if re.search(r"(^|\.)judge\.model$", k) and v]
+    judge += [f"at {_short(v)}" for k, v in entries if re.search(r"(^|\.)judge\.base_url$", k) and v]
+    versions: dict[str, str] = {}
+    for key, value in entries:
+        if key.rsplit(".", 1)[-1] == "versions" and isinstance(value, dict):
+            versions.update({str(k): str(v) for k, v in value.items() if not isinstance(v, (dict, list))})
+    configs = sorted({k for k, v in entries if k.rsplit(".", 1)[-1].endswith("config") and isinstance(v, dict)})
+    command = meta.get("command", "") if isinstance(meta, dict) else ""
+    return {
+        "command": str(command),
+        "seeds": ", ".join(dict.fromkeys(seeds)) or "none recorded",
+        "judge": " ".join(judge),
+        "versions": ", ".join(f"{k} {v}" for k, v in versions.items()) or "none recorded",
+        "configs": ", ".join(configs),
+    }
+
+
+def _meta_files(results_dir: Path, exclude: Path) -> list[Path]:
+    files = [p for p in results_dir.rglob("*meta.json") if p.is_file() and exclude not in p.parents]
+    return sorted(files)
+
+
+def _meta_entries(files: list[Path], base: Path, results_dir: Path) -> list[dict[str, Any]]:
+    entries = []
+    for path in files:
+        try:
+            meta = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            meta = {"_error": f"unreadable: {err}"}
+        text = json.dumps(meta, indent=2, default=str, ensure_ascii=False)
+        if len(text) > MAX_META_CHARS:
+            text = text[:MAX_META_CHARS] + f"\n... ({len(text) - MAX_META_CHARS:,} more characters in the file)"
+        entries.append({"label": _rel(path, results_dir), "href": _rel(path, base), "json": text, **meta_summary(meta)})
+    return entries
+
+
+# ----------------------------------------------------------------------------------------------
+# tables
+
+
+def _table_files(results_dir: Path, exclude: Path) -> list[Path]:
+    return sorted(p for p in results_dir.rglob("*.csv") if p.is_file() and exclude not in p.parents)
+
+
+_STATUS_CELL = re.compile(r"<td>(pass|warn|fail)</td>")
+
+
+def _table_entries(files: list[Path], base: Path, results_dir: Path, top_rows: int) -> list[dict[str, Any]]:
+    entries = []
+    for path in files:
+        large = path.stat().st_size > MAX_FULL_READ_BYTES  # only the top rows of a large table are read
+        try:
+            frame = pd.read_csv(path, nrows=top_rows if large else None)
+        except pd.errors.EmptyDataError:
+            frame = pd.DataFrame()
+        except (pd.errors.ParserError, UnicodeDecodeError) as err:
+            frame = pd.DataFrame({"error": [f"could not read this CSV: {err}"]})
+        shown = frame.head(top_rows)
+        html = shown.to_html(index=False, escape=True, na_rep="", border=0, classes="data",
+                             float_format=lambda v: f"{v:.4g}")
+        html = _STATUS_CELL.sub(r'<td class="status-\1">\1</td>', html)
+        entries.append({
+            "label": _rel(path, results_dir), "href": _rel(path, base), "html": html,
+            "n_rows": f"more than {len(frame)} (large file, not counted)" if large else len(frame),
+            "n_cols": frame.shape[1], "shown": len(shown), "truncated": large or len(frame) > len(shown),
+        })
+    return entries
+
+
+# ----------------------------------------------------------------------------------------------
+# figures
+
+
+def _figure_entries(results: list[Any], base: Path, results_dir: Path, embed: bool) -> tuple[list[dict], list]:
+    drawn, skipped = [], []
+    for fig in results:
+        if fig.skipped:
+            skipped.append((fig.name, fig.skipped))
+            continue
+        png = next(p for p in fig.paths if p.suffix == ".png")
+        width, _ = _png_size(png)
+        if embed:
+            src = "data:image/png;base64," + base64.b64encode(png.read_bytes()).decode("ascii")
+        else:
+            src = _rel(png, base)
+        drawn.append({
+            # shown at the figure's physical size (PNG at FIG_DPI, CSS pixels at 96 per inch)
+            "name": fig.name, "src": src, "width": min(round(width * 96 / FIG_DPI), 1300), "caption": fig.caption,
+            "links": [(p.name, _rel(p, base)) for p in fig.paths],
+            "inputs": [(_rel(p, results_dir), _rel(p, base)) for p in fig.inputs],
+        })
+    return drawn, skipped
+
+
+def _existing_figures(figures_dir: Path) -> list[Any]:
+    """The figures already in `figures_dir`, with captions and inputs from its figures.json."""
+    from evalsuite.figures import read_manifest
+
+    manifest = {e["name"]: e for e in read_manifest(figures_dir)}
+    out = []
+    for png in sorted(figures_dir.glob("*.png")):
+        entry = manifest.get(png.stem, {})
+        paths = [p for p in (png.with_suffix(".pdf"), png) if p.is_file()]
+        inputs = [Path(p) for p in entry.get("inputs", []) if Path(p).is_file()]
+        out.append(FigureResult(png.stem, paths, None, inputs, entry.get("caption") or "(caption not recorded)"))
+    out += [FigureResult(e["name"], [], e["skipped"]) for e in manifest.values()
+            if e.get("skipped") and not (figures_dir / f"{e['name']}.png").is_file()]
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# entry point
+
+
+def build_report(
+    results_dir: str | os.PathLike,
+    out: str | os.PathLike | None = None,
+    *,
+    make_figures: bool = True,
+    figures_dir: str | os.PathLike | None = None,
+    embed: bool = False,
+    top_rows: int = TOP_ROWS,
+    title: str = "evalsuite report",
+) -> ReportResult:
+    """Write the HTML report (default `<results_dir>/report.html`) and return what went into it."""
+    import jinja2
+
+    from evalsuite import figures as figs
+
+    results = Path(results_dir).expanduser()
+    if not results.is_dir():
+        raise UserError(f"results directory not found: {results}")
+    page = Path(out).expanduser() if out is not None else results / REPORT_FILE
+    page.parent.mkdir(parents=True, exist_ok=True)
+    base = page.parent
+    fig_dir = Path(figures_dir).expanduser() if figures_dir is not None else results / "figures"
+    fig_results = figs.make_figures(results, fig_dir) if make_figures else _existing_figures(fig_dir)
+    drawn, skipped = _figure_entries(fig_results, base, results, embed)
+    table_files = _table_files(results, fig_dir)
+    meta_files = _meta_files(results, fig_dir)
+    try:
+        from importlib.metadata import version
+
+        evalsuite_version = version("evalsuite")
+    except Exception:  # noqa: BLE001 - running from a source tree without an installed distribution
+        evalsuite_version = "(source tree)"
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATE_DIR)), autoescape=True,
+                             undefined=jinja2.StrictUndefined)
+    html = env.get_template(TEMPLATE).render(
+        title=title, generated=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        results_dir=str(results.resolve()), evalsuite_version=evalsuite_version,
+        python_version=platform.python_version(), figures=drawn, skipped=skipped,
+        metas=_meta_entries(meta_files, base, results),
+        tables=_table_entries(table_files, base, results, top_rows),
+    )
+    tmp = page.with_name(f".{page.name}.tmp-{os.getpid()}")
+    tmp.write_text(html, encoding="utf-8")
+    os.replace(tmp, page)
+    return ReportResult(page, fig_results, table_files, meta_files)

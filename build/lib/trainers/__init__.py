@@ -1,0 +1,12 @@
+"""Model families (SpinNet, baseline), configs, training loop, checkpoints and .spinnet compression."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def load_spinnet(path: Any, device: str = "cpu") -> Any:
+    """`trainers.compress.load_spinnet`, imported lazily so that `import trainers` stays light (no torch)."""
+    from trainers.compress import load_spinnet as _load_spinnet
+
+    return _load_spinnet(path, device=device)

@@ -1,0 +1,258 @@
+"""Decoder-only transformer for both families, readable top to bottom.
+
+One skeleton, two kinds of linear layer:
+- baseline: dense full-precision linears (a GPT/llama-style transformer);
+- SpinNet: every linear inside the blocks (q, k, v, attention output, MLP) is a HypercomplexLinear
+  (n-dim Cayley-Dickson structure, ternary weights by default). Token embeddings stay dense and are
+  tied to the output head.
+
+Shared choices: pre-norm RMSNorm, rotary position embeddings (no learned positions), causal
+F.scaled_dot_product_attention, GELU MLP (ratio 4) by default (SwiGLU available with model.mlp),
+no biases anywhere, weight tying done by using the embedding matrix as the head
+(logits = h @ wte.T), so the state dict holds the matrix once and safetensors can save it.
+
+Components: hidden vectors are split into n contiguous components, component k = h[..., k*D/n:(k+1)*D/n]
+(`split_components`). For SpinNet n = algebra_n; for the baseline n = component_split, a control split
+with no algebra behind it. q/k/v are separate n-component layers, so with n_head = n head h reads
+exactly component h of q, k and v.
+
+Octonion head mixer (model.octonion_attention, needs n_head % 8 == 0): the heads are taken in groups
+of 8 consecutive heads; in a group, head h's output (a head_dim vector) is component h of an
+octonion-valued vector. For every group g and channel c the mixer holds a learnable octonion
+w[g, :, c] and replaces the group's outputs by the octonion product w (x) o (w on the left):
+
+    mixed[g, i, c] = sum over (k, j) with index[k, j] = i of sign[k, j] * w[g, k, c] * o[g, j, c]
+
+It runs after attention and before the output projection. w is initialised to e0 plus N(0, init_std)
+noise on all 8 components, so the mixer is near-identity but active from the first step (a model
+with the mixer computes different outputs than one without it, even before training).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from corpora.errors import UserError
+from trainers.algebra import block_table
+from trainers.config import ModelConfig
+from trainers.layers import HypercomplexLinear
+
+
+@dataclass
+class ModelOutput:
+    logits: torch.Tensor  # (B, T, vocab)
+    loss: torch.Tensor | None  # mean cross-entropy over targets != -1, when targets are given
+    hidden: list[torch.Tensor] | None  # [embedding output, after block 1, ..., after block L], (B, T, D)
+
+
+def split_components(h: torch.Tensor, n: int) -> torch.Tensor:
+    """(..., D) -> (..., n, D/n): component k is the contiguous slice k*D/n:(k+1)*D/n."""
+    if h.shape[-1] % n:
+        raise ValueError(f"hidden size {h.shape[-1]} is not divisible by n={n}")
+    return h.reshape(*h.shape[:-1], n, h.shape[-1] // n)
+
+
+def make_linear(cfg: ModelConfig, in_features: int, out_features: int) -> nn.Module:
+    if cfg.family == "spinnet":
+        return HypercomplexLinear(
+            in_features, out_features, cfg.n_components, ternary=bool(cfg.ternary), act_bits=cfg.act_bits
+        )
+    return nn.Linear(in_features, out_features, bias=False)
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)
+
+
+def rotary_tables(head_dim: int, max_seq_len: int, base: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos/sin of shape (max_seq_len, head_dim/2) for rotating pairs (x[i], x[i + head_dim/2])."""
+    inv_freq = 1.0 / (base ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
+    angles = torch.outer(torch.arange(max_seq_len, dtype=torch.float32), inv_freq)
+    return angles.cos(), angles.sin()
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x: (B, H, T, hd); cos/sin: (T, hd/2). Rotates the two halves of each head as complex pairs."""
+    x1, x2 = x.chunk(2, dim=-1)
+    cos, sin = cos.to(x.dtype), sin.to(x.dtype)
+    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
+
+
+class OctonionHeadMixer(nn.Module):
+    """Mix each group of 8 heads through the octonion product with a learnable octonion per channel."""
+
+    def __init__(self, n_head: int, head_dim: int, init_std: float) -> None:
+        super().__init__()
+        if n_head % 8:
+            raise ValueError(f"octonion head mixer needs n_head divisible by 8, got {n_head}")
+        self.n_groups, self.head_dim = n_head // 8, head_dim
+        weight = torch.randn(self.n_groups, 8, head_dim) * init_std
+        weight[:, 0, :] += 1.0  # e0 = identity, plus small noise on every component
+        self.weight = nn.Parameter(weight)
+        source, sign = block_table(8)
+        self.register_buffer("source", source.flatten(), persistent=False)
+        self.register_buffer("sign", sign.flatten().float(), persistent=False)
+
+    def mixing_matrices(self) -> torch.Tensor:
+        """(groups, 8, 8, head_dim): entry [g, i, j, c] = sign[k, j] * w[g, k, c] with index[k, j] = i."""
+        w = self.weight.index_select(1, self.source) * self.sign[None, :, None]
+        return w.view(self.n_groups, 8, 8, self.head_dim)
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        """y: (B, n_head, T, head_dim) attention outputs -> same shape, mixed within groups of 8 heads."""
+        b, h, t, d = y.shape
+        groups = y.view(b, self.n_groups, 8, t, d)
+        mixed = torch.einsum("gijc,bgjtc->bgitc", self.mixing_matrices().to(y.dtype), groups)
+        return mixed.reshape(b, h, t, d)
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.n_head, self.head_dim, self.dropout = cfg.n_head, cfg.head_dim, cfg.dropout
+        self.q = make_linear(cfg, cfg.d_model, cfg.d_model)
+        self.k = make_linear(cfg, cfg.d_model, cfg.d_model)
+        self.v = make_linear(cfg, cfg.d_model, cfg.d_model)
+        self.proj = make_linear(cfg, cfg.d_model, cfg.d_model)
+        self.mixer = OctonionHeadMixer(cfg.n_head, cfg.head_dim, cfg.init_std) if cfg.octonion_attention else None
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        b, t, d = x.shape
+
+        def heads(z: torch.Tensor) -> torch.Tensor:
+            return z.view(b, t, self.n_head, self.head_dim).transpose(1, 2)  # (B, H, T, hd)
+
+        q, k, v = heads(self.q(x)), heads(self.k(x)), heads(self.v(x))
+        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        y = F.scaled_dot_product_attention(
+            q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0
+        )
+        if self.mixer is not None:
+            y = self.mixer(y)
+        return self.proj(y.transpose(1, 2).reshape(b, t, d))
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.kind, hidden = cfg.mlp, cfg.mlp_hidden
+        self.up = make_linear(cfg, cfg.d_model, hidden)
+        self.gate = make_linear(cfg, cfg.d_model, hidden) if cfg.mlp == "swiglu" else None
+        self.down = make_linear(cfg, hidden, cfg.d_model)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.gate is not None:
+            return self.down(F.silu(self.gate(x)) * self.up(x))
+        return self.down(F.gelu(self.up(x)))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.attn_norm = RMSNorm(cfg.d_model, cfg.norm_eps)
+        self.attn = Attention(cfg)
+        self.mlp_norm = RMSNorm(cfg.d_model, cfg.norm_eps)
+        self.mlp = MLP(cfg)
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        x = x + self.drop(self.attn(self.attn_norm(x), cos, sin))
+        return x + self.drop(self.mlp(self.mlp_norm(x)))
+
+
+class Transformer(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        if cfg.vocab_size is None:
+            raise UserError("model.vocab_size is not set (it is filled from the tokenizer at train time)")
+        self.config = cfg
+        self.n_components = cfg.n_components
+        self.wte = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
+        self.norm = RMSNorm(cfg.d_model, cfg.norm_eps)
+        cos, sin = rotary_tables(cfg.head_dim, cfg.max_seq_len, cfg.rope_base)
+        self.register_buffer("rope_cos", cos, persistent=False)
+        self.register_buffer("rope_sin", sin, persistent=False)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        """GPT-2 init: N(0, init_std); residual output projections scaled by 1/sqrt(2 * n_layer)."""
+        std = self.config.init_std
+        nn.init.normal_(self.wte.weight, mean=0.0, std=std)
+        for name, module in self.named_modules():
+            residual_out = name.endswith(("attn.proj", "mlp.down"))
+            layer_std = std / math.sqrt(2 * self.config.n_layer) if residual_out else std
+            if isinstance(module, nn.Linear):
+                nn.init.normal_(module.weight, mean=0.0, std=layer_std)
+            elif isinstance(module, HypercomplexLinear):
+                module.reset_parameters(layer_std)
+
+    def forward(
+        self, idx: torch.Tensor, targets: torch.Tensor | None = None, return_hidden: bool = False
+    ) -> ModelOutput:
+        t = idx.shape[1]
+        if t > self.config.max_seq_len:
+            raise ValueError(f"sequence length {t} exceeds model.max_seq_len={self.config.max_seq_len}")
+        cos, sin = self.rope_cos[:t], self.rope_sin[:t]
+        x = self.drop(self.wte(idx))
+        hidden = [x] if return_hidden else None
+        for block in self.blocks:
+            x = block(x, cos, sin)
+            if hidden is not None:
+                hidden.append(x)
+        logits = F.linear(self.norm(x), self.wte.weight)  # tied head
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
+        return ModelOutput(logits=logits, loss=loss, hidden=hidden)
+
+    def num_parameters(self, exclude_embeddings: bool = False) -> int:
+        total = sum(p.numel() for p in self.parameters())
+        return total - self.wte.weight.numel() if exclude_embeddings else total
+
+    def hypercomplex_layers(self) -> list[tuple[str, HypercomplexLinear]]:
+        return [(name, m) for name, m in self.named_modules() if isinstance(m, HypercomplexLinear)]
+
+    def component_grad_norms(self) -> torch.Tensor | None:
+        """SpinNet: L2 norm of the gradient of each weight component W_k, pooled over all layers: (n,)."""
+        layers = [m for _, m in self.hypercomplex_layers() if m.weight is not None and m.weight.grad is not None]
+        if not layers:
+            return None
+        squares = sum(m.weight.grad.float().pow(2).sum(dim=(1, 2)) for m in layers)
+        return squares.sqrt()
+
+    def estimate_flops_per_token(self, seq_len: int | None = None) -> float:
+        """Training FLOPs per token (forward + backward), for MFU.
+
+        6 * N_matmul + 12 * n_layer * d_model * T (the PaLM / nanoGPT estimate), where
+        N_matmul is the number of weights the matmuls actually multiply: for SpinNet the full
+        assembled (out, in) block matrix of each HypercomplexLinear (n times its parameter count:
+        the GEMM is dense), plus the tied head (vocab x d_model); the embedding lookup and norms are
+        not matmuls. The attention term counts QK^T and AV for the full T x T square (causal masking
+        is not discounted, as in nanoGPT), with T = seq_len (default max_seq_len).
+        """
+        cfg = self.config
+        t = seq_len if seq_len is not None else cfg.max_seq_len
+        n_matmul = cfg.vocab_size * cfg.d_model
+        for module in self.modules():
+            if isinstance(module, (nn.Linear, HypercomplexLinear)):
+                n_matmul += module.in_features * module.out_features
+        if cfg.octonion_attention:  # 64 multiply-adds per (group, channel) per token
+            n_matmul += cfg.n_layer * (cfg.n_head // 8) * 64 * cfg.head_dim
+        return 6.0 * n_matmul + 12.0 * cfg.n_layer * cfg.d_model * t
+
+
+def build_model(cfg: ModelConfig) -> Transformer:
+    return Transformer(cfg)

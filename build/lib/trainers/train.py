@@ -1,0 +1,736 @@
+"""The training loop (nanoGPT style): one function, `train(run_config) -> TrainResult`.
+
+What a step does: `grad_accum` micro-batches of random contiguous blocks (trainers.data), forward
+under bf16 autocast on CUDA (fp32 on CPU), cross-entropy (optionally with article tokens weighted),
+backward, gradient clipping, AdamW (weight decay on matrices only), learning rate from linear
+warmup then cosine decay to min_lr over lr_decay_iters (= max_iters; config.py refuses anything
+else unless force_schedule).
+
+Every `eval_interval` steps (and at step 0, at the last step and at snapshot steps) the model is
+evaluated on the same fixed validation batches, reported in nats per token and in bits per
+character of raw text, and the run directory is checkpointed (trainers.checkpoint): `latest/`
+always, `best/` when the validation loss improved, `step_XXXXXXX/` at configured steps and the first
+time the validation loss drops below each configured threshold.
+
+`metrics_stream.jsonl` gets one line per log step with the same keys every time (null when a value
+was not measured at that step). A resumed run truncates the lines after the step it resumes from,
+so the stream never holds a step twice, and continues the same loss curve: model, optimizer, the
+step counter, every RNG and the data sampler's position come back from `latest/`.
+
+Multi-GPU: launch with `torchrun --nproc_per_node=K -m evalsuite.cli train ...`; when WORLD_SIZE > 1
+the loop initialises torch.distributed and wraps the model in DistributedDataParallel. Each rank
+draws its own blocks (sampler seeded by rank); rank 0 alone writes files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from corpora.errors import UserError
+from corpora.tokenized import bits_per_char
+from corpora.tokenizers import article_token_ids
+from trainers import checkpoint as ckpt
+from trainers.config import RunConfig, TrainConfig
+from trainers.data import BlockSampler, PreparedData, fixed_eval_batches, prepare_data, train_seed
+from trainers.model import build_model
+
+METRICS_FILE = "metrics_stream.jsonl"
+CONFIG_YAML = "config.yaml"
+# Settings that may differ when a run is resumed: they do not change what is computed.
+RESUMABLE_CHANGES = {"compile", "device", "snapshot_steps", "snapshot_val_losses", "out_dir", "data", "val_data"}
+METRIC_KEYS = (
+    "step", "tokens_seen", "train_loss", "train_objective", "val_loss", "val_bpc", "lr", "grad_norm",
+    "tokens_per_s", "article_loss", "other_loss", "article_other_ratio", "component_grad_norms",
+)
+
+
+@dataclass
+class RunInfo:
+    """What a run is about to do; handed to `on_start` before the first step."""
+
+    run_dir: Path
+    device: str
+    dtype: str
+    world_size: int
+    model_family: str
+    n_params: int
+    n_params_non_embedding: int
+    train_tokens: int
+    val_tokens: int
+    tokenizer: str
+    tokens_per_step: int
+    planned_tokens: int
+    start_step: int
+    max_iters: int
+    resumed: bool
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    steps: int
+    tokens_seen: int
+    val_loss: float | None
+    val_bpc: float | None
+    best_val_loss: float | None
+    best_val_bpc: float | None
+    metrics_path: Path
+    checkpoints: list[str]
+    elapsed_s: float
+    stopped_early: bool
+    info: RunInfo
+
+
+@dataclass
+class EvalResult:
+    val_loss: float
+    val_bpc: float
+    article_loss: float | None
+    other_loss: float | None
+    n_tokens: int
+
+    @property
+    def article_other_ratio(self) -> float | None:
+        if self.article_loss is None or not self.other_loss:
+            return None
+        return self.article_loss / self.other_loss
+
+
+# ----------------------------------------------------------------------------------------------
+# schedule, optimizer, loss
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Linear warmup over warmup_iters, then cosine from lr to min_lr reaching min_lr at lr_decay_iters."""
+    assert cfg.min_lr is not None and cfg.lr_decay_iters is not None  # resolved by TrainConfig
+    if step < cfg.warmup_iters:
+        return cfg.lr * (step + 1) / (cfg.warmup_iters + 1)
+    if step >= cfg.lr_decay_iters:
+        return cfg.min_lr
+    progress = (step - cfg.warmup_iters) / max(1, cfg.lr_decay_iters - cfg.warmup_iters)
+    return cfg.min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (cfg.lr - cfg.min_lr)
+
+
+def configure_optimizer(model: torch.nn.Module, cfg: TrainConfig, device_type: str) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices (and SpinNet's stacked component matrices), none on norms."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.dim() >= 2]
+    no_decay = [p for p in params if p.dim() < 2]
+    groups = [
+        {"params": decay, "weight_decay": cfg.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    extra = {"fused": True} if device_type == "cuda" else {}
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), **extra)
+
+
+def token_losses(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Per-token cross-entropy in nats, in fp32, flattened to (B*T,)."""
+    return F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1), reduction="none")
+
+
+def weighted_objective(
+    losses: torch.Tensor, targets: torch.Tensor, article_ids: torch.Tensor | None, weight: float
+) -> torch.Tensor:
+    """Mean of per-token losses with article targets weighted by `weight` (normalised by the total
+    weight). weight 1.0 (the default) or no article ids gives the plain mean cross-entropy."""
+    if weight == 1.0 or article_ids is None or article_ids.numel() == 0:
+        return losses.mean()
+    is_article = torch.isin(targets.reshape(-1), article_ids)
+    weights = torch.where(is_article, torch.full_like(losses, weight), torch.ones_like(losses))
+    return (weights * losses).sum() / weights.sum().clamp(min=1e-12)
+
+
+# ----------------------------------------------------------------------------------------------
+# distributed
+
+
+@dataclass
+class Dist:
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_distributed(device_pref: str) -> Dist:
+    """Initialise torch.distributed when launched by torchrun with WORLD_SIZE > 1."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1:
+        return Dist()
+    import torch.distributed as dist
+
+    use_cuda = device_pref != "cpu" and torch.cuda.is_available()
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    return Dist(rank=dist.get_rank(), local_rank=int(os.environ.get("LOCAL_RANK", "0")), world_size=world_size)
+
+
+def resolve_device(pref: str, d: Dist) -> torch.device:
+    if pref == "auto":
+        pref = "cuda" if torch.cuda.is_available() else "cpu"
+    if pref.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise UserError(f"train.device={pref} but CUDA is not available here")
+        if d.enabled or pref == "cuda":
+            pref = f"cuda:{d.local_rank}"
+        torch.cuda.set_device(torch.device(pref))
+    elif pref != "cpu":
+        raise UserError(f"train.device must be auto, cpu or cuda[:N], got {pref!r}")
+    return torch.device(pref)
+
+
+def resolve_dtype(pref: str, device: torch.device) -> torch.dtype:
+    if pref == "auto":
+        if device.type == "cuda" and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return torch.float32
+    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[pref]
+    if dtype == torch.float16 and device.type != "cuda":
+        raise UserError("train.dtype=float16 needs CUDA; use bfloat16 or float32 on the CPU")
+    return dtype
+
+
+def _all_reduce_sum(values: list[float], d: Dist, device: torch.device) -> list[float]:
+    if not d.enabled:
+        return values
+    import torch.distributed as dist
+
+    tensor = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(tensor)
+    return tensor.tolist()
+
+
+def _gather_objects(obj: Any, d: Dist) -> list[Any]:
+    if not d.enabled:
+        return [obj]
+    import torch.distributed as dist
+
+    out: list[Any] = [None] * d.world_size
+    dist.all_gather_object(out, obj)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# evaluation and metrics
+
+
+@torch.no_grad()
+def evaluate(
+    model: torch.nn.Module,
+    batches: list[tuple[torch.Tensor, torch.Tensor]],
+    *,
+    device: torch.device,
+    autocast: Callable[[], contextlib.AbstractContextManager],
+    article_ids: torch.Tensor | None,
+    val_meta: Any,
+    d: Dist | None = None,
+) -> EvalResult:
+    """Mean plain cross-entropy over the fixed validation batches (nats/token), its bits per character,
+    and the mean loss on article targets vs all other targets. Ranks split the batches."""
+    d = d or Dist()
+    was_training = model.training
+    model.eval()
+    sums = torch.zeros(6, dtype=torch.float64, device=device)  # loss, n, article loss, n, other loss, n
+    for i, (x, y) in enumerate(batches):
+        if i % d.world_size != d.rank:
+            continue
+        x, y = x.to(device), y.to(device)
+        with autocast():
+            logits = model(x).logits
+        losses = token_losses(logits, y).double()
+        sums[0] += losses.sum()
+        sums[1] += losses.numel()
+        if article_ids is not None and article_ids.numel():
+            is_article = torch.isin(y.reshape(-1), article_ids)
+            sums[2] += losses[is_article].sum()
+            sums[3] += is_article.sum()
+            sums[4] += losses[~is_article].sum()
+            sums[5] += (~is_article).sum()
+    if was_training:
+        model.train()
+    total = _all_reduce_sum(sums.tolist(), d, device)
+    val_loss = total[0] / total[1]
+    return EvalResult(
+        val_loss=val_loss,
+        val_bpc=bits_per_char(val_loss, val_meta),
+        article_loss=total[2] / total[3] if total[3] else None,
+        other_loss=total[4] / total[5] if total[5] else None,
+        n_tokens=int(total[1]),
+    )
+
+
+class MetricsStream:
+    """Append-only JSON lines, flushed after every line; on resume, lines after the resumed step go."""
+
+    def __init__(self, path: Path, enabled: bool = True) -> None:
+        self.path = path
+        self.enabled = enabled
+        self._handle: Any = None
+
+    def truncate_after(self, step: int) -> int:
+        """Keep lines with step <= `step` (drop a torn last line); returns how many lines were dropped."""
+        if not self.enabled or not self.path.exists():
+            return 0
+        kept, dropped = [], 0
+        for line in self.path.read_text(encoding="utf-8").splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                dropped += 1
+                continue
+            if isinstance(record, dict) and isinstance(record.get("step"), int) and record["step"] <= step:
+                kept.append(line)
+            else:
+                dropped += 1
+        tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
+        tmp.write_text("".join(k + "\n" for k in kept), encoding="utf-8")
+        os.replace(tmp, self.path)
+        return dropped
+
+    def write(self, record: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        if self._handle is None:
+            self._handle = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (kept open for the run)
+        self._handle.write(json.dumps({k: record.get(k) for k in METRIC_KEYS}) + "\n")
+        self._handle.flush()
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+
+
+def read_metrics(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
+    """The metrics stream of a run as a list of dicts (one per log step)."""
+    path = Path(run_dir) / METRICS_FILE
+    if not path.is_file():
+        raise UserError(f"no {METRICS_FILE} in {run_dir}")
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+# ----------------------------------------------------------------------------------------------
+# setup helpers
+
+
+def resolve_vocab(config: RunConfig, vocab_size: int) -> RunConfig:
+    """Fill model.vocab_size from the tokenizer; refuse a model too small for the tokenizer's ids."""
+    model_cfg = config.model
+    if model_cfg.vocab_size is None:
+        model_cfg = dataclasses.replace(model_cfg, vocab_size=vocab_size)
+    elif model_cfg.vocab_size < vocab_size:
+        raise UserError(
+            f"model.vocab_size={model_cfg.vocab_size} is smaller than the tokenizer's {vocab_size} ids"
+        )
+    return RunConfig(model=model_cfg, train=config.train)
+
+
+def _config_differences(saved: RunConfig, new: RunConfig) -> list[str]:
+    old_d, new_d = saved.to_dict(), new.to_dict()
+    diffs = []
+    for section in ("model", "train"):
+        for key, value in new_d[section].items():
+            if old_d[section].get(key) != value and not (section == "train" and key in RESUMABLE_CHANGES):
+                diffs.append(f"{section}.{key}: {old_d[section].get(key)!r} -> {value!r}")
+    return diffs
+
+
+def _count_params(model: torch.nn.Module) -> tuple[int, int]:
+    total = sum(p.numel() for p in model.parameters())
+    emb = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Embedding))
+    return total, total - emb
+
+
+def _article_ids(tokenizer: Any, device: torch.device) -> torch.Tensor:
+    ids = sorted({i for group in article_token_ids(tokenizer).values() for i in group})
+    return torch.tensor(ids, dtype=torch.long, device=device)
+
+
+def _eval_steps(cfg: TrainConfig) -> set[int]:
+    return set(cfg.snapshot_steps) | {cfg.max_iters}
+
+
+# ----------------------------------------------------------------------------------------------
+# the loop
+
+
+def train(
+    run_config: RunConfig,
+    resume: bool = False,
+    progress: bool = True,
+    *,
+    on_start: Callable[[RunInfo], None] | None = None,
+    stop_at_step: int | None = None,
+    time_limit_s: float | None = None,
+) -> TrainResult:
+    """Train a model as `run_config` says, writing checkpoints and metrics into `train.out_dir`.
+
+    resume: continue from `<out_dir>/latest/` (starts fresh when there is none yet; the reason is in
+    RunInfo.notes). Without resume, an out_dir that already holds a checkpoint is refused.
+    stop_at_step: return after that step without any extra checkpoint, as if the process had been
+    killed there (tests use it to check that resuming continues the same curve).
+    time_limit_s: once this many seconds have passed, evaluate and checkpoint the current step and
+    return (stopped_early), so a job with a wall-clock limit ends resumable without losing steps.
+    """
+    started = time.perf_counter()
+    cfg = run_config.train
+    d = setup_distributed(cfg.device)
+    try:
+        return _train(run_config, resume, progress, on_start, stop_at_step, time_limit_s, d, started)
+    finally:
+        if d.enabled:
+            import torch.distributed as dist
+
+            if dist.is_initialized():
+                dist.destroy_process_group()
+
+
+def _train(
+    run_config: RunConfig,
+    resume: bool,
+    progress: bool,
+    on_start: Callable[[RunInfo], None] | None,
+    stop_at_step: int | None,
+    time_limit_s: float | None,
+    d: Dist,
+    started: float,
+) -> TrainResult:
+    cfg = run_config.train
+    device = resolve_device(cfg.device, d)
+    dtype = resolve_dtype(cfg.dtype, device)
+    run_dir = Path(cfg.out_dir).expanduser()
+    notes: list[str] = []
+    if d.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        notes += ckpt.recover_run_dir(run_dir)
+    _barrier(d)
+
+    latest = run_dir / "latest"
+    has_latest = ckpt.is_checkpoint_dir(latest)
+    if has_latest and not resume:
+        raise UserError(f"{run_dir} already holds a checkpoint (latest/): pass --resume, or choose another --out-dir")
+    if resume and not has_latest:
+        notes.append(f"nothing to resume in {run_dir}: starting from step 0")
+
+    # Data: rank 0 tokenizes (once, cached in <run>/data); the others then open the same arrays.
+    data: PreparedData | None = None
+    for turn in ("main", "others"):
+        if (turn == "main") == d.is_main:
+            data = prepare_data(
+                cfg.data, cfg.tokenizer, run_dir / "data", val_data=cfg.val_data,
+                val_fraction=cfg.val_fraction, seed=cfg.seed, progress=progress and d.is_main,
+            )
+        _barrier(d)
+    assert data is not None
+    config = resolve_vocab(run_config, data.tokenizer.vocab_size)
+
+    state: dict[str, Any] = {}
+    if resume and has_latest:
+        saved_config = ckpt.read_config(latest)
+        diffs = _config_differences(saved_config, config)
+        if diffs:
+            raise UserError(f"cannot resume {run_dir} with a different config: {'; '.join(diffs)}")
+        state = ckpt.read_state(latest)
+        saved_data = state.get("data", {})
+        for key in ("tokenizer_identity", "train_tokens", "val_tokens"):
+            if saved_data.get(key) != data.summary()[key]:
+                raise UserError(
+                    f"cannot resume {run_dir}: its data changed ({key} {saved_data.get(key)!r} -> "
+                    f"{data.summary()[key]!r})"
+                )
+
+    torch.manual_seed(cfg.seed)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    raw_model = build_model(config.model).to(device)
+    optimizer = configure_optimizer(raw_model, cfg, device.type)
+    if state:
+        ckpt.load_model_weights(raw_model, latest)
+        ckpt.load_optimizer_state(optimizer, latest)
+    model: torch.nn.Module = raw_model
+    if cfg.compile:
+        model = torch.compile(model)  # type: ignore[assignment]
+    if d.enabled:
+        from torch.nn.parallel import DistributedDataParallel
+
+        model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    sampler = BlockSampler(data.train, cfg.block_size, cfg.batch_size, train_seed(cfg.seed, d.rank))
+    eval_batches = fixed_eval_batches(data.val, cfg.block_size, cfg.batch_size, cfg.eval_iters, cfg.seed)
+    article_ids = _article_ids(data.tokenizer, device)
+    if cfg.article_loss_weight != 1.0 and article_ids.numel() == 0:
+        notes.append(f"train.article_loss_weight={cfg.article_loss_weight} has no effect: the {data.tokenizer.name} "
+                     "tokenizer has no article tokens (plain cross-entropy is used)")
+    use_autocast = dtype != torch.float32
+
+    def autocast() -> contextlib.AbstractContextManager:
+        if not use_autocast:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=device.type, dtype=dtype)
+
+    scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
+
+    step = int(state.get("iter_num", 0))
+    tokens_seen = int(state.get("tokens_seen", 0))
+    best_val_loss = state.get("best_val_loss")
+    best_val_bpc = state.get("best_val_bpc")
+    best_iter = state.get("best_iter")
+    thresholds_reached: list[list[float]] = [list(t) for t in state.get("thresholds_reached", [])]
+    last_eval: EvalResult | None = None
+    if state:
+        last_eval = EvalResult(state["val_loss"], state["val_bpc"], state.get("article_loss"),
+                               state.get("other_loss"), state.get("val_eval_tokens", 0))
+        saved_rng = state.get("rng") or []
+        if len(saved_rng) == d.world_size:
+            ckpt.restore_rng_state(saved_rng[d.rank], sampler.generator)
+        else:
+            notes.append(
+                f"checkpoint has RNG states for {len(saved_rng)} ranks, this run has {d.world_size}: "
+                "data order and dropout are reseeded, so the curve is not an exact continuation"
+            )
+            torch.manual_seed(cfg.seed + step)
+            sampler.generator.manual_seed(train_seed(cfg.seed, d.rank) + step)
+
+    metrics = MetricsStream(run_dir / METRICS_FILE, enabled=d.is_main)
+    dropped = metrics.truncate_after(step if state else -1)
+    if dropped and state:
+        notes.append(f"dropped {dropped} metrics lines after step {step} (they are recomputed)")
+    if d.is_main:
+        config.save_yaml(run_dir / CONFIG_YAML)
+
+    tokens_per_step = cfg.batch_size * cfg.block_size * cfg.grad_accum * d.world_size
+    n_params, n_non_emb = _count_params(raw_model)
+    info = RunInfo(
+        run_dir=run_dir, device=str(device), dtype=str(dtype).replace("torch.", ""), world_size=d.world_size,
+        model_family=config.model.family, n_params=n_params, n_params_non_embedding=n_non_emb,
+        train_tokens=data.train_meta.n_tokens, val_tokens=data.val_meta.n_tokens, tokenizer=data.tokenizer.name,
+        tokens_per_step=tokens_per_step, planned_tokens=cfg.max_iters * tokens_per_step, start_step=step,
+        max_iters=cfg.max_iters, resumed=bool(state), notes=notes,
+    )
+    if on_start is not None and d.is_main:
+        on_start(info)
+
+    written: list[str] = []
+
+    eval_model = model.module if d.enabled else model  # no DDP hooks for the no-grad eval passes
+
+    def evaluate_now() -> EvalResult:
+        return evaluate(eval_model, eval_batches, device=device, autocast=autocast, article_ids=article_ids,
+                        val_meta=data.val_meta, d=d)
+
+    def checkpoint(result: EvalResult) -> None:
+        nonlocal best_val_loss, best_val_bpc, best_iter
+        improved = best_val_loss is None or result.val_loss < best_val_loss
+        if improved:
+            best_val_loss, best_val_bpc, best_iter = result.val_loss, result.val_bpc, step
+        newly = [t for t in sorted(cfg.snapshot_val_losses, reverse=True)
+                 if result.val_loss < t and t not in [r[0] for r in thresholds_reached]]
+        thresholds_reached.extend([t, step] for t in newly)
+        rng = _gather_objects(ckpt.capture_rng_state(sampler.generator), d)
+        if not d.is_main:
+            return
+        state_now = {
+            "iter_num": step, "tokens_seen": tokens_seen, "val_loss": result.val_loss, "val_bpc": result.val_bpc,
+            "article_loss": result.article_loss, "other_loss": result.other_loss,
+            "val_eval_tokens": result.n_tokens, "best_val_loss": best_val_loss, "best_val_bpc": best_val_bpc,
+            "best_iter": best_iter, "thresholds_reached": thresholds_reached, "snapshot_reason": None,
+            "model_family": config.model.family, "n_params": n_params, "world_size": d.world_size,
+            "data": data.summary(), "rng": rng, "torch_version": torch.__version__,
+            "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        path = ckpt.write_checkpoint(run_dir, "latest", model=raw_model, config=config,
+                                     tokenizer=data.tokenizer, state=state_now, optimizer=optimizer)
+        written.append("latest")
+        if improved:
+            ckpt.copy_checkpoint(path, run_dir, "best")
+            written.append("best")
+        reasons = ([f"step {step} in train.snapshot_steps"] if step in cfg.snapshot_steps else []) + [
+            f"val_loss first below {t}" for t in newly
+        ]
+        if reasons:
+            name = ckpt.snapshot_name(step)
+            ckpt.copy_checkpoint(path, run_dir, name, include_optimizer=False,
+                                 state_update={"snapshot_reason": "; ".join(reasons)})
+            written.append(name)
+
+    eval_steps = _eval_steps(cfg)
+    bar = _progress_bar(progress and d.is_main, cfg.max_iters, step)
+    try:
+        if step == 0 and not state:
+            last_eval = evaluate_now()
+            checkpoint(last_eval)
+            metrics.write(_eval_record(0, 0, last_eval, lr_at(0, cfg)))
+        model.train()
+        interval_tokens, interval_time = 0, 0.0
+        stopped_early = False
+        while step < cfg.max_iters:
+            t0 = time.perf_counter()
+            lr = lr_at(step, cfg)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            next_step = step + 1
+            # checked on log steps only: those synchronise the device anyway
+            out_of_time = (
+                time_limit_s is not None and next_step % cfg.log_interval == 0
+                and _any_rank(time.perf_counter() - started > time_limit_s, d)
+            )
+            is_eval = next_step % cfg.eval_interval == 0 or next_step in eval_steps or out_of_time
+            is_log = is_eval or next_step % cfg.log_interval == 0
+            loss_sum = torch.zeros((), device=device)
+            objective_sum = torch.zeros((), device=device)
+            for micro in range(cfg.grad_accum):
+                x, y = sampler.next_batch()
+                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+                with _no_sync(model, d, sync=micro == cfg.grad_accum - 1):
+                    with autocast():
+                        logits = model(x).logits
+                    losses = token_losses(logits, y)
+                    objective = weighted_objective(losses, y, article_ids, cfg.article_loss_weight)
+                    scaled = objective / cfg.grad_accum
+                    (scaler.scale(scaled) if scaler is not None else scaled).backward()
+                loss_sum += losses.detach().mean()
+                objective_sum += objective.detach()
+            if scaler is not None:
+                scaler.unscale_(optimizer)
+            component_norms = raw_model.component_grad_norms() if is_log else None
+            max_norm = cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
+            grad_norm = torch.nn.utils.clip_grad_norm_(raw_model.parameters(), max_norm)
+            if scaler is not None:
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            step = next_step
+            tokens_seen += tokens_per_step
+            interval_tokens += tokens_per_step
+            if is_log:
+                train_loss = _mean_over_ranks(loss_sum / cfg.grad_accum, d)
+                train_objective = _mean_over_ranks(objective_sum / cfg.grad_accum, d)
+                interval_time += time.perf_counter() - t0  # .item() above synchronised the device
+                record: dict[str, Any] = {
+                    "step": step, "tokens_seen": tokens_seen, "train_loss": train_loss,
+                    "train_objective": train_objective, "lr": lr, "grad_norm": float(grad_norm),
+                    "tokens_per_s": interval_tokens / interval_time if interval_time > 0 else None,
+                    "component_grad_norms": component_norms.tolist() if component_norms is not None else None,
+                }
+                interval_tokens, interval_time = 0, 0.0
+                if is_eval:
+                    last_eval = evaluate_now()
+                    checkpoint(last_eval)
+                    record.update(_eval_fields(last_eval))
+                metrics.write(record)
+                bar.set_postfix(_postfix(train_loss, last_eval), refresh=False)
+            else:
+                interval_time += time.perf_counter() - t0
+            bar.update(1)
+            if step < cfg.max_iters and (out_of_time or (stop_at_step is not None and step >= stop_at_step)):
+                stopped_early = True
+                break
+    finally:
+        bar.close()
+        metrics.close()
+    return TrainResult(
+        run_dir=run_dir, steps=step, tokens_seen=tokens_seen,
+        val_loss=last_eval.val_loss if last_eval else None, val_bpc=last_eval.val_bpc if last_eval else None,
+        best_val_loss=best_val_loss, best_val_bpc=best_val_bpc, metrics_path=run_dir / METRICS_FILE,
+        checkpoints=written, elapsed_s=time.perf_counter() - started, stopped_early=stopped_early, info=info,
+    )
+
+
+def _barrier(d: Dist) -> None:
+    if d.enabled:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+def _any_rank(flag: bool, d: Dist) -> bool:
+    """True on every rank when it is true on any (ranks must agree on when to stop)."""
+    if not d.enabled:
+        return flag
+    import torch.distributed as dist
+
+    tensor = torch.tensor([1.0 if flag else 0.0])
+    if dist.get_backend() == "nccl":
+        tensor = tensor.cuda()
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return bool(tensor.item() > 0)
+
+
+def _no_sync(model: torch.nn.Module, d: Dist, sync: bool) -> contextlib.AbstractContextManager:
+    """Skip DDP's gradient all-reduce on all but the last micro-batch of an accumulated step."""
+    if d.enabled and not sync:
+        return model.no_sync()  # type: ignore[operator]
+    return contextlib.nullcontext()
+
+
+def _mean_over_ranks(value: torch.Tensor, d: Dist) -> float:
+    if not d.enabled:
+        return float(value.item())
+    import torch.distributed as dist
+
+    tensor = value.detach().clone().double()
+    dist.all_reduce(tensor)
+    return float(tensor.item()) / d.world_size
+
+
+def _eval_fields(result: EvalResult) -> dict[str, Any]:
+    return {
+        "val_loss": result.val_loss, "val_bpc": result.val_bpc, "article_loss": result.article_loss,
+        "other_loss": result.other_loss, "article_other_ratio": result.article_other_ratio,
+    }
+
+
+def _eval_record(step: int, tokens_seen: int, result: EvalResult, lr: float) -> dict[str, Any]:
+    return {"step": step, "tokens_seen": tokens_seen, "lr": lr, **_eval_fields(result)}
+
+
+def _postfix(train_loss: float, last_eval: EvalResult | None) -> dict[str, str]:
+    out = {"loss": f"{train_loss:.3f}"}
+    if last_eval is not None:
+        out.update(val=f"{last_eval.val_loss:.3f}", bpc=f"{last_eval.val_bpc:.3f}")
+    return out
+
+
+class _NoBar:
+    def update(self, n: int = 1) -> None: ...
+    def set_postfix(self, *args: Any, **kwargs: Any) -> None: ...
+    def close(self) -> None: ...
+
+
+def _progress_bar(enabled: bool, total: int, initial: int) -> Any:
+    if not enabled:
+        return _NoBar()
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, unit="step", desc="train", dynamic_ncols=True)
+
+
+def iter_metric_values(records: list[dict[str, Any]], key: str) -> Iterator[tuple[int, float]]:
+    """(step, value) for every record where `key` was measured."""
+    for record in records:
+        if record.get(key) is not None:
+            yield record["step"], record[key]

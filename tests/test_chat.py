@@ -1,0 +1,154 @@
+"""CHAT reading: main-tier cleaning by hand-written lines, and reading files, folders and zips."""
+
+from __future__ import annotations
+
+import re
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from corpora.chat import clean_main_tier, read_chat
+from corpora.errors import UserError
+
+MINI_CHA = """@UTF8
+@Begin
+@Languages:\teng
+@Participants:\tCHI Target_Child, MOT Mother
+@ID:\teng|Mini|CHI|2;06.15|female|||Target_Child|||
+@ID:\teng|Mini|MOT||female|||Mother|||
+*CHI:\tI goed [: went] [* +ed] home .
+%mor:\tpron|I-Prs-Nom-S1 verb|go-Fin-Ind-Past-S1 adv|home .
+*MOT:\tyou went home ?
+%mor:\tpron|you-Prs-Nom-S2 verb|go-Fin-Ind-Past-S2 adv|home ?
+*CHI:\t<I want> [/] I want dat [: that] cookie .
+%mor:\tpron|I-Prs-Nom-S1 verb|want-Fin-Ind-Pres-S1 det|that-Def-Dem noun|cookie .
+*CHI:\txxx .
+@End
+"""
+
+
+def _span(out: dict, ann: dict) -> str:
+    return out["utterance"][ann["start"] : ann["end"]]
+
+
+def test_replacement_keeps_morphological_error_and_normalises_pronunciation():
+    out = clean_main_tier("dat [: that] mines [: mine] [* +s-pos] .")
+    assert out["utterance"] == "that mines ."
+    assert out["target"] == "that mine"
+    (ann,) = out["annotations"]
+    assert ann["code"] == "+s-pos" and _span(out, ann) == "mines" and ann["target"] == "mine"
+
+
+def test_overregularized_verb_is_kept_with_its_code_span():
+    out = clean_main_tier("the chicken throwed [: threw] [* +ed] it to me (.) and wash [?] it .")
+    assert out["utterance"] == "the chicken throwed it to me and wash it ."
+    assert [(_span(out, a), a["code"]) for a in out["annotations"]] == [("throwed", "+ed")]
+    assert out["error_codes"] == ["+ed"]
+
+
+def test_case_error_between_pronouns_is_kept():
+    out = clean_main_tier("my [: I] [* case] can't eat .")
+    assert out["utterance"].startswith("my can't eat")
+
+
+def test_retracing_with_correction_is_removed_and_repetition_kept():
+    out = clean_main_tier("somebody <take it> [//] (.) goin(g) take it .")
+    assert out["utterance"] == "somebody going take it ."
+    out = clean_main_tier("<I want> [/] I want cookie .")
+    assert out["utterance"] == "I want I want cookie ."
+    assert out["utterance_clan"] == "I want cookie"
+    (ann,) = out["annotations"]
+    assert ann["code"] == "[/]" and _span(out, ann) == "I want"
+
+
+def test_fillers_events_pauses_and_special_forms_are_dropped():
+    out = clean_main_tier("&-uh I [/] I want &=laughs iss@c (.) no: +...")
+    assert out["utterance"] == "I I want iss no ."
+    assert out["n_words"] == 4  # I want iss no (the repeated I is not counted)
+
+
+def test_unintelligible_is_flagged_and_postcodes_kept():
+    out = clean_main_tier("xxx top a [: of] [* fil] can . [+ RES]")
+    assert out["unintelligible"] is True
+    assert out["postcodes"] == ["RES"]
+    assert out["utterance"] == "top of can ."
+
+
+def test_omitted_word_annotates_a_gap():
+    out = clean_main_tier("he 0is going ?")
+    assert out["utterance"] == "he going ?"
+    assert out["target"] == "he is going"
+    (ann,) = out["annotations"]
+    assert ann["code"] == "0is" and ann["start"] == ann["end"] == 2
+
+
+def test_group_error_code_is_one_span():
+    out = clean_main_tier("<two mans> [* +s] went .")
+    (ann,) = out["annotations"]
+    assert _span(out, ann) == "two mans"
+
+
+def _write_mini(folder: Path) -> Path:
+    child_dir = folder / "Mini" / "Ann"
+    child_dir.mkdir(parents=True)
+    path = child_dir / "020615.cha"
+    path.write_text(MINI_CHA, encoding="utf-8")
+    return path
+
+
+def test_read_chat_file_folder_and_zip_agree(tmp_path):
+    path = _write_mini(tmp_path)
+    from_file = read_chat(path)
+    from_dir = read_chat(tmp_path / "Mini")
+    archive = tmp_path / "Mini.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.write(path, "Mini/Ann/020615.cha")
+    from_zip = read_chat(archive)
+    for frame in (from_file, from_dir, from_zip):
+        assert frame["utterance"].tolist() == ["I goed home .", "I want I want that cookie .", ""]
+        assert set(frame["speaker"]) == {"CHI"}
+        assert frame["age_months"].iloc[0] == pytest.approx(30.5)
+        assert frame["child"].iloc[0] == "Ann"  # no name in @Participants: the folder's name
+        assert frame["corpus"].iloc[0] == "Mini"
+    assert from_file["mor"].iloc[0] == ["pron|I-Prs-Nom-S1", "verb|go-Fin-Ind-Past-S1", "adv|home"]
+    assert from_file["error_codes"].iloc[0] == ["+ed"]
+    assert bool(from_file["unintelligible"].iloc[2]) and from_file["n_words"].iloc[2] == 0
+    everyone = read_chat(path, speakers=None)
+    assert everyone["speaker"].tolist() == ["CHI", "MOT", "CHI", "CHI"]
+
+
+def test_read_chat_bad_inputs(tmp_path):
+    with pytest.raises(UserError, match="not found"):
+        read_chat(tmp_path / "nope")
+    with pytest.raises(UserError, match="no .cha files"):
+        read_chat(tmp_path)
+    (tmp_path / "notes.txt").write_text("hello", encoding="utf-8")
+    with pytest.raises(UserError, match="expected a .cha file"):
+        read_chat(tmp_path / "notes.txt")
+    (tmp_path / "broken.zip").write_bytes(b"not a zip")
+    with pytest.raises(UserError, match="not a zip"):
+        read_chat(tmp_path / "broken.zip")
+    path = _write_mini(tmp_path / "x")
+    with pytest.raises(UserError, match="no utterances of FAT"):
+        read_chat(path, speakers=["FAT"])
+
+
+@pytest.mark.shared_data
+def test_read_brown_file_matches_the_raw_text(shared_data):
+    path = shared_data / "childes" / "Brown" / "Eve" / "020000a.cha"
+    raw = path.read_text(encoding="utf-8")
+    chi_lines = [line for line in raw.splitlines() if line.startswith("*CHI:")]
+    frame = read_chat(path)
+    assert len(frame) == len(chi_lines)
+    assert frame["age_months"].iloc[0] == pytest.approx(24.0)
+    assert frame["child"].iloc[0] == "Eve" and frame["corpus"].iloc[0] == "Brown"
+    coded = sum(len(re.findall(r"\[\* [^\]]+\]", line)) for line in chi_lines)
+    assert sum(len(c) for c in frame["error_codes"]) == coded > 0
+    for utt, anns in zip(frame["utterance"], frame["annotations"], strict=True):
+        for ann in anns:
+            if ann["end"] > ann["start"]:
+                assert utt[ann["start"] : ann["end"]] == ann["word"]
+    # no CHAT markup survives cleaning
+    assert not frame["utterance"].str.contains(r"[\[\]<>&@]|\bxxx\b").any()
+    assert (frame["mor"].str.len() > 0).mean() > 0.95

@@ -1,0 +1,216 @@
+"""childes-compare end to end: real (shortened) Brown transcripts, real TinyStories text as 'model'
+stories at three checkpoints, through the CLI; plus input errors and the hypothesis verdict rules."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from corpora.errors import UserError
+from evalsuite.childes.compare import (
+    CompareConfig,
+    CompareSummary,
+    _verdict,
+    hypothesis_band,
+    read_samples,
+)
+from evalsuite.childes.corruptions import corrupt_span
+from evalsuite.childes.detectors import load_nlp
+from evalsuite.cli import main
+
+SHORT_FILES = ["Eve/011000b.cha", "Eve/020000a.cha", "Adam/021128.cha", "Adam/030707.cha"]
+CHECKPOINTS = [  # (id, injected article-drop rate, val_loss nats/token, val_bpc)
+    ("ckpt-early", 1.0, 3.6, 1.60),
+    ("ckpt-mid", 0.5, 2.7, 1.20),
+    ("ckpt-late", 0.0, 2.2, 0.95),
+]
+
+
+def _shorten(src: Path, dst: Path, n_child: int = 120) -> None:
+    """A valid CHAT file with the headers and the first n_child child utterances (and what lies between)."""
+    out, seen = [], 0
+    for line in src.read_text(encoding="utf-8").splitlines():
+        if line.startswith("*CHI:"):
+            seen += 1
+            if seen > n_child:
+                break
+        out.append(line)
+    while out and not out[-1].startswith(("*", "%")):
+        out.pop()
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    dst.write_text("\n".join(out + ["@End"]) + "\n", encoding="utf-8")
+
+
+@pytest.fixture(scope="module")
+def inputs(shared_data, tmp_path_factory):
+    root = tmp_path_factory.mktemp("childes")
+    for rel in SHORT_FILES:
+        _shorten(shared_data / "childes" / "Brown" / rel, root / "Brown" / rel)
+    text = (shared_data / "tinystories" / "tinystories_sample.txt").read_text(encoding="utf-8")
+    stories = [s.strip() for s in text.split("<|endoftext|>") if s.strip()]
+    nlp = load_nlp()
+    samples = root / "samples.jsonl"
+    with samples.open("w", encoding="utf-8") as fh:
+        for ckpt, rate, loss, bpc in CHECKPOINTS:
+            for i, story in enumerate(stories):
+                sents = [s for s in nlp(story).sents]
+                out = []
+                for k, sent in enumerate(sents):  # drop an article in a known share of sentences
+                    corrupted = corrupt_span(sent, "drop_articles") if (k % 2 == 0 or rate == 1.0) and rate > 0 else None
+                    out.append(corrupted or sent.text)
+                prompt, completion = out[0] + " ", " ".join(out[1:])
+                fh.write(json.dumps({"prompt_id": i, "prompt": prompt, "completion": completion, "checkpoint": ckpt,
+                                     "checkpoint_id": ckpt, "val_loss": loss, "val_bpc": bpc, "tokens_seen": 1000,
+                                     "model_family": "baseline", "temperature": 0.8, "top_k": 0, "top_p": 1.0,
+                                     "max_new_tokens": 300, "seed": 1}) + "\n")
+    return root / "Brown", samples
+
+
+def samples_lines(out: Path) -> list[str]:
+    meta = json.loads((out / "meta.json").read_text())
+    return Path(meta["inputs"]["samples"][0]).read_text(encoding="utf-8").splitlines()
+
+
+@pytest.fixture(scope="module")
+def cli_out(inputs, tmp_path_factory):
+    childes, samples = inputs
+    out = tmp_path_factory.mktemp("out")
+    with pytest.raises(SystemExit) as exc:
+        main(["childes-compare", "--childes", str(childes), "--samples", str(samples), "--out", str(out),
+              "--n-bootstrap", "200"])
+    assert exc.value.code == 0
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.shared_data
+def test_cli_writes_tidy_tables_and_meta(cli_out):
+    for name in ("rates.csv", "measures.csv", "validation.csv", "mlu_agreement.csv", "age_model_cv.csv",
+                 "checkpoint_ages.csv", "hits.csv", "units.parquet", "meta.json"):
+        assert (cli_out / name).is_file(), name
+    rates = pd.read_csv(cli_out / "rates.csv")
+    for col in ("source", "age_bin", "checkpoint", "val_loss", "val_bpc", "error_type", "rate", "ci_low",
+                "ci_high", "n", "count"):
+        assert col in rates.columns
+    assert set(rates["child"].dropna()) == {"Adam", "Eve", "all"}
+    assert set(rates["checkpoint"].dropna()) == {c[0] for c in CHECKPOINTS}
+    assert ((rates["ci_low"] <= rates["rate"]) & (rates["rate"] <= rates["ci_high"])).all()
+    assert (rates["rate"] == 100 * rates["count"] / rates["n"]).all()
+    meta = json.loads((cli_out / "meta.json").read_text())
+    assert meta["summary"]["n_checkpoints"] == 3 and meta["config"]["n_bootstrap"] == 200
+    assert meta["versions"]["spacy_model"].startswith("core_web_sm")
+
+
+@pytest.mark.slow
+@pytest.mark.shared_data
+def test_injected_article_drops_show_up_by_checkpoint(cli_out):
+    rates = pd.read_csv(cli_out / "rates.csv")
+    art = rates[(rates.error_type == "article_omission") & rates.checkpoint.notna()].set_index("checkpoint")
+    assert art.loc["ckpt-early", "rate"] > art.loc["ckpt-mid", "rate"] > art.loc["ckpt-late", "rate"]
+    assert art.loc["ckpt-early", "ci_low"] > art.loc["ckpt-late", "ci_high"]
+    # the unit is the sentence of the completion: the prompt's first sentence is not counted
+    units = pd.read_parquet(cli_out / "units.parquet")
+    model = units[units.source == "model"]
+    sizes = model.groupby("checkpoint_id").size()
+    assert sizes.max() - sizes.min() <= 3  # same stories; a dropped article can move a sentence split
+    first_sentences = {json.loads(line)["prompt"].strip() for line in samples_lines(cli_out)}
+    assert not set(model["text"].str.strip()) & first_sentences
+
+
+@pytest.mark.slow
+@pytest.mark.shared_data
+def test_age_model_and_hypothesis_table(cli_out):
+    ages = pd.read_csv(cli_out / "checkpoint_ages.csv").set_index("checkpoint")
+    assert ages.loc["ckpt-early", "hypothesised_band"] == "2-3 y"
+    assert ages.loc["ckpt-mid", "hypothesised_band"] == "3-4 y"
+    assert ages.loc["ckpt-late", "hypothesised_band"] == "4-5 y"
+    assert ((ages["ci_low"] <= ages["age_months"]) & (ages["age_months"] <= ages["ci_high"])).all()
+    cv = pd.read_csv(cli_out / "age_model_cv.csv")
+    folds = set(cv["fold"])
+    assert any("-> test Eve" in f for f in folds) and any("-> test Adam" in f for f in folds)
+    meta = json.loads((cli_out / "meta.json").read_text())
+    spearman = meta["summary"]["spearman_bpc"]
+    assert spearman["n"] == 3 and -1 <= spearman["rho"] <= 1
+    assert meta["summary"]["verdict"] != "cannot be tested"
+    assert any("Genre differs" in c for c in meta["summary"]["caveats"])
+
+
+def test_fewer_than_three_checkpoints_cannot_test_the_hypothesis():
+    ages = pd.DataFrame({"val_bpc": [1.2, 1.0], "val_loss": [2.7, 2.2], "age_months": [40.0, 50.0],
+                         "hypothesised_band": ["3-4 y", "4-5 y"], "ci_overlaps_band": [True, True],
+                         "extrapolated": [False, False]})
+    summary = CompareSummary()
+    _verdict(ages, summary)
+    assert summary.verdict == "cannot be tested"
+    assert summary.spearman_bpc is None
+    assert "cannot be tested" in summary.statements[-1] and "2 checkpoint" in summary.statements[-1]
+
+
+def _ages(age_months, overlaps):
+    n = len(age_months)
+    return pd.DataFrame({"hypothesised_band": ["2-3 y", "3-4 y", "4-5 y", "5-6 y", "6+ y"][:n],
+                         "extrapolated": [False] * n, "val_loss": [3.6, 2.7, 2.2, 1.7, 1.2][:n],
+                         "val_bpc": [1.6, 1.2, 1.0, 0.8, 0.6][:n], "age_months": age_months,
+                         "ci_overlaps_band": overlaps})
+
+
+def test_verdict_supported_and_contrary():
+    summary = CompareSummary()
+    _verdict(_ages([30.0, 42.0, 54.0, 66.0, 80.0], [True] * 5), summary)
+    assert summary.spearman_bpc["rho"] == pytest.approx(-1.0)
+    assert summary.spearman_bpc["p"] == pytest.approx(2 / 120)  # exact: 2 of 5! orderings are as extreme
+    assert summary.verdict == "supported"
+    summary = CompareSummary()
+    _verdict(_ages([80.0, 66.0, 54.0, 42.0, 30.0], [False] * 5), summary)
+    assert summary.verdict.startswith("not supported: lower loss goes with younger")
+
+
+def test_three_perfectly_ordered_checkpoints_are_not_significant():
+    summary = CompareSummary()
+    _verdict(_ages([30.0, 42.0, 54.0], [True] * 3), summary)
+    # scipy's approximation would say p = 0; with 3 points a perfect order has exact p = 2/6
+    assert summary.spearman_bpc["p"] == pytest.approx(1 / 3)
+    assert summary.verdict.startswith("not supported: no significant")
+
+
+def test_hypothesis_bands():
+    assert hypothesis_band(3.9)[0] == "2-3 y"
+    assert hypothesis_band(3.2)[0] == "not in the seed's table"  # the seed's table skips 3.0-3.5
+    assert hypothesis_band(1.2)[1:] == (72.0, math.inf)
+
+
+def test_read_samples_errors(tmp_path):
+    bad = tmp_path / "s.jsonl"
+    bad.write_text('{"completion": "x", "checkpoint_id": "a"}\n', encoding="utf-8")
+    with pytest.raises(UserError, match="s.jsonl:1: missing val_loss"):
+        read_samples([bad])
+    bad.write_text("{not json\n", encoding="utf-8")
+    with pytest.raises(UserError, match="not valid JSON"):
+        read_samples([bad])
+    bad.write_text("\n", encoding="utf-8")
+    with pytest.raises(UserError, match="no samples"):
+        read_samples([bad])
+    bad.write_text('{"completion": "x", "checkpoint_id": "a", "val_loss": 2.0}\n'
+                   '{"completion": "y", "checkpoint_id": "a", "val_loss": 3.0}\n', encoding="utf-8")
+    with pytest.raises(UserError, match="more than one val_loss"):
+        read_samples([bad])
+    with pytest.raises(UserError, match="not found"):
+        read_samples([tmp_path / "missing.jsonl"])
+
+
+def test_config_is_strict():
+    with pytest.raises(UserError, match="unknown childes-compare setting"):
+        CompareConfig.from_dict({"bin_month": 6})
+    with pytest.raises(UserError):
+        CompareConfig.from_dict({"bin_months": 0})
+
+
+def test_missing_childes_says_how_to_get_it(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["childes-compare", "--data-dir", str(tmp_path), "--out", str(tmp_path / "o")])
+    assert exc.value.code == 2
+    assert "evalsuite corpora fetch childes-brown" in capsys.readouterr().err
