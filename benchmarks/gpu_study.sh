@@ -27,7 +27,7 @@ python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.cuda.i
 python3 benchmarks/train_throughput.py --train --data "$DATA" --tokens "$TOKENS" --out "$WORK" \
     --time-limit-s "$TIME_LIMIT" --no-progress --presets $PRESETS --device "$DEVICE" \
     --set train.compile="$COMPILE" --set train.eval_interval=50 --set train.eval_iters="$EVAL_ITERS" \
-    --set 'train.snapshot_steps=[25,50,100,200]' 2>&1 | tee "$WORK/train.log"
+    --set "train.snapshot_steps=${SNAPSHOTS:-[25,50,100,200]}" 2>&1 | tee "$WORK/train.log"
 
 ckpts=()
 for preset in $PRESETS; do

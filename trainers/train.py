@@ -581,8 +581,10 @@ def _train(
     try:
         if step == 0 and not state:
             last_eval = evaluate_now()
-            checkpoint(last_eval)
+            # metrics line first, checkpoint second: a kill in between resumes from the previous
+            # checkpoint and rewrites the line, while the other order would lose this step's line
             metrics.write(_eval_record(0, 0, last_eval, lr_at(0, cfg)))
+            checkpoint(last_eval)
         model.train()
         interval_tokens, interval_time = 0, 0.0
         stopped_early = False
@@ -640,9 +642,10 @@ def _train(
                 interval_tokens, interval_time = 0, 0.0
                 if is_eval:
                     last_eval = evaluate_now()
-                    checkpoint(last_eval)
                     record.update(_eval_fields(last_eval))
-                metrics.write(record)
+                metrics.write(record)  # before the checkpoint (see step 0 above)
+                if is_eval:
+                    checkpoint(last_eval)
                 bar.set_postfix(_postfix(train_loss, last_eval), refresh=False)
             else:
                 interval_time += time.perf_counter() - t0

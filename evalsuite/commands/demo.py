@@ -31,14 +31,13 @@ def demo(
     """Train tiny SpinNet + baseline on real offline text, generate, probe, compare with CHILDES, judge, plot, report."""
     import shutil
 
+    import torch
     from rich.console import Console
     from rich.table import Table
 
     from corpora.errors import UserError
     from evalsuite.cli import app as root_app
     from evalsuite.demo import offline_books_corpus, plan_demo
-
-    import torch
 
     # Tiny models gain nothing from a second thread, and OpenMP spin-waiting makes a step up to 100x
     # slower when the other core is busy (measured here); one thread keeps the demo's time predictable.
