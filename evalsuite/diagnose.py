@@ -573,18 +573,12 @@ def _check_dataset_identity(ctx: _Context, data: _TrainData | None, why: str) ->
 
 def read_samples(path: str | Path) -> list[dict[str, Any]]:
     """samples.jsonl records (each must have a string `completion`)."""
+    from evalsuite.samples import read_jsonl_objects
+
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"samples file not found: {path}")
     records = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise UserError(f"{path}:{lineno}: not valid JSON ({err.msg})") from None
-        if not isinstance(obj, dict) or not isinstance(obj.get("completion"), str):
+    for lineno, obj in read_jsonl_objects(path):
+        if not isinstance(obj.get("completion"), str):
             raise UserError(f"{path}:{lineno}: expected a JSON object with a string 'completion'")
         records.append(obj)
     if not records:

@@ -15,7 +15,6 @@ but only sentences that start inside the completion are counted.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Sequence
@@ -29,6 +28,7 @@ from scipy import stats
 from corpora.errors import UserError
 from evalsuite.childes import age_model, measures, validation
 from evalsuite.childes.detectors import ERROR_TYPES, iter_detect, load_nlp
+from evalsuite.samples import read_jsonl_objects
 
 # The seed's hypothesis: validation loss (nats/token, as in the original SpinNet run) -> age band.
 HYPOTHESIS: tuple[tuple[float, float, float, float, str], ...] = (
@@ -121,37 +121,26 @@ def read_samples(paths: Sequence[str | os.PathLike]) -> pd.DataFrame:
     rows = []
     for path in paths:
         path = Path(path).expanduser()
-        if not path.is_file():
-            raise UserError(f"samples file not found: {path}")
-        with path.open(encoding="utf-8") as fh:
-            for lineno, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as err:
-                    raise UserError(f"{path}:{lineno}: not valid JSON ({err.msg})") from err
-                if not isinstance(record, dict):
-                    raise UserError(f"{path}:{lineno}: expected a JSON object")
-                missing = [k for k in SAMPLE_REQUIRED if record.get(k) is None]
-                if missing:
-                    raise UserError(f"{path}:{lineno}: missing {', '.join(missing)}")
-                checkpoint_id = record.get("checkpoint_id") or record.get("checkpoint")
-                if not checkpoint_id:
-                    raise UserError(f"{path}:{lineno}: missing checkpoint_id (and checkpoint)")
-                try:
-                    val_loss = float(record["val_loss"])
-                    val_bpc = float(record["val_bpc"]) if record.get("val_bpc") is not None else float("nan")
-                except (TypeError, ValueError) as err:
-                    raise UserError(f"{path}:{lineno}: val_loss/val_bpc must be numbers") from err
-                rows.append({
-                    "samples_file": str(path), "line": lineno, "checkpoint_id": str(checkpoint_id),
-                    "checkpoint": str(record.get("checkpoint") or checkpoint_id),
-                    "model_family": record.get("model_family") or "",
-                    "prompt_id": record.get("prompt_id"), "prompt": record.get("prompt") or "",
-                    "completion": str(record["completion"]), "val_loss": val_loss, "val_bpc": val_bpc,
-                    "tokens_seen": record.get("tokens_seen"),
-                })
+        for lineno, record in read_jsonl_objects(path):
+            missing = [k for k in SAMPLE_REQUIRED if record.get(k) is None]
+            if missing:
+                raise UserError(f"{path}:{lineno}: missing {', '.join(missing)}")
+            checkpoint_id = record.get("checkpoint_id") or record.get("checkpoint")
+            if not checkpoint_id:
+                raise UserError(f"{path}:{lineno}: missing checkpoint_id (and checkpoint)")
+            try:
+                val_loss = float(record["val_loss"])
+                val_bpc = float(record["val_bpc"]) if record.get("val_bpc") is not None else float("nan")
+            except (TypeError, ValueError) as err:
+                raise UserError(f"{path}:{lineno}: val_loss/val_bpc must be numbers") from err
+            rows.append({
+                "samples_file": str(path), "line": lineno, "checkpoint_id": str(checkpoint_id),
+                "checkpoint": str(record.get("checkpoint") or checkpoint_id),
+                "model_family": record.get("model_family") or "",
+                "prompt_id": record.get("prompt_id"), "prompt": record.get("prompt") or "",
+                "completion": str(record["completion"]), "val_loss": val_loss, "val_bpc": val_bpc,
+                "tokens_seen": record.get("tokens_seen"),
+            })
     frame = pd.DataFrame(rows)
     if frame.empty:
         raise UserError("the samples files hold no samples")

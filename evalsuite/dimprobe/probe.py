@@ -146,6 +146,7 @@ def load_probe_texts(
     (.txt split on <|endoftext|>, .jsonl with "text", or a directory of those). With `max_docs`,
     a corpus is read only that far (streamed), so a 2 GB file is not loaded for 1,000 stories."""
     from corpora.documents import iter_documents
+    from evalsuite.samples import read_jsonl_objects
 
     file = Path(path).expanduser()
     if not file.exists():
@@ -153,22 +154,15 @@ def load_probe_texts(
     if file.is_file() and file.suffix.lower() == ".jsonl" and _looks_like_samples(file):
         texts = []
         checkpoint_ids: list[str] = []
-        with file.open(encoding="utf-8") as handle:
-            for number, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as err:
-                    raise UserError(f"{file} line {number}: not valid JSON ({err.msg})") from None
-                if not isinstance(row, dict) or not isinstance(row.get("completion"), str):
-                    raise UserError(f"{file} line {number}: a samples file needs a string 'completion' field")
-                prompt = row.get("prompt") or ""
-                if not isinstance(prompt, str):
-                    raise UserError(f"{file} line {number}: 'prompt' must be a string")
-                source = f"{file.name}:{number}" + (f" prompt_id={row['prompt_id']}" if "prompt_id" in row else "")
-                texts.append(ProbeText(prompt + row["completion"], 0 if include_prompt else len(prompt), source))
-                checkpoint_ids.append(str(row.get("checkpoint_id", row.get("checkpoint", "unknown"))))
+        for number, row in read_jsonl_objects(file):
+            if not isinstance(row.get("completion"), str):
+                raise UserError(f"{file} line {number}: a samples file needs a string 'completion' field")
+            prompt = row.get("prompt") or ""
+            if not isinstance(prompt, str):
+                raise UserError(f"{file} line {number}: 'prompt' must be a string")
+            source = f"{file.name}:{number}" + (f" prompt_id={row['prompt_id']}" if "prompt_id" in row else "")
+            texts.append(ProbeText(prompt + row["completion"], 0 if include_prompt else len(prompt), source))
+            checkpoint_ids.append(str(row.get("checkpoint_id", row.get("checkpoint", "unknown"))))
         if not texts:
             raise UserError(f"{file}: no samples")
         checkpoints = dict(Counter(checkpoint_ids))

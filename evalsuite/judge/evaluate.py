@@ -25,6 +25,7 @@ from evalsuite.judge.scoring import (
     story_scores,
     test_retest,
 )
+from evalsuite.samples import read_jsonl_objects
 
 STORY_UNIT = ["checkpoint_id", "story"]
 CHECKPOINT_FIELDS = ["checkpoint", "model_family", "val_loss", "val_bpc", "tokens_seen"]
@@ -40,22 +41,8 @@ def load_samples(paths: list[str | Path]) -> list[dict[str, Any]]:
     samples: list[dict[str, Any]] = []
     for raw_path in paths:
         path = Path(raw_path)
-        if not path.is_file():
-            raise UserError(f"samples file not found: {path}")
         seen: dict[tuple[str, str], int] = {}
-        try:
-            lines = path.read_text(encoding="utf-8").splitlines()
-        except UnicodeDecodeError as err:
-            raise UserError(f"{path}: not UTF-8 ({err.reason} at byte {err.start})") from None
-        for lineno, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise UserError(f"{path}:{lineno}: not valid JSON ({err.msg})") from None
-            if not isinstance(obj, dict):
-                raise UserError(f"{path}:{lineno}: expected a JSON object")
+        for lineno, obj in read_jsonl_objects(path):
             for key in ("prompt", "completion"):
                 if not isinstance(obj.get(key), str):
                     raise UserError(f"{path}:{lineno}: field {key!r} must be a string")

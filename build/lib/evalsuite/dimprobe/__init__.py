@@ -1,1 +1,0 @@
-"""dim-probe: which algebra components carry which linguistic categories (see probe.py)."""
