@@ -17,7 +17,7 @@ def test_objects_keep_their_line_numbers_and_blank_lines_are_skipped(tmp_path):
 @pytest.mark.parametrize(("content", "message"), [
     (b'{"completion": "a"}\n{oops\n', r"samples\.jsonl:2: not valid JSON"),
     (b'["a list"]\n', r"samples\.jsonl:1: expected a JSON object"),
-    (b'{"completion": "caf\xe9"}\n', r"not UTF-8 .* at byte 17"),
+    (b'{"completion": "caf\xe9"}\n', r"not UTF-8 .* at byte 19"),
 ])
 def test_bad_files_are_user_errors_naming_the_place(tmp_path, content, message):
     path = tmp_path / "samples.jsonl"
