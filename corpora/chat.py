@@ -313,6 +313,15 @@ def _child_name(participants, file_path: str) -> str:
     return parent or Path(file_path).stem
 
 
+DAYS_PER_MONTH = 365.25 / 12
+
+
+def _age_in_months(age) -> float:
+    """CHAT age y;mm.dd -> months. Days count as days / 30.44 (a mean month), not days / 30 as pylangacq's
+    in_months() does: with /30, 2;11.30 becomes 36.0 months, i.e. three years, and lands in the next age bin."""
+    return age.years * 12 + age.months + age.days / DAYS_PER_MONTH
+
+
 def _relative(file_path: str, root: Path) -> str:
     try:
         return str(Path(file_path).resolve().relative_to(root.resolve() if root.is_dir() else root.parent.resolve()))
@@ -351,7 +360,7 @@ def read_chat(
     for file_path, header, utterances in zip(file_paths, headers, utterances_by_file, strict=True):
         participants = header.participants
         child = next((p for p in participants if p.code == CHILD), None)
-        age = child.age.in_months() if child is not None and child.age is not None else float("nan")
+        age = _age_in_months(child.age) if child is not None and child.age is not None else float("nan")
         corpus = (child.corpus if child is not None and child.corpus else None) or next(
             (p.corpus for p in participants if p.corpus), ""
         )

@@ -108,7 +108,7 @@ def test_read_chat_file_folder_and_zip_agree(tmp_path):
     for frame in (from_file, from_dir, from_zip):
         assert frame["utterance"].tolist() == ["I goed home .", "I want I want that cookie .", ""]
         assert set(frame["speaker"]) == {"CHI"}
-        assert frame["age_months"].iloc[0] == pytest.approx(30.5)
+        assert frame["age_months"].iloc[0] == pytest.approx(30 + 15 / (365.25 / 12))  # 2;06.15
         assert frame["child"].iloc[0] == "Ann"  # no name in @Participants: the folder's name
         assert frame["corpus"].iloc[0] == "Mini"
     assert from_file["mor"].iloc[0] == ["pron|I-Prs-Nom-S1", "verb|go-Fin-Ind-Past-S1", "adv|home"]
@@ -152,3 +152,12 @@ def test_read_brown_file_matches_the_raw_text(shared_data):
     # no CHAT markup survives cleaning
     assert not frame["utterance"].str.contains(r"[\[\]<>&@]|\bxxx\b").any()
     assert (frame["mor"].str.len() > 0).mean() > 0.95
+
+
+def test_age_on_day_30_stays_in_its_month(tmp_path):
+    """2;11.30 is two years old: with days / 30 it became 36.0 months (3;00.00) and moved age bin."""
+    path = tmp_path / "Ann" / "021130.cha"
+    path.parent.mkdir()
+    path.write_text(MINI_CHA.replace("2;06.15", "2;11.30"), encoding="utf-8")
+    age = read_chat(path)["age_months"].iloc[0]
+    assert 35.9 < age < 36.0

@@ -214,3 +214,46 @@ def test_missing_childes_says_how_to_get_it(tmp_path, capsys):
         main(["childes-compare", "--data-dir", str(tmp_path), "--out", str(tmp_path / "o")])
     assert exc.value.code == 2
     assert "evalsuite corpora fetch childes-brown" in capsys.readouterr().err
+
+
+def test_constant_bpc_has_no_spearman_p():
+    summary = CompareSummary()
+    ages = _ages([30.0, 42.0, 54.0], [True] * 3).assign(val_bpc=[1.2, 1.2, 1.2])
+    _verdict(ages, summary)
+    # rho is undefined for a constant variable; its p must not be reported as 0
+    assert math.isnan(summary.spearman_bpc["rho"]) and math.isnan(summary.spearman_bpc["p"])
+    assert "p = 0," not in summary.statements[0]
+
+
+def _child_units(ages_by_file: dict[str, float], n_units: int = 4) -> pd.DataFrame:
+    from evalsuite.childes.detectors import ERROR_TYPES
+
+    rows = []
+    for k, (file, age) in enumerate(ages_by_file.items()):
+        for i in range(n_units):
+            rows.append({"source": "childes", "file": file, "child": "Kid", "age_months": age, "text": "a b .",
+                         "n_words": 2 + k, "n_morphemes": 2 + k + i % 2, "n_clauses": 1, "words": ["a", f"w{i}"],
+                         "hits": [], **{f"has_{t}": i == 0 for t in ERROR_TYPES}})
+    return pd.DataFrame(rows)
+
+
+def test_transcripts_without_age_get_their_own_bin_and_stay_out_of_the_age_model():
+    from evalsuite.childes.age_model import transcript_features
+    from evalsuite.childes.compare import rate_table
+
+    units = _child_units({"a.cha": 27.1, "b.cha": float("nan"), "c.cha": 33.0})
+    rates = rate_table(units, CompareConfig())
+    kid = rates[(rates["child"] == "Kid") & (rates["error_type"] == rates["error_type"].iloc[0])]
+    assert list(kid["age_bin"]) == ["24-30", "30-36", "age unknown"]
+    assert list(kid["n"]) == [4, 4, 4]  # no utterance lost
+    table = transcript_features(units, min_units=1)
+    assert list(table["file"]) == ["a.cha", "c.cha"]
+
+
+def test_age_model_fold_spearman_is_exact_for_a_small_test_child():
+    from evalsuite.childes.age_model import _fold_row
+
+    table = pd.DataFrame({"age_months": [20.0, 22.0, 24.0]})
+    row = _fold_row("t", table, table, pd.Series([1.0, 2.0, 3.0]).to_numpy())
+    assert row["spearman_rho"] == pytest.approx(1.0)
+    assert row["spearman_p"] == pytest.approx(1 / 3)  # scipy's t approximation says 0

@@ -133,3 +133,21 @@ def test_validate_cli_with_a_judge_that_prefers_clean_text(tmp_path, capsys, sha
     assert (out / "validation_meta.json").is_file() and (out / "validation_pairs.parquet").is_file()
     printed = capsys.readouterr().out
     assert "validity:" in printed and "5/5" in printed
+
+
+def test_shuffles_change_only_the_chosen_sentences_and_keep_the_layout():
+    """A variant must differ from the clean text by the corruption alone: paragraph breaks and the
+    sentences that were not chosen stay as they were (a judge must not be able to tell the variant
+    by its lost line breaks)."""
+    text = " Tom ran to the park. He saw a big dog.\n\nThe dog was very big. Tom smiled at it.\nThey played all day."
+    clean_sents = ["Tom ran to the park.", "He saw a big dog.", "The dog was very big.", "Tom smiled at it.",
+                   "They played all day."]
+    for seed in range(5):
+        out, changed, n = shuffle_words(text, 0.2, random.Random(seed))
+        assert changed == 1 and n == 5
+        assert out.count("\n\n") == 1 and out.count("\n") == 3
+        assert sum(s in out for s in clean_sents) == 4  # the other four sentences verbatim
+        out_s, moved, n_s = shuffle_sentences(text, 1.0, random.Random(seed))
+        assert moved == n_s == 5
+        assert [m.start() for m in re.finditer("\n", out_s)] != [] and out_s.count("\n") == 3
+        assert Counter(re.split(r"(?<=[.!?])\s+", out_s.strip())) == Counter(clean_sents)

@@ -279,6 +279,9 @@ def test_ddp_two_processes_gloo(sample, tmp_path):
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("final val loss") == 1  # only rank 0 reports
+    # tokens per step is the total over both ranks, printed as such (not as a per-rank figure "x 2")
+    assert "512 over 2 process(es) (4 x 32 x 2 accum each)" in proc.stdout
+    assert "planned tokens" in proc.stdout and "2,048 over 4 steps" in proc.stdout
     state = read_state(out / "latest")
     assert state["world_size"] == 2 and state["iter_num"] == 4
     assert state["tokens_seen"] == 4 * (4 * 32 * 2 * 2)  # steps x batch x block x accum x ranks

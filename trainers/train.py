@@ -492,6 +492,9 @@ def _train(
         return torch.autocast(device_type=device.type, dtype=dtype)
 
     scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
+    if scaler is not None and state.get("grad_scaler"):
+        # fp16 only: the loss scale is part of the exact continuation (a fresh 65536 could skip steps)
+        scaler.load_state_dict(state["grad_scaler"])
 
     step = int(state.get("iter_num", 0))
     tokens_seen = int(state.get("tokens_seen", 0))
@@ -559,6 +562,7 @@ def _train(
             "best_iter": best_iter, "thresholds_reached": thresholds_reached, "snapshot_reason": None,
             "model_family": config.model.family, "n_params": n_params, "world_size": d.world_size,
             "data": data.summary(), "rng": rng, "torch_version": torch.__version__,
+            "grad_scaler": scaler.state_dict() if scaler is not None else None,
             "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
         path = ckpt.write_checkpoint(run_dir, "latest", model=raw_model, config=config,

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from evalsuite.childes.detectors import ERROR_TYPES
 from evalsuite.childes.measures import mattr
@@ -58,8 +57,8 @@ def transcript_features(child_units: pd.DataFrame, min_units: int = 50, mattr_wi
     meta = child_units.groupby("file", sort=False).agg(child=("child", "first"), age_months=("age_months", "first"))
     rows = []
     for _, row in docs.iterrows():
-        if row["n_units"] < min_units:
-            continue
+        if row["n_units"] < min_units or pd.isna(meta.loc[row["file"], "age_months"]):
+            continue  # too short, or no age to learn from
         feats = features_from_stats(pd.DataFrame([row]))
         rows.append({"file": row["file"], "child": meta.loc[row["file"], "child"],
                      "age_months": meta.loc[row["file"], "age_months"], "n_units": int(row["n_units"]), **feats})
@@ -129,7 +128,10 @@ def cross_validate_by_child(table: pd.DataFrame, features: tuple[str, ...] = FEA
 def _fold_row(name: str, train: pd.DataFrame, test: pd.DataFrame, pred: np.ndarray) -> dict:
     y = test["age_months"].to_numpy(dtype=float)
     err = pred - y
-    rho, p = stats.spearmanr(pred, y) if len(y) > 2 else (float("nan"), float("nan"))
+    from evalsuite.childes.compare import _spearman  # exact p for small n (lazy: compare imports this module)
+
+    spearman = _spearman(pred, y)
+    rho, p = spearman["rho"], spearman["p"]
     tr_lo, tr_hi = train.age_months.min(), train.age_months.max()
     te_lo, te_hi = test.age_months.min(), test.age_months.max()
     overlap = max(0.0, min(tr_hi, te_hi) - max(tr_lo, te_lo))

@@ -256,11 +256,13 @@ def _group_keys(units: pd.DataFrame, config: CompareConfig) -> list[tuple[dict, 
         return groups
     child = units[units["source"] == "childes"]
     if not child.empty:
-        labels = [age_bin_label(a, config.bin_months) for a in child["age_months"]]
+        # a transcript without a CHI age in its @ID header gets its own bin rather than a crash
+        labels = [age_bin_label(a, config.bin_months) if a == a else (math.nan, "age unknown")
+                  for a in child["age_months"]]
         child = child.assign(age_bin_start=[lo for lo, _ in labels], age_bin=[lab for _, lab in labels])
         for who in [*sorted(child["child"].unique()), "all"]:
             sub = child if who == "all" else child[child["child"] == who]
-            for (start, label), g in sub.groupby(["age_bin_start", "age_bin"]):
+            for (start, label), g in sub.groupby(["age_bin_start", "age_bin"], dropna=False):
                 groups.append(({"source": "childes", "child": who, "age_bin": label, "age_bin_start": start,
                                 "unit": "utterance"}, g))
     model = units[units["source"] == "model"]
@@ -353,6 +355,8 @@ def _spearman(x: Sequence[float], y: Sequence[float]) -> dict:
     if n < 3:
         return {"rho": float("nan"), "p": float("nan"), "n": n, "p_method": ""}
     rho = float(stats.spearmanr(x[ok], y[ok])[0])
+    if rho != rho:  # a constant variable: no correlation is defined, so neither is a p-value
+        return {"rho": rho, "p": float("nan"), "n": n, "p_method": "undefined (constant values)"}
     if n <= EXACT_SPEARMAN_MAX_N:
         from itertools import permutations
 

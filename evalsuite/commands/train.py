@@ -69,6 +69,8 @@ def train_command(
         config = str(saved)
     run_config = load_config(config, extra)
 
+    tcfg = run_config.train
+
     def on_start(info: RunInfo) -> None:
         table = Table(title=f"train {info.model_family} -> {info.run_dir}", show_header=False)
         rows = [
@@ -76,7 +78,9 @@ def train_command(
             ("tokenizer", info.tokenizer),
             ("train tokens", _fmt_int(info.train_tokens)),
             ("val tokens", _fmt_int(info.val_tokens)),
-            ("tokens per step", f"{_fmt_int(info.tokens_per_step)} (x {info.world_size} process(es))"),
+            # tokens_per_step already counts every process: spell out its factors, not a multiplier
+            ("tokens per step", f"{_fmt_int(info.tokens_per_step)} over {info.world_size} process(es) "
+             f"({tcfg.batch_size} x {tcfg.block_size} x {tcfg.grad_accum} accum each)"),
             ("planned tokens", f"{_fmt_int(info.planned_tokens)} over {_fmt_int(info.max_iters)} steps"),
             ("device / dtype", f"{info.device} / {info.dtype}"),
             ("start step", f"{info.start_step}{' (resumed)' if info.resumed else ''}"),

@@ -89,6 +89,16 @@ def _percentile(draws: np.ndarray, q: float) -> np.ndarray:
     return np.where(valid > 0, out, np.nan)
 
 
+def _rank_percentile(draws: np.ndarray, q: float, method: str) -> np.ndarray:
+    """np.nanpercentile(draws, q, axis=0, method="lower" | "higher"), vectorised (NaN draws ignored)."""
+    ordered = np.sort(draws, axis=0)  # NaN sorts last
+    valid = (~np.isnan(draws)).sum(axis=0)
+    pos = q / 100.0 * np.maximum(valid - 1, 0)
+    idx = (np.floor(pos) if method == "lower" else np.ceil(pos)).astype(np.int64)
+    out = np.take_along_axis(ordered, idx[None], axis=0)[0]
+    return np.where(valid > 0, out, np.nan)
+
+
 def adjust_pvalues(p: np.ndarray, method: str = "bh") -> np.ndarray:
     """Multiple-comparison correction over the finite entries of `p` (NaN stays NaN)."""
     from statsmodels.stats.multitest import multipletests
@@ -212,10 +222,12 @@ def compute_stats(
     shape4 = (n_c, n_l, n_k)
     rank_mean = _ranks_desc(mean.reshape(shape4))
     rank_ratio = _ranks_desc(ratio.reshape(shape4))
-    boot_rank = _ranks_desc(boot_mean.reshape(n_boot, *shape4).astype(np.float64)) if n_boot else None
-    if boot_rank is not None:
-        rk_low = np.percentile(boot_rank, 2.5, axis=0, method="lower")
-        rk_high = np.percentile(boot_rank, 97.5, axis=0, method="higher")
+    if n_boot:
+        boot_mean4 = boot_mean.reshape(n_boot, *shape4).astype(np.float64)
+        # a resample without the category's tokens has no ranking: leave it out (ranking its NaN
+        # means would hand out ranks 1..K in component order, e.g. rank 1 to e0)
+        boot_rank = np.where(np.isnan(boot_mean4).all(axis=-1, keepdims=True), np.nan, _ranks_desc(boot_mean4))
+        rk_low, rk_high = _rank_percentile(boot_rank, 2.5, "lower"), _rank_percentile(boot_rank, 97.5, "higher")
     else:
         rk_low = rk_high = np.full(shape4, np.nan)
 
@@ -326,7 +338,10 @@ def claims_table(
     By mean magnitude (the reading in which "e0 is always most active" is meant):
     `p_boot_ordered` / `p_boot_set` = share of document resamples whose top-3 equals the claim in
     order / as a set; `verdict` = supported (measured == claimed and p_boot_ordered >= 0.95),
-    refuted (p_boot_ordered <= 0.05), else uncertain. `same_as_overall` flags a top-3 that merely
+    refuted (p_boot_ordered <= 0.05 AND some claimed component's 95% bootstrap rank interval lies
+    wholly outside the claimed positions, i.e. its lower rank bound > 3: the data say confidently
+    that it is not in the top 3; a rare exact ordering alone is not evidence against the claim when
+    the components are indistinguishable), else uncertain. `same_as_overall` flags a top-3 that merely
     repeats the ranking over all tokens (component scale, not category). By ratio (relative
     activation) the measured top-3 comes with the claimed components' ratios and p_adj.
     A last row per layer tests "e0 is the most active component in every category".
@@ -360,9 +375,12 @@ def claims_table(
                      else str(int(sub.loc[f"e{c}", "rank_mean"])) for c in claimed]
             ratios = stats.ratio[ci, li]
             by_ratio = list(np.argsort(-np.nan_to_num(ratios, nan=-np.inf), kind="stable")[:top])
+            confidently_out = [c for c in claimed[:top]
+                               if np.isfinite(sub.loc[f"e{c}", "rank_mean_ci_low"])
+                               and sub.loc[f"e{c}", "rank_mean_ci_low"] > top]
             if measured == list(claimed[:top]) and p_ordered >= 0.95:
                 verdict = "supported"
-            elif p_ordered <= 0.05:
+            elif p_ordered <= 0.05 and confidently_out:
                 verdict = "refuted"
             else:
                 verdict = "uncertain"
@@ -384,16 +402,23 @@ def claims_table(
         if present:
             top_is_e0 = [int(np.argmax(stats.mean[ci, li])) == 0 for ci in present]
             boot = stats.boot_mean[:, present, li, :].astype(np.float64)
-            boot_all = np.nan_to_num(boot, nan=-np.inf).argmax(axis=-1) == 0  # (B, C')
-            share_boot = float(boot_all.all(axis=1).mean()) if boot.shape[0] else np.nan
+            # only resamples that hold every present category can say "e0 first in every category"
+            valid_all = ~np.isnan(boot).any(axis=(1, 2))
+            boot_all = boot[valid_all].argmax(axis=-1) == 0  # (B', C')
+            share_boot = float(boot_all.all(axis=1).mean()) if valid_all.any() else np.nan
             all_e0 = all(top_is_e0)
+            # refuted only where, in some category, e0's rank interval excludes first place
+            e0_rows = table[(table["layer"] == layer) & (table["component"] == "e0")
+                            & table["category"].isin([stats.categories[ci] for ci in present])]
+            e0_confidently_not_first = bool((e0_rows["rank_mean_ci_low"].dropna() > 1).any())
             rows.append({
                 "layer": layer, "category": "(every category)", "claimed": "e0 first",
                 "measured_by_mean": f"e0 first in {sum(top_is_e0)}/{len(present)} categories",
                 "p_boot_ordered": share_boot, "p_boot_set": np.nan,
                 "overall_top": _fmt_components(overall_top),
                 "verdict": "supported" if all_e0 and share_boot >= 0.95 else
-                           ("refuted" if share_boot <= 0.05 else "uncertain"),
-                "note": "p_boot_ordered = share of resamples with e0 first in every category",
+                           ("refuted" if share_boot <= 0.05 and e0_confidently_not_first else "uncertain"),
+                "note": "p_boot_ordered = share of resamples with e0 first in every category; refuted needs "
+                        "a category whose 95% rank interval for e0 excludes first place",
             })
     return pd.DataFrame(rows)

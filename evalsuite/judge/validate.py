@@ -114,6 +114,10 @@ def _sentences(text: str) -> list[str]:
     return [s for s in _SENTENCE.findall(text.strip()) if s.strip()]
 
 
+def _trailing_space(sentence: str) -> str:
+    return sentence[len(sentence.rstrip()):]
+
+
 def shuffle_sentences(text: str, rate: float, rng: random.Random) -> tuple[str, int, int]:
     sents = _sentences(text)
     n = len(sents)
@@ -128,8 +132,9 @@ def shuffle_sentences(text: str, rate: float, rng: random.Random) -> tuple[str, 
     new = sents[:]
     for src, dst in zip(order, target, strict=True):
         new[dst] = sents[src]
-    pieces = [s.strip() for s in new]
-    return " " + " ".join(pieces), k, n
+    # each position keeps its own trailing whitespace (paragraph breaks stay where they were), so
+    # the variant differs from the clean text only by the moved sentences
+    return " " + "".join(s.strip() + _trailing_space(sents[i]) for i, s in enumerate(new)), k, n
 
 
 def shuffle_words(text: str, rate: float, rng: random.Random) -> tuple[str, int, int]:
@@ -138,14 +143,15 @@ def shuffle_words(text: str, rate: float, rng: random.Random) -> tuple[str, int,
     chosen = {eligible[j] for j in _choose(len(eligible), rate, rng)}
     out = []
     for i, sent in enumerate(sents):
+        if i not in chosen:  # untouched sentences stay verbatim (layout included)
+            out.append(sent)
+            continue
         words = sent.split()
-        if i in chosen:
-            shuffled = words[:]
-            while shuffled == words:  # terminates: the sentence has two different words
-                rng.shuffle(shuffled)
-            words = shuffled
-        out.append(" ".join(words))
-    return " " + " ".join(out), len(chosen), len(eligible)
+        shuffled = words[:]
+        while shuffled == words:  # terminates: the sentence has two different words
+            rng.shuffle(shuffled)
+        out.append(" ".join(shuffled) + _trailing_space(sent))
+    return " " + "".join(out), len(chosen), len(eligible)
 
 
 CORRUPTIONS = {
