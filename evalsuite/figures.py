@@ -644,13 +644,23 @@ def fig_age_vs_loss(results_dir: Path, out_dir: Path) -> FigureResult:
     ax_loss.set_title("age vs loss, hypothesis shaded")
     handles, labels = ax_loss.get_legend_handles_labels()  # hollow markers: outside the age model's range
     fig.legend(handles, labels, loc="outside upper center", ncols=min(3, len(labels)), fontsize=8)
-    ax_bpc.set_title("age vs bits per character")
+    ax_bpc.set_title("age vs bits per character")  # retitled below when the bands are drawn
     ax_bpc.set_xlabel("validation bits/char, decreasing")
     ax_bpc.set_ylim(0, age_top)
     if points["val_bpc"].notna().any():
         lo, hi = float(np.nanmin(points["val_bpc"])), float(np.nanmax(points["val_bpc"]))
         pad = max(0.1, 0.1 * (hi - lo))
         ax_bpc.set_xlim(hi + pad, lo - pad)
+        # the same bands in bits per character (converted with GPT-2's tokens/char on TinyStories)
+        from evalsuite.hypothesis import seed_nats_to_bpc
+
+        for low, high, a_low, a_high, _label in HYPOTHESIS:
+            b0 = max(seed_nats_to_bpc(low), lo - pad)
+            b1 = min(seed_nats_to_bpc(high), hi + pad)
+            if b1 > b0:
+                ax_bpc.add_patch(Rectangle((b0, a_low), b1 - b0, min(a_high, age_top) - a_low, facecolor="0.85",
+                                           edgecolor="0.6", lw=0.6, zorder=0))
+        ax_bpc.set_title("age vs bits per character, hypothesis converted")
     else:
         ax_bpc.text(0.5, 0.5, "no val_bpc recorded", ha="center", va="center", transform=ax_bpc.transAxes)
     ax_tab.axis("off")
@@ -666,8 +676,8 @@ def fig_age_vs_loss(results_dir: Path, out_dir: Path) -> FigureResult:
     caption = ("Estimated developmental age of each checkpoint's stories (95% CI; hollow: extrapolated beyond "
                "the age model's training range) against its validation loss (nats/token, "
                "shaded boxes: the hypothesised loss -> age table; hatched: 3.0-3.5, which the hypothesis leaves "
-               "open) and against bits per character (the tokenizer-independent unit; the hypothesis is stated in "
-               "nats/token of one tokenizer, so it is not drawn there). Sources: " + ", ".join(sorted(markers)) + ".")
+               "open) and against bits per character (the tokenizer-independent unit; shaded: the same bands converted "
+               "with GPT-2's tokens per character on TinyStories, evalsuite.hypothesis). Sources: " + ", ".join(sorted(markers)) + ".")
     return FigureResult("age_vs_loss", paths, None, inputs, caption)
 
 

@@ -12,21 +12,23 @@ import pytest
 
 from corpora.errors import UserError
 from evalsuite.childes.compare import (
+    SEED_TOKENS_PER_CHAR,
     CompareConfig,
     CompareSummary,
     _verdict,
     hypothesis_band,
     read_samples,
+    seed_nats_to_bpc,
 )
 from evalsuite.childes.corruptions import corrupt_span
 from evalsuite.childes.detectors import load_nlp
 from evalsuite.cli import main
 
 SHORT_FILES = ["Eve/011000b.cha", "Eve/020000a.cha", "Adam/021128.cha", "Adam/030707.cha"]
-CHECKPOINTS = [  # (id, injected article-drop rate, val_loss nats/token, val_bpc)
-    ("ckpt-early", 1.0, 3.6, 1.60),
-    ("ckpt-mid", 0.5, 2.7, 1.20),
-    ("ckpt-late", 0.0, 2.2, 0.95),
+CHECKPOINTS = [  # (id, injected article-drop rate, val_loss nats/token, val_bpc as GPT-2 on TinyStories gives)
+    ("ckpt-early", 1.0, 3.6, 1.28),
+    ("ckpt-mid", 0.5, 2.7, 0.96),
+    ("ckpt-late", 0.0, 2.2, 0.78),
 ]
 
 
@@ -181,6 +183,28 @@ def test_hypothesis_bands():
     assert hypothesis_band(3.9)[0] == "2-3 y"
     assert hypothesis_band(3.2)[0] == "not in the seed's table"  # the seed's table skips 3.0-3.5
     assert hypothesis_band(1.2)[1:] == (72.0, math.inf)
+
+
+def test_hypothesis_bands_compare_in_bits_per_character():
+    """A char-level model at 1.0 nats/char is ~1.44 bpc: worse than the seed's 3.5 nats/token edge
+    (~1.24 bpc), so its band is the youngest, although 1.0 in nats would read as '6+ y'."""
+    assert hypothesis_band(1.0)[0] == "6+ y"  # nats/token lookup when no bpc is known
+    assert hypothesis_band(1.0, 1.0 / math.log(2))[0] == "2-3 y"
+    edge = seed_nats_to_bpc(2.5)  # the 2.5-3.0 band's lower edge in bits per character
+    assert hypothesis_band(99.0, edge + 1e-9)[0] == "3-4 y"
+    assert hypothesis_band(99.0, edge - 1e-9)[0] == "4-5 y"
+    assert hypothesis_band(2.2, float("nan"))[0] == "4-5 y"  # no bpc: nats/token
+
+
+@pytest.mark.shared_data
+def test_seed_tokens_per_char_is_measured_on_the_sample(shared_data):
+    from corpora.documents import read_documents
+    from corpora.tokenizers import load_tokenizer
+
+    tok = load_tokenizer("gpt2", data_dir=shared_data)
+    docs = read_documents(shared_data / "tinystories" / "tinystories_sample.txt")
+    tokens = sum(len(tok.encode(d)) + 1 for d in docs)  # each document's end-of-text token counts
+    assert pytest.approx(tokens / sum(len(d) for d in docs), abs=1e-12) == SEED_TOKENS_PER_CHAR
 
 
 def test_read_samples_errors(tmp_path):

@@ -28,6 +28,7 @@ from scipy import stats
 from corpora.errors import UserError
 from evalsuite.childes import age_model, measures, validation
 from evalsuite.childes.detectors import ERROR_TYPES, iter_detect, load_nlp
+from evalsuite.hypothesis import SEED_TOKENS_PER_CHAR, seed_nats_to_bpc
 from evalsuite.samples import read_jsonl_objects
 
 # The seed's hypothesis: validation loss (nats/token, as in the original SpinNet run) -> age band.
@@ -336,9 +337,15 @@ def hits_table(units: pd.DataFrame) -> pd.DataFrame:
 # ----------------------------------------------------------------------------- hypothesis
 
 
-def hypothesis_band(val_loss: float) -> tuple[str, float, float]:
+def hypothesis_band(val_loss: float, val_bpc: float | None = None) -> tuple[str, float, float]:
+    """The seed's age band for a checkpoint: looked up in bits per character (the bands converted with
+    SEED_TOKENS_PER_CHAR) when val_bpc is known, so that any tokenizer compares; else in nats/token."""
+    use_bpc = val_bpc is not None and math.isfinite(val_bpc)
+    value = val_bpc if use_bpc else val_loss
     for lo, hi, a_lo, a_hi, label in HYPOTHESIS:
-        if lo <= val_loss < hi:
+        if use_bpc:
+            lo, hi = seed_nats_to_bpc(lo), seed_nats_to_bpc(hi)
+        if lo <= value < hi:
             return label, a_lo, a_hi
     return "not in the seed's table", float("nan"), float("nan")
 
@@ -374,7 +381,7 @@ def checkpoint_age_table(model: age_model.AgeModel | None, story_units: pd.DataF
     for ckpt, g in story_units.groupby("checkpoint_id", sort=False):
         docs = age_model.document_stats(g, "doc_id", config.mattr_window)
         point, lo, hi, feats = age_model.bootstrap_age(model, docs, config.n_bootstrap, config.seed)
-        band, a_lo, a_hi = hypothesis_band(float(g["val_loss"].iloc[0]))
+        band, a_lo, a_hi = hypothesis_band(float(g["val_loss"].iloc[0]), float(g["val_bpc"].iloc[0]))
         outside = model.outside_range(feats)
         overlaps = bool(a_lo == a_lo and hi >= a_lo and lo <= a_hi)
         rows.append({
@@ -517,8 +524,10 @@ def _summarise(summary, val, mlu_summary, cv, table, ages, samples) -> None:
             summary.caveats.append("Some checkpoints have no val_bpc: they are left out of the Spearman test in bits per character.")
         if ages["model_family"].nunique() > 1:
             summary.caveats.append("Several model families: compare them in val_bpc only (their tokenizers may differ).")
-        summary.caveats.append("The seed's bands are in nats/token of its GPT-2-tokenized run; the band column looks up "
-                               "val_loss as given and is meaningful only for checkpoints with that tokenizer.")
+        summary.caveats.append(
+            "The seed's bands are in nats/token of GPT-2 on TinyStories; the band column compares val_bpc with the "
+            f"bands converted to bits per character ({SEED_TOKENS_PER_CHAR:.4f} GPT-2 tokens per character, measured "
+            "on 5 TinyStories stories), and falls back to val_loss in nats/token only where val_bpc is missing.")
     summary.caveats.append(GENRE_CAVEAT)
     summary.caveats.append("Rates: share of units with >= 1 hit, x100; Wilson 95 % CI treating units as independent "
                            "(units cluster within transcripts/stories, so the true interval is wider).")
@@ -544,5 +553,7 @@ def _meta(config, childes_paths, samples_paths, summary) -> dict:
         "ci_method": {"rates": "Wilson score 95% over units (independence assumed)",
                       "measures": "percentile bootstrap 95%", "age": "percentile bootstrap over stories"},
         "hypothesis_bands_nats_per_token": [list(b) for b in HYPOTHESIS],
+        "hypothesis_bands_bits_per_char": [[seed_nats_to_bpc(b[0]), seed_nats_to_bpc(b[1]), *b[2:]] for b in HYPOTHESIS],
+        "seed_tokens_per_char": SEED_TOKENS_PER_CHAR,
         "summary": asdict(summary),
     }
