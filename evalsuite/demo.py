@@ -81,13 +81,15 @@ def plan_demo(
     data_dir: Path | None = None,
     judge_base_url: str | None = None,
     judge_model: str | None = None,
-    max_iters: int = 300,
+    max_iters: int = 600,
     n_prompts: int = 12,
-    childes_files: int = 0,
+    childes_files: int = 20,
     corpus_note: str | None = None,
 ) -> DemoPlan:
     """Build the demo's list of commands. `childes_files=0` means all CHILDES files found."""
-    data = find_data_dir(data_dir, required=False) if data_dir is None else find_data_dir(data_dir)
+    if max_iters < 3:
+        raise UserError(f"the demo needs at least 3 training steps (snapshots at 1/3 and 2/3), got {max_iters}")
+    data = find_data_dir(data_dir, required=False)
     if corpus is None:
         corpus, note = default_corpus(data)
     else:
@@ -106,15 +108,15 @@ def plan_demo(
         steps.append(DemoStep(
             name=f"train {family}-tiny",
             args=["train", "--config", f"{family}-tiny", "--data", str(corpus), "--out-dir", str(runs / family),
-                  "--set", f"train.max_iters={max_iters}", "--set", f"train.val_fraction={val_fraction}", "--set", f"train.snapshot_steps=[{max_iters // 3},{2 * max_iters // 3}]",
-                  "--no-progress"],
+                  "--set", f"train.max_iters={max_iters}", "--set", f"train.val_fraction={val_fraction}",
+                  "--set", f"train.snapshot_steps=[{max_iters // 3},{2 * max_iters // 3}]", "--no-progress"],
             outputs=[str(runs / family)],
         ))
     samples = res / "generate" / "samples.jsonl"
     checkpoints: list[str] = []
     for family in families:
-        checkpoints += [str(runs / family / f"step_{max_iters // 3:07d}"), str(runs / family / f"step_{2 * max_iters // 3:07d}"),
-                        str(runs / family / "best")]
+        checkpoints += [str(runs / family / f"step_{step:07d}") for step in (max_iters // 3, 2 * max_iters // 3)]
+        checkpoints.append(str(runs / family / "best"))
     steps.append(DemoStep(
         name="generate stories",
         args=["generate", *checkpoints, "--out", str(samples), "--limit", str(n_prompts), "--max-new-tokens", "200"],

@@ -64,3 +64,8 @@ def test_without_reference_data_childes_and_judge_are_skipped_with_reasons(tmp_p
 def test_missing_corpus_is_a_user_error(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="corpus not found"):
         plan_demo(tmp_path / "demo", corpus=tmp_path / "nope.txt")
+
+
+def test_too_few_steps_for_the_snapshots_is_a_user_error(tmp_path: Path, shared_data: Path) -> None:
+    with pytest.raises(UserError, match="at least 3 training steps"):
+        plan_demo(tmp_path / "demo", data_dir=shared_data, max_iters=2)
