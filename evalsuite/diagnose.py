@@ -456,9 +456,14 @@ def _check_lr_decay(ctx: _Context) -> dict[str, Any]:
                     advice=f"the schedule never finished: training stopped at lr {final:.3g}, {final / min_lr:.1f}x "
                     "min_lr, so the model never got the low-lr annealing that sharpens it; set "
                     "train.lr_decay_iters = train.max_iters")
+    if decay < max_iters:
+        advice = (f"the last {max_iters - decay:,} steps ran at the floor min_lr; set train.lr_decay_iters = "
+                  "train.max_iters to spend them on the cosine")
+    else:
+        advice = (f"the cosine was cut {decay - max_iters:,} steps before its end (last step at lr {final:.3g}, "
+                  f"{final / min_lr:.2f}x min_lr); set train.lr_decay_iters = train.max_iters")
     return _row("lr_decay_iters", "warn", ratio, unit="lr_decay_iters/max_iters", detail=detail, expected=expected,
-                advice=f"the last {max_iters - decay:,} steps ran at the floor min_lr; set train.lr_decay_iters = "
-                "train.max_iters to spend them on the cosine")
+                advice=advice)
 
 
 def _check_min_lr(ctx: _Context) -> dict[str, Any]:

@@ -81,6 +81,15 @@ def test_train_octonion_attention_reaches_the_model_then_compress(sample, tmp_pa
     assert run(["compress", str(out), "-o", str(tmp_path / "x.spinnet"), "--bits", "3"]) == 2
 
 
+def test_threads_option_sets_torch_threads(sample, tmp_path, capsys):
+    torch.set_num_threads(2)
+    argv = ["train", "--config", "baseline-tiny", "--data", str(sample), "--out-dir", str(tmp_path / "run"),
+            "--no-progress", "--threads", "1", *TINY, "--set", "train.max_iters=1", "--set", "train.eval_interval=1"]
+    assert run(argv) == 0
+    assert torch.get_num_threads() == 1
+    assert run(["train", "--config", "baseline-tiny", "--threads", "0"]) == 2  # below the minimum
+
+
 def test_mistyped_key_exits_2_with_one_line(capsys):
     assert run(["train", "--config", "spinnet-tiny", "--set", "model.octonion_atention=true"]) == 2
     err = capsys.readouterr().err.strip()

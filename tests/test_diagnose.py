@@ -91,6 +91,14 @@ def test_planted_schedule_faults_are_flagged(run_dir, tmp_path, changes, check, 
     assert frame.loc[check, "advice"]
 
 
+def test_a_schedule_cut_just_short_is_described_as_cut_not_as_steps_at_the_floor(run_dir, tmp_path):
+    run = copy_run(run_dir, tmp_path / "run")
+    _edit_json(run / "best" / "config.json", train__force_schedule=True, train__max_iters=100, train__lr_decay_iters=101)
+    row = diagnose(run).set_index("check").loc["lr_decay_iters"]
+    assert row["status"] == "warn"
+    assert "cut 1 steps before its end" in row["advice"] and "floor" not in row["advice"]
+
+
 def test_a_lr_schedule_that_never_finishes_reports_the_final_lr(run_dir, tmp_path):
     run = copy_run(run_dir, tmp_path / "run")
     _edit_json(run / "best" / "config.json", train__force_schedule=True, train__lr_decay_iters=60)
