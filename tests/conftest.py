@@ -31,3 +31,31 @@ def shared_data() -> Path:
 def _isolated_cache(tmp_path_factory, monkeypatch):
     """Downloads never touch the user's real cache."""
     monkeypatch.setenv("EVALSUITE_CACHE", str(tmp_path_factory.mktemp("cache")))
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models gain nothing from threads, and on a loaded 2-core machine OpenMP spin-waiting makes
+    them 10-50x slower: one intra-op thread for the module, restored afterwards.
+    Use with `pytestmark = pytest.mark.usefixtures("one_torch_thread")`."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture()
+def sample(shared_data: Path) -> Path:
+    """The 5 real TinyStories stories of the reference data."""
+    return shared_data / "tinystories" / "tinystories_sample.txt"
+
+
+def run_cli(argv: list[str]) -> int:
+    """Run `evalsuite ARGV` through the real entry point; its exit code."""
+    from evalsuite.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    return exit_info.value.code

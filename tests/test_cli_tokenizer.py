@@ -6,45 +6,34 @@ import json
 
 import pandas as pd
 import pytest
+from conftest import run_cli
 
 from corpora.tokenizer_report import COLUMNS
 from corpora.tokenizers import EOT, load_tokenizer
-from evalsuite.cli import main
-
-
-def run(argv: list[str]) -> int:
-    with pytest.raises(SystemExit) as exit_info:
-        main(argv)
-    return exit_info.value.code
-
-
-@pytest.fixture()
-def sample(shared_data):
-    return shared_data / "tinystories" / "tinystories_sample.txt"
 
 
 def test_help_lists_both_commands(capsys):
-    assert run(["tokenizer", "--help"]) == 0
+    assert run_cli(["tokenizer", "--help"]) == 0
     out = capsys.readouterr().out
     assert "train" in out and "report" in out
 
 
 def test_train_then_report(sample, shared_data, tmp_path, capsys):
     tok_dir = tmp_path / "bpe"
-    assert run(["tokenizer", "train", str(sample), "--vocab-size", "300", "-o", str(tok_dir), "--no-progress"]) == 0
+    assert run_cli(["tokenizer", "train", str(sample), "--vocab-size", "300", "-o", str(tok_dir), "--no-progress"]) == 0
     tok = load_tokenizer(tok_dir)
     assert 257 < tok.vocab_size <= 300
     assert tok.identity in capsys.readouterr().out
 
     # a second train into the same folder must not silently replace the tokenizer
-    assert run(["tokenizer", "train", str(sample), "--vocab-size", "300", "-o", str(tok_dir), "--no-progress"]) == 2
+    assert run_cli(["tokenizer", "train", str(sample), "--vocab-size", "300", "-o", str(tok_dir), "--no-progress"]) == 2
     assert "--force" in capsys.readouterr().err
-    assert run(["tokenizer", "train", str(sample), "--vocab-size", "320", "-o", str(tok_dir),
+    assert run_cli(["tokenizer", "train", str(sample), "--vocab-size", "320", "-o", str(tok_dir),
                 "--no-progress", "--force"]) == 0
     assert load_tokenizer(tok_dir).identity != tok.identity
 
     csv = tmp_path / "out" / "report.csv"
-    code = run(["tokenizer", "report", str(sample), "--tokenizer", "gpt2", "--tokenizer", "char",
+    code = run_cli(["tokenizer", "report", str(sample), "--tokenizer", "gpt2", "--tokenizer", "char",
                 "--tokenizer", str(tok_dir), "--csv", str(csv), "--data-dir", str(shared_data)])
     assert code == 0
     out = capsys.readouterr().out
@@ -77,7 +66,7 @@ def test_report_bad_input_is_one_line_and_exit_2(tmp_path, capsys, content, args
         corpus.write_bytes(content)
     elif content is not None:
         corpus.write_text(content, encoding="utf-8")
-    code = run(["tokenizer", "report", str(corpus), *args, "--csv", str(tmp_path / "r.csv")])
+    code = run_cli(["tokenizer", "report", str(corpus), *args, "--csv", str(tmp_path / "r.csv")])
     assert code == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and message in err and "\n" not in err
@@ -85,13 +74,13 @@ def test_report_bad_input_is_one_line_and_exit_2(tmp_path, capsys, content, args
 
 
 def test_train_bad_input_exit_2(tmp_path, capsys):
-    assert run(["tokenizer", "train", str(tmp_path / "absent.txt"), "-o", str(tmp_path / "t")]) == 2
+    assert run_cli(["tokenizer", "train", str(tmp_path / "absent.txt"), "-o", str(tmp_path / "t")]) == 2
     assert "not found" in capsys.readouterr().err
     (tmp_path / "c.txt").write_text("tiny", encoding="utf-8")
-    assert run(["tokenizer", "train", str(tmp_path / "c.txt"), "--vocab-size", "50", "-o", str(tmp_path / "t")]) == 2
+    assert run_cli(["tokenizer", "train", str(tmp_path / "c.txt"), "--vocab-size", "50", "-o", str(tmp_path / "t")]) == 2
     assert "at least 258" in capsys.readouterr().err
     # the corpus reader's error surfaces through the Rust trainer that pulls the documents
     (tmp_path / "empty.txt").write_text(f"{EOT}\n", encoding="utf-8")
-    assert run(["tokenizer", "train", str(tmp_path / "empty.txt"), "-o", str(tmp_path / "t"), "--no-progress"]) == 2
+    assert run_cli(["tokenizer", "train", str(tmp_path / "empty.txt"), "-o", str(tmp_path / "t"), "--no-progress"]) == 2
     assert "empty corpus" in capsys.readouterr().err
     assert not (tmp_path / "t").exists()

@@ -29,14 +29,7 @@ SAMPLE_FIELDS = {"prompt_id", "prompt", "completion", "checkpoint", "checkpoint_
                  "tokens_seen", "model_family", "temperature", "top_k", "top_p", "max_new_tokens", "seed"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny matmuls gain nothing from threads, and on a loaded 2-core CI box OpenMP spin-waiting makes
-    them 10-50x slower; restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -26,18 +26,7 @@ from trainers.train import METRIC_KEYS, lr_at, read_metrics, train, weighted_obj
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models on 2 shared cores: one intra-op thread is faster than two that contend."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture()
-def sample(shared_data):
-    return shared_data / "tinystories" / "tinystories_sample.txt"
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny(preset: str, sample: Path, out: Path, *extra: str):
