@@ -20,12 +20,14 @@ A run directory holds `latest/`, `best/`, `step_XXXXXXX/` snapshots, `metrics_st
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import random
 import shutil
 import tempfile
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -154,6 +156,20 @@ def _model_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().contiguous().cpu() for k, v in unwrap_model(model).state_dict().items()}
 
 
+@contextlib.contextmanager
+def _staged_dir(run_dir: Path, name: str) -> Iterator[Path]:
+    """A fresh temp folder beside `run_dir/name` to fill in the block; when the block ends it is
+    fsynced and published as `run_dir/name` atomically, and on any error it is removed."""
+    tmp = Path(tempfile.mkdtemp(prefix=f"{name}.tmp-", dir=run_dir))
+    try:
+        yield tmp
+        _fsync_tree(tmp)
+        _publish(tmp, run_dir / name)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def write_checkpoint(
     run_dir: str | os.PathLike,
     name: str,
@@ -169,8 +185,7 @@ def write_checkpoint(
 
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f"{name}.tmp-", dir=run_dir))
-    try:
+    with _staged_dir(run_dir, name) as tmp:
         save_file(_model_tensors(model), str(tmp / MODEL_FILE), metadata={"format": "pt"})
         if optimizer is not None:
             torch.save(optimizer.state_dict(), tmp / OPTIMIZER_FILE)
@@ -178,11 +193,6 @@ def write_checkpoint(
         (tmp / STATE_FILE).write_text(json.dumps(payload, indent=1) + "\n", encoding="utf-8")
         (tmp / CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2) + "\n", encoding="utf-8")
         tokenizer.save(tmp / TOKENIZER_DIR)
-        _fsync_tree(tmp)
-        _publish(tmp, run_dir / name)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return run_dir / name
 
 
@@ -192,19 +202,13 @@ def copy_checkpoint(
 ) -> Path:
     """Atomically copy a finished checkpoint to `run_dir/name` (for `best/` and step snapshots)."""
     source, run_dir = Path(source), Path(run_dir)
-    tmp = Path(tempfile.mkdtemp(prefix=f"{name}.tmp-", dir=run_dir))
-    try:
+    with _staged_dir(run_dir, name) as tmp:
         ignore = None if include_optimizer else shutil.ignore_patterns(OPTIMIZER_FILE)
         shutil.copytree(source, tmp, ignore=ignore, dirs_exist_ok=True)
         if state_update:
             state = json.loads((tmp / STATE_FILE).read_text(encoding="utf-8"))
             state.update(state_update)
             (tmp / STATE_FILE).write_text(json.dumps(state, indent=1) + "\n", encoding="utf-8")
-        _fsync_tree(tmp)
-        _publish(tmp, run_dir / name)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return run_dir / name
 
 
