@@ -41,21 +41,17 @@ import numpy as np
 import pandas as pd
 
 from corpora.errors import UserError
+from evalsuite.hypothesis import HYPOTHESIS as SEED_HYPOTHESIS
 
 logger = logging.getLogger("evalsuite.figures")
 
 FIG_DPI = 150
 FAMILY_ORDER = ("spinnet", "baseline")
-# The hypothesis under test: validation loss (nats/token) -> a child's age in years. Loss 3.0-3.5 is
-# not covered by the hypothesis as stated; the figure leaves that band empty on purpose.
-HYPOTHESIS = (
-    # (loss_low, loss_high, age_low, age_high, label)
-    (3.5, math.inf, 2.0, 3.0, "3.5+ : 2-3 y"),
-    (2.5, 3.0, 3.0, 4.0, "2.5-3.0 : 3-4 y"),
-    (2.0, 2.5, 4.0, 5.0, "2.0-2.5 : 4-5 y"),
-    (1.5, 2.0, 5.0, 6.0, "1.5-2.0 : 5-6 y"),
-    (0.0, 1.5, 6.0, math.inf, "<1.5 : 6+ y"),
-)
+# The hypothesis under test (evalsuite.hypothesis, ages in months) in years for plotting, the open
+# lowest band starting at loss 0. Loss 3.0-3.5 is not covered by the hypothesis as stated; the figure
+# leaves that band empty on purpose.
+HYPOTHESIS = tuple((max(low, 0.0), high, a_low / 12, a_high / 12, label) for low, high, a_low, a_high, label
+                   in SEED_HYPOTHESIS)
 # The judge's age groups (rubric tinystories_gpt_eval, ordinal index 0..5) -> years (group midpoints;
 # "3 or under" taken as 2-3 to match the hypothesis' youngest band).
 JUDGE_AGE_YEARS = (2.5, 4.5, 6.5, 8.5, 11.0, 14.5)

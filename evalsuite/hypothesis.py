@@ -1,4 +1,5 @@
-"""The seed's loss-to-age hypothesis in a unit every tokenizer shares.
+"""The seed's loss-to-age hypothesis (one table for childes-compare and the figures), and the same
+bands in a unit every tokenizer shares.
 
 The seed stated its bands in nats/token of GPT-2 on TinyStories. To compare checkpoints of any
 tokenizer they are converted to bits per character with GPT-2's tokens per character on TinyStories
@@ -10,6 +11,16 @@ recomputes it). A sample of 5 stories: the converted edges carry that uncertaint
 from __future__ import annotations
 
 import math
+
+# The seed's hypothesis: validation loss (nats/token, as in the original SpinNet run) -> age band
+# (low, high, age_low_months, age_high_months, label); loss 3.0-3.5 is not in the seed's table.
+HYPOTHESIS: tuple[tuple[float, float, float, float, str], ...] = (
+    (3.5, math.inf, 24.0, 36.0, "2-3 y"),
+    (2.5, 3.0, 36.0, 48.0, "3-4 y"),
+    (2.0, 2.5, 48.0, 60.0, "4-5 y"),
+    (1.5, 2.0, 60.0, 72.0, "5-6 y"),
+    (-math.inf, 1.5, 72.0, math.inf, "6+ y"),
+)
 
 SEED_TOKENS_PER_CHAR = 911 / 3709
 

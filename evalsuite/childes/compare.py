@@ -28,17 +28,9 @@ from scipy import stats
 from corpora.errors import UserError
 from evalsuite.childes import age_model, measures, validation
 from evalsuite.childes.detectors import ERROR_TYPES, iter_detect, load_nlp
-from evalsuite.hypothesis import SEED_TOKENS_PER_CHAR, seed_nats_to_bpc
+from evalsuite.hypothesis import HYPOTHESIS, SEED_TOKENS_PER_CHAR, seed_nats_to_bpc
 from evalsuite.samples import read_jsonl_objects
 
-# The seed's hypothesis: validation loss (nats/token, as in the original SpinNet run) -> age band.
-HYPOTHESIS: tuple[tuple[float, float, float, float, str], ...] = (
-    (3.5, math.inf, 24.0, 36.0, "2-3 y"),
-    (2.5, 3.0, 36.0, 48.0, "3-4 y"),
-    (2.0, 2.5, 48.0, 60.0, "4-5 y"),
-    (1.5, 2.0, 60.0, 72.0, "5-6 y"),
-    (-math.inf, 1.5, 72.0, math.inf, "6+ y"),
-)
 SUB_KINDS = {"pronoun_antecedent": ("gender_mismatch", "no_antecedent")}
 SAMPLE_REQUIRED = ("completion", "val_loss")
 GENRE_CAVEAT = (
