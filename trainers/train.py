@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import math
 import os
 import time
@@ -44,16 +43,12 @@ from corpora.tokenizers import article_token_ids
 from trainers import checkpoint as ckpt
 from trainers.config import RunConfig, TrainConfig
 from trainers.data import BlockSampler, PreparedData, fixed_eval_batches, prepare_data, train_seed
+from trainers.metrics import METRIC_KEYS, METRICS_FILE, MetricsStream, read_metrics  # noqa: F401 (re-exported)
 from trainers.model import build_model
 
-METRICS_FILE = "metrics_stream.jsonl"
 CONFIG_YAML = "config.yaml"
 # Settings that may differ when a run is resumed: they do not change what is computed.
 RESUMABLE_CHANGES = {"compile", "device", "snapshot_steps", "snapshot_val_losses", "out_dir", "data", "val_data"}
-METRIC_KEYS = (
-    "step", "tokens_seen", "train_loss", "train_objective", "val_loss", "val_bpc", "lr", "grad_norm",
-    "tokens_per_s", "article_loss", "other_loss", "article_other_ratio", "component_grad_norms",
-)
 
 
 @dataclass
@@ -278,56 +273,6 @@ def evaluate(
         other_loss=total[4] / total[5] if total[5] else None,
         n_tokens=int(total[1]),
     )
-
-
-class MetricsStream:
-    """Append-only JSON lines, flushed after every line; on resume, lines after the resumed step go."""
-
-    def __init__(self, path: Path, enabled: bool = True) -> None:
-        self.path = path
-        self.enabled = enabled
-        self._handle: Any = None
-
-    def truncate_after(self, step: int) -> int:
-        """Keep lines with step <= `step` (drop a torn last line); returns how many lines were dropped."""
-        if not self.enabled or not self.path.exists():
-            return 0
-        kept, dropped = [], 0
-        for line in self.path.read_text(encoding="utf-8").splitlines():
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                dropped += 1
-                continue
-            if isinstance(record, dict) and isinstance(record.get("step"), int) and record["step"] <= step:
-                kept.append(line)
-            else:
-                dropped += 1
-        tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
-        tmp.write_text("".join(k + "\n" for k in kept), encoding="utf-8")
-        os.replace(tmp, self.path)
-        return dropped
-
-    def write(self, record: dict[str, Any]) -> None:
-        if not self.enabled:
-            return
-        if self._handle is None:
-            self._handle = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (kept open for the run)
-        self._handle.write(json.dumps({k: record.get(k) for k in METRIC_KEYS}) + "\n")
-        self._handle.flush()
-
-    def close(self) -> None:
-        if self._handle is not None:
-            self._handle.close()
-            self._handle = None
-
-
-def read_metrics(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
-    """The metrics stream of a run as a list of dicts (one per log step)."""
-    path = Path(run_dir) / METRICS_FILE
-    if not path.is_file():
-        raise UserError(f"no {METRICS_FILE} in {run_dir}")
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 # ----------------------------------------------------------------------------------------------
