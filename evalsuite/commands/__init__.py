@@ -1,16 +1,22 @@
-"""One module per command group; each exposes `register(app: typer.Typer)`."""
+"""One module per command, named after it; each exposes `register(app: typer.Typer)`."""
 
 from evalsuite.commands import (
-    childes,
+    childes_compare,
+    compress,
     corpora,
     demo,
     diagnose,
     dim_probe,
+    dynamics,
     figures,
     generate,
     gpt_eval,
+    report,
     tokenizer,
     train,
 )
 
-COMMAND_MODULES = [corpora, tokenizer, train, generate, gpt_eval, dim_probe, childes, figures, diagnose, demo]
+COMMAND_MODULES = [
+    corpora, tokenizer, train, compress, generate, gpt_eval, dim_probe, childes_compare, figures, report,
+    diagnose, dynamics, demo,
+]

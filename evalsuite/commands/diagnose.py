@@ -1,6 +1,6 @@
-"""CLI commands: `evalsuite diagnose` (checks on a checkpoint) and `evalsuite dynamics` (training dynamics).
+"""CLI command: `evalsuite diagnose` (checks on a checkpoint).
 
-Thin layers over evalsuite.diagnose.diagnose and evalsuite.dynamics.write_dynamics.
+A thin layer over evalsuite.diagnose.diagnose.
 """
 
 from __future__ import annotations
@@ -16,9 +16,8 @@ STATUS_STYLE = {"pass": "green", "warn": "yellow", "fail": "bold red", "skip": "
 
 
 def register(app: typer.Typer) -> None:
-    """Add `diagnose` and `dynamics` to the root app."""
+    """Add `diagnose` to the root app."""
     app.command("diagnose")(diagnose_command)
-    app.command("dynamics")(dynamics_command)
 
 
 def _default_csv(ckpt: Path) -> Path:
@@ -78,36 +77,3 @@ def diagnose_command(
     console.print(f"{summary}; wrote {csv} and {meta_path}")
     if strict and (counts.get("warn", 0) or counts.get("fail", 0)):
         raise typer.Exit(1)
-
-
-def dynamics_command(
-    run_dirs: list[Path] = typer.Argument(..., help="Run directories (holding metrics_stream.jsonl and checkpoints)."),
-    output: Path = typer.Option(Path("results/dynamics"), "--output", "-o", help="Directory for the tidy CSVs and meta.json."),
-    checkpoints: str = typer.Option("all", "--checkpoints", help="Which checkpoints to analyse: all (step_*, latest, best), best, none."),
-    n_blocks: int = typer.Option(8, "--n-blocks", min=1, help="Validation blocks per checkpoint for hidden-state ranks."),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
-) -> None:
-    """Training dynamics: train/val gap, loss-curve phases, dead/saturated components, effective ranks."""
-    import pandas as pd
-    from rich.console import Console
-    from rich.table import Table
-
-    from evalsuite.dynamics import write_dynamics
-
-    written = write_dynamics(run_dirs, output, checkpoints=checkpoints, n_blocks=n_blocks, progress=progress)
-    console = Console()
-    phases_path = output / "phases.csv"
-    if phases_path.is_file() and phases_path.stat().st_size > 1:
-        try:
-            phases = pd.read_csv(phases_path)
-        except pd.errors.EmptyDataError:
-            phases = pd.DataFrame()
-        if not phases.empty:
-            table = Table(title="loss-curve phases (piecewise-linear in log tokens, BIC)")
-            for col in ("run", "metric", "phase", "label", "tokens", "slope nats/decade"):
-                table.add_column(col)
-            for row in phases.itertuples(index=False):
-                table.add_row(row.run, row.metric, str(row.phase), row.label,
-                              f"{row.start_tokens:,}-{row.end_tokens:,}", f"{row.slope_per_decade:.3f}")
-            console.print(table)
-    console.print("wrote " + ", ".join(str(p) for p in written))
