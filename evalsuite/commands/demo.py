@@ -16,6 +16,7 @@ def register(app: typer.Typer) -> None:
 
 
 def demo(
+    ctx: typer.Context,
     out: Path = typer.Option(Path("results/demo"), "--out", "-o", help="Folder for runs, results, figures and report."),
     corpus: Path = typer.Option(None, help="Story text to train on (.txt with <|endoftext|>, .jsonl, or a folder)."),
     data_dir: Path = typer.Option(None, help="Reference data folder (default: $EVALSUITE_DATA or ../shared/data)."),
@@ -36,12 +37,13 @@ def demo(
     from rich.table import Table
 
     from corpora.errors import UserError
-    from evalsuite.cli import app as root_app
     from evalsuite.demo import offline_books_corpus, plan_demo
 
     # Tiny models gain nothing from a second thread, and OpenMP spin-waiting makes a step up to 100x
     # slower when the other core is busy (measured here); one thread keeps the demo's time predictable.
     torch.set_num_threads(1)
+    # the root command group this command was called from (so no import of evalsuite.cli: no import loop)
+    root = ctx.find_root().command
     console = Console()
     if out.exists() and any(out.iterdir()):
         if not fresh:
@@ -74,7 +76,9 @@ def demo(
         started = time.perf_counter()
         status, reason = "ok", None
         try:
-            root_app(args=step.args, prog_name="evalsuite", standalone_mode=False)
+            code = root.main(args=step.args, prog_name="evalsuite", standalone_mode=False)
+            if isinstance(code, int) and code != 0:  # typer.Exit(N) returns N without standalone mode
+                status, reason = "failed", f"exit code {code}"
         except UserError as err:
             status, reason = "failed", str(err)
         except SystemExit as err:  # a command that exits by itself
