@@ -577,18 +577,10 @@ def _check_dataset_identity(ctx: _Context, data: _TrainData | None, why: str) ->
 
 
 def read_samples(path: str | Path) -> list[dict[str, Any]]:
-    """samples.jsonl records (each must have a string `completion`)."""
-    from evalsuite.samples import read_jsonl_objects
+    """samples.jsonl records (each must have a string `completion`): evalsuite.samples.read_samples."""
+    from evalsuite.samples import read_samples as read_sample_records
 
-    path = Path(path)
-    records = []
-    for lineno, obj in read_jsonl_objects(path):
-        if not isinstance(obj.get("completion"), str):
-            raise UserError(f"{path}:{lineno}: expected a JSON object with a string 'completion'")
-        records.append(obj)
-    if not records:
-        raise UserError(f"no samples in {path}")
-    return records
+    return read_sample_records(path)
 
 
 def _same_path(a: Any, b: Path) -> bool:
@@ -610,7 +602,8 @@ def samples_for_checkpoint(records: list[dict[str, Any]], ckpt: Path, run_dir: P
     """
     from evalsuite.generate import checkpoint_id
 
-    named = [r for r in records if r.get("checkpoint") is not None or r.get("checkpoint_id") is not None]
+    # a record whose checkpoint_id was only defaulted from the file name names no checkpoint
+    named = [r for r in records if r.get("checkpoint_id_from", "checkpoint_id") != "file name"]
     if not named:
         return records, "samples name no checkpoint: all used"
     if ckpt.suffix == ".spinnet" or (ckpt / "model.safetensors").is_file():

@@ -19,7 +19,6 @@ import math
 import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -28,7 +27,7 @@ from corpora.errors import UserError
 from evalsuite.childes import age_model, measures, validation
 from evalsuite.childes.detectors import ERROR_TYPES, iter_detect, load_nlp
 from evalsuite.hypothesis import HYPOTHESIS, SEED_TOKENS_PER_CHAR, seed_nats_to_bpc
-from evalsuite.samples import read_jsonl_objects
+from evalsuite.samples import read_samples as read_sample_records
 from evalsuite.stats import spearman
 
 SUB_KINDS = {"pronoun_antecedent": ("gender_mismatch", "no_antecedent")}
@@ -112,28 +111,22 @@ class CompareResult:
 def read_samples(paths: Sequence[str | os.PathLike]) -> pd.DataFrame:
     """samples.jsonl files (DEVELOPING.md format) -> one row per sample; clear errors for bad lines."""
     rows = []
-    for path in paths:
-        path = Path(path).expanduser()
-        for lineno, record in read_jsonl_objects(path):
-            missing = [k for k in SAMPLE_REQUIRED if record.get(k) is None]
-            if missing:
-                raise UserError(f"{path}:{lineno}: missing {', '.join(missing)}")
-            checkpoint_id = record.get("checkpoint_id") or record.get("checkpoint")
-            if not checkpoint_id:
-                raise UserError(f"{path}:{lineno}: missing checkpoint_id (and checkpoint)")
-            try:
-                val_loss = float(record["val_loss"])
-                val_bpc = float(record["val_bpc"]) if record.get("val_bpc") is not None else float("nan")
-            except (TypeError, ValueError) as err:
-                raise UserError(f"{path}:{lineno}: val_loss/val_bpc must be numbers") from err
-            rows.append({
-                "samples_file": str(path), "line": lineno, "checkpoint_id": str(checkpoint_id),
-                "checkpoint": str(record.get("checkpoint") or checkpoint_id),
-                "model_family": record.get("model_family") or "",
-                "prompt_id": record.get("prompt_id"), "prompt": record.get("prompt") or "",
-                "completion": str(record["completion"]), "val_loss": val_loss, "val_bpc": val_bpc,
-                "tokens_seen": record.get("tokens_seen"),
-            })
+    # one reader and one defaulting rule for checkpoint_id/prompt (evalsuite.samples.read_samples)
+    for record in read_sample_records(paths, require=SAMPLE_REQUIRED) if paths else []:
+        path, lineno = record["samples_file"], record["samples_line"]
+        try:
+            val_loss = float(record["val_loss"])
+            val_bpc = float(record["val_bpc"]) if record.get("val_bpc") is not None else float("nan")
+        except (TypeError, ValueError) as err:
+            raise UserError(f"{path}:{lineno}: val_loss/val_bpc must be numbers") from err
+        rows.append({
+            "samples_file": path, "line": lineno, "checkpoint_id": record["checkpoint_id"],
+            "checkpoint": str(record["checkpoint"]),
+            "model_family": record.get("model_family") or "",
+            "prompt_id": record["prompt_id"], "prompt": record["prompt"],
+            "completion": record["completion"], "val_loss": val_loss, "val_bpc": val_bpc,
+            "tokens_seen": record.get("tokens_seen"),
+        })
     frame = pd.DataFrame(rows)
     if frame.empty:
         raise UserError("the samples files hold no samples")

@@ -33,6 +33,7 @@ def generate(
     from rich.console import Console
 
     from evalsuite.generate import SamplingConfig, iter_samples, load_prompt_set
+    from evalsuite.samples import SamplesWriter
 
     console = Console(stderr=True)
     prompt_set = load_prompt_set(prompts)
@@ -40,24 +41,20 @@ def generate(
         prompt_set.prompts = prompt_set.prompts[:limit]
     sampling = SamplingConfig(temperature=temperature, top_k=top_k or None, top_p=top_p,
                               max_new_tokens=max_new_tokens, seed=seed, batch_size=batch_size)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(out.suffix + ".partial")
-    rows = 0
     per_checkpoint = []
-    with tmp.open("w", encoding="utf-8") as handle:
+    with SamplesWriter(out) as writer:  # the one samples.jsonl writer (atomic)
         for ckpt in checkpoints:
             console.print(f"generating {len(prompt_set.prompts)} stories from {ckpt} ...")
             n_eot = 0
             ckpt_id = None
             for row in iter_samples(ckpt, prompt_set, sampling, device=device):
-                handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-                rows += 1
+                writer.write(row)
                 n_eot += row["finish_reason"] == "eot"
                 ckpt_id = row["checkpoint_id"]
-            handle.flush()
+            writer.flush()
             per_checkpoint.append({"checkpoint": str(ckpt), "checkpoint_id": ckpt_id,
                                    "stories": len(prompt_set.prompts), "ended_at_eot": n_eot})
-    tmp.replace(out)
+    rows = writer.n_written
     meta = {
         "command": "generate",
         "checkpoints": per_checkpoint,

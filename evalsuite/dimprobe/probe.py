@@ -146,25 +146,19 @@ def load_probe_texts(
     (.txt split on <|endoftext|>, .jsonl with "text", or a directory of those). With `max_docs`,
     a corpus is read only that far (streamed), so a 2 GB file is not loaded for 1,000 stories."""
     from corpora.documents import iter_documents
-    from evalsuite.samples import read_jsonl_objects
+    from evalsuite.samples import looks_like_samples, read_samples
 
     file = Path(path).expanduser()
     if not file.exists():
         raise UserError(f"text file not found: {file}")
-    if file.is_file() and file.suffix.lower() == ".jsonl" and _looks_like_samples(file):
+    if file.is_file() and file.suffix.lower() == ".jsonl" and looks_like_samples(file):
         texts = []
         checkpoint_ids: list[str] = []
-        for number, row in read_jsonl_objects(file):
-            if not isinstance(row.get("completion"), str):
-                raise UserError(f"{file} line {number}: a samples file needs a string 'completion' field")
-            prompt = row.get("prompt") or ""
-            if not isinstance(prompt, str):
-                raise UserError(f"{file} line {number}: 'prompt' must be a string")
-            source = f"{file.name}:{number}" + (f" prompt_id={row['prompt_id']}" if "prompt_id" in row else "")
+        for row in read_samples(file):  # one reader, one defaulting rule (evalsuite.samples)
+            prompt = row["prompt"]
+            source = f"{file.name}:{row['samples_line']} prompt_id={row['prompt_id']}"
             texts.append(ProbeText(prompt + row["completion"], 0 if include_prompt else len(prompt), source))
-            checkpoint_ids.append(str(row.get("checkpoint_id", row.get("checkpoint", "unknown"))))
-        if not texts:
-            raise UserError(f"{file}: no samples")
+            checkpoint_ids.append(row["checkpoint_id"])
         checkpoints = dict(Counter(checkpoint_ids))
         kind = "samples (prompt + completion)" if include_prompt else "samples (completion; prompt as context)"
     else:
@@ -211,18 +205,6 @@ def validation_texts(probe: ModelUnderProbe) -> tuple[list[ProbeText], dict[str,
                 texts.append(ProbeText(text, 0, f"val.bin#{i}"))
     return texts, {"path": str(val_path), "kind": "validation split of the checkpoint (decoded)",
                    "n_texts": len(texts)}
-
-
-def _looks_like_samples(file: Path) -> bool:
-    with file.open(encoding="utf-8") as handle:
-        for line in handle:
-            if line.strip():
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError:
-                    return False
-                return isinstance(row, dict) and "completion" in row
-    return False
 
 
 # --- the run ------------------------------------------------------------------------------------

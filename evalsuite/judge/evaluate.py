@@ -25,7 +25,7 @@ from evalsuite.judge.scoring import (
     story_scores,
     test_retest,
 )
-from evalsuite.samples import read_jsonl_objects
+from evalsuite.samples import read_samples
 
 STORY_UNIT = ["checkpoint_id", "story"]
 CHECKPOINT_FIELDS = ["checkpoint", "model_family", "val_loss", "val_bpc", "tokens_seen"]
@@ -35,29 +35,20 @@ def load_samples(paths: list[str | Path]) -> list[dict[str, Any]]:
     """Read samples.jsonl files (from `evalsuite generate`, or written by hand).
 
     Each line is a JSON object with string `prompt` (the story beginning) and `completion`. Missing
-    `prompt_id` defaults to the line number, missing `checkpoint_id` to the file's stem. A story is
+    `prompt_id` / `checkpoint_id` follow evalsuite.samples' one rule (line number; `checkpoint`, else
+    the file's stem). A story is
     identified by (checkpoint_id, prompt_id, occurrence), so several samples per prompt stay apart.
     """
     samples: list[dict[str, Any]] = []
-    for raw_path in paths:
-        path = Path(raw_path)
-        seen: dict[tuple[str, str], int] = {}
-        for lineno, obj in read_jsonl_objects(path):
-            for key in ("prompt", "completion"):
-                if not isinstance(obj.get(key), str):
-                    raise UserError(f"{path}:{lineno}: field {key!r} must be a string")
-            obj["prompt_id"] = str(obj.get("prompt_id", f"line-{lineno}"))
-            obj["checkpoint_id"] = str(obj.get("checkpoint_id", path.stem))
-            obj.setdefault("checkpoint", obj["checkpoint_id"])
-            pair = (str(obj["checkpoint_id"]), str(obj["prompt_id"]))
-            occurrence = seen.get(pair, 0)
-            seen[pair] = occurrence + 1
-            obj["story"] = f"{obj['prompt_id']}#{occurrence}"
-            obj["samples_file"] = str(path)
-            obj["samples_line"] = lineno
-            samples.append(obj)
-    if not samples:
-        raise UserError(f"no samples in {', '.join(str(p) for p in paths)}")
+    seen: dict[tuple[str, str, str], int] = {}
+    # one reader and one defaulting rule for checkpoint_id/prompt_id (evalsuite.samples.read_samples)
+    for obj in read_samples(paths, require=("prompt", "completion")):
+        obj["prompt_id"] = str(obj["prompt_id"])
+        pair = (obj["samples_file"], obj["checkpoint_id"], obj["prompt_id"])
+        occurrence = seen.get(pair, 0)
+        seen[pair] = occurrence + 1
+        obj["story"] = f"{obj['prompt_id']}#{occurrence}"
+        samples.append(obj)
     return samples
 
 
