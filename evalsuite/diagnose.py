@@ -47,6 +47,7 @@ import numpy as np
 import pandas as pd
 
 from corpora.errors import UserError
+from evalsuite.stats import two_proportion_test, wilson_ci
 
 COLUMNS = ["check", "status", "value", "unit", "detail", "expected", "advice", "n", "ci_low", "ci_high", "p_value"]
 STATUSES = ("pass", "warn", "fail", "skip")
@@ -157,9 +158,9 @@ def _load_context(ckpt_path: str | Path) -> _Context:
     counts, rows = _param_counts_from_safetensors(ckpt / MODEL_FILE)
     metrics = None
     if run_dir is not None and (run_dir / "metrics_stream.jsonl").is_file():
-        from evalsuite.dynamics import read_metrics_records
+        from trainers.metrics import read_metrics
 
-        metrics = read_metrics_records(run_dir / "metrics_stream.jsonl")
+        metrics = read_metrics(run_dir / "metrics_stream.jsonl")
     return _Context(ckpt, run_dir, config, state, latest_state, tokenizer, counts, rows, metrics)
 
 
@@ -741,24 +742,6 @@ def _corpus_token_counts(data: _TrainData | None, corpus: Path | None, tokenizer
             f"{data.path.name} (all {meta.n_tokens:,} tokens, eot excluded)")
 
 
-def _wilson(k: int, n: int) -> tuple[float, float]:
-    from statsmodels.stats.proportion import proportion_confint
-
-    if n == 0:
-        return (math.nan, math.nan)
-    low, high = proportion_confint(k, n, alpha=ALPHA, method="wilson")
-    return float(low), float(high)
-
-
-def _two_proportion_p(k1: int, n1: int, k2: int, n2: int) -> float:
-    from statsmodels.stats.proportion import proportions_ztest
-
-    if n1 == 0 or n2 == 0 or (k1 + k2) == 0 or (k1 + k2) == (n1 + n2):
-        return math.nan
-    _, p = proportions_ztest([k1, k2], [n1, n2])
-    return float(p)
-
-
 def _article_status(ratio: float, p: float) -> str:
     significant = not math.isnan(p) and p < ALPHA
     if math.isnan(ratio):
@@ -819,9 +802,9 @@ def _check_articles(ctx: _Context, samples: Path | None, corpus: Path | None, da
         p_gen = k_gen / gen_total if gen_total else math.nan
         p_corp = k_corp / corp_total if corp_total else math.nan
         ratio = p_gen / p_corp if p_corp else math.nan
-        p_value = _two_proportion_p(k_gen, gen_total, k_corp, corp_total)
-        ci = _wilson(k_gen, gen_total)
-        ci_corp = _wilson(k_corp, corp_total)
+        p_value = two_proportion_test(k_gen, gen_total, k_corp, corp_total, alpha=ALPHA).p
+        ci = wilson_ci(k_gen, gen_total, alpha=ALPHA)
+        ci_corp = wilson_ci(k_corp, corp_total, alpha=ALPHA)
         status = _article_status(ratio, p_value)
         name = "article_frequency" if article is None else f"article_frequency[{article}]"
         counted = "completions re-encoded with the checkpoint's tokenizer" if groups else "words of the completions"

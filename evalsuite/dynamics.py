@@ -55,8 +55,8 @@ import numpy as np
 import pandas as pd
 
 from corpora.errors import UserError
+from trainers.metrics import METRICS_FILE, read_metrics
 
-METRICS_FILE = "metrics_stream.jsonl"
 SCALAR_KEYS = (
     "step", "tokens_seen", "train_loss", "train_objective", "val_loss", "val_bpc", "lr", "grad_norm",
     "tokens_per_s", "article_loss", "other_loss", "article_other_ratio",
@@ -65,33 +65,6 @@ PHASE_LABELS = ("rapid-drop", "slow-decline", "plateau", "rising")
 # Loss resolution for the phase fit: a residual variance below (1e-3 nats)^2 counts as a perfect fit,
 # so noise-free (or rounded) curves do not buy extra segments with vanishing improvements.
 RESOLUTION_NATS = 1e-3
-
-
-# ----------------------------------------------------------------------------------------------
-# metrics stream
-
-
-def read_metrics_records(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """Records of a metrics_stream.jsonl. A torn LAST line (a crash mid-write) is dropped; a bad line
-    anywhere else is an error."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / METRICS_FILE
-    if not path.is_file():
-        raise UserError(f"no {METRICS_FILE} at {path}")
-    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    records = []
-    for i, line in enumerate(lines):
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
-            if i == len(lines) - 1:
-                break
-            raise UserError(f"{path}:{i + 1}: not valid JSON ({err.msg})") from None
-        if not isinstance(record, dict) or not isinstance(record.get("step"), int):
-            raise UserError(f"{path}:{i + 1}: expected a JSON object with an integer 'step'")
-        records.append(record)
-    return records
 
 
 @dataclass
@@ -140,7 +113,7 @@ def metrics_frame(run_dir: str | os.PathLike, run: str | None = None) -> pd.Data
     `train_bpc_source` says so.
     """
     run_dir = Path(run_dir)
-    records = read_metrics_records(run_dir)
+    records = read_metrics(run_dir)
     facts = run_facts(run_dir, run)
     frame = pd.DataFrame([{k: r.get(k) for k in SCALAR_KEYS} for r in records], columns=list(SCALAR_KEYS))
     frame = frame.astype({k: float for k in SCALAR_KEYS if k not in ("step", "tokens_seen")})
@@ -163,7 +136,7 @@ def component_grad_norms(run_dir: str | os.PathLike, run: str | None = None) -> 
     """Long table of SpinNet per-component gradient norms: run, step, tokens_seen, component, grad_norm."""
     rows = []
     name = run or Path(run_dir).name
-    for record in read_metrics_records(run_dir):
+    for record in read_metrics(run_dir):
         norms = record.get("component_grad_norms")
         if norms:
             rows += [{"run": name, "step": record["step"], "tokens_seen": record.get("tokens_seen"),

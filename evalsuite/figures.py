@@ -192,7 +192,8 @@ def _family_of(frame: pd.DataFrame) -> pd.Series:
 
 
 def _loss_inputs(results_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame | None, list[Path]]:
-    from evalsuite.dynamics import METRICS_FILE, metrics_frame, train_val_gap
+    from evalsuite.dynamics import metrics_frame, train_val_gap
+    from trainers.metrics import METRICS_FILE
 
     curves_files = _find(results_dir, ["curves.csv"], ("dynamics",))
     if curves_files:

@@ -33,7 +33,7 @@ PROCEDURES: dict[str, str] = {
     ),
     "evalsuite.stats.two_proportion_test": (
         "difference of two proportions: two-sided z test (statsmodels proportions_ztest) and Newcombe "
-        "score CI (statsmodels confint_proportions_2indep, method='score')"
+        "hybrid score CI (statsmodels confint_proportions_2indep, method='newcomb')"
     ),
     "evalsuite.stats.adjust_pvalues": "multiple-comparison adjustment (statsmodels multipletests: BH or Holm)",
     "evalsuite.stats.permutation_p": "permutation p = (b + 1) / (P + 1), b = null draws at least as extreme",
@@ -84,7 +84,9 @@ def bootstrap_ci(
     n = int(arr.shape[0])
     estimate = float(stat(arr)) if n else math.nan
     rng = np.random.default_rng(seed)
-    lo_q, hi_q = (1 - confidence) / 2, 1 - (1 - confidence) / 2
+    # alpha rounded so that confidence=0.95 gives exactly the 0.025/0.975 quantiles (1 - 0.95 != 0.05 in floats)
+    alpha = round(1 - confidence, 12)
+    lo_q, hi_q = alpha / 2, 1 - alpha / 2
     if groups is None:
         method = f"bootstrap over {n} units, {n_boot} resamples"
         if n < 2:
@@ -212,7 +214,9 @@ def two_proportion_test(k1: int, n1: int, k2: int, n2: int, alpha: float = ALPHA
     if n1 <= 0 or n2 <= 0:
         return ProportionDifference(math.nan, math.nan, math.nan, math.nan, math.nan, math.nan, math.nan)
     p1, p2 = k1 / n1, k2 / n2
-    lo, hi = confint_proportions_2indep(k1, n1, k2, n2, method="score", compare="diff", alpha=alpha)
+    # Newcombe's hybrid (from two Wilson intervals): closed form, defined at zero counts, where
+    # statsmodels' method="score" root search fails ("function value is NaN")
+    lo, hi = confint_proportions_2indep(k1, n1, k2, n2, method="newcomb", compare="diff", alpha=alpha)
     if (k1 + k2) in (0, n1 + n2):
         z = p = math.nan
     else:

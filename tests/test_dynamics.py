@@ -14,6 +14,7 @@ from _tiny_run import tiny_run
 from corpora.errors import UserError
 from evalsuite import dynamics as dy
 from trainers.config import ModelConfig
+from trainers.metrics import read_metrics
 from trainers.model import build_model
 
 
@@ -136,11 +137,11 @@ def test_a_torn_last_line_is_dropped_but_a_bad_middle_line_is_an_error(tmp_path)
     _write_stream(run, [{"step": 1, "tokens_seen": 10, "train_loss": 3.0}, {"step": 2, "tokens_seen": 20}])
     with open(run / "metrics_stream.jsonl", "a") as handle:
         handle.write('{"step": 3, "tok')
-    assert [r["step"] for r in dy.read_metrics_records(run)] == [1, 2]
+    assert [r["step"] for r in read_metrics(run)] == [1, 2]
     lines = (run / "metrics_stream.jsonl").read_text().splitlines()
     (run / "metrics_stream.jsonl").write_text("\n".join([lines[0], "not json", lines[1]]) + "\n")
     with pytest.raises(UserError, match=":2: not valid JSON"):
-        dy.read_metrics_records(run)
+        read_metrics(run)
 
 
 def _spinnet(**overrides):

@@ -73,3 +73,17 @@ def test_two_proportion_and_adjust_and_permutation():
     assert stats.permutation_p(5.0, [1, 2, 3, 6]) == pytest.approx(2 / 5)
     with pytest.raises(ValueError):
         stats.adjust_pvalues([0.1], "nope")
+
+
+def test_bootstrap_ci_uses_exactly_the_2_5_and_97_5_percentiles():
+    # what childes-compare's measure CIs were before they moved here: default_rng(seed) draws, 0.025/0.975
+    values = np.random.default_rng(3).normal(size=7)
+    ci = stats.bootstrap_ci(values, n_boot=400, seed=5)
+    idx = np.random.default_rng(5).integers(0, 7, size=(400, 7))
+    means = values[idx].mean(axis=1)
+    assert (ci.ci_low, ci.ci_high) == (float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975)))
+
+
+def test_two_proportion_ci_is_defined_at_zero_counts():
+    d = stats.two_proportion_test(0, 1000, 50, 2000)  # e.g. generations without a single article
+    assert d.diff == pytest.approx(-0.025) and d.ci_low < -0.025 < d.ci_high < 0 and d.p < 0.001

@@ -28,7 +28,7 @@ from evalsuite.childes import age_model, measures, validation
 from evalsuite.childes.detectors import ERROR_TYPES, iter_detect, load_nlp
 from evalsuite.hypothesis import HYPOTHESIS, SEED_TOKENS_PER_CHAR, seed_nats_to_bpc
 from evalsuite.samples import read_samples as read_sample_records
-from evalsuite.stats import spearman
+from evalsuite.stats import bootstrap_ci, spearman, wilson_ci
 
 SUB_KINDS = {"pronoun_antecedent": ("gender_mismatch", "no_antecedent")}
 SAMPLE_REQUIRED = ("completion", "val_loss")
@@ -270,7 +270,7 @@ def rate_table(units: pd.DataFrame, config: CompareConfig) -> pd.DataFrame:
                                                           for hs in g["hits"]])))
             for name, flags in entries:
                 count = int(flags.sum())
-                lo, hi = measures.wilson_ci(count, n)
+                lo, hi = wilson_ci(count, n)
                 hits = int(sum(sum(1 for h in hs if h["error_type"] == name.split("/")[0]
                                    and ("/" not in name or h["kind"] == name.split("/")[1])) for hs in g["hits"]))
                 rows.append({**key, "error_type": name, "rate": 100.0 * count / n, "ci_low": 100.0 * lo,
@@ -278,18 +278,24 @@ def rate_table(units: pd.DataFrame, config: CompareConfig) -> pd.DataFrame:
     return _order_columns(pd.DataFrame(rows))
 
 
+def _mean_ci(values, config: CompareConfig) -> tuple[float, float, float, int]:
+    """Mean and percentile bootstrap CI over units (evalsuite.stats.bootstrap_ci)."""
+    ci = bootstrap_ci(np.asarray(list(values), dtype=float), n_boot=config.n_bootstrap, seed=config.seed)
+    return ci.estimate, ci.ci_low, ci.ci_high, ci.n
+
+
 def measure_table(units: pd.DataFrame, config: CompareConfig) -> pd.DataFrame:
     rows = []
     doc_col = {"childes": "file", "model": "doc_id"}
     for key, g in _group_keys(units, config):
         for name, col in (("mlu_morphemes", "n_morphemes"), ("mlu_words", "n_words"), ("clause_density", "n_clauses")):
-            value, lo, hi = measures.bootstrap_mean_ci(g[col], config.n_bootstrap, config.seed)
+            value, lo, hi, _ = _mean_ci(g[col], config)
             rows.append({**key, "measure": name, "value": value, "ci_low": lo, "ci_high": hi, "n": len(g),
                          "ci_method": "percentile bootstrap over units"})
         per_doc = g.groupby(doc_col[key["source"]])["words"].agg(lambda s: [w for ws in s for w in ws])
         for name, fn in (("mattr", lambda w: measures.mattr(w, config.mattr_window)), ("ttr", measures.ttr)):
             vals = [fn(w) for w in per_doc]
-            value, lo, hi = measures.bootstrap_mean_ci(vals, config.n_bootstrap, config.seed)
+            value, lo, hi, _ = _mean_ci(vals, config)
             rows.append({**key, "measure": name, "value": value, "ci_low": lo, "ci_high": hi, "n": len(vals),
                          "ci_method": "mean over documents, percentile bootstrap over documents"})
     return _order_columns(pd.DataFrame(rows))

@@ -17,9 +17,7 @@ Two implementations that must agree:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-
-import numpy as np
+from collections.abc import Sequence
 
 from evalsuite.childes import lexicon
 from evalsuite.childes.detectors import FILLERS, is_word
@@ -169,29 +167,3 @@ def mattr(words: Sequence[str], window: int = 50) -> float:
         counts[new] = counts.get(new, 0) + 1
         total += len(counts)
     return total / ((n - window + 1) * window)
-
-
-def bootstrap_mean_ci(
-    values: Iterable[float], n_boot: int = 1000, seed: int = 0, alpha: float = 0.05
-) -> tuple[float, float, float]:
-    """Mean and percentile bootstrap CI over units."""
-    arr = np.asarray([v for v in values if v == v], dtype=float)
-    if arr.size == 0:
-        return float("nan"), float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, arr.size, size=(n_boot, arr.size))
-    means = arr[idx].mean(axis=1)
-    return float(arr.mean()), float(np.quantile(means, alpha / 2)), float(np.quantile(means, 1 - alpha / 2))
-
-
-def wilson_ci(count: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
-    """Wilson score interval for a proportion count/n."""
-    if n == 0:
-        return float("nan"), float("nan")
-    p = count / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    lo = 0.0 if count == 0 else max(0.0, centre - half)  # exact ends: no float dust above 0 or below 1
-    hi = 1.0 if count == n else min(1.0, centre + half)
-    return float(min(lo, p)), float(max(hi, p))

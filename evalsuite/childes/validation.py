@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from evalsuite.childes.measures import wilson_ci
+from evalsuite.stats import wilson_ci
 
 
 @dataclass(frozen=True)
