@@ -31,7 +31,7 @@ from __future__ import annotations
 import os
 import re
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -404,8 +404,3 @@ def _mor_items(utt) -> tuple[list[str], list[str]]:
     tier = (utt.tiers or {}).get("%mor", "")
     mor = [part for item in tier.split() for part in item.split("~") if "|" in part and not part.startswith("cm|")]
     return mor, [""] * len(mor)
-
-
-def iter_chat_sources(paths: Iterable[str | os.PathLike]) -> list[Path]:
-    """Validate several CHAT sources up front (clear error before any long work starts)."""
-    return [_collect_sources(Path(p).expanduser()) for p in paths]

@@ -28,14 +28,46 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+
+
+def version_line() -> str:
+    """`evalsuite <version> (git <commit>[, dirty])`, or `(not a git checkout)` for an installed wheel."""
+    from corpora.provenance import code_version
+
+    cv = code_version()
+    if cv["git_commit"] is None:
+        where = "not a git checkout"
+    else:
+        where = f"git {cv['git_commit']}" + (", uncommitted changes" if cv["git_dirty"] else "")
+    return f"evalsuite {cv['version'] or 'unknown'} ({where})"
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(version_line())
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", is_eager=True, callback=_print_version,
+                                 help="Print the package version and git commit, then exit."),
+) -> None:
+    """Train small LMs on children's stories and measure how their language develops."""
+
+
 for module in COMMAND_MODULES:
     module.register(app)
 
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: user errors become one line on stderr and exit code 2."""
+    from evalsuite.results import invocation
+
+    recorded = ["evalsuite", *(sys.argv[1:] if argv is None else argv)]
     try:
-        code = app(args=argv, prog_name="evalsuite", standalone_mode=False)
+        with invocation(recorded):
+            code = app(args=argv, prog_name="evalsuite", standalone_mode=False)
     except UserError as err:
         typer.secho(f"error: {err}", fg="red", err=True)
         sys.exit(2)

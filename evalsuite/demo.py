@@ -14,6 +14,7 @@ from pathlib import Path
 
 from corpora.errors import UserError
 from corpora.paths import find_data_dir
+from evalsuite.results import results_dir_for
 
 
 @dataclass
@@ -107,12 +108,12 @@ def plan_demo(
     for family in families:
         steps.append(DemoStep(
             name=f"train {family}-tiny",
-            args=["train", "--config", f"{family}-tiny", "--data", str(corpus), "--out-dir", str(runs / family),
+            args=["train", "--config", f"{family}-tiny", "--data", str(corpus), "--out", str(runs / family),
                   "--set", f"train.max_iters={max_iters}", "--set", f"train.val_fraction={val_fraction}",
                   "--set", f"train.snapshot_steps=[{max_iters // 3},{2 * max_iters // 3}]", "--no-progress"],
             outputs=[str(runs / family)],
         ))
-    samples = res / "generate" / "samples.jsonl"
+    samples = results_dir_for(res, "generate") / "samples.jsonl"
     checkpoints: list[str] = []
     for family in families:
         checkpoints += [str(runs / family / f"step_{step:07d}") for step in (max_iters // 3, 2 * max_iters // 3)]
@@ -124,27 +125,27 @@ def plan_demo(
     ))
     steps.append(DemoStep(
         name="compress SpinNet",
-        args=["compress", str(runs / "spinnet" / "best"), "-o", str(res / "compress" / "spinnet-tiny.spinnet")],
-        outputs=[str(res / "compress")],
+        args=["compress", str(runs / "spinnet" / "best"), "-o", str(results_dir_for(res, "compress") / "spinnet-tiny.spinnet")],
+        outputs=[str(results_dir_for(res, "compress"))],
     ))
     steps.append(DemoStep(
         name="diagnose SpinNet",
         args=["diagnose", str(runs / "spinnet" / "best"), "--samples", str(samples),
-              "-o", str(res / "diagnose" / "spinnet-best.csv")],
-        outputs=[str(res / "diagnose")],
+              "-o", str(results_dir_for(res, "diagnose") / "spinnet-best.csv")],
+        outputs=[str(results_dir_for(res, "diagnose"))],
     ))
     steps.append(DemoStep(
         name="training dynamics",
-        args=["dynamics", str(runs / "spinnet"), str(runs / "baseline"), "-o", str(res / "dynamics"),
+        args=["dynamics", str(runs / "spinnet"), str(runs / "baseline"), "-o", str(results_dir_for(res, "dynamics")),
               "--checkpoints", "best", "--no-progress"],
-        outputs=[str(res / "dynamics")],
+        outputs=[str(results_dir_for(res, "dynamics"))],
     ))
     steps.append(DemoStep(
         name="dim-probe SpinNet",
-        args=["dim-probe", str(runs / "spinnet" / "best"), "--text", str(samples), "--out", str(res / "dim-probe"),
+        args=["dim-probe", str(runs / "spinnet" / "best"), "--text", str(samples), "-o", str(results_dir_for(res, "dim-probe")),
               "--baseline", str(runs / "baseline" / "best"), "--permutations", "500", "--bootstrap", "500",
               "--no-progress"],
-        outputs=[str(res / "dim-probe")],
+        outputs=[str(results_dir_for(res, "dim-probe"))],
     ))
     childes = data / "childes" / "Brown" if data is not None else None
     childes_args: list[str] = []
@@ -157,9 +158,9 @@ def plan_demo(
                 childes_args += ["--childes", str(path)]
     childes_step = DemoStep(
         name="childes-compare",
-        args=["childes-compare", "--samples", str(samples), "--out", str(res / "childes-compare"), *data_args,
+        args=["childes-compare", "--samples", str(samples), "-o", str(results_dir_for(res, "childes-compare")), *data_args,
               *childes_args],
-        outputs=[str(res / "childes-compare")],
+        outputs=[str(results_dir_for(res, "childes-compare"))],
     )
     if childes is None or not childes.is_dir():
         childes_step.required = False
@@ -170,9 +171,9 @@ def plan_demo(
     steps.append(childes_step)
     judge_step = DemoStep(
         name="gpt-eval",
-        args=["gpt-eval", str(samples), "--out", str(res / "gpt_eval")],
+        args=["gpt-eval", str(samples), "--out", str(results_dir_for(res, "gpt-eval"))],
         required=False,
-        outputs=[str(res / "gpt_eval")],
+        outputs=[str(results_dir_for(res, "gpt-eval"))],
     )
     if judge_base_url:
         judge_step.args += ["--base-url", judge_base_url] + (["--model", judge_model] if judge_model else [])
@@ -185,8 +186,8 @@ def plan_demo(
             "(results/study/gpt_eval_validate_local): a smoke test of the pipeline, not a judge for the demo"
         )
     steps.append(judge_step)
-    steps.append(DemoStep(name="figures", args=["figures", str(res), "-o", str(res / "figures")],
-                          outputs=[str(res / "figures")]))
+    steps.append(DemoStep(name="figures", args=["figures", str(res), "-o", str(results_dir_for(res, "figures"))],
+                          outputs=[str(results_dir_for(res, "figures"))]))
     steps.append(DemoStep(name="report", args=["report", str(res), "-o", str(res / "report.html"), "--no-redraw"],
                           outputs=[str(res / "report.html")]))
     return DemoPlan(out_dir=out_dir, corpus=corpus, corpus_note=note, data_dir=data, steps=steps)

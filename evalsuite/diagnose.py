@@ -860,25 +860,51 @@ def diagnose(ckpt_path: str | Path, samples: str | Path | None = None, corpus: s
     return frame
 
 
-def diagnose_meta(frame: pd.DataFrame, *, samples: str | Path | None, corpus: str | Path | None) -> dict[str, Any]:
-    """meta.json content for a diagnose table: inputs, thresholds, versions."""
-    import platform
+_D = "evalsuite.diagnose.diagnose"
+COLUMNS: dict[str, tuple[str, str]] = {
+    "check": ("name of the check (module docstring of evalsuite.diagnose lists them)", _D),
+    "status": ("pass / warn / fail / skip against the threshold in `expected`", _D),
+    "value": ("the measured number of the check, in `unit`", _D),
+    "unit": ("unit of value", _D),
+    "detail": ("what was measured, with counts", _D),
+    "expected": ("the threshold or rule that sets the status", _D),
+    "advice": ("what to do when the check does not pass", _D),
+    "n": ("units behind value (tokens or words counted), where a count applies", _D),
+    "ci_low": ("lower end of the 95% Wilson interval of the generated share (article check)",
+               "evalsuite.stats.wilson_ci"),
+    "ci_high": ("upper end of that interval", "evalsuite.stats.wilson_ci"),
+    "p_value": ("two-sided two-proportion z test, generated vs corpus share (article check)",
+                "evalsuite.stats.two_proportion_test"),
+}
 
-    return {
-        "command": "diagnose",
-        "checkpoint": frame.attrs.get("checkpoint"),
-        "run_dir": frame.attrs.get("run_dir"),
-        "samples": str(samples) if samples else None,
-        "corpus": str(corpus) if corpus else None,
-        "notes": frame.attrs.get("notes", []),
-        "status_counts": frame["status"].value_counts().to_dict(),
-        "thresholds": {
-            "embedding_share_warn": EMBEDDING_SHARE_WARN, "min_tokens_per_vocab_entry": MIN_TOKENS_PER_VOCAB_ENTRY,
-            "unused_vocab_warn": UNUSED_VOCAB_WARN, "epochs_warn": EPOCHS_WARN,
-            "tokens_per_param_warn": TOKENS_PER_PARAM_WARN, "best_latest_gap_warn_nats": BEST_LATEST_GAP_WARN_NATS,
-            "train_val_gap_warn_nats": TRAIN_VAL_GAP_WARN_NATS, "min_lr_ratio": MIN_LR_RATIO,
-            "warmup_share_warn": WARMUP_SHARE_WARN, "article_ratio_ok": ARTICLE_RATIO_OK,
-            "article_ratio_fail": ARTICLE_RATIO_FAIL, "alpha": ALPHA,
+
+def diagnose_meta(frame: pd.DataFrame, *, samples: str | Path | None, corpus: str | Path | None,
+                  table_name: str = "diagnose.csv") -> dict[str, Any]:
+    """meta.json content for a diagnose table (evalsuite.results schema): inputs, thresholds, columns."""
+    from evalsuite.results import build_meta, column, describe_columns
+
+    definitions = {name: column(*entry) for name, entry in COLUMNS.items()}
+    inputs = [p for p in (frame.attrs.get("checkpoint"), samples, corpus) if p]
+    return build_meta(
+        "diagnose",
+        config={"checkpoint": frame.attrs.get("checkpoint"), "samples": str(samples) if samples else None,
+                "corpus": str(corpus) if corpus else None},
+        inputs=inputs,
+        columns={table_name: describe_columns(frame.columns, definitions, table_name)},
+        outputs=[table_name],
+        extra={
+            "checkpoint": frame.attrs.get("checkpoint"),
+            "run_dir": frame.attrs.get("run_dir"),
+            "notes": frame.attrs.get("notes", []),
+            "status_counts": frame["status"].value_counts().to_dict(),
+            "thresholds": {
+                "embedding_share_warn": EMBEDDING_SHARE_WARN, "min_tokens_per_vocab_entry": MIN_TOKENS_PER_VOCAB_ENTRY,
+                "unused_vocab_warn": UNUSED_VOCAB_WARN, "epochs_warn": EPOCHS_WARN,
+                "tokens_per_param_warn": TOKENS_PER_PARAM_WARN,
+                "best_latest_gap_warn_nats": BEST_LATEST_GAP_WARN_NATS,
+                "train_val_gap_warn_nats": TRAIN_VAL_GAP_WARN_NATS, "min_lr_ratio": MIN_LR_RATIO,
+                "warmup_share_warn": WARMUP_SHARE_WARN, "article_ratio_ok": ARTICLE_RATIO_OK,
+                "article_ratio_fail": ARTICLE_RATIO_FAIL, "alpha": ALPHA,
+            },
         },
-        "versions": {"python": platform.python_version(), "pandas": pd.__version__, "numpy": np.__version__},
-    }
+    )

@@ -469,15 +469,6 @@ def token_batch(ids: Sequence[int] | np.ndarray, block_size: int, n_blocks: int)
     return torch.from_numpy(ids[: b * t].reshape(b, t).copy())
 
 
-def text_batch(tokenizer: Any, texts: Sequence[str], block_size: int, n_blocks: int) -> Any:
-    """Encode texts (joined by the tokenizer's end-of-text id) into a `token_batch`."""
-    ids: list[int] = []
-    for text in texts:
-        ids.extend(tokenizer.encode(text))
-        ids.append(tokenizer.eot_id)
-    return token_batch(ids, block_size, n_blocks)
-
-
 def checkpoint_names(run_dir: str | os.PathLike) -> list[str]:
     """Checkpoint directories of a run in training order: step_* snapshots, then latest, best."""
     from trainers.checkpoint import is_checkpoint_dir
@@ -568,6 +559,91 @@ def run_dynamics(
     )
 
 
+# ----------------------------------------------------------------------------------------------
+# column definitions (meta.json `columns`): what each output column is and which function computed it
+
+_M = "evalsuite.dynamics"
+_COMMON = {
+    "run": ("run directory name", f"{_M}.run_facts"),
+    "model_family": ("spinnet or baseline", f"{_M}.run_facts"),
+    "tokenizer": ("tokenizer name of the run", f"{_M}.run_facts"),
+    "checkpoint": ("checkpoint folder analysed (step_*, latest, best)", f"{_M}.run_dynamics"),
+    "step": ("training step", "trainers.metrics.read_metrics"),
+    "tokens_seen": ("training tokens seen at that step", "trainers.metrics.read_metrics"),
+    "val_loss": ("validation loss, nats/token", "trainers.metrics.read_metrics"),
+    "val_bpc": ("validation loss, bits per character of the val split", "trainers.metrics.read_metrics"),
+    "layer": ("layer name (HypercomplexLinear module path; for ranks: 0 = embedding, i = after block i)",
+              f"{_M}.component_weight_stats"),
+    "block": ("transformer block index of the layer (null for none / all layers)", f"{_M}.component_weight_stats"),
+    "component": ("algebra component k (0..n-1), or 'all'", f"{_M}.component_weight_stats"),
+    "n_components": ("n of the algebra (components per layer)", f"{_M}.component_weight_stats"),
+}
+_STREAM = {k: (f"{k} as logged in metrics_stream.jsonl", "trainers.metrics.read_metrics") for k in (
+    "train_loss", "train_objective", "lr", "grad_norm", "tokens_per_s", "article_loss", "other_loss",
+    "article_other_ratio")}
+_TABLES: dict[str, dict[str, tuple[str, str]]] = {
+    "curves": {**_STREAM,
+               "train_bpc": ("train loss in bits per character of the train split", f"{_M}.metrics_frame"),
+               "train_bpc_source": ("which split's tokens/characters converted train_bpc", f"{_M}.metrics_frame")},
+    "gap": {"train_loss": ("one batch's train loss at the eval step, nats/token", "trainers.metrics.read_metrics"),
+            "train_loss_smoothed": ("mean of the last `window` logged train losses up to the eval step",
+                                    f"{_M}.train_val_gap"),
+            "train_loss_n": ("train losses averaged into train_loss_smoothed", f"{_M}.train_val_gap"),
+            "gap_nats": ("val_loss - train_loss_smoothed, nats/token", f"{_M}.train_val_gap"),
+            "train_bpc_smoothed": ("train_loss_smoothed in bits per character", f"{_M}.train_val_gap"),
+            "gap_bpc": ("val_bpc - train_bpc_smoothed", f"{_M}.train_val_gap")},
+    "phases": {"metric": ("loss fitted (train_loss or val_loss)", f"{_M}.loss_phases"),
+               "phase": ("phase number along the curve", f"{_M}.loss_phases"),
+               "label": ("rapid-drop / slow-decline / plateau / rising, from the fitted slope", f"{_M}.loss_phases"),
+               "start_step": ("first step of the phase", f"{_M}.loss_phases"),
+               "end_step": ("last step of the phase", f"{_M}.loss_phases"),
+               "start_tokens": ("tokens seen at its start", f"{_M}.loss_phases"),
+               "end_tokens": ("tokens seen at its end", f"{_M}.loss_phases"),
+               "n_points": ("logged points in the phase", f"{_M}.loss_phases"),
+               "slope_per_decade": ("fitted slope, nats per decade of tokens", f"{_M}.loss_phases"),
+               "fit_start": ("fitted loss at the start", f"{_M}.loss_phases"),
+               "fit_end": ("fitted loss at the end", f"{_M}.loss_phases"),
+               "observed_start": ("observed loss at the start", f"{_M}.loss_phases"),
+               "observed_end": ("observed loss at the end", f"{_M}.loss_phases"),
+               "n_segments": ("segments chosen by BIC (segmented least squares)", f"{_M}.loss_phases"),
+               "bic": ("BIC of the chosen segmentation", f"{_M}.loss_phases")},
+    "grad_norms": {"grad_norm": ("gradient norm of this algebra component's weights (SpinNet)",
+                                 f"{_M}.component_grad_norms")},
+    "components": {"weights": ("which weight tensor", f"{_M}.component_weight_stats"),
+                   "n_weights": ("ternary weights in the component", f"{_M}.component_weight_stats"),
+                   "zero_share": ("share of ternary weights that are 0", f"{_M}.component_weight_stats"),
+                   "plus_share": ("share that are +1", f"{_M}.component_weight_stats"),
+                   "minus_share": ("share that are -1", f"{_M}.component_weight_stats"),
+                   "norm_share": ("component's share of the layer's squared weight norm",
+                                  f"{_M}.component_weight_stats"),
+                   "dead": ("zero_share >= dead_threshold (default 0.99)", f"{_M}.component_weight_stats"),
+                   "dominant": ("norm_share >= dominant_factor / n (default 2/n)", f"{_M}.component_weight_stats")},
+    "component_summary": {"dead_ratio": ("share of dead components", f"{_M}.component_summary"),
+                          "dominant_ratio": ("share of dominant components", f"{_M}.component_summary"),
+                          "zero_weight_share": ("share of ternary weights at zero", f"{_M}.component_summary")},
+    "activations": {"act_bits_active": ("whether the model itself quantises activations to 8 bits",
+                                        f"{_M}.activation_component_stats"),
+                    "n_tokens": ("tokens in the batch", f"{_M}.activation_component_stats"),
+                    "scale_owner_share": ("share of tokens whose absmax element lies in this component",
+                                          f"{_M}.activation_component_stats"),
+                    "at_bound_share": ("share of its elements at |q| = 127", f"{_M}.activation_component_stats"),
+                    "zero_share": ("share of its elements rounded to 0", f"{_M}.activation_component_stats"),
+                    "saturated": ("scale_owner_share >= dominant_factor / n", f"{_M}.activation_component_stats")},
+    "ranks": {"scope": ("whole vector or one component", f"{_M}.hidden_state_ranks"),
+              "erank": ("effective rank (Roy & Vetterli 2007) of the centred hidden states", f"{_M}.effective_rank"),
+              "dim": ("dimensions of the vectors", f"{_M}.hidden_state_ranks"),
+              "n_vectors": ("token vectors in the batch", f"{_M}.hidden_state_ranks"),
+              "erank_ratio": ("erank / dim", f"{_M}.hidden_state_ranks")},
+}
+
+
+def column_definitions(table: str) -> dict[str, dict[str, str]]:
+    """column -> {definition, computed_by} for one dynamics table (the shared columns included)."""
+    from evalsuite.results import column
+
+    return {name: column(*entry) for name, entry in {**_COMMON, **_TABLES[table]}.items()}
+
+
 def write_dynamics(
     run_dirs: Sequence[str | os.PathLike],
     out_dir: str | os.PathLike,
@@ -577,10 +653,6 @@ def write_dynamics(
     progress: bool = False,
 ) -> list[Path]:
     """Dynamics tables of several runs, concatenated, as `<out_dir>/<table>.csv` plus `meta.json`."""
-    import platform
-
-    import torch
-
     if not run_dirs:
         raise UserError("no run directories given")
     out = Path(out_dir)
@@ -598,19 +670,19 @@ def write_dynamics(
         runs_meta.append({"run": facts.run, "path": str(run_dir.resolve()), "model_family": facts.model_family,
                           "tokenizer": facts.tokenizer, "config": facts.config,
                           "seed": ((facts.config or {}).get("train") or {}).get("seed")})
+    from evalsuite.results import build_meta, describe_columns, write_meta, write_table
+
     written = []
+    columns = {}
     for name, frames in tables.items():
         frames = [f for f in frames if not f.empty]
         frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-        path = out / f"{name}.csv"
-        frame.to_csv(path, index=False)
-        written.append(path)
-    meta = {
-        "command": "dynamics", "runs": runs_meta, "checkpoints": checkpoints, "n_blocks": n_blocks,
-        "definitions": __doc__,
-        "versions": {"python": platform.python_version(), "torch": torch.__version__, "pandas": pd.__version__,
-                     "numpy": np.__version__},
-    }
-    (out / "meta.json").write_text(json.dumps(meta, indent=2, default=str) + "\n", encoding="utf-8")
-    written.append(out / "meta.json")
+        written += write_table(frame, out / f"{name}.csv")
+        columns[f"{name}.csv"] = describe_columns(frame.columns, column_definitions(name), f"{name}.csv")
+    seeds = {f"train.seed[{r['run']}]": r["seed"] for r in runs_meta if r["seed"] is not None}
+    meta = build_meta(
+        "dynamics", config={"checkpoints": checkpoints, "n_blocks": n_blocks}, inputs=[Path(r["path"]) / METRICS_FILE for r in runs_meta],
+        seeds=seeds, columns=columns, outputs=[p.name for p in written], extra={"runs": runs_meta},
+    )
+    written.append(write_meta(out, meta))
     return written

@@ -42,6 +42,7 @@ import pandas as pd
 
 from corpora.errors import UserError
 from evalsuite.hypothesis import HYPOTHESIS as SEED_HYPOTHESIS
+from evalsuite.results import results_dir_for
 
 logger = logging.getLogger("evalsuite.figures")
 
@@ -151,10 +152,13 @@ def _need(frame: pd.DataFrame, columns: list[str], where: Path | str) -> None:
         raise _Skip(f"{where} lacks columns {missing}")
 
 
-def _find(results_dir: Path, names: list[str], dirs: tuple[str, ...]) -> list[Path]:
-    """Files called one of `names` in (any depth below) a folder named one of `dirs`."""
+def _find(results_dir: Path, names: list[str], command: str) -> list[Path]:
+    """Files called one of `names` in (any depth below) a folder where `command` writes its results
+    (evalsuite.results.candidate_dirs: the current folder name, then older spellings)."""
+    from evalsuite.results import candidate_dirs
+
     found = []
-    for d in dirs:
+    for d in candidate_dirs(command):
         for base in [results_dir / d, *results_dir.glob(f"**/{d}")]:
             if base.is_dir():
                 for name in names:
@@ -195,7 +199,7 @@ def _loss_inputs(results_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame | None, 
     from evalsuite.dynamics import metrics_frame, train_val_gap
     from trainers.metrics import METRICS_FILE
 
-    curves_files = _find(results_dir, ["curves.csv"], ("dynamics",))
+    curves_files = _find(results_dir, ["curves.csv"], "dynamics")
     if curves_files:
         curves = pd.concat([_read_csv(p) for p in curves_files], ignore_index=True)
         gap_files = [p.with_name("gap.csv") for p in curves_files if p.with_name("gap.csv").is_file()]
@@ -291,7 +295,7 @@ def _checkpoint_order(frame: pd.DataFrame, key: str) -> list[str]:
 
 def fig_rubric_scores(results_dir: Path, out_dir: Path) -> FigureResult:
     """Mean judge score per checkpoint with 95% bootstrap CIs, one panel per rubric dimension."""
-    files = _find(results_dir, ["summary.csv"], ("gpt_eval", "gpt-eval"))
+    files = _find(results_dir, ["summary.csv"], "gpt-eval")
     if not files:
         raise _Skip(f"no gpt_eval/summary.csv under {results_dir} (run `evalsuite gpt-eval`)")
     summary = pd.concat([_read_csv(p) for p in files], ignore_index=True)
@@ -352,7 +356,7 @@ def _stars(p: float) -> str:
 
 
 def _probe_table(results_dir: Path) -> tuple[pd.DataFrame, Path]:
-    files = _find(results_dir, ["dim_probe.csv"], ("dim-probe", "dim_probe", "dimprobe"))
+    files = _find(results_dir, ["dim_probe.csv"], "dim-probe")
     if not files:
         raise _Skip(f"no dim-probe/dim_probe.csv under {results_dir} (run `evalsuite dim-probe`)")
     path = files[0]
@@ -477,12 +481,11 @@ def fig_dimprobe_layers(results_dir: Path, out_dir: Path) -> FigureResult:
 # 4. error-type rates: children by age vs models by checkpoint
 
 
-CHILDES_DIRS = ("childes-compare", "childes_compare", "childes")
 
 
 def _childes_rates(results_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, list[Path]]:
     """(children pooled over all children, model checkpoints) rows of childes-compare's rates.csv."""
-    files = _find(results_dir, ["rates.csv"], CHILDES_DIRS)
+    files = _find(results_dir, ["rates.csv"], "childes-compare")
     if not files:
         raise _Skip(f"no childes-compare/rates.csv under {results_dir} (run `evalsuite childes-compare`)")
     rates = pd.concat([_read_csv(p) for p in files], ignore_index=True)
@@ -565,7 +568,7 @@ def fig_error_rates(results_dir: Path, out_dir: Path) -> FigureResult:
 def _age_points(results_dir: Path) -> tuple[pd.DataFrame, list[Path]]:
     """Per checkpoint: val_loss, val_bpc, age (years) with CI, and the source of the age estimate."""
     frames, inputs = [], []
-    for path in _find(results_dir, ["checkpoint_ages.csv"], CHILDES_DIRS):
+    for path in _find(results_dir, ["checkpoint_ages.csv"], "childes-compare"):
         table = _read_csv(path)
         if {"val_loss", "age_months", "ci_low", "ci_high"} <= set(table.columns):
             frames.append(pd.DataFrame({
@@ -575,7 +578,7 @@ def _age_points(results_dir: Path) -> tuple[pd.DataFrame, list[Path]]:
                 "extrapolated": table.get("extrapolated", False),
                 "source": "error-profile age model (childes-compare)"}))
             inputs.append(path)
-    for path in _find(results_dir, ["summary.csv"], ("gpt_eval", "gpt-eval")):
+    for path in _find(results_dir, ["summary.csv"], "gpt-eval"):
         table = _read_csv(path)
         if not {"score", "mean", "val_loss"} <= set(table.columns):
             continue
@@ -684,7 +687,7 @@ def fig_age_vs_loss(results_dir: Path, out_dir: Path) -> FigureResult:
 
 def fig_dynamics(results_dir: Path, out_dir: Path) -> FigureResult:
     """Effective rank per layer and per component, and SpinNet's zero/dead ternary weights over training."""
-    ranks_files = _find(results_dir, ["ranks.csv"], ("dynamics",))
+    ranks_files = _find(results_dir, ["ranks.csv"], "dynamics")
     if not ranks_files:
         raise _Skip(f"no dynamics/ranks.csv under {results_dir} (run `evalsuite dynamics RUN_DIR --checkpoints all`)")
     ranks = pd.concat([_read_csv(p) for p in ranks_files], ignore_index=True)
@@ -847,7 +850,9 @@ def _compression_panel(ax: Any, table: pd.DataFrame, stem: str) -> None:
 
 def fig_benchmarks(results_dir: Path, out_dir: Path) -> FigureResult:
     """Throughput (tokens/s) and compression (bytes on disk) bars from benchmarks/*.csv."""
-    folder = results_dir / "benchmarks"
+    from evalsuite.results import results_dir_for
+
+    folder = results_dir_for(results_dir, "benchmarks")
     files = sorted(folder.glob("*.csv")) if folder.is_dir() else []
     if not files:
         raise _Skip(f"no {folder}/*.csv (run the scripts in benchmarks/)")
@@ -930,7 +935,7 @@ def make_figures(results_dir: str | os.PathLike, out_dir: str | os.PathLike | No
     results = Path(results_dir).expanduser()
     if not results.is_dir():
         raise UserError(f"results directory not found: {results}")
-    out = Path(out_dir).expanduser() if out_dir is not None else results / "figures"
+    out = Path(out_dir).expanduser() if out_dir is not None else results_dir_for(results, "figures")
     drawn = [draw(name, results, out) for name in (only or list(FIGURES))]
     if any(not r.skipped for r in drawn):
         write_manifest(drawn, out)

@@ -27,6 +27,7 @@ import pandas as pd
 
 from corpora.errors import UserError
 from evalsuite.figures import FIG_DPI, FigureResult
+from evalsuite.results import results_dir_for
 
 TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
 TEMPLATE = "report.html.j2"
@@ -221,7 +222,7 @@ def build_report(
     page = Path(out).expanduser() if out is not None else results / REPORT_FILE
     page.parent.mkdir(parents=True, exist_ok=True)
     base = page.parent
-    fig_dir = Path(figures_dir).expanduser() if figures_dir is not None else results / "figures"
+    fig_dir = Path(figures_dir).expanduser() if figures_dir is not None else results_dir_for(results, "figures")
     fig_results = figs.make_figures(results, fig_dir) if make_figures else _existing_figures(fig_dir)
     drawn, skipped = _figure_entries(fig_results, base, results, embed)
     table_files = _table_files(results, fig_dir)

@@ -22,12 +22,13 @@ Figures, report and demo find folders through `results_dir_for`, never by guessi
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import math
 import os
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,25 @@ LEGACY_DIRS: dict[str, tuple[str, ...]] = {
     "dim-probe": ("dim_probe", "dimprobe"),
     "childes-compare": ("childes_compare", "childes"),
 }
+
+
+_INVOCATION: list[list[str]] = []  # stack of in-process command lines (cli.main, demo steps)
+
+
+@contextlib.contextmanager
+def invocation(argv: Sequence[str]) -> Iterator[None]:
+    """Within this block, meta.json's `argv` is `argv`, not this process's sys.argv: a command run
+    in-process (the demo's steps, `evalsuite.cli.main([...])`) records its own command line."""
+    _INVOCATION.append([str(a) for a in argv])
+    try:
+        yield
+    finally:
+        _INVOCATION.pop()
+
+
+def current_argv() -> list[str]:
+    """The command line that meta.json records: the innermost `invocation`, else sys.argv."""
+    return list(_INVOCATION[-1]) if _INVOCATION else command_line()
 
 
 def results_dir_for(results_root: str | os.PathLike, command: str) -> Path:
@@ -158,7 +178,7 @@ def build_meta(
     meta: dict[str, Any] = {
         "schema": META_SCHEMA,
         "command": command,
-        "argv": command_line(),
+        "argv": current_argv(),
         "code_version": code_version(),
         "libraries": libs,
         "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -205,3 +225,35 @@ def write_meta(directory_or_path: str | os.PathLike, meta: Mapping[str, Any]) ->
         target = target / "meta.json"
     text = json.dumps(_jsonable(meta), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
     return write_text_atomic(target, text)
+
+
+def describe_columns(
+    names: Iterable[str], definitions: Mapping[str, Mapping[str, str]], table: str
+) -> dict[str, dict[str, str]]:
+    """The `columns` entry of one table: the definition of each of its columns, in table order.
+
+    `definitions` maps column -> column(definition, computed_by). A table column without a
+    definition is a ValueError (a bug in the command, not bad input): every column written must say
+    what it is. A table with no columns at all (nothing to report) is described by all definitions.
+    """
+    names = list(names)
+    missing = [n for n in names if n not in definitions]
+    if missing:
+        raise ValueError(f"{table}: no column definition for {', '.join(map(str, missing))}")
+    chosen = names or list(definitions)
+    return {n: dict(definitions[n]) for n in chosen}
+
+
+def write_parquet(frame: Any, path: str | os.PathLike) -> Path:
+    """Write a DataFrame to a Parquet file atomically (for tables too large or nested for CSV)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    os.close(fd)
+    try:
+        frame.to_parquet(tmp, index=False)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

@@ -56,6 +56,23 @@ SAMPLE_FIELDS: dict[str, str] = {
     "device": "device that generated it",
 }
 STRING_FIELDS = ("prompt", "completion")
+# which function computed each field (meta.json `columns`)
+_COMPUTED_BY = {
+    "completion": "evalsuite.generate.generate_ids",
+    "checkpoint_id": "evalsuite.generate.checkpoint_id",
+    "finish_reason": "evalsuite.generate.generate_ids",
+    "n_completion_tokens": "evalsuite.generate.generate_ids",
+    "val_loss": "trainers.train.train", "val_bpc": "trainers.train.train", "tokens_seen": "trainers.train.train",
+    "iter_num": "trainers.train.train",
+    "prompt_id": "evalsuite.generate.load_prompt_set", "prompt": "evalsuite.generate.load_prompt_set",
+    "prompt_set": "evalsuite.generate.load_prompt_set",
+}
+
+
+def sample_columns() -> dict[str, dict[str, str]]:
+    """meta.json `columns` entry of a samples.jsonl: every field, its meaning and what computed it."""
+    return {name: {"definition": definition, "computed_by": _COMPUTED_BY.get(name, "evalsuite.generate.iter_samples")}
+            for name, definition in SAMPLE_FIELDS.items()}
 
 
 def read_jsonl_objects(path: str | os.PathLike) -> list[tuple[int, dict[str, Any]]]:

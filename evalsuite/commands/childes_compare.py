@@ -35,13 +35,14 @@ def childes_compare(
     samples: list[Path] = typer.Option(
         None, "--samples", help="samples.jsonl from `evalsuite generate` (repeatable; each line names its checkpoint, "
         "val_loss and val_bpc)."),
-    out: Path = typer.Option(Path("results/childes-compare"), "--out", help="Folder for the CSVs and meta.json."),
+    out: Path = typer.Option(Path("results/childes-compare"), "--out", "-o", help="Folder for the CSVs and meta.json."),
     data_dir: Path = typer.Option(None, "--data-dir", help="Reference data folder (else $EVALSUITE_DATA or ../shared/data)."),
     bin_months: int = typer.Option(6, help="Width of the child age bins in months."),
     n_bootstrap: int = typer.Option(1000, help="Bootstrap resamples for measure and age CIs."),
     seed: int = typer.Option(0, help="Seed of the bootstraps."),
     n_process: int = typer.Option(1, help="spaCy worker processes."),
     batch_size: int = typer.Option(256, help="spaCy batch size (utterances)."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
 ) -> None:
     """Detect child-like errors in CHILDES children (by age) and model stories (by checkpoint); validate
     the detectors against the transcribers' codes; fit an age model and test the loss-to-age hypothesis."""
@@ -54,6 +55,8 @@ def childes_compare(
 
     from evalsuite.childes.compare import CompareConfig
     from evalsuite.childes.compare import childes_compare as run
+    from evalsuite.commands._childes_columns import childes_columns
+    from evalsuite.results import build_meta, write_meta, write_parquet, write_table
 
     console = Console()
     sources = list(childes) if childes else [_default_childes(data_dir)]
@@ -61,28 +64,35 @@ def childes_compare(
         {"bin_months": bin_months, "n_bootstrap": n_bootstrap, "seed": seed, "n_process": n_process,
          "batch_size": batch_size}
     )
-    result = run(sources, list(samples or []), config, progress=True)
+    result = run(sources, list(samples or []), config, progress=progress)
 
-    out.mkdir(parents=True, exist_ok=True)
-    written = []
-    for name, frame in (
-        ("rates.csv", result.rates), ("measures.csv", result.measures), ("validation.csv", result.validation),
-        ("validation_disagreements.csv", result.disagreements), ("human_codes.csv", result.code_inventory),
-        ("mlu_agreement.csv", result.mlu_agreement), ("age_features.csv", result.age_features),
-        ("age_model_cv.csv", result.age_cv), ("age_model_cv_predictions.csv", result.age_cv_predictions),
-        ("age_model_coefficients.csv", result.age_coefficients), ("checkpoint_ages.csv", result.checkpoint_ages),
-        ("hits.csv", result.hits),
-    ):
-        frame.to_csv(out / name, index=False)
-        written.append(name)
+    frames = {
+        "rates.csv": result.rates, "measures.csv": result.measures, "validation.csv": result.validation,
+        "validation_disagreements.csv": result.disagreements, "human_codes.csv": result.code_inventory,
+        "mlu_agreement.csv": result.mlu_agreement, "age_features.csv": result.age_features,
+        "age_model_cv.csv": result.age_cv, "age_model_cv_predictions.csv": result.age_cv_predictions,
+        "age_model_coefficients.csv": result.age_coefficients, "checkpoint_ages.csv": result.checkpoint_ages,
+        "hits.csv": result.hits,
+    }
+    for name, frame in frames.items():
+        write_table(frame, out / name)
     units = result.units.drop(columns=["words"], errors="ignore").copy()
     for col in ("hits", "annotations"):
         if col in units:
             units[col] = units[col].apply(lambda v: json.dumps(v) if isinstance(v, list) else None)
-    units.to_parquet(out / "units.parquet", index=False)
-    written.append("units.parquet")
-    meta = dict(result.meta, mlu_agreement=result.mlu_summary, files=written)
-    (out / "meta.json").write_text(json.dumps(_jsonable(meta), indent=2) + "\n", encoding="utf-8")
+    write_parquet(units, out / "units.parquet")
+    written = [*frames, "units.parquet"]
+    own = dict(result.meta)  # childes-compare's own keys (config, versions, ci_method, summary, ...)
+    meta = build_meta(
+        "childes-compare", config=own.pop("config"), inputs=[*sources, *(samples or [])], seeds={"seed": seed},
+        columns=childes_columns({**frames, "units.parquet": units}), outputs=written,
+        extra={k: v for k, v in own.items() if k not in ("command", "inputs")}
+        | {"mlu_agreement": result.mlu_summary, "files": written},
+    )
+    # `inputs` keeps childes-compare's {childes: [...], samples: [...]} paths (read back by tests and
+    # scripts); the schema's per-file sha256 records go under `input_files`
+    meta["input_files"], meta["inputs"] = meta["inputs"], own["inputs"]
+    write_meta(out, meta)
 
     def fmt(v, spec=".1f"):
         return "" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, spec)
@@ -141,17 +151,3 @@ def childes_compare(
         console.print(f"[dim]caveat: {escape(line)}[/dim]")
     console.print(f"wrote {', '.join(written)} and meta.json to {out}")
 
-
-def _jsonable(value):
-    """NaN/inf -> None so meta.json is strict JSON."""
-    import math
-
-    if isinstance(value, float):
-        return None if math.isnan(value) or math.isinf(value) else value
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if hasattr(value, "item"):
-        return _jsonable(value.item())
-    return value

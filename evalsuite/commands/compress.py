@@ -26,7 +26,8 @@ def _fmt_int(n: int) -> str:
 
 def compress_command(
     checkpoint: Path = typer.Argument(..., help="A checkpoint directory, or a run directory (uses best/)."),
-    output: Path = typer.Option(..., "--output", "-o", help="The .spinnet file to write."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="The .spinnet file to write (required)."),
+    output_alias: Path | None = typer.Option(None, "--output", hidden=True, help="Old spelling of --out."),
     bits: str = typer.Option("1.6", "--bits", help="1.6 (5 trits per byte) or 2 (4 trits per byte)."),
     float_dtype: str = typer.Option("float16", "--float-dtype", help="Embeddings and norms: float16 or float32."),
 ) -> None:
@@ -34,7 +35,13 @@ def compress_command(
     from rich.console import Console
     from rich.table import Table
 
+    from evalsuite.commands._options import resolve_out
+    from evalsuite.results import build_meta, describe_columns, write_meta, write_text_atomic
     from trainers.compress import compress
+
+    output = resolve_out(out, output_alias, "--output")
+    if output is None:
+        raise UserError("missing the output file: -o/--out MODEL.spinnet")
 
     if bits not in BITS_TO_PACKING:
         raise UserError(f"--bits must be 1.6 or 2, got {bits!r}")
@@ -75,6 +82,47 @@ def compress_command(
     for key, value in rows:
         table.add_row(key, value)
     Console().print(table)
-    report_path = output.with_name(output.name + ".report.json")
-    report_path.write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
-    Console().print(f"report: {report_path}")
+    report_path = write_text_atomic(output.with_name(output.name + ".report.json"),
+                                    json.dumps(report.to_dict(), indent=2) + "\n")
+    meta = build_meta(
+        "compress", config={"packing": BITS_TO_PACKING[bits], "float_dtype": float_dtype}, inputs=[checkpoint],
+        columns={report_path.name: describe_columns(report.to_dict(), _report_columns(), report_path.name)},
+        outputs=[output.name, report_path.name],
+    )
+    meta_path = write_meta(output.with_name(output.name + ".meta.json"), meta)
+    Console().print(f"report: {report_path}; meta: {meta_path}")
+
+
+_COMPRESS = "trainers.compress.compress"
+REPORT_FIELDS: dict[str, str] = {
+    "path": "the .spinnet file written",
+    "file_bytes": "size of the .spinnet file on disk",
+    "packing": "trits5 (5 trits per byte, 1.6 bits) or trits2 (2 bits)",
+    "float_dtype": "dtype of the non-ternary tensors (embeddings, norms)",
+    "n_parameters": "parameters of the model (latent float weights counted once)",
+    "n_ternary_weights": "ternary weights packed",
+    "ternary_bytes": "bytes of the packed trits",
+    "scale_bytes": "bytes of the per-layer float32 scales",
+    "float_bytes": "bytes of the non-ternary tensors",
+    "file_payload_bytes": "bytes of the embedded tokenizer and other files",
+    "header_bytes": "bytes of the preamble and JSON header",
+    "bits_per_ternary_weight": "8 x ternary_bytes / n_ternary_weights",
+    "bits_per_ternary_weight_with_scales": "8 x (ternary_bytes + scale_bytes) / n_ternary_weights",
+    "fp32_weights_bytes": "4 bytes x n_parameters (a float32 weights-only file)",
+    "ratio_vs_fp32_weights": "fp32_weights_bytes / file_bytes",
+    "fp32_block_weights_bytes": "4 bytes x the ternary layers' parameters",
+    "ratio_ternary_vs_fp32": "fp32_block_weights_bytes / (ternary_bytes + scale_bytes)",
+    "checkpoint_dir": "the training checkpoint compressed",
+    "checkpoint_dir_bytes": "bytes of every file of the training checkpoint directory",
+    "ratio_vs_checkpoint": "checkpoint_dir_bytes / file_bytes",
+    "safetensors_bytes": "bytes of model.safetensors",
+    "ratio_vs_safetensors": "safetensors_bytes / file_bytes",
+    "max_abs_logit_diff_vs_checkpoint": "max |logit difference| on a probe batch, .spinnet vs the checkpoint",
+    "max_abs_logit_diff_vs_rounded_reference": "the same vs the checkpoint with floats rounded to float_dtype",
+}
+
+
+def _report_columns() -> dict[str, dict[str, str]]:
+    from evalsuite.results import column
+
+    return {name: column(text, _COMPRESS) for name, text in REPORT_FIELDS.items()}

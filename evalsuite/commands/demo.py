@@ -19,7 +19,7 @@ def demo(
     ctx: typer.Context,
     out: Path = typer.Option(Path("results/demo"), "--out", "-o", help="Folder for runs, results, figures and report."),
     corpus: Path = typer.Option(None, help="Story text to train on (.txt with <|endoftext|>, .jsonl, or a folder)."),
-    data_dir: Path = typer.Option(None, help="Reference data folder (default: $EVALSUITE_DATA or ../shared/data)."),
+    data_dir: Path = typer.Option(None, "--data-dir", help="Reference data folder (default: $EVALSUITE_DATA or ../shared/data)."),
     judge_base_url: str = typer.Option(None, help="OpenAI-compatible judge endpoint for gpt-eval (skipped without one)."),
     judge_model: str = typer.Option(None, help="Judge model name on that server."),
     max_iters: int = typer.Option(600, help="Training steps per tiny model."),
@@ -38,6 +38,7 @@ def demo(
 
     from corpora.errors import UserError
     from evalsuite.demo import offline_books_corpus, plan_demo
+    from evalsuite.results import invocation
 
     # Tiny models gain nothing from a second thread, and OpenMP spin-waiting makes a step up to 100x
     # slower when the other core is busy (measured here); one thread keeps the demo's time predictable.
@@ -76,7 +77,8 @@ def demo(
         started = time.perf_counter()
         status, reason = "ok", None
         try:
-            code = root.main(args=step.args, prog_name="evalsuite", standalone_mode=False)
+            with invocation(["evalsuite", *step.args]):  # each step's meta.json records its own command
+                code = root.main(args=step.args, prog_name="evalsuite", standalone_mode=False)
             if isinstance(code, int) and code != 0:  # typer.Exit(N) returns N without standalone mode
                 status, reason = "failed", f"exit code {code}"
         except UserError as err:

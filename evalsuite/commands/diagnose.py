@@ -5,7 +5,6 @@ A thin layer over evalsuite.diagnose.diagnose.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from pathlib import Path
@@ -25,7 +24,9 @@ def _default_csv(ckpt: Path) -> Path:
     label = "-".join(p for p in (path.parent.name, path.name) if p) if path.name in ("best", "latest") or \
         path.name.startswith("step_") else path.stem
     label = re.sub(r"[^A-Za-z0-9_.-]+", "-", label).strip("-") or "checkpoint"
-    return Path("results") / "diagnose" / f"{label}.csv"
+    from evalsuite.results import results_dir_for
+
+    return results_dir_for("results", "diagnose") / f"{label}.csv"
 
 
 def _fmt(value: float) -> str:
@@ -42,23 +43,25 @@ def diagnose_command(
     corpus: Path | None = typer.Option(
         None, "--corpus", help="Training corpus to compare with: a tokenized .bin, or raw text (default: the run's train.bin)."
     ),
-    output: Path | None = typer.Option(
-        None, "--output", "-o", help="CSV to write (default results/diagnose/<run>-<checkpoint>.csv; a .meta.json goes beside it)."
+    out: Path | None = typer.Option(
+        None, "--out", "-o", help="CSV to write (default results/diagnose/<run>-<checkpoint>.csv; a .meta.json goes beside it)."
     ),
+    output: Path | None = typer.Option(None, "--output", hidden=True, help="Old spelling of --out."),
     strict: bool = typer.Option(False, "--strict", help="Exit with code 1 when any check warns or fails."),
 ) -> None:
     """The checks to run when a model writes bad stories: vocabulary, epochs, losses, lr schedule, identities, articles."""
     from rich.console import Console
     from rich.table import Table
 
+    from evalsuite.commands._options import resolve_out
     from evalsuite.diagnose import diagnose, diagnose_meta
+    from evalsuite.results import write_meta, write_table
 
     frame = diagnose(checkpoint, samples=samples, corpus=corpus)
-    csv = output or _default_csv(checkpoint)
-    csv.parent.mkdir(parents=True, exist_ok=True)
-    frame.to_csv(csv, index=False)
-    meta_path = csv.with_suffix(".meta.json")
-    meta_path.write_text(json.dumps(diagnose_meta(frame, samples=samples, corpus=corpus), indent=2, default=str) + "\n")
+    csv = resolve_out(out, output, "--output") or _default_csv(checkpoint)
+    write_table(frame, csv)
+    meta_path = write_meta(csv.with_suffix(".meta.json"),
+                           diagnose_meta(frame, samples=samples, corpus=corpus, table_name=csv.name))
 
     table = Table(title=f"diagnose {frame.attrs.get('checkpoint')}", show_lines=True)
     table.add_column("check", no_wrap=True)

@@ -50,7 +50,7 @@ def dim_probe(
     alpha: float = typer.Option(0.05, help="Level for 'significant' (on adjusted p)."),
     seed: int = typer.Option(0, help="Seed for permutations, bootstrap and control initialisation."),
     batch_tokens: int = typer.Option(4096, help="Most tokens per forward pass."),
-    out: Path = typer.Option(Path("results/dim-probe"), help="Output directory (CSV tables + meta.json)."),
+    out: Path = typer.Option(Path("results/dim-probe"), "--out", "-o", help="Output directory (CSV tables + meta.json)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
     """Probe which octonion components are active for nouns, verbs, pronouns, emotion words and dialogue,

@@ -17,7 +17,8 @@ def register(app: typer.Typer) -> None:
 
 def dynamics_command(
     run_dirs: list[Path] = typer.Argument(..., help="Run directories (holding metrics_stream.jsonl and checkpoints)."),
-    output: Path = typer.Option(Path("results/dynamics"), "--output", "-o", help="Directory for the tidy CSVs and meta.json."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Directory for the tidy CSVs and meta.json (default results/dynamics)."),
+    output: Path | None = typer.Option(None, "--output", hidden=True, help="Old spelling of --out."),
     checkpoints: str = typer.Option("all", "--checkpoints", help="Which checkpoints to analyse: all (step_*, latest, best), best, none."),
     n_blocks: int = typer.Option(8, "--n-blocks", min=1, help="Validation blocks per checkpoint for hidden-state ranks."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
@@ -27,7 +28,11 @@ def dynamics_command(
     from rich.console import Console
     from rich.table import Table
 
+    from evalsuite.commands._options import resolve_out
     from evalsuite.dynamics import write_dynamics
+    from evalsuite.results import results_dir_for
+
+    output = resolve_out(out, output, "--output", results_dir_for("results", "dynamics"))
 
     written = write_dynamics(run_dirs, output, checkpoints=checkpoints, n_blocks=n_blocks, progress=progress)
     console = Console()

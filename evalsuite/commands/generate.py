@@ -15,7 +15,7 @@ def register(app: typer.Typer) -> None:
 def generate(
     checkpoints: list[Path] = typer.Argument(..., help="Checkpoint dirs, run dirs (uses best/), or .spinnet files."),
     prompts: str = typer.Option("tinystories", help="Built-in prompt set name, or a .jsonl/.txt file of story beginnings."),
-    out: Path = typer.Option(Path("results/generate/samples.jsonl"), help="samples.jsonl to write (meta.json beside it)."),
+    out: Path = typer.Option(Path("results/generate/samples.jsonl"), "--out", "-o", help="samples.jsonl to write (meta.json beside it)."),
     temperature: float = typer.Option(0.8, help="Sampling temperature; 0 = greedy."),
     top_k: int = typer.Option(0, help="Top-k filtering; 0 = off."),
     top_p: float = typer.Option(1.0, help="Nucleus (top-p) filtering; 1.0 = off."),
@@ -26,14 +26,11 @@ def generate(
     limit: int = typer.Option(0, help="Use only the first N prompts (0 = all)."),
 ) -> None:
     """Generate one story per prompt for each checkpoint; same seed, same text."""
-    import json
-    import platform
-
-    import torch
     from rich.console import Console
 
     from evalsuite.generate import SamplingConfig, iter_samples, load_prompt_set
-    from evalsuite.samples import SamplesWriter
+    from evalsuite.results import build_meta, write_meta
+    from evalsuite.samples import SamplesWriter, sample_columns
 
     console = Console(stderr=True)
     prompt_set = load_prompt_set(prompts)
@@ -55,17 +52,19 @@ def generate(
             per_checkpoint.append({"checkpoint": str(ckpt), "checkpoint_id": ckpt_id,
                                    "stories": len(prompt_set.prompts), "ended_at_eot": n_eot})
     rows = writer.n_written
-    meta = {
-        "command": "generate",
-        "checkpoints": per_checkpoint,
-        "prompt_set": {"name": prompt_set.name, "path": prompt_set.path, "n": len(prompt_set.prompts), **prompt_set.meta},
-        "sampling": {"temperature": temperature, "top_k": top_k or None, "top_p": top_p,
-                     "max_new_tokens": max_new_tokens, "seed": seed, "batch_size": batch_size},
-        "device": device,
-        "versions": {"python": platform.python_version(), "torch": torch.__version__},
-        "samples": str(out),
-    }
-    (out.parent / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    config = {"prompts": prompts, "limit": limit, "device": device,
+              "sampling": {"temperature": temperature, "top_k": top_k or None, "top_p": top_p,
+                           "max_new_tokens": max_new_tokens, "seed": seed, "batch_size": batch_size}}
+    inputs = [*checkpoints, *([prompt_set.path] if prompt_set.path else [])]
+    meta = build_meta(
+        "generate", config=config, inputs=inputs, seeds={"seed": seed},
+        columns={out.name: sample_columns()}, outputs=[out.name],
+        extra={"sampling": config["sampling"], "checkpoints": per_checkpoint,
+               "prompt_set": {"name": prompt_set.name, "path": prompt_set.path, "n": len(prompt_set.prompts),
+                              **prompt_set.meta},
+               "samples": str(out)},
+    )
+    write_meta(out.parent, meta)
     for entry in per_checkpoint:
         console.print(f"{entry['checkpoint_id']}: {entry['stories']} stories, {entry['ended_at_eot']} ended at <|endoftext|>")
     console.print(f"wrote {rows} samples to {out}")

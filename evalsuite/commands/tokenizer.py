@@ -6,7 +6,6 @@ rich table and write files.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
@@ -30,7 +29,8 @@ def register(app: typer.Typer) -> None:
 def train(
     corpus_path: Path = typer.Argument(..., help="A .txt (<|endoftext|>-separated) or .jsonl corpus, or a directory."),
     vocab_size: int = typer.Option(10_000, "--vocab-size", help="Largest vocabulary: 256 bytes + <|endoftext|> + merges."),
-    output: Path = typer.Option(..., "--output", "-o", help="Directory to save the tokenizer into."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Directory to save the tokenizer into (required)."),
+    output_alias: Path | None = typer.Option(None, "--output", hidden=True, help="Old spelling of --out."),
     min_frequency: int = typer.Option(2, "--min-frequency", min=1, help="Merge only pairs seen this often."),
     force: bool = typer.Option(False, "--force", help="Overwrite a tokenizer already saved in OUTPUT."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show the trainer's progress bar."),
@@ -41,7 +41,11 @@ def train(
 
     from corpora.documents import iter_documents
     from corpora.tokenizers import META_FILE, train_bpe
+    from evalsuite.commands._options import resolve_out
 
+    output = resolve_out(out, output_alias, "--output")
+    if output is None:
+        raise UserError("missing the output folder: -o/--out DIR")
     if (output / META_FILE).exists() and not force:
         raise UserError(f"{output} already holds a tokenizer; pass --force to overwrite it")
     tok = train_bpe(iter_documents(corpus_path), vocab_size, min_frequency=min_frequency, progress=progress)
@@ -74,14 +78,18 @@ def report(
         help="'gpt2', 'char' (vocabulary built from the first corpus) or a saved tokenizer directory; "
              "repeat for several. Default: gpt2 and char.",
     ),
-    csv: Path = typer.Option(DEFAULT_REPORT_CSV, "--csv", help="Where to write the table (a .meta.json goes beside it)."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="CSV to write (default results/tokenizer/report.csv; a .meta.json goes beside it)."),
+    csv_alias: Path | None = typer.Option(None, "--csv", hidden=True, help="Old spelling of --out."),
     data_dir: Path | None = typer.Option(None, "--data-dir", help="Reference data folder (for gpt2/)."),
 ) -> None:
     """Tokens per character and word, UNK rate, vocabulary use and article-token frequency."""
     from corpora.documents import read_documents
     from corpora.tokenizer_report import tokenizer_report
     from corpora.tokenizers import load_tokenizer
+    from evalsuite.commands._options import resolve_out
+    from evalsuite.results import write_meta, write_table
 
+    csv = resolve_out(out, csv_alias, "--csv", DEFAULT_REPORT_CSV)
     specs = tokenizer or ["gpt2", "char"]
     corpora = _read_corpora(corpus_paths, read_documents)
     reference = next(iter(corpora.values()))
@@ -91,10 +99,9 @@ def report(
         if spec == "char":  # say which corpus the vocabulary (and so the UNK rate) comes from
             built_here = frame["tokenizer_identity"] == tok.identity
             frame.loc[built_here, "unk_note"] = f"char vocabulary built from {next(iter(corpora))}"
-    csv.parent.mkdir(parents=True, exist_ok=True)
-    frame.to_csv(csv, index=False)
-    meta_path = csv.with_suffix(".meta.json")
-    meta_path.write_text(json.dumps(_report_meta(corpus_paths, corpora, specs, toks, data_dir), indent=2) + "\n")
+    write_table(frame, csv)
+    meta_path = write_meta(csv.with_suffix(".meta.json"),
+                           _report_meta(corpus_paths, corpora, specs, toks, data_dir, frame, csv.name))
     _print_report(frame)
     typer.echo(f"wrote {csv} and {meta_path}")
 
@@ -110,25 +117,56 @@ def _read_corpora(paths: list[Path], read_documents) -> dict[str, list[str]]:
     return corpora
 
 
-def _report_meta(paths, corpora, specs, toks, data_dir) -> dict:
-    from datetime import datetime, timezone
-    from importlib.metadata import version
+_R = "corpora.tokenizer_report.tokenizer_report"
+REPORT_COLUMNS: dict[str, str] = {
+    "corpus": "corpus name (file stem, or the path when two stems are equal)",
+    "tokenizer": "tokenizer name",
+    "tokenizer_identity": "tokenizer identity (changes when the vocabulary changes)",
+    "vocab_size": "vocabulary size",
+    "n_documents": "documents in the corpus",
+    "n_chars": "characters of the documents",
+    "n_words": "whitespace-separated words",
+    "n_tokens": "tokens, each document encoded alone, no end-of-text tokens",
+    "tokens_per_char": "n_tokens / n_chars",
+    "tokens_per_word": "n_tokens / n_words",
+    "unk_rate": "share of tokens that are the unknown token (0 by construction for byte-level BPE)",
+    "unk_note": "why unk_rate is what it is (e.g. which corpus built the char vocabulary)",
+    "vocab_used": "distinct token ids used on the corpus",
+    "vocab_used_share": "vocab_used / vocab_size",
+    "article_token_share": "share of tokens that are a whole-word article (the/a/an) token",
+    "article_id_share": "share of tokens whose id is an article id (also inside words)",
+    "share_the": "share of tokens that are a whole-word 'the'",
+    "share_a": "share of tokens that are a whole-word 'a'",
+    "share_an": "share of tokens that are a whole-word 'an'",
+    "article_word_share": "share of whitespace words that are the/a/an",
+    "article_ids": "article token ids derived from the tokenizer (corpora.tokenizers.article_token_ids)",
+    "article_note": "why article shares are missing, when the tokenizer has no article tokens",
+}
 
-    return {
-        "command": "evalsuite tokenizer report",
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "corpora": [
-            {"name": name, "path": str(Path(path).resolve()), "n_documents": len(docs)}
-            for (name, docs), path in zip(corpora.items(), paths, strict=True)
-        ],
-        "tokenizers": [
-            {"spec": spec, "name": tok.name, "identity": tok.identity, "vocab_size": tok.vocab_size}
-            for spec, tok in zip(specs, toks, strict=True)
-        ],
-        "data_dir": str(data_dir) if data_dir else None,
-        "versions": {"evalsuite": version("evalsuite"), "tokenizers": version("tokenizers")},
-        "counting": "each document encoded alone, no end-of-text tokens; words split on whitespace",
-    }
+
+def _report_meta(paths, corpora, specs, toks, data_dir, frame, table_name: str) -> dict:
+    from evalsuite.results import build_meta, column, describe_columns
+
+    definitions = {name: column(text, _R) for name, text in REPORT_COLUMNS.items()}
+    tokenizer_dirs = [Path(spec) for spec in specs if Path(spec).is_dir()]
+    return build_meta(
+        "tokenizer",
+        config={"subcommand": "report", "tokenizers": list(specs), "data_dir": str(data_dir) if data_dir else None},
+        inputs=[*paths, *tokenizer_dirs],
+        columns={table_name: describe_columns(frame.columns, definitions, table_name)},
+        outputs=[table_name],
+        extra={
+            "corpora": [
+                {"name": name, "path": str(Path(path).resolve()), "n_documents": len(docs)}
+                for (name, docs), path in zip(corpora.items(), paths, strict=True)
+            ],
+            "tokenizers": [
+                {"spec": spec, "name": tok.name, "identity": tok.identity, "vocab_size": tok.vocab_size}
+                for spec, tok in zip(specs, toks, strict=True)
+            ],
+            "counting": "each document encoded alone, no end-of-text tokens; words split on whitespace",
+        },
+    )
 
 
 def _print_report(frame) -> None:

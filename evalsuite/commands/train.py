@@ -29,8 +29,9 @@ def train_command(
     overrides: list[str] | None = typer.Option(
         None, "--set", help="Override one setting: section.key=value (repeatable), e.g. --set train.lr=3e-4."
     ),
-    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out-dir from its latest/ checkpoint."),
-    out_dir: Path | None = typer.Option(None, "--out-dir", "-o", help="Run directory (default: train.out_dir)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in -o/--out from its latest/ checkpoint."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Run directory (default: train.out_dir)."),
+    out_dir_alias: Path | None = typer.Option(None, "--out-dir", hidden=True, help="Old spelling of --out."),
     data: str | None = typer.Option(
         None, "--data", help="Training data (same as --set train.data=...): a corpus or a tokenized .bin/dir."
     ),
@@ -48,9 +49,11 @@ def train_command(
     from rich.console import Console
     from rich.table import Table
 
+    from evalsuite.commands._options import resolve_out
     from trainers.config import load_config
     from trainers.train import CONFIG_YAML, RunInfo, train
 
+    out_dir = resolve_out(out, out_dir_alias, "--out-dir")
     console = Console(stderr=False)
     if threads is not None:
         import torch
@@ -68,7 +71,7 @@ def train_command(
     if config is None:
         saved = (out_dir / CONFIG_YAML) if out_dir is not None else None
         if not (resume and saved is not None and saved.is_file()):
-            raise UserError("--config is required (a preset or YAML), except with --resume --out-dir RUN_DIR")
+            raise UserError("--config is required (a preset or YAML), except with --resume --out RUN_DIR")
         config = str(saved)
     run_config = load_config(config, extra)
 
@@ -97,6 +100,7 @@ def train_command(
     result = train(run_config, resume=resume, progress=progress, on_start=on_start, time_limit_s=time_limit_s)
     if result.info.world_size > 1 and int(os.environ.get("RANK", "0")) != 0:
         return
+    meta_path = _write_run_meta(run_config, result)
     summary = Table(title="result", show_header=False)
     steps = f"{_fmt_int(result.steps)} of {_fmt_int(result.info.max_iters)}"
     if result.stopped_early:
@@ -111,3 +115,44 @@ def train_command(
     summary.add_row("run dir", str(result.run_dir))
     summary.add_row("wall time", f"{result.elapsed_s:.1f} s")
     console.print(summary)
+    console.print(f"meta: {meta_path}")
+
+
+_TRAIN = "trainers.train.train"
+METRIC_COLUMNS: dict[str, str] = {
+    "step": "optimizer step of the log line",
+    "tokens_seen": "training tokens seen so far (all processes)",
+    "train_loss": "cross-entropy of the step's batch, nats/token",
+    "train_objective": "the loss the optimizer minimised (train_loss with any article weighting)",
+    "val_loss": "validation cross-entropy, nats/token (null between evaluations)",
+    "val_bpc": "val_loss in bits per character of the validation text (corpora.tokenized.bits_per_char)",
+    "lr": "learning rate at the step",
+    "grad_norm": "global gradient norm before clipping",
+    "tokens_per_s": "training throughput",
+    "article_loss": "validation loss on article tokens (the/a/an)",
+    "other_loss": "validation loss on the other tokens",
+    "article_other_ratio": "article_loss / other_loss",
+    "component_grad_norms": "SpinNet: gradient norm per algebra component (list of n)",
+}
+
+
+def _write_run_meta(run_config, result) -> Path:
+    """`<run>/meta.json` in the evalsuite.results schema: the command line, code version, resolved
+    config, data inputs, seed, and the metrics stream's columns."""
+    from dataclasses import asdict
+
+    from evalsuite.results import build_meta, column, describe_columns, write_meta
+    from trainers.metrics import METRIC_KEYS, METRICS_FILE
+
+    definitions = {k: column(METRIC_COLUMNS[k], _TRAIN) for k in METRIC_COLUMNS}
+    config = asdict(run_config)
+    data = Path(str(run_config.train.data)) if run_config.train.data else None
+    meta = build_meta(
+        "train", config=config, inputs=[data] if data is not None and data.exists() else [],
+        seeds={"train.seed": run_config.train.seed},
+        columns={METRICS_FILE: describe_columns(METRIC_KEYS, definitions, METRICS_FILE)},
+        outputs=[METRICS_FILE, "config.yaml"],
+        extra={"steps": result.steps, "tokens_seen": result.tokens_seen, "val_loss": result.val_loss,
+               "val_bpc": result.val_bpc, "best_val_loss": result.best_val_loss, "stopped_early": result.stopped_early},
+    )
+    return write_meta(Path(result.run_dir), meta)

@@ -10,7 +10,7 @@ non-ASCII character over two tokens; both report that character's span and both 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable
 from functools import lru_cache
 from typing import Any
 
@@ -42,11 +42,6 @@ def _load_spacy(model: str, extra_pipes: frozenset[str]) -> Any:
         if name in nlp.pipe_names and name not in keep:
             nlp.disable_pipe(name)
     return nlp
-
-
-def tag_texts(nlp: Any, texts: Sequence[str], batch_size: int = 64) -> Iterator[Any]:
-    """spaCy Docs for `texts`, tagged in batches with `nlp.pipe`."""
-    yield from nlp.pipe(texts, batch_size=batch_size)
 
 
 _SPACE = re.compile(r"\s")

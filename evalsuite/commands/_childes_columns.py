@@ -1,0 +1,169 @@
+"""meta.json `columns` of childes-compare's tables: what each column is and which function computed it.
+
+Kept beside the command (the command writes the files); the functions named are in
+evalsuite.childes (compare, age_model, validation) and evalsuite.stats.
+"""
+
+from __future__ import annotations
+
+_C = "evalsuite.childes.compare"
+_A = "evalsuite.childes.age_model"
+_V = "evalsuite.childes.validation"
+_WILSON = "evalsuite.stats.wilson_ci"
+_BOOT = "evalsuite.stats.bootstrap_ci"
+
+_GROUP = {
+    "source": ("childes (a child's transcripts) or model (a checkpoint's stories)", f"{_C}.rate_table"),
+    "child": ("child name (CHILDES)", "corpora.chat.read_chat"),
+    "age_bin": ("child age bin in months (bin_months wide), or 'age unknown'", f"{_C}.age_bin_label"),
+    "age_bin_start": ("first month of the age bin", f"{_C}.age_bin_label"),
+    "checkpoint": ("model checkpoint (samples' checkpoint_id)", "evalsuite.samples.read_samples"),
+    "checkpoint_id": ("samples' checkpoint_id (one defaulting rule)", "evalsuite.samples.read_samples"),
+    "model_family": ("spinnet or baseline", "evalsuite.samples.read_samples"),
+    "val_loss": ("checkpoint's validation loss, nats/token", "evalsuite.samples.read_samples"),
+    "val_bpc": ("checkpoint's validation loss, bits per character", "evalsuite.samples.read_samples"),
+    "unit": ("unit of analysis (utterance for children, sentence for stories)", f"{_C}.rate_table"),
+    "file": ("CHAT transcript file", "corpora.chat.read_chat"),
+    "age_months": ("child age in months from the transcript header", "corpora.chat.read_chat"),
+    "n_units": ("units in the transcript", f"{_A}.transcript_features"),
+    "doc_id": ("document: transcript file or checkpoint#sample", f"{_C}.analyze_stories"),
+    "text": ("the unit's text", f"{_C}.analyze_stories"),
+}
+_FEATURES = {
+    "mlu_morphemes": ("mean length of unit in morphemes", f"{_A}.features_from_stats"),
+    "mlu_words": ("mean length of unit in words", f"{_A}.features_from_stats"),
+    "clause_density": ("clauses per unit", f"{_A}.features_from_stats"),
+    "mattr": ("moving-average type-token ratio (window mattr_window)", f"{_A}.features_from_stats"),
+}
+
+
+def _error_columns(prefix: str, definition: str, computed_by: str) -> dict[str, tuple[str, str]]:
+    from evalsuite.childes.detectors import ERROR_TYPES
+
+    return {f"{prefix}{t}": (definition.format(t=t), computed_by) for t in ERROR_TYPES}
+
+
+def _tables() -> dict[str, dict[str, tuple[str, str]]]:
+    rates = {"error_type": ("detector error type (type/kind for a sub-kind)", f"{_C}.rate_table"),
+             "rate": ("units with >= 1 hit of the type, per 100 units", f"{_C}.rate_table"),
+             "ci_low": ("Wilson 95% lower bound of rate (units independent)", _WILSON),
+             "ci_high": ("Wilson 95% upper bound of rate", _WILSON),
+             "n": ("units in the group", f"{_C}.rate_table"),
+             "count": ("units with >= 1 hit", f"{_C}.rate_table"),
+             "hits": ("hits of the type (a unit can have several)", f"{_C}.rate_table")}
+    measures = {"measure": ("mlu_morphemes, mlu_words, clause_density (per unit), mattr, ttr (per document)",
+                            f"{_C}.measure_table"),
+                "value": ("mean of the measure over units (or documents)", _BOOT),
+                "ci_low": ("percentile bootstrap 95% lower bound (units, or documents)", _BOOT),
+                "ci_high": ("percentile bootstrap 95% upper bound", _BOOT),
+                "n": ("units (or documents) averaged", f"{_C}.measure_table"),
+                "ci_method": ("what was resampled", f"{_C}.measure_table")}
+    rate_features = _error_columns("rate_", "share of units with a {t} hit", f"{_A}.features_from_stats")
+    age_features = {**_FEATURES, **rate_features}
+    return {
+        "rates.csv": {**_GROUP, **rates},
+        "measures.csv": {**_GROUP, **measures},
+        "validation.csv": {
+            "target": ("detector target checked against human codes", f"{_V}.validate_detectors"),
+            "detector": ("detector error type", f"{_V}.validate_detectors"),
+            "codes": ("CHAT error codes that count as this target", f"{_V}.validate_detectors"),
+            "n_codes": ("human codes of the target on the CHI tier", f"{_V}.validate_detectors"),
+            "n_hits": ("detector hits", f"{_V}.validate_detectors"),
+            "tp_codes": ("codes overlapped by a hit", f"{_V}.validate_detectors"),
+            "tp_hits": ("hits overlapping a code", f"{_V}.validate_detectors"),
+            "precision": ("tp_hits / n_hits (a lower bound: coding is not exhaustive)", f"{_V}.validate_detectors"),
+            "precision_ci_low": ("Wilson 95% lower bound of precision", _WILSON),
+            "precision_ci_high": ("Wilson 95% upper bound of precision", _WILSON),
+            "recall": ("tp_codes / n_codes", f"{_V}.validate_detectors"),
+            "recall_ci_low": ("Wilson 95% lower bound of recall", _WILSON),
+            "recall_ci_high": ("Wilson 95% upper bound of recall", _WILSON),
+            "hits_on_other_codes": ("hits overlapping codes of other targets", f"{_V}.validate_detectors"),
+            "note": ("caveat for this target", f"{_V}.validate_detectors")},
+        "validation_disagreements.csv": {
+            "target": ("detector target", f"{_V}.validate_detectors"),
+            "unit": ("unit row", f"{_V}.validate_detectors"),
+            "text": ("unit text", f"{_V}.validate_detectors"),
+            "missed": ("code without hit, or hit without code", f"{_V}.validate_detectors"),
+            "span": ("character span of the code or hit", f"{_V}.validate_detectors"),
+            "code": ("the human code", f"{_V}.validate_detectors")},
+        "human_codes.csv": {"code": ("CHAT error code on the CHI tier", f"{_V}.code_inventory"),
+                            "count": ("occurrences", f"{_V}.code_inventory")},
+        "mlu_agreement.csv": {
+            "file": _GROUP["file"], "child": _GROUP["child"], "age_months": _GROUP["age_months"],
+            "n_utterances": ("CHI utterances", f"{_V}.mlu_agreement"),
+            "mlu_m_text": ("MLU in morphemes from our parse of the text", f"{_V}.mlu_agreement"),
+            "mlu_m_mor": ("MLU in morphemes from the %mor tier (CLAN)", f"{_V}.mlu_agreement"),
+            "mlu_w_text": ("MLU in words from our tokenisation", f"{_V}.mlu_agreement"),
+            "mlu_w_chat": ("MLU in words as CLAN counts them", f"{_V}.mlu_agreement"),
+            "diff_m": ("mlu_m_text - mlu_m_mor", f"{_V}.mlu_agreement"),
+            "diff_w": ("mlu_w_text - mlu_w_chat", f"{_V}.mlu_agreement")},
+        "age_features.csv": {**_GROUP, **age_features},
+        "age_model_cv.csv": {
+            "fold": ("cross-validation fold (leave one child out, or pooled)", f"{_A}.cross_validate_by_child"),
+            "n_train": ("training transcripts", f"{_A}._fold_row"),
+            "n_test": ("test transcripts", f"{_A}._fold_row"),
+            "train_age_range": ("ages of the training transcripts, months", f"{_A}._fold_row"),
+            "test_age_range": ("ages of the test transcripts, months", f"{_A}._fold_row"),
+            "age_range_overlap_months": ("overlap of the two ranges", f"{_A}._fold_row"),
+            "mae_months": ("mean absolute error of the predicted age", f"{_A}._fold_row"),
+            "rmse_months": ("root mean squared error", f"{_A}._fold_row"),
+            "bias_months": ("mean error (predicted - true)", f"{_A}._fold_row"),
+            "spearman_rho": ("Spearman rho, predicted vs true age", "evalsuite.stats.spearman"),
+            "spearman_p": ("two-sided p (exact for n <= 10)", "evalsuite.stats.spearman")},
+        "age_model_cv_predictions.csv": {
+            **_GROUP, **age_features,
+            "predicted_age": ("age predicted by the fold's model, months", f"{_A}.cross_validate_by_child"),
+            "fold": ("fold", f"{_A}.cross_validate_by_child")},
+        "age_model_coefficients.csv": {
+            "feature": ("age-model feature", f"{_A}.fit_age_model"),
+            "coefficient_per_sd": ("ridge coefficient per standard deviation of the feature, months",
+                                   f"{_A}.fit_age_model"),
+            "alpha": ("ridge penalty chosen", f"{_A}.fit_age_model")},
+        "checkpoint_ages.csv": {
+            **_GROUP, **age_features,
+            "n_stories": ("stories of the checkpoint", f"{_C}.checkpoint_age_table"),
+            "n_sentences": ("sentences of those stories", f"{_C}.checkpoint_age_table"),
+            "age_months": ("developmental age the age model assigns the stories, months", f"{_A}.bootstrap_age"),
+            "ci_low": ("percentile bootstrap 95% lower bound over stories", f"{_A}.bootstrap_age"),
+            "ci_high": ("percentile bootstrap 95% upper bound over stories", f"{_A}.bootstrap_age"),
+            "hypothesised_band": ("the seed's loss-to-age band of the checkpoint", f"{_C}.hypothesis_band"),
+            "band_low_months": ("band's lower age", f"{_C}.hypothesis_band"),
+            "band_high_months": ("band's upper age", f"{_C}.hypothesis_band"),
+            "ci_overlaps_band": ("whether the CI overlaps the band", f"{_C}.checkpoint_age_table"),
+            "extrapolated": ("features or age outside the training range", f"{_C}.checkpoint_age_table"),
+            "features_outside_training_range": ("which features", f"{_C}.checkpoint_age_table")},
+        "hits.csv": {
+            **_GROUP,
+            "unit_row": ("row of the unit in units.parquet", f"{_C}.hits_table"),
+            "error_type": ("detector error type", f"{_C}.hits_table"),
+            "kind": ("sub-kind of the error", f"{_C}.hits_table"),
+            "start": ("character start of the hit in the unit", f"{_C}.hits_table"),
+            "end": ("character end", f"{_C}.hits_table"),
+            "unit_text": ("the unit's text", f"{_C}.hits_table")},
+        "units.parquet": {
+            **_GROUP,
+            **_error_columns("has_", "whether the unit has a {t} hit", "evalsuite.childes.detectors.iter_detect"),
+            "unit_index": ("unit number within its document", f"{_C}.analyze_stories"),
+            "n_words": ("words of the unit", "evalsuite.childes.measures"),
+            "n_morphemes": ("morphemes of the unit", "evalsuite.childes.measures"),
+            "n_clauses": ("clauses of the unit", "evalsuite.childes.measures"),
+            "hits": ("detector hits (JSON list)", "evalsuite.childes.detectors.iter_detect"),
+            "corpus": ("CHILDES corpus", "corpora.chat.read_chat"),
+            "utt_index": ("utterance index in the transcript", "corpora.chat.read_chat"),
+            "annotations": ("human error codes with spans (JSON list)", "corpora.chat.read_chat"),
+            "mor_morphemes": ("morphemes from the %mor tier", "evalsuite.childes.measures.mor_morphemes"),
+            "mor_n_items": ("%mor items", "corpora.chat.read_chat"),
+            "clan_words": ("words as CLAN counts them", "corpora.chat.read_chat"),
+            "sample_index": ("row of the sample in the samples files", f"{_C}.analyze_stories"),
+            "samples_file": ("samples.jsonl the story came from", "evalsuite.samples.read_samples"),
+            "line": ("its line", "evalsuite.samples.read_samples")},
+    }
+
+
+def childes_columns(frames: dict) -> dict[str, dict[str, dict[str, str]]]:
+    """`columns` for the written tables ({file name: DataFrame}); every column must be defined."""
+    from evalsuite.results import column, describe_columns
+
+    tables = _tables()
+    return {name: describe_columns(frame.columns, {c: column(*e) for c, e in tables[name].items()}, name)
+            for name, frame in frames.items()}

@@ -1,0 +1,106 @@
+"""One command from each package family writes a meta.json that validates against the one schema
+(evalsuite.results): the full command line, the code version, the inputs with their sha256 and a
+definition + computing function for every column of every table it wrote."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from conftest import run_cli
+
+from corpora.provenance import file_sha256
+from evalsuite.results import META_SCHEMA, validate_meta
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+TINY = ["--set", "train.block_size=32", "--set", "train.batch_size=4", "--set", "train.eval_iters=2",
+        "--set", "train.val_fraction=0.2", "--set", "train.warmup_iters=1", "--set", "model.d_model=32",
+        "--set", "model.n_layer=1", "--set", "train.max_iters=4", "--set", "train.eval_interval=2"]
+
+
+def _meta(path: Path) -> dict:
+    meta = json.loads(path.read_text(encoding="utf-8"))
+    assert validate_meta(meta) == [], validate_meta(meta)
+    assert meta["schema"] == META_SCHEMA
+    assert meta["code_version"]["version"] and meta["code_version"]["package"] == "evalsuite"
+    assert meta["argv"] and meta["command"]
+    return meta
+
+
+def _check_columns_cover(meta: dict, table: str, columns) -> None:
+    described = meta["columns"][table]
+    assert list(described) == list(columns)  # every column, in table order, and nothing invented
+    for entry in described.values():
+        # a dotted name of a function in this project
+        assert entry["computed_by"].split(".")[0] in ("evalsuite", "corpora", "trainers"), entry
+
+
+def test_tokenizer_report_meta(sample, tmp_path):
+    out = tmp_path / "tok" / "report.csv"
+    assert run_cli(["tokenizer", "report", str(sample), "-t", "char", "-o", str(out)]) == 0
+    meta = _meta(out.with_suffix(".meta.json"))
+    assert meta["command"] == "tokenizer"
+    assert meta["argv"] == ["evalsuite", "tokenizer", "report", str(sample), "-t", "char", "-o", str(out)]
+    _check_columns_cover(meta, "report.csv", pd.read_csv(out).columns)
+    assert meta["inputs"][0]["sha256"] == file_sha256(sample)
+    assert meta["tokenizers"][0]["spec"] == "char"
+
+
+@pytest.mark.slow
+def test_train_then_generate_diagnose_dynamics_meta(sample, tmp_path):
+    run = tmp_path / "run"
+    assert run_cli(["train", "--config", "baseline-tiny", "--data", str(sample), "-o", str(run), "--no-progress",
+                    *TINY]) == 0
+    meta = _meta(run / "meta.json")  # trainers family
+    assert meta["command"] == "train" and meta["seeds"]["train.seed"] == meta["config"]["train"]["seed"]
+    assert meta["inputs"][0]["sha256"] == file_sha256(sample)
+    assert "component_grad_norms" in meta["columns"]["metrics_stream.jsonl"]
+
+    samples = tmp_path / "gen" / "samples.jsonl"
+    assert run_cli(["generate", str(run), "-o", str(samples), "--limit", "2", "--max-new-tokens", "8",
+                    "--prompts", str(sample)]) == 0
+    meta = _meta(samples.parent / "meta.json")
+    first = json.loads(samples.read_text(encoding="utf-8").splitlines()[0])
+    assert set(first) <= set(meta["columns"]["samples.jsonl"])
+    assert meta["seeds"] == {"seed": 1337} and meta["sampling"]["seed"] == 1337
+
+    diag = tmp_path / "diag" / "d.csv"
+    assert run_cli(["diagnose", str(run), "--samples", str(samples), "-o", str(diag)]) == 0
+    meta = _meta(diag.with_suffix(".meta.json"))
+    _check_columns_cover(meta, "d.csv", pd.read_csv(diag).columns)
+    assert meta["columns"]["d.csv"]["ci_low"]["computed_by"] == "evalsuite.stats.wilson_ci"
+    assert {r["path"] for r in meta["inputs"]} >= {str(samples)}
+
+    dyn = tmp_path / "dyn"
+    assert run_cli(["dynamics", str(run), "-o", str(dyn), "--checkpoints", "best", "--no-progress"]) == 0
+    meta = _meta(dyn / "meta.json")
+    for table in ("curves.csv", "gap.csv", "ranks.csv"):
+        _check_columns_cover(meta, table, pd.read_csv(dyn / table).columns)
+    assert meta["inputs"][0]["sha256"] == file_sha256(run / "metrics_stream.jsonl")
+
+
+def test_old_option_spellings_are_hidden_aliases(sample, tmp_path, capsys):
+    out = tmp_path / "r.csv"
+    assert run_cli(["tokenizer", "report", str(sample), "-t", "char", "--csv", str(out)]) == 0
+    assert out.is_file()
+    capsys.readouterr()
+    assert run_cli(["tokenizer", "report", "--help"]) == 0
+    text = capsys.readouterr().out
+    assert "--out" in text and "--csv" not in text
+    # both spellings, disagreeing: one clear error
+    assert run_cli(["tokenizer", "report", str(sample), "-t", "char", "-o", str(out), "--csv",
+                    str(tmp_path / "other.csv")]) == 2
+
+
+def test_version_prints_package_version_and_commit(capsys):
+    from corpora.provenance import code_version
+
+    assert run_cli(["--version"]) == 0
+    text = capsys.readouterr().out
+    cv = code_version()
+    assert text.startswith(f"evalsuite {cv['version']}")
+    if cv["git_commit"]:
+        assert cv["git_commit"] in text
