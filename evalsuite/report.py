@@ -227,12 +227,11 @@ def build_report(
     drawn, skipped = _figure_entries(fig_results, base, results, embed)
     table_files = _table_files(results, fig_dir)
     meta_files = _meta_files(results, fig_dir)
-    try:
-        from importlib.metadata import version
+    from corpora.provenance import code_version
 
-        evalsuite_version = version("evalsuite")
-    except Exception:  # noqa: BLE001 - running from a source tree without an installed distribution
-        evalsuite_version = "(source tree)"
+    cv = code_version()  # the code that drew the page: package version and, in a checkout, the commit
+    evalsuite_version = (cv["version"] or "(source tree)") + (
+        f" (git {cv['git_commit'][:12]}{', uncommitted changes' if cv['git_dirty'] else ''})" if cv["git_commit"] else "")
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATE_DIR)), autoescape=True,
                              undefined=jinja2.StrictUndefined)
     html = env.get_template(TEMPLATE).render(
