@@ -210,9 +210,12 @@ def validate_meta(meta: Mapping[str, Any]) -> list[str]:
         problems.append("columns is empty")
     else:
         for table, entries in cols.items():
+            if not isinstance(entries, Mapping):  # e.g. the older flat {column: note} form
+                problems.append(f"columns[{table!r}] is not a mapping of column -> definition, computed_by")
+                continue
             if not entries:
                 problems.append(f"columns[{table!r}] is empty")
-            for name, entry in (entries or {}).items():
+            for name, entry in entries.items():
                 if not isinstance(entry, Mapping) or not entry.get("definition") or not entry.get("computed_by"):
                     problems.append(f"columns[{table!r}][{name!r}] lacks definition or computed_by")
     return problems

@@ -142,3 +142,11 @@ def test_every_output_option_is_spelled_out():
                     assert "-o" in names, (sub_name, names)
                     checked += 1
     assert checked >= 10
+
+
+def test_validate_meta_reports_the_old_flat_columns_form():
+    from evalsuite.results import build_meta
+
+    meta = build_meta("dim-probe", columns={"t.csv": {"mean": {"definition": "d", "computed_by": "x.y"}}})
+    meta["columns"] = {"mean": "a note, not a definition + function"}
+    assert any("not a mapping" in p for p in validate_meta(meta))
