@@ -2,7 +2,11 @@
 
 The unit of analysis is a model token in an analysed part of a document; the unit of resampling is
 the document. For every model, layer l (hidden index: 0 = embedding output, i = after block i) and
-component k, a token's value is ||h_l[t, k*D/n:(k+1)*D/n]||_2, the L2 norm of that component.
+component k, a token's value is (statistic "share", the default) ||h_l[t, k]|| / ||h_l[t]||, the
+component's share of the token's whole hidden-vector norm (the n shares of a token have squares
+summing to 1), or (statistic "norm") the raw L2 norm ||h_l[t, k*D/n:(k+1)*D/n]||_2. Raw norms move
+together whenever the whole vector's norm changes from token to token (a shift shared by all n
+components that says nothing about any one of them); the share divides that shift out per token.
 
 Memory is O(layers x components x categories), plus small per-document sums that the document
 bootstrap needs (O(documents x layers x components x categories) float32, never per token):
@@ -68,6 +72,7 @@ class PreparedDoc:
     n_unaligned: int  # analysed tokens that belong to no spaCy word (whitespace)
     units: np.ndarray | None = None  # (N_analysed,) word unit of each analysed token, -1 = none
     unit_labels: np.ndarray | None = None  # (U, C) labels of the units (words)
+    unit_words: np.ndarray | None = None  # (U,) index of each unit's spaCy word in the document
 
     @property
     def n_analysed(self) -> int:
@@ -110,6 +115,7 @@ def prepare_doc(
         n_unaligned=int((~aligned).sum()),
         units=units,
         unit_labels=word_labels[unit_words],
+        unit_words=unit_words,
     )
 
 
@@ -171,12 +177,17 @@ def capture_residuals(model: torch.nn.Module, layers: Sequence[int], stop: bool)
             handle.remove()
 
 
+STATISTICS = ("share", "norm")
+
+
 @dataclass
 class DocOutputs:
-    """Per analysed token of one document: component magnitudes and/or next-token loss."""
+    """Per analysed token of one document: component values, next-token loss, feature vectors."""
 
-    mags: np.ndarray | None  # (N, L, K) float32
-    nll: np.ndarray | None  # (N,) float32, nats
+    mags: np.ndarray | None  # (N, L, K) float32: shares or norms (see `statistic`)
+    nll: np.ndarray | None  # (N,) float32, nats: loss of predicting the NEXT token from this position
+    features: np.ndarray | None = None  # (N, Lf, D) float32: h / ||h|| at the feature layers
+    state_sum: np.ndarray | None = None  # (Ls, D) float64: sum of h over the analysed tokens
 
 
 def plan_windows(n_tokens: int, block_size: int, stride: int) -> list[tuple[int, int, int]]:
@@ -209,8 +220,20 @@ def forward_docs(
     need_nll: bool = False,
     batch_tokens: int = 4096,
     stride: int | None = None,
+    statistic: str = "share",
+    feature_layers: Sequence[int] = (),
+    sum_layers: Sequence[int] = (),
 ) -> list[DocOutputs]:
-    """Run `run.model` over the documents in windows and return per-analysed-token outputs."""
+    """Run `run.model` over the documents in windows and return per-analysed-token outputs.
+
+    Position convention (shared by the probe and the ablation): everything reported for token i
+    comes from the residual state AT token i: its component values, and its loss, which is the loss
+    of predicting token i + 1 (the end-of-text id after the last token) from that state. An
+    ablation's loss change on a NOUN token is thus measured where the probe reads the NOUN state.
+    `feature_layers`: also return h / ||h|| per analysed token there (selectivity probes);
+    `sum_layers`: also return the sum of h over the analysed tokens (for mean-ablation)."""
+    if statistic not in STATISTICS:
+        raise UserError(f"statistic must be one of {STATISTICS}, got {statistic!r}")
     model = run.model
     block = run.block_size
     if stride is None:
@@ -222,9 +245,17 @@ def forward_docs(
     vocab = getattr(getattr(model, "config", None), "vocab_size", None) or 50_000
     if need_nll:  # full logits are materialised: cap them at ~256 MB per forward
         batch_tokens = max(block, min(batch_tokens, (1 << 26) // vocab))
-    seqs = [np.concatenate([[eot], d.ids]).astype(np.int64) for d in docs]
+    # seq = [eot] + ids + [eot]: the model reads seq[:-1]; the trailing eot is only a target
+    seqs = [np.concatenate([[eot], d.ids, [eot]]).astype(np.int64) for d in docs]
     mags = [np.zeros((len(d.ids), len(layers), k), dtype=np.float32) if need_mags else None for d in docs]
     nll = [np.zeros(len(d.ids), dtype=np.float32) if need_nll else None for d in docs]
+    feat_layers, sum_layer_list = list(feature_layers), list(sum_layers)
+    width_d = getattr(getattr(model, "config", None), "d_model", 0)
+    feats = [np.zeros((len(d.ids), len(feat_layers), width_d), dtype=np.float32) if feat_layers else None
+             for d in docs]
+    sums = [np.zeros((len(sum_layer_list), width_d)) if sum_layer_list else None for d in docs]
+    capture = sorted(set(layers) | set(feat_layers) | set(sum_layer_list)) if (need_mags or feat_layers
+                                                                             or sum_layer_list) else []
     windows = [
         (di, a, b, c) for di, d in enumerate(docs) if len(d.ids) for (a, b, c) in plan_windows(len(d.ids), block, stride)
     ]
@@ -243,25 +274,39 @@ def forward_docs(
             for row, (di, a, b, _c) in enumerate(batch):
                 idx[row, : b - a] = torch.from_numpy(seqs[di][a:b])
             logits = None
-            if need_mags:
-                with capture_residuals(model, layer_list, stop=not need_nll) as store, suppress(_StopForward):
+            store: dict[int, Any] = {}
+            if capture:
+                with capture_residuals(model, capture, stop=not need_nll) as store, suppress(_StopForward):
                     logits = model(idx).logits
-                states = torch.stack([store[layer] for layer in layer_list], dim=2)  # (B, T, L, D)
-                bsz, t, n_l, d = states.shape
-                comp = torch.linalg.vector_norm(states.float().view(bsz, t, n_l, k, d // k), dim=-1)
-                comp_np = comp.numpy()
             else:
                 logits = model(idx).logits
-            if need_nll:  # one loss call per batch: position j is predicted by the logits at j - 1
+            if need_mags:
+                states = torch.stack([store[layer] for layer in layer_list], dim=2).float()  # (B, T, L, D)
+                bsz, t, n_l, d = states.shape
+                comp = torch.linalg.vector_norm(states.view(bsz, t, n_l, k, d // k), dim=-1)
+                if statistic == "share":  # ||h_k|| / ||h||, from the component norms (sum of squares)
+                    comp = comp / comp.square().sum(dim=-1, keepdim=True).sqrt().clamp_min(1e-30)
+                comp_np = comp.numpy()
+            if feat_layers:
+                fstates = torch.stack([store[layer] for layer in feat_layers], dim=2).float()
+                fstates = (fstates / torch.linalg.vector_norm(fstates, dim=-1, keepdim=True).clamp_min(1e-30)).numpy()
+            if need_nll:  # one loss call per batch: the state at seq position j predicts seq[j + 1]
                 assert logits is not None
                 rows = torch.cat([torch.full((b - c,), r) for r, (_, a, b, c) in enumerate(batch)])
                 cols = torch.cat([torch.arange(c - a, b - a) for _, a, b, c in batch])
-                flat = F.cross_entropy(logits[rows, cols - 1].float(), idx[rows, cols], reduction="none").numpy()
+                targets = torch.from_numpy(np.concatenate([seqs[di][c + 1 : b + 1] for di, _a, b, c in batch]))
+                flat = F.cross_entropy(logits[rows, cols].float(), targets, reduction="none").numpy()
             at = 0
             for row, (di, a, b, c) in enumerate(batch):
                 # seq positions c..b-1 are tokens c-1..b-2
                 if need_mags:
                     mags[di][c - 1 : b - 1] = comp_np[row, c - a : b - a]
+                if feat_layers:
+                    feats[di][c - 1 : b - 1] = fstates[row, c - a : b - a]
+                if sum_layer_list:
+                    keep = docs[di].analysed[c - 1 : b - 1]
+                    for si, layer in enumerate(sum_layer_list):
+                        sums[di][si] += store[layer][row, c - a : b - a][torch.from_numpy(keep)].double().sum(0).numpy()
                 if need_nll:
                     nll[di][c - 1 : b - 1] = flat[at : at + b - c]
                 at += b - c
@@ -271,6 +316,8 @@ def forward_docs(
         out.append(DocOutputs(
             mags=mags[di][keep] if need_mags else None,
             nll=nll[di][keep] if need_nll else None,
+            features=feats[di][keep] if feat_layers else None,
+            state_sum=sums[di],
         ))
     return out
 

@@ -100,14 +100,11 @@ def _rank_percentile(draws: np.ndarray, q: float, method: str) -> np.ndarray:
 
 
 def adjust_pvalues(p: np.ndarray, method: str = "bh") -> np.ndarray:
-    """Multiple-comparison correction over the finite entries of `p` (NaN stays NaN)."""
-    from statsmodels.stats.multitest import multipletests
+    """Multiple-comparison correction over the finite entries of `p` (NaN stays NaN): the shared
+    `evalsuite.stats.adjust_pvalues` (one procedure for every table)."""
+    from evalsuite.stats import adjust_pvalues as shared_adjust
 
-    out = np.full(p.shape, np.nan)
-    ok = np.isfinite(p)
-    if ok.any():
-        out[ok] = multipletests(p[ok], method=CORRECTIONS[method])[1]
-    return out
+    return shared_adjust(p, CORRECTIONS[method])
 
 
 @dataclass
@@ -422,3 +419,156 @@ def claims_table(
                         "a category whose 95% rank interval for e0 excludes first place",
             })
     return pd.DataFrame(rows)
+
+
+# --- claims across models ------------------------------------------------------------------------
+
+VERDICTS = ("supported", "refuted", "not_distinguishable_from_control", "uncertain", "not testable")
+CLAIM_RULE = (
+    "verdict (probed model only; control rows say 'control'): 'uncertain' when fewer than min_docs "
+    "documents were analysed, or fewer than min_docs documents hold the category, or no control was run, "
+    "or the within-model verdict is 'uncertain'. Otherwise the claim score S (below) is compared between "
+    "the probed model and every control with the paired document bootstrap: for each control c, "
+    "d_c = S_probe - S_c with its 95% percentile interval; the margin of c is the interval's bound "
+    "nearest 0 (0 if the interval holds 0); the control spread is the largest upper 95% bound of "
+    "|S_ci - S_cj| over pairs of controls (0 with one control). 'supported' needs the within-model "
+    "verdict 'supported', every d_c > 0 (interval above 0) and every margin > the control spread; "
+    "'refuted' needs the within-model verdict 'refuted', every d_c < 0 (interval below 0) and every "
+    "margin > the control spread; anything else is 'not_distinguishable_from_control': the probed model "
+    "does not differ from its controls by more than the controls differ from each other."
+)
+CLAIM_SCORE = (
+    "claim score S: for a category claim, the mean over the claimed components of the category's mean "
+    "value minus the mean over the other components, divided by the layer's average component value over "
+    "all tokens (positive = the claimed components lead); for 'e0 first', the mean over present "
+    "categories of (e0's mean - the largest other component's mean), divided likewise"
+)
+
+
+def _claim_scores(stats: ModelStats, layer: int, claimed: Sequence[int] | None, cat: str | None) -> tuple[float, np.ndarray]:
+    """(S, bootstrap draws of S) of one claim on one model (see CLAIM_SCORE)."""
+    li = stats.layers.index(layer)
+    scale = float(np.nanmean(stats.overall[li]))
+    boot_scale = np.nanmean(stats.boot_overall[:, li, :], axis=1)
+    k = stats.n_components
+    if claimed is not None and cat is not None:
+        ci = stats.categories.index(cat)
+        mask = np.zeros(k, dtype=bool)
+        mask[list(claimed)] = True
+
+        def score(means: np.ndarray) -> np.ndarray:
+            return means[..., mask].mean(axis=-1) - means[..., ~mask].mean(axis=-1)
+
+        point = float(score(stats.mean[ci, li])) / scale
+        draws = score(stats.boot_mean[:, ci, li, :].astype(np.float64)) / boot_scale
+        return point, draws
+    present = [ci for ci in range(len(stats.categories)) if stats.n_tokens[ci] > 0]
+
+    def lead(means: np.ndarray) -> np.ndarray:  # (..., C', K)
+        return (means[..., 0] - means[..., 1:].max(axis=-1)).mean(axis=-1)
+
+    point = float(lead(stats.mean[present, li])) / scale
+    draws = lead(stats.boot_mean[:, present, li, :].astype(np.float64)) / boot_scale
+    return point, draws
+
+
+def claims_across_models(
+    stats: Mapping[str, ModelStats],
+    probe_name: str,
+    claims: Mapping[str, Sequence[int]] = ORIGINAL_CLAIM,
+    *,
+    n_docs: int,
+    min_docs: int,
+    n_docs_by_category: Mapping[str, int] | None = None,
+    exclude_layers: Sequence[int] = (0,),
+    top: int = 3,
+) -> pd.DataFrame:
+    """The claims tested on every model (one block of rows per model, a `model` column), with the
+    within-model verdict of `claims_table` as `verdict_within_model`, the claim score S with its
+    bootstrap interval, and for the probed model the verdict against the controls (CLAIM_RULE)."""
+    probe = stats[probe_name]
+    controls = [s for name, s in stats.items() if name != probe_name and s.n_components == probe.n_components]
+    layers = [layer for layer in probe.layers if layer not in exclude_layers]
+    per_model: dict[str, pd.DataFrame] = {}
+    draws: dict[tuple[str, int, str], np.ndarray] = {}
+    for name, st in stats.items():
+        if st.n_components != probe.n_components:
+            continue
+        table = claims_table(st, claims, top=top)
+        table = table[table["layer"].isin(layers)].reset_index(drop=True)
+        table = table.rename(columns={"verdict": "verdict_within_model"})
+        scores, lows, highs = [], [], []
+        for _, row in table.iterrows():
+            if row["verdict_within_model"] == "not testable" or row["layer"] not in st.layers:
+                scores.append(np.nan), lows.append(np.nan), highs.append(np.nan)
+                continue
+            cat = None if row["category"] == "(every category)" else row["category"]
+            claimed = claims[cat][:top] if cat is not None else None
+            point, boot = _claim_scores(st, int(row["layer"]), claimed, cat)
+            draws[(name, int(row["layer"]), row["category"])] = boot
+            scores.append(point)
+            low, high = (_percentile(boot[:, None], q)[0] for q in (2.5, 97.5)) if len(boot) else (np.nan, np.nan)
+            lows.append(low), highs.append(high)
+        table.insert(0, "model", name)
+        table.insert(1, "role", "probed" if name == probe_name else "control")
+        table["claim_score"], table["claim_score_ci_low"], table["claim_score_ci_high"] = scores, lows, highs
+        per_model[name] = table
+    probe_rows = per_model[probe_name]
+    verdicts, notes, spreads, margins, diffs = [], [], [], [], []
+    for _, row in probe_rows.iterrows():
+        key = (int(row["layer"]), row["category"])
+        own = row["verdict_within_model"]
+        verdict, note, spread, margin, diff_txt = _compare_claim(
+            own, key, probe_name, [c.name for c in controls], draws, probe_rows, per_model,
+            n_docs=n_docs, min_docs=min_docs, n_docs_category=(n_docs_by_category or {}).get(row["category"]))
+        verdicts.append(verdict), notes.append(note), spreads.append(spread), margins.append(margin)
+        diffs.append(diff_txt)
+    probe_rows = probe_rows.assign(verdict=verdicts, control_spread=spreads, min_margin=margins,
+                                   diff_vs_controls=diffs, rule_note=notes)
+    rows = [probe_rows] + [t.assign(verdict="control") for n, t in per_model.items() if n != probe_name]
+    return pd.concat(rows, ignore_index=True)
+
+
+def _compare_claim(
+    own: str, key: tuple[int, str], probe_name: str, control_names: Sequence[str],
+    draws: Mapping[tuple[str, int, str], np.ndarray], probe_rows: pd.DataFrame,
+    per_model: Mapping[str, pd.DataFrame], *, n_docs: int, min_docs: int, n_docs_category: int | None,
+) -> tuple[str, str, float, float, str]:
+    layer, cat = key
+    if own == "not testable":
+        return own, "", np.nan, np.nan, ""
+    if n_docs < min_docs:
+        return "uncertain", f"only {n_docs} documents (< min_docs {min_docs}): no verdict", np.nan, np.nan, ""
+    if n_docs_category is not None and n_docs_category < min_docs:
+        return "uncertain", f"category in only {n_docs_category} documents (< min_docs {min_docs})", np.nan, np.nan, ""
+    available = [c for c in control_names if (c, layer, cat) in draws]
+    if not available:
+        return "uncertain", "no control has this layer: nothing to compare with", np.nan, np.nan, ""
+    p_draws = draws[(probe_name, layer, cat)]
+    p_point = float(probe_rows[(probe_rows["layer"] == layer) & (probe_rows["category"] == cat)]["claim_score"].iloc[0])
+    signs, margins, texts = [], [], []
+    for c in available:
+        c_rows = per_model[c]
+        c_point = float(c_rows[(c_rows["layer"] == layer) & (c_rows["category"] == cat)]["claim_score"].iloc[0])
+        d = p_draws - draws[(c, layer, cat)]
+        low, high = _percentile(d[:, None], 2.5)[0], _percentile(d[:, None], 97.5)[0]
+        sign = 1 if low > 0 else (-1 if high < 0 else 0)
+        signs.append(sign)
+        margins.append(low if sign > 0 else (-high if sign < 0 else 0.0))
+        texts.append(f"{c}: {p_point - c_point:+.4f} [{low:+.4f}, {high:+.4f}]")
+    spread = 0.0
+    for i, a in enumerate(available):
+        for b in available[i + 1 :]:
+            gap = np.abs(draws[(a, layer, cat)] - draws[(b, layer, cat)])
+            spread = max(spread, float(_percentile(gap[:, None], 97.5)[0]))
+    margin = float(min(margins))
+    beyond = margin > spread
+    if own == "uncertain":
+        return "uncertain", "within-model verdict uncertain", spread, margin, "; ".join(texts)
+    if own == "supported" and all(s > 0 for s in signs) and beyond:
+        return "supported", "", spread, margin, "; ".join(texts)
+    if own == "refuted" and all(s < 0 for s in signs) and beyond:
+        return "refuted", "", spread, margin, "; ".join(texts)
+    return ("not_distinguishable_from_control",
+            f"within-model verdict {own}, but the probed model does not differ from every control by more than "
+            "the controls differ from each other", spread, margin, "; ".join(texts))
