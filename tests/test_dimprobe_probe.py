@@ -43,8 +43,8 @@ def planted_result(tokenizer):
     assert len(nouns) >= 10
     plant = PlantedSignal(probe.model, 8, 5, nouns, 3.0)
     try:
-        config = ProbeConfig(permutations=200, bootstrap=200, ablate=["e5"], seed=0, selectivity=True, ablate_null_draws=10,
-                             selectivity_tokens=1500, selectivity_categories=["NOUN"])
+        config = ProbeConfig(permutations=200, bootstrap=200, ablate=["e5"], seed=0, ablate_null_draws=10,
+                             selectivity=True, selectivity_tokens=1500, selectivity_categories=["NOUN"])
         return run_probe(probe, [ProbeText(d) for d in DOCS], config)
     finally:
         plant.remove()
@@ -74,7 +74,7 @@ def test_planted_noun_signal_is_recovered(planted_result):
     assert top.loc[("probe", 2, "NOUN"), "top_by_ratio"].startswith("e5")
     # the claim table holds every model; for nouns the probed model measures e5 first, and the claim
     # (e0 e1 e7) is refuted beyond the controls: its claimed components lead less than in every control
-    assert set(res.claims["model"]) == {"probe", "untrained", "baseline"}
+    assert set(res.claims["model"]) == {"probe", "untrained", "untrained#2", "baseline"}
     assert 0 not in set(res.claims["layer"])  # the embedding is no evidence about the algebra
     claims = res.claims[(res.claims["layer"] == 2) & (res.claims["model"] == "probe")].set_index("category")
     assert claims.loc["NOUN", "measured_by_mean"].startswith("e5")
@@ -85,7 +85,7 @@ def test_planted_noun_signal_is_recovered(planted_result):
     assert set(res.claims["verdict"]) <= {"supported", "refuted", "not_distinguishable_from_control",
                                           "uncertain", "not testable", "control"}
     # controls exist with their own rows
-    assert set(res.table["model"]) == {"probe", "untrained", "baseline"}
+    assert set(res.table["model"]) == {"probe", "untrained", "untrained#2", "baseline"}
     assert res.summary.n_docs == len(DOCS)
     assert res.summary.n_tokens["probe"] == res.documents["n_tokens"].sum() > 1000
 
@@ -133,7 +133,7 @@ def test_selectivity_finds_the_planted_component(planted_result):
     control task (random label per word type); components without the plant do not."""
     sel = planted_result.selectivity
     probe = sel[(sel["model"] == "probe") & (sel["category"] == "NOUN")].set_index("component")
-    assert set(sel["model"]) == {"probe", "untrained", "baseline"} and set(sel["layer"]) == {2}
+    assert set(sel["model"]) == {"probe", "untrained", "untrained#2", "baseline"} and set(sel["layer"]) == {2}
     assert probe.loc["e5", "accuracy"] > 0.9
     assert probe.loc["e5", "selectivity"] > 0.1
     assert probe.loc["e5", "selectivity"] > probe.drop("e5")["selectivity"].max()
@@ -148,7 +148,7 @@ def test_shares_and_next_token_position(tokenizer):
     from evalsuite.dimprobe.collect import forward_docs, prepare_doc
 
     run = tiny_probe_model(tokenizer, seed=2)
-    text = ProbeText(DOCS[0])
+    text = ProbeText(DOCS[0][:150])  # shorter than the block: one window, full context
     doc = prepare_doc(0, text, np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64),
                       np.zeros((0, 5), dtype=bool), tokenizer)
     [out] = forward_docs(run, [doc], [0, 1, 2], need_nll=True, statistic="share")
@@ -160,13 +160,13 @@ def test_shares_and_next_token_position(tokenizer):
     with torch.inference_mode():
         logits = run.model(seq[:, :-1]).logits[0]
     expected = F.cross_entropy(logits[1:], seq[0, 2:], reduction="none").numpy()
-    assert np.allclose(out.nll, expected, atol=1e-4)
+    assert len(doc.ids) + 1 <= run.block_size and np.allclose(out.nll, expected, atol=1e-4)
 
 
 def test_untrained_probe_earns_no_verdict(tokenizer):
     """A random model probed against its controls: no claim comes out supported or refuted."""
     verdicts = set()
-    for seed in (4, 5):
+    for seed in (4, 6):  # two untrained probes, each against two untrained twins and an untrained baseline
         probe = tiny_probe_model(tokenizer, seed=seed)
         res = run_probe(probe, [ProbeText(d) for d in DOCS], ProbeConfig(permutations=0, bootstrap=200, seed=seed))
         rows = res.claims[res.claims["role"] == "probed"]
@@ -277,11 +277,11 @@ def test_cli_end_to_end(tmp_path, tokenizer, capsys):
     assert {"layer", "component", "category", "mean", "ci_low", "ci_high", "z", "p", "p_adj",
             "n_tokens", "n_docs"} <= set(table.columns)
     assert sorted(table["layer"].unique()) == [0, 2]
-    assert set(table["model"]) == {"probe", "untrained", "baseline", "baseline:base"}
+    assert set(table["model"]) == {"probe", "untrained", "untrained#2", "baseline", "baseline:base"}
     assert set(table["statistic"]) == {"share"}
     assert "octonion_attention (head mixer)=False" in printed.out and "layer 0 = embedding" in printed.out
     claims = pd.read_csv(out / "claims.csv")
-    assert set(claims["model"]) == {"probe", "untrained", "baseline", "baseline:base"}
+    assert set(claims["model"]) == {"probe", "untrained", "untrained#2", "baseline", "baseline:base"}
     assert set(claims[claims["model"] == "probe"]["verdict"]) <= {"uncertain"}  # 10 documents < min_docs
     meta = json.loads((out / "meta.json").read_text())
     from evalsuite.results import validate_meta
@@ -337,6 +337,6 @@ def test_baseline_probe_and_other_component_counts(tokenizer, tmp_path):
     assert len(animal) == 2 * 4 and (animal["n_tokens"] == res.documents["n_ANIMAL"].sum()).all()
     assert res.documents["n_ANIMAL"].sum() >= 6  # every story has an animal
     assert set(res.table["component"]) == {"e0", "e1", "e2", "e3"}
-    assert set(res.table["model"]) == {"probe", "untrained"}  # no second untrained baseline
+    assert set(res.table["model"]) == {"probe", "untrained", "untrained#2"}  # no second untrained baseline
     assert res.claims.empty and any("8 octonion" in w for w in res.summary.warnings)
     assert np.isfinite(res.table[res.table["category"] == "NOUN"]["mean"]).all()

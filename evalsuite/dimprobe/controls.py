@@ -44,7 +44,7 @@ def from_checkpoint(path: str | Path, name: str = "probe") -> ModelUnderProbe:
     )
 
 
-def untrained_control(probe: ModelUnderProbe, seed: int = 0) -> ModelUnderProbe:
+def untrained_control(probe: ModelUnderProbe, seed: int = 0, name: str = "untrained") -> ModelUnderProbe:
     """The probed model's config with fresh random weights."""
     from trainers.model import build_model
 
@@ -52,7 +52,7 @@ def untrained_control(probe: ModelUnderProbe, seed: int = 0) -> ModelUnderProbe:
     torch.manual_seed(seed)
     model = build_model(dataclasses.replace(cfg)).eval()
     return ModelUnderProbe(
-        name="untrained", model=model, tokenizer=probe.tokenizer, block_size=probe.block_size,
+        name=name, model=model, tokenizer=probe.tokenizer, block_size=probe.block_size,
         n_components=int(model.n_components),
         description=f"untrained {cfg.family} of the probed config (init seed {seed})",
         info={"family": cfg.family, "seed": seed, "config": dataclasses.asdict(cfg)},

@@ -77,6 +77,7 @@ class ProbeConfig:
     permutations: int = 1000
     bootstrap: int = 1000
     controls: bool = True
+    untrained_controls: int = 2  # untrained twins (different init seeds): their spread is the init noise
     baseline: str | None = None  # a trained baseline checkpoint for the baseline control
     control_checkpoints: list[str] = field(default_factory=list)  # more trained controls (--control)
     statistic: str = "share"  # "share" = ||h_k|| / ||h|| per token (claims use it); "norm" = raw ||h_k||
@@ -109,6 +110,8 @@ class ProbeConfig:
             raise UserError("--permutations and --bootstrap must be >= 0")
         if self.statistic not in STATISTICS:
             raise UserError(f"statistic must be one of {', '.join(STATISTICS)}, got {self.statistic!r}")
+        if self.untrained_controls < 0:
+            raise UserError("untrained_controls must be >= 0")
         if self.ablate_null_draws < 0 or self.min_docs < 1:
             raise UserError("--ablate-null-draws must be >= 0 and --min-docs >= 1")
         if self.selectivity_tokens < 10 or self.selectivity_folds < 2:
@@ -291,7 +294,11 @@ def build_controls(probe: ModelUnderProbe, config: ProbeConfig) -> list[ModelUnd
     from evalsuite.dimprobe.controls import baseline_control, checkpoint_control, untrained_control
 
     # init seeds far from the small seeds a training run might have used for the probed model itself
-    controls = [untrained_control(probe, seed=CONTROL_SEED + config.seed)]
+    # two or more untrained twins: how much two random inits of the same config differ is part of
+    # "how much the controls differ from each other", the yardstick of every claim verdict
+    controls = [untrained_control(probe, seed=CONTROL_SEED + config.seed + 2 * i,
+                                  name="untrained" if i == 0 else f"untrained#{i + 1}")
+                for i in range(config.untrained_controls)]
     if probe.model.config.family != "baseline" or config.baseline is not None:
         controls.append(baseline_control(probe, config.baseline, seed=CONTROL_SEED + config.seed + 1))
     taken = {probe.name, *(c.name for c in controls)}
