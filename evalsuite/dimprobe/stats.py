@@ -89,6 +89,32 @@ def _percentile(draws: np.ndarray, q: float) -> np.ndarray:
     return np.where(valid > 0, out, np.nan)
 
 
+def _interval(draws: np.ndarray, low: float = 2.5, high: float = 97.5) -> tuple[np.ndarray, np.ndarray]:
+    """(_percentile(draws, low), _percentile(draws, high)) from one sort."""
+    ordered = np.sort(draws, axis=0)
+    valid = (~np.isnan(draws)).sum(axis=0)
+    out = []
+    for q in (low, high):
+        pos = q / 100.0 * np.maximum(valid - 1, 0)
+        lo = np.floor(pos).astype(np.int64)
+        hi = np.minimum(lo + 1, np.maximum(valid - 1, 0))
+        lo_val = np.take_along_axis(ordered, lo[None], axis=0)[0]
+        hi_val = np.take_along_axis(ordered, hi[None], axis=0)[0]
+        with np.errstate(invalid="ignore"):
+            value = lo_val + (hi_val - lo_val) * (pos - lo)
+        out.append(np.where(valid > 0, value, np.nan))
+    return out[0], out[1]
+
+
+def _interval1(draws: np.ndarray) -> tuple[float, float]:
+    """95% percentile interval of 1-D draws (NaN ignored)."""
+    finite = draws[np.isfinite(draws)]
+    if not len(finite):
+        return np.nan, np.nan
+    low, high = np.percentile(finite, [2.5, 97.5])
+    return float(low), float(high)
+
+
 def _rank_percentile(draws: np.ndarray, q: float, method: str) -> np.ndarray:
     """np.nanpercentile(draws, q, axis=0, method="lower" | "higher"), vectorised (NaN draws ignored)."""
     ordered = np.sort(draws, axis=0)  # NaN sorts last
@@ -125,6 +151,10 @@ class ModelStats:
     boot_overall: np.ndarray  # (B, L, K)
     boot_spec_excess: np.ndarray  # (B, C, L)
     spec_excess: np.ndarray  # (C, L)
+    rank_mean: np.ndarray | None = None  # (C, L, K)
+    rank_ci_low: np.ndarray | None = None  # (C, L, K)
+    rank_ci_high: np.ndarray | None = None  # (C, L, K)
+    p_adj: np.ndarray | None = None  # (C, L, K)
 
 
 def compute_stats(
@@ -212,9 +242,9 @@ def compute_stats(
             boot_overall[a : a + chunk] = (w @ acc.doc_sum) / (w @ acc.doc_n_total)[:, None]
     with np.errstate(divide="ignore", invalid="ignore"):
         boot_ratio = boot_mean / boot_overall[:, None, :]
-    ci_low, ci_high = _percentile(boot_mean, 2.5), _percentile(boot_mean, 97.5)
-    r_low, r_high = _percentile(boot_ratio, 2.5), _percentile(boot_ratio, 97.5)
-    all_low, all_high = _percentile(boot_overall, 2.5), _percentile(boot_overall, 97.5)
+    ci_low, ci_high = _interval(boot_mean)
+    r_low, r_high = _interval(boot_ratio)
+    all_low, all_high = _interval(boot_overall)
 
     shape4 = (n_c, n_l, n_k)
     rank_mean = _ranks_desc(mean.reshape(shape4))
@@ -276,7 +306,7 @@ def compute_stats(
     }))
     table = pd.concat(rows, ignore_index=True)
 
-    spec_low, spec_high = _percentile(boot_spec_excess, 2.5), _percentile(boot_spec_excess, 97.5)
+    spec_low, spec_high = _interval(boot_spec_excess)
     spec_rows = []
     for ci, cat in enumerate(acc.categories):
         for li, layer in enumerate(acc.layers):
@@ -296,6 +326,8 @@ def compute_stats(
         n_tokens=n_cat, boot_mean=boot_mean.reshape(n_boot, *shape4),
         boot_overall=boot_overall.reshape(n_boot, n_l, n_k),
         boot_spec_excess=boot_spec_excess, spec_excess=spec_excess,
+        rank_mean=rank_mean, rank_ci_low=np.asarray(rk_low).reshape(shape4),
+        rank_ci_high=np.asarray(rk_high).reshape(shape4), p_adj=p_adj.reshape(shape4),
     )
 
 
@@ -311,7 +343,7 @@ def compare_with_control(probe: ModelStats, control: ModelStats) -> pd.DataFrame
             li_p, li_c = probe.layers.index(layer), control.layers.index(layer)
             diff_draws = probe.boot_spec_excess[:, ci_p, li_p] - control.boot_spec_excess[:, ci_c, li_c]
             diff = probe.spec_excess[ci_p, li_p] - control.spec_excess[ci_c, li_c]
-            low, high = _percentile(diff_draws[:, None], 2.5)[0], _percentile(diff_draws[:, None], 97.5)[0]
+            low, high = _interval1(diff_draws)
             rows.append({
                 "control": control.name, "layer": layer, "category": cat,
                 "probe_spec_excess": probe.spec_excess[ci_p, li_p],
@@ -345,7 +377,6 @@ def claims_table(
     """
     rows = []
     n_k = stats.n_components
-    table = stats.table
     for li, layer in enumerate(stats.layers):
         overall_top = list(np.argsort(-stats.overall[li], kind="stable")[:top])
         for cat, claimed in claims.items():
@@ -366,15 +397,12 @@ def claims_table(
             claimed_arr = np.asarray(claimed[:top])
             p_ordered = float((boot_top == claimed_arr).all(axis=1).mean()) if valid.any() else np.nan
             p_set = float((np.sort(boot_top, axis=1) == np.sort(claimed_arr)).all(axis=1).mean()) if valid.any() else np.nan
-            sub = table[(table["layer"] == layer) & (table["category"] == cat)].set_index("component")
-            ranks = [f"{int(sub.loc[f'e{c}', 'rank_mean'])} [{int(sub.loc[f'e{c}', 'rank_mean_ci_low'])}-"
-                     f"{int(sub.loc[f'e{c}', 'rank_mean_ci_high'])}]" if np.isfinite(sub.loc[f'e{c}', 'rank_mean_ci_low'])
-                     else str(int(sub.loc[f"e{c}", "rank_mean"])) for c in claimed]
+            rk, rk_lo, rk_hi = stats.rank_mean[ci, li], stats.rank_ci_low[ci, li], stats.rank_ci_high[ci, li]
+            ranks = [f"{int(rk[c])} [{int(rk_lo[c])}-{int(rk_hi[c])}]" if np.isfinite(rk_lo[c]) else str(int(rk[c]))
+                     for c in claimed]
             ratios = stats.ratio[ci, li]
             by_ratio = list(np.argsort(-np.nan_to_num(ratios, nan=-np.inf), kind="stable")[:top])
-            confidently_out = [c for c in claimed[:top]
-                               if np.isfinite(sub.loc[f"e{c}", "rank_mean_ci_low"])
-                               and sub.loc[f"e{c}", "rank_mean_ci_low"] > top]
+            confidently_out = [c for c in claimed[:top] if np.isfinite(rk_lo[c]) and rk_lo[c] > top]
             if measured == list(claimed[:top]) and p_ordered >= 0.95:
                 verdict = "supported"
             elif p_ordered <= 0.05 and confidently_out:
@@ -390,7 +418,7 @@ def claims_table(
                 "same_as_overall": measured == overall_top,
                 "measured_by_ratio": _fmt_components(by_ratio),
                 "claimed_ratio": ", ".join(f"{ratios[c]:.3f}" for c in claimed),
-                "claimed_p_adj": ", ".join(f"{sub.loc[f'e{c}', 'p_adj']:.3g}" for c in claimed),
+                "claimed_p_adj": ", ".join(f"{stats.p_adj[ci, li, c]:.3g}" for c in claimed),
                 "n_tokens": int(stats.n_tokens[ci]),
                 "verdict": verdict, "note": "",
             })
@@ -405,9 +433,8 @@ def claims_table(
             share_boot = float(boot_all.all(axis=1).mean()) if valid_all.any() else np.nan
             all_e0 = all(top_is_e0)
             # refuted only where, in some category, e0's rank interval excludes first place
-            e0_rows = table[(table["layer"] == layer) & (table["component"] == "e0")
-                            & table["category"].isin([stats.categories[ci] for ci in present])]
-            e0_confidently_not_first = bool((e0_rows["rank_mean_ci_low"].dropna() > 1).any())
+            e0_low = stats.rank_ci_low[present, li, 0]
+            e0_confidently_not_first = bool((e0_low[np.isfinite(e0_low)] > 1).any())
             rows.append({
                 "layer": layer, "category": "(every category)", "claimed": "e0 first",
                 "measured_by_mean": f"e0 first in {sum(top_is_e0)}/{len(present)} categories",
@@ -491,6 +518,7 @@ def claims_across_models(
     layers = [layer for layer in probe.layers if layer not in exclude_layers]
     per_model: dict[str, pd.DataFrame] = {}
     draws: dict[tuple[str, int, str], np.ndarray] = {}
+    points: dict[tuple[str, int, str], float] = {}
     for name, st in stats.items():
         if st.n_components != probe.n_components:
             continue
@@ -506,8 +534,9 @@ def claims_across_models(
             claimed = claims[cat][:top] if cat is not None else None
             point, boot = _claim_scores(st, int(row["layer"]), claimed, cat)
             draws[(name, int(row["layer"]), row["category"])] = boot
+            points[(name, int(row["layer"]), row["category"])] = point
             scores.append(point)
-            low, high = (_percentile(boot[:, None], q)[0] for q in (2.5, 97.5)) if len(boot) else (np.nan, np.nan)
+            low, high = _interval1(boot)
             lows.append(low), highs.append(high)
         table.insert(0, "model", name)
         table.insert(1, "role", "probed" if name == probe_name else "control")
@@ -519,7 +548,7 @@ def claims_across_models(
         key = (int(row["layer"]), row["category"])
         own = row["verdict_within_model"]
         verdict, note, spread, margin, diff_txt = _compare_claim(
-            own, key, probe_name, [c.name for c in controls], draws, probe_rows, per_model,
+            own, key, probe_name, [c.name for c in controls], draws, points,
             n_docs=n_docs, min_docs=min_docs, n_docs_category=(n_docs_by_category or {}).get(row["category"]))
         verdicts.append(verdict), notes.append(note), spreads.append(spread), margins.append(margin)
         diffs.append(diff_txt)
@@ -531,8 +560,8 @@ def claims_across_models(
 
 def _compare_claim(
     own: str, key: tuple[int, str], probe_name: str, control_names: Sequence[str],
-    draws: Mapping[tuple[str, int, str], np.ndarray], probe_rows: pd.DataFrame,
-    per_model: Mapping[str, pd.DataFrame], *, n_docs: int, min_docs: int, n_docs_category: int | None,
+    draws: Mapping[tuple[str, int, str], np.ndarray], points: Mapping[tuple[str, int, str], float],
+    *, n_docs: int, min_docs: int, n_docs_category: int | None,
 ) -> tuple[str, str, float, float, str]:
     layer, cat = key
     if own == "not testable":
@@ -545,13 +574,12 @@ def _compare_claim(
     if not available:
         return "uncertain", "no control has this layer: nothing to compare with", np.nan, np.nan, ""
     p_draws = draws[(probe_name, layer, cat)]
-    p_point = float(probe_rows[(probe_rows["layer"] == layer) & (probe_rows["category"] == cat)]["claim_score"].iloc[0])
+    p_point = points[(probe_name, layer, cat)]
     signs, margins, texts = [], [], []
     for c in available:
-        c_rows = per_model[c]
-        c_point = float(c_rows[(c_rows["layer"] == layer) & (c_rows["category"] == cat)]["claim_score"].iloc[0])
+        c_point = points[(c, layer, cat)]
         d = p_draws - draws[(c, layer, cat)]
-        low, high = _percentile(d[:, None], 2.5)[0], _percentile(d[:, None], 97.5)[0]
+        low, high = _interval1(d)
         sign = 1 if low > 0 else (-1 if high < 0 else 0)
         signs.append(sign)
         margins.append(low if sign > 0 else (-high if sign < 0 else 0.0))
@@ -560,7 +588,9 @@ def _compare_claim(
     for i, a in enumerate(available):
         for b in available[i + 1 :]:
             gap = np.abs(draws[(a, layer, cat)] - draws[(b, layer, cat)])
-            spread = max(spread, float(_percentile(gap[:, None], 97.5)[0]))
+            finite = gap[np.isfinite(gap)]
+            if len(finite):
+                spread = max(spread, float(np.percentile(finite, 97.5)))
     margin = float(min(margins))
     beyond = margin > spread
     if own == "uncertain":
