@@ -40,6 +40,8 @@ def dim_probe(
     control: list[Path] = typer.Option([], help="Another trained control checkpoint (repeatable): e.g. a trained "
                                                 "baseline, or a SpinNet with algebra_n=1 / ternary off, split into "
                                                 "the probed model's number of blocks."),
+    untrained_controls: int = typer.Option(2, help="Untrained twins of the probed config (different init seeds); "
+                                                   "their spread is part of the claims' yardstick."),
     statistic: str = typer.Option("share", help="Per-token value: 'share' = ||h_k||/||h|| (what the claims use) "
                                                 "or 'norm' = raw ||h_k||."),
     min_docs: int = typer.Option(20, help="Below this many documents no claim verdict is issued (only 'uncertain')."),
@@ -85,6 +87,7 @@ def dim_probe(
         layers=_int_list(layers, "--layers"), permutations=permutations, bootstrap=bootstrap, controls=controls,
         baseline=str(baseline) if baseline else None, ablate=list(ablate),
         control_checkpoints=[str(c) for c in control], statistic=statistic, min_docs=min_docs,
+        untrained_controls=untrained_controls,
         ablate_null_draws=ablate_null_draws, selectivity=selectivity,
         selectivity_layers=_int_list(selectivity_layers, "--selectivity-layers"), selectivity_tokens=selectivity_tokens,
         ablate_layers=_int_list(ablate_layers, "--ablate-layers"),
