@@ -29,6 +29,16 @@ alone gives for that many tokens), `spec_excess` = spec - spec_null, its bootstr
 `spec_p` (permutation p of spec). A control comparison takes the paired bootstrap difference of
 `spec_excess` between the probed model and a control; the probed model "exceeds" the control when
 the 95% CI of that difference lies above 0.
+
+The value is whatever collect.py measured: by default the per-token share ||h_k|| / ||h|| (so
+`ratio` is the share relative to the component's mean share), or the raw norm.
+
+Claims (`claims_across_models`): the original claim is tested on every model of the run, the
+probed checkpoint and each control, with `claims_table`'s within-model verdict; a probed-model
+verdict of supported / refuted survives only where the probed model's claim score differs from
+every control's by more than the controls differ from each other (CLAIM_RULE), never on fewer than
+`min_docs` documents, and never at layer 0 (the embedding). An untrained probe gets
+`not_distinguishable_from_control` or `uncertain` (tests/test_dimprobe_probe.py checks it).
 """
 
 from __future__ import annotations
