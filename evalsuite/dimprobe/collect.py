@@ -342,7 +342,7 @@ class PermutationPlan:
     full_cols: list[np.ndarray]
     indices: torch.Tensor
     offsets: torch.Tensor
-    out_rows: list[tuple[int, int]]  # per doc: (first output row, number of segments)
+    out_rows: list[tuple[int, int]]  # per doc: (first segment within a replicate's R segments, count)
 
 
 def _partial_permutations(rng: np.random.Generator, n: int, p: int, m: int) -> np.ndarray:
@@ -366,8 +366,8 @@ def plan_permutations(
     """Draw the permutations of a batch of documents (`unit_labels[j]`: (U_j, C) word labels)."""
     p = n_permutations
     cuts_l, cols_l, cut_l, comp_l, full_l = [], [], [], [], []
-    index_parts: list[np.ndarray] = []
-    offset_parts: list[np.ndarray] = []
+    perm_parts: list[np.ndarray] = []  # (P, m_j) unit rows of document j's prefixes
+    seg_parts: list[np.ndarray] = []  # segment starts of document j within one replicate's index run
     out_rows: list[tuple[int, int]] = []
     row, pos, out_row = 0, 0, 0
     for lab, doc_index in zip(unit_labels, doc_indices, strict=True):
@@ -384,18 +384,22 @@ def plan_permutations(
         if len(cuts):
             m = int(cuts[-1])
             rng = np.random.default_rng([seed, doc_index])
-            perms = _partial_permutations(rng, n_units, p, m)
-            index_parts.append((perms + row).ravel())
-            seg_starts = np.concatenate([[0], cuts[:-1]])
-            offset_parts.append((pos + np.arange(p)[:, None] * m + seg_starts[None, :]).ravel())
-            pos += p * m
+            perm_parts.append(_partial_permutations(rng, n_units, p, m) + row)
+            seg_parts.append(pos + np.concatenate([[0], cuts[:-1]]))
+            pos += m
             out_rows.append((out_row, len(cuts)))
-            out_row += p * len(cuts)
+            out_row += len(cuts)
         else:
             out_rows.append((out_row, 0))
         row += n_units
-    indices = torch.from_numpy(np.concatenate(index_parts)) if index_parts else torch.zeros(0, dtype=torch.long)
-    offsets = torch.from_numpy(np.concatenate(offset_parts)) if offset_parts else torch.zeros(0, dtype=torch.long)
+    # bags in (replicate, document, segment) order, so the embedding_bag output is (P, R, LK + 1)
+    # with R = segments of the batch: one replicate's segments of every document are contiguous
+    if perm_parts:
+        indices = torch.from_numpy(np.concatenate(perm_parts, axis=1).ravel())
+        seg_starts = np.concatenate(seg_parts)
+        offsets = torch.from_numpy((np.arange(p, dtype=np.int64)[:, None] * pos + seg_starts[None, :]).ravel())
+    else:
+        indices = offsets = torch.zeros(0, dtype=torch.long)
     return PermutationPlan(p, cuts_l, cols_l, cut_l, comp_l, full_l, indices, offsets, out_rows)
 
 
@@ -511,23 +515,34 @@ class Accumulator:
             seg = F.embedding_bag(plan.indices, weight, plan.offsets, mode="sum")  # (rows, LK + 1)
         else:
             seg = torch.zeros((0, self.lk + 1))
+        # A category's permuted sum in document j is its prefix (the first `cut` segments summed) or
+        # the total minus it (complement). Over the batch that is a signed (C, R) selection of the
+        # segment sums, applied to all replicates in one batched matmul (no per-document prefix
+        # sums or gathers); the totals (complements, categories holding every word) are float64 constants.
+        const = np.zeros((self.c, self.lk + 1))
+        n_segments = sum(n for _, n in plan.out_rows)
+        select = np.zeros((self.c, n_segments), dtype=np.float32)
         for j, rows in enumerate(unit_rows):
             total = rows.sum(axis=0)  # (LK + 1,)
             full = plan.full_cols[j]
             if len(full):  # a category holding every word is constant under permutation
-                self.perm_sum[full] += total[None, None, : self.lk]
-                self.perm_n[full] += total[self.lk]
+                const[full] += total[None, :]
             first, n_seg = plan.out_rows[j]
             if n_seg == 0:
                 continue
-            prefix = seg[first : first + self.p * n_seg].view(self.p, n_seg, -1).cumsum(dim=1).numpy()
-            picked = prefix[:, plan.cat_cut[j], :].astype(np.float64)  # (P, c', LK + 1)
             comp = plan.cat_complement[j]
-            if comp.any():
-                picked[:, comp, :] = total[None, None, :] - picked[:, comp, :]
             cols = plan.cat_cols[j]
-            self.perm_sum[cols] += picked[:, :, : self.lk].transpose(1, 0, 2)
-            self.perm_n[cols] += picked[:, :, self.lk].T
+            const[cols[comp]] += total[None, :]
+            upto = (np.arange(n_seg)[None, :] <= plan.cat_cut[j][:, None]).astype(np.float32)
+            np.add.at(select, (cols[:, None], first + np.arange(n_seg)[None, :]),
+                      upto * np.where(comp, -1.0, 1.0).astype(np.float32)[:, None])
+        if n_segments:
+            seg = seg.view(self.p, n_segments, self.lk + 1)
+            perm = torch.matmul(torch.from_numpy(select), seg).numpy()  # (P, C, LK + 1)
+            self.perm_sum += perm[:, :, : self.lk].transpose(1, 0, 2)
+            self.perm_n += perm[:, :, self.lk].T
+        self.perm_sum += const[:, None, : self.lk]
+        self.perm_n += const[:, None, self.lk]
 
     def finalize(self) -> Accumulated:
         d = self._doc
