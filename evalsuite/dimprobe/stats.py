@@ -125,6 +125,20 @@ def _interval1(draws: np.ndarray) -> tuple[float, float]:
     return float(low), float(high)
 
 
+def _rank_interval(ranks: np.ndarray, n: int, low: float = 2.5, high: float = 97.5) -> tuple[np.ndarray, np.ndarray]:
+    """(_rank_percentile(ranks, low, "lower"), _rank_percentile(ranks, high, "higher")) for ranks in
+    1..n (NaN = no ranking in that resample), from counts per rank instead of a sort."""
+    counts = np.stack([(ranks == r).sum(axis=0) for r in range(1, n + 1)])  # (n, ...)
+    cum = np.cumsum(counts, axis=0)
+    valid = cum[-1]
+    out = []
+    for q, rounding in ((low, np.floor), (high, np.ceil)):
+        idx = rounding(q / 100.0 * np.maximum(valid - 1, 0))
+        value = 1.0 + (cum <= idx[None]).sum(axis=0)  # the (idx+1)-th smallest rank
+        out.append(np.where(valid > 0, value, np.nan))
+    return out[0], out[1]
+
+
 def _rank_percentile(draws: np.ndarray, q: float, method: str) -> np.ndarray:
     """np.nanpercentile(draws, q, axis=0, method="lower" | "higher"), vectorised (NaN draws ignored)."""
     ordered = np.sort(draws, axis=0)  # NaN sorts last
@@ -264,7 +278,7 @@ def compute_stats(
         # a resample without the category's tokens has no ranking: leave it out (ranking its NaN
         # means would hand out ranks 1..K in component order, e.g. rank 1 to e0)
         boot_rank = np.where(np.isnan(boot_mean4).all(axis=-1, keepdims=True), np.nan, _ranks_desc(boot_mean4))
-        rk_low, rk_high = _rank_percentile(boot_rank, 2.5, "lower"), _rank_percentile(boot_rank, 97.5, "higher")
+        rk_low, rk_high = _rank_interval(boot_rank, n_k)
     else:
         rk_low = rk_high = np.full(shape4, np.nan)
 
