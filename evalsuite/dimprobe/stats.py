@@ -100,7 +100,20 @@ def _percentile(draws: np.ndarray, q: float) -> np.ndarray:
 
 
 def _interval(draws: np.ndarray, low: float = 2.5, high: float = 97.5) -> tuple[np.ndarray, np.ndarray]:
-    """(_percentile(draws, low), _percentile(draws, high)) from one sort."""
+    """(_percentile(draws, low), _percentile(draws, high)) from one sort (a partial sort around the
+    four order statistics needed when no draw is NaN, the usual case)."""
+    n = draws.shape[0]
+    if n > 1 and not np.isnan(draws).any():
+        out = []
+        kth = sorted({int(np.floor(q / 100.0 * (n - 1))) for q in (low, high)}
+                     | {min(int(np.floor(q / 100.0 * (n - 1))) + 1, n - 1) for q in (low, high)})
+        part = np.partition(draws, kth, axis=0)
+        for q in (low, high):
+            pos = q / 100.0 * (n - 1)
+            lo = int(np.floor(pos))
+            hi = min(lo + 1, n - 1)
+            out.append(part[lo] + (part[hi] - part[lo]) * (pos - lo))
+        return out[0], out[1]
     ordered = np.sort(draws, axis=0)
     valid = (~np.isnan(draws)).sum(axis=0)
     out = []
