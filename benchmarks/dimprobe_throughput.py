@@ -2,7 +2,9 @@
 
 For each model (default: spinnet-tiny with a char tokenizer, spinnet-28m with GPT-2; untrained
 weights: speed does not depend on training) the full probe runs as `evalsuite dim-probe` would
-(default 1000 permutations, 1000 bootstrap resamples, all layers), with and without the two controls,
+(default 1000 permutations, 1000 bootstrap resamples, all layers, per-token shares), with and without
+the default controls (two untrained twins of the probed config and an untrained baseline split into 8
+blocks: the claims' yardstick),
 on TinyStories text (the 5 real stories of the reference sample, repeated to --docs documents).
 
 Reported per run: analysed model tokens per second of wall time (probed model's tokens), and the
@@ -13,7 +15,11 @@ seconds in each stage, as measured inside `run_probe`:
     align       tokenizing with offsets and aligning tokens to words
     forward     model forward passes (probed model + controls) and component norms
     accumulate  per-document sums and the within-document permutation replicates
-    statistics  bootstrap, p-values, corrections, tables (once, at the end)
+    statistics  bootstrap, p-values, corrections, claims on every model, tables (once, at the end)
+
+`ours_over_spacy` = ours_s / spacy_s (the probe's own stages over the spaCy tagging time inside the
+same run): the number issue 14 asks to bring to <= 0.5 on the 28M model. Selectivity probes and
+ablation are opt-in and not part of these runs.
 
 Reference measured in the same run: spaCy alone (`nlp.pipe` over the same texts) in words/s and in
 model tokens/s; `probe/spacy` is the probe's token rate over spaCy's. "ours" = labels + align +
@@ -54,6 +60,7 @@ from trainers.config import load_config  # noqa: E402
 from trainers.model import build_model  # noqa: E402
 
 STAGES = ("spacy", "labels", "align", "forward", "accumulate", "statistics")
+CSV = "dimprobe_throughput.csv"
 OURS = ("labels", "align", "accumulate", "statistics")
 
 
@@ -110,7 +117,9 @@ def main() -> None:
                 "probe_over_spacy": (tokens / wall) / (n_model_tokens / spacy_s),
                 **{f"{s}_s": timings.get(s, 0.0) for s in STAGES},
                 "ours_s": sum(timings.get(s, 0.0) for s in OURS),
+                "models_probed": len(result.summary.models),
             })
+            rows[-1]["ours_over_spacy"] = rows[-1]["ours_s"] / max(timings.get("spacy", 0.0), 1e-9)
             print_row(rows[-1])
     print_table(rows)
     out = Path(args.out) if args.out else REPO / "results" / "benchmarks" / "dimprobe_throughput.json"
@@ -119,6 +128,12 @@ def main() -> None:
             "cpu_count": os.cpu_count(), "permutations": args.permutations, "bootstrap": args.bootstrap,
             "load_average": os.getloadavg()}
     out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
+    import csv
+
+    with (out.parent / CSV).open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
     print(f"\nwrote {out}  (torch threads {torch.get_num_threads()}, load average {os.getloadavg()[0]:.1f})")
 
 
@@ -128,7 +143,7 @@ def print_row(row: dict) -> None:
 
 def print_table(rows: list[dict]) -> None:
     head = (f"{'model':<13}{'ctrl':>5}{'tokens':>8}{'tok/s':>9}{'spaCy tok/s':>12}{'probe/spaCy':>12}"
-            + "".join(f"{s:>11}" for s in STAGES) + f"{'ours':>8}")
+            + "".join(f"{s:>11}" for s in STAGES) + f"{'ours':>8}{'ours/spaCy':>11}")
     print("\n" + head)
     print("-" * len(head))
     for r in rows:
@@ -136,7 +151,7 @@ def print_table(rows: list[dict]) -> None:
         shares = "".join(f"{r[f'{s}_s']:>6.1f}s{100 * r[f'{s}_s'] / total:>3.0f}%" for s in STAGES)
         print(f"{r['model']:<13}{'yes' if r['controls'] else 'no':>5}{r['tokens']:>8}{r['tokens_per_s']:>9.0f}"
               f"{r['spacy_alone_tokens_per_s']:>12.0f}{r['probe_over_spacy']:>12.2f}{shares}"
-              f"{100 * r['ours_s'] / total:>7.0f}%")
+              f"{100 * r['ours_s'] / total:>7.0f}%{r['ours_over_spacy']:>11.2f}")
 
 
 if __name__ == "__main__":

@@ -98,17 +98,22 @@ def test_capture_matches_return_hidden_and_windows_match_direct_forward():
         torch.testing.assert_close(store[layer], reference[layer])
     # forward_docs: a short document equals one direct forward of [eot] + ids
     doc = PreparedDoc(0, np.array(ids[:31]), np.zeros((31, 1), bool), np.ones(31, bool), 100, 0)
-    out = forward_docs(run, [doc], [0, 2], need_mags=True, need_nll=True)[0]
+    out = forward_docs(run, [doc], [0, 2], need_mags=True, need_nll=True, statistic="norm")[0]
     direct = torch.stack([reference[0][0, 1:], reference[2][0, 1:]], dim=1)  # (T, L, D)
     expected = torch.linalg.vector_norm(direct.view(31, 2, 8, 8), dim=-1).numpy()
     np.testing.assert_allclose(out.mags, expected, rtol=1e-5, atol=1e-6)
-    logits = model(idx).logits[0, :-1]
-    nll = torch.nn.functional.cross_entropy(logits, idx[0, 1:], reduction="none").detach().numpy()
+    # the default statistic is the share of the token's whole norm
+    shares = forward_docs(run, [doc], [0, 2], need_mags=True)[0].mags
+    np.testing.assert_allclose(shares, expected / np.linalg.norm(expected, axis=-1, keepdims=True), rtol=1e-5)
+    # token i's loss: predicting token i + 1 (end-of-text after the last) from token i's state
+    logits = model(idx).logits[0, 1:]
+    targets = torch.tensor([*ids[1:31], tok.eot_id])
+    nll = torch.nn.functional.cross_entropy(logits, targets, reduction="none").detach().numpy()
     np.testing.assert_allclose(out.nll, nll, rtol=1e-5, atol=1e-5)
     # a long document in overlapping windows: the first window's tokens are the direct forward's
     long_ids = np.array((ids * 3)[:80])
     long_doc = PreparedDoc(1, long_ids, np.zeros((80, 1), bool), np.ones(80, bool), 300, 0)
-    long_out = forward_docs(run, [long_doc], [2], need_mags=True)[0]
+    long_out = forward_docs(run, [long_doc], [2], need_mags=True, statistic="norm")[0]
     with torch.inference_mode():
         first = model(torch.tensor([[tok.eot_id, *long_ids[:31]]]), return_hidden=True).hidden[2][0, 1:]
     np.testing.assert_allclose(long_out.mags[:31, 0],

@@ -43,7 +43,8 @@ def planted_result(tokenizer):
     assert len(nouns) >= 10
     plant = PlantedSignal(probe.model, 8, 5, nouns, 3.0)
     try:
-        config = ProbeConfig(permutations=200, bootstrap=200, ablate=["e5"], seed=0)
+        config = ProbeConfig(permutations=200, bootstrap=200, ablate=["e5"], seed=0, ablate_null_draws=10,
+                             selectivity=True, selectivity_tokens=1500, selectivity_categories=["NOUN"])
         return run_probe(probe, [ProbeText(d) for d in DOCS], config)
     finally:
         plant.remove()
@@ -71,12 +72,20 @@ def test_planted_noun_signal_is_recovered(planted_result):
     assert not cmp.loc[("untrained", 0, "NOUN"), "exceeds_control"]
     top = res.top.set_index(["model", "layer", "category"])
     assert top.loc[("probe", 2, "NOUN"), "top_by_ratio"].startswith("e5")
-    # the claim table is there and, for nouns, measures e5 first
-    claims = res.claims[(res.claims["layer"] == 2)].set_index("category")
+    # the claim table holds every model; for nouns the probed model measures e5 first, and the claim
+    # (e0 e1 e7) is refuted beyond the controls: its claimed components lead less than in every control
+    assert set(res.claims["model"]) == {"probe", "untrained", "untrained#2", "baseline"}
+    assert 0 not in set(res.claims["layer"])  # the embedding is no evidence about the algebra
+    claims = res.claims[(res.claims["layer"] == 2) & (res.claims["model"] == "probe")].set_index("category")
     assert claims.loc["NOUN", "measured_by_mean"].startswith("e5")
-    assert claims.loc["NOUN", "verdict"] == "refuted"
+    assert claims.loc["NOUN", "verdict_within_model"] == "refuted"
+    assert claims.loc["NOUN", "verdict"] == "refuted", claims.loc["NOUN", "rule_note"]
+    assert claims.loc["NOUN", "min_margin"] > claims.loc["NOUN", "control_spread"]
+    assert (res.claims[res.claims["role"] == "control"]["verdict"] == "control").all()
+    assert set(res.claims["verdict"]) <= {"supported", "refuted", "not_distinguishable_from_control",
+                                          "uncertain", "not testable", "control"}
     # controls exist with their own rows
-    assert set(res.table["model"]) == {"probe", "untrained", "baseline"}
+    assert set(res.table["model"]) == {"probe", "untrained", "untrained#2", "baseline"}
     assert res.summary.n_docs == len(DOCS)
     assert res.summary.n_tokens["probe"] == res.documents["n_tokens"].sum() > 1000
 
@@ -95,7 +104,21 @@ def test_tidy_columns_and_counts(planted_result):
 
 
 def test_ablation_reports_loss_change_per_category(planted_result):
-    abl = planted_result.ablation.set_index(["ablation", "category"])
+    from evalsuite.stats import permutation_p
+
+    raw = planted_result.ablation
+    # the null: 10 random subspaces of e5's dimension, zero- and mean-ablated, as rows of their own
+    n_comp_rows = (raw["kind"] == "component").sum()  # e5 and e5:mean, per category present
+    assert (raw["kind"] == "random_subspace").sum() == 10 * n_comp_rows
+    comp = raw[(raw["kind"] == "component") & (raw["category"] == "ALL")].set_index("method")
+    null = raw[(raw["kind"] == "random_subspace") & (raw["category"] == "ALL") & (raw["method"] == "zero")]
+    assert comp.loc["zero", "null_n"] == 10
+    assert comp.loc["zero", "p_vs_random"] == pytest.approx(
+        permutation_p(comp.loc["zero", "delta_nats"], null["delta_nats"].to_numpy(), "greater"))
+    assert comp.loc["zero", "null_low"] <= comp.loc["zero", "null_mean"] <= comp.loc["zero", "null_high"]
+    assert comp.loc["mean", "delta_nats"] != comp.loc["zero", "delta_nats"]  # mean-ablation is another edit
+    assert null["delta_nats"].nunique() > 1  # the draws are distinct subspaces
+    abl = raw[raw["kind"] == "component"].set_index(["ablation", "category"])
     row = abl.loc[("e5", "ALL")]
     assert row["n_tokens"] == planted_result.summary.n_tokens["probe"]
     assert row["delta_nats"] != 0 and row["delta_ci_low"] <= row["delta_nats"] <= row["delta_ci_high"]
@@ -103,6 +126,57 @@ def test_ablation_reports_loss_change_per_category(planted_result):
     expected = row["clean_nats"] * row["n_tokens"] / (row["n_chars"] * math.log(2))
     assert row["clean_bpc"] == pytest.approx(expected)
     assert abl.loc[("e5", "NOUN"), "n_tokens"] == planted_result.documents["n_NOUN"].sum()
+
+
+def test_selectivity_finds_the_planted_component(planted_result):
+    """Hewitt & Liang selectivity: the planted noun component e5 predicts NOUN far better than the
+    control task (random label per word type); components without the plant do not."""
+    sel = planted_result.selectivity
+    probe = sel[(sel["model"] == "probe") & (sel["category"] == "NOUN")].set_index("component")
+    assert set(sel["model"]) == {"probe", "untrained", "untrained#2", "baseline"} and set(sel["layer"]) == {2}
+    assert probe.loc["e5", "accuracy"] > 0.9
+    assert probe.loc["e5", "selectivity"] > 0.1
+    assert probe.loc["e5", "selectivity"] > probe.drop("e5")["selectivity"].max()
+    assert (probe["n_tokens"] <= 1500 + 200).all() and (probe["folds"] == 3).all()
+
+
+def test_shares_and_next_token_position(tokenizer):
+    """Shares: the squares of a token's n shares sum to 1. Loss position: token i's loss is the loss
+    of predicting token i + 1 (end-of-text after the last) from token i's state."""
+    import torch.nn.functional as F
+
+    from evalsuite.dimprobe.collect import forward_docs, prepare_doc
+
+    run = tiny_probe_model(tokenizer, seed=2)
+    text = ProbeText(DOCS[0][:150])  # shorter than the block: one window, full context
+    doc = prepare_doc(0, text, np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64),
+                      np.zeros((0, 5), dtype=bool), tokenizer)
+    [out] = forward_docs(run, [doc], [0, 1, 2], need_nll=True, statistic="share")
+    assert np.allclose((out.mags ** 2).sum(axis=-1), 1.0, atol=1e-5)
+    [raw] = forward_docs(run, [doc], [2], statistic="norm")
+    assert not np.allclose((raw.mags ** 2).sum(axis=-1), 1.0)
+    eot = tokenizer.eot_id
+    seq = torch.tensor([[eot, *doc.ids.tolist(), eot]])
+    with torch.inference_mode():
+        logits = run.model(seq[:, :-1]).logits[0]
+    expected = F.cross_entropy(logits[1:], seq[0, 2:], reduction="none").numpy()
+    assert len(doc.ids) + 1 <= run.block_size and np.allclose(out.nll, expected, atol=1e-4)
+
+
+def test_untrained_probe_earns_no_verdict(tokenizer):
+    """A random model probed against its controls: no claim comes out supported or refuted."""
+    verdicts = set()
+    for seed in (4, 6):  # two untrained probes, each against two untrained twins and an untrained baseline
+        probe = tiny_probe_model(tokenizer, seed=seed)
+        res = run_probe(probe, [ProbeText(d) for d in DOCS], ProbeConfig(permutations=0, bootstrap=200, seed=seed))
+        rows = res.claims[res.claims["role"] == "probed"]
+        assert len(rows) == 2 * 6  # layers 1, 2 (not the embedding) x 5 categories + "e0 first"
+        verdicts |= set(rows["verdict"])
+    assert verdicts <= {"not_distinguishable_from_control", "uncertain"}, verdicts
+    # below min_docs nothing but "uncertain"
+    few = run_probe(probe, [ProbeText(d) for d in DOCS], ProbeConfig(permutations=0, bootstrap=50, min_docs=30))
+    assert set(few.claims[few.claims["role"] == "probed"]["verdict"]) <= {"uncertain"}
+    assert any("min_docs" in w for w in few.summary.warnings)
 
 
 def test_zeroed_components_removes_the_component_everywhere(tokenizer):
@@ -181,6 +255,10 @@ def test_cli_end_to_end(tmp_path, tokenizer, capsys):
     write_tokenized(DOCS[:6], tokenizer, val)
     ckpt = write_checkpoint(tmp_path / "run", "best", model=build_model(cfg.model), config=cfg, tokenizer=tokenizer,
                             state={"iter_num": 0, "val_loss": None, "data": {"val_path": str(val)}})
+    base_cfg = RunConfig(model=tiny_config(tokenizer.vocab_size, "baseline"),
+                         train=TrainConfig(block_size=64, tokenizer="bpe"))
+    write_checkpoint(tmp_path / "base", "best", model=build_model(base_cfg.model), config=base_cfg,
+                     tokenizer=tokenizer, state={"iter_num": 5, "val_loss": 3.0})
     samples = tmp_path / "samples.jsonl"
     with samples.open("w") as handle:
         for i, doc in enumerate(DOCS[:10]):
@@ -188,7 +266,8 @@ def test_cli_end_to_end(tmp_path, tokenizer, capsys):
             handle.write(json.dumps({"prompt_id": str(i), "prompt": doc[:cut], "completion": doc[cut:]}) + "\n")
     out = tmp_path / "out"
     argv = ["dim-probe", str(tmp_path / "run"), "--text", str(samples), "--permutations", "30", "--bootstrap", "30",
-            "--ablate", "e5", "--layers", "0,-1", "--out", str(out), "--no-progress"]
+            "--ablate", "e5", "--ablate-null-draws", "3", "--layers", "0,-1", "--out", str(out), "--no-progress",
+            "--control", str(tmp_path / "base")]
     with pytest.raises(SystemExit) as exit_info:
         main(argv)
     assert exit_info.value.code == 0
@@ -198,8 +277,19 @@ def test_cli_end_to_end(tmp_path, tokenizer, capsys):
     assert {"layer", "component", "category", "mean", "ci_low", "ci_high", "z", "p", "p_adj",
             "n_tokens", "n_docs"} <= set(table.columns)
     assert sorted(table["layer"].unique()) == [0, 2]
-    assert set(table["model"]) == {"probe", "untrained", "baseline"}
+    assert set(table["model"]) == {"probe", "untrained", "untrained#2", "baseline", "baseline:base"}
+    assert set(table["statistic"]) == {"share"}
+    assert "octonion_attention (head mixer)=False" in printed.out and "layer 0 = embedding" in printed.out
+    claims = pd.read_csv(out / "claims.csv")
+    assert set(claims["model"]) == {"probe", "untrained", "untrained#2", "baseline", "baseline:base"}
+    assert set(claims[claims["model"] == "probe"]["verdict"]) <= {"uncertain"}  # 10 documents < min_docs
     meta = json.loads((out / "meta.json").read_text())
+    from evalsuite.results import validate_meta
+
+    assert validate_meta(meta) == []
+    assert meta["models"]["probe"]["octonion_attention"] is False and meta["models"]["baseline:base"]["trained"]
+    assert meta["layers"]["0"] == "embedding" and "min_docs" in meta["claim_rule"]
+    assert set(meta["columns"]["claims.csv"]) >= {"verdict", "model", "claim_score"}
     assert meta["summary"]["config"]["permutations"] == 30
     assert meta["summary"]["text_source"]["kind"].startswith("samples")
     assert str(ckpt) in meta["summary"]["models"]["probe"]["path"]
@@ -247,6 +337,6 @@ def test_baseline_probe_and_other_component_counts(tokenizer, tmp_path):
     assert len(animal) == 2 * 4 and (animal["n_tokens"] == res.documents["n_ANIMAL"].sum()).all()
     assert res.documents["n_ANIMAL"].sum() >= 6  # every story has an animal
     assert set(res.table["component"]) == {"e0", "e1", "e2", "e3"}
-    assert set(res.table["model"]) == {"probe", "untrained"}  # no second untrained baseline
+    assert set(res.table["model"]) == {"probe", "untrained", "untrained#2"}  # no second untrained baseline
     assert res.claims.empty and any("8 octonion" in w for w in res.summary.warnings)
     assert np.isfinite(res.table[res.table["category"] == "NOUN"]["mean"]).all()

@@ -307,3 +307,22 @@ def test_indistinguishable_components_leave_the_claim_uncertain_not_refuted():
     assert row["p_boot_ordered"] <= 0.05  # the old rule alone would have said "refuted"
     assert all(a.loc[c, "rank_mean_ci_low"] <= 3 for c in ("e0", "e1", "e2"))
     assert row["verdict"] == "uncertain"
+
+
+def test_fast_interval_and_rank_interval_equal_the_sorted_percentiles():
+    """The one-pass shortcuts give exactly the sorted-percentile answers, NaN resamples included."""
+    from evalsuite.dimprobe.stats import _interval, _percentile, _rank_interval, _rank_percentile, _ranks_desc
+
+    rng = np.random.default_rng(3)
+    draws = rng.normal(size=(401, 6, 5))
+    for values in (draws, np.where(rng.random(draws.shape) < 0.1, np.nan, draws)):
+        low, high = _interval(values)
+        np.testing.assert_allclose(low, _percentile(values, 2.5), rtol=1e-12)
+        np.testing.assert_allclose(high, _percentile(values, 97.5), rtol=1e-12)
+    v = rng.integers(0, 4, size=(300, 5, 3, 8)).astype(float)
+    v[rng.random(v.shape) < 0.05] = np.nan
+    v[:20, 0] = np.nan
+    ranks = np.where(np.isnan(v).all(axis=-1, keepdims=True), np.nan, _ranks_desc(v))
+    lo, hi = _rank_interval(ranks, 8)
+    assert np.array_equal(lo, _rank_percentile(ranks, 2.5, "lower"), equal_nan=True)
+    assert np.array_equal(hi, _rank_percentile(ranks, 97.5, "higher"), equal_nan=True)

@@ -37,9 +37,23 @@ def dim_probe(
                                        "into the same number of blocks."),
     baseline: Path | None = typer.Option(None, help="Trained baseline checkpoint for the baseline control "
                                                     "(default: an untrained baseline of the same shape)."),
+    control: list[Path] = typer.Option([], help="Another trained control checkpoint (repeatable): e.g. a trained "
+                                                "baseline, or a SpinNet with algebra_n=1 / ternary off, split into "
+                                                "the probed model's number of blocks."),
+    untrained_controls: int = typer.Option(2, help="Untrained twins of the probed config (different init seeds); "
+                                                   "their spread is part of the claims' yardstick."),
+    statistic: str = typer.Option("share", help="Per-token value: 'share' = ||h_k||/||h|| (what the claims use) "
+                                                "or 'norm' = raw ||h_k||."),
+    min_docs: int = typer.Option(20, help="Below this many documents no claim verdict is issued (only 'uncertain')."),
     ablate: list[str] = typer.Option([], help="Zero a component in the residual stream, e.g. --ablate e5 "
                                               "(repeatable); reports loss change per category."),
     ablate_layers: str | None = typer.Option(None, help="Hidden indices to zero at (default all)."),
+    ablate_null_draws: int = typer.Option(20, help="Random subspaces of the component's dimension removed the same "
+                                                   "way: the null the ablation is compared with."),
+    selectivity: bool = typer.Option(False, "--selectivity/--no-selectivity",
+                                     help="Linear probes per component with a control task (Hewitt & Liang 2019)."),
+    selectivity_layers: str | None = typer.Option(None, help="Hidden indices for --selectivity (default: last)."),
+    selectivity_tokens: int = typer.Option(5000, help="Tokens per model kept for --selectivity."),
     categories: Path | None = typer.Option(None, help="YAML/JSON file of extra categories (word lists or "
                                                       "spaCy Matcher patterns)."),
     emotion_subcategories: bool = typer.Option(False, help="Add one category per NRC emotion (EMOTION:joy, ...)."),
@@ -72,6 +86,10 @@ def dim_probe(
     config = ProbeConfig(
         layers=_int_list(layers, "--layers"), permutations=permutations, bootstrap=bootstrap, controls=controls,
         baseline=str(baseline) if baseline else None, ablate=list(ablate),
+        control_checkpoints=[str(c) for c in control], statistic=statistic, min_docs=min_docs,
+        untrained_controls=untrained_controls,
+        ablate_null_draws=ablate_null_draws, selectivity=selectivity,
+        selectivity_layers=_int_list(selectivity_layers, "--selectivity-layers"), selectivity_tokens=selectivity_tokens,
         ablate_layers=_int_list(ablate_layers, "--ablate-layers"),
         categories_file=str(categories) if categories else None, emotion_subcategories=emotion_subcategories,
         include_prompt=include_prompt, max_docs=max_docs, max_tokens=max_tokens, correction=correction,
@@ -86,10 +104,19 @@ def dim_probe(
         raise UserError("no texts to probe")
     console.print(f"dim-probe: {probe.description}; {len(texts)} texts from {source.get('path')} ({source['kind']})")
     result = run_probe(probe, texts, config, text_source=source)
-    written = write_results(result, out, extra_meta={"checkpoint": str(checkpoint)})
+    inputs = [checkpoint, *( [baseline] if baseline else []), *control]
+    if source.get("path"):
+        inputs.append(Path(source["path"]))
+    written = write_results(result, out, extra_meta={"checkpoint": str(checkpoint)}, inputs=inputs)
 
     summary = result.summary
     out_console = Console()
+    for name, prov in summary.provenance.items():
+        out_console.print(
+            f"{name}: {prov['family']} algebra_n={prov['algebra_n']} octonion_attention (head mixer)="
+            f"{prov['octonion_attention']} trained={prov['trained']} corpus={prov['training_corpus']}")
+    out_console.print(f"text: {source.get('path')} ({source['kind']}); statistic: {summary.statistic}; "
+                      "layer 0 = embedding (not octonion evidence; no claim is tested there)")
     late = summary.layers[-1]
     early = next((layer for layer in summary.layers if layer >= 1), summary.layers[0])
     top = result.top[result.top["model"] == "probe"] if not result.top.empty else result.top
@@ -122,28 +149,38 @@ def dim_probe(
     if not result.claims.empty:
         claims = Table(title=f"original claim vs measured (layer {late}; all layers in claims.csv)")
         for col in ("category", "claimed", "measured (mean)", "P(boot = claim)", "claimed ranks [95% CI]",
-                    "overall top", "measured (ratio)", "verdict"):
+                    "overall top", "within model", "controls (within model)", "verdict vs controls"):
             claims.add_column(col)
         def cell(value: object, fmt: str = "{}") -> str:
             return "" if value is None or (isinstance(value, float) and value != value) else fmt.format(value)
 
-        for _, row in result.claims[result.claims["layer"] == late].iterrows():
+        at_late = result.claims[result.claims["layer"] == late]
+        ctrl = at_late[at_late["role"] == "control"]
+        for _, row in at_late[at_late["role"] == "probed"].iterrows():
+            others = ctrl[ctrl["category"] == row["category"]]
+            ctrl_txt = ", ".join(f"{m}: {v}" for m, v in zip(others["model"], others["verdict_within_model"],
+                                                              strict=True))
             claims.add_row(cell(row["category"]), cell(row["claimed"]), cell(row.get("measured_by_mean")),
                            cell(row.get("p_boot_ordered"), "{:.2f}"), cell(row.get("claimed_rank_mean_ci")),
-                           cell(row.get("overall_top")), cell(row.get("measured_by_ratio")), cell(row["verdict"]))
+                           cell(row.get("overall_top")), cell(row["verdict_within_model"]), ctrl_txt,
+                           cell(row["verdict"]))
         out_console.print(claims)
     if result.ablation is not None and not result.ablation.empty:
-        abl = Table(title="ablation: loss change when the component is zeroed (nats/token, 95% CI)")
-        for col in ("ablation", "category", "clean", "ablated", "delta [95% CI]", "excess vs ALL [95% CI]", "n"):
+        abl = Table(title="ablation: loss change when the component is removed (nats/token, 95% CI) vs "
+                          "random subspaces of the same dimension")
+        for col in ("ablation", "category", "clean", "ablated", "delta [95% CI]", "excess vs ALL [95% CI]",
+                    "random null [2.5%, 97.5%]", "p vs random", "n"):
             abl.add_column(col)
-        for _, row in result.ablation.iterrows():
+        for _, row in result.ablation[result.ablation["kind"] == "component"].iterrows():
             excess = "" if row["category"] == "ALL" else \
                 f"{row['excess_vs_all']:+.4f} [{row['excess_ci_low']:+.4f}, {row['excess_ci_high']:+.4f}]"
             abl.add_row(row["ablation"], row["category"], f"{row['clean_nats']:.4f}", f"{row['ablated_nats']:.4f}",
                         f"{row['delta_nats']:+.4f} [{row['delta_ci_low']:+.4f}, {row['delta_ci_high']:+.4f}]",
-                        excess, str(row["n_tokens"]))
+                        excess, f"{row['null_mean']:+.4f} [{row['null_low']:+.4f}, {row['null_high']:+.4f}]",
+                        f"{row['p_vs_random']:.3g}", str(row["n_tokens"]))
         out_console.print(abl)
-        for _, row in result.ablation[result.ablation["category"] == "ALL"].iterrows():
+        comp_rows = result.ablation[result.ablation["kind"] == "component"]
+        for _, row in comp_rows[comp_rows["category"] == "ALL"].iterrows():
             console.print(f"ablate {row['ablation']}: bits/char {row['clean_bpc']:.4f} -> {row['ablated_bpc']:.4f} "
                           f"({row['delta_bpc']:+.4f} [{row['delta_bpc_ci_low']:+.4f}, {row['delta_bpc_ci_high']:+.4f}])")
     for warning in summary.warnings:

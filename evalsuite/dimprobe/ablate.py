@@ -1,15 +1,27 @@
-"""Causal test: zero one algebra component of the residual stream at inference and measure the loss.
+"""Causal test: remove one algebra component of the residual stream at inference and measure the loss,
+against a null of random subspaces of the same dimension.
 
-`zeroed_components(model, n, components, layers)` installs hooks on `model.blocks`: a pre-hook on
-block 0 zeroes the component in the embedding output (hidden index 0), and a forward hook on block
-i zeroes it in that block's output (hidden index i + 1). With the default layers (all), the
-component is absent from the residual stream everywhere the blocks read it and where the head
-reads it; blocks may still write into it, and the next hook removes that again.
+`projected_out(model, basis, layers, means)` installs hooks on `model.blocks`: a pre-hook on block 0
+edits the embedding output (hidden index 0), and a forward hook on block i edits that block's output
+(hidden index i + 1): h <- h - ((h - m_l) Q) Q^T for an orthonormal basis Q (D x w) of the removed
+subspace, with m_l = 0 (zero-ablation) or m_l = the mean clean state at that layer over the analysed
+tokens (mean-ablation: the subspace keeps its average, loses its token-specific content). Component
+e_k is the subspace of the standard basis vectors k*w .. (k+1)*w - 1 (`zeroed_components` is the
+zero-ablation of those). With the default layers (all), the subspace is removed everywhere the
+blocks read it and where the head reads it; blocks may still write into it, and the next hook
+removes that again.
 
-Per token, the change in next-token loss (ablated - clean, nats) is attributed to the token being
-predicted, so "NOUN loss change" means how much harder nouns became to predict. Loss is reported
-as nats/token and bits per character of the analysed text (nats summed over tokens / (characters
-x ln 2)), with 95% document-bootstrap intervals on the changes.
+The null: zeroing ANY w = D/n dimensions of the residual stream costs loss, so e_k's cost alone says
+nothing about e_k. Each run also removes `n_random` random w-dimensional subspaces (Q from the QR
+decomposition of a seeded Gaussian D x w matrix, Haar-distributed), zero- and mean-ablated alike,
+and reports e_k's change against that distribution: `p_vs_random` = (1 + #{random >= e_k}) / (N + 1)
+(evalsuite.stats.permutation_p, one-sided: does e_k cost more than a random subspace?).
+
+Position (the same as the probe's, see collect.forward_docs): a token's loss change is the change in
+the loss of predicting the NEXT token from that token's residual state, so "NOUN loss change" is
+measured at the NOUN positions whose states the probe reads. Loss is reported as nats/token and
+bits per character of the analysed text (nats summed over tokens / (characters x ln 2)), with 95%
+document-bootstrap intervals on the changes.
 """
 
 from __future__ import annotations
@@ -73,6 +85,88 @@ def zeroed_components(
     finally:
         for handle in handles:
             handle.remove()
+
+
+def random_orthonormal(d_model: int, width: int, seed: int) -> torch.Tensor:
+    """(d_model, width) orthonormal columns spanning a uniformly random `width`-dim subspace."""
+    gen = torch.Generator().manual_seed(int(seed))
+    q, r = torch.linalg.qr(torch.randn(d_model, width, generator=gen, dtype=torch.float64))
+    return (q * torch.sign(torch.diagonal(r))[None, :]).float()
+
+
+def component_basis(d_model: int, n_components: int, k: int) -> torch.Tensor:
+    """(d_model, w) standard basis of component e_k's slice."""
+    width = d_model // n_components
+    basis = torch.zeros(d_model, width)
+    basis[k * width : (k + 1) * width] = torch.eye(width)
+    return basis
+
+
+@contextmanager
+def projected_out(
+    model: torch.nn.Module,
+    basis: torch.Tensor,
+    layers: Sequence[int] | None = None,
+    means: dict[int, torch.Tensor] | None = None,
+) -> Iterator[None]:
+    """Remove span(basis) from the residual stream at the given hidden indices while active:
+    h <- h - ((h - m) Q) Q^T, m = means[layer] (mean-ablation) or 0 (zero-ablation)."""
+    blocks = model.blocks
+    targets = list(range(len(blocks) + 1)) if layers is None else list(layers)
+    bad = [layer for layer in targets if not 0 <= layer <= len(blocks)]
+    if bad:
+        raise UserError(f"ablation layers {bad} out of range 0..{len(blocks)}")
+    q = basis
+
+    def edit(x: torch.Tensor, layer: int) -> torch.Tensor:
+        centred = x if means is None else x - means[layer].to(x.dtype)
+        return x - (centred @ q.to(x.dtype)) @ q.T.to(x.dtype)
+
+    handles = []
+    if 0 in targets:
+        def pre_hook(module: Any, args: tuple) -> tuple:
+            return (edit(args[0], 0), *args[1:])
+
+        handles.append(blocks[0].register_forward_pre_hook(pre_hook))
+    for i, block in enumerate(blocks):
+        if i + 1 in targets:
+            def hook(module: Any, args: tuple, out: torch.Tensor, layer: int = i + 1) -> torch.Tensor:
+                return edit(out, layer)
+
+            handles.append(block.register_forward_hook(hook))
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def with_random_null(table: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
+    """Add the random-subspace null to each component ablation's rows (see the module docstring).
+    Rows of `random:*` ablations are the null draws (kind `random_subspace`); `e_k` rows are compared
+    with `random:*` rows, `e_k:mean` rows with `random:*:mean` rows, category by category."""
+    from evalsuite.stats import permutation_p
+
+    if table.empty:
+        return table
+    out = table.copy()
+    is_random = out["ablation"].str.startswith("random:")
+    is_mean = out["ablation"].str.endswith(":mean")
+    out.insert(2, "kind", np.where(is_random, "random_subspace", "component"))
+    out.insert(3, "method", np.where(is_mean, "mean", "zero"))
+    for col in ("null_n", "null_mean", "null_low", "null_high", "p_vs_random", "exceeds_random"):
+        out[col] = np.nan
+    out["exceeds_random"] = out["exceeds_random"].astype(object)
+    for (method, cat), rows in out[~is_random].groupby(["method", "category"]):
+        null = out[is_random & (out["method"] == method) & (out["category"] == cat)]["delta_nats"].to_numpy()
+        if not len(null):
+            continue
+        for i in rows.index:
+            p = permutation_p(float(out.at[i, "delta_nats"]), null, alternative="greater")
+            out.loc[i, ["null_n", "null_mean", "null_low", "null_high", "p_vs_random"]] = [
+                len(null), float(null.mean()), float(np.percentile(null, 2.5)), float(np.percentile(null, 97.5)), p]
+            out.at[i, "exceeds_random"] = bool(p < alpha)
+    return out
 
 
 class LossAccumulator:

@@ -2,7 +2,11 @@
 
 The unit of analysis is a model token in an analysed part of a document; the unit of resampling is
 the document. For every model, layer l (hidden index: 0 = embedding output, i = after block i) and
-component k, a token's value is ||h_l[t, k*D/n:(k+1)*D/n]||_2, the L2 norm of that component.
+component k, a token's value is (statistic "share", the default) ||h_l[t, k]|| / ||h_l[t]||, the
+component's share of the token's whole hidden-vector norm (the n shares of a token have squares
+summing to 1), or (statistic "norm") the raw L2 norm ||h_l[t, k*D/n:(k+1)*D/n]||_2. Raw norms move
+together whenever the whole vector's norm changes from token to token (a shift shared by all n
+components that says nothing about any one of them); the share divides that shift out per token.
 
 Memory is O(layers x components x categories), plus small per-document sums that the document
 bootstrap needs (O(documents x layers x components x categories) float32, never per token):
@@ -68,6 +72,7 @@ class PreparedDoc:
     n_unaligned: int  # analysed tokens that belong to no spaCy word (whitespace)
     units: np.ndarray | None = None  # (N_analysed,) word unit of each analysed token, -1 = none
     unit_labels: np.ndarray | None = None  # (U, C) labels of the units (words)
+    unit_words: np.ndarray | None = None  # (U,) index of each unit's spaCy word in the document
 
     @property
     def n_analysed(self) -> int:
@@ -110,6 +115,7 @@ def prepare_doc(
         n_unaligned=int((~aligned).sum()),
         units=units,
         unit_labels=word_labels[unit_words],
+        unit_words=unit_words,
     )
 
 
@@ -171,12 +177,17 @@ def capture_residuals(model: torch.nn.Module, layers: Sequence[int], stop: bool)
             handle.remove()
 
 
+STATISTICS = ("share", "norm")
+
+
 @dataclass
 class DocOutputs:
-    """Per analysed token of one document: component magnitudes and/or next-token loss."""
+    """Per analysed token of one document: component values, next-token loss, feature vectors."""
 
-    mags: np.ndarray | None  # (N, L, K) float32
-    nll: np.ndarray | None  # (N,) float32, nats
+    mags: np.ndarray | None  # (N, L, K) float32: shares or norms (see `statistic`)
+    nll: np.ndarray | None  # (N,) float32, nats: loss of predicting the NEXT token from this position
+    features: np.ndarray | None = None  # (N, Lf, D) float32: h / ||h|| at the feature layers
+    state_sum: np.ndarray | None = None  # (Ls, D) float64: sum of h over the analysed tokens
 
 
 def plan_windows(n_tokens: int, block_size: int, stride: int) -> list[tuple[int, int, int]]:
@@ -209,8 +220,20 @@ def forward_docs(
     need_nll: bool = False,
     batch_tokens: int = 4096,
     stride: int | None = None,
+    statistic: str = "share",
+    feature_layers: Sequence[int] = (),
+    sum_layers: Sequence[int] = (),
 ) -> list[DocOutputs]:
-    """Run `run.model` over the documents in windows and return per-analysed-token outputs."""
+    """Run `run.model` over the documents in windows and return per-analysed-token outputs.
+
+    Position convention (shared by the probe and the ablation): everything reported for token i
+    comes from the residual state AT token i: its component values, and its loss, which is the loss
+    of predicting token i + 1 (the end-of-text id after the last token) from that state. An
+    ablation's loss change on a NOUN token is thus measured where the probe reads the NOUN state.
+    `feature_layers`: also return h / ||h|| per analysed token there (selectivity probes);
+    `sum_layers`: also return the sum of h over the analysed tokens (for mean-ablation)."""
+    if statistic not in STATISTICS:
+        raise UserError(f"statistic must be one of {STATISTICS}, got {statistic!r}")
     model = run.model
     block = run.block_size
     if stride is None:
@@ -222,9 +245,17 @@ def forward_docs(
     vocab = getattr(getattr(model, "config", None), "vocab_size", None) or 50_000
     if need_nll:  # full logits are materialised: cap them at ~256 MB per forward
         batch_tokens = max(block, min(batch_tokens, (1 << 26) // vocab))
-    seqs = [np.concatenate([[eot], d.ids]).astype(np.int64) for d in docs]
+    # seq = [eot] + ids + [eot]: the model reads seq[:-1]; the trailing eot is only a target
+    seqs = [np.concatenate([[eot], d.ids, [eot]]).astype(np.int64) for d in docs]
     mags = [np.zeros((len(d.ids), len(layers), k), dtype=np.float32) if need_mags else None for d in docs]
     nll = [np.zeros(len(d.ids), dtype=np.float32) if need_nll else None for d in docs]
+    feat_layers, sum_layer_list = list(feature_layers), list(sum_layers)
+    width_d = getattr(getattr(model, "config", None), "d_model", 0)
+    feats = [np.zeros((len(d.ids), len(feat_layers), width_d), dtype=np.float32) if feat_layers else None
+             for d in docs]
+    sums = [np.zeros((len(sum_layer_list), width_d)) if sum_layer_list else None for d in docs]
+    capture = sorted(set(layers) | set(feat_layers) | set(sum_layer_list)) if (need_mags or feat_layers
+                                                                             or sum_layer_list) else []
     windows = [
         (di, a, b, c) for di, d in enumerate(docs) if len(d.ids) for (a, b, c) in plan_windows(len(d.ids), block, stride)
     ]
@@ -243,25 +274,39 @@ def forward_docs(
             for row, (di, a, b, _c) in enumerate(batch):
                 idx[row, : b - a] = torch.from_numpy(seqs[di][a:b])
             logits = None
-            if need_mags:
-                with capture_residuals(model, layer_list, stop=not need_nll) as store, suppress(_StopForward):
+            store: dict[int, Any] = {}
+            if capture:
+                with capture_residuals(model, capture, stop=not need_nll) as store, suppress(_StopForward):
                     logits = model(idx).logits
-                states = torch.stack([store[layer] for layer in layer_list], dim=2)  # (B, T, L, D)
-                bsz, t, n_l, d = states.shape
-                comp = torch.linalg.vector_norm(states.float().view(bsz, t, n_l, k, d // k), dim=-1)
-                comp_np = comp.numpy()
             else:
                 logits = model(idx).logits
-            if need_nll:  # one loss call per batch: position j is predicted by the logits at j - 1
+            if need_mags:
+                states = torch.stack([store[layer] for layer in layer_list], dim=2).float()  # (B, T, L, D)
+                bsz, t, n_l, d = states.shape
+                comp = torch.linalg.vector_norm(states.view(bsz, t, n_l, k, d // k), dim=-1)
+                if statistic == "share":  # ||h_k|| / ||h||, from the component norms (sum of squares)
+                    comp = comp / comp.square().sum(dim=-1, keepdim=True).sqrt().clamp_min(1e-30)
+                comp_np = comp.numpy()
+            if feat_layers:
+                fstates = torch.stack([store[layer] for layer in feat_layers], dim=2).float()
+                fstates = (fstates / torch.linalg.vector_norm(fstates, dim=-1, keepdim=True).clamp_min(1e-30)).numpy()
+            if need_nll:  # one loss call per batch: the state at seq position j predicts seq[j + 1]
                 assert logits is not None
                 rows = torch.cat([torch.full((b - c,), r) for r, (_, a, b, c) in enumerate(batch)])
                 cols = torch.cat([torch.arange(c - a, b - a) for _, a, b, c in batch])
-                flat = F.cross_entropy(logits[rows, cols - 1].float(), idx[rows, cols], reduction="none").numpy()
+                targets = torch.from_numpy(np.concatenate([seqs[di][c + 1 : b + 1] for di, _a, b, c in batch]))
+                flat = F.cross_entropy(logits[rows, cols].float(), targets, reduction="none").numpy()
             at = 0
             for row, (di, a, b, c) in enumerate(batch):
                 # seq positions c..b-1 are tokens c-1..b-2
                 if need_mags:
                     mags[di][c - 1 : b - 1] = comp_np[row, c - a : b - a]
+                if feat_layers:
+                    feats[di][c - 1 : b - 1] = fstates[row, c - a : b - a]
+                if sum_layer_list:
+                    keep = docs[di].analysed[c - 1 : b - 1]
+                    for si, layer in enumerate(sum_layer_list):
+                        sums[di][si] += store[layer][row, c - a : b - a][torch.from_numpy(keep)].double().sum(0).numpy()
                 if need_nll:
                     nll[di][c - 1 : b - 1] = flat[at : at + b - c]
                 at += b - c
@@ -271,6 +316,8 @@ def forward_docs(
         out.append(DocOutputs(
             mags=mags[di][keep] if need_mags else None,
             nll=nll[di][keep] if need_nll else None,
+            features=feats[di][keep] if feat_layers else None,
+            state_sum=sums[di],
         ))
     return out
 
@@ -295,7 +342,7 @@ class PermutationPlan:
     full_cols: list[np.ndarray]
     indices: torch.Tensor
     offsets: torch.Tensor
-    out_rows: list[tuple[int, int]]  # per doc: (first output row, number of segments)
+    out_rows: list[tuple[int, int]]  # per doc: (first segment within a replicate's R segments, count)
 
 
 def _partial_permutations(rng: np.random.Generator, n: int, p: int, m: int) -> np.ndarray:
@@ -319,8 +366,8 @@ def plan_permutations(
     """Draw the permutations of a batch of documents (`unit_labels[j]`: (U_j, C) word labels)."""
     p = n_permutations
     cuts_l, cols_l, cut_l, comp_l, full_l = [], [], [], [], []
-    index_parts: list[np.ndarray] = []
-    offset_parts: list[np.ndarray] = []
+    perm_parts: list[np.ndarray] = []  # (P, m_j) unit rows of document j's prefixes
+    seg_parts: list[np.ndarray] = []  # segment starts of document j within one replicate's index run
     out_rows: list[tuple[int, int]] = []
     row, pos, out_row = 0, 0, 0
     for lab, doc_index in zip(unit_labels, doc_indices, strict=True):
@@ -337,18 +384,22 @@ def plan_permutations(
         if len(cuts):
             m = int(cuts[-1])
             rng = np.random.default_rng([seed, doc_index])
-            perms = _partial_permutations(rng, n_units, p, m)
-            index_parts.append((perms + row).ravel())
-            seg_starts = np.concatenate([[0], cuts[:-1]])
-            offset_parts.append((pos + np.arange(p)[:, None] * m + seg_starts[None, :]).ravel())
-            pos += p * m
+            perm_parts.append(_partial_permutations(rng, n_units, p, m) + row)
+            seg_parts.append(pos + np.concatenate([[0], cuts[:-1]]))
+            pos += m
             out_rows.append((out_row, len(cuts)))
-            out_row += p * len(cuts)
+            out_row += len(cuts)
         else:
             out_rows.append((out_row, 0))
         row += n_units
-    indices = torch.from_numpy(np.concatenate(index_parts)) if index_parts else torch.zeros(0, dtype=torch.long)
-    offsets = torch.from_numpy(np.concatenate(offset_parts)) if offset_parts else torch.zeros(0, dtype=torch.long)
+    # bags in (replicate, document, segment) order, so the embedding_bag output is (P, R, LK + 1)
+    # with R = segments of the batch: one replicate's segments of every document are contiguous
+    if perm_parts:
+        indices = torch.from_numpy(np.concatenate(perm_parts, axis=1).ravel())
+        seg_starts = np.concatenate(seg_parts)
+        offsets = torch.from_numpy((np.arange(p, dtype=np.int64)[:, None] * pos + seg_starts[None, :]).ravel())
+    else:
+        indices = offsets = torch.zeros(0, dtype=torch.long)
     return PermutationPlan(p, cuts_l, cols_l, cut_l, comp_l, full_l, indices, offsets, out_rows)
 
 
@@ -464,23 +515,34 @@ class Accumulator:
             seg = F.embedding_bag(plan.indices, weight, plan.offsets, mode="sum")  # (rows, LK + 1)
         else:
             seg = torch.zeros((0, self.lk + 1))
+        # A category's permuted sum in document j is its prefix (the first `cut` segments summed) or
+        # the total minus it (complement). Over the batch that is a signed (C, R) selection of the
+        # segment sums, applied to all replicates in one batched matmul (no per-document prefix
+        # sums or gathers); the totals (complements, categories holding every word) are float64 constants.
+        const = np.zeros((self.c, self.lk + 1))
+        n_segments = sum(n for _, n in plan.out_rows)
+        select = np.zeros((self.c, n_segments), dtype=np.float32)
         for j, rows in enumerate(unit_rows):
             total = rows.sum(axis=0)  # (LK + 1,)
             full = plan.full_cols[j]
             if len(full):  # a category holding every word is constant under permutation
-                self.perm_sum[full] += total[None, None, : self.lk]
-                self.perm_n[full] += total[self.lk]
+                const[full] += total[None, :]
             first, n_seg = plan.out_rows[j]
             if n_seg == 0:
                 continue
-            prefix = seg[first : first + self.p * n_seg].view(self.p, n_seg, -1).cumsum(dim=1).numpy()
-            picked = prefix[:, plan.cat_cut[j], :].astype(np.float64)  # (P, c', LK + 1)
             comp = plan.cat_complement[j]
-            if comp.any():
-                picked[:, comp, :] = total[None, None, :] - picked[:, comp, :]
             cols = plan.cat_cols[j]
-            self.perm_sum[cols] += picked[:, :, : self.lk].transpose(1, 0, 2)
-            self.perm_n[cols] += picked[:, :, self.lk].T
+            const[cols[comp]] += total[None, :]
+            upto = (np.arange(n_seg)[None, :] <= plan.cat_cut[j][:, None]).astype(np.float32)
+            np.add.at(select, (cols[:, None], first + np.arange(n_seg)[None, :]),
+                      upto * np.where(comp, -1.0, 1.0).astype(np.float32)[:, None])
+        if n_segments:
+            seg = seg.view(self.p, n_segments, self.lk + 1)
+            perm = torch.matmul(torch.from_numpy(select), seg).numpy()  # (P, C, LK + 1)
+            self.perm_sum += perm[:, :, : self.lk].transpose(1, 0, 2)
+            self.perm_n += perm[:, :, self.lk].T
+        self.perm_sum += const[:, None, : self.lk]
+        self.perm_n += const[:, None, self.lk]
 
     def finalize(self) -> Accumulated:
         d = self._doc

@@ -44,7 +44,7 @@ def from_checkpoint(path: str | Path, name: str = "probe") -> ModelUnderProbe:
     )
 
 
-def untrained_control(probe: ModelUnderProbe, seed: int = 0) -> ModelUnderProbe:
+def untrained_control(probe: ModelUnderProbe, seed: int = 0, name: str = "untrained") -> ModelUnderProbe:
     """The probed model's config with fresh random weights."""
     from trainers.model import build_model
 
@@ -52,7 +52,7 @@ def untrained_control(probe: ModelUnderProbe, seed: int = 0) -> ModelUnderProbe:
     torch.manual_seed(seed)
     model = build_model(dataclasses.replace(cfg)).eval()
     return ModelUnderProbe(
-        name="untrained", model=model, tokenizer=probe.tokenizer, block_size=probe.block_size,
+        name=name, model=model, tokenizer=probe.tokenizer, block_size=probe.block_size,
         n_components=int(model.n_components),
         description=f"untrained {cfg.family} of the probed config (init seed {seed})",
         info={"family": cfg.family, "seed": seed, "config": dataclasses.asdict(cfg)},
@@ -91,3 +91,28 @@ def baseline_control(
         description=f"UNTRAINED baseline of the probed shape split into {n} blocks (no --baseline given)",
         info={"family": "baseline", "trained": False, "seed": seed, "config": dataclasses.asdict(base_cfg)},
     )
+
+
+def checkpoint_control(path: str | Path, n_components: int, taken: set[str] | frozenset = frozenset()) -> ModelUnderProbe:
+    """A trained control from a checkpoint (`--control CKPT`): a baseline split into `n_components`
+    blocks, or a SpinNet of another algebra (e.g. algebra_n = 1, or ternary off) whose hidden vector
+    is split the same way. The split is a probe-time choice (the same contiguous slices as the
+    probed model's components); the control's own algebra is recorded in its description."""
+    control = from_checkpoint(path, name="control")
+    cfg = control.model.config
+    d_model = cfg.d_model
+    if d_model % n_components:
+        raise UserError(f"--control {path}: d_model={d_model} cannot be split into {n_components} equal blocks")
+    own_n = control.n_components
+    control.n_components = n_components
+    stem = Path(str(control.info["path"])).resolve()
+    label = stem.parent.name if stem.name in ("best", "latest") else stem.name
+    base = f"{cfg.family}:{label}"
+    name, i = base, 2
+    while name in taken:
+        name, i = f"{base}#{i}", i + 1
+    control.name = name
+    algebra = "" if cfg.family == "baseline" else f", algebra_n={cfg.algebra_n}, ternary={cfg.ternary}"
+    control.description = (f"trained {cfg.family} {control.info['path']}{algebra} (own components: {own_n}) "
+                           f"split into {n_components} blocks")
+    return control

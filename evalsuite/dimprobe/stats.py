@@ -29,6 +29,16 @@ alone gives for that many tokens), `spec_excess` = spec - spec_null, its bootstr
 `spec_p` (permutation p of spec). A control comparison takes the paired bootstrap difference of
 `spec_excess` between the probed model and a control; the probed model "exceeds" the control when
 the 95% CI of that difference lies above 0.
+
+The value is whatever collect.py measured: by default the per-token share ||h_k|| / ||h|| (so
+`ratio` is the share relative to the component's mean share), or the raw norm.
+
+Claims (`claims_across_models`): the original claim is tested on every model of the run, the
+probed checkpoint and each control, with `claims_table`'s within-model verdict; a probed-model
+verdict of supported / refuted survives only where the probed model's claim score differs from
+every control's by more than the controls differ from each other (CLAIM_RULE), never on fewer than
+`min_docs` documents, and never at layer 0 (the embedding). An untrained probe gets
+`not_distinguishable_from_control` or `uncertain` (tests/test_dimprobe_probe.py checks it).
 """
 
 from __future__ import annotations
@@ -89,6 +99,59 @@ def _percentile(draws: np.ndarray, q: float) -> np.ndarray:
     return np.where(valid > 0, out, np.nan)
 
 
+def _interval(draws: np.ndarray, low: float = 2.5, high: float = 97.5) -> tuple[np.ndarray, np.ndarray]:
+    """(_percentile(draws, low), _percentile(draws, high)) from one sort (a partial sort around the
+    four order statistics needed when no draw is NaN, the usual case)."""
+    n = draws.shape[0]
+    if n > 1 and not np.isnan(draws).any():
+        out = []
+        kth = sorted({int(np.floor(q / 100.0 * (n - 1))) for q in (low, high)}
+                     | {min(int(np.floor(q / 100.0 * (n - 1))) + 1, n - 1) for q in (low, high)})
+        part = np.partition(draws, kth, axis=0)
+        for q in (low, high):
+            pos = q / 100.0 * (n - 1)
+            lo = int(np.floor(pos))
+            hi = min(lo + 1, n - 1)
+            out.append(part[lo] + (part[hi] - part[lo]) * (pos - lo))
+        return out[0], out[1]
+    ordered = np.sort(draws, axis=0)
+    valid = (~np.isnan(draws)).sum(axis=0)
+    out = []
+    for q in (low, high):
+        pos = q / 100.0 * np.maximum(valid - 1, 0)
+        lo = np.floor(pos).astype(np.int64)
+        hi = np.minimum(lo + 1, np.maximum(valid - 1, 0))
+        lo_val = np.take_along_axis(ordered, lo[None], axis=0)[0]
+        hi_val = np.take_along_axis(ordered, hi[None], axis=0)[0]
+        with np.errstate(invalid="ignore"):
+            value = lo_val + (hi_val - lo_val) * (pos - lo)
+        out.append(np.where(valid > 0, value, np.nan))
+    return out[0], out[1]
+
+
+def _interval1(draws: np.ndarray) -> tuple[float, float]:
+    """95% percentile interval of 1-D draws (NaN ignored)."""
+    finite = draws[np.isfinite(draws)]
+    if not len(finite):
+        return np.nan, np.nan
+    low, high = np.percentile(finite, [2.5, 97.5])
+    return float(low), float(high)
+
+
+def _rank_interval(ranks: np.ndarray, n: int, low: float = 2.5, high: float = 97.5) -> tuple[np.ndarray, np.ndarray]:
+    """(_rank_percentile(ranks, low, "lower"), _rank_percentile(ranks, high, "higher")) for ranks in
+    1..n (NaN = no ranking in that resample), from counts per rank instead of a sort."""
+    counts = np.stack([(ranks == r).sum(axis=0) for r in range(1, n + 1)])  # (n, ...)
+    cum = np.cumsum(counts, axis=0)
+    valid = cum[-1]
+    out = []
+    for q, rounding in ((low, np.floor), (high, np.ceil)):
+        idx = rounding(q / 100.0 * np.maximum(valid - 1, 0))
+        value = 1.0 + (cum <= idx[None]).sum(axis=0)  # the (idx+1)-th smallest rank
+        out.append(np.where(valid > 0, value, np.nan))
+    return out[0], out[1]
+
+
 def _rank_percentile(draws: np.ndarray, q: float, method: str) -> np.ndarray:
     """np.nanpercentile(draws, q, axis=0, method="lower" | "higher"), vectorised (NaN draws ignored)."""
     ordered = np.sort(draws, axis=0)  # NaN sorts last
@@ -100,14 +163,11 @@ def _rank_percentile(draws: np.ndarray, q: float, method: str) -> np.ndarray:
 
 
 def adjust_pvalues(p: np.ndarray, method: str = "bh") -> np.ndarray:
-    """Multiple-comparison correction over the finite entries of `p` (NaN stays NaN)."""
-    from statsmodels.stats.multitest import multipletests
+    """Multiple-comparison correction over the finite entries of `p` (NaN stays NaN): the shared
+    `evalsuite.stats.adjust_pvalues` (one procedure for every table)."""
+    from evalsuite.stats import adjust_pvalues as shared_adjust
 
-    out = np.full(p.shape, np.nan)
-    ok = np.isfinite(p)
-    if ok.any():
-        out[ok] = multipletests(p[ok], method=CORRECTIONS[method])[1]
-    return out
+    return shared_adjust(p, CORRECTIONS[method])
 
 
 @dataclass
@@ -128,6 +188,10 @@ class ModelStats:
     boot_overall: np.ndarray  # (B, L, K)
     boot_spec_excess: np.ndarray  # (B, C, L)
     spec_excess: np.ndarray  # (C, L)
+    rank_mean: np.ndarray | None = None  # (C, L, K)
+    rank_ci_low: np.ndarray | None = None  # (C, L, K)
+    rank_ci_high: np.ndarray | None = None  # (C, L, K)
+    p_adj: np.ndarray | None = None  # (C, L, K)
 
 
 def compute_stats(
@@ -215,9 +279,9 @@ def compute_stats(
             boot_overall[a : a + chunk] = (w @ acc.doc_sum) / (w @ acc.doc_n_total)[:, None]
     with np.errstate(divide="ignore", invalid="ignore"):
         boot_ratio = boot_mean / boot_overall[:, None, :]
-    ci_low, ci_high = _percentile(boot_mean, 2.5), _percentile(boot_mean, 97.5)
-    r_low, r_high = _percentile(boot_ratio, 2.5), _percentile(boot_ratio, 97.5)
-    all_low, all_high = _percentile(boot_overall, 2.5), _percentile(boot_overall, 97.5)
+    ci_low, ci_high = _interval(boot_mean)
+    r_low, r_high = _interval(boot_ratio)
+    all_low, all_high = _interval(boot_overall)
 
     shape4 = (n_c, n_l, n_k)
     rank_mean = _ranks_desc(mean.reshape(shape4))
@@ -227,7 +291,7 @@ def compute_stats(
         # a resample without the category's tokens has no ranking: leave it out (ranking its NaN
         # means would hand out ranks 1..K in component order, e.g. rank 1 to e0)
         boot_rank = np.where(np.isnan(boot_mean4).all(axis=-1, keepdims=True), np.nan, _ranks_desc(boot_mean4))
-        rk_low, rk_high = _rank_percentile(boot_rank, 2.5, "lower"), _rank_percentile(boot_rank, 97.5, "higher")
+        rk_low, rk_high = _rank_interval(boot_rank, n_k)
     else:
         rk_low = rk_high = np.full(shape4, np.nan)
 
@@ -279,7 +343,7 @@ def compute_stats(
     }))
     table = pd.concat(rows, ignore_index=True)
 
-    spec_low, spec_high = _percentile(boot_spec_excess, 2.5), _percentile(boot_spec_excess, 97.5)
+    spec_low, spec_high = _interval(boot_spec_excess)
     spec_rows = []
     for ci, cat in enumerate(acc.categories):
         for li, layer in enumerate(acc.layers):
@@ -299,6 +363,8 @@ def compute_stats(
         n_tokens=n_cat, boot_mean=boot_mean.reshape(n_boot, *shape4),
         boot_overall=boot_overall.reshape(n_boot, n_l, n_k),
         boot_spec_excess=boot_spec_excess, spec_excess=spec_excess,
+        rank_mean=rank_mean, rank_ci_low=np.asarray(rk_low).reshape(shape4),
+        rank_ci_high=np.asarray(rk_high).reshape(shape4), p_adj=p_adj.reshape(shape4),
     )
 
 
@@ -314,7 +380,7 @@ def compare_with_control(probe: ModelStats, control: ModelStats) -> pd.DataFrame
             li_p, li_c = probe.layers.index(layer), control.layers.index(layer)
             diff_draws = probe.boot_spec_excess[:, ci_p, li_p] - control.boot_spec_excess[:, ci_c, li_c]
             diff = probe.spec_excess[ci_p, li_p] - control.spec_excess[ci_c, li_c]
-            low, high = _percentile(diff_draws[:, None], 2.5)[0], _percentile(diff_draws[:, None], 97.5)[0]
+            low, high = _interval1(diff_draws)
             rows.append({
                 "control": control.name, "layer": layer, "category": cat,
                 "probe_spec_excess": probe.spec_excess[ci_p, li_p],
@@ -348,7 +414,6 @@ def claims_table(
     """
     rows = []
     n_k = stats.n_components
-    table = stats.table
     for li, layer in enumerate(stats.layers):
         overall_top = list(np.argsort(-stats.overall[li], kind="stable")[:top])
         for cat, claimed in claims.items():
@@ -369,15 +434,12 @@ def claims_table(
             claimed_arr = np.asarray(claimed[:top])
             p_ordered = float((boot_top == claimed_arr).all(axis=1).mean()) if valid.any() else np.nan
             p_set = float((np.sort(boot_top, axis=1) == np.sort(claimed_arr)).all(axis=1).mean()) if valid.any() else np.nan
-            sub = table[(table["layer"] == layer) & (table["category"] == cat)].set_index("component")
-            ranks = [f"{int(sub.loc[f'e{c}', 'rank_mean'])} [{int(sub.loc[f'e{c}', 'rank_mean_ci_low'])}-"
-                     f"{int(sub.loc[f'e{c}', 'rank_mean_ci_high'])}]" if np.isfinite(sub.loc[f'e{c}', 'rank_mean_ci_low'])
-                     else str(int(sub.loc[f"e{c}", "rank_mean"])) for c in claimed]
+            rk, rk_lo, rk_hi = stats.rank_mean[ci, li], stats.rank_ci_low[ci, li], stats.rank_ci_high[ci, li]
+            ranks = [f"{int(rk[c])} [{int(rk_lo[c])}-{int(rk_hi[c])}]" if np.isfinite(rk_lo[c]) else str(int(rk[c]))
+                     for c in claimed]
             ratios = stats.ratio[ci, li]
             by_ratio = list(np.argsort(-np.nan_to_num(ratios, nan=-np.inf), kind="stable")[:top])
-            confidently_out = [c for c in claimed[:top]
-                               if np.isfinite(sub.loc[f"e{c}", "rank_mean_ci_low"])
-                               and sub.loc[f"e{c}", "rank_mean_ci_low"] > top]
+            confidently_out = [c for c in claimed[:top] if np.isfinite(rk_lo[c]) and rk_lo[c] > top]
             if measured == list(claimed[:top]) and p_ordered >= 0.95:
                 verdict = "supported"
             elif p_ordered <= 0.05 and confidently_out:
@@ -393,7 +455,7 @@ def claims_table(
                 "same_as_overall": measured == overall_top,
                 "measured_by_ratio": _fmt_components(by_ratio),
                 "claimed_ratio": ", ".join(f"{ratios[c]:.3f}" for c in claimed),
-                "claimed_p_adj": ", ".join(f"{sub.loc[f'e{c}', 'p_adj']:.3g}" for c in claimed),
+                "claimed_p_adj": ", ".join(f"{stats.p_adj[ci, li, c]:.3g}" for c in claimed),
                 "n_tokens": int(stats.n_tokens[ci]),
                 "verdict": verdict, "note": "",
             })
@@ -408,9 +470,8 @@ def claims_table(
             share_boot = float(boot_all.all(axis=1).mean()) if valid_all.any() else np.nan
             all_e0 = all(top_is_e0)
             # refuted only where, in some category, e0's rank interval excludes first place
-            e0_rows = table[(table["layer"] == layer) & (table["component"] == "e0")
-                            & table["category"].isin([stats.categories[ci] for ci in present])]
-            e0_confidently_not_first = bool((e0_rows["rank_mean_ci_low"].dropna() > 1).any())
+            e0_low = stats.rank_ci_low[present, li, 0]
+            e0_confidently_not_first = bool((e0_low[np.isfinite(e0_low)] > 1).any())
             rows.append({
                 "layer": layer, "category": "(every category)", "claimed": "e0 first",
                 "measured_by_mean": f"e0 first in {sum(top_is_e0)}/{len(present)} categories",
@@ -422,3 +483,159 @@ def claims_table(
                         "a category whose 95% rank interval for e0 excludes first place",
             })
     return pd.DataFrame(rows)
+
+
+# --- claims across models ------------------------------------------------------------------------
+
+VERDICTS = ("supported", "refuted", "not_distinguishable_from_control", "uncertain", "not testable")
+CLAIM_RULE = (
+    "verdict (probed model only; control rows say 'control'): 'uncertain' when fewer than min_docs "
+    "documents were analysed, or fewer than min_docs documents hold the category, or no control was run, "
+    "or the within-model verdict is 'uncertain'. Otherwise the claim score S (below) is compared between "
+    "the probed model and every control with the paired document bootstrap: for each control c, "
+    "d_c = S_probe - S_c with its 95% percentile interval; the margin of c is the interval's bound "
+    "nearest 0 (0 if the interval holds 0); the control spread is the largest upper 95% bound of "
+    "|S_ci - S_cj| over pairs of controls (0 with one control). 'supported' needs the within-model "
+    "verdict 'supported', every d_c > 0 (interval above 0) and every margin > the control spread; "
+    "'refuted' needs the within-model verdict 'refuted', every d_c < 0 (interval below 0) and every "
+    "margin > the control spread; anything else is 'not_distinguishable_from_control': the probed model "
+    "does not differ from its controls by more than the controls differ from each other."
+)
+CLAIM_SCORE = (
+    "claim score S: for a category claim, the mean over the claimed components of the category's mean "
+    "value minus the mean over the other components, divided by the layer's average component value over "
+    "all tokens (positive = the claimed components lead); for 'e0 first', the mean over present "
+    "categories of (e0's mean - the largest other component's mean), divided likewise"
+)
+
+
+def _claim_scores(stats: ModelStats, layer: int, claimed: Sequence[int] | None, cat: str | None) -> tuple[float, np.ndarray]:
+    """(S, bootstrap draws of S) of one claim on one model (see CLAIM_SCORE)."""
+    li = stats.layers.index(layer)
+    scale = float(np.nanmean(stats.overall[li]))
+    boot_scale = np.nanmean(stats.boot_overall[:, li, :], axis=1)
+    k = stats.n_components
+    if claimed is not None and cat is not None:
+        ci = stats.categories.index(cat)
+        mask = np.zeros(k, dtype=bool)
+        mask[list(claimed)] = True
+
+        def score(means: np.ndarray) -> np.ndarray:
+            return means[..., mask].mean(axis=-1) - means[..., ~mask].mean(axis=-1)
+
+        point = float(score(stats.mean[ci, li])) / scale
+        draws = score(stats.boot_mean[:, ci, li, :].astype(np.float64)) / boot_scale
+        return point, draws
+    present = [ci for ci in range(len(stats.categories)) if stats.n_tokens[ci] > 0]
+
+    def lead(means: np.ndarray) -> np.ndarray:  # (..., C', K)
+        return (means[..., 0] - means[..., 1:].max(axis=-1)).mean(axis=-1)
+
+    point = float(lead(stats.mean[present, li])) / scale
+    draws = lead(stats.boot_mean[:, present, li, :].astype(np.float64)) / boot_scale
+    return point, draws
+
+
+def claims_across_models(
+    stats: Mapping[str, ModelStats],
+    probe_name: str,
+    claims: Mapping[str, Sequence[int]] = ORIGINAL_CLAIM,
+    *,
+    n_docs: int,
+    min_docs: int,
+    n_docs_by_category: Mapping[str, int] | None = None,
+    exclude_layers: Sequence[int] = (0,),
+    top: int = 3,
+) -> pd.DataFrame:
+    """The claims tested on every model (one block of rows per model, a `model` column), with the
+    within-model verdict of `claims_table` as `verdict_within_model`, the claim score S with its
+    bootstrap interval, and for the probed model the verdict against the controls (CLAIM_RULE)."""
+    probe = stats[probe_name]
+    controls = [s for name, s in stats.items() if name != probe_name and s.n_components == probe.n_components]
+    layers = [layer for layer in probe.layers if layer not in exclude_layers]
+    per_model: dict[str, pd.DataFrame] = {}
+    draws: dict[tuple[str, int, str], np.ndarray] = {}
+    points: dict[tuple[str, int, str], float] = {}
+    for name, st in stats.items():
+        if st.n_components != probe.n_components:
+            continue
+        table = claims_table(st, claims, top=top)
+        table = table[table["layer"].isin(layers)].reset_index(drop=True)
+        table = table.rename(columns={"verdict": "verdict_within_model"})
+        scores, lows, highs = [], [], []
+        for _, row in table.iterrows():
+            if row["verdict_within_model"] == "not testable" or row["layer"] not in st.layers:
+                scores.append(np.nan), lows.append(np.nan), highs.append(np.nan)
+                continue
+            cat = None if row["category"] == "(every category)" else row["category"]
+            claimed = claims[cat][:top] if cat is not None else None
+            point, boot = _claim_scores(st, int(row["layer"]), claimed, cat)
+            draws[(name, int(row["layer"]), row["category"])] = boot
+            points[(name, int(row["layer"]), row["category"])] = point
+            scores.append(point)
+            low, high = _interval1(boot)
+            lows.append(low), highs.append(high)
+        table.insert(0, "model", name)
+        table.insert(1, "role", "probed" if name == probe_name else "control")
+        table["claim_score"], table["claim_score_ci_low"], table["claim_score_ci_high"] = scores, lows, highs
+        per_model[name] = table
+    probe_rows = per_model[probe_name]
+    verdicts, notes, spreads, margins, diffs = [], [], [], [], []
+    for _, row in probe_rows.iterrows():
+        key = (int(row["layer"]), row["category"])
+        own = row["verdict_within_model"]
+        verdict, note, spread, margin, diff_txt = _compare_claim(
+            own, key, probe_name, [c.name for c in controls], draws, points,
+            n_docs=n_docs, min_docs=min_docs, n_docs_category=(n_docs_by_category or {}).get(row["category"]))
+        verdicts.append(verdict), notes.append(note), spreads.append(spread), margins.append(margin)
+        diffs.append(diff_txt)
+    probe_rows = probe_rows.assign(verdict=verdicts, control_spread=spreads, min_margin=margins,
+                                   diff_vs_controls=diffs, rule_note=notes)
+    rows = [probe_rows] + [t.assign(verdict="control") for n, t in per_model.items() if n != probe_name]
+    return pd.concat(rows, ignore_index=True)
+
+
+def _compare_claim(
+    own: str, key: tuple[int, str], probe_name: str, control_names: Sequence[str],
+    draws: Mapping[tuple[str, int, str], np.ndarray], points: Mapping[tuple[str, int, str], float],
+    *, n_docs: int, min_docs: int, n_docs_category: int | None,
+) -> tuple[str, str, float, float, str]:
+    layer, cat = key
+    if own == "not testable":
+        return own, "", np.nan, np.nan, ""
+    if n_docs < min_docs:
+        return "uncertain", f"only {n_docs} documents (< min_docs {min_docs}): no verdict", np.nan, np.nan, ""
+    if n_docs_category is not None and n_docs_category < min_docs:
+        return "uncertain", f"category in only {n_docs_category} documents (< min_docs {min_docs})", np.nan, np.nan, ""
+    available = [c for c in control_names if (c, layer, cat) in draws]
+    if not available:
+        return "uncertain", "no control has this layer: nothing to compare with", np.nan, np.nan, ""
+    p_draws = draws[(probe_name, layer, cat)]
+    p_point = points[(probe_name, layer, cat)]
+    signs, margins, texts = [], [], []
+    for c in available:
+        c_point = points[(c, layer, cat)]
+        d = p_draws - draws[(c, layer, cat)]
+        low, high = _interval1(d)
+        sign = 1 if low > 0 else (-1 if high < 0 else 0)
+        signs.append(sign)
+        margins.append(low if sign > 0 else (-high if sign < 0 else 0.0))
+        texts.append(f"{c}: {p_point - c_point:+.4f} [{low:+.4f}, {high:+.4f}]")
+    spread = 0.0
+    for i, a in enumerate(available):
+        for b in available[i + 1 :]:
+            gap = np.abs(draws[(a, layer, cat)] - draws[(b, layer, cat)])
+            finite = gap[np.isfinite(gap)]
+            if len(finite):
+                spread = max(spread, float(np.percentile(finite, 97.5)))
+    margin = float(min(margins))
+    beyond = margin > spread
+    if own == "uncertain":
+        return "uncertain", "within-model verdict uncertain", spread, margin, "; ".join(texts)
+    if own == "supported" and all(s > 0 for s in signs) and beyond:
+        return "supported", "", spread, margin, "; ".join(texts)
+    if own == "refuted" and all(s < 0 for s in signs) and beyond:
+        return "refuted", "", spread, margin, "; ".join(texts)
+    return ("not_distinguishable_from_control",
+            f"within-model verdict {own}, but the probed model does not differ from every control by more than "
+            "the controls differ from each other", spread, margin, "; ".join(texts))
