@@ -104,6 +104,9 @@ def fetch_source(
 def info(
     name_or_path: str = typer.Argument(..., help="Registry name, or a path to a .txt/.jsonl file or directory."),
     cache_dir: Path | None = CACHE_OPTION,
+    mirror: str | None = typer.Option(
+        None, "--mirror", help="For collections (tinystories-subset, childes): directory or base URL holding "
+                               "the files (default: $EVALSUITE_MIRROR, else the reference data folder)."),
 ) -> None:
     """Registry metadata and cache status of a name, or the size of a local corpus."""
     from corpora.sources import resolve_source
@@ -111,8 +114,80 @@ def info(
     source = resolve_source(name_or_path)
     if source.is_local:
         _info_local(source.path, source.kind)
+    elif source.is_collection:
+        _info_collection(source, cache_dir, mirror)
     else:
         _info_registry(source, cache_dir)
+
+
+def _info_collection(source, cache_dir: Path | None, mirror: str | None) -> None:
+    """Fetch a collection (from the reference data folder by default) and describe what it holds."""
+    from corpora.fetch import fetch
+
+    folder = fetch(source, cache_dir=cache_dir, mirror=mirror, progress=False)
+    console = _console()
+    console.print(f"{source.name}: {len(source.files)} files in {folder} (license {source.license})")
+    if source.kind == "stories":
+        _info_story_files(folder, source)
+    else:
+        _info_childes(folder)
+    console.print(f"cite: {source.citation}")
+
+
+def _info_story_files(folder: Path, source) -> None:
+    from rich.table import Table
+
+    from corpora.documents import corpus_stats
+
+    table = Table(title=f"corpus {source.name}")
+    for column in ("file", "documents", "words", "characters", "mean words / document"):
+        table.add_column(column, justify="left" if column == "file" else "right")
+    for relpath in source.files:
+        path = folder / Path(relpath).name
+        if path.suffix.lower() not in (".jsonl", ".txt"):
+            continue
+        stats = corpus_stats(path)
+        table.add_row(path.name, f"{stats.n_documents:,}", f"{stats.n_words:,}", f"{stats.n_characters:,}",
+                      f"{stats.mean_words:,.1f}")
+    console = _console()
+    console.print(table)
+    console.print("One JSON object per line (its \"text\"), stripped, empties dropped; words are "
+                  "whitespace-separated.")
+
+
+def _info_childes(folder: Path) -> None:
+    from rich.table import Table
+
+    from corpora.cds import cached_catalogue
+
+    frame, reused = cached_catalogue(folder)
+    table = Table(title=f"CHILDES corpora in {folder}")
+    columns = [("corpus", "corpus"), ("children", "children (est.)"), ("transcripts", "transcripts"),
+               ("chi_utterances", "CHI utterances"), ("age_min", "age min"), ("age_max", "age max"),
+               ("files_no_age", "no age"), ("files_with_mor", "with %mor"), ("mor_style", "%mor style"),
+               ("error_codes", "[* ] codes"), ("unreadable", "unreadable")]
+    for _, header in columns:
+        table.add_column(header, justify="left" if header in ("corpus", "%mor style") else "right")
+    for record in frame.to_dict("records"):
+        table.add_row(*[f"{record[c]:,}" if isinstance(record[c], int) else str(record[c]) for c, _ in columns])
+    numeric = ("children", "transcripts", "chi_utterances", "files_no_age", "files_with_mor", "error_codes",
+               "unreadable")
+    totals = {c: int(frame[c].sum()) for c in numeric}
+    table.add_row("total", *[f"{totals[c]:,}" if c in totals else "" for c, _ in columns[1:]])
+    console = _console()
+    if not console.is_terminal:
+        from rich.console import Console
+
+        console = Console(width=160)
+    console.print(table)
+    console.print(
+        f"{len(frame)} corpora. Counted by a text scan of every transcript (corpora.cds"
+        f"{', reused from the cache' if reused else ''}): CHI utterances = main-tier lines of speaker CHI; "
+        "age = the CHI (else first Target_Child) @ID age as written; %mor style from the POS tags of the "
+        "%mor tiers (new-UD verb|, noun|; old v|, n|); [* ] codes anywhere in a transcript; children "
+        "estimated from @Participants names, child folders and file names. The per-folder rows "
+        "(corpora.cds.cached_catalogue(folder, by='dir')) match CATALOGUE.tsv in files, CHI utterances "
+        "and %mor style.")
 
 
 def _info_local(path: Path, kind: str) -> None:
