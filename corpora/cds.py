@@ -307,18 +307,18 @@ def split_groups(transcripts: list[Transcript]) -> dict[str, str]:
 
 
 def assign_splits(group_words: dict[str, int], seed: int, fractions: tuple[float, float] = (0.1, 0.1)) -> dict[str, str]:
-    """Shuffle the groups with `seed`, then fill test, then validation to their share of the words;
-    the rest is train. Whole groups only, so a child is in exactly one split."""
+    """Whole groups to train / validation / test: in a seeded shuffled order, each group goes to the
+    split furthest below its share of the words (validation, test = `fractions`, train the rest).
+    Whole groups only, so a child is in exactly one split."""
     order = sorted(group_words)
     random.Random(seed).shuffle(order)
     total = sum(group_words.values())
-    targets = {"test": fractions[1] * total, "validation": fractions[0] * total}
-    filled = {"test": 0, "validation": 0}
+    targets = {"train": (1 - sum(fractions)) * total, "validation": fractions[0] * total, "test": fractions[1] * total}
+    filled = dict.fromkeys(SPLITS, 0)
     result: dict[str, str] = {}
     for group in order:
-        split = next((s for s in ("test", "validation") if filled[s] < targets[s]), "train")
-        if split != "train":
-            filled[split] += group_words[group]
+        split = max((s for s in SPLITS if targets[s] > 0), key=lambda s: targets[s] - filled[s])
+        filled[split] += group_words[group]
         result[group] = split
     return result
 
@@ -423,3 +423,65 @@ def cached_catalogue(folder: Path, by: str = "corpus"):
     os.replace(tmp, table)
     stamp.write_text(key, encoding="utf-8")
     return frame, False
+
+
+MANIFEST_COLUMNS = {
+    "corpus": "CHILDES corpus (the zip's name)",
+    "file": "transcript path inside the zip",
+    "sha256": "sha256 of the transcript's bytes",
+    "child": "estimated child id (corpora.cds.child_ids): CHI name, child folder, or file name",
+    "split_group": "union of every transcript sharing a child hint (corpora.cds.split_groups): the unit of the split",
+    "split": "train | validation | test (whole split groups, seeded shuffle, filled to the word shares)",
+    "child_age_months": "target child's age at the recording from @ID (y*12 + m + d/30.44); empty when absent",
+    "speaker_roles": "adult speakers kept, CODE=Role;... (roles from @ID, else @Participants)",
+    "utterances": "adult utterances in the document (non-empty after cleaning)",
+    "words": "whitespace-separated words of the document",
+}
+
+
+def write_cds(build: CdsBuild, out_dir: Path) -> dict:
+    """Write `<out>/{train,validation,test}.jsonl` (one JSON object per transcript: text + who and
+    when), `manifest.csv`, `cds_issues.csv` (every transcript left out, with why); returns counts."""
+    import json
+
+    import pandas as pd
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    handles = {s: (out_dir / f"{s}.jsonl.tmp").open("w", encoding="utf-8") for s in SPLITS}
+    rows = []
+    try:
+        for doc in build.documents:
+            split = build.splits[doc.path]
+            record = {"text": doc.text, "corpus": doc.corpus, "file": doc.path, "child": doc.child,
+                      "child_age_months": doc.age_months, "split": split}
+            handles[split].write(json.dumps(record, ensure_ascii=False) + "\n")
+            rows.append({"corpus": doc.corpus, "file": doc.path, "sha256": doc.sha256, "child": doc.child,
+                         "split_group": doc.group, "split": split,
+                         "child_age_months": None if doc.age_months is None else round(doc.age_months, 3),
+                         "speaker_roles": ";".join(f"{c}={r}" for c, r in sorted(doc.speakers.items())),
+                         "utterances": len(doc.utterances), "words": doc.words})
+    finally:
+        for handle in handles.values():
+            handle.close()
+    for split in SPLITS:
+        os.replace(out_dir / f"{split}.jsonl.tmp", out_dir / f"{split}.jsonl")
+    manifest = pd.DataFrame(rows, columns=list(MANIFEST_COLUMNS))
+    manifest.to_csv(out_dir / "manifest.csv", index=False)
+    issues = [{"corpus": i.corpus, "file": i.path, "problem": i.problem} for i in build.issues]
+    issues += [{"corpus": p.split("/", 1)[0], "file": p, "problem": "no utterance of an adult role"}
+               for p in build.empty_transcripts]
+    pd.DataFrame(issues, columns=["corpus", "file", "problem"]).to_csv(out_dir / "cds_issues.csv", index=False)
+    per_split = manifest.groupby("split").agg(documents=("file", "size"), words=("words", "sum"),
+                                              utterances=("utterances", "sum"), children=("child", "nunique"),
+                                              groups=("split_group", "nunique"))
+    return {
+        "splits": {s: {k: int(v) for k, v in per_split.loc[s].items()} if s in per_split.index else
+                   {"documents": 0, "words": 0, "utterances": 0, "children": 0, "groups": 0} for s in SPLITS},
+        "documents": len(manifest),
+        "words": int(manifest["words"].sum()),
+        "issues": len(build.issues),
+        "transcripts_without_adult_speech": len(build.empty_transcripts),
+        "skipped_roles": dict(build.skipped_roles.most_common()),
+        "largest_group_word_share": float(manifest.groupby("split_group")["words"].sum().max()
+                                          / max(1, manifest["words"].sum())) if len(manifest) else 0.0,
+    }

@@ -1,4 +1,4 @@
-"""CLI commands: `evalsuite corpora list|fetch|info|build-offline-books`.
+"""CLI commands: `evalsuite corpora list|fetch|info|build-offline-books|build-cds`.
 
 Thin layer over corpora.sources / corpora.fetch / corpora.documents: those return data, these print.
 """
@@ -282,3 +282,71 @@ def build_offline_books_command(
     console = _console()
     console.print(table)
     console.print(f"sidecar (package versions, sha256, licences, extraction rules): {report.sidecar}")
+
+
+@corpora_app.command("build-cds")
+def build_cds_command(
+    out: Path = typer.Option(..., "-o", "--out", help="Output folder: train/validation/test.jsonl, manifest.csv, "
+                                                   "cds_issues.csv, meta.json."),
+    childes: list[Path] | None = typer.Option(
+        None, "--childes", help="TalkBank zip(s) or folder(s) of zips (repeatable; default: the registry source "
+                                "'childes', fetched from the reference data folder)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the by-child split."),
+    val_fraction: float = typer.Option(0.1, "--val-fraction", min=0.0, max=0.5, help="Share of words in validation."),
+    test_fraction: float = typer.Option(0.1, "--test-fraction", min=0.0, max=0.5, help="Share of words in test."),
+    mirror: str | None = typer.Option(None, "--mirror", help="Where the childes zips are (default: the reference data)."),
+    cache_dir: Path | None = CACHE_OPTION,
+    force: bool = typer.Option(False, "--force", help="Replace a CDS corpus this command wrote before in OUT."),
+) -> None:
+    """Child-directed speech: the adult utterances of CHILDES recordings as plain-text documents, split by child."""
+    import time
+
+    from corpora.cds import ADULT_ROLES, MANIFEST_COLUMNS, build_cds, childes_zips, write_cds
+    from corpora.errors import UserError
+    from corpora.fetch import fetch
+    from corpora.sources import load_registry
+    from evalsuite.results import build_meta, column, write_meta
+
+    if out.exists() and any(out.iterdir()) and not (force and (out / "manifest.csv").is_file()):
+        raise UserError(f"{out} is not empty: choose another -o/--out"
+                        + (", or --force to replace the CDS corpus in it" if (out / "manifest.csv").is_file() else ""))
+    if childes:
+        zips = [z for path in childes for z in childes_zips(path)]
+    else:
+        zips = childes_zips(fetch(load_registry()["childes"], cache_dir=cache_dir, mirror=mirror, progress=False))
+    started = time.perf_counter()
+    build = build_cds(zips, seed=seed, fractions=(val_fraction, test_fraction))
+    if not build.documents:
+        first = build.issues[0].problem if build.issues else "no adult utterances"
+        raise UserError(f"no child-directed speech read from {', '.join(str(z) for z in zips)} ({first})")
+    summary = write_cds(build, out)
+    seconds = time.perf_counter() - started
+    meta = build_meta(
+        "corpora build-cds",
+        config={"seed": seed, "val_fraction": val_fraction, "test_fraction": test_fraction,
+                "adult_roles": sorted(ADULT_ROLES), "zips": [str(z) for z in zips]},
+        inputs=zips, seeds={"split": seed},
+        columns={"manifest": {c: column(d, "corpora.cds.write_cds") for c, d in MANIFEST_COLUMNS.items()}},
+        outputs=["train.jsonl", "validation.jsonl", "test.jsonl", "manifest.csv", "cds_issues.csv"],
+        extra={"summary": summary, "seconds": round(seconds, 1),
+               "cleaning": "corpora.cds.clean_utterance: corpora.chat.clean_main_tier (utterance as produced, "
+                           "repetitions kept, fillers/events/unintelligible/retracings removed), terminal mark attached",
+               "split_rule": "corpora.cds.split_groups: transcripts sharing a folder below the corpus, a CHI name, a "
+                             "dated file's folder or a file name without its number are one group; groups are shuffled "
+                             "with the seed and fill test, then validation, to their word shares"},
+    )
+    write_meta(out, meta)
+    from rich.table import Table
+
+    table = Table(title=f"child-directed speech corpus {out} ({len(zips)} zips, {seconds:.0f} s)")
+    for col in ("split", "documents", "children (est.)", "split groups", "utterances", "words"):
+        table.add_column(col, justify="left" if col == "split" else "right")
+    for split, counts in summary["splits"].items():
+        table.add_row(split, f"{counts['documents']:,}", f"{counts['children']:,}", f"{counts['groups']:,}",
+                      f"{counts['utterances']:,}", f"{counts['words']:,}")
+    console = _console()
+    console.print(table)
+    console.print(f"{summary['issues']} transcripts unreadable and {summary['transcripts_without_adult_speech']} "
+                  f"without adult speech: listed in {out / 'cds_issues.csv'}. Utterances of other roles left out "
+                  f"(see meta.json): {sum(summary['skipped_roles'].values()):,}. The largest split group holds "
+                  f"{summary['largest_group_word_share']:.1%} of the words.")
