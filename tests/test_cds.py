@@ -232,13 +232,20 @@ def test_build_cds_cli_writes_splits_by_child_and_lists_bad_files(shared_data, t
     assert sum(len(d["text"].split()) for d in docs) == manifest["words"].sum()
     meta = json.loads((out / "meta.json").read_text())
     assert meta["seeds"] == {"split": 3} and meta["summary"]["documents"] == len(manifest)
+    from corpora.tokenizers import load_tokenizer
+
+    tok = load_tokenizer(out / "tokenizer-bpe10000")  # saved with the corpus, trained on train only
+    assert tok.identity == meta["tokenizer"]["identity"]
+    train_chars = sum(len(json.loads(line)["text"]) for line in (out / "train.jsonl").read_text().splitlines())
+    assert tok.extra_meta["corpus"]["n_chars"] == train_chars
     # same seed -> same split; the tool refuses to write into a folder it did not create
     again = build_cds([talkbank(shared_data) / "Bates.zip", talkbank(shared_data) / "Bliss.zip", extra], seed=3)
     assert {p: s for p, s in again.splits.items()} == dict(zip(manifest["file"], manifest["split"], strict=True))
     other = tmp_path / "mine"
     other.mkdir()
     (other / "notes.txt").write_text("keep")
-    code, _, err = run_cli(capsys, "corpora", "build-cds", "-o", str(other), "--childes", str(extra))
+    code, _, err = run_cli(capsys, "corpora", "build-cds", "-o", str(other), "--childes", str(extra),
+                           "--vocab-size", "0")
     assert code == 2 and err.startswith("error: ") and (other / "notes.txt").read_text() == "keep"
 
 

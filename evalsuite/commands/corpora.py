@@ -297,6 +297,10 @@ def build_cds_command(
     mirror: str | None = typer.Option(None, "--mirror", help="Where the childes zips are (default: the reference data)."),
     cache_dir: Path | None = CACHE_OPTION,
     force: bool = typer.Option(False, "--force", help="Replace a CDS corpus this command wrote before in OUT."),
+    vocab_size: int = typer.Option(
+        10_000, "--vocab-size", min=0,
+        help="Train a byte-level BPE of this size on train.jsonl, saved with the corpus in OUT/tokenizer-bpe<N>/ "
+             "(0: none)."),
 ) -> None:
     """Child-directed speech: the adult utterances of CHILDES recordings as plain-text documents, split by child."""
     import time
@@ -320,6 +324,16 @@ def build_cds_command(
         first = build.issues[0].problem if build.issues else "no adult utterances"
         raise UserError(f"no child-directed speech read from {', '.join(str(z) for z in zips)} ({first})")
     summary = write_cds(build, out)
+    tokenizer_record = None
+    if vocab_size:
+        from corpora.documents import iter_documents
+        from corpora.tokenizers import train_bpe
+
+        tok = train_bpe(iter_documents(out / "train.jsonl"), vocab_size)
+        tok.save(out / f"tokenizer-bpe{vocab_size}")
+        tokenizer_record = {"path": f"tokenizer-bpe{vocab_size}", "identity": tok.identity,
+                            "vocab_size": tok.vocab_size, "requested_vocab_size": vocab_size,
+                            "trained_on": "train.jsonl"}
     seconds = time.perf_counter() - started
     meta = build_meta(
         "corpora build-cds",
@@ -328,7 +342,7 @@ def build_cds_command(
         inputs=zips, seeds={"split": seed},
         columns={"manifest": {c: column(d, "corpora.cds.write_cds") for c, d in MANIFEST_COLUMNS.items()}},
         outputs=["train.jsonl", "validation.jsonl", "test.jsonl", "manifest.csv", "cds_issues.csv"],
-        extra={"summary": summary, "seconds": round(seconds, 1),
+        extra={"summary": summary, "seconds": round(seconds, 1), "tokenizer": tokenizer_record,
                "cleaning": "corpora.cds.clean_utterance: corpora.chat.clean_main_tier (utterance as produced, "
                            "repetitions kept, fillers/events/unintelligible/retracings removed), terminal mark attached",
                "split_rule": "corpora.cds.split_groups: transcripts sharing a folder below the corpus, a CHI name, a "
@@ -350,3 +364,6 @@ def build_cds_command(
                   f"without adult speech: listed in {out / 'cds_issues.csv'}. Utterances of other roles left out "
                   f"(see meta.json): {sum(summary['skipped_roles'].values()):,}. The largest split group holds "
                   f"{summary['largest_group_word_share']:.1%} of the words.")
+    if tokenizer_record:
+        console.print(f"tokenizer: {out / tokenizer_record['path']} ({tokenizer_record['vocab_size']:,} tokens, "
+                      "trained on the train split only); compare models in bits per character.")
