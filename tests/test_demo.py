@@ -122,15 +122,16 @@ def test_demo_fallback_runs_end_to_end_on_a_tiny_budget(tmp_path: Path, shared_d
                                                        capsys) -> None:
     """The fallback (no TinyStories subset, no book packages: the 5-story sample) used to stop at
     generate ("prompt tsb-001 has characters the checkpoint's tokenizer (char) does not know").
-    4 CHILDES files: childes-compare needs 3 transcripts for its age model (with fewer it crashes
-    with KeyError 'val_bpc', a bug of evalsuite/childes/compare.py left to its owner)."""
+    4 CHILDES files and 30 steps x 64 tokens: childes-compare needs 3 transcripts for its age model and
+    a completed sentence after each prompt; without them it crashes with KeyError 'val_bpc' (a bug of
+    evalsuite/childes/compare.py on an empty checkpoint-age table, left to its owner)."""
     import json
 
     monkeypatch.delenv("EVALSUITE_DEMO_CORPUS", raising=False)
     data = sample_only_data(tmp_path, shared_data)
     out = tmp_path / "demo"
-    code, err = _demo(capsys, "-o", str(out), "--data-dir", str(data), "--max-iters", "3", "--prompts", "2",
-                      "--childes-files", "4", "--max-new-tokens", "16")
+    code, err = _demo(capsys, "-o", str(out), "--data-dir", str(data), "--max-iters", "30", "--prompts", "2",
+                      "--childes-files", "4", "--max-new-tokens", "64")
     assert code == 0, err
     summary = json.loads((out / "demo_summary.json").read_text())
     assert summary["corpus_note"] == SAMPLE_NOTE
