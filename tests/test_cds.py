@@ -282,3 +282,11 @@ def test_info_childes_prints_each_corpus(shared_data, monkeypatch, capsys):
     line = next(line for line in out.splitlines() if "Bates" in line)
     assert f"{bates:,}" in line and "new-UD" in line and "1;08.00" in line
     assert "text scan" in out
+
+
+def test_fetch_command_on_a_collection(shared_data, monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("EVALSUITE_DATA", str(shared_data))
+    code, out, err = run_cli(capsys, "corpora", "fetch", "tinystories-subset", "--cache-dir", str(tmp_path),
+                             "--no-progress")
+    assert code == 0, err
+    assert "3 files" in out and (tmp_path / "tinystories-subset" / "tinystories_valid_subset.jsonl").is_file()

@@ -90,6 +90,10 @@ def fetch_source(
         console.print(f"{name} is a local path: nothing to download ({path})")
         return
     console.print(f"{source.name}: {path}")
+    if source.is_collection:
+        checked = f"; every transcript in the zips matches {source.provenance}" if source.provenance else ""
+        console.print(f"{len(source.files)} files, each verified and its sha256 recorded in <file>.sha256{checked}")
+        return
     digest = read_sidecar(path)
     console.print(f"sha256: {digest}")
     if source.sha256 is None:
