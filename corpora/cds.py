@@ -158,6 +158,10 @@ def scan_transcript(corpus: str, path: str, data: bytes, *, keep_tiers: bool = T
 
 def iter_zip(zip_path: Path, *, keep_tiers: bool = True) -> Iterator[Transcript | Issue]:
     """Scan every .cha member of one TalkBank zip (corpus = the zip's name); a bad zip is one Issue."""
+    if zip_path.suffix.lower() == ".cha":  # one transcript given directly: corpus = its folder
+        yield scan_transcript(zip_path.parent.name, f"{zip_path.parent.name}/{zip_path.name}",
+                              zip_path.read_bytes(), keep_tiers=keep_tiers)
+        return
     corpus = zip_path.stem
     try:
         with zipfile.ZipFile(zip_path) as archive:
@@ -176,11 +180,12 @@ def iter_zip(zip_path: Path, *, keep_tiers: bool = True) -> Iterator[Transcript 
 
 
 def childes_zips(path: str | os.PathLike) -> list[Path]:
-    """The zips of a CHILDES collection folder, or [path] for one zip; UserError when there are none."""
+    """The zips of a CHILDES collection folder, or [path] for one zip or one .cha transcript;
+    UserError when there are none."""
     root = Path(path).expanduser()
     if root.is_file():
-        if root.suffix.lower() != ".zip":
-            raise UserError(f"expected a TalkBank .zip or a folder of them: {root}")
+        if root.suffix.lower() not in (".zip", ".cha"):
+            raise UserError(f"expected a TalkBank .zip, a folder of them, or a .cha transcript: {root}")
         return [root]
     if not root.is_dir():
         raise UserError(f"CHILDES path not found: {root}")

@@ -290,3 +290,27 @@ def test_fetch_command_on_a_collection(shared_data, monkeypatch, tmp_path, capsy
                              "--no-progress")
     assert code == 0, err
     assert "3 files" in out and (tmp_path / "tinystories-subset" / "tinystories_valid_subset.jsonl").is_file()
+
+
+@pytest.mark.parametrize(("text", "problem"), [
+    (GOOD[:-20].encode(), "cut off"),
+    (GOOD.replace("ball", "bäll").encode("latin-1"), "not UTF-8"),
+])
+def test_build_cds_on_one_bad_transcript_is_one_error_line(tmp_path, capsys, text, problem):
+    bad = tmp_path / "Kid" / "020101.cha"
+    bad.parent.mkdir()
+    bad.write_bytes(text)
+    code, _, err = run_cli(capsys, "corpora", "build-cds", "-o", str(tmp_path / "o"), "--childes", str(bad),
+                           "--vocab-size", "0")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and problem in err and err.startswith("error: ")
+
+
+def test_build_cds_reads_one_good_transcript_given_directly(tmp_path, capsys):
+    good = tmp_path / "Kid" / "020101.cha"
+    good.parent.mkdir()
+    good.write_text(GOOD, encoding="utf-8")
+    code, _, err = run_cli(capsys, "corpora", "build-cds", "-o", str(tmp_path / "o"), "--childes", str(good),
+                           "--vocab-size", "0")
+    assert code == 0, err
+    manifest = pd.read_csv(tmp_path / "o" / "manifest.csv")
+    assert list(manifest["file"]) == ["Kid/020101.cha"] and list(manifest["speaker_roles"]) == ["MOT=Mother"]
