@@ -190,8 +190,9 @@ def _info_childes(folder: Path) -> None:
         "age = the CHI (else first Target_Child) @ID age as written; %mor style from the POS tags of the "
         "%mor tiers (new-UD verb|, noun|; old v|, n|); [* ] codes anywhere in a transcript; children "
         "estimated from @Participants names, child folders and file names. The per-folder rows "
-        "(corpora.cds.cached_catalogue(folder, by='dir')) match CATALOGUE.tsv in files, CHI utterances "
-        "and %mor style.")
+        "(corpora.cds.cached_catalogue(folder, by='dir')) match CATALOGUE.tsv in files, CHI utterances, "
+        "files with %mor and %mor style for all 226 folders; the age range in all but 7 (CATALOGUE.tsv rounds "
+        "some days up, e.g. Edinburgh 1;03.30 as 1;04.00); [* ] codes in all but a few.")
 
 
 def _info_local(path: Path, kind: str) -> None:
