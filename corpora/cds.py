@@ -331,9 +331,15 @@ def assign_splits(group_words: dict[str, int], seed: int, fractions: tuple[float
 # --- the child-directed-speech corpus ----------------------------------------------------------
 
 
+_BULLET_RE = re.compile("\x15[^\x15]*\x15")  # media time marks, \x151234_5678\x15
+_UNINTELLIGIBLE_COMMA = re.compile(r"\b(xxx|yyy|www),")
+
+
 def clean_utterance(raw: str) -> str:
-    """A CHAT main tier -> plain text: `corpora.chat.clean_main_tier` (the project's one CHAT cleaner)
-    with the terminal mark attached to the last word ("you want it ?" -> "you want it?")."""
+    """A CHAT main tier -> plain text: media time marks removed (pylangacq removes them before
+    corpora.chat sees a tier; this scan reads the raw line), then `corpora.chat.clean_main_tier`
+    (the project's one CHAT cleaner), with the terminal mark attached ("you want it ?" -> "you want it?")."""
+    raw = _UNINTELLIGIBLE_COMMA.sub(r"\1 ,", _BULLET_RE.sub(" ", raw))  # "xxx," is xxx then a comma
     text = clean_main_tier(raw)["utterance"]
     return re.sub(r" ([.?!])$", r"\1", text)
 

@@ -176,8 +176,9 @@ def test_corrupt_zip_is_one_listed_issue(tmp_path):
 
 def test_clean_utterance_is_plain_text():
     assert clean_utterance("&-um <I want> [/] I want the ball@o [: balls] +...") == "I want I want the ball."
-    assert clean_utterance("xxx .") == ""
+    assert clean_utterance("xxx .") == "" and clean_utterance("xxx, you know +...") == "you know."
     assert clean_utterance("do you want it ?") == "do you want it?"
+    assert clean_utterance("look at the doggie . \x15123_4567\x15") == "look at the doggie."  # media bullet
 
 
 # --- build-cds ---------------------------------------------------------------------------------
