@@ -23,6 +23,7 @@ import contextlib
 import hashlib
 import http.client
 import os
+import re
 import shutil
 import zipfile
 from collections.abc import Iterator
@@ -148,6 +149,8 @@ def fetch(
         if not source.path.exists():
             raise UserError(f"file not found: {source.path}")
         return source.path
+    if source.is_collection:
+        return fetch_collection(source, cache_dir, mirror, progress, retries)
     final = cached_path(source, cache_dir)
     if final.is_file():
         return _verify_cached(source, final)
@@ -163,7 +166,11 @@ def fetch(
                 elif source.is_package and origin == source.url:
                     digest, size = _client_download(source, final, progress)
                 else:
-                    digest, size = _download(origin, part_path(final), progress, source.filename)
+                    digest, size, published = _download(origin, part_path(final), progress, source.filename)
+                    if source.sha256 is None and published is not None and digest != published:
+                        part_path(final).unlink()
+                        raise UserError(f"{source.name}: sha256 mismatch for {origin}: the server publishes "
+                                        f"{published}, got {digest}; the download was deleted")
                 break
             except DownloadInterrupted:
                 if attempt == retries:
@@ -172,9 +179,79 @@ def fetch(
     return final
 
 
+def fetch_collection(
+    source: Source,
+    cache_dir: str | os.PathLike | None = None,
+    mirror: str | None = None,
+    progress: bool = True,
+    retries: int = 0,
+) -> Path:
+    """Fetch every file of a collection source (each through `fetch`: resumable, checksummed, atomic)
+    into `<cache>/<name>/`, check the transcripts in its zips against its provenance table, and
+    return that folder. A second call with everything cached reads no network and hashes nothing new."""
+    folder = cached_path(source, cache_dir).parent
+    for relpath in source.files:
+        fetch(source.member(relpath), cache_dir=cache_dir, mirror=mirror, progress=progress, retries=retries)
+    if source.provenance is not None:
+        verify_provenance(folder, source.provenance)
+    return folder
+
+
+PROVENANCE_OK = ".provenance-ok"
+
+
+def verify_provenance(folder: Path, table: str) -> int:
+    """Check every .cha member of the zips in `folder` against the sha256 column of `table` (TSV with
+    columns path_in_zip and sha256). A transcript that differs, is missing from a zip, or is in a zip
+    but not in the table is an error. Returns the number of transcripts checked; the result is
+    remembered (keyed by the zips' recorded sha256) so a cached collection is checked once."""
+    import csv
+
+    zips = sorted(folder.glob("*.zip"))
+    stamp = folder / PROVENANCE_OK
+    key = "\n".join(f"{z.name} {read_sidecar(z)}" for z in zips) + f"\n{table} {read_sidecar(folder / table)}\n"
+    if stamp.is_file() and stamp.read_text(encoding="utf-8") == key:
+        return -1
+    with (folder / table).open(encoding="utf-8", newline="") as handle:
+        expected = {row["path_in_zip"]: row["sha256"] for row in csv.DictReader(handle, delimiter="\t")}
+    seen: set[str] = set()
+    for zpath in zips:
+        try:
+            with zipfile.ZipFile(zpath) as archive:
+                for info in archive.infolist():
+                    if not info.filename.lower().endswith(".cha"):
+                        continue
+                    digest = hashlib.sha256(archive.read(info)).hexdigest()
+                    if info.filename not in expected:
+                        raise UserError(f"{zpath}: {info.filename} is not listed in {table}")
+                    if digest != expected[info.filename]:
+                        raise UserError(f"{zpath}: {info.filename} has sha256 {digest}, {table} says "
+                                        f"{expected[info.filename]}")
+                    seen.add(info.filename)
+        except zipfile.BadZipFile as err:
+            raise UserError(f"{zpath}: not a valid zip ({err})") from None
+    present = {z.stem for z in zips}  # rows of corpora whose zip is here (a collection may be a subset)
+    missing = sorted(p for p in set(expected) - seen if p.split("/", 1)[0] in present)
+    if missing:
+        raise UserError(f"{folder}: {len(missing)} transcripts of {table} are in no zip (first: {missing[0]})")
+    tmp = stamp.with_name(stamp.name + ".tmp")
+    tmp.write_text(key, encoding="utf-8")
+    os.replace(tmp, stamp)
+    return len(seen)
+
+
 def _origin(source: Source, mirror: str | None) -> str | Path:
-    """The URL or local file that the bytes come from: the mirror when one is set."""
+    """The URL or local file that the bytes come from: the mirror when one is set, else the source's
+    folder of the reference data (`mirror_subdir`), else its URL."""
     mirror = mirror if mirror is not None else os.environ.get(paths.MIRROR_ENV) or None
+    if not mirror and source.mirror_subdir:
+        data = paths.find_data_dir(required=False)
+        if data is not None and (data / source.mirror_subdir).is_dir():
+            mirror = str(data / source.mirror_subdir)
+        elif source.url is None:
+            raise UserError(f"{source.name} exists only in the reference data folder "
+                            f"(<data>/{source.mirror_subdir}/{source.filename}): set ${paths.DATA_ENV} "
+                            f"to it, or --mirror to a folder holding {source.filename}")
     if not mirror:
         assert source.url is not None
         return source.url
@@ -189,6 +266,8 @@ def _origin(source: Source, mirror: str | None) -> str | Path:
         if source.is_package:  # a package client can still get it: apt-get download / npm pack
             assert source.url is not None
             return source.url
+        if source.url is None:
+            raise UserError(f"{directory} has no {source.filename}, and {source.name} has no download URL")
         raise UserError(f"mirror directory {directory} has no {source.filename} (needed for {source.name})")
     return candidate
 
@@ -303,10 +382,12 @@ def _mirror_hint(url: str) -> str:
             f"that holds {name}")
 
 
-def _open(url: str, offset: int):
+def _open(url: str, offset: int, validator: str | None = None):
     headers = {"User-Agent": USER_AGENT}
     if offset:
         headers["Range"] = f"bytes={offset}-"
+        if validator:  # the server answers 200 (whole new file) instead of 206 if the file changed
+            headers["If-Range"] = validator
     try:
         return urlopen(Request(url, headers=headers), timeout=TIMEOUT_S)
     except HTTPError as err:
@@ -331,23 +412,80 @@ def _content_range_start(header: str | None) -> int | None:
         return None
 
 
-def _download(url: str, part: Path, progress: bool, label: str) -> tuple[str, int]:
-    """Stream `url` into `part`, resuming what is there. Returns (sha256, size) of the whole file."""
+def validator_path(part: Path) -> Path:
+    """Where the ETag / Last-Modified of the bytes in `part` is kept (for If-Range on resume)."""
+    return part.with_name(part.name + ".validator")
+
+
+def _validator(headers) -> str | None:
+    """A strong ETag, else Last-Modified: what If-Range may carry (RFC 9110 13.1.5; weak ETags may not)."""
+    etag = headers.get("ETag")
+    if etag and not etag.startswith("W/"):
+        return etag
+    return headers.get("Last-Modified")
+
+
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def published_sha256(headers) -> str | None:
+    """The sha256 a server publishes for the file: `Digest: sha-256=<base64>` / `Repr-Digest`, or the
+    Hugging Face `X-Linked-ETag` of an LFS file (its sha256 in hex). None when it publishes none."""
+    import base64
+
+    for name in ("Repr-Digest", "Digest"):
+        value = headers.get(name) or ""
+        for part in value.split(","):
+            algo, _, encoded = part.strip().partition("=")
+            if algo.lower() == "sha-256" and encoded:
+                try:
+                    return base64.b64decode(encoded.strip(":")).hex()
+                except ValueError:
+                    return None
+    linked = (headers.get("X-Linked-ETag") or "").strip('"').lower()
+    return linked if _HEX64.match(linked) else None
+
+
+def _download(url: str, part: Path, progress: bool, label: str) -> tuple[str, int, str | None]:
+    """Stream `url` into `part`, resuming what is there when the remote file is unchanged.
+
+    Returns (sha256, size, published sha256 or None) of the whole file. A resume sends the
+    validator (ETag / Last-Modified) recorded when the bytes in `part` were received as If-Range; a
+    server that then sends the whole file (200), or a 206 with a different validator, means the
+    remote file changed: the .part is discarded and the download restarts, never spliced.
+    """
     offset = part.stat().st_size if part.is_file() else 0
-    response = _open(url, offset)
+    vfile = validator_path(part)
+    recorded = vfile.read_text(encoding="utf-8").strip() if offset and vfile.is_file() else None
+    response = _open(url, offset, recorded)
     if response is None:  # 416: discard the unusable .part and download from the start
         part.unlink()
         offset = 0
         response = _open(url, 0)
+    current = _validator(response.headers)
+    if offset and response.status == 206 and recorded and current and current != recorded:
+        response.close()  # the file changed under us and the server ignored If-Range
+        part.unlink()
+        offset = 0
+        response = _open(url, 0)
+        current = _validator(response.headers)
     with response:
         if offset and response.status == 206 and _content_range_start(
                 response.headers.get("Content-Range")) == offset:
             mode = "ab"
         elif response.status in (200, 206) and (response.status == 200 or not offset):
-            offset, mode = 0, "wb"  # fresh download, or the server ignored Range: start again
+            offset, mode = 0, "wb"  # fresh download, changed file, or the server ignored Range: start again
         else:
             raise UserError(f"unexpected reply from {url}: HTTP {response.status} "
                             f"{response.headers.get('Content-Range', '')}; delete {part} and try again")
+        if mode == "wb":
+            if current:
+                vfile.write_text(current + "\n", encoding="utf-8")
+            else:
+                vfile.unlink(missing_ok=True)
+        published = published_sha256(response.headers) if mode == "wb" else _read_published(part)
+        if mode == "wb":
+            _write_published(part, published)
         length_header = response.headers.get("Content-Length")
         expected = offset + int(length_header) if length_header and length_header.isdigit() else None
         hasher = hashlib.sha256()
@@ -368,7 +506,26 @@ def _download(url: str, part: Path, progress: bool, label: str) -> tuple[str, in
         raise DownloadInterrupted(
             f"download of {url} stopped after {size}{of_total} bytes{failure}; the partial file is kept "
             f"at {part}: run the same fetch again to resume")
-    return hasher.hexdigest(), size
+    vfile.unlink(missing_ok=True)
+    _write_published(part, None)
+    return hasher.hexdigest(), size, published
+
+
+def _published_path(part: Path) -> Path:
+    return part.with_name(part.name + ".published-sha256")
+
+
+def _read_published(part: Path) -> str | None:
+    path = _published_path(part)
+    return path.read_text(encoding="utf-8").strip() or None if path.is_file() else None
+
+
+def _write_published(part: Path, digest: str | None) -> None:
+    path = _published_path(part)
+    if digest:
+        path.write_text(digest + "\n", encoding="utf-8")
+    else:
+        path.unlink(missing_ok=True)
 
 
 # --- zips ------------------------------------------------------------------------------------

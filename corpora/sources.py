@@ -12,7 +12,7 @@ import os
 import re
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from corpora.errors import UserError
@@ -28,7 +28,7 @@ PACKAGE_SCHEMES = ("apt:", "npm:")
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 _REQUIRED = ("name", "kind", "url", "filename", "license", "citation", "sha256", "size")
-_OPTIONAL = ("size_hint", "notes")
+_OPTIONAL = ("size_hint", "notes", "files", "mirror_subdir", "provenance")
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,16 @@ class Source:
     size_hint: str = ""
     notes: str = ""
     path: Path | None = None  # local sources only
+    # A collection: several files fetched one by one (url is then a base URL, or null when the files
+    # exist only in the reference data folder). Each entry is a path below `url`; the mirror and the
+    # cache hold it under its base name. `filename` is one of them: the file a reader starts from.
+    files: tuple[str, ...] = ()
+    # Folder of the reference data (corpora.paths.find_data_dir) that holds the files: the default
+    # mirror when neither --mirror nor $EVALSUITE_MIRROR is set.
+    mirror_subdir: str | None = None
+    # A TSV among `files` with columns path_in_zip and sha256: every transcript inside the zips is
+    # checked against it after the fetch (the zips themselves have no published checksum).
+    provenance: str | None = None
 
     @property
     def is_local(self) -> bool:
@@ -60,6 +70,17 @@ class Source:
     def is_zip(self) -> bool:
         return self.filename.lower().endswith(".zip")
 
+    @property
+    def is_collection(self) -> bool:
+        return bool(self.files)
+
+    def member(self, relpath: str) -> Source:
+        """The single-file Source of one file of a collection (cached in the collection's folder)."""
+        base = PurePosixPath(relpath).name
+        url = None if self.url is None else self.url.rstrip("/") + "/" + relpath
+        return Source(name=self.name, kind=self.kind, url=url, filename=base, license=self.license,
+                      citation=self.citation, sha256=None, size=None, mirror_subdir=self.mirror_subdir)
+
 
 def _check_entry(entry: Any, where: str) -> Source:
     if not isinstance(entry, dict):
@@ -72,18 +93,24 @@ def _check_entry(entry: Any, where: str) -> Source:
     missing = [key for key in _REQUIRED if key not in entry]
     if missing:
         raise UserError(f"{label}: missing key(s) {', '.join(missing)}")
-    for key in ("name", "kind", "url", "filename", "license", "citation"):
+    for key in ("name", "kind", "filename", "license", "citation"):
         if not isinstance(entry[key], str) or not entry[key].strip():
             raise UserError(f"{label}: '{key}' must be a non-empty string")
-    for key in _OPTIONAL:
+    for key in ("size_hint", "notes", "mirror_subdir", "provenance"):
         if key in entry and not isinstance(entry[key], str):
             raise UserError(f"{label}: '{key}' must be a string")
+    files = _check_files(entry, label)
+    if entry["url"] is None:  # only a mirror (the reference data folder) has these files
+        if not entry.get("mirror_subdir"):
+            raise UserError(f"{label}: url may be null only when mirror_subdir names where the files are")
+    elif not isinstance(entry["url"], str) or not entry["url"].strip():
+        raise UserError(f"{label}: 'url' must be a non-empty string or null")
     name = entry["name"]
     if not _NAME_RE.match(name):
         raise UserError(f"{label}: name must be lower-case letters, digits, '.', '_' or '-'")
     if entry["kind"] not in KINDS:
         raise UserError(f"{label}: kind must be one of {', '.join(KINDS)}, got {entry['kind']!r}")
-    if not entry["url"].startswith(("https://", "http://") + PACKAGE_SCHEMES):
+    if entry["url"] is not None and not entry["url"].startswith(("https://", "http://") + PACKAGE_SCHEMES):
         raise UserError(f"{label}: url must start with http:// or https://, or be a package "
                         "(apt:NAME=VERSION, npm:NAME@VERSION)")
     filename = entry["filename"]
@@ -98,8 +125,29 @@ def _check_entry(entry: Any, where: str) -> Source:
     return Source(
         name=name, kind=entry["kind"], url=entry["url"], filename=filename,
         license=entry["license"], citation=entry["citation"], sha256=sha256, size=size,
-        size_hint=entry.get("size_hint", ""), notes=entry.get("notes", ""),
+        size_hint=entry.get("size_hint", ""), notes=entry.get("notes", ""), files=files,
+        mirror_subdir=entry.get("mirror_subdir"), provenance=entry.get("provenance"),
     )
+
+
+def _check_files(entry: dict, label: str) -> tuple[str, ...]:
+    files = entry.get("files")
+    if files is None:
+        if "provenance" in entry:
+            raise UserError(f"{label}: 'provenance' needs 'files'")
+        return ()
+    if not isinstance(files, list) or not files or not all(isinstance(f, str) and f.strip() for f in files):
+        raise UserError(f"{label}: 'files' must be a non-empty list of paths")
+    bases = [PurePosixPath(f).name for f in files]
+    if len(set(bases)) != len(bases):
+        raise UserError(f"{label}: two 'files' share a base name")
+    if any(f.startswith("/") or ".." in PurePosixPath(f).parts for f in files):
+        raise UserError(f"{label}: 'files' must be relative paths without '..'")
+    if entry["filename"] not in bases:
+        raise UserError(f"{label}: filename {entry['filename']!r} must be one of the base names of 'files'")
+    if entry.get("provenance") is not None and entry["provenance"] not in bases:
+        raise UserError(f"{label}: provenance {entry['provenance']!r} must be one of 'files'")
+    return tuple(files)
 
 
 def load_registry(path: str | os.PathLike | None = None) -> dict[str, Source]:

@@ -38,6 +38,14 @@ class DemoPlan:
 
 
 SAMPLE_NOTE = "TinyStories sample from the reference data (5 real stories: a smoke test, not a study)"
+SUBSET_NOTE = ("TinyStories subset from the reference data (registry source tinystories-subset: 6,499 real "
+               "stories, about 1.07 million words)")
+# The demo's models are tiny (d_model 64): a 4,096-token byte-level BPE keeps the output layer small
+# while knowing every character of any prompt (a char vocabulary built from the corpus does not:
+# generate refused the prompts of the 5-story fallback). Losses are compared in bits per character.
+DEMO_VOCAB = 4096
+# File that marks a folder as made by `evalsuite demo`: `--fresh` deletes only such a folder.
+DEMO_MARKER = ".evalsuite-demo"
 
 
 def offline_books_corpus(out_dir: Path) -> tuple[Path, str]:
@@ -56,9 +64,10 @@ def offline_books_corpus(out_dir: Path) -> tuple[Path, str]:
 
 
 def default_corpus(data_dir: Path | None) -> tuple[Path, str]:
-    """Story text the demo can train on without any package client.
+    """Story text the demo trains on without any package client.
 
-    Order: $EVALSUITE_DEMO_CORPUS, then the TinyStories sample in the reference data.
+    Order: $EVALSUITE_DEMO_CORPUS, then the registry source tinystories-subset (fetched, like any
+    download, from the reference data folder into the cache), then the 5-story TinyStories sample.
     """
     env = os.environ.get("EVALSUITE_DEMO_CORPUS")
     if env:
@@ -67,13 +76,40 @@ def default_corpus(data_dir: Path | None) -> tuple[Path, str]:
             raise UserError(f"$EVALSUITE_DEMO_CORPUS points to {path}, which does not exist")
         return path, f"$EVALSUITE_DEMO_CORPUS ({path})"
     if data_dir is not None:
-        sample = data_dir / "tinystories" / "tinystories_sample.txt"
+        stories = data_dir / "tinystories"
+        if (stories / "tinystories_subset.jsonl").is_file():
+            from corpora.fetch import fetch
+            from corpora.sources import load_registry
+
+            source = load_registry()["tinystories-subset"]
+            folder = fetch(source, mirror=str(stories), progress=False)
+            return folder / source.filename, SUBSET_NOTE
+        sample = stories / "tinystories_sample.txt"
         if sample.is_file():
             return sample, SAMPLE_NOTE
     raise UserError(
         "no offline story text found for the demo: pass --corpus FILE (.txt with <|endoftext|> or .jsonl), "
         "or set EVALSUITE_DATA to the reference data folder"
     )
+
+
+def prepare_out_dir(out: Path, fresh: bool) -> None:
+    """Make `out` the demo's folder. A non-empty folder is refused, unless `fresh` and it carries the
+    demo's marker (so the demo made it): only then is it deleted. Never deletes anything else."""
+    import shutil
+
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out} exists and is not a folder: choose another -o/--out")
+    if out.is_dir() and any(out.iterdir()):
+        if not fresh:
+            raise UserError(f"{out} is not empty: pass --fresh to replace an earlier demo there, or -o ANOTHER_DIR")
+        if not (out / DEMO_MARKER).is_file():
+            raise UserError(f"{out} is not empty and was not made by `evalsuite demo` (no {DEMO_MARKER} file): "
+                            "--fresh deletes only a demo's own folder; choose another -o/--out")
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / DEMO_MARKER).write_text("made by `evalsuite demo`; `evalsuite demo --fresh` may delete this folder\n",
+                                   encoding="utf-8")
 
 
 def plan_demo(
@@ -86,6 +122,8 @@ def plan_demo(
     n_prompts: int = 12,
     childes_files: int = 20,
     corpus_note: str | None = None,
+    max_new_tokens: int = 200,
+    vocab_size: int = DEMO_VOCAB,
 ) -> DemoPlan:
     """Build the demo's list of commands. `childes_files=0` means all CHILDES files found."""
     if max_iters < 3:
@@ -104,11 +142,19 @@ def plan_demo(
     data_args = ["--data-dir", str(data)] if data is not None else []
     steps: list[DemoStep] = []
 
+    tokenizer = runs / "tokenizer"
+    steps.append(DemoStep(
+        name="train tokenizer",
+        args=["tokenizer", "train", str(corpus), "--vocab-size", str(vocab_size), "-o", str(tokenizer),
+              "--no-progress"],
+        outputs=[str(tokenizer)],
+    ))
     families = ("spinnet", "baseline")
     for family in families:
         steps.append(DemoStep(
             name=f"train {family}-tiny",
             args=["train", "--config", f"{family}-tiny", "--data", str(corpus), "--out", str(runs / family),
+                  "--set", f"train.tokenizer={tokenizer}",
                   "--set", f"train.max_iters={max_iters}", "--set", f"train.val_fraction={val_fraction}",
                   "--set", f"train.snapshot_steps=[{max_iters // 3},{2 * max_iters // 3}]", "--no-progress"],
             outputs=[str(runs / family)],
@@ -120,7 +166,8 @@ def plan_demo(
         checkpoints.append(str(runs / family / "best"))
     steps.append(DemoStep(
         name="generate stories",
-        args=["generate", *checkpoints, "--out", str(samples), "--limit", str(n_prompts), "--max-new-tokens", "200"],
+        args=["generate", *checkpoints, "--out", str(samples), "--limit", str(n_prompts), "--max-new-tokens",
+              str(max_new_tokens)],
         outputs=[str(samples)],
     ))
     steps.append(DemoStep(

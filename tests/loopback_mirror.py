@@ -6,11 +6,17 @@ misbehave per request: each request takes the next mode from `modes` (then `defa
   truncate      send the full Content-Length, then only `truncate_after` bytes and close
   ignore-range  answer 200 with the whole file even when a Range was asked for
   wrong         send different bytes of the same length (checksum mismatch)
+  ignore-if-range  honour Range but not If-Range (a server that splices a changed file)
+Every reply carries a strong ETag (a hash of the bytes served), and `If-Range` is honoured: a
+validator that is not the current ETag gets the whole file (200). With `publish_digest` the reply
+also carries `Digest: sha-256=<base64>` of the file (a server that publishes its checksum).
 Every request is recorded (path and Range header) so tests can count them.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import re
 import threading
 from collections.abc import Iterator
@@ -24,6 +30,7 @@ from urllib.parse import unquote
 class SeenRequest:
     path: str
     range: str | None
+    if_range: str | None = None
 
 
 @dataclass
@@ -33,6 +40,7 @@ class LoopbackMirror:
     modes: list[str] = field(default_factory=list)
     default_mode: str = "normal"
     truncate_after: int = 1000
+    publish_digest: bool = False
     requests: list[SeenRequest] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -51,14 +59,19 @@ class _Handler(BaseHTTPRequestHandler):
         name = unquote(self.path.lstrip("/"))
         range_header = self.headers.get("Range")
         with mirror.lock:
-            mirror.requests.append(SeenRequest(name, range_header))
+            mirror.requests.append(SeenRequest(name, range_header, self.headers.get("If-Range")))
             mode = mirror.take_mode()
         body = mirror.files.get(name)
         if body is None:
             self.send_error(404, "Not Found")
             return
+        published = base64.b64encode(hashlib.sha256(body).digest()).decode()  # of the real file
         if mode == "wrong":
             body = bytes(b ^ 0xFF for b in body)
+        etag = '"' + hashlib.sha256(body).hexdigest()[:20] + '"'
+        if_range = self.headers.get("If-Range")
+        if if_range is not None and if_range != etag and mode != "ignore-if-range":
+            range_header = None  # changed since the client's copy: send the whole file
         start = 0
         if range_header and mode != "ignore-range":
             match = re.fullmatch(r"bytes=(\d+)-", range_header)
@@ -75,6 +88,9 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self.send_response(200)
         payload = body[start:]
+        self.send_header("ETag", etag)
+        if mirror.publish_digest:
+            self.send_header("Digest", "sha-256=" + published)
         self.send_header("Content-Type", "application/octet-stream")
         self.send_header("Content-Length", str(len(payload)))
         self.end_headers()

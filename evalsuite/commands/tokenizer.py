@@ -27,9 +27,13 @@ def register(app: typer.Typer) -> None:
 
 @tokenizer_app.command("train")
 def train(
-    corpus_path: Path = typer.Argument(..., help="A .txt (<|endoftext|>-separated) or .jsonl corpus, or a directory."),
+    corpus: str = typer.Argument(..., help="A .txt (<|endoftext|>-separated) or .jsonl corpus, a directory, or a "
+                                           "registry name of stories (tinystories-subset: fetched first)."),
     vocab_size: int = typer.Option(10_000, "--vocab-size", help="Largest vocabulary: 256 bytes + <|endoftext|> + merges."),
-    out: Path | None = typer.Option(None, "--out", "-o", help="Directory to save the tokenizer into (required)."),
+    out: Path | None = typer.Option(
+        None, "--out", "-o",
+        help="Directory to save the tokenizer into (default: with the corpus, tokenizer-bpe<VOCAB>/ in the corpus's "
+             "folder, or in the cache folder of a registry source)."),
     output_alias: Path | None = typer.Option(None, "--output", hidden=True, help="Old spelling of --out."),
     min_frequency: int = typer.Option(2, "--min-frequency", min=1, help="Merge only pairs seen this often."),
     force: bool = typer.Option(False, "--force", help="Overwrite a tokenizer already saved in OUTPUT."),
@@ -44,8 +48,10 @@ def train(
     from evalsuite.commands._options import resolve_out
 
     output = resolve_out(out, output_alias, "--output")
-    if output is None:
-        raise UserError("missing the output folder: -o/--out DIR")
+    corpus_path = _corpus_file(corpus)
+    if output is None:  # saved with the corpus
+        home = corpus_path if corpus_path.is_dir() else corpus_path.parent
+        output = home / f"tokenizer-bpe{vocab_size}"
     if (output / META_FILE).exists() and not force:
         raise UserError(f"{output} already holds a tokenizer; pass --force to overwrite it")
     tok = train_bpe(iter_documents(corpus_path), vocab_size, min_frequency=min_frequency, progress=progress)
@@ -68,6 +74,22 @@ def train(
             f"note: the corpus had pairs for only {tok.vocab_size} tokens at min frequency {min_frequency}",
             err=True,
         )
+
+
+def _corpus_file(spec: str) -> Path:
+    """A path as given, or the documents file of a registry source of stories (fetched into the cache)."""
+    from corpora.fetch import fetch
+    from corpora.sources import resolve_source
+
+    source = resolve_source(spec)
+    if source.is_local:
+        assert source.path is not None
+        return source.path
+    if source.kind != "stories":
+        raise UserError(f"{spec} is a {source.kind} source: train a tokenizer on text, e.g. the train.jsonl "
+                        "of `evalsuite corpora build-cds`")
+    fetched = fetch(source, progress=False)
+    return fetched / source.filename if source.is_collection else fetched
 
 
 @tokenizer_app.command("report")
