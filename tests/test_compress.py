@@ -95,7 +95,7 @@ def test_header_tokenizer_and_state_travel_with_the_file(tmp_path):
     ckpt, _ = make_checkpoint(tmp_path)
     compress(ckpt, tmp_path / "m.spinnet")
     header, _ = read_header(tmp_path / "m.spinnet")
-    assert header["version"] == 1 and header["config"]["model"]["family"] == "spinnet"
+    assert header["version"] == 2 and header["config"]["model"]["family"] == "spinnet"
     assert header["state"] == {"iter_num": 2, "val_loss": 3.5}  # scalars only (no RNG blobs)
     loaded = load_spinnet(tmp_path / "m.spinnet")
     assert loaded.config == config_from_dict(json.loads((ckpt / "config.json").read_text()))
@@ -139,7 +139,7 @@ def test_refuses_what_it_cannot_pack_and_detects_corruption(tmp_path):
     (tmp_path / "junk.spinnet").write_bytes(b"not a spinnet file at all")
     with pytest.raises(UserError, match="not a .spinnet file"):
         load_spinnet(tmp_path / "junk.spinnet")
-    with pytest.raises(UserError, match="not a checkpoint directory"):
+    with pytest.raises(UserError, match="checkpoint directory"):
         compress(tmp_path / "spin" / "best" / "tokenizer", tmp_path / "x.spinnet")
     float_ckpt, _ = make_checkpoint(tmp_path / "float", ternary="false")
     with pytest.raises(UserError, match="only ternary SpinNet"):
