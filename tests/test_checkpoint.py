@@ -49,7 +49,9 @@ def test_checkpoint_holds_everything_and_loads_back(parts, tmp_path):
     path = write(tmp_path, "latest", parts, iter_num=7)
     assert sorted(p.name for p in path.iterdir()) == [
         "config.json", "model.safetensors", "optimizer.pt", "tokenizer", "trainer_state.json"]
-    assert json.loads((path / "config.json").read_text()) == config.to_dict()
+    saved = json.loads((path / "config.json").read_text())
+    assert saved.pop("code_version")["package"] == "evalsuite"  # provenance beside the settings
+    assert saved == config.to_dict()
     loaded = ckpt.load_checkpoint(path)
     assert loaded.state["iter_num"] == 7 and loaded.tokenizer.identity == tok.identity
     assert loaded.config.model.octonion_attention is True

@@ -48,6 +48,9 @@ def train_command(
         None, "--threads", min=1,
         help="CPU threads for torch (default: torch's). Small models on a busy machine train faster with 1.",
     ),
+    list_presets: bool = typer.Option(
+        False, "--list-presets", help="Print every preset with its embedding and non-embedding parameters, and exit."
+    ),
 ) -> None:
     """Train a SpinNet or baseline model; writes checkpoints, metrics_stream.jsonl and config.yaml."""
     from rich.console import Console
@@ -57,6 +60,9 @@ def train_command(
     from trainers.train import CONFIG_YAML, RunInfo, train
 
     console = Console(stderr=False)
+    if list_presets:
+        _print_presets(console)
+        return
     if threads is not None:
         import torch
 
@@ -118,6 +124,25 @@ def train_command(
     console.print(summary)
 
 
+def _print_presets(console: object) -> None:
+    from rich.table import Table
+
+    from trainers.config import list_presets, preset_parameter_counts
+
+    table = Table(title="presets (parameters measured on the built model)")
+    for column in ("preset", "family", "vocab", "embedding", "non-embedding", "total"):
+        table.add_column(column, justify="left" if column in ("preset", "family") else "right", no_wrap=True)
+    for name in list_presets():
+        row = preset_parameter_counts(name)
+
+        def fmt(v: int | None) -> str:
+            return _fmt_int(v) if v is not None else "from corpus"
+
+        table.add_row(name, row["family"], fmt(row["vocab_size"]), fmt(row["embedding"]),
+                      _fmt_int(row["non_embedding"]), fmt(row["total"]))
+    console.print(table)  # type: ignore[attr-defined]
+
+
 def compress_command(
     checkpoint: Path = typer.Argument(..., help="A checkpoint directory, or a run directory (uses best/)."),
     output: Path = typer.Option(..., "--output", "-o", help="The .spinnet file to write."),
@@ -142,6 +167,8 @@ def compress_command(
     rows = [
         ("file size", f"{report.file_bytes / mib:.3f} MiB ({_fmt_int(report.file_bytes)} bytes)"),
         ("ternary weights", f"{_fmt_int(report.n_ternary_weights)} packed as {report.packing}"),
+        ("bits per parameter (whole file)", f"{report.bits_per_parameter:.3f} "
+         f"({_fmt_int(report.n_parameters)} parameters)"),
         ("bits per ternary weight", f"{report.bits_per_ternary_weight:.4f} (limit log2(3) = 1.585)"),
         ("  with per-layer scales", f"{report.bits_per_ternary_weight_with_scales:.4f}"),
         ("other tensors", f"{report.float_dtype}, {report.float_bytes / mib:.3f} MiB (embeddings, norms)"),
