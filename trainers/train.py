@@ -128,9 +128,10 @@ def _cosine(progress: float, high: float, low: float) -> float:
 
 
 def schedule_at(step: int, cfg: TrainConfig) -> tuple[float, float]:
-    """(learning rate, weight decay of the decayed group) at `step`, per `train.schedule`."""
-    if cfg.schedule == "cosine":
-        return _cosine_lr_at(step, cfg), cfg.weight_decay
+    """(learning rate, weight decay of the decayed group) at `step`, per `train.schedule` (configs
+    from before the option, e.g. diagnose's view of an old run, have the cosine schedule)."""
+    if getattr(cfg, "schedule", "cosine") == "cosine":
+        return _cosine_lr_at(step, cfg), getattr(cfg, "weight_decay", 0.0)
     assert cfg.min_lr is not None and cfg.lr_decay_iters is not None
     middle = cfg.lr_decay_iters // 2
     if step < cfg.warmup_iters:

@@ -130,17 +130,17 @@ def _print_presets(console: object) -> None:
     from trainers.config import list_presets, preset_parameter_counts
 
     table = Table(title="presets (parameters measured on the built model)")
-    for column in ("preset", "family", "vocab", "embedding", "non-embedding", "total"):
+    for column in ("preset", "family", "vocab", "embedding", "non-embedding"):
         table.add_column(column, justify="left" if column in ("preset", "family") else "right", no_wrap=True)
     for name in list_presets():
         row = preset_parameter_counts(name)
 
         def fmt(v: int | None) -> str:
-            return _fmt_int(v) if v is not None else "from corpus"
+            return _fmt_int(v) if v is not None else "corpus"
 
-        table.add_row(name, row["family"], fmt(row["vocab_size"]), fmt(row["embedding"]),
-                      _fmt_int(row["non_embedding"]), fmt(row["total"]))
+        table.add_row(name, row["family"], fmt(row["vocab_size"]), fmt(row["embedding"]), _fmt_int(row["non_embedding"]))
     console.print(table)  # type: ignore[attr-defined]
+    console.print("vocab 'corpus': a char vocabulary, taken from the training text (embedding = vocab x d_model)")  # type: ignore[attr-defined]
 
 
 def compress_command(
