@@ -140,7 +140,8 @@ def _print_presets(console: object) -> None:
 
         table.add_row(name, row["family"], fmt(row["vocab_size"]), fmt(row["embedding"]), _fmt_int(row["non_embedding"]))
     console.print(table)  # type: ignore[attr-defined]
-    console.print("vocab 'corpus': a char vocabulary, taken from the training text (embedding = vocab x d_model)")  # type: ignore[attr-defined]
+    console.print("vocab 'corpus': a char vocabulary taken from the training text; bpe:N: at most N "  # type: ignore[attr-defined]
+                  "(the trained BPE can be smaller when the corpus runs out of pairs; embedding = vocab x d_model)")
 
 
 def compress_command(
@@ -171,7 +172,10 @@ def compress_command(
          f"({_fmt_int(report.n_parameters)} parameters)"),
         ("bits per ternary weight", f"{report.bits_per_ternary_weight:.4f} (limit log2(3) = 1.585)"),
         ("  with per-layer scales", f"{report.bits_per_ternary_weight_with_scales:.4f}"),
-        ("other tensors", f"{report.float_dtype}, {report.float_bytes / mib:.3f} MiB (embeddings, norms)"),
+        ("other tensors", f"{report.float_dtype}, {report.float_bytes / mib:.3f} MiB "
+         f"({'norms, mixer' if report.embedding_bytes else 'embeddings, norms, mixer'})"),
+        *([("quantized embedding", f"{report.embedding_bytes / mib:.3f} MiB (codes + float32 row scales)")]
+          if report.embedding_bytes else []),
         (
             "vs fp32 weights only",
             f"{report.ratio_vs_fp32_weights:.2f}x smaller ({report.fp32_weights_bytes / mib:.3f} MiB "
