@@ -187,3 +187,13 @@ def test_damaged_weights_are_one_clear_error_for_every_loader(parts, tmp_path, d
         with pytest.raises(UserError, match="model.safetensors") as err:
             load()
         assert "\n" not in str(err.value)
+
+
+def test_one_reader_falls_back_to_latest_and_to_crash_leftovers(parts, tmp_path):
+    write(tmp_path, "latest", parts, iter_num=4)
+    assert ckpt.load_checkpoint(tmp_path).path == tmp_path / "latest"  # a run dir without best/
+    os.rename(tmp_path / "latest", tmp_path / "latest.old-abcd1234")  # a crash between the two renames
+    loaded = ckpt.load_checkpoint(tmp_path)
+    assert loaded.path == tmp_path / "latest.old-abcd1234" and loaded.state["iter_num"] == 4
+    compress(tmp_path, tmp_path / "m.spinnet")  # compress reads through the same reader
+    assert ckpt.load_checkpoint(tmp_path / "m.spinnet").state["iter_num"] == 4

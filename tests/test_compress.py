@@ -254,3 +254,13 @@ def test_ternary_embedding_brings_a_small_model_under_four_bits_per_parameter(tm
     assert report.bits_per_parameter <= 4.0
     plain = compress(build_model(load_config("spinnet-1m", ["model.vocab_size=10000"]).model), tmp_path / "p.spinnet")
     assert plain.bits_per_parameter > 10  # float16 embeddings dominate otherwise
+
+
+def test_subln_and_shuffled_table_models_pack_exactly(tmp_path):
+    ckpt, model = make_checkpoint(tmp_path, subln="true", algebra_table="shuffled", ablations="[shuffled-table]")
+    compress(ckpt, tmp_path / "m.spinnet", float_dtype="float32")
+    loaded = load_spinnet(tmp_path / "m.spinnet")
+    assert loaded.config.model.subln and loaded.config.model.table_seed == 0
+    idx = torch.randint(0, model.config.vocab_size, (1, 20), generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        assert torch.equal(loaded.model(idx).logits, model(idx).logits)
