@@ -180,3 +180,12 @@ def test_spinnet_presets_have_the_mixer_on_and_record_it():
         assert cfg.model.octonion_attention is True and cfg.to_dict()["model"]["octonion_attention"] is True
     assert load_config("spinnet-tiny", ["model.octonion_attention=null"]).model.octonion_attention is True
     assert load_config("baseline-tiny").model.octonion_attention is False
+
+
+def test_legacy_eval_iters_becomes_a_token_count_and_must_agree_with_eval_tokens():
+    cfg = load_config("spinnet-tiny", ["train.eval_iters=3", "train.batch_size=4", "train.block_size=32"])
+    assert cfg.train.eval_tokens == 3 * 4 * 32
+    assert config_from_dict(cfg.to_dict()).train.eval_tokens == 384  # the saved resolved config reloads
+    with pytest.raises(UserError, match="set only train.eval_tokens"):
+        load_config("spinnet-tiny", ["train.eval_iters=3", "train.eval_tokens=1000"])
+    assert load_config("spinnet-tiny").train.eval_tokens is None  # the whole validation split

@@ -270,8 +270,15 @@ class TrainConfig:
         for name in ("batch_size", "grad_accum", "block_size", "eval_interval", "log_interval"):
             _check(getattr(self, name) >= 1, f"train.{name} must be >= 1")
         _check(self.eval_iters is None or self.eval_iters >= 1, "train.eval_iters must be >= 1 (or null)")
-        if self.eval_tokens is None and self.eval_iters is not None:
-            self.eval_tokens = self.eval_iters * self.batch_size * self.block_size
+        if self.eval_iters is not None:
+            legacy = self.eval_iters * self.batch_size * self.block_size
+            # both given (a saved resolved config has both) must agree, or one of them did not take effect
+            _check(
+                self.eval_tokens in (None, legacy),
+                f"train.eval_iters={self.eval_iters} means {legacy} tokens, but train.eval_tokens={self.eval_tokens}; "
+                "set only train.eval_tokens",
+            )
+            self.eval_tokens = legacy
         _check(
             self.eval_tokens is None or self.eval_tokens >= self.block_size,
             f"train.eval_tokens must be at least train.block_size={self.block_size} (or null = whole split)",
