@@ -15,11 +15,19 @@ import torch
 from corpora.errors import UserError
 from corpora.tokenized import open_tokenized
 from corpora.tokenizers import load_tokenizer
-from trainers.checkpoint import load_checkpoint
+from trainers.checkpoint import load_checkpoint, read_state
 from trainers.config import DEFAULT_SPLIT_SEED, load_config
 from trainers.data import fixed_eval_batches, fixed_eval_blocks, prepare_data
 from trainers.model import build_model
-from trainers.train import METRIC_KEYS, configure_optimizer, evaluate, read_metrics, schedule_at, train
+from trainers.train import (
+    METRIC_KEYS,
+    configure_optimizer,
+    evaluate,
+    paired_val_difference,
+    read_metrics,
+    schedule_at,
+    train,
+)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -183,3 +191,17 @@ def _find(tree, key):
             if found is not None:
                 return found
     return None
+
+
+def test_paired_difference_over_the_same_blocks(trained, tmp_path):
+    a, b = read_state(trained[1] / "latest"), read_state(trained[2] / "latest")
+    assert len(a["val_block_losses"]) == a["val_eval_blocks"] >= 2
+    paired = paired_val_difference(a, b)
+    assert paired["n_blocks"] == a["val_eval_blocks"]
+    assert paired["difference"] == pytest.approx(a["val_loss"] - b["val_loss"], abs=1e-9)
+    assert paired["se"] > 0
+    same = paired_val_difference(a, a)
+    assert same["difference"] == 0.0 and same["se"] == 0.0
+    other = dict(b, data=dict(b["data"], val_tokens=b["data"]["val_tokens"] + 1))
+    with pytest.raises(UserError, match="different validation blocks"):
+        paired_val_difference(a, other)

@@ -103,6 +103,10 @@ class EvalResult:
     # because neighbouring tokens' losses are correlated. None with fewer than 2 blocks.
     val_loss_se: float | None = None
     n_blocks: int = 0
+    # Mean loss of each evaluation block, in block order (the same blocks for every model on the same
+    # split and block_size): saved in trainer_state.json so two checkpoints can be compared block by
+    # block (`paired_val_difference`), which removes the evaluation-sampling noise from a difference.
+    block_losses: list[float] | None = None
 
     @property
     def article_other_ratio(self) -> float | None:
@@ -299,6 +303,7 @@ def evaluate(
     model.eval()
     # loss, n, article loss, n, other loss, n, sum of block means, sum of squared block means, blocks
     sums = torch.zeros(9, dtype=torch.float64, device=device)
+    mine: list[tuple[int, list[float]]] = []
     for i, (x, y) in enumerate(batches):
         if i % d.world_size != d.rank:
             continue
@@ -309,6 +314,7 @@ def evaluate(
         sums[0] += losses.sum()
         sums[1] += losses.numel()
         block_means = losses.view(y.shape).mean(dim=1)
+        mine.append((i, block_means.tolist()))
         sums[6] += block_means.sum()
         sums[7] += block_means.pow(2).sum()
         sums[8] += block_means.numel()
@@ -323,6 +329,8 @@ def evaluate(
     total = _all_reduce_sum(sums.tolist(), d, device)
     val_loss = total[0] / total[1]
     n_blocks = int(total[8])
+    gathered = sorted(item for part in _gather_objects(mine, d) for item in part)
+    block_losses = [loss for _, means in gathered for loss in means]
     se = None
     if n_blocks >= 2:
         variance = max(0.0, (total[7] - total[6] ** 2 / n_blocks) / (n_blocks - 1))
@@ -335,7 +343,27 @@ def evaluate(
         n_tokens=int(total[1]),
         val_loss_se=se,
         n_blocks=n_blocks,
+        block_losses=block_losses,
     )
+
+
+def paired_val_difference(state_a: dict[str, Any], state_b: dict[str, Any]) -> dict[str, float | int]:
+    """val_loss(a) - val_loss(b) from two checkpoints' trainer_state.json, paired over the same
+    evaluation blocks: {difference, se, n_blocks}; se = sd of per-block differences / sqrt(blocks).
+    Refuses checkpoints evaluated on different blocks (another split, tokenizer or block set)."""
+    keys = ("tokenizer_identity", "val_tokens", "val_chars")
+    data_a, data_b = state_a.get("data", {}), state_b.get("data", {})
+    a, b = state_a.get("val_block_losses"), state_b.get("val_block_losses")
+    if not a or not b:
+        raise UserError("both checkpoints need val_block_losses in trainer_state.json (written since issue 12)")
+    if len(a) != len(b) or any(data_a.get(k) != data_b.get(k) for k in keys) \
+            or state_a.get("val_eval_tokens") != state_b.get("val_eval_tokens"):
+        raise UserError("the checkpoints were evaluated on different validation blocks; a paired difference needs the same")
+    diffs = [x - y for x, y in zip(a, b, strict=True)]
+    n = len(diffs)
+    mean = sum(diffs) / n
+    se = math.sqrt(sum((v - mean) ** 2 for v in diffs) / (n - 1) / n) if n >= 2 else float("nan")
+    return {"difference": mean, "se": se, "n_blocks": n}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -574,7 +602,7 @@ def _train(
             "iter_num": step, "tokens_seen": tokens_seen, "val_loss": result.val_loss, "val_bpc": result.val_bpc,
             "article_loss": result.article_loss, "other_loss": result.other_loss,
             "val_eval_tokens": result.n_tokens, "val_loss_se": result.val_loss_se,
-            "val_eval_blocks": result.n_blocks, "best_val_loss": best_val_loss, "best_val_bpc": best_val_bpc,
+            "val_eval_blocks": result.n_blocks, "val_block_losses": result.block_losses, "best_val_loss": best_val_loss, "best_val_bpc": best_val_bpc,
             "best_iter": best_iter, "thresholds_reached": thresholds_reached, "snapshot_reason": None,
             "model_family": config.model.family, "n_params": n_params, "world_size": d.world_size,
             "data": data.summary(), "rng": rng, "torch_version": torch.__version__,
