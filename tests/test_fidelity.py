@@ -131,7 +131,7 @@ def test_fixed_eval_blocks_cover_the_split_evenly():
 
 
 def test_unlabelled_ablation_is_refused_and_labels_must_be_true(sample, tmp_path):
-    with pytest.raises(UserError, match=r"switches off mixer-off.*model.ablations=\[mixer-off\]"):
+    with pytest.raises(UserError, match=r"has model.octonion_attention=false but.*model.ablations=\[mixer-off\]"):
         train(tiny(sample, tmp_path / "r", "model.octonion_attention=false"), progress=False)
     assert not (tmp_path / "r" / "latest").exists()
     ok = tiny(sample, tmp_path / "r", "model.octonion_attention=false", "model.ablations=[mixer-off]")

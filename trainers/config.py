@@ -442,8 +442,7 @@ def _construct_mapping(loader: StrictLoader, node: yaml.MappingNode, deep: bool 
         if key in seen:
             line = key_node.start_mark.line + 1
             raise UserError(
-                f"{key_node.start_mark.name}:{line}: duplicate key '{key}' (first at line {seen[key]}); "
-                "each key and section may appear once"
+                f"line {line}: duplicate key '{key}' (first at line {seen[key]}); each key and section may appear once"
             )
         seen[key] = key_node.start_mark.line + 1
     return loader.construct_mapping(node, deep=deep)
@@ -469,6 +468,8 @@ def _read_source(preset_or_yaml: str | Path) -> dict[str, Any]:
         raise UserError(f"{path}: not UTF-8 text (byte {err.start})") from None
     try:
         raw = yaml.load(text, Loader=StrictLoader)  # noqa: S506 (StrictLoader is a SafeLoader)
+    except UserError as err:
+        raise UserError(f"{path}: {err}") from None
     except yaml.YAMLError as err:
         raise UserError(f"{path}: not valid YAML ({' '.join(str(err).split())})") from None
     if raw is None:

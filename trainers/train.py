@@ -43,7 +43,7 @@ from corpora.errors import UserError
 from corpora.tokenized import bits_per_char
 from corpora.tokenizers import article_token_ids
 from trainers import checkpoint as ckpt
-from trainers.config import RunConfig, TrainConfig
+from trainers.config import ABLATIONS, RunConfig, TrainConfig
 from trainers.data import BlockSampler, PreparedData, fixed_eval_batches, prepare_data, train_seed
 from trainers.metrics import METRIC_KEYS, METRICS_FILE, MetricsStream, read_metrics  # noqa: F401 (re-exported)
 from trainers.model import build_model
@@ -457,7 +457,7 @@ def _train(
     unlabelled = run_config.model.unlabelled_ablations()
     if unlabelled:
         raise UserError(
-            f"this SpinNet switches off {', '.join(unlabelled)} without saying so: add "
+            f"this SpinNet has {', '.join(ABLATIONS[u] for u in unlabelled)} but does not label it an ablation: add "
             f"model.ablations=[{','.join(run_config.model.ablations + unlabelled)}] to train it as an ablation"
         )
     device = resolve_device(cfg.device, d)
