@@ -134,7 +134,14 @@ def _param_counts_from_safetensors(path: Path) -> tuple[tuple[int, int], int | N
 
 def _load_context(ckpt_path: str | Path) -> _Context:
     from corpora.tokenizers import load_tokenizer
-    from trainers.checkpoint import CONFIG_FILE, MODEL_FILE, STATE_FILE, TOKENIZER_DIR, resolve_checkpoint
+    from trainers.checkpoint import (
+        CONFIG_FILE,
+        MODEL_FILE,
+        STATE_FILE,
+        TOKENIZER_DIR,
+        resolve_checkpoint,
+        verify_model_file,
+    )
 
     path = Path(ckpt_path).expanduser()
     if path.suffix == ".spinnet":
@@ -155,6 +162,7 @@ def _load_context(ckpt_path: str | Path) -> _Context:
         except UserError:
             latest_state = None
     tokenizer = load_tokenizer(ckpt / TOKENIZER_DIR)
+    verify_model_file(ckpt)  # a damaged model.safetensors is one clear line (trainers.checkpoint)
     counts, rows = _param_counts_from_safetensors(ckpt / MODEL_FILE)
     metrics = None
     if run_dir is not None and (run_dir / "metrics_stream.jsonl").is_file():
@@ -194,6 +202,24 @@ def _check_config_strict(ctx: _Context) -> dict[str, Any]:
                     advice="the checkpoint was written by another version or edited by hand; re-check every setting")
     return _row("config_strict", "pass", detail="config.json loads with the strict loader",
                 expected="the saved config loads with the strict loader")
+
+
+def _check_mixer(ctx: _Context) -> dict[str, Any]:
+    """SpinNet's octonion head mixer must be on unless the run labelled it an ablation (issue 12:
+    every study run had it off by a config bug while its README said "octonion")."""
+    model = ctx.config.get("model", {})
+    expected = "SpinNet trains with model.octonion_attention=true, or labels model.ablations=[mixer-off]"
+    if model.get("family") != "spinnet":
+        return _skip("octonion_mixer", "not a SpinNet checkpoint")
+    if model.get("octonion_attention"):
+        return _row("octonion_mixer", "pass", 1.0, detail="the octonion head mixer is on", expected=expected)
+    if "mixer-off" in (model.get("ablations") or []):
+        return _row("octonion_mixer", "pass", 0.0, detail="mixer off, as the run asked (ablations: mixer-off)",
+                    expected=expected)
+    return _row("octonion_mixer", "fail", 0.0, detail="the octonion head mixer is off and the run did not ask for that",
+                expected=expected,
+                advice="retrain with the mixer on (the SpinNet presets now default to it), or label the run an "
+                       "ablation with model.ablations=[mixer-off]; do not call this model 'octonion attention'")
 
 
 def _check_vocab_size(ctx: _Context) -> dict[str, Any]:
@@ -837,6 +863,7 @@ def diagnose(ckpt_path: str | Path, samples: str | Path | None = None, corpus: s
     data, why = _train_data(ctx, corpus_path)
     rows = [
         _check_config_strict(ctx),
+        _check_mixer(ctx),
         _check_vocab_size(ctx),
         _check_embedding_share(ctx),
         _check_vocab_coverage(ctx, data, why),

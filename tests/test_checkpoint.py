@@ -49,7 +49,9 @@ def test_checkpoint_holds_everything_and_loads_back(parts, tmp_path):
     path = write(tmp_path, "latest", parts, iter_num=7)
     assert sorted(p.name for p in path.iterdir()) == [
         "config.json", "model.safetensors", "optimizer.pt", "tokenizer", "trainer_state.json"]
-    assert json.loads((path / "config.json").read_text()) == config.to_dict()
+    saved = json.loads((path / "config.json").read_text())
+    assert saved.pop("code_version")["package"] == "evalsuite"  # provenance beside the settings
+    assert saved == config.to_dict()
     loaded = ckpt.load_checkpoint(path)
     assert loaded.state["iter_num"] == 7 and loaded.tokenizer.identity == tok.identity
     assert loaded.config.model.octonion_attention is True
@@ -150,3 +152,48 @@ def test_load_checkpoint_reads_a_spinnet_file(parts, tmp_path):
     model.eval()
     with torch.no_grad():  # float32 packing: bit-identical logits
         assert torch.equal(loaded.model(idx).logits, model(idx).logits)
+
+
+# ---------------------------------------------------------------------------------------------
+# model.safetensors integrity (issue 12)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "empty", "bitflip"])
+def test_damaged_weights_are_one_clear_error_for_every_loader(parts, tmp_path, damage):
+    from evalsuite.diagnose import diagnose
+    from trainers.checkpoint import MODEL_FILE
+
+    path = write(tmp_path, "best", parts, iter_num=3)
+    state = ckpt.read_state(path)
+    from corpora.provenance import file_sha256
+
+    assert state["model_sha256"] == file_sha256(path / MODEL_FILE)
+    weights = path / MODEL_FILE
+    data = bytearray(weights.read_bytes())
+    if damage == "truncate":
+        weights.write_bytes(bytes(data[: len(data) // 2]))
+    elif damage == "empty":
+        weights.write_bytes(b"")
+    else:
+        data[len(data) - 7] ^= 0x10  # a weight, not the header: safetensors alone would not notice
+        weights.write_bytes(bytes(data))
+    loaders = [
+        lambda: ckpt.load_checkpoint(path),
+        lambda: ckpt.load_checkpoint(tmp_path),  # run dir -> best/
+        lambda: compress(path, tmp_path / "x.spinnet"),
+        lambda: diagnose(path),
+    ]
+    for load in loaders:
+        with pytest.raises(UserError, match="model.safetensors") as err:
+            load()
+        assert "\n" not in str(err.value)
+
+
+def test_one_reader_falls_back_to_latest_and_to_crash_leftovers(parts, tmp_path):
+    write(tmp_path, "latest", parts, iter_num=4)
+    assert ckpt.load_checkpoint(tmp_path).path == tmp_path / "latest"  # a run dir without best/
+    os.rename(tmp_path / "latest", tmp_path / "latest.old-abcd1234")  # a crash between the two renames
+    loaded = ckpt.load_checkpoint(tmp_path)
+    assert loaded.path == tmp_path / "latest.old-abcd1234" and loaded.state["iter_num"] == 4
+    compress(tmp_path, tmp_path / "m.spinnet")  # compress reads through the same reader
+    assert ckpt.load_checkpoint(tmp_path / "m.spinnet").state["iter_num"] == 4

@@ -95,7 +95,7 @@ def test_header_tokenizer_and_state_travel_with_the_file(tmp_path):
     ckpt, _ = make_checkpoint(tmp_path)
     compress(ckpt, tmp_path / "m.spinnet")
     header, _ = read_header(tmp_path / "m.spinnet")
-    assert header["version"] == 1 and header["config"]["model"]["family"] == "spinnet"
+    assert header["version"] == 2 and header["config"]["model"]["family"] == "spinnet"
     assert header["state"] == {"iter_num": 2, "val_loss": 3.5}  # scalars only (no RNG blobs)
     loaded = load_spinnet(tmp_path / "m.spinnet")
     assert loaded.config == config_from_dict(json.loads((ckpt / "config.json").read_text()))
@@ -139,7 +139,7 @@ def test_refuses_what_it_cannot_pack_and_detects_corruption(tmp_path):
     (tmp_path / "junk.spinnet").write_bytes(b"not a spinnet file at all")
     with pytest.raises(UserError, match="not a .spinnet file"):
         load_spinnet(tmp_path / "junk.spinnet")
-    with pytest.raises(UserError, match="not a checkpoint directory"):
+    with pytest.raises(UserError, match="checkpoint directory"):
         compress(tmp_path / "spin" / "best" / "tokenizer", tmp_path / "x.spinnet")
     float_ckpt, _ = make_checkpoint(tmp_path / "float", ternary="false")
     with pytest.raises(UserError, match="only ternary SpinNet"):
@@ -158,3 +158,109 @@ def test_in_memory_model_is_packed_without_touching_it(tmp_path):
     idx = torch.randint(0, 40, (1, 16))
     with torch.no_grad():
         assert torch.equal(loaded.model(idx).logits, model.eval()(idx).logits)
+
+
+# ---------------------------------------------------------------------------------------------
+# issue 12: the whole file is checksummed, every corruption is one clear line, quantized embeddings
+
+
+def _rewrite(src: Path, dst: Path, edit) -> None:
+    """Write `src` to `dst` with its header JSON edited by `edit(dict)`, keeping the file otherwise valid
+    EXCEPT for the whole-file checksum (which an editor would not know to update)."""
+    import struct
+
+    raw = src.read_bytes()
+    magic, version, header_len = struct.unpack("<8sIQ", raw[:20])
+    header = json.loads(raw[20:20 + header_len])
+    edit(header)
+    new = json.dumps(header, separators=(",", ":")).encode()
+    dst.write_bytes(struct.pack("<8sIQ", magic, version, len(new)) + new + raw[20 + header_len:])
+
+
+def _with_checksum(body: bytes) -> bytes:
+    import hashlib
+
+    return body + hashlib.sha256(body).digest()
+
+
+def test_every_corruption_is_one_clear_error(tmp_path):
+    import struct
+
+    ckpt, _ = make_checkpoint(tmp_path / "spin", octonion_attention="true")
+    good = tmp_path / "m.spinnet"
+    compress(ckpt, good)
+    raw = good.read_bytes()
+    header_len = struct.unpack("<8sIQ", raw[:20])[2]
+    cases = {}
+    _rewrite(good, tmp_path / "nhead.spinnet", lambda h: h["config"]["model"].update(n_head=16))
+    cases["nhead"] = (tmp_path / "nhead.spinnet", "corrupt")
+    _rewrite(good, tmp_path / "val.spinnet", lambda h: h["state"].update(val_loss=0.1))
+    cases["val"] = (tmp_path / "val.spinnet", "corrupt")
+    (tmp_path / "trunc.spinnet").write_bytes(raw[: len(raw) // 2])
+    cases["trunc"] = (tmp_path / "trunc.spinnet", "corrupt or truncated|truncated")
+    (tmp_path / "short.spinnet").write_bytes(raw[:10])
+    cases["short"] = (tmp_path / "short.spinnet", "too short")
+    (tmp_path / "huge.spinnet").write_bytes(raw[:12] + struct.pack("<Q", 2**62) + raw[20:])
+    cases["huge"] = (tmp_path / "huge.spinnet", "header length field")
+    for name, version in (("v0", 0), ("v1", 1)):
+        (tmp_path / f"{name}.spinnet").write_bytes(raw[:8] + struct.pack("<I", version) + raw[12:])
+        cases[name] = (tmp_path / f"{name}.spinnet", f"version {version} is not supported")
+    bad_json = b"{not json" + b" " * 10
+    body = struct.pack("<8sIQ", b"SPINNET\x00", 2, len(bad_json)) + bad_json
+    (tmp_path / "json.spinnet").write_bytes(_with_checksum(body))
+    cases["json"] = (tmp_path / "json.spinnet", "not valid UTF-8 JSON")
+    bad_utf8 = b'{"a": "\xff\xfe"}'
+    body = struct.pack("<8sIQ", b"SPINNET\x00", 2, len(bad_utf8)) + bad_utf8
+    (tmp_path / "utf8.spinnet").write_bytes(_with_checksum(body))
+    cases["utf8"] = (tmp_path / "utf8.spinnet", "not valid UTF-8 JSON")
+    flipped = bytearray(raw)
+    flipped[20 + header_len // 2] ^= 0x01  # one bit inside the header
+    (tmp_path / "flip.spinnet").write_bytes(bytes(flipped))
+    cases["flip"] = (tmp_path / "flip.spinnet", "corrupt")
+    for name, (path, message) in cases.items():
+        with pytest.raises(UserError, match=message) as err:
+            load_spinnet(path)
+        assert "\n" not in str(err.value), name
+    assert load_spinnet(good).model is not None  # the untouched file still loads
+
+
+@pytest.mark.parametrize("quant", ["int8", "ternary"])
+def test_quantized_embedding_logits_stay_bit_identical(tmp_path, quant):
+    ckpt, model = make_checkpoint(tmp_path, embedding_quant=quant)
+    report = compress(ckpt, tmp_path / "m.spinnet", float_dtype="float32")
+    loaded = load_spinnet(tmp_path / "m.spinnet").model
+    assert loaded.frozen_emb_codes is not None and loaded.frozen_emb_codes.dtype == torch.int8
+    idx = torch.randint(0, model.config.vocab_size, (2, 24), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        assert torch.equal(loaded(idx).logits, model(idx).logits)
+    assert report.max_abs_logit_diff_vs_checkpoint == 0.0
+    v, d = model.wte.weight.shape
+    code_bytes = v * d if quant == "int8" else math.ceil(v * d / 5)  # int8, or 5 trits per byte
+    assert report.embedding_bytes == code_bytes + 4 * v  # + one float32 scale per row
+    f16 = compress(ckpt, tmp_path / "h.spinnet")  # norms in float16: equal to the rounded reference
+    reference = round_floats_like_spinnet(model, "float16")
+    with torch.no_grad():
+        assert torch.equal(load_spinnet(tmp_path / "h.spinnet").model(idx).logits, reference(idx).logits)
+    assert f16.max_abs_logit_diff_vs_rounded_reference == 0.0
+
+
+@pytest.mark.slow
+def test_ternary_embedding_brings_a_small_model_under_four_bits_per_parameter(tmp_path):
+    cfg = load_config("spinnet-1m", ["model.vocab_size=10000", "model.embedding_quant=ternary"])
+    torch.manual_seed(0)
+    model = build_model(cfg.model)
+    report = compress(model, tmp_path / "m.spinnet", run_config=cfg)
+    assert report.bits_per_parameter == pytest.approx(8 * report.file_bytes / report.n_parameters)
+    assert report.bits_per_parameter <= 4.0
+    plain = compress(build_model(load_config("spinnet-1m", ["model.vocab_size=10000"]).model), tmp_path / "p.spinnet")
+    assert plain.bits_per_parameter > 10  # float16 embeddings dominate otherwise
+
+
+def test_subln_and_shuffled_table_models_pack_exactly(tmp_path):
+    ckpt, model = make_checkpoint(tmp_path, subln="true", algebra_table="shuffled", ablations="[shuffled-table]")
+    compress(ckpt, tmp_path / "m.spinnet", float_dtype="float32")
+    loaded = load_spinnet(tmp_path / "m.spinnet")
+    assert loaded.config.model.subln and loaded.config.model.table_seed == 0
+    idx = torch.randint(0, model.config.vocab_size, (1, 20), generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        assert torch.equal(loaded.model(idx).logits, model(idx).logits)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import yaml
+from conftest import run_cli
 
 from corpora.errors import UserError
 from trainers.config import RunConfig, config_from_dict, list_presets, load_config
@@ -132,3 +133,59 @@ def test_resolved_config_round_trips_through_yaml(tmp_path):
     assert again == cfg and isinstance(again, RunConfig)
     assert config_from_dict(cfg.to_dict()) == cfg
     assert yaml.safe_load(saved.read_text())["train"]["min_lr"] == pytest.approx(1.5e-4)
+
+
+# ---------------------------------------------------------------------------------------------
+# strict YAML and numbers (issue 12)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("model:\n  family: spinnet\nmodel:\n  n_layer: 2\n", "duplicate key 'model'"),
+        ("model:\n  n_layer: 2\n  n_layer: 3\n", "duplicate key 'n_layer'"),
+        ("train:\n  lr: .inf\n", "finite number"),
+        ("train:\n  lr: .nan\n", "finite number"),
+    ],
+)
+def test_duplicate_keys_and_non_finite_numbers_in_yaml_are_refused(tmp_path, text, message):
+    path = tmp_path / "c.yaml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(UserError, match=message):
+        load_config(path)
+
+
+@pytest.mark.parametrize("override", ["train.lr=inf", "train.lr=nan", "train.weight_decay=-inf", "model.dropout=nan"])
+def test_non_finite_overrides_are_refused(override):
+    with pytest.raises(UserError, match="finite number"):
+        load_config("spinnet-tiny", [override])
+
+
+def test_non_utf8_config_is_one_error_line(tmp_path, capsys):
+    path = tmp_path / "c.yaml"
+    path.write_bytes(b"model:\n  family: spin\xffnet\n")
+    with pytest.raises(UserError, match="not UTF-8"):
+        load_config(path)
+    dup = tmp_path / "d.yaml"
+    dup.write_text("model:\n  octonion_attention: true\nmodel:\n  n_layer: 2\n", encoding="utf-8")
+    for bad in (path, dup):
+        assert run_cli(["train", "--config", str(bad)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: ") and "Traceback" not in err[0]
+
+
+def test_spinnet_presets_have_the_mixer_on_and_record_it():
+    for name in ("spinnet-tiny", "spinnet-28m", "spinnet-3m"):
+        cfg = load_config(name)
+        assert cfg.model.octonion_attention is True and cfg.to_dict()["model"]["octonion_attention"] is True
+    assert load_config("spinnet-tiny", ["model.octonion_attention=null"]).model.octonion_attention is True
+    assert load_config("baseline-tiny").model.octonion_attention is False
+
+
+def test_legacy_eval_iters_becomes_a_token_count_and_must_agree_with_eval_tokens():
+    cfg = load_config("spinnet-tiny", ["train.eval_iters=3", "train.batch_size=4", "train.block_size=32"])
+    assert cfg.train.eval_tokens == 3 * 4 * 32
+    assert config_from_dict(cfg.to_dict()).train.eval_tokens == 384  # the saved resolved config reloads
+    with pytest.raises(UserError, match="set only train.eval_tokens"):
+        load_config("spinnet-tiny", ["train.eval_iters=3", "train.eval_tokens=1000"])
+    assert load_config("spinnet-tiny").train.eval_tokens is None  # the whole validation split

@@ -29,6 +29,16 @@ def healthy(run_dir):
     return diagnose(run_dir).set_index("check")
 
 
+def test_a_spinnet_with_the_mixer_off_fails_unless_the_run_asked_for_it(run_dir, tmp_path):
+    run = copy_run(run_dir, tmp_path / "run")
+    config = run / "best" / "config.json"
+    _edit_json(config, model__octonion_attention=False)  # what every study run had, by a config bug
+    row = diagnose(run).set_index("check").loc["octonion_mixer"]
+    assert row["status"] == "fail" and "did not ask" in row["detail"]
+    _edit_json(config, model__ablations=["mixer-off"])
+    assert diagnose(run).set_index("check").loc["octonion_mixer", "status"] == "pass"
+
+
 def _edit_json(path, **changes):
     data = json.loads(path.read_text())
     for dotted, value in changes.items():
@@ -41,11 +51,11 @@ def _edit_json(path, **changes):
 
 
 def test_every_check_has_a_row_and_the_healthy_run_passes_its_consistency_checks(healthy):
-    expected = ["config_strict", "vocab_size", "embedding_share", "vocab_coverage", "training_progress", "epochs",
+    expected = ["config_strict", "octonion_mixer", "vocab_size", "embedding_share", "vocab_coverage", "training_progress", "epochs",
                 "tokens_per_parameter", "best_vs_latest", "train_val_gap", "lr_decay_iters", "min_lr", "warmup",
                 "tokenizer_identity", "dataset_identity", "article_frequency"]
     assert list(healthy.index) == expected
-    for check in ("config_strict", "vocab_size", "training_progress", "lr_decay_iters", "min_lr",
+    for check in ("config_strict", "octonion_mixer", "vocab_size", "training_progress", "lr_decay_iters", "min_lr",
                   "tokenizer_identity", "dataset_identity"):
         assert healthy.loc[check, "status"] == "pass", (check, healthy.loc[check, "detail"])
     assert set(healthy["status"]) <= {"pass", "warn", "fail", "skip"}

@@ -100,3 +100,56 @@ def multiply_recursive(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     first = multiply_recursive(a, c) - multiply_recursive(conjugate(d), b)
     second = multiply_recursive(d, a) + multiply_recursive(b, conjugate(c))
     return torch.cat([first, second], dim=-1)
+
+
+def shuffled_table(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A random signed Latin square of size n: (sign[n, n] in {+1, -1}, index[n, n]), the control
+    for `cayley_dickson_table`.
+
+    index is a Latin square (every row and column a permutation of 0..n-1), so the block layer built
+    from it has exactly one weight matrix per block, the same parameters and the same FLOPs as the
+    algebra's; what differs is which W_k lands in which block and with which sign. It is the XOR
+    square (the Cayley-Dickson index table) with its rows, columns and symbols permuted at random,
+    and the signs are drawn independently; a draw equal to the Cayley-Dickson table (possible for
+    n <= 2) is redrawn while another signed Latin square exists. Deterministic in (n, seed):
+    the seed is what a run records.
+    """
+    if n not in SUPPORTED_DIMS:
+        raise ValueError(f"table dimension must be one of {SUPPORTED_DIMS}, got {n}")
+    gen = torch.Generator().manual_seed(int(seed))
+    cd_sign, cd_index = cayley_dickson_table(n)
+    cpu = {"device": "cpu"}  # tables are built on the CPU even under a `with torch.device(...)` block
+    base = torch.arange(n, **cpu)[:, None] ^ torch.arange(n, **cpu)[None, :]
+    for _ in range(1000):
+        rows, cols, symbols = (torch.randperm(n, generator=gen, **cpu) for _ in range(3))
+        index = symbols[base[rows][:, cols]]
+        sign = torch.randint(0, 2, (n, n), generator=gen, **cpu) * 2 - 1
+        if n == 1 or not (torch.equal(index, cd_index) and torch.equal(sign, cd_sign)):
+            return sign.to(torch.int64), index.to(torch.int64)
+    raise RuntimeError("could not draw a table different from Cayley-Dickson")  # pragma: no cover
+
+
+def product_table(n: int, kind: str = "cayley-dickson", seed: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sign, index) of the named table: the Cayley-Dickson algebra or its shuffled control."""
+    if kind == "cayley-dickson":
+        return cayley_dickson_table(n)
+    if kind == "shuffled":
+        return shuffled_table(n, 0 if seed is None else seed)
+    raise ValueError(f"unknown table {kind!r}")
+
+
+def block_table_from(sign: torch.Tensor, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """`block_table` for any signed Latin square (sign, index): block (i, j) = sign[k, j] * W_k where
+    index[k, j] = i (unique because every column of index is a permutation)."""
+    n = index.shape[0]
+    index_rows, sign_rows = index.tolist(), sign.tolist()
+    source = [[-1] * n for _ in range(n)]
+    block_sign = [[0] * n for _ in range(n)]
+    for k in range(n):
+        for j in range(n):
+            i = index_rows[k][j]
+            source[i][j], block_sign[i][j] = k, sign_rows[k][j]
+    if any(-1 in row for row in source):
+        raise ValueError("index is not a Latin square (some block has no weight)")
+    as_tensor = {"dtype": torch.int64, "device": "cpu"}
+    return torch.tensor(source, **as_tensor), torch.tensor(block_sign, **as_tensor)

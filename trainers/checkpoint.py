@@ -4,8 +4,10 @@ A checkpoint directory holds
 - `model.safetensors`  the weights (SpinNet: the latent float weights; ternarization is in the forward),
 - `optimizer.pt`       AdamW state (in `latest/` and `best/`; step snapshots are weights-only to save disk),
 - `trainer_state.json` iter_num, tokens_seen, val_loss, val_bpc, best_val_loss, the data it was trained
-                       on, and the RNG states of every rank (python, numpy, torch, cuda, data sampler),
-- `config.json`        the resolved RunConfig (vocab_size filled in, min_lr and lr_decay_iters resolved),
+                       on, the RNG states of every rank (python, numpy, torch, cuda, data sampler),
+                       and `model_sha256`: the sha256 of model.safetensors, checked on every load,
+- `config.json`        the resolved RunConfig (vocab_size filled in, min_lr and lr_decay_iters resolved)
+                       plus `code_version` (corpora.provenance.code_version(): package, git commit),
 - `tokenizer/`         the tokenizer, saved with `Tokenizer.save`.
 
 Atomicity: a checkpoint is written into `<name>.tmp-XXXX` beside its final place, then renamed into
@@ -14,7 +16,10 @@ a crash between them leaves `latest.old-XXXX`, which `recover_run_dir` (and `res
 treat as `latest`. A reader never sees a half-written `latest/`.
 
 A run directory holds `latest/`, `best/`, `step_XXXXXXX/` snapshots, `metrics_stream.jsonl` and
-`config.yaml`; `load_checkpoint(run_dir)` loads `best/`.
+`config.yaml`. `load_checkpoint` is THE reader of every kind of checkpoint (a checkpoint dir, a run
+dir -> its `best/` (else `latest/`, else the newest `*.old-*` a crash left), a `.spinnet` file);
+every command that loads a model goes through it (trainers.compress too), so a damaged
+model.safetensors (truncated, empty, bit-flipped) is one clear error everywhere.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ import numpy as np
 import torch
 
 from corpora.errors import UserError
+from corpora.provenance import code_version, file_sha256
 from corpora.tokenizers import Tokenizer, load_tokenizer
 from trainers.config import RunConfig, config_from_dict
 
@@ -189,9 +195,10 @@ def write_checkpoint(
         save_file(_model_tensors(model), str(tmp / MODEL_FILE), metadata={"format": "pt"})
         if optimizer is not None:
             torch.save(optimizer.state_dict(), tmp / OPTIMIZER_FILE)
-        payload = {"format_version": STATE_FORMAT_VERSION, **state}
+        payload = {"format_version": STATE_FORMAT_VERSION, **state, "model_sha256": file_sha256(tmp / MODEL_FILE)}
         (tmp / STATE_FILE).write_text(json.dumps(payload, indent=1) + "\n", encoding="utf-8")
-        (tmp / CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2) + "\n", encoding="utf-8")
+        config_json = {**config.to_dict(), "code_version": code_version()}
+        (tmp / CONFIG_FILE).write_text(json.dumps(config_json, indent=2) + "\n", encoding="utf-8")
         tokenizer.save(tmp / TOKENIZER_DIR)
     return run_dir / name
 
@@ -250,42 +257,73 @@ def resolve_checkpoint(path: str | os.PathLike, prefer: str = "best") -> Path:
     if path.is_dir() and is_checkpoint_dir(path):
         return path
     if path.is_dir():
-        candidate = path / prefer
-        if is_checkpoint_dir(candidate):
-            return candidate
-        # a crash between the two renames of a replacement leaves only <prefer>.old-XXXX
-        olds = sorted(path.glob(f"{prefer}.old-*"), key=lambda p: p.stat().st_mtime)
-        for old in reversed(olds):
-            if is_checkpoint_dir(old):
-                return old
+        # prefer, else the other of best/latest; for each, a crash between the two renames of a
+        # replacement may have left only <name>.old-XXXX
+        for name in dict.fromkeys((prefer, "best", "latest")):
+            candidate = path / name
+            if is_checkpoint_dir(candidate):
+                return candidate
+            olds = sorted(path.glob(f"{name}.old-*"), key=lambda p: p.stat().st_mtime)
+            for old in reversed(olds):
+                if is_checkpoint_dir(old):
+                    return old
         found = sorted(p.name for p in path.iterdir() if p.is_dir() and is_checkpoint_dir(p))
         hint = f" (checkpoints here: {', '.join(found)})" if found else ""
         raise UserError(f"{path} is neither a checkpoint directory nor a run directory with {prefer}/{hint}")
     raise UserError(f"{path} is not a checkpoint directory, a run directory, or a .spinnet file")
 
 
-def read_state(checkpoint_dir: str | os.PathLike) -> dict[str, Any]:
-    path = Path(checkpoint_dir) / STATE_FILE
+def _read_json_object(path: Path) -> dict[str, Any]:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as err:
-        raise UserError(f"cannot read {path}: {err}") from err
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise UserError(f"cannot read {path}: {' '.join(str(err).split())}") from None
+    if not isinstance(raw, dict):
+        raise UserError(f"cannot read {path}: expected a JSON object")
+    return raw
+
+
+def read_state(checkpoint_dir: str | os.PathLike) -> dict[str, Any]:
+    return _read_json_object(Path(checkpoint_dir) / STATE_FILE)
 
 
 def read_config(checkpoint_dir: str | os.PathLike) -> RunConfig:
-    path = Path(checkpoint_dir) / CONFIG_FILE
+    return config_from_dict(_read_json_object(Path(checkpoint_dir) / CONFIG_FILE))
+
+
+def verify_model_file(checkpoint_dir: str | os.PathLike) -> None:
+    """Refuse a model.safetensors that is empty or does not match the sha256 its trainer_state.json
+    recorded (checkpoints from before the hash was recorded are checked for emptiness only; their
+    truncation is caught when safetensors parses the file)."""
+    checkpoint_dir = Path(checkpoint_dir)
+    path = checkpoint_dir / MODEL_FILE
+    if not path.is_file():
+        raise UserError(f"{checkpoint_dir}: no {MODEL_FILE}")
+    if path.stat().st_size == 0:
+        raise UserError(f"{path} is empty (0 bytes): the checkpoint is damaged")
+    expected = read_state(checkpoint_dir).get("model_sha256")
+    if expected is not None and file_sha256(path) != expected:
+        raise UserError(
+            f"{path} does not match the sha256 in {STATE_FILE} (truncated or corrupted after it was written)"
+        )
+
+
+def read_model_tensors(checkpoint_dir: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The tensors of a verified model.safetensors; a file safetensors cannot parse is a UserError."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    verify_model_file(checkpoint_dir)
+    path = Path(checkpoint_dir) / MODEL_FILE
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as err:
-        raise UserError(f"cannot read {path}: {err}") from err
-    return config_from_dict(raw)
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise UserError(f"{path} is not a readable safetensors file ({' '.join(str(err).split())})") from None
 
 
 def load_model_weights(model: torch.nn.Module, checkpoint_dir: str | os.PathLike) -> None:
-    """Load `model.safetensors` into `model` (strict: every tensor must match)."""
-    from safetensors.torch import load_file
-
-    tensors = load_file(str(Path(checkpoint_dir) / MODEL_FILE))
+    """Load `model.safetensors` into `model` (verified; strict: every tensor must match)."""
+    tensors = read_model_tensors(checkpoint_dir)
     target = unwrap_model(model)
     device = next(target.parameters()).device
     expected = target.state_dict()

@@ -3,12 +3,16 @@
 File layout (all integers little-endian):
 
     b"SPINNET\\0"  (8 bytes magic)
-    uint32         format version (1)
+    uint32         format version (2)
     uint64         header length in bytes
     header         UTF-8 JSON: version, resolved run config, training state (scalars), packing,
                    float dtype, the tensor table (name, encoding, shape, offset, nbytes), the embedded
                    files (tokenizer/...), and the sha256 of the data section
     data           the tensors and files, at the offsets the header gives (relative to data start)
+    sha256         32 bytes: the sha256 of everything before it (preamble, header and data), so an
+                   edited header (n_head, val_loss) is detected like damaged data
+
+Version 1 (header outside the checksum) and version 0 are refused: re-run `evalsuite compress`.
 
 Encodings:
 - "trits5": ternary component weights of a HypercomplexLinear, (n, out/n, in/n) in C order, each
@@ -19,6 +23,10 @@ Encodings:
   the quantized weight is exactly trit * gamma: a float16 gamma would change every weight of the layer.
 - "f16" (default) or "f32": everything else (token embeddings = tied head, RMSNorm gains, octonion
   head-mixer weights), per `float_dtype`.
+- A model trained with `model.embedding_quant` int8 or ternary stores its embedding as it computes
+  with it: "frozen_emb_codes" ("i8": int8 per entry, or trits5/trits2) and "frozen_emb_scale"
+  ("f32": one float32 scale per row), so its logits stay bit-identical while the embedding (most of
+  a small model's parameters) takes 8 or 1.6 bits per entry instead of 16.
 
 What "exactly" means for `load_spinnet`: the loaded model's logits are bit-identical (torch.equal)
 to those of the checkpoint's model in inference mode (its forward pass uses trit * gamma, see
@@ -47,13 +55,15 @@ import torch
 
 from corpora.errors import UserError
 from corpora.paths import cache_dir
+from trainers import checkpoint as ckpt_io
 from trainers.config import RunConfig, TrainConfig, config_from_dict
 from trainers.layers import HypercomplexLinear
 from trainers.model import Transformer, build_model
 
 MAGIC = b"SPINNET\x00"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 _PREAMBLE = struct.Struct("<8sIQ")
+_DIGEST_BYTES = 32
 _POW3 = np.array([1, 3, 9, 27, 81], dtype=np.uint8)
 _FLOAT_CODES = {"float16": ("f16", "<f2", torch.float16), "float32": ("f32", "<f4", torch.float32)}
 
@@ -104,33 +114,15 @@ def unpack_trits(data: bytes, count: int, packing: Packing = "trits5") -> np.nda
 # reading a checkpoint
 
 
-def _resolve_checkpoint_dir(path: Path) -> Path:
-    if (path / "model.safetensors").is_file():
-        return path
-    for name in ("best", "latest"):
-        if (path / name / "model.safetensors").is_file():
-            return path / name
-    raise UserError(f"{path} is not a checkpoint directory (no model.safetensors, best/ or latest/)")
-
-
-def _load_checkpoint_dir(path: Path) -> tuple[Transformer, RunConfig, dict[str, Any]]:
-    from safetensors.torch import load_file
-
-    try:
-        raw = json.loads((path / "config.json").read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as err:
-        raise UserError(f"cannot read {path / 'config.json'}: {err}") from None
-    config = config_from_dict(raw)
-    model = build_model(config.model)
-    tensors = load_file(str(path / "model.safetensors"))
-    missing, unexpected = model.load_state_dict(tensors, strict=False)
-    if missing or unexpected:
-        raise UserError(f"{path}: weights do not match its config (missing {missing[:3]}, unexpected {unexpected[:3]})")
-    state: dict[str, Any] = {}
-    if (path / "trainer_state.json").is_file():
-        full = json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
-        state = {k: v for k, v in full.items() if isinstance(v, (int, float, str, bool)) or v is None}
-    return model.eval(), config, state
+def _load_checkpoint_dir(path: Path) -> tuple[Transformer, RunConfig, dict[str, Any], Path]:
+    """(model in eval mode, config, scalar training state, checkpoint dir) through the one reader,
+    trainers.checkpoint.load_checkpoint (run dir -> best/, latest/, crash leftovers; verified weights)."""
+    if path.suffix == ".spinnet":
+        raise UserError(f"{path} is already a .spinnet file; compress a checkpoint directory or run directory")
+    loaded = ckpt_io.load_checkpoint(path)
+    state = {k: v for k, v in loaded.state.items() if isinstance(v, (int, float, str, bool)) or v is None}
+    assert loaded.path is not None
+    return loaded.model, loaded.config, state, loaded.path
 
 
 def _directory_bytes(path: Path) -> int:
@@ -153,7 +145,9 @@ class CompressReport:
     n_ternary_weights: int
     ternary_bytes: int  # packed trits only
     scale_bytes: int  # one float32 gamma per ternary layer
-    float_bytes: int  # embeddings, norms, mixer weights in float_dtype
+    float_bytes: int  # embeddings (when not quantized), norms, mixer weights in float_dtype
+    embedding_bytes: int  # quantized embedding codes + row scales (0 when embedding_quant is none)
+    bits_per_parameter: float  # 8 * file_bytes / n_parameters: the whole file, everything included
     file_payload_bytes: int  # embedded tokenizer and other files
     header_bytes: int  # preamble + JSON header
     bits_per_ternary_weight: float  # 8 * ternary_bytes / n_ternary_weights
@@ -186,6 +180,8 @@ def round_floats_like_spinnet(model: Transformer, float_dtype: str = "float16") 
     torch_dtype = _FLOAT_CODES[float_dtype][2]
     with torch.no_grad():
         for name, param in model.named_parameters():
+            if name == "wte.weight" and model.config.embedding_quant != "none":
+                continue  # stored exactly as the forward pass uses it (codes and float32 row scales)
             if name not in ternary:
                 param.copy_(param.to(torch_dtype).to(param.dtype))
     return model
@@ -221,8 +217,7 @@ def compress(
         path = Path(checkpoint).expanduser()
         if not path.is_dir():
             raise UserError(f"checkpoint directory not found: {path}")
-        checkpoint_dir = _resolve_checkpoint_dir(path)
-        model, config, state = _load_checkpoint_dir(checkpoint_dir)
+        model, config, state, checkpoint_dir = _load_checkpoint_dir(path)
         if tokenizer_dir is None and (checkpoint_dir / "tokenizer").is_dir():
             tokenizer_dir = checkpoint_dir / "tokenizer"
     if config.model.family != "spinnet" or not config.model.ternary:
@@ -237,7 +232,7 @@ def compress(
     chunks: list[bytes] = []
     offset = 0
     entries: list[dict[str, Any]] = []
-    sizes = {"ternary": 0, "scale": 0, "float": 0, "file": 0}
+    sizes = {"ternary": 0, "scale": 0, "float": 0, "file": 0, "embedding": 0}
     n_ternary = 0
 
     def add(entry: dict[str, Any], data: bytes, kind: str) -> None:
@@ -247,8 +242,16 @@ def compress(
         offset += len(data)
         sizes[kind] += len(data)
 
+    quantized_embedding = model.config.embedding_quant != "none"
     for key, tensor in model.state_dict().items():
-        if key in ternary_names:
+        if key == "wte.weight" and quantized_embedding:
+            codes, row_scale = model.embedding_state()
+            code_packing = "i8" if model.config.embedding_quant == "int8" else packing
+            data = codes.numpy().astype(np.int8).tobytes() if code_packing == "i8" else pack_trits(codes, packing)
+            add({"name": "frozen_emb_codes", "encoding": code_packing, "shape": list(codes.shape)}, data, "embedding")
+            add({"name": "frozen_emb_scale", "encoding": "f32", "shape": list(row_scale.shape)},
+                row_scale.numpy().astype("<f4").tobytes(), "embedding")
+        elif key in ternary_names:
             trits, gamma = layers[ternary_names[key]].ternary_state()
             n_ternary += trits.numel()
             layer = ternary_names[key]
@@ -296,9 +299,11 @@ def compress(
     fd, tmp = tempfile.mkstemp(prefix=f".{out_path.name}.tmp-", dir=out_path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
-            handle.write(_PREAMBLE.pack(MAGIC, FORMAT_VERSION, len(header_bytes)))
-            handle.write(header_bytes)
-            handle.write(blob)
+            digest = hashlib.sha256()
+            for part in (_PREAMBLE.pack(MAGIC, FORMAT_VERSION, len(header_bytes)), header_bytes, blob):
+                handle.write(part)
+                digest.update(part)
+            handle.write(digest.digest())
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, out_path)
@@ -320,7 +325,9 @@ def compress(
         scale_bytes=sizes["scale"],
         float_bytes=sizes["float"],
         file_payload_bytes=sizes["file"],
-        header_bytes=_PREAMBLE.size + len(header_bytes),
+        header_bytes=_PREAMBLE.size + len(header_bytes) + _DIGEST_BYTES,
+        embedding_bytes=sizes["embedding"],
+        bits_per_parameter=8 * file_bytes / n_params,
         bits_per_ternary_weight=8 * sizes["ternary"] / n_ternary,
         bits_per_ternary_weight_with_scales=8 * (sizes["ternary"] + sizes["scale"]) / n_ternary,
         fp32_weights_bytes=4 * n_params,
@@ -365,9 +372,10 @@ class LoadedSpinnet:
     header: dict[str, Any]
 
 
-def read_header(path: str | os.PathLike) -> tuple[dict[str, Any], int]:
-    """(header dict, byte offset where the data section starts)."""
-    path = Path(path)
+def _read_verified(path: Path) -> tuple[dict[str, Any], bytes]:
+    """(header, data section) of a .spinnet file whose whole-file checksum matches; any damage is
+    one UserError line (bad magic, old version, truncation, impossible lengths, checksum, bad JSON)."""
+    size = path.stat().st_size
     with open(path, "rb") as handle:
         preamble = handle.read(_PREAMBLE.size)
         if len(preamble) < _PREAMBLE.size:
@@ -377,28 +385,66 @@ def read_header(path: str | os.PathLike) -> tuple[dict[str, Any], int]:
             raise UserError(f"{path}: not a .spinnet file (bad magic {magic!r})")
         if version > FORMAT_VERSION:
             raise UserError(f"{path}: .spinnet format version {version} is newer than this reader ({FORMAT_VERSION})")
-        raw = handle.read(header_len)
-    if len(raw) != header_len:
-        raise UserError(f"{path}: truncated header")
-    return json.loads(raw.decode("utf-8")), _PREAMBLE.size + header_len
-
-
-def _read_data(path: Path, start: int, header: dict[str, Any]) -> bytes:
-    with open(path, "rb") as handle:
-        handle.seek(start)
-        blob = handle.read()
-    if hashlib.sha256(blob).hexdigest() != header["data_sha256"]:
+        if version < FORMAT_VERSION:
+            raise UserError(
+                f"{path}: .spinnet format version {version} is not supported (its header is not checksummed); "
+                "re-run `evalsuite compress` on the checkpoint"
+            )
+        if header_len > size - _PREAMBLE.size - _DIGEST_BYTES:
+            raise UserError(f"{path}: truncated, or its header length field ({header_len} bytes) is corrupt")
+        body = handle.read(size - _PREAMBLE.size - _DIGEST_BYTES)
+        stored = handle.read()
+    if len(stored) != _DIGEST_BYTES or hashlib.sha256(preamble + body).digest() != stored:
+        raise UserError(f"{path}: file is corrupt or truncated (sha256 of header and data does not match)")
+    try:
+        header = json.loads(body[:header_len].decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise UserError(f"{path}: header is not valid UTF-8 JSON ({err})") from None
+    if not isinstance(header, dict) or header.get("version") != version:
+        raise UserError(f"{path}: header is malformed (no matching version field)")
+    blob = body[header_len:]
+    if hashlib.sha256(blob).hexdigest() != header.get("data_sha256"):
         raise UserError(f"{path}: data section is corrupt or truncated (sha256 mismatch)")
-    return blob
+    return header, blob
+
+
+def read_header(path: str | os.PathLike) -> tuple[dict[str, Any], int]:
+    """(header dict, byte offset where the data section starts), after verifying the whole file."""
+    path = Path(path)
+    header, blob = _read_verified(path)
+    return header, path.stat().st_size - _DIGEST_BYTES - len(blob)
+
+
+def _header_field(path: Path, header: dict[str, Any], key: str, kind: type) -> Any:
+    value = header.get(key)
+    if not isinstance(value, kind):
+        raise UserError(f"{path}: header field {key!r} is missing or not a {kind.__name__}")
+    return value
+
+
+def _decode_tensor(path: Path, entry: dict[str, Any], blob: bytes) -> torch.Tensor:
+    offset, nbytes = int(entry["offset"]), int(entry["nbytes"])
+    if offset < 0 or nbytes < 0 or offset + nbytes > len(blob):
+        raise ValueError(f"tensor {entry['name']!r} lies outside the data section")
+    data = blob[offset: offset + nbytes]
+    shape = tuple(int(d) for d in entry["shape"])
+    encoding = entry["encoding"]
+    if encoding in ("trits5", "trits2"):
+        return torch.from_numpy(unpack_trits(data, math.prod(shape), encoding).reshape(shape))
+    if encoding == "i8":
+        return torch.from_numpy(np.frombuffer(data, dtype=np.int8).copy().reshape(shape))
+    if encoding in ("f16", "f32"):
+        dtype = "<f2" if encoding == "f16" else "<f4"
+        return torch.from_numpy(np.frombuffer(data, dtype=dtype).astype(np.float32).reshape(shape))
+    raise UserError(f"{path}: unknown tensor encoding {encoding!r}")
 
 
 def extract_files(path: str | os.PathLike, directory: str | os.PathLike) -> list[Path]:
     """Write the embedded files (tokenizer/...) under `directory`; returns their paths."""
     path, directory = Path(path), Path(directory)
-    header, start = read_header(path)
-    blob = _read_data(path, start, header)
+    header, blob = _read_verified(path)
     written = []
-    for entry in header["files"]:
+    for entry in _header_field(path, header, "files", list):
         target = directory / entry["name"]
         if ".." in Path(entry["name"]).parts:
             raise UserError(f"{path}: unsafe embedded file name {entry['name']!r}")
@@ -413,33 +459,28 @@ def load_spinnet(path: str | os.PathLike, device: str = "cpu", *, load_tokenizer
     path = Path(path).expanduser()
     if not path.is_file():
         raise UserError(f".spinnet file not found: {path}")
-    header, start = read_header(path)
-    blob = _read_data(path, start, header)
-    config = config_from_dict(header["config"])
+    header, blob = _read_verified(path)
+    config = config_from_dict(_header_field(path, header, "config", dict))
     model = build_model(config.model)
     layers = _ternary_layers(model)
     tensors: dict[str, torch.Tensor] = {}
-    for entry in header["tensors"]:
-        data = blob[entry["offset"]: entry["offset"] + entry["nbytes"]]
-        shape = tuple(entry["shape"])
-        encoding = entry["encoding"]
-        if encoding in ("trits5", "trits2"):
-            count = math.prod(shape)
-            tensors[entry["name"]] = torch.from_numpy(unpack_trits(data, count, encoding).reshape(shape))
-        elif encoding in ("f16", "f32"):
-            dtype = "<f2" if encoding == "f16" else "<f4"
-            tensors[entry["name"]] = torch.from_numpy(np.frombuffer(data, dtype=dtype).astype(np.float32).reshape(shape))
-        else:
-            raise UserError(f"{path}: unknown tensor encoding {encoding!r}")
-    for name, layer in layers.items():
-        layer.load_ternary(tensors[f"{name}.frozen_trits"], tensors[f"{name}.frozen_scale"])
+    try:
+        for entry in _header_field(path, header, "tensors", list):
+            tensors[entry["name"]] = _decode_tensor(path, entry, blob)
+        for name, layer in layers.items():
+            layer.load_ternary(tensors[f"{name}.frozen_trits"], tensors[f"{name}.frozen_scale"])
+        if config.model.embedding_quant != "none":
+            model.load_quantized_embedding(tensors["frozen_emb_codes"], tensors["frozen_emb_scale"])
+            tensors["wte.weight"] = model.wte.weight.detach().clone()
+    except (KeyError, TypeError, ValueError) as err:
+        raise UserError(f"{path}: tensor table does not match its config ({type(err).__name__}: {err})") from None
     missing, unexpected = model.load_state_dict(tensors, strict=False)
     if missing or unexpected:
         raise UserError(f"{path}: tensors do not match its config (missing {missing[:3]}, unexpected {unexpected[:3]})")
     model.to(device).eval()
 
     tokenizer = None
-    if load_tokenizer and header["files"]:
+    if load_tokenizer and _header_field(path, header, "files", list):
         from corpora.tokenizers import load_tokenizer as _load_tokenizer
 
         # Extracted to the cache (keyed by content) rather than a temp dir: the tokenizer records

@@ -30,6 +30,16 @@ from corpora.errors import UserError
 
 PRESET_DIR = Path(__file__).resolve().parent / "presets"
 ALGEBRA_DIMS = (1, 2, 4, 8, 16)
+# Default seed of the train/validation document split. It is NOT the training seed: runs that differ
+# only in train.seed must be scored on the same validation documents.
+DEFAULT_SPLIT_SEED = 20_231_001
+# What `model.ablations` may name, and the setting each label must come with (so a label never
+# describes a run that did not actually switch the thing off).
+ABLATIONS = {
+    "mixer-off": "model.octonion_attention=false",
+    "ternary-off": "model.ternary=false",
+    "shuffled-table": "model.algebra_table=shuffled",
+}
 
 
 @dataclass
@@ -54,8 +64,32 @@ class ModelConfig:
     ternary: bool | None = None
     # null = float activations, 8 = 8-bit absmax per-token activation quantization.
     act_bits: int | None = None
-    # Octonion head mixer in attention (needs n_head % 8 == 0); allowed for both families.
-    octonion_attention: bool = False
+    # Octonion head mixer in attention (needs n_head % 8 == 0). null resolves to true for SpinNet (the
+    # seeds' architecture) and false for the baseline. A SpinNet without it must say so in
+    # `ablations` ("mixer-off"); `evalsuite diagnose` fails a SpinNet checkpoint whose mixer is off
+    # without that label (the original study runs had it off by a config bug).
+    octonion_attention: bool | None = None
+    # Labels of what this run deliberately switches off, each checked against its setting:
+    # "mixer-off" (octonion_attention=false), "ternary-off" (ternary=false), "shuffled-table"
+    # (algebra_table=shuffled). SpinNet only.
+    ablations: list[str] = field(default_factory=list)
+    # The multiplication table of the n-component block layers (and of the head mixer):
+    # "cayley-dickson" (the algebra), or "shuffled": a random signed Latin square of the same size drawn
+    # from `table_seed` (trainers.algebra.shuffled_table), identical in parameters and FLOPs, so that a
+    # comparison isolates the algebra itself (the control of the sedenion TinyStories study).
+    algebra_table: Literal["cayley-dickson", "shuffled"] = "cayley-dickson"
+    # Seed of the shuffled table (null resolves to 0 with algebra_table=shuffled; must stay null otherwise).
+    table_seed: int | None = None
+    # BitNet's SubLN: an RMSNorm (learnable gain) on the input of every quantized linear, as BitNet
+    # b1.58's BitLinear does, so the absmax activation scale and the ternary weights always see
+    # unit-RMS inputs. Default false: the checkpoints before this option have no such norms, and its
+    # effect on this data has not been measured yet. SpinNet only.
+    subln: bool = False
+    # Quantization of the (tied) token embedding, used in the forward pass (straight-through
+    # estimator while training) and stored as such in a .spinnet file, so logits stay identical:
+    # "none" (float), "int8" (per-row absmax, 127 levels, one float32 scale per row) or
+    # "ternary" (per-row absmean trits, one float32 scale per row).
+    embedding_quant: Literal["none", "int8", "ternary"] = "none"
     # Baseline only: how many contiguous components dim-probe splits the hidden state into (control).
     component_split: int = 8
     init_std: float = 0.02
@@ -66,12 +100,38 @@ class ModelConfig:
         if self.family == "spinnet":
             self.algebra_n = 8 if self.algebra_n is None else self.algebra_n
             self.ternary = True if self.ternary is None else self.ternary
+            if self.octonion_attention is None:
+                _check(
+                    self.n_head % 8 == 0,
+                    f"SpinNet's octonion head mixer needs model.n_head divisible by 8 (got {self.n_head}); "
+                    "to train without it set model.octonion_attention=false and model.ablations=[mixer-off]",
+                )
+                self.octonion_attention = True
         else:
             for name in ("algebra_n", "ternary", "act_bits"):
                 _check(
                     getattr(self, name) is None,
                     f"model.{name} applies only to family spinnet; leave it null for a baseline",
                 )
+            _check(not self.ablations, "model.ablations applies only to family spinnet")
+            _check(self.algebra_table == "cayley-dickson", "model.algebra_table applies only to family spinnet")
+            _check(not self.subln, "model.subln applies only to family spinnet (the quantized linears)")
+            self.octonion_attention = bool(self.octonion_attention)
+        if self.algebra_table == "shuffled":
+            self.table_seed = 0 if self.table_seed is None else self.table_seed
+        else:
+            _check(self.table_seed is None, "model.table_seed applies only with model.algebra_table=shuffled")
+        for label in self.ablations:
+            _check(label in ABLATIONS, f"unknown ablation '{label}'{_suggest(label, ABLATIONS)}; known: {', '.join(ABLATIONS)}")
+        _check(len(set(self.ablations)) == len(self.ablations), "model.ablations lists a label twice")
+        # A label must describe what the run does. The converse (every switched-off part labelled)
+        # is enforced when training starts (`unlabelled_ablations`), not here: checkpoints written
+        # before the labels existed must still load (and `diagnose` then reports them).
+        for label, on in self.ablation_settings().items():
+            _check(
+                on or label not in self.ablations,
+                f"model.ablations lists '{label}' but the run does not have {ABLATIONS[label]}",
+            )
         _check(self.vocab_size is None or self.vocab_size > 0, "model.vocab_size must be positive")
         _check(self.n_layer >= 1, "model.n_layer must be >= 1")
         _check(self.n_head >= 1 and self.d_model >= 1, "model.n_head and model.d_model must be >= 1")
@@ -104,6 +164,20 @@ class ModelConfig:
             f"model.octonion_attention needs model.n_head divisible by 8, got n_head={self.n_head}",
         )
         _check(self.max_seq_len >= 1, "model.max_seq_len must be >= 1")
+
+    def ablation_settings(self) -> dict[str, bool]:
+        """For each known ablation label, whether this config switches that part off (SpinNet)."""
+        if self.family != "spinnet":
+            return {label: False for label in ABLATIONS}
+        return {
+            "mixer-off": self.octonion_attention is False,
+            "ternary-off": self.ternary is False,
+            "shuffled-table": self.algebra_table == "shuffled",
+        }
+
+    def unlabelled_ablations(self) -> list[str]:
+        """Labels of parts this SpinNet config switches off without naming them in `ablations`."""
+        return [label for label, on in self.ablation_settings().items() if on and label not in self.ablations]
 
     @property
     def head_dim(self) -> int:
@@ -145,9 +219,23 @@ class TrainConfig:
     beta2: float = 0.95
     grad_clip: float = 1.0
     eval_interval: int = 250
-    eval_iters: int = 20
+    # Validation tokens scored at every evaluation: null = the whole validation split; otherwise the
+    # first eval_tokens // block_size blocks of a fixed, evenly spaced set of non-overlapping blocks
+    # (trainers.data.fixed_eval_blocks). Independent of batch_size and of the training seed.
+    eval_tokens: int | None = None
+    # Legacy (configs before eval_tokens): eval_tokens = eval_iters x batch_size x block_size, the
+    # number of tokens the old loop scored; the blocks are then chosen as eval_tokens says.
+    eval_iters: int | None = None
     log_interval: int = 10
     seed: int = 1337
+    # Seed of the train/validation document split (raw-text data), separate from `seed`.
+    split_seed: int = DEFAULT_SPLIT_SEED
+    # "cosine": linear warmup, cosine decay to min_lr, constant weight decay.
+    # "bitnet-two-stage": BitNet b1.58's schedule (trainers.train.schedule_at): stage 1 (first half)
+    # warmup + cosine from lr to 8/15 lr with weight decay cosine-decayed from weight_decay to 0;
+    # stage 2 restarts at lr/3, cosine to min_lr, weight decay 0 (the 2B4T report: 1.5e-3 -> 8e-4,
+    # then 5e-4 -> 0; weight decay 0.1, then 0).
+    schedule: Literal["cosine", "bitnet-two-stage"] = "cosine"
     device: str = "auto"
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     compile: bool = False
@@ -179,8 +267,22 @@ class TrainConfig:
         )
         _check(0 <= self.min_lr <= self.lr, "train.min_lr must be in [0, train.lr]")
         _check(self.warmup_iters >= 0, "train.warmup_iters must be >= 0")
-        for name in ("batch_size", "grad_accum", "block_size", "eval_interval", "eval_iters", "log_interval"):
+        for name in ("batch_size", "grad_accum", "block_size", "eval_interval", "log_interval"):
             _check(getattr(self, name) >= 1, f"train.{name} must be >= 1")
+        _check(self.eval_iters is None or self.eval_iters >= 1, "train.eval_iters must be >= 1 (or null)")
+        if self.eval_iters is not None:
+            legacy = self.eval_iters * self.batch_size * self.block_size
+            # both given (a saved resolved config has both) must agree, or one of them did not take effect
+            _check(
+                self.eval_tokens in (None, legacy),
+                f"train.eval_iters={self.eval_iters} means {legacy} tokens, but train.eval_tokens={self.eval_tokens}; "
+                "set only train.eval_tokens",
+            )
+            self.eval_tokens = legacy
+        _check(
+            self.eval_tokens is None or self.eval_tokens >= self.block_size,
+            f"train.eval_tokens must be at least train.block_size={self.block_size} (or null = whole split)",
+        )
         _check(self.grad_clip >= 0, "train.grad_clip must be >= 0 (0 disables clipping)")
         _check(self.article_loss_weight >= 0, "train.article_loss_weight must be >= 0")
         _check(0.0 < self.val_fraction < 1.0, "train.val_fraction must be strictly between 0 and 1")
@@ -207,6 +309,9 @@ class RunConfig:
 
 
 SECTIONS: dict[str, type] = {"model": ModelConfig, "train": TrainConfig}
+# Top-level keys a saved config.json may carry beside the sections: provenance, not settings
+# (checkpoints record corpora.provenance.code_version() there).
+METADATA_KEYS = ("code_version",)
 
 
 def _check(ok: bool, message: str) -> None:
@@ -282,12 +387,13 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if tp is float:
         if isinstance(value, bool):
             raise UserError(f"{key} must be a number, got {value!r}")
-        if isinstance(value, (int, float)):
-            return float(value)
         try:
-            return float(value)
+            number = float(value)
         except (TypeError, ValueError):
             raise UserError(f"{key} must be a number, got {value!r}") from None
+        if not math.isfinite(number):
+            raise UserError(f"{key} must be a finite number, got {value!r}")
+        return number
     if tp is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)
@@ -313,7 +419,7 @@ def config_from_dict(raw: dict[str, Any]) -> RunConfig:
     if not isinstance(raw, dict):
         raise UserError("a config must be a mapping with 'model' and 'train' sections")
     for key in raw:
-        if key not in SECTIONS:
+        if key not in SECTIONS and key not in METADATA_KEYS:
             raise UserError(f"unknown config section '{key}'{_suggest(str(key), SECTIONS)}; use 'model' or 'train'")
     model = _build_section(ModelConfig, raw.get("model") or {}, "model")
     train = _build_section(TrainConfig, raw.get("train") or {}, "train")
@@ -322,6 +428,27 @@ def config_from_dict(raw: dict[str, Any]) -> RunConfig:
 
 def model_config_from_dict(raw: dict[str, Any]) -> ModelConfig:
     return _build_section(ModelConfig, raw, "model")
+
+
+class StrictLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a key given twice in one mapping (plain PyYAML keeps the last
+    one silently, so a second `model:` section would drop the first)."""
+
+
+def _construct_mapping(loader: StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+    seen: dict[Any, Any] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            line = key_node.start_mark.line + 1
+            raise UserError(
+                f"line {line}: duplicate key '{key}' (first at line {seen[key]}); each key and section may appear once"
+            )
+        seen[key] = key_node.start_mark.line + 1
+    return loader.construct_mapping(node, deep=deep)
+
+
+StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
 def _read_source(preset_or_yaml: str | Path) -> dict[str, Any]:
@@ -336,9 +463,15 @@ def _read_source(preset_or_yaml: str | Path) -> dict[str, Any]:
     elif not path.is_file():
         raise UserError(f"config file not found: {path}")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise UserError(f"{path}: not UTF-8 text (byte {err.start})") from None
+    try:
+        raw = yaml.load(text, Loader=StrictLoader)  # noqa: S506 (StrictLoader is a SafeLoader)
+    except UserError as err:
+        raise UserError(f"{path}: {err}") from None
     except yaml.YAMLError as err:
-        raise UserError(f"{path}: not valid YAML ({err})") from None
+        raise UserError(f"{path}: not valid YAML ({' '.join(str(err).split())})") from None
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -372,3 +505,34 @@ def load_config(preset_or_yaml: str | Path, overrides: list[str] | None = None) 
     for override in overrides or []:
         _apply_override(raw, override)
     return config_from_dict(raw)
+
+
+def preset_vocab_size(config: RunConfig) -> int | None:
+    """The vocabulary a preset's model will have: model.vocab_size, else what its tokenizer spec
+    implies (bpe:N -> N, gpt2 -> 50257); None for a char vocabulary (it comes from the corpus)."""
+    if config.model.vocab_size is not None:
+        return config.model.vocab_size
+    spec = config.train.tokenizer
+    if spec.startswith("bpe:") and spec[4:].isdigit():
+        return int(spec[4:])
+    return 50257 if spec == "gpt2" else None
+
+
+def preset_parameter_counts(name: str) -> dict[str, Any]:
+    """{preset, family, vocab_size, embedding, non_embedding, total} measured on a model built on
+    torch's meta device (no memory); embedding counts are None when the vocabulary is unknown."""
+    import torch
+
+    from trainers.model import build_model
+
+    config = load_config(name)
+    vocab = preset_vocab_size(config)
+    model_cfg = dataclasses.replace(config.model, vocab_size=vocab or 1)
+    with torch.device("meta"):
+        model = build_model(model_cfg)
+    non_embedding = model.num_parameters(exclude_embeddings=True)
+    embedding = vocab * model_cfg.d_model if vocab else None
+    return {
+        "preset": name, "family": config.model.family, "vocab_size": vocab, "embedding": embedding,
+        "non_embedding": non_embedding, "total": embedding + non_embedding if embedding is not None else None,
+    }

@@ -6,11 +6,14 @@
   prepared folder can be reused by (or carried to) another run;
 - a tokenized `.bin` file (with `val_data` naming the validation `.bin`, or a `val.bin` beside it);
 - raw text (`.txt`, `.jsonl` or a directory of them): split by document with
-  `corpora.documents.split_documents(val_fraction, seed)` and tokenized ONCE into `<run>/data/`.
+  `corpora.documents.split_documents(val_fraction, split_seed)` (train.split_seed, NOT the training
+  seed) and tokenized ONCE into `<run>/data/`. Tokenizer `bpe:N` trains a byte-level BPE of N tokens
+  on the training documents only and saves it in `<run>/data/tokenizer/`.
   Later calls (a resumed run) find the sidecars and reuse the arrays while the tokenizer, the source
   files and the split are unchanged.
 
-Batches come from `BlockSampler`: `batch_size` random offsets per batch from a `torch.Generator`
+Validation is a fixed set of blocks (`fixed_eval_blocks`), independent of batch_size and seeds.
+Training batches come from `BlockSampler`: `batch_size` random offsets per batch from a `torch.Generator`
 seeded from the config (and the DDP rank), so a run's data order is reproducible and its state can
 be saved in a checkpoint and restored for an exact resume.
 """
@@ -28,11 +31,10 @@ import torch
 from corpora.documents import read_documents, split_documents
 from corpora.errors import UserError
 from corpora.tokenized import TokenizedMeta, cached_tokenized, is_reusable, open_tokenized, source_fingerprint
-from corpora.tokenizers import META_FILE, Tokenizer, load_tokenizer
+from corpora.tokenizers import META_FILE, Tokenizer, load_tokenizer, train_bpe
 
 TEXT_SUFFIXES = (".txt", ".jsonl")
-# Offsets between the seeds of the independent random streams of one run.
-EVAL_SEED_OFFSET = 1_000_003
+# Offset between the seeds of the ranks' training samplers.
 RANK_SEED_OFFSET = 7919
 
 
@@ -88,6 +90,20 @@ def prepare_data(
     return _prepare_text(path, tokenizer_spec, Path(data_dir), val_fraction, seed, progress)
 
 
+def bpe_spec_size(spec: str) -> int | None:
+    """N for a tokenizer spec `bpe:N` (a byte-level BPE of N tokens trained on the training split),
+    else None."""
+    if not spec.startswith("bpe:"):
+        return None
+    try:
+        size = int(spec.split(":", 1)[1])
+    except ValueError:
+        raise UserError(f"tokenizer spec {spec!r} must look like bpe:10000") from None
+    if size < 258:
+        raise UserError(f"tokenizer spec {spec!r}: a BPE needs at least 258 tokens")
+    return size
+
+
 def _val_path(train_path: Path, val_data: str | os.PathLike | None) -> Path:
     if val_data is not None:
         val = Path(val_data).expanduser()
@@ -113,9 +129,9 @@ def _open_pair(train_path: Path, val_path: Path, tokenizer_spec: str) -> Prepare
 
 def _tokenizer_for_arrays(train_path: Path, meta: TokenizedMeta, spec: str) -> Tokenizer:
     """The tokenizer that made `train_path`: the config's spec, or the saved one beside the arrays
-    (needed for a char vocabulary, which only exists as saved files); its identity must match."""
+    (needed for a char vocabulary or a trained bpe:N, which only exist as saved files); its identity must match."""
     beside = train_path.parent / "tokenizer"
-    if spec == "char" or (spec == "gpt2" and beside.is_dir() and meta.tokenizer_name == "gpt2"):
+    if spec == "char" or bpe_spec_size(spec) is not None or (spec == "gpt2" and beside.is_dir() and meta.tokenizer_name == "gpt2"):
         if not beside.is_dir():
             raise UserError(
                 f"{train_path} was tokenized with {meta.tokenizer_name}; set train.tokenizer to the saved "
@@ -151,7 +167,17 @@ def _prepare_text(
     split_source = {"corpus": fingerprint, "val_fraction": val_fraction, "seed": seed}
     sources = {side: {**split_source, "side": side} for side in ("train", "val")}
     tokenizer: Tokenizer | None = None
-    if spec == "char":
+    bpe_size = bpe_spec_size(spec)
+    if bpe_size is not None:
+        # Trained on the TRAINING documents only (validation text must not shape the vocabulary),
+        # saved in <run>/data/tokenizer/ and reused while the source and split are unchanged.
+        if (saved_tok / META_FILE).is_file():
+            saved = load_tokenizer(saved_tok)
+            if all(is_reusable(data_dir / f"{side}.bin", saved, sources[side]) for side in sources):
+                tokenizer = saved
+        if tokenizer is None:
+            tokenizer = train_bpe(get_split()[0], vocab_size=bpe_size, progress=progress)
+    elif spec == "char":
         # The character vocabulary is the alphabet of the whole corpus (train and val), so validation
         # text never maps to the unknown token, which would make its loss look better than it is.
         # A saved vocabulary is reused only together with the arrays it made from this same source.
@@ -217,10 +243,34 @@ def train_seed(seed: int, rank: int) -> int:
     return seed + RANK_SEED_OFFSET * rank
 
 
+def fixed_eval_blocks(data: np.ndarray, block_size: int, eval_tokens: int | None) -> list[int]:
+    """Start offsets of the validation blocks every evaluation scores.
+
+    The split is cut into non-overlapping blocks of `block_size` targets (starts 0, T, 2T, ...; the
+    tail shorter than a block is left out). eval_tokens None, or at least the split: all of them.
+    Otherwise eval_tokens // block_size of them, evenly spaced over the split (deterministic, no
+    seed), so the subset covers the whole split rather than its beginning. Nothing here depends on
+    batch_size or on the training seed.
+    """
+    n_blocks = (len(data) - 1) // block_size
+    if n_blocks < 1:
+        raise UserError(
+            f"the validation split has {len(data)} tokens, fewer than train.block_size + 1 = {block_size + 1}"
+        )
+    wanted = n_blocks if eval_tokens is None else max(1, min(n_blocks, eval_tokens // block_size))
+    picks = np.unique(np.linspace(0, n_blocks - 1, wanted).round().astype(np.int64))
+    return [int(i) * block_size for i in picks]
+
+
 def fixed_eval_batches(
-    data: np.ndarray, block_size: int, batch_size: int, n_batches: int, seed: int
+    data: np.ndarray, block_size: int, batch_size: int, eval_tokens: int | None
 ) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """The same `n_batches` validation batches at every eval of a run (and of its resumptions), from
-    a generator of their own, so successive val losses differ only because the model changed."""
-    sampler = BlockSampler(data, block_size, batch_size, seed + EVAL_SEED_OFFSET, name="validation")
-    return [sampler.next_batch() for _ in range(n_batches)]
+    """The fixed validation blocks (`fixed_eval_blocks`) as (x, y) batches of up to `batch_size` rows;
+    the same blocks at every eval of a run, of its resumptions and of any run on the same split."""
+    starts = fixed_eval_blocks(data, block_size, eval_tokens)
+    batches = []
+    for i in range(0, len(starts), batch_size):
+        rows = np.stack([np.asarray(data[s : s + block_size + 1], dtype=np.int64) for s in starts[i : i + batch_size]])
+        block = torch.from_numpy(rows)
+        batches.append((block[:, :-1].contiguous(), block[:, 1:].contiguous()))
+    return batches

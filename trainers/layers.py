@@ -34,9 +34,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trainers.algebra import block_table
+from trainers.algebra import block_table, block_table_from
 
 SCALE_EPS = 1e-5
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)
 
 
 def ternarize(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -65,6 +75,9 @@ class HypercomplexLinear(nn.Module):
         ternary: bool = True,
         act_bits: int | None = None,
         bias: bool = False,
+        table: tuple[torch.Tensor, torch.Tensor] | None = None,
+        subln: bool = False,
+        norm_eps: float = 1e-5,
     ) -> None:
         super().__init__()
         if in_features % n or out_features % n:
@@ -75,8 +88,11 @@ class HypercomplexLinear(nn.Module):
         self.ternary, self.act_bits = ternary, act_bits
         self.weight: nn.Parameter | None = nn.Parameter(torch.empty(n, out_features // n, in_features // n))
         self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
-        # Block (i, j) of M is block_sign[i, j] * W_{block_source[i, j]} (see trainers.algebra.block_table).
-        source, block_sign = block_table(n)
+        # Block (i, j) of M is block_sign[i, j] * W_{block_source[i, j]} (see trainers.algebra.block_table);
+        # `table` = (sign, index) of another signed Latin square (the shuffled control) replaces the algebra's.
+        source, block_sign = block_table(n) if table is None else block_table_from(*table)
+        # BitNet's SubLN: RMSNorm on the layer's input, before activation quantization.
+        self.in_norm = RMSNorm(in_features, norm_eps) if subln else None
         self.register_buffer("block_source", source.flatten(), persistent=False)
         self.register_buffer("block_sign", block_sign.flatten().float(), persistent=False)
         # Set by load_ternary() for inference from a .spinnet file: int8 trits and a fp32 scale.
@@ -126,6 +142,8 @@ class HypercomplexLinear(nn.Module):
         return self.assemble(self.component_weight())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.in_norm is not None:
+            x = self.in_norm(x)
         if self.act_bits is not None:
             x = quantize_activations(x, self.act_bits)
         return F.linear(x, self.dense_weight(), self.bias)
@@ -133,5 +151,6 @@ class HypercomplexLinear(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"in={self.in_features}, out={self.out_features}, n={self.n}, ternary={self.ternary}, "
-            f"act_bits={self.act_bits}, bias={self.bias is not None}, frozen={self.frozen_trits is not None}"
+            f"act_bits={self.act_bits}, bias={self.bias is not None}, subln={self.in_norm is not None}, "
+            f"frozen={self.frozen_trits is not None}"
         )

@@ -18,6 +18,8 @@ METRICS_FILE = "metrics_stream.jsonl"
 METRIC_KEYS = (
     "step", "tokens_seen", "train_loss", "train_objective", "val_loss", "val_bpc", "lr", "grad_norm",
     "tokens_per_s", "article_loss", "other_loss", "article_other_ratio", "component_grad_norms",
+    # validation tokens scored, and the standard error of val_loss over evaluation blocks
+    "val_tokens", "val_loss_se",
 )
 
 

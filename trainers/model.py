@@ -38,9 +38,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from corpora.errors import UserError
-from trainers.algebra import block_table
+from trainers.algebra import block_table_from, product_table
 from trainers.config import ModelConfig
-from trainers.layers import HypercomplexLinear
+from trainers.layers import HypercomplexLinear, RMSNorm
+
+__all__ = ["RMSNorm", "build_model", "split_components", "ModelOutput", "Transformer"]
 
 
 @dataclass
@@ -57,22 +59,18 @@ def split_components(h: torch.Tensor, n: int) -> torch.Tensor:
     return h.reshape(*h.shape[:-1], n, h.shape[-1] // n)
 
 
+def layer_table(cfg: ModelConfig, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sign, index) the n-component layers (or, with n = 8, the head mixer) of `cfg` multiply with."""
+    return product_table(n, cfg.algebra_table, cfg.table_seed)
+
+
 def make_linear(cfg: ModelConfig, in_features: int, out_features: int) -> nn.Module:
     if cfg.family == "spinnet":
         return HypercomplexLinear(
-            in_features, out_features, cfg.n_components, ternary=bool(cfg.ternary), act_bits=cfg.act_bits
+            in_features, out_features, cfg.n_components, ternary=bool(cfg.ternary), act_bits=cfg.act_bits,
+            table=layer_table(cfg, cfg.n_components), subln=cfg.subln, norm_eps=cfg.norm_eps,
         )
     return nn.Linear(in_features, out_features, bias=False)
-
-
-class RMSNorm(nn.Module):
-    def __init__(self, dim: int, eps: float) -> None:
-        super().__init__()
-        self.eps = eps
-        self.weight = nn.Parameter(torch.ones(dim))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)
 
 
 def rotary_tables(head_dim: int, max_seq_len: int, base: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -89,10 +87,25 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
     return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
 
 
+def quantize_embedding(weight: torch.Tensor, kind: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(integer codes as weight's dtype, float32 per-row scale (V, 1)) of `model.embedding_quant`:
+    int8 = per-row absmax to [-127, 127]; ternary = per-row absmean trits (BitNet's rule, per row)."""
+    w = weight.float()
+    if kind == "int8":
+        scale = w.abs().amax(dim=1, keepdim=True).clamp(min=1e-8) / 127.0
+        return (w / scale).round().clamp(-127, 127), scale
+    if kind == "ternary":
+        scale = w.abs().mean(dim=1, keepdim=True).clamp(min=1e-8)
+        return (w / scale).round().clamp(-1, 1), scale
+    raise ValueError(f"unknown embedding quantization {kind!r}")
+
+
 class OctonionHeadMixer(nn.Module):
     """Mix each group of 8 heads through the octonion product with a learnable octonion per channel."""
 
-    def __init__(self, n_head: int, head_dim: int, init_std: float) -> None:
+    def __init__(
+        self, n_head: int, head_dim: int, init_std: float, table: tuple[torch.Tensor, torch.Tensor] | None = None
+    ) -> None:
         super().__init__()
         if n_head % 8:
             raise ValueError(f"octonion head mixer needs n_head divisible by 8, got {n_head}")
@@ -100,7 +113,7 @@ class OctonionHeadMixer(nn.Module):
         weight = torch.randn(self.n_groups, 8, head_dim) * init_std
         weight[:, 0, :] += 1.0  # e0 = identity, plus small noise on every component
         self.weight = nn.Parameter(weight)
-        source, sign = block_table(8)
+        source, sign = block_table_from(*(table if table is not None else product_table(8)))
         self.register_buffer("source", source.flatten(), persistent=False)
         self.register_buffer("sign", sign.flatten().float(), persistent=False)
 
@@ -125,7 +138,10 @@ class Attention(nn.Module):
         self.k = make_linear(cfg, cfg.d_model, cfg.d_model)
         self.v = make_linear(cfg, cfg.d_model, cfg.d_model)
         self.proj = make_linear(cfg, cfg.d_model, cfg.d_model)
-        self.mixer = OctonionHeadMixer(cfg.n_head, cfg.head_dim, cfg.init_std) if cfg.octonion_attention else None
+        self.mixer = (
+            OctonionHeadMixer(cfg.n_head, cfg.head_dim, cfg.init_std, layer_table(cfg, 8))
+            if cfg.octonion_attention else None
+        )
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         b, t, d = x.shape
@@ -185,6 +201,9 @@ class Transformer(nn.Module):
         cos, sin = rotary_tables(cfg.head_dim, cfg.max_seq_len, cfg.rope_base)
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
+        # Set by load_quantized_embedding() for inference from a .spinnet file (int8 codes, fp32 row scales).
+        self.register_buffer("frozen_emb_codes", None)
+        self.register_buffer("frozen_emb_scale", None)
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -206,17 +225,48 @@ class Transformer(nn.Module):
         if t > self.config.max_seq_len:
             raise ValueError(f"sequence length {t} exceeds model.max_seq_len={self.config.max_seq_len}")
         cos, sin = self.rope_cos[:t], self.rope_sin[:t]
-        x = self.drop(self.wte(idx))
+        emb = self.embedding_weight()
+        x = self.drop(F.embedding(idx, emb))
         hidden = [x] if return_hidden else None
         for block in self.blocks:
             x = block(x, cos, sin)
             if hidden is not None:
                 hidden.append(x)
-        logits = F.linear(self.norm(x), self.wte.weight)  # tied head
+        logits = F.linear(self.norm(x), emb)  # tied head
         loss = None
         if targets is not None:
             loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
         return ModelOutput(logits=logits, loss=loss, hidden=hidden)
+
+    def embedding_weight(self) -> torch.Tensor:
+        """The (tied) embedding the forward pass uses: float, or quantized per model.embedding_quant
+        (straight-through: the forward value is exactly codes * scale, the gradient reaches wte)."""
+        if self.frozen_emb_codes is not None:
+            return self.frozen_emb_codes.to(torch.float32) * self.frozen_emb_scale
+        kind = self.config.embedding_quant
+        w = self.wte.weight
+        if kind == "none":
+            return w
+        codes, scale = quantize_embedding(w, kind)
+        return (codes * scale).to(w.dtype).detach() + (w - w.detach())
+
+    def embedding_state(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(int8 codes (V, D), float32 scales (V, 1)) of the quantized embedding, for compression."""
+        if self.frozen_emb_codes is not None:
+            return self.frozen_emb_codes.clone(), self.frozen_emb_scale.clone()
+        with torch.no_grad():
+            codes, scale = quantize_embedding(self.wte.weight, self.config.embedding_quant)
+        return codes.to(torch.int8), scale
+
+    def load_quantized_embedding(self, codes: torch.Tensor, scale: torch.Tensor) -> None:
+        """Freeze the embedding to stored codes and row scales (inference only)."""
+        expected = tuple(self.wte.weight.shape)
+        if tuple(codes.shape) != expected or tuple(scale.shape) != (expected[0], 1):
+            raise ValueError(f"embedding codes {tuple(codes.shape)} / scales {tuple(scale.shape)} do not fit {expected}")
+        self.frozen_emb_codes = codes.to(torch.int8)
+        self.frozen_emb_scale = scale.to(torch.float32)
+        with torch.no_grad():
+            self.wte.weight.copy_(self.embedding_weight())
 
     def num_parameters(self, exclude_embeddings: bool = False) -> int:
         total = sum(p.numel() for p in self.parameters())

@@ -2,12 +2,14 @@
 
 What a step does: `grad_accum` micro-batches of random contiguous blocks (trainers.data), forward
 under bf16 autocast on CUDA (fp32 on CPU), cross-entropy (optionally with article tokens weighted),
-backward, gradient clipping, AdamW (weight decay on matrices only), learning rate from linear
-warmup then cosine decay to min_lr over lr_decay_iters (= max_iters; config.py refuses anything
-else unless force_schedule).
+backward, gradient clipping, AdamW (weight decay on weight matrices only: not on norms, scales or
+the head mixer), learning rate (and weight decay) from `train.schedule`: linear warmup then cosine
+decay to min_lr over lr_decay_iters (= max_iters; config.py refuses anything else unless
+force_schedule), or BitNet b1.58's two-stage schedule (`schedule_at`).
 
 Every `eval_interval` steps (and at step 0, at the last step and at snapshot steps) the model is
-evaluated on the same fixed validation batches, reported in nats per token and in bits per
+evaluated on the same fixed validation blocks (train.eval_tokens; the same for every batch_size and
+training seed), with the standard error over blocks, reported in nats per token and in bits per
 character of raw text, and the run directory is checkpointed (trainers.checkpoint): `latest/`
 always, `best/` when the validation loss improved, `step_XXXXXXX/` at configured steps and the first
 time the validation loss drops below each configured threshold.
@@ -41,7 +43,7 @@ from corpora.errors import UserError
 from corpora.tokenized import bits_per_char
 from corpora.tokenizers import article_token_ids
 from trainers import checkpoint as ckpt
-from trainers.config import RunConfig, TrainConfig
+from trainers.config import ABLATIONS, RunConfig, TrainConfig
 from trainers.data import BlockSampler, PreparedData, fixed_eval_batches, prepare_data, train_seed
 from trainers.metrics import METRIC_KEYS, METRICS_FILE, MetricsStream, read_metrics  # noqa: F401 (re-exported)
 from trainers.model import build_model
@@ -96,6 +98,15 @@ class EvalResult:
     article_loss: float | None
     other_loss: float | None
     n_tokens: int
+    # Standard error of val_loss over the evaluation BLOCKS (each block_size contiguous tokens, all
+    # of equal size): sd of the per-block mean losses / sqrt(n_blocks). Blocks rather than tokens,
+    # because neighbouring tokens' losses are correlated. None with fewer than 2 blocks.
+    val_loss_se: float | None = None
+    n_blocks: int = 0
+    # Mean loss of each evaluation block, in block order (the same blocks for every model on the same
+    # split and block_size): saved in trainer_state.json so two checkpoints can be compared block by
+    # block (`paired_val_difference`), which removes the evaluation-sampling noise from a difference.
+    block_losses: list[float] | None = None
 
     @property
     def article_other_ratio(self) -> float | None:
@@ -108,7 +119,42 @@ class EvalResult:
 # schedule, optimizer, loss
 
 
+# BitNet b1.58 two-stage schedule (the 2B4T technical report, section "Pre-training"; the
+# "Training Tips, Code and FAQ" note): stage 1 peaks at lr and decays to 8e-4/1.5e-3 of it; stage 2
+# restarts at 5e-4/1.5e-3 of lr and decays to min_lr. Weight decay: cosine from weight_decay to 0 in
+# stage 1, none in stage 2 (latent weights are then free to settle into their trits).
+TWO_STAGE_END_OF_STAGE1 = 8e-4 / 1.5e-3
+TWO_STAGE_START_OF_STAGE2 = 5e-4 / 1.5e-3
+
+
+def _cosine(progress: float, high: float, low: float) -> float:
+    return low + 0.5 * (1.0 + math.cos(math.pi * min(max(progress, 0.0), 1.0))) * (high - low)
+
+
+def schedule_at(step: int, cfg: TrainConfig) -> tuple[float, float]:
+    """(learning rate, weight decay of the decayed group) at `step`, per `train.schedule` (configs
+    from before the option, e.g. diagnose's view of an old run, have the cosine schedule)."""
+    if getattr(cfg, "schedule", "cosine") == "cosine":
+        return _cosine_lr_at(step, cfg), getattr(cfg, "weight_decay", 0.0)
+    assert cfg.min_lr is not None and cfg.lr_decay_iters is not None
+    middle = cfg.lr_decay_iters // 2
+    if step < cfg.warmup_iters:
+        return cfg.lr * (step + 1) / (cfg.warmup_iters + 1), cfg.weight_decay
+    if step < middle:
+        progress = (step - cfg.warmup_iters) / max(1, middle - cfg.warmup_iters)
+        lr = _cosine(progress, cfg.lr, cfg.lr * TWO_STAGE_END_OF_STAGE1)
+        return lr, _cosine(progress, cfg.weight_decay, 0.0)
+    progress = (step - middle) / max(1, cfg.lr_decay_iters - middle)
+    start = max(cfg.lr * TWO_STAGE_START_OF_STAGE2, cfg.min_lr)
+    return _cosine(progress, start, cfg.min_lr), 0.0
+
+
 def lr_at(step: int, cfg: TrainConfig) -> float:
+    """The learning rate at `step` (see `schedule_at`)."""
+    return schedule_at(step, cfg)[0]
+
+
+def _cosine_lr_at(step: int, cfg: TrainConfig) -> float:
     """Linear warmup over warmup_iters, then cosine from lr to min_lr reaching min_lr at lr_decay_iters."""
     assert cfg.min_lr is not None and cfg.lr_decay_iters is not None  # resolved by TrainConfig
     if step < cfg.warmup_iters:
@@ -119,11 +165,18 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     return cfg.min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (cfg.lr - cfg.min_lr)
 
 
+def decays(name: str, param: torch.nn.Parameter) -> bool:
+    """Weight decay applies to weight matrices (embedding, dense and SpinNet component matrices), not
+    to norm gains, biases or scales (vectors), nor to the octonion head mixer: its weights start at
+    the identity e0, and decay would pull that gain toward zero rather than toward "no mixing"."""
+    return param.dim() >= 2 and ".mixer." not in f".{name}"
+
+
 def configure_optimizer(model: torch.nn.Module, cfg: TrainConfig, device_type: str) -> torch.optim.AdamW:
-    """AdamW with weight decay on matrices (and SpinNet's stacked component matrices), none on norms."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    decay = [p for p in params if p.dim() >= 2]
-    no_decay = [p for p in params if p.dim() < 2]
+    """AdamW with weight decay on weight matrices only (see `decays`); group 0 is the decayed one."""
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    decay = [p for n, p in named if decays(n, p)]
+    no_decay = [p for n, p in named if not decays(n, p)]
     groups = [
         {"params": decay, "weight_decay": cfg.weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
@@ -241,12 +294,16 @@ def evaluate(
     val_meta: Any,
     d: Dist | None = None,
 ) -> EvalResult:
-    """Mean plain cross-entropy over the fixed validation batches (nats/token), its bits per character,
-    and the mean loss on article targets vs all other targets. Ranks split the batches."""
+    """Mean plain cross-entropy over the fixed validation blocks (nats/token), its standard error over
+    blocks, its bits per character, and the mean loss on article targets vs all other targets.
+    Ranks split the batches; sums are float64, so the result does not depend on how the fixed
+    blocks are batched (beyond float rounding)."""
     d = d or Dist()
     was_training = model.training
     model.eval()
-    sums = torch.zeros(6, dtype=torch.float64, device=device)  # loss, n, article loss, n, other loss, n
+    # loss, n, article loss, n, other loss, n, sum of block means, sum of squared block means, blocks
+    sums = torch.zeros(9, dtype=torch.float64, device=device)
+    mine: list[tuple[int, list[float]]] = []
     for i, (x, y) in enumerate(batches):
         if i % d.world_size != d.rank:
             continue
@@ -256,6 +313,11 @@ def evaluate(
         losses = token_losses(logits, y).double()
         sums[0] += losses.sum()
         sums[1] += losses.numel()
+        block_means = losses.view(y.shape).mean(dim=1)
+        mine.append((i, block_means.tolist()))
+        sums[6] += block_means.sum()
+        sums[7] += block_means.pow(2).sum()
+        sums[8] += block_means.numel()
         if article_ids is not None and article_ids.numel():
             is_article = torch.isin(y.reshape(-1), article_ids)
             sums[2] += losses[is_article].sum()
@@ -266,13 +328,42 @@ def evaluate(
         model.train()
     total = _all_reduce_sum(sums.tolist(), d, device)
     val_loss = total[0] / total[1]
+    n_blocks = int(total[8])
+    gathered = sorted(item for part in _gather_objects(mine, d) for item in part)
+    block_losses = [loss for _, means in gathered for loss in means]
+    se = None
+    if n_blocks >= 2:
+        variance = max(0.0, (total[7] - total[6] ** 2 / n_blocks) / (n_blocks - 1))
+        se = math.sqrt(variance / n_blocks)
     return EvalResult(
         val_loss=val_loss,
         val_bpc=bits_per_char(val_loss, val_meta),
         article_loss=total[2] / total[3] if total[3] else None,
         other_loss=total[4] / total[5] if total[5] else None,
         n_tokens=int(total[1]),
+        val_loss_se=se,
+        n_blocks=n_blocks,
+        block_losses=block_losses,
     )
+
+
+def paired_val_difference(state_a: dict[str, Any], state_b: dict[str, Any]) -> dict[str, float | int]:
+    """val_loss(a) - val_loss(b) from two checkpoints' trainer_state.json, paired over the same
+    evaluation blocks: {difference, se, n_blocks}; se = sd of per-block differences / sqrt(blocks).
+    Refuses checkpoints evaluated on different blocks (another split, tokenizer or block set)."""
+    keys = ("tokenizer_identity", "val_tokens", "val_chars")
+    data_a, data_b = state_a.get("data", {}), state_b.get("data", {})
+    a, b = state_a.get("val_block_losses"), state_b.get("val_block_losses")
+    if not a or not b:
+        raise UserError("both checkpoints need val_block_losses in trainer_state.json (written since issue 12)")
+    if len(a) != len(b) or any(data_a.get(k) != data_b.get(k) for k in keys) \
+            or state_a.get("val_eval_tokens") != state_b.get("val_eval_tokens"):
+        raise UserError("the checkpoints were evaluated on different validation blocks; a paired difference needs the same")
+    diffs = [x - y for x, y in zip(a, b, strict=True)]
+    n = len(diffs)
+    mean = sum(diffs) / n
+    se = math.sqrt(sum((v - mean) ** 2 for v in diffs) / (n - 1) / n) if n >= 2 else float("nan")
+    return {"difference": mean, "se": se, "n_blocks": n}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -363,6 +454,12 @@ def _train(
     started: float,
 ) -> TrainResult:
     cfg = run_config.train
+    unlabelled = run_config.model.unlabelled_ablations()
+    if unlabelled:
+        raise UserError(
+            f"this SpinNet has {', '.join(ABLATIONS[u] for u in unlabelled)} but does not label it an ablation: add "
+            f"model.ablations=[{','.join(run_config.model.ablations + unlabelled)}] to train it as an ablation"
+        )
     device = resolve_device(cfg.device, d)
     dtype = resolve_dtype(cfg.dtype, device)
     run_dir = Path(cfg.out_dir).expanduser()
@@ -385,7 +482,7 @@ def _train(
         if (turn == "main") == d.is_main:
             data = prepare_data(
                 cfg.data, cfg.tokenizer, run_dir / "data", val_data=cfg.val_data,
-                val_fraction=cfg.val_fraction, seed=cfg.seed, progress=progress and d.is_main,
+                val_fraction=cfg.val_fraction, seed=cfg.split_seed, progress=progress and d.is_main,
             )
         _barrier(d)
     assert data is not None
@@ -424,7 +521,7 @@ def _train(
         model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
     sampler = BlockSampler(data.train, cfg.block_size, cfg.batch_size, train_seed(cfg.seed, d.rank))
-    eval_batches = fixed_eval_batches(data.val, cfg.block_size, cfg.batch_size, cfg.eval_iters, cfg.seed)
+    eval_batches = fixed_eval_batches(data.val, cfg.block_size, cfg.batch_size, cfg.eval_tokens)
     article_ids = _article_ids(data.tokenizer, device)
     if cfg.article_loss_weight != 1.0 and article_ids.numel() == 0:
         notes.append(f"train.article_loss_weight={cfg.article_loss_weight} has no effect: the {data.tokenizer.name} "
@@ -450,7 +547,8 @@ def _train(
     last_eval: EvalResult | None = None
     if state:
         last_eval = EvalResult(state["val_loss"], state["val_bpc"], state.get("article_loss"),
-                               state.get("other_loss"), state.get("val_eval_tokens", 0))
+                               state.get("other_loss"), state.get("val_eval_tokens", 0),
+                               state.get("val_loss_se"), state.get("val_eval_blocks", 0))
         saved_rng = state.get("rng") or []
         if len(saved_rng) == d.world_size:
             ckpt.restore_rng_state(saved_rng[d.rank], sampler.generator)
@@ -503,7 +601,8 @@ def _train(
         state_now = {
             "iter_num": step, "tokens_seen": tokens_seen, "val_loss": result.val_loss, "val_bpc": result.val_bpc,
             "article_loss": result.article_loss, "other_loss": result.other_loss,
-            "val_eval_tokens": result.n_tokens, "best_val_loss": best_val_loss, "best_val_bpc": best_val_bpc,
+            "val_eval_tokens": result.n_tokens, "val_loss_se": result.val_loss_se,
+            "val_eval_blocks": result.n_blocks, "val_block_losses": result.block_losses, "best_val_loss": best_val_loss, "best_val_bpc": best_val_bpc,
             "best_iter": best_iter, "thresholds_reached": thresholds_reached, "snapshot_reason": None,
             "model_family": config.model.family, "n_params": n_params, "world_size": d.world_size,
             "data": data.summary(), "rng": rng, "torch_version": torch.__version__,
@@ -539,9 +638,10 @@ def _train(
         stopped_early = False
         while step < cfg.max_iters:
             t0 = time.perf_counter()
-            lr = lr_at(step, cfg)
+            lr, weight_decay = schedule_at(step, cfg)
             for group in optimizer.param_groups:
                 group["lr"] = lr
+            optimizer.param_groups[0]["weight_decay"] = weight_decay  # group 0: the decayed matrices
             next_step = step + 1
             # checked on log steps only: those synchronise the device anyway
             out_of_time = (
@@ -654,6 +754,7 @@ def _eval_fields(result: EvalResult) -> dict[str, Any]:
     return {
         "val_loss": result.val_loss, "val_bpc": result.val_bpc, "article_loss": result.article_loss,
         "other_loss": result.other_loss, "article_other_ratio": result.article_other_ratio,
+        "val_tokens": result.n_tokens, "val_loss_se": result.val_loss_se,
     }
 
 

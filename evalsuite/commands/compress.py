@@ -55,9 +55,14 @@ def compress_command(
     rows = [
         ("file size", f"{report.file_bytes / mib:.3f} MiB ({_fmt_int(report.file_bytes)} bytes)"),
         ("ternary weights", f"{_fmt_int(report.n_ternary_weights)} packed as {report.packing}"),
+        ("bits per parameter (whole file)", f"{report.bits_per_parameter:.3f} "
+         f"({_fmt_int(report.n_parameters)} parameters)"),
         ("bits per ternary weight", f"{report.bits_per_ternary_weight:.4f} (limit log2(3) = 1.585)"),
         ("  with per-layer scales", f"{report.bits_per_ternary_weight_with_scales:.4f}"),
-        ("other tensors", f"{report.float_dtype}, {report.float_bytes / mib:.3f} MiB (embeddings, norms)"),
+        ("other tensors", f"{report.float_dtype}, {report.float_bytes / mib:.3f} MiB "
+         f"({'norms, mixer' if report.embedding_bytes else 'embeddings, norms, mixer'})"),
+        *([("quantized embedding", f"{report.embedding_bytes / mib:.3f} MiB (codes + float32 row scales)")]
+          if report.embedding_bytes else []),
         (
             "vs fp32 weights only",
             f"{report.ratio_vs_fp32_weights:.2f}x smaller ({report.fp32_weights_bytes / mib:.3f} MiB "
@@ -98,12 +103,14 @@ REPORT_FIELDS: dict[str, str] = {
     "path": "the .spinnet file written",
     "file_bytes": "size of the .spinnet file on disk",
     "packing": "trits5 (5 trits per byte, 1.6 bits) or trits2 (2 bits)",
-    "float_dtype": "dtype of the non-ternary tensors (embeddings, norms)",
+    "float_dtype": "dtype of the non-ternary tensors (embeddings unless quantized, norms, mixer)",
     "n_parameters": "parameters of the model (latent float weights counted once)",
     "n_ternary_weights": "ternary weights packed",
     "ternary_bytes": "bytes of the packed trits",
     "scale_bytes": "bytes of the per-layer float32 scales",
-    "float_bytes": "bytes of the non-ternary tensors",
+    "float_bytes": "bytes of the non-ternary tensors in float_dtype (embeddings when not quantized, norms, mixer)",
+    "embedding_bytes": "bytes of the quantized embedding codes + float32 row scales (0 when embedding_quant is none)",
+    "bits_per_parameter": "8 x file_bytes / n_parameters: the whole file, everything included",
     "file_payload_bytes": "bytes of the embedded tokenizer and other files",
     "header_bytes": "bytes of the preamble and JSON header",
     "bits_per_ternary_weight": "8 x ternary_bytes / n_ternary_weights",

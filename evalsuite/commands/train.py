@@ -44,6 +44,9 @@ def train_command(
         None, "--threads", min=1,
         help="CPU threads for torch (default: torch's). Small models on a busy machine train faster with 1.",
     ),
+    list_presets: bool = typer.Option(
+        False, "--list-presets", help="Print every preset with its embedding and non-embedding parameters, and exit."
+    ),
 ) -> None:
     """Train a SpinNet or baseline model; writes checkpoints, metrics_stream.jsonl and config.yaml."""
     from rich.console import Console
@@ -55,6 +58,9 @@ def train_command(
 
     out_dir = resolve_out(out, out_dir_alias, "--out-dir")
     console = Console(stderr=False)
+    if list_presets:
+        _print_presets(console)
+        return
     if threads is not None:
         import torch
 
@@ -118,6 +124,26 @@ def train_command(
     console.print(f"meta: {meta_path}")
 
 
+def _print_presets(console: object) -> None:
+    from rich.table import Table
+
+    from trainers.config import list_presets, preset_parameter_counts
+
+    table = Table(title="presets (parameters measured on the built model)")
+    for column in ("preset", "family", "vocab", "embedding", "non-embedding"):
+        table.add_column(column, justify="left" if column in ("preset", "family") else "right", no_wrap=True)
+    for name in list_presets():
+        row = preset_parameter_counts(name)
+
+        def fmt(v: int | None) -> str:
+            return _fmt_int(v) if v is not None else "corpus"
+
+        table.add_row(name, row["family"], fmt(row["vocab_size"]), fmt(row["embedding"]), _fmt_int(row["non_embedding"]))
+    console.print(table)  # type: ignore[attr-defined]
+    console.print("vocab 'corpus': a char vocabulary taken from the training text; bpe:N: at most N "  # type: ignore[attr-defined]
+                  "(the trained BPE can be smaller when the corpus runs out of pairs; embedding = vocab x d_model)")
+
+
 _TRAIN = "trainers.train.train"
 METRIC_COLUMNS: dict[str, str] = {
     "step": "optimizer step of the log line",
@@ -133,6 +159,8 @@ METRIC_COLUMNS: dict[str, str] = {
     "other_loss": "validation loss on the other tokens",
     "article_other_ratio": "article_loss / other_loss",
     "component_grad_norms": "SpinNet: gradient norm per algebra component (list of n)",
+    "val_tokens": "validation tokens scored (the fixed evaluation set; null between evaluations)",
+    "val_loss_se": "standard error of val_loss over the evaluation blocks (sd of block means / sqrt(blocks))",
 }
 
 
