@@ -12,7 +12,7 @@ OUT=${OUT:-results/benchmarks/issue17}
 STAGES=${STAGES:-profile levers autotune shapes multirun}
 DATA=${DATA:-devcarry/ts10k/data}
 COMMON="--vocab-size 10000 --block-size 512 --warmup 8 --steps 20"
-LEVERS=${LEVERS:-compile compile-loss compile-chunked-ce compile-foreach-adam cudagraphs-loss}
+LEVERS=${LEVERS:-compile compile-sep-loss compile-loss compile-loss-cdt compile-chunked-ce compile-foreach-adam cudagraphs-loss}
 BEST=${BEST:-compile-loss}
 mkdir -p "$OUT"
 python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda, torch.cuda.get_device_name(0))'
@@ -20,15 +20,17 @@ nvidia-smi --query-gpu=name,clocks.sm,clocks.mem,power.draw,temperature.gpu --fo
 for stage in $STAGES; do
     echo "=== $stage $(date +%T)"
     case $stage in
-        profile) python3 benchmarks/gpu_profile.py --batch-size 128 --vocab-size 10000 --variant compile \
-                     --out "$OUT/profile" ;;
+        profile) for v in ${PROFILE_VARIANTS:-compile compile-loss}; do
+                     python3 benchmarks/gpu_profile.py --batch-size 128 --vocab-size 10000 --variant "$v" \
+                         --out "$OUT/profile-$v"; done ;;
         levers) python3 benchmarks/train_throughput.py $COMMON --batch-size 128 --variants $LEVERS \
                      --chunk-tokens 16384 --out "$OUT/levers" ;;
         autotune) python3 benchmarks/train_throughput.py $COMMON --batch-size 128 \
                      --variants autotune-loss --out "$OUT/autotune" ;;
         shapes) python3 benchmarks/train_throughput.py $COMMON --batch-size 32 64 256 --variants "$BEST" \
                      --out "$OUT/shapes" ;;
-        multirun) python3 benchmarks/gpu_multirun.py --data "$DATA" --ns 1 2 4 8 --out "$OUT/multirun" ;;
+        multirun) python3 benchmarks/gpu_multirun.py --data "$DATA" --ns 1 2 4 8 --steps "${MR_STEPS:-1000}" \
+                     --out "$OUT/multirun" ;;
         *) echo "unknown stage $stage" >&2; exit 2 ;;
     esac
 done

@@ -64,6 +64,8 @@ def measure(config_path: Path, n: int, args: argparse.Namespace, root: Path) -> 
                  f"train.block_size={args.block_size}", f"train.log_interval={args.log_interval}",
                  f"train.eval_interval={args.steps}", "train.eval_iters=2", "train.warmup_iters=10",
                  f"train.compile={str(args.compile).lower()}", "train.device=cuda", *args.set]
+    if args.compile_mode != "default":
+        overrides.append(f"train.compile_mode={args.compile_mode}")
     # the tokenizer of the tokenized folder, so that its identity check passes
     overrides.insert(0, f"train.tokenizer={Path(args.data) / 'tokenizer'}")
     specs = plan_runs([str(config_path)], overrides, list(range(1, n + 1)), root / f"n{n}")
@@ -77,7 +79,7 @@ def measure(config_path: Path, n: int, args: argparse.Namespace, root: Path) -> 
     t0 = min(o.result["train_start"] for o in outcomes)
     t1 = max(o.result["end"] for o in outcomes)
     return {
-        "config": config_path.stem, "n_runs": n, "steps_per_run": args.steps,
+        "config": config_path.stem, "n_runs": n, "steps_per_run": args.steps, "compile_mode": args.compile_mode,
         "batch_size": args.batch_size, "block_size": args.block_size, "compile": args.compile,
         "n_params_non_embedding": outcomes[0].result["n_params_non_embedding"],
         "per_run_steady_tokens_per_s": rates, "aggregate_steady_tokens_per_s": sum(r or 0.0 for r in rates),
@@ -110,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--block-size", type=int, default=512)
     parser.add_argument("--log-interval", type=int, default=50)
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--compile-mode", default="default", help="train.compile_mode of every run (needs --compile)")
     parser.add_argument("--set", action="append", default=[], help="override for every run: section.key=value")
     parser.add_argument("--out", default=None, help="output folder (default $OUT or results/benchmarks)")
     parser.add_argument("--work", default=None, help="where the runs go (default a temporary folder)")

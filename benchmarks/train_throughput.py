@@ -107,14 +107,18 @@ def resolve_device(name: str) -> torch.device:
 
 # Each variant is one lever setting, measured on the same model, batch and optimizer:
 #   compile: None (eager) or a torch.compile mode; loss: where the cross-entropy runs --
-#   "outside" (eager fp32 CE after the compiled model, as trainers.train does), "inside" (model and
-#   CE compiled as one graph), "chunked" (trainers.fused.chunked_head_losses, compiled with the model);
+#   "outside" (eager fp32 CE after the compiled model, as trainers.train did before issue 17),
+#   "separate" (model and CE compiled as two graphs, as trainers.train does with train.compile),
+#   "inside" (model and CE compiled as one graph), "chunked" (trainers.fused.chunked_head_losses, compiled with the model);
 #   adam: "fused" (one multi-tensor kernel, trainers.train's choice on CUDA) or "foreach".
 VARIANTS: dict[str, dict[str, Any]] = {
     "eager": {"compile": None, "loss": "outside", "adam": "fused"},
     "compile": {"compile": "default", "loss": "outside", "adam": "fused"},
     "compile-foreach-adam": {"compile": "default", "loss": "outside", "adam": "foreach"},
+    "compile-sep-loss": {"compile": "default", "loss": "separate", "adam": "fused"},
     "compile-loss": {"compile": "default", "loss": "inside", "adam": "fused"},
+    "compile-loss-cdt": {"compile": "default", "loss": "inside", "adam": "fused",
+                         "inductor": {"coordinate_descent_tuning": True}},
     "compile-chunked-ce": {"compile": "default", "loss": "chunked", "adam": "fused"},
     "autotune-loss": {"compile": "max-autotune-no-cudagraphs", "loss": "inside", "adam": "fused"},
     "cudagraphs-loss": {"compile": "reduce-overhead", "loss": "inside", "adam": "fused"},
@@ -142,6 +146,9 @@ def loss_function(model: torch.nn.Module, variant: dict[str, Any], chunk_tokens:
     if variant["loss"] == "outside":
         forward = compiled(model)
         return lambda x, y: token_losses(forward(x).logits, y).mean()
+    if variant["loss"] == "separate":
+        forward, losses = compiled(model), compiled(token_losses)
+        return lambda x, y: losses(forward(x).logits, y).mean()
     if variant["loss"] == "inside":
         return compiled(lambda x, y: token_losses(model(x).logits, y).mean())
     return compiled(lambda x, y: chunked_head_losses(model.final_hidden(x), model.wte.weight, y, chunk_tokens).mean())
@@ -197,6 +204,14 @@ def timed_steps(step: Any, n: int, device: torch.device) -> list[float]:
 
 def measure(preset: str, batch_size: int, variant_name: str, args: argparse.Namespace,
             device: torch.device, matmul_peak: float | None) -> dict[str, Any]:
+    import torch._inductor.config as inductor_config
+
+    with inductor_config.patch(VARIANTS[variant_name].get("inductor", {})):  # compilation happens inside
+        return _measure(preset, batch_size, variant_name, args, device, matmul_peak)
+
+
+def _measure(preset: str, batch_size: int, variant_name: str, args: argparse.Namespace,
+             device: torch.device, matmul_peak: float | None) -> dict[str, Any]:
     variant = VARIANTS[variant_name]
     cfg = build_case(preset, batch_size, args)
     dtype = torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32

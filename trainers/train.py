@@ -48,7 +48,7 @@ from trainers.model import build_model
 
 CONFIG_YAML = "config.yaml"
 # Settings that may differ when a run is resumed: they do not change what is computed.
-RESUMABLE_CHANGES = {"compile", "device", "snapshot_steps", "snapshot_val_losses", "out_dir", "data", "val_data"}
+RESUMABLE_CHANGES = {"compile", "compile_mode", "device", "snapshot_steps", "snapshot_val_losses", "out_dir", "data", "val_data"}
 
 
 @dataclass
@@ -416,8 +416,14 @@ def _train(
         ckpt.load_model_weights(raw_model, latest)
         ckpt.load_optimizer_state(optimizer, latest)
     model: torch.nn.Module = raw_model
+    # compiled: the loss too (its own graph), which spares the eager fp32 copy of the logits and the
+    # eager softmax kernels (benchmarks/train_throughput.py variant compile-sep-loss measures it)
+    loss_fn = token_losses
+    cudagraphs = cfg.compile and cfg.compile_mode in ("reduce-overhead", "max-autotune")
     if cfg.compile:
-        model = torch.compile(model)  # type: ignore[assignment]
+        mode = None if cfg.compile_mode == "default" else cfg.compile_mode
+        model = torch.compile(model, mode=mode)  # type: ignore[assignment]
+        loss_fn = torch.compile(token_losses)
     if d.enabled:
         from torch.nn.parallel import DistributedDataParallel
 
@@ -556,9 +562,11 @@ def _train(
                 x, y = sampler.next_batch()
                 x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
                 with _no_sync(model, d, sync=micro == cfg.grad_accum - 1):
+                    if cudagraphs:  # a new step for CUDA graph trees: the previous outputs are consumed
+                        torch.compiler.cudagraph_mark_step_begin()
                     with autocast():
                         logits = model(x).logits
-                    losses = token_losses(logits, y)
+                    losses = loss_fn(logits, y)
                     objective = weighted_objective(losses, y, article_ids, cfg.article_loss_weight)
                     scaled = objective / cfg.grad_accum
                     (scaler.scale(scaled) if scaler is not None else scaled).backward()
