@@ -23,8 +23,9 @@ for stage in $STAGES; do
         profile) for v in ${PROFILE_VARIANTS:-compile compile-loss}; do
                      python3 benchmarks/gpu_profile.py --batch-size 128 --vocab-size 10000 --variant "$v" \
                          --out "$OUT/profile-$v"; done ;;
-        levers) python3 benchmarks/train_throughput.py $COMMON --batch-size 128 --variants $LEVERS \
-                     --chunk-tokens 16384 --out "$OUT/levers" ;;
+        levers) chunk=""; case " $LEVERS " in *" compile-chunked-ce "*) chunk="--chunk-tokens 16384" ;; esac
+                python3 benchmarks/train_throughput.py $COMMON --batch-size 128 --variants $LEVERS $chunk \
+                     --out "$OUT/levers" ;;
         autotune) python3 benchmarks/train_throughput.py $COMMON --batch-size 128 \
                      --variants autotune-loss --out "$OUT/autotune" ;;
         shapes) python3 benchmarks/train_throughput.py $COMMON --batch-size 32 64 256 --variants "$BEST" \

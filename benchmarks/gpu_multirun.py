@@ -63,7 +63,7 @@ def measure(config_path: Path, n: int, args: argparse.Namespace, root: Path) -> 
     overrides = [f"train.data={args.data}", f"train.max_iters={args.steps}", f"train.batch_size={args.batch_size}",
                  f"train.block_size={args.block_size}", f"train.log_interval={args.log_interval}",
                  f"train.eval_interval={args.steps}", "train.eval_iters=2", "train.warmup_iters=10",
-                 f"train.compile={str(args.compile).lower()}", "train.device=cuda", *args.set]
+                 f"train.compile={str(args.compile).lower()}", f"train.device={args.device}", *args.set]
     if args.compile_mode != "default":
         overrides.append(f"train.compile_mode={args.compile_mode}")
     # the tokenizer of the tokenized folder, so that its identity check passes
@@ -100,9 +100,40 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
+def load_bench() -> Any:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("train_throughput", REPO / "benchmarks" / "train_throughput.py")
+    bench = importlib.util.module_from_spec(spec)
+    assert spec.loader is not None
+    spec.loader.exec_module(bench)
+    return bench
+
+
+def write_outputs(rows: list[dict[str, Any]], args: argparse.Namespace, final: bool) -> None:
+    """Tables of the rows so far (after every N: a call cut short keeps what it measured)."""
     import torch
 
+    bench = load_bench()
+    for r in rows:
+        ones = [b for b in rows if b["config"] == r["config"] and b["n_runs"] == 1]
+        r["speedup_vs_1"] = r["aggregate_steady_tokens_per_s"] / ones[0]["aggregate_steady_tokens_per_s"] if ones else float("nan")
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+    command = "python benchmarks/gpu_multirun.py " + " ".join(args.argv)
+    header = (f"device: {device}; torch {torch.__version__} (CUDA {torch.version.cuda}); one process per run "
+              f"(trainers.multirun), bf16 autocast on CUDA, compile={args.compile}; real data from --data; "
+              f"{args.steps} steps per run, log every {args.log_interval}")
+    text = f"`{command}`\n\n{header}\n\n{markdown(rows)}\n"
+    if final:
+        print(text)
+    out = bench.out_dir(args.out)
+    (out / "gpu_multirun.md").write_text(text)
+    (out / "gpu_multirun.json").write_text(json.dumps({
+        "command": command, "device": device, "torch": torch.__version__, "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "configs": {k: SMALL_CONFIGS[k] for k in args.configs}, "settings": vars(args), "rows": rows}, indent=2) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", required=True, help="tokenized folder (train.bin, val.bin, tokenizer/)")
     parser.add_argument("--configs", nargs="+", default=["small-baseline", "small-spinnet"], choices=list(SMALL_CONFIGS))
@@ -112,17 +143,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--block-size", type=int, default=512)
     parser.add_argument("--log-interval", type=int, default=50)
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--device", default="cuda", help="train.device of every run (cpu for a smoke test)")
     parser.add_argument("--compile-mode", default="default", help="train.compile_mode of every run (needs --compile)")
     parser.add_argument("--set", action="append", default=[], help="override for every run: section.key=value")
     parser.add_argument("--out", default=None, help="output folder (default $OUT or results/benchmarks)")
     parser.add_argument("--work", default=None, help="where the runs go (default a temporary folder)")
     args = parser.parse_args(argv)
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("train_throughput", REPO / "benchmarks" / "train_throughput.py")
-    bench = importlib.util.module_from_spec(spec)
-    assert spec.loader is not None
-    spec.loader.exec_module(bench)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     rows: list[dict[str, Any]] = []
     try:
         with tempfile.TemporaryDirectory() as tmp:
@@ -132,26 +159,13 @@ def main(argv: list[str] | None = None) -> int:
                 for n in args.ns:
                     row = measure(config_path, n, args, root / name)
                     rows.append(row)
+                    write_outputs(rows, args, final=False)
                     print(f"{name} N={n}: aggregate {row['aggregate_steady_tokens_per_s']:,.0f} tokens/s "
                           f"(per run {row['per_run_steady_tokens_per_s']})", flush=True)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    for r in rows:
-        ones = [b for b in rows if b["config"] == r["config"] and b["n_runs"] == 1]
-        r["speedup_vs_1"] = r["aggregate_steady_tokens_per_s"] / ones[0]["aggregate_steady_tokens_per_s"] if ones else float("nan")
-    device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
-    command = "python benchmarks/gpu_multirun.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    header = (f"device: {device}; torch {torch.__version__} (CUDA {torch.version.cuda}); one process per run "
-              f"(trainers.multirun), bf16 autocast, compile={args.compile}; real data from --data; "
-              f"{args.steps} steps per run, log every {args.log_interval}")
-    text = f"`{command}`\n\n{header}\n\n{markdown(rows)}\n"
-    print(text)
-    out = bench.out_dir(args.out)
-    (out / "gpu_multirun.md").write_text(text)
-    (out / "gpu_multirun.json").write_text(json.dumps({
-        "command": command, "device": device, "torch": torch.__version__, "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-        "configs": {k: SMALL_CONFIGS[k] for k in args.configs}, "settings": vars(args), "rows": rows}, indent=2) + "\n")
+    write_outputs(rows, args, final=True)
     return 0
 
 

@@ -76,3 +76,16 @@ def test_unknown_variant_and_cuda_only_variants_are_refused_on_cpu(bench, capsys
     assert bench.main(["--presets", "baseline-tiny", "--device", "cpu", "--vocab-size", "32",
                        "--variants", "cudagraphs-loss"]) == 2
     assert "needs CUDA" in capsys.readouterr().err
+
+
+def test_compile_mode_needs_compile_and_does_not_block_resume():
+    from trainers.config import load_config
+    from trainers.train import RESUMABLE_CHANGES
+
+    with pytest.raises(UserError, match="has no effect without train.compile=true"):
+        load_config("baseline-tiny", ["train.compile_mode=reduce-overhead"])
+    cfg = load_config("baseline-tiny", ["train.compile=true", "train.compile_mode=max-autotune-no-cudagraphs"])
+    assert cfg.train.compile_mode == "max-autotune-no-cudagraphs"
+    with pytest.raises(UserError):
+        load_config("baseline-tiny", ["train.compile=true", "train.compile_mode=fast"])
+    assert "compile_mode" in RESUMABLE_CHANGES  # how it is compiled does not change what is computed
