@@ -2,9 +2,12 @@
 
 What a step does: `grad_accum` micro-batches of random contiguous blocks (trainers.data), forward
 under bf16 autocast on CUDA (fp32 on CPU), cross-entropy (optionally with article tokens weighted),
-backward, gradient clipping, AdamW (weight decay on matrices only), learning rate from linear
+backward, gradient clipping, AdamW (weight decay on matrices only, fused on CUDA), learning rate from linear
 warmup then cosine decay to min_lr over lr_decay_iters (= max_iters; config.py refuses anything
 else unless force_schedule).
+
+With train.compile the model and the training cross-entropy are compiled (two graphs, in
+train.compile_mode); many small runs at once on one GPU: trainers.multirun.
 
 Every `eval_interval` steps (and at step 0, at the last step and at snapshot steps) the model is
 evaluated on the same fixed validation batches, reported in nats per token and in bits per
