@@ -1,17 +1,22 @@
 """Training throughput of SpinNet vs the baseline, measured in one run; and a real training mode.
 
-Throughput (default): for each preset (default baseline-28m and spinnet-28m) at the SAME batch size
-and context, build the model and its AdamW exactly as trainers.train does, run `--warmup` steps
-(which also absorb torch.compile), then time `--steps` steps between two device synchronisations.
+Throughput (default): for each preset (default baseline-28m and spinnet-28m), batch size and
+variant (--variants: a lever setting, see VARIANTS: eager, compiled, CE inside the compiled graph,
+chunked CE, foreach vs fused AdamW, max-autotune, CUDA graphs) at the SAME context, build the model
+and its AdamW as trainers.train does, run `--warmup` steps (which also absorb torch.compile), then
+time `--steps` steps, each between two device events; the step time is their median.
 A step = forward under bf16 autocast (CUDA; fp32 on CPU), fp32 cross-entropy, backward, grad
 clipping, AdamW. Batches are random token ids already on the device: data loading is excluded.
+Every flag either takes effect in the chosen mode or is refused (MODE_FLAGS); --vocab-size sets
+model.vocab_size of the built model (the row's vocab_size column is read back from the model).
 
-    tokens/s   = batch_size * block_size * steps / elapsed
+    tokens/s   = batch_size * block_size / (median step time)
     MFU        = flops_per_token * tokens/s / peak
     flops_per_token = Transformer.estimate_flops_per_token(block_size)
                     = 6 * N_matmul + 12 * n_layer * d_model * block_size   (PaLM / nanoGPT)
     N_matmul counts the weights the GEMMs multiply (SpinNet: the full assembled block matrices,
     n times its parameters; plus the tied head), so both families are charged the same dense FLOPs.
+    MFU (matmul peak) = the same over a bf16 8192^3 matrix product timed in the same run.
     peak = the bf16 dense tensor-core peak of the device named by torch.cuda.get_device_name
     (H100 SXM 989 TFLOP/s, H100 PCIe 756, H100 NVL 835, H200 989, H200 NVL 835, A100 312), or
     --peak-tflops. Without a known peak (e.g. on a CPU) MFU is not reported.
@@ -50,9 +55,10 @@ if str(REPO) not in sys.path:
 
 import torch  # noqa: E402
 
+from corpora.errors import UserError  # noqa: E402
 from trainers.config import load_config  # noqa: E402
 from trainers.model import build_model  # noqa: E402
-from trainers.train import configure_optimizer, read_metrics, resolve_vocab, token_losses, train  # noqa: E402
+from trainers.train import configure_optimizer, read_metrics, token_losses, train  # noqa: E402
 
 # bf16 dense (no sparsity) tensor-core peaks, FLOP/s, from the vendors' datasheets.
 PEAKS = [
@@ -99,25 +105,132 @@ def resolve_device(name: str) -> torch.device:
 # ----------------------------------------------------------------------------------------------
 # throughput
 
+# Each variant is one lever setting, measured on the same model, batch and optimizer:
+#   compile: None (eager) or a torch.compile mode; loss: where the cross-entropy runs --
+#   "outside" (eager fp32 CE after the compiled model, as trainers.train did before issue 17),
+#   "separate" (model and CE compiled as two graphs, as trainers.train does with train.compile),
+#   "inside" (model and CE compiled as one graph), "chunked" (trainers.fused.chunked_head_losses, compiled with the model);
+#   adam: "fused" (one multi-tensor kernel, trainers.train's choice on CUDA) or "foreach".
+VARIANTS: dict[str, dict[str, Any]] = {
+    "eager": {"compile": None, "loss": "outside", "adam": "fused"},
+    "compile": {"compile": "default", "loss": "outside", "adam": "fused"},
+    "compile-foreach-adam": {"compile": "default", "loss": "outside", "adam": "foreach"},
+    "compile-sep-loss": {"compile": "default", "loss": "separate", "adam": "fused"},
+    "compile-loss": {"compile": "default", "loss": "inside", "adam": "fused"},
+    "compile-loss-cdt": {"compile": "default", "loss": "inside", "adam": "fused",
+                         "inductor": {"coordinate_descent_tuning": True}},
+    "compile-chunked-ce": {"compile": "default", "loss": "chunked", "adam": "fused"},
+    "autotune-loss": {"compile": "max-autotune-no-cudagraphs", "loss": "inside", "adam": "fused"},
+    "cudagraphs-loss": {"compile": "reduce-overhead", "loss": "inside", "adam": "fused"},
+    "autotune-cudagraphs-loss": {"compile": "max-autotune", "loss": "inside", "adam": "fused"},
+}
 
-def measure(preset: str, args: argparse.Namespace, device: torch.device, compile_model: bool) -> dict[str, Any]:
-    cfg = load_config(preset, [f"train.batch_size={args.batch_size}", f"train.block_size={args.block_size}",
-                               "train.grad_accum=1", *args.set])
-    cfg = resolve_vocab(cfg, args.vocab_size) if cfg.model.vocab_size is None else cfg
+
+def make_optimizer(model: torch.nn.Module, cfg: Any, device: torch.device, adam: str) -> torch.optim.Optimizer:
+    if adam == "fused" or device.type != "cuda":
+        return configure_optimizer(model, cfg.train, device.type)  # exactly what trainers.train builds
+    groups = configure_optimizer(model, cfg.train, "cpu").param_groups  # same groups, no fused flag
+    return torch.optim.AdamW([{"params": g["params"], "weight_decay": g["weight_decay"]} for g in groups],
+                             lr=cfg.train.lr, betas=(cfg.train.beta1, cfg.train.beta2), foreach=True)
+
+
+def loss_function(model: torch.nn.Module, variant: dict[str, Any], chunk_tokens: int) -> Any:
+    """(x, y) -> mean cross-entropy, built as the variant says (compiled or not, CE inside or not)."""
+    from trainers.fused import chunked_head_losses
+
+    mode = variant["compile"]
+
+    def compiled(fn: Any) -> Any:
+        return fn if mode is None else torch.compile(fn, mode=None if mode == "default" else mode)
+
+    if variant["loss"] == "outside":
+        forward = compiled(model)
+        return lambda x, y: token_losses(forward(x).logits, y).mean()
+    if variant["loss"] == "separate":
+        forward, losses = compiled(model), compiled(token_losses)
+        return lambda x, y: losses(forward(x).logits, y).mean()
+    if variant["loss"] == "inside":
+        return compiled(lambda x, y: token_losses(model(x).logits, y).mean())
+    return compiled(lambda x, y: chunked_head_losses(model.final_hidden(x), model.embedding_weight(), y, chunk_tokens).mean())
+
+
+def measure_matmul_peak(device: torch.device, n: int = 8192, reps: int = 20) -> float | None:
+    """bf16 n^3 matrix product rate (FLOP/s, median of `reps` event-timed products on random data)."""
+    if device.type != "cuda":
+        return None
+    gen = torch.Generator(device=device).manual_seed(0)
+    a = torch.randn(n, n, device=device, dtype=torch.bfloat16, generator=gen)
+    b = torch.randn(n, n, device=device, dtype=torch.bfloat16, generator=gen)
+    for _ in range(3):
+        a @ b
+    times = []
+    for _ in range(reps):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        a @ b
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) / 1000)
+    return 2 * n**3 / sorted(times)[len(times) // 2]
+
+
+def build_case(preset: str, batch_size: int, args: argparse.Namespace) -> Any:
+    overrides = [f"train.batch_size={batch_size}", f"train.block_size={args.block_size}", "train.grad_accum=1"]
+    if args.vocab_size is not None:
+        overrides.append(f"model.vocab_size={args.vocab_size}")
+    cfg = load_config(preset, overrides + args.set)
+    if cfg.model.vocab_size is None:
+        raise UserError(f"{preset} takes its vocabulary from the tokenizer: pass --vocab-size")
+    return cfg
+
+
+def timed_steps(step: Any, n: int, device: torch.device) -> list[float]:
+    """Seconds per step: device events around each step on CUDA, host clock on the CPU."""
+    times = []
+    for _ in range(n):
+        if device.type == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            step()
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end) / 1000)
+        else:
+            t0 = time.perf_counter()
+            step()
+            times.append(time.perf_counter() - t0)
+    return times
+
+
+def measure(preset: str, batch_size: int, variant_name: str, args: argparse.Namespace,
+            device: torch.device, matmul_peak: float | None) -> dict[str, Any]:
+    import torch._inductor.config as inductor_config
+
+    with inductor_config.patch(VARIANTS[variant_name].get("inductor", {})):  # compilation happens inside
+        return _measure(preset, batch_size, variant_name, args, device, matmul_peak)
+
+
+def _measure(preset: str, batch_size: int, variant_name: str, args: argparse.Namespace,
+             device: torch.device, matmul_peak: float | None) -> dict[str, Any]:
+    variant = VARIANTS[variant_name]
+    cfg = build_case(preset, batch_size, args)
     dtype = torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
     torch.manual_seed(0)
     model = build_model(cfg.model).to(device)
-    optimizer = configure_optimizer(model, cfg.train, device.type)
-    forward = torch.compile(model) if compile_model else model
+    optimizer = make_optimizer(model, cfg, device, variant["adam"])
+    loss_fn = loss_function(model, variant, args.chunk_tokens)
+    cudagraphs = variant["compile"] in ("reduce-overhead", "max-autotune")
     vocab, b, t = cfg.model.vocab_size, cfg.train.batch_size, cfg.train.block_size
     gen = torch.Generator().manual_seed(0)
     batch = torch.randint(0, vocab, (b, t + 1), generator=gen).to(device)
     x, y = batch[:, :-1], batch[:, 1:]
 
     def step() -> None:
+        if cudagraphs:
+            torch.compiler.cudagraph_mark_step_begin()
         with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
-            logits = forward(x).logits
-        token_losses(logits, y).mean().backward()
+            loss = loss_fn(x, y)
+        loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -129,28 +242,30 @@ def measure(preset: str, args: argparse.Namespace, device: torch.device, compile
         step()
     sync(device)
     warmup_s = time.perf_counter() - compile_start
-    start = time.perf_counter()
-    for _ in range(args.steps):
-        step()
-    sync(device)
-    elapsed = time.perf_counter() - start
-    tokens_per_s = b * t * args.steps / elapsed
+    times = timed_steps(step, args.steps, device)
+    step_s = sorted(times)[len(times) // 2]
+    tokens_per_s = b * t / step_s
     flops_per_token = model.estimate_flops_per_token(t)
     label, peak = device_peak(torch.cuda.get_device_name(device)) if device.type == "cuda" else (None, None)
     if args.peak_tflops:
         label, peak = f"given {args.peak_tflops} TFLOP/s", args.peak_tflops * 1e12
-    row = {
-        "preset": preset, "family": cfg.model.family, "compile": compile_model, "device": device_name(device),
-        "dtype": str(dtype).replace("torch.", ""), "batch_size": b, "block_size": t,
-        "n_params": sum(p.numel() for p in model.parameters()),
+    achieved = flops_per_token * tokens_per_s
+    return {
+        "preset": preset, "family": cfg.model.family, "variant": variant_name,
+        "compile": variant["compile"] is not None, "compile_mode": variant["compile"], "loss": variant["loss"],
+        "adam": variant["adam"] if device.type == "cuda" else "foreach/for-loop (CPU)",
+        "device": device_name(device), "dtype": str(dtype).replace("torch.", ""), "batch_size": b, "block_size": t,
+        "vocab_size": model.wte.weight.shape[0], "n_params": sum(p.numel() for p in model.parameters()),
+        "n_params_non_embedding": model.num_parameters(exclude_embeddings=True),
         "flops_per_token": flops_per_token, "warmup_steps": args.warmup, "timed_steps": args.steps,
-        "warmup_s": warmup_s, "step_time_ms": 1000 * elapsed / args.steps, "tokens_per_s": tokens_per_s,
-        "achieved_tflops": flops_per_token * tokens_per_s / 1e12, "peak_label": label,
-        "peak_tflops": peak / 1e12 if peak else None,
-        "mfu": flops_per_token * tokens_per_s / peak if peak else None,
+        "warmup_s": warmup_s, "step_time_ms": 1000 * step_s,
+        "step_time_ms_min": 1000 * min(times), "step_time_ms_max": 1000 * max(times),
+        "tokens_per_s": tokens_per_s, "achieved_tflops": achieved / 1e12, "peak_label": label,
+        "peak_tflops": peak / 1e12 if peak else None, "mfu": achieved / peak if peak else None,
+        "matmul_peak_tflops": matmul_peak / 1e12 if matmul_peak else None,
+        "mfu_vs_matmul": achieved / matmul_peak if matmul_peak else None,
         "peak_memory_gib": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None,
     }
-    return row
 
 
 def device_name(device: torch.device) -> str:
@@ -163,18 +278,68 @@ def fmt(value: Any, spec: str) -> str:
     return "n/a" if value is None else format(value, spec)
 
 
+def pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f}%"
+
+
 def markdown(rows: list[dict[str, Any]]) -> str:
-    head = ("| preset | compile | batch x ctx | params | step ms | tokens/s | TFLOP/s | MFU | "
-            "step time vs baseline | peak mem GiB |")
-    lines = [head, "|" + "---|" * 10]
+    head = ("| preset | compile | batch x ctx | variant | vocab | params | step ms | tokens/s | TFLOP/s | "
+            "MFU (datasheet) | MFU (matmul peak) | step time vs baseline | peak mem GiB |")
+    lines = [head, "|" + "---|" * 13]
     for r in rows:
         lines.append(
             f"| {r['preset']} | {'on' if r['compile'] else 'off'} | {r['batch_size']} x {r['block_size']} | "
-            f"{r['n_params'] / 1e6:.2f}M | {r['step_time_ms']:.1f} | {r['tokens_per_s']:,.0f} | "
-            f"{r['achieved_tflops']:.1f} | {fmt(None if r['mfu'] is None else 100 * r['mfu'], '.1f')}{'' if r['mfu'] is None else '%'} | "
+            f"{r['variant']} | {r['vocab_size']} | {r['n_params'] / 1e6:.2f}M | {r['step_time_ms']:.1f} | "
+            f"{r['tokens_per_s']:,.0f} | {r['achieved_tflops']:.1f} | {pct(r['mfu'])} | {pct(r['mfu_vs_matmul'])} | "
             f"{fmt(r.get('step_time_ratio_vs_baseline'), '.3f')} | {fmt(r['peak_memory_gib'], '.1f')} |"
         )
     return "\n".join(lines)
+
+
+def write_outputs(rows: list[dict[str, Any]], args: argparse.Namespace, variants: list[str],
+                  matmul_peak: float | None, final: bool) -> None:
+    """Table, CSV and JSON of the rows so far (written after every row: a run cut short keeps them)."""
+    for r in rows:
+        base = [b for b in rows if b["family"] == "baseline" and b["variant"] == r["variant"]
+                and b["batch_size"] == r["batch_size"]]
+        r["step_time_ratio_vs_baseline"] = r["step_time_ms"] / base[0]["step_time_ms"] if base else None
+    table = markdown(rows)
+    peak_line = next((f"peak used: {r['peak_label']} = {r['peak_tflops']:.0f} TFLOP/s bf16 dense"
+                      for r in rows if r["peak_tflops"]), "peak: unknown for this device (MFU not reported)")
+    if matmul_peak:
+        peak_line += (f"; bf16 8192^3 matmul measured in this run: {matmul_peak / 1e12:.0f} TFLOP/s "
+                      "(median of 20, random data) = the 'matmul peak' column's denominator")
+    header = (f"device: {rows[0]['device']}; torch {torch.__version__} (CUDA {torch.version.cuda}); "
+              f"dtype {rows[0]['dtype']}; step time = median of {args.steps} event-timed steps after "
+              f"{args.warmup} warm-up steps; random token ids on the device (data loading excluded)")
+    command = "python benchmarks/train_throughput.py " + " ".join(args.argv)
+    out = out_dir(args.out)
+    with open(out / "train_throughput.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    meta = {
+        "command": command, "device": rows[0]["device"], "peak": peak_line, "formula": FORMULA,
+        "torch": torch.__version__, "cuda": torch.version.cuda,
+        "data": "random token ids on the device (data loading excluded)",
+        "variants": {name: VARIANTS[name] for name in variants},
+        "settings": applied_settings(args, "throughput"), "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "rows": rows,
+    }
+    (out / "train_throughput.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
+    (out / "train_throughput.md").write_text(
+        f"`{command}`\n\n{header}\n\n{table}\n\n{peak_line}\n\n{FORMULA}\n\n"
+        + "\n".join(f"- {name}: {VARIANTS[name]}" for name in variants) + "\n")
+    if not final:
+        return
+    print()
+    print(header)
+    print(table)
+    print(peak_line)
+
+
+def default_variants(device: torch.device) -> list[str]:
+    return ["eager", "compile"] if device.type == "cuda" else ["eager"]
 
 
 def run_throughput(args: argparse.Namespace) -> int:
@@ -182,41 +347,26 @@ def run_throughput(args: argparse.Namespace) -> int:
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    modes = {"off": [False], "on": [True], "both": [False, True]}[
-        args.compile if args.compile != "auto" else ("both" if device.type == "cuda" else "off")]
+    variants = args.variants or default_variants(device)
+    for name in variants:
+        if name not in VARIANTS:
+            raise UserError(f"unknown variant {name!r}; choose from {', '.join(VARIANTS)}")
+        if device.type != "cuda" and VARIANTS[name]["compile"] not in (None, "default"):
+            raise UserError(f"variant {name} needs CUDA (compile mode {VARIANTS[name]['compile']})")
+    matmul_peak = measure_matmul_peak(device)
     rows = []
-    for compile_model in modes:
-        for preset in args.presets:
-            rows.append(measure(preset, args, device, compile_model))
-            if device.type == "cuda":
-                torch.cuda.empty_cache()  # the previous model and optimizer are gone with measure()
-            print(f"measured {preset} compile={compile_model}: {rows[-1]['step_time_ms']:.1f} ms/step", flush=True)
-    for r in rows:
-        base = [b for b in rows if b["family"] == "baseline" and b["compile"] == r["compile"]]
-        r["step_time_ratio_vs_baseline"] = r["step_time_ms"] / base[0]["step_time_ms"] if base else None
-    table = markdown(rows)
-    peak_line = next((f"peak used: {r['peak_label']} = {r['peak_tflops']:.0f} TFLOP/s bf16 dense"
-                      for r in rows if r["peak_tflops"]), "peak: unknown for this device (MFU not reported)")
-    print()
-    print(f"device: {rows[0]['device']}; torch {torch.__version__}; dtype {rows[0]['dtype']}")
-    print(table)
-    print(peak_line)
-    print(FORMULA)
-    out = out_dir(args.out)
-    with open(out / "train_throughput.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    meta = {
-        "device": rows[0]["device"], "peak": peak_line, "formula": FORMULA, "torch": torch.__version__,
-        "cuda": torch.version.cuda, "data": "random token ids on the device (data loading excluded)",
-        "settings": {k: v for k, v in vars(args).items()}, "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-        "rows": rows,
-    }
-    (out / "train_throughput.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
-    (out / "train_throughput.md").write_text(
-        f"device: {rows[0]['device']}; torch {torch.__version__}\n\n{table}\n\n{peak_line}\n\n{FORMULA}\n")
-    print(f"wrote {out / 'train_throughput.csv'}, .json, .md")
+    for batch_size in args.batch_size:
+        for name in variants:
+            for preset in args.presets:
+                rows.append(measure(preset, batch_size, name, args, device, matmul_peak))
+                torch._dynamo.reset()  # each case compiles its own model; keep the caches from piling up
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
+                write_outputs(rows, args, variants, matmul_peak, final=False)
+                print(f"measured {preset} {name} b={batch_size}: {rows[-1]['step_time_ms']:.1f} ms/step, "
+                      f"{rows[-1]['tokens_per_s']:,.0f} tokens/s, MFU {pct(rows[-1]['mfu'])}", flush=True)
+    write_outputs(rows, args, variants, matmul_peak, final=True)
+    print(f"wrote {out_dir(args.out) / 'train_throughput.csv'}, .json, .md")
     return 0
 
 
@@ -244,6 +394,7 @@ def run_training(args: argparse.Namespace) -> int:
     user_keys = {s.split("=", 1)[0].strip() for s in args.set}
     for preset in args.presets:
         base = [f"train.data={args.data}", f"train.out_dir={out / 'train' / preset}", f"train.device={args.device}"]
+        base += train_overrides(args)
         if "train.snapshot_val_losses" not in user_keys:
             base.append(f"train.snapshot_val_losses={DEFAULT_THRESHOLDS}")
         probe = load_config(preset, base + args.set)
@@ -285,7 +436,8 @@ def run_training(args: argparse.Namespace) -> int:
             writer.writeheader()
             writer.writerows(curves)
     (out / "train_summary.json").write_text(json.dumps({
-        "data": args.data, "token_budget": float(args.tokens), "settings": vars(args), "runs": summary,
+        "data": args.data, "token_budget": float(args.tokens), "settings": applied_settings(args, "train"),
+        "runs": summary,
         "torch": torch.__version__, "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
     }, indent=2, default=str) + "\n")
     print("| preset | status | steps | tokens seen | val loss | val bpc | best val loss | tokens/s (median) |")
@@ -298,37 +450,94 @@ def run_training(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--presets", nargs="+", default=["baseline-28m", "spinnet-28m"])
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--block-size", type=int, default=512)
-    parser.add_argument("--warmup", type=int, default=10, help="untimed steps (include compilation)")
-    parser.add_argument("--steps", type=int, default=30, help="timed steps")
-    parser.add_argument("--compile", choices=["auto", "on", "off", "both"], default="auto",
-                        help="auto: both on CUDA, off on CPU")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--vocab-size", type=int, default=50257, help="for presets whose vocab comes from data")
-    parser.add_argument("--peak-tflops", type=float, default=None, help="override the device's bf16 dense peak")
-    parser.add_argument("--set", action="append", default=[], help="config override section.key=value")
-    parser.add_argument("--out", default=None, help="output folder (default $OUT or results/benchmarks)")
-    parser.add_argument("--train", action="store_true", help="real training of each preset (see --data, --tokens)")
-    parser.add_argument("--data", default=None, help="--train: tokenized folder/.bin or a corpus")
-    parser.add_argument("--tokens", type=float, default=20e6, help="--train: token budget per preset")
-    parser.add_argument("--time-limit-s", type=float, default=None, help="--train: stop at a checkpoint after this")
-    parser.add_argument("--resume", action="store_true", help="--train: continue runs found under --out")
-    parser.add_argument("--no-progress", action="store_true")
-    parser.add_argument("--prepare", default=None, help="tokenize this corpus into <out>/data and exit")
-    parser.add_argument("--tokenizer", default="gpt2", help="--prepare: tokenizer spec")
-    parser.add_argument("--val-fraction", type=float, default=0.01, help="--prepare: validation share of documents")
-    parser.add_argument("--seed", type=int, default=1337, help="--prepare: split seed")
-    args = parser.parse_args(argv)
-    from corpora.errors import UserError
+def train_overrides(args: argparse.Namespace) -> list[str]:
+    """--batch-size / --block-size / --vocab-size as config overrides for --train (they take effect there)."""
+    extra = []
+    if args.given_batch_size:
+        if len(args.batch_size) != 1:
+            raise UserError("--train takes one --batch-size (several are for the throughput table)")
+        extra.append(f"train.batch_size={args.batch_size[0]}")
+    if args.given_block_size:
+        extra.append(f"train.block_size={args.block_size}")
+    if args.vocab_size is not None:
+        extra.append(f"model.vocab_size={args.vocab_size}")
+    return extra
 
+
+# Which flags each mode uses. A flag given in a mode that does not use it is refused (nothing is
+# recorded that did not take effect); the JSON records exactly the settings of its mode.
+MODE_FLAGS = {
+    "throughput": {"presets", "batch_size", "block_size", "warmup", "steps", "variants", "device", "vocab_size",
+                   "peak_tflops", "chunk_tokens", "set", "out"},
+    "train": {"presets", "batch_size", "block_size", "device", "vocab_size", "set", "out", "train", "data",
+              "tokens", "time_limit_s", "resume", "no_progress"},
+    "prepare": {"prepare", "tokenizer", "val_fraction", "seed", "out"},
+}
+DEFAULTS: dict[str, Any] = {
+    "presets": ["baseline-28m", "spinnet-28m"], "batch_size": [32], "block_size": 512, "warmup": 10, "steps": 30,
+    "variants": [], "device": "auto", "chunk_tokens": 8192, "set": [], "tokens": 20e6, "tokenizer": "gpt2",
+    "val_fraction": 0.01, "seed": 1337, "train": False, "resume": False, "no_progress": False,
+}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add = parser.add_argument
+    add("--presets", nargs="+", default=None, help="default baseline-28m spinnet-28m")
+    add("--batch-size", type=int, nargs="+", default=None, help="throughput: one or more (default 32); --train: one")
+    add("--block-size", type=int, default=None, help="default 512 (throughput); --train: the preset's unless given")
+    add("--warmup", type=int, default=None, help="untimed steps, include compilation (default 10)")
+    add("--steps", type=int, default=None, help="timed steps (default 30)")
+    add("--variants", nargs="+", default=None, help=f"levers to measure: {', '.join(VARIANTS)} (default eager "
+        "compile on CUDA, eager on CPU)")
+    add("--chunk-tokens", type=int, default=None, help="tokens per chunk of the compile-chunked-ce variant (8192)")
+    add("--device", default=None)
+    add("--vocab-size", type=int, default=None, help="sets model.vocab_size (needed where the preset leaves it null)")
+    add("--peak-tflops", type=float, default=None, help="override the device's bf16 dense peak")
+    add("--set", action="append", default=None, help="config override section.key=value")
+    add("--out", default=None, help="output folder (default $OUT or results/benchmarks)")
+    add("--train", action="store_true", default=None, help="real training of each preset (see --data, --tokens)")
+    add("--data", default=None, help="--train: tokenized folder/.bin or a corpus")
+    add("--tokens", type=float, default=None, help="--train: token budget per preset (20e6)")
+    add("--time-limit-s", type=float, default=None, help="--train: stop at a checkpoint after this")
+    add("--resume", action="store_true", default=None, help="--train: continue runs found under --out")
+    add("--no-progress", action="store_true", default=None)
+    add("--prepare", default=None, help="tokenize this corpus into <out>/data and exit")
+    add("--tokenizer", default=None, help="--prepare: tokenizer spec (gpt2)")
+    add("--val-fraction", type=float, default=None, help="--prepare: validation share of documents (0.01)")
+    add("--seed", type=int, default=None, help="--prepare: split seed (1337)")
+    args = parser.parse_args(argv)
+    mode = "prepare" if args.prepare else "train" if args.train else "throughput"
+    given = {k for k, v in vars(args).items() if v is not None}
+    refused = sorted(given - MODE_FLAGS[mode])
+    if refused:
+        flags = ", ".join("--" + k.replace("_", "-") for k in refused)
+        raise UserError(f"{flags} has no effect in {mode} mode: leave it out")
+    if mode == "throughput" and args.chunk_tokens is not None and "compile-chunked-ce" not in (args.variants or []):
+        raise UserError("--chunk-tokens applies only to the compile-chunked-ce variant: add it to --variants")
+    args.mode, args.argv = mode, list(sys.argv[1:] if argv is None else argv)
+    args.given_batch_size, args.given_block_size = args.batch_size is not None, args.block_size is not None
+    for key, value in DEFAULTS.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    return args
+
+
+def applied_settings(args: argparse.Namespace, mode: str) -> dict[str, Any]:
+    """The settings of `mode`, each as it took effect (--train: batch/block size only when given)."""
+    out = {k: getattr(args, k) for k in sorted(MODE_FLAGS[mode])}
+    if mode == "train":
+        out["batch_size"] = args.batch_size[0] if args.given_batch_size else "preset's"
+        out["block_size"] = args.block_size if args.given_block_size else "preset's"
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
     try:
-        if args.prepare:
+        args = parse_args(argv)
+        if args.mode == "prepare":
             return run_prepare(args)
-        if args.train:
+        if args.mode == "train":
             return run_training(args)
         return run_throughput(args)
     except UserError as err:

@@ -239,6 +239,9 @@ class TrainConfig:
     device: str = "auto"
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     compile: bool = False
+    # torch.compile mode when compile is true ("default", or "reduce-overhead" / "max-autotune" with
+    # CUDA graphs, "max-autotune-no-cudagraphs"); any other mode than "default" needs compile=true.
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = "default"
     article_loss_weight: float = 1.0
     snapshot_steps: list[int] = field(default_factory=list)
     snapshot_val_losses: list[float] = field(default_factory=list)
@@ -286,6 +289,8 @@ class TrainConfig:
         _check(self.grad_clip >= 0, "train.grad_clip must be >= 0 (0 disables clipping)")
         _check(self.article_loss_weight >= 0, "train.article_loss_weight must be >= 0")
         _check(0.0 < self.val_fraction < 1.0, "train.val_fraction must be strictly between 0 and 1")
+        _check(self.compile or self.compile_mode == "default",
+               f"train.compile_mode={self.compile_mode} has no effect without train.compile=true")
 
 
 @dataclass

@@ -268,6 +268,21 @@ class Transformer(nn.Module):
         with torch.no_grad():
             self.wte.weight.copy_(self.embedding_weight())
 
+    def final_hidden(self, idx: torch.Tensor) -> torch.Tensor:
+        """The normed hidden states the tied head multiplies: forward's logits = F.linear(this, embedding_weight()).
+
+        For losses that fuse the head into the cross-entropy (trainers.fused.chunked_head_losses);
+        tests/test_fused_ce.py checks that it matches forward.
+        """
+        t = idx.shape[1]
+        if t > self.config.max_seq_len:
+            raise ValueError(f"sequence length {t} exceeds model.max_seq_len={self.config.max_seq_len}")
+        cos, sin = self.rope_cos[:t], self.rope_sin[:t]
+        x = self.drop(F.embedding(idx, self.embedding_weight()))
+        for block in self.blocks:
+            x = block(x, cos, sin)
+        return self.norm(x)
+
     def num_parameters(self, exclude_embeddings: bool = False) -> int:
         total = sum(p.numel() for p in self.parameters())
         return total - self.wte.weight.numel() if exclude_embeddings else total

@@ -2,10 +2,13 @@
 
 What a step does: `grad_accum` micro-batches of random contiguous blocks (trainers.data), forward
 under bf16 autocast on CUDA (fp32 on CPU), cross-entropy (optionally with article tokens weighted),
-backward, gradient clipping, AdamW (weight decay on weight matrices only: not on norms, scales or
+backward, gradient clipping, AdamW (fused on CUDA; weight decay on weight matrices only: not on norms, scales or
 the head mixer), learning rate (and weight decay) from `train.schedule`: linear warmup then cosine
 decay to min_lr over lr_decay_iters (= max_iters; config.py refuses anything else unless
 force_schedule), or BitNet b1.58's two-stage schedule (`schedule_at`).
+
+With train.compile the model and the training cross-entropy are compiled (two graphs, in
+train.compile_mode); many small runs at once on one GPU: trainers.multirun.
 
 Every `eval_interval` steps (and at step 0, at the last step and at snapshot steps) the model is
 evaluated on the same fixed validation blocks (train.eval_tokens; the same for every batch_size and
@@ -50,7 +53,7 @@ from trainers.model import build_model
 
 CONFIG_YAML = "config.yaml"
 # Settings that may differ when a run is resumed: they do not change what is computed.
-RESUMABLE_CHANGES = {"compile", "device", "snapshot_steps", "snapshot_val_losses", "out_dir", "data", "val_data"}
+RESUMABLE_CHANGES = {"compile", "compile_mode", "device", "snapshot_steps", "snapshot_val_losses", "out_dir", "data", "val_data"}
 
 
 @dataclass
@@ -513,8 +516,14 @@ def _train(
         ckpt.load_model_weights(raw_model, latest)
         ckpt.load_optimizer_state(optimizer, latest)
     model: torch.nn.Module = raw_model
+    # compiled: the loss too (its own graph), which spares the eager fp32 copy of the logits and the
+    # eager softmax kernels (benchmarks/train_throughput.py variant compile-sep-loss measures it)
+    loss_fn = token_losses
+    cudagraphs = cfg.compile and cfg.compile_mode in ("reduce-overhead", "max-autotune")
     if cfg.compile:
-        model = torch.compile(model)  # type: ignore[assignment]
+        mode = None if cfg.compile_mode == "default" else cfg.compile_mode
+        model = torch.compile(model, mode=mode)  # type: ignore[assignment]
+        loss_fn = torch.compile(token_losses)
     if d.enabled:
         from torch.nn.parallel import DistributedDataParallel
 
@@ -656,9 +665,11 @@ def _train(
                 x, y = sampler.next_batch()
                 x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
                 with _no_sync(model, d, sync=micro == cfg.grad_accum - 1):
+                    if cudagraphs:  # a new step for CUDA graph trees: the previous outputs are consumed
+                        torch.compiler.cudagraph_mark_step_begin()
                     with autocast():
                         logits = model(x).logits
-                    losses = token_losses(logits, y)
+                    losses = loss_fn(logits, y)
                     objective = weighted_objective(losses, y, article_ids, cfg.article_loss_weight)
                     scaled = objective / cfg.grad_accum
                     (scaler.scale(scaled) if scaler is not None else scaled).backward()

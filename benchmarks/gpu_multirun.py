@@ -1,0 +1,173 @@
+"""Aggregate training throughput of N small runs at once on one GPU (trainers.multirun), N = 1, 2, 4, 8.
+
+Each N launches N real runs (trainers.train.train in N processes, each with its own CUDA context,
+run directory, checkpoints and metrics) of a benchmark-local small config on a tokenized folder
+(--data: train.bin, val.bin, tokenizer/, e.g. a 10K BPE), all with the same shape and step count,
+different seeds. Throughput per run is read from its own metrics_stream.jsonl (tokens_per_s of
+each log interval, the trainer's own measure); the first interval (compilation) is left out and
+the median of the rest is the run's steady rate.
+
+    aggregate tokens/s (steady)  = sum over the N runs of their steady rate
+    aggregate tokens/s (wall)    = all tokens trained / (last run's end - first run's train start),
+                                   compilation, evaluation and checkpoints included
+    speed-up = aggregate (steady) over the N = 1 aggregate of the same config
+
+The small configs (SMALL_CONFIGS) are local to this benchmark, sized like the study's small runs
+(1M-8M non-embedding parameters); the vocabulary comes from the tokenizer in --data.
+
+    python benchmarks/gpu_multirun.py --data devcarry/ts10k/data --ns 1 2 4 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from corpora.errors import UserError  # noqa: E402
+from trainers.metrics import read_metrics  # noqa: E402
+from trainers.multirun import launch, plan_runs  # noqa: E402
+
+SMALL_CONFIGS = {
+    # 4 x 12 x 256^2 = 3.1M non-embedding weights in the blocks
+    "small-baseline": {"family": "baseline", "n_layer": 4, "n_head": 4, "d_model": 256, "max_seq_len": 512},
+    # octonion ternary linears: 8 x 12 x 512^2 / 8 = 3.1M non-embedding weights
+    "small-spinnet": {"family": "spinnet", "n_layer": 8, "n_head": 8, "d_model": 512, "max_seq_len": 512},
+}
+
+
+def write_config(name: str, directory: Path) -> Path:
+    import yaml
+
+    model = {"vocab_size": None, "mlp": "gelu", "mlp_ratio": 4.0, "dropout": 0.0, **SMALL_CONFIGS[name]}
+    path = directory / f"{name}.yaml"
+    path.write_text(yaml.safe_dump({"model": model, "train": {"tokenizer": "gpt2"}}))
+    return path
+
+
+def steady_rate(run_dir: Path) -> float | None:
+    rates = [r["tokens_per_s"] for r in read_metrics(run_dir) if r.get("tokens_per_s")]
+    return statistics.median(rates[1:]) if len(rates) > 1 else None
+
+
+def measure(config_path: Path, n: int, args: argparse.Namespace, root: Path) -> dict[str, Any]:
+    overrides = [f"train.data={args.data}", f"train.max_iters={args.steps}", f"train.batch_size={args.batch_size}",
+                 f"train.block_size={args.block_size}", f"train.log_interval={args.log_interval}",
+                 f"train.eval_interval={args.steps}", "train.eval_iters=2", "train.warmup_iters=10",
+                 f"train.compile={str(args.compile).lower()}", f"train.device={args.device}", *args.set]
+    if args.compile_mode != "default":
+        overrides.append(f"train.compile_mode={args.compile_mode}")
+    # the tokenizer of the tokenized folder, so that its identity check passes
+    overrides.insert(0, f"train.tokenizer={Path(args.data) / 'tokenizer'}")
+    specs = plan_runs([str(config_path)], overrides, list(range(1, n + 1)), root / f"n{n}")
+    started = time.time()
+    outcomes = launch(specs)
+    failed = [o for o in outcomes if not o.ok]
+    if failed:
+        raise RuntimeError(f"{len(failed)} of {n} runs failed; first log tail:\n{failed[0].log_tail}")
+    rates = [steady_rate(o.run_dir) for o in outcomes]
+    tokens = sum(o.result["tokens_seen"] for o in outcomes)
+    t0 = min(o.result["train_start"] for o in outcomes)
+    t1 = max(o.result["end"] for o in outcomes)
+    return {
+        "config": config_path.stem, "n_runs": n, "steps_per_run": args.steps, "compile_mode": args.compile_mode,
+        "batch_size": args.batch_size, "block_size": args.block_size, "compile": args.compile,
+        "n_params_non_embedding": outcomes[0].result["n_params_non_embedding"],
+        "per_run_steady_tokens_per_s": rates, "aggregate_steady_tokens_per_s": sum(r or 0.0 for r in rates),
+        "aggregate_wall_tokens_per_s": tokens / (t1 - t0), "launch_wall_s": time.time() - started,
+        "final_val_loss": [o.result["val_loss"] for o in outcomes],
+    }
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    lines = ["| config | non-emb params | N runs | batch x ctx | per-run tokens/s (median) | aggregate tokens/s "
+             "(steady) | speed-up vs N=1 | aggregate tokens/s (wall, incl. compile/eval) | launch wall s |",
+             "|" + "---|" * 9]
+    for r in rows:
+        per = statistics.median([x for x in r["per_run_steady_tokens_per_s"] if x])
+        lines.append(f"| {r['config']} | {r['n_params_non_embedding'] / 1e6:.2f}M | {r['n_runs']} | "
+                     f"{r['batch_size']} x {r['block_size']} | {per:,.0f} | {r['aggregate_steady_tokens_per_s']:,.0f} | "
+                     f"{r['speedup_vs_1']:.2f}x | {r['aggregate_wall_tokens_per_s']:,.0f} | {r['launch_wall_s']:.0f} |")
+    return "\n".join(lines)
+
+
+def load_bench() -> Any:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("train_throughput", REPO / "benchmarks" / "train_throughput.py")
+    bench = importlib.util.module_from_spec(spec)
+    assert spec.loader is not None
+    spec.loader.exec_module(bench)
+    return bench
+
+
+def write_outputs(rows: list[dict[str, Any]], args: argparse.Namespace, final: bool) -> None:
+    """Tables of the rows so far (after every N: a call cut short keeps what it measured)."""
+    import torch
+
+    bench = load_bench()
+    for r in rows:
+        ones = [b for b in rows if b["config"] == r["config"] and b["n_runs"] == 1]
+        r["speedup_vs_1"] = r["aggregate_steady_tokens_per_s"] / ones[0]["aggregate_steady_tokens_per_s"] if ones else float("nan")
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+    command = "python benchmarks/gpu_multirun.py " + " ".join(args.argv)
+    header = (f"device: {device}; torch {torch.__version__} (CUDA {torch.version.cuda}); one process per run "
+              f"(trainers.multirun), bf16 autocast on CUDA, compile={args.compile}; real data from --data; "
+              f"{args.steps} steps per run, log every {args.log_interval}")
+    text = f"`{command}`\n\n{header}\n\n{markdown(rows)}\n"
+    if final:
+        print(text)
+    out = bench.out_dir(args.out)
+    (out / "gpu_multirun.md").write_text(text)
+    (out / "gpu_multirun.json").write_text(json.dumps({
+        "command": command, "device": device, "torch": torch.__version__, "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "configs": {k: SMALL_CONFIGS[k] for k in args.configs}, "settings": vars(args), "rows": rows}, indent=2) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", required=True, help="tokenized folder (train.bin, val.bin, tokenizer/)")
+    parser.add_argument("--configs", nargs="+", default=["small-baseline", "small-spinnet"], choices=list(SMALL_CONFIGS))
+    parser.add_argument("--ns", type=int, nargs="+", default=[1, 2, 4, 8])
+    parser.add_argument("--steps", type=int, default=600)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--block-size", type=int, default=512)
+    parser.add_argument("--log-interval", type=int, default=50)
+    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--device", default="cuda", help="train.device of every run (cpu for a smoke test)")
+    parser.add_argument("--compile-mode", default="default", help="train.compile_mode of every run (needs --compile)")
+    parser.add_argument("--set", action="append", default=[], help="override for every run: section.key=value")
+    parser.add_argument("--out", default=None, help="output folder (default $OUT or results/benchmarks)")
+    parser.add_argument("--work", default=None, help="where the runs go (default a temporary folder)")
+    args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
+    rows: list[dict[str, Any]] = []
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            root = Path(args.work) if args.work else Path(tmp)
+            for name in args.configs:
+                config_path = write_config(name, root)
+                for n in args.ns:
+                    row = measure(config_path, n, args, root / name)
+                    rows.append(row)
+                    write_outputs(rows, args, final=False)
+                    print(f"{name} N={n}: aggregate {row['aggregate_steady_tokens_per_s']:,.0f} tokens/s "
+                          f"(per run {row['per_run_steady_tokens_per_s']})", flush=True)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    write_outputs(rows, args, final=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,91 @@
+"""benchmarks/train_throughput.py: every flag takes effect in its mode or is refused (CPU only)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from corpora.errors import UserError
+from trainers.model import build_model
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("train_throughput", REPO / "benchmarks" / "train_throughput.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_vocab_size_reaches_the_built_model_even_where_the_preset_sets_one(bench):
+    args = bench.parse_args(["--vocab-size", "10000", "--batch-size", "2", "--block-size", "8"])
+    cfg = bench.build_case("baseline-28m", 2, args)  # the preset says 50257
+    assert cfg.model.vocab_size == 10000
+    assert build_model(cfg.model).wte.weight.shape[0] == 10000
+    assert (cfg.train.batch_size, cfg.train.block_size) == (2, 8)
+
+
+def test_throughput_rows_report_what_was_built(bench, tmp_path):
+    assert bench.main(["--presets", "baseline-tiny", "--device", "cpu", "--vocab-size", "48", "--batch-size", "1", "3",
+                       "--block-size", "8", "--warmup", "1", "--steps", "2", "--set", "model.n_layer=1",
+                       "--out", str(tmp_path)]) == 0
+    meta = json.loads((tmp_path / "train_throughput.json").read_text())
+    assert [(r["batch_size"], r["block_size"], r["vocab_size"]) for r in meta["rows"]] == [(1, 8, 48), (3, 8, 48)]
+    assert all(r["variant"] == "eager" and r["compile"] is False for r in meta["rows"])
+    assert meta["settings"]["vocab_size"] == 48 and "tokens" not in meta["settings"]  # only this mode's flags
+    assert all(r["n_params"] == sum(p.numel() for p in build_model(
+        bench.build_case("baseline-tiny", 1, bench.parse_args(["--vocab-size", "48", "--block-size", "8", "--set",
+                                                               "model.n_layer=1"])).model).parameters())
+               for r in meta["rows"])
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--train", "--warmup", "3"], "--warmup has no effect in train mode"),
+    (["--train", "--variants", "compile"], "--variants has no effect in train mode"),
+    (["--tokens", "5"], "--tokens has no effect in throughput mode"),
+    (["--resume"], "--resume has no effect in throughput mode"),
+    (["--prepare", "x.txt", "--batch-size", "4"], "--batch-size has no effect in prepare mode"),
+    (["--chunk-tokens", "64"], "applies only to the compile-chunked-ce variant"),
+])
+def test_flags_outside_their_mode_are_refused(bench, argv, message, capsys):
+    with pytest.raises(UserError, match=message):
+        bench.parse_args(argv)
+    assert bench.main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_train_mode_applies_batch_block_and_vocab_overrides(bench):
+    args = bench.parse_args(["--train", "--data", "d", "--batch-size", "6", "--block-size", "24", "--vocab-size", "99"])
+    assert bench.train_overrides(args) == ["train.batch_size=6", "train.block_size=24", "model.vocab_size=99"]
+    assert bench.train_overrides(bench.parse_args(["--train", "--data", "d"])) == []  # the preset's values
+    assert bench.applied_settings(bench.parse_args(["--train", "--data", "d"]), "train")["batch_size"] == "preset's"
+    with pytest.raises(UserError, match="one --batch-size"):
+        bench.train_overrides(bench.parse_args(["--train", "--data", "d", "--batch-size", "2", "4"]))
+
+
+def test_unknown_variant_and_cuda_only_variants_are_refused_on_cpu(bench, capsys):
+    assert bench.main(["--presets", "baseline-tiny", "--device", "cpu", "--vocab-size", "32",
+                       "--variants", "nope"]) == 2
+    assert "unknown variant" in capsys.readouterr().err
+    assert bench.main(["--presets", "baseline-tiny", "--device", "cpu", "--vocab-size", "32",
+                       "--variants", "cudagraphs-loss"]) == 2
+    assert "needs CUDA" in capsys.readouterr().err
+
+
+def test_compile_mode_needs_compile_and_does_not_block_resume():
+    from trainers.config import load_config
+    from trainers.train import RESUMABLE_CHANGES
+
+    with pytest.raises(UserError, match="has no effect without train.compile=true"):
+        load_config("baseline-tiny", ["train.compile_mode=reduce-overhead"])
+    cfg = load_config("baseline-tiny", ["train.compile=true", "train.compile_mode=max-autotune-no-cudagraphs"])
+    assert cfg.train.compile_mode == "max-autotune-no-cudagraphs"
+    with pytest.raises(UserError):
+        load_config("baseline-tiny", ["train.compile=true", "train.compile_mode=fast"])
+    assert "compile_mode" in RESUMABLE_CHANGES  # how it is compiled does not change what is computed

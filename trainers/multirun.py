@@ -1,0 +1,212 @@
+"""Many small training runs at once on one GPU: one process per run, each with its own CUDA context.
+
+A small model (1M-8M non-embedding parameters) leaves most of an H200 idle: its kernels are short
+and the host spends much of each step launching them. Several runs side by side fill those gaps.
+Each run here is a separate Python process (its own CUDA context, its own RNG, no shared state)
+that calls `trainers.train.train` exactly as `evalsuite train` does, so every run has its own run
+directory with `latest/`, `best/`, snapshots, `metrics_stream.jsonl` and `config.yaml`, and is
+resumable as any run is (`resume=True` continues each run from its `latest/`).
+
+    from trainers.multirun import plan_runs, launch
+    specs = plan_runs(["baseline-tiny"], ["train.data=corpus.txt"], seeds=[1, 2, 3, 4], out_root="runs/sweep")
+    outcomes = launch(specs)               # blocks until all four are done; raises nothing per run
+    outcomes = launch(specs, resume=True)  # after a kill: every run continues from its latest/
+
+    python -m trainers.multirun baseline-tiny --set train.data=corpus.txt --seeds 1 2 3 4 --out-root runs/sweep
+
+The launcher writes two files into each run directory beside what the trainer writes:
+`multirun_config.yaml` (the config the worker loads) and `multirun.log` (the worker's output);
+the worker writes `multirun_result.json` (steps, tokens, losses, wall times) when it finishes.
+A run that fails does not stop the others; its outcome has the return code and the log's tail.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from corpora.errors import UserError
+from trainers.config import RunConfig, load_config
+
+CONFIG_FILE = "multirun_config.yaml"
+LOG_FILE = "multirun.log"
+RESULT_FILE = "multirun_result.json"
+
+
+@dataclass
+class RunSpec:
+    name: str
+    config: RunConfig
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.config.train.out_dir).expanduser()
+
+
+@dataclass
+class RunOutcome:
+    name: str
+    run_dir: Path
+    returncode: int
+    wall_s: float
+    result: dict[str, Any] | None  # the worker's multirun_result.json; None when it failed
+    log_tail: str
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0 and self.result is not None
+
+
+def plan_runs(
+    configs: list[str], overrides: list[str], seeds: list[int], out_root: str | Path
+) -> list[RunSpec]:
+    """One run per (config, seed): `<out_root>/<config name>-s<seed>`, with train.seed and
+    train.out_dir set (after `overrides`, which apply to every run)."""
+    if not configs or not seeds:
+        raise UserError("multirun needs at least one config and one seed")
+    specs = []
+    for source in configs:
+        stem = Path(source).stem if source.endswith((".yaml", ".yml")) else source
+        for seed in seeds:
+            name = f"{stem}-s{seed}"
+            run_dir = Path(out_root) / name
+            config = load_config(source, [*overrides, f"train.seed={seed}", f"train.out_dir={run_dir}"])
+            specs.append(RunSpec(name=name, config=config))
+    names = [s.name for s in specs]
+    if len(set(names)) != len(names):
+        raise UserError(f"two runs would share a run directory: {sorted({n for n in names if names.count(n) > 1})}")
+    return specs
+
+
+def _worker_env(n_parallel: int) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONUNBUFFERED"] = "1"
+    # The runs share the host's cores: without a cap every process starts one thread per core.
+    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // max(1, n_parallel))))
+    repo = str(Path(__file__).resolve().parents[1])
+    env["PYTHONPATH"] = repo + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    return env
+
+
+def _tail(path: Path, n: int = 20) -> str:
+    if not path.is_file():
+        return ""
+    return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
+
+
+def launch(
+    specs: list[RunSpec],
+    resume: bool = False,
+    max_parallel: int | None = None,
+    time_limit_s: float | None = None,
+    poll_s: float = 0.2,
+) -> list[RunOutcome]:
+    """Run every spec as its own process, at most `max_parallel` at a time (default: all), and wait.
+
+    Without `resume`, a run directory that already holds a checkpoint is refused up front (before
+    any process starts), as `trainers.train.train` would refuse it. time_limit_s is passed to each
+    run (it stops at a checkpoint and can be resumed)."""
+    if not specs:
+        raise UserError("multirun: no runs to launch")
+    for spec in specs:
+        if not resume and (spec.run_dir / "latest").exists():
+            raise UserError(f"{spec.run_dir} already holds a checkpoint (latest/): pass resume, or another out root")
+    width = max_parallel or len(specs)
+    if width < 1:
+        raise UserError("multirun: max_parallel must be >= 1")
+    env = _worker_env(min(width, len(specs)))
+    pending = list(specs)
+    running: list[tuple[RunSpec, subprocess.Popen, float, Any]] = []
+    outcomes: dict[str, RunOutcome] = {}
+    while pending or running:
+        while pending and len(running) < width:
+            spec = pending.pop(0)
+            spec.run_dir.mkdir(parents=True, exist_ok=True)
+            spec.config.save_yaml(spec.run_dir / CONFIG_FILE)
+            (spec.run_dir / RESULT_FILE).unlink(missing_ok=True)  # ours, from an earlier launch
+            cmd = [sys.executable, "-m", "trainers.multirun", "--worker", str(spec.run_dir / CONFIG_FILE)]
+            if resume:
+                cmd.append("--resume")
+            if time_limit_s is not None:
+                cmd += ["--time-limit-s", str(time_limit_s)]
+            log = open(spec.run_dir / LOG_FILE, "a")  # noqa: SIM115 (closed when the process ends)
+            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+            running.append((spec, proc, time.time(), log))
+        still = []
+        for spec, proc, started, log in running:
+            code = proc.poll()
+            if code is None:
+                still.append((spec, proc, started, log))
+                continue
+            log.close()
+            result_path = spec.run_dir / RESULT_FILE
+            result = json.loads(result_path.read_text()) if code == 0 and result_path.is_file() else None
+            outcomes[spec.name] = RunOutcome(spec.name, spec.run_dir, code, time.time() - started, result,
+                                             _tail(spec.run_dir / LOG_FILE))
+        running = still
+        if running:
+            time.sleep(poll_s)
+    return [outcomes[s.name] for s in specs]
+
+
+def run_worker(config_path: str, resume: bool, time_limit_s: float | None) -> dict[str, Any]:
+    """One run, in this process: train, then write multirun_result.json into its run directory."""
+    from trainers.train import train
+
+    config = load_config(config_path)
+    times: dict[str, float] = {"process_start": time.time()}
+
+    def on_start(info: Any) -> None:
+        times["train_start"] = time.time()
+
+    result = train(config, resume=resume, progress=False, on_start=on_start, time_limit_s=time_limit_s)
+    summary = {
+        "run_dir": str(result.run_dir), "steps": result.steps, "tokens_seen": result.tokens_seen,
+        "val_loss": result.val_loss, "val_bpc": result.val_bpc, "best_val_loss": result.best_val_loss,
+        "stopped_early": result.stopped_early, "elapsed_s": result.elapsed_s, "start_step": result.info.start_step,
+        "tokens_per_step": result.info.tokens_per_step, "n_params_non_embedding": result.info.n_params_non_embedding,
+        "device": result.info.device, "process_start": times["process_start"],
+        "train_start": times.get("train_start"), "end": time.time(), "notes": result.info.notes,
+    }
+    (Path(result.run_dir) / RESULT_FILE).write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("configs", nargs="*", help="presets or YAML files (one run per config and seed)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1337])
+    parser.add_argument("--set", action="append", default=[], help="override for every run: section.key=value")
+    parser.add_argument("--out-root", default=None, help="each run goes to <out-root>/<config>-s<seed>")
+    parser.add_argument("--resume", action="store_true", help="continue every run from its latest/")
+    parser.add_argument("--max-parallel", type=int, default=None, help="processes at once (default: all)")
+    parser.add_argument("--time-limit-s", type=float, default=None, help="each run stops at a checkpoint after this")
+    parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    try:
+        if args.worker:
+            run_worker(args.worker, args.resume, args.time_limit_s)
+            return 0
+        if not args.configs or not args.out_root:
+            raise UserError("multirun needs CONFIG... and --out-root")
+        outcomes = launch(plan_runs(args.configs, args.set, args.seeds, args.out_root), resume=args.resume,
+                          max_parallel=args.max_parallel, time_limit_s=args.time_limit_s)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    for o in outcomes:
+        status = "ok" if o.ok else f"failed (exit {o.returncode}); log: {o.run_dir / LOG_FILE}"
+        steps = o.result["steps"] if o.result else "-"
+        print(f"{o.name}: {status}, steps {steps}, {o.wall_s:.1f} s")
+    return 0 if all(o.ok for o in outcomes) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
