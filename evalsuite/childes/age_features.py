@@ -19,6 +19,9 @@ Features (chosen for robustness: one length measure, rates per opportunity, word
   opportunity (a rate of nothing).
 - `mean_aoa`: mean Kuperman et al. (2012) age of acquisition (years) over the word tokens with a
   rating (`evalsuite.aoa`).
+- `ndw_100`: number of different words in the first 100 word tokens of the document (NDW on a
+  fixed-size sample, so it does not grow with transcript length as a plain type count does);
+  NaN for a document with fewer than 100 words.
 Also returned (for tables, not as model inputs): counts behind each feature and `mlu_w`.
 
 Not a feature: article omission per obligatory context needs a parse (what is a singular count
@@ -36,7 +39,8 @@ import pandas as pd
 
 from evalsuite.childes import lexicon
 
-FEATURES: tuple[str, ...] = ("mlu_m", "overreg_rate", "mean_aoa")
+FEATURES: tuple[str, ...] = ("mlu_m", "overreg_rate", "mean_aoa", "ndw_100")
+NDW_TOKENS = 100
 FILLERS = frozenset({"um", "uh", "er", "erm", "hm", "hmm", "mm", "ah", "uhm", "uhhuh", "mhm", "eh", "oh_oh"})
 CLITICS = ("n't", "'s", "'m", "'ll", "'re", "'ve", "'d")
 ONE_UNIT = frozenset({"gonna", "wanna", "gotta", "hafta", "lemme", "gimme", "dunno"})
@@ -198,6 +202,8 @@ def document_features(
                                    agg["n_overreg"] / agg["n_irregular_context"].where(agg["n_irregular_context"] > 0),
                                    np.nan)
     agg["mean_aoa"] = agg["aoa_sum"] / agg["n_aoa"].where(agg["n_aoa"] > 0)
+    first_words = frame.assign(_w=[words_of(str(u)) for u in frame["utterance"]]).groupby(doc_key, sort=False)["_w"]
+    agg["ndw_100"] = first_words.agg(_ndw).reindex(agg.index)
     agg["brown_stage"] = [brown_stage(v) for v in agg["mlu_m"]]
     meta_cols = [c for c in ("corpus", "child", "age_months", "checkpoint_id", "run", "val_loss", "val_bpc",
                              "model_family", "register") if c in frame and c != doc_key]
@@ -205,6 +211,15 @@ def document_features(
         first = frame.groupby(doc_key, sort=False)[meta_cols].first()
         agg = agg.join(first)
     return agg.reset_index()
+
+
+def _ndw(word_lists: pd.Series) -> float:
+    words: list[str] = []
+    for ws in word_lists:
+        words.extend(ws)
+        if len(words) >= NDW_TOKENS:
+            return float(len(set(words[:NDW_TOKENS])))
+    return math.nan
 
 
 def sentences_frame(samples: pd.DataFrame) -> pd.DataFrame:

@@ -2,7 +2,8 @@
 
 Features come from `evalsuite.childes.age_features.document_features` (MLU in morphemes, over-
 regularisations per opportunity, mean age of acquisition of the words used). The model is a ridge
-regression on standardised inputs [MLU-m, log MLU-m, mean AoA, over-regularisation rate] (the
+regression on standardised inputs [MLU-m, log MLU-m, mean AoA, NDW in 100 words, over-regularisation
+rate] (the
 rate is imputed with the training median where a transcript has no irregular context, and that
 is an input too). The specification was fixed before the cross-validation was run; nothing is
 tuned on test folds (ridge's alpha is chosen by an inner CV on the training part only).
@@ -37,7 +38,7 @@ from evalsuite.childes.age_features import FEATURES
 SCHEMA = "evalsuite.childes.age_model/2"
 MODEL_FILE = "age_model.json"
 CHILDREN_FILE = "training_children.csv"
-INPUTS: tuple[str, ...] = ("mlu_m", "log_mlu_m", "mean_aoa", "overreg_rate", "overreg_missing")
+INPUTS: tuple[str, ...] = ("mlu_m", "log_mlu_m", "mean_aoa", "ndw_100", "overreg_rate", "overreg_missing")
 
 # Miller, J. F. & Chapman, R. S. (1981). The relation between age and mean length of utterance in
 # morphemes. Journal of Speech and Hearing Research 24(2), 154-161, doi:10.1044/jshr.2402.154
@@ -94,7 +95,7 @@ def training_table(docs: pd.DataFrame, config: AgeFitConfig) -> pd.DataFrame:
     if missing:
         raise UserError(f"transcript features lack column(s): {', '.join(sorted(missing))}")
     ok = (docs["age_months"].between(config.min_age_months, config.max_age_months)
-          & (docs["n_utterances"] >= config.min_utterances) & docs["mlu_m"].notna() & docs["mean_aoa"].notna())
+          & (docs["n_utterances"] >= config.min_utterances) & docs["mlu_m"].notna() & docs["mean_aoa"].notna() & docs["ndw_100"].notna())
     table = docs[ok].copy()
     table["child_id"] = child_id(table)
     if "corpus_key" not in table:
@@ -108,7 +109,7 @@ def _design(docs: pd.DataFrame, overreg_fill: float) -> np.ndarray:
     rate = docs["overreg_rate"].to_numpy(dtype=float)
     missing = np.isnan(rate)
     return np.column_stack([mlu, np.log(mlu), docs["mean_aoa"].to_numpy(dtype=float),
-                            np.where(missing, overreg_fill, rate), missing.astype(float)])
+                            docs["ndw_100"].to_numpy(dtype=float), np.where(missing, overreg_fill, rate), missing.astype(float)])
 
 
 @dataclass
@@ -145,6 +146,8 @@ class LinearAgeModel:
                    for f in FEATURES if row[f] == row[f] and not self.feature_min[f] <= row[f] <= self.feature_max[f]]
             if row["mlu_m"] != row["mlu_m"] or row["mean_aoa"] != row["mean_aoa"]:
                 why.append("no MLU or no rated word")
+            if row["ndw_100"] != row["ndw_100"]:
+                why.append("fewer than 100 words")
             if row["n_utterances"] < self.min_utterances:
                 why.append(f"{int(row['n_utterances'])} utterances < {self.min_utterances}")
             reasons.append("; ".join(why))
@@ -371,3 +374,68 @@ def fit_and_validate(docs: pd.DataFrame, config: AgeFitConfig | None = None) -> 
     model = fit_linear(table, config)
     model.extra = {"cv": summary.to_dict("records"), "config": asdict(config)}
     return AgeFitResult(model, table, predictions, summary, children_table(table))
+
+
+# ----------------------------------------------------------------------------- applying the model
+
+
+def documents_from_paths(paths, *, clan_unintelligible: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(transcript features, checkpoint features) of CHAT sources (.cha, folders, zips) and samples.jsonl
+    files: one row per transcript (`file`, `child`, `age_months` ...) and one per checkpoint (`checkpoint_id`,
+    `val_loss`, `val_bpc`, `run` ...); either may be empty."""
+    from corpora.chat import read_chat
+    from evalsuite.childes.age_features import document_features, sentences_frame
+
+    if not paths:
+        raise UserError("no inputs given: pass .cha files, folders, TalkBank zips or samples.jsonl")
+    chat, samples = [], []
+    for p in paths:
+        path = Path(p).expanduser()
+        if not path.exists():
+            raise UserError(f"no such file or folder: {path}")
+        (samples if path.suffix.lower() == ".jsonl" else chat).append(path)
+    transcripts = pd.DataFrame()
+    if chat:
+        frames = [document_features(read_chat(p), "file", clan_unintelligible=clan_unintelligible) for p in chat]
+        transcripts = pd.concat(frames, ignore_index=True)
+    checkpoints = pd.DataFrame()
+    if samples:
+        from evalsuite.childes.compare import read_samples
+
+        table = read_samples(samples)
+        table["run"] = [run_of(c, f) for c, f in zip(table["checkpoint"], table["samples_file"], strict=True)]
+        checkpoints = document_features(sentences_frame(table), "checkpoint_id", clan_unintelligible=False)
+    return transcripts, checkpoints
+
+
+def run_of(checkpoint: str, samples_file: str) -> str:
+    """The training run a checkpoint belongs to: the folder above a `best`/`latest`/`step_*` checkpoint
+    directory, else the checkpoint's parent folder, else the samples file it came from."""
+    path = Path(str(checkpoint))
+    if path.name in ("best", "latest") or path.name.startswith("step_"):
+        return str(path.parent)
+    if len(path.parts) > 1:
+        return str(path.parent)
+    return str(samples_file)
+
+
+def apply_model(model: LinearAgeModel, transcripts: pd.DataFrame, checkpoints: pd.DataFrame) -> pd.DataFrame:
+    """One row per transcript or checkpoint: file / checkpoint_id, child, age_months (empty for model
+    text), predicted_age_months, ci_low, ci_high, in_range, then the features and the reason for no age."""
+    frames = []
+    for docs, key in ((transcripts, "file"), (checkpoints, "checkpoint_id")):
+        if docs.empty:
+            continue
+        pred = model.predict(docs)
+        out = pd.DataFrame({
+            "file": docs["file"] if key == "file" else None,
+            "checkpoint_id": docs["checkpoint_id"] if key == "checkpoint_id" else None,
+            "child": docs.get("child", None),
+            "age_months": docs.get("age_months", math.nan),
+        })
+        out = pd.concat([out, pred], axis=1)
+        for col in ("run", "val_loss", "val_bpc", "n_utterances", *FEATURES, "mlu_w", "brown_stage"):
+            if col in docs:
+                out[col] = docs[col]
+        frames.append(out)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()

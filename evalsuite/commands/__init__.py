@@ -2,6 +2,7 @@
 
 from evalsuite.commands import (
     childes,
+    childes_age,
     corpora,
     demo,
     diagnose,
@@ -13,4 +14,4 @@ from evalsuite.commands import (
     train,
 )
 
-COMMAND_MODULES = [corpora, tokenizer, train, generate, gpt_eval, dim_probe, childes, figures, diagnose, demo]
+COMMAND_MODULES = [corpora, tokenizer, train, generate, gpt_eval, dim_probe, childes, childes_age, figures, diagnose, demo]
