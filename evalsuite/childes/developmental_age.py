@@ -81,11 +81,20 @@ class AgeFitConfig:
         return config
 
 
+def corpus_of(frame: pd.DataFrame) -> pd.Series:
+    """The corpus of each transcript: the @ID corpus field, else the first folder of its path."""
+    from_path = frame["file"].astype(str).str.split("/").str[0] if "file" in frame else pd.Series("", index=frame.index)
+    if "corpus" not in frame:
+        return from_path
+    corpus = frame["corpus"].fillna("").astype(str)
+    return corpus.where(corpus != "", from_path)
+
+
 def child_id(frame: pd.DataFrame) -> pd.Series:
-    """A child's identity across transcripts: corpus folder + child name from corpora.chat
-    (folder-named children, e.g. all of Bates/Free20, form one group: conservative for CV)."""
-    corpus = frame["file"].astype(str).str.split("/").str[0] if "file" in frame else frame["corpus"]
-    return corpus.astype(str) + "/" + frame["child"].astype(str)
+    """A child's identity across transcripts: corpus + child name from corpora.chat (never the file path,
+    which for a folder of one child's files is the file itself). Folder-named children, e.g. all of
+    Bates/Free20, form one group: conservative for CV (never the same child on both sides)."""
+    return corpus_of(frame) + "/" + frame["child"].astype(str)
 
 
 def training_table(docs: pd.DataFrame, config: AgeFitConfig) -> pd.DataFrame:
@@ -99,8 +108,7 @@ def training_table(docs: pd.DataFrame, config: AgeFitConfig) -> pd.DataFrame:
     table = docs[ok].copy()
     table["child_id"] = child_id(table)
     if "corpus_key" not in table:
-        table["corpus_key"] = (table["file"].astype(str).str.split("/").str[0] if "file" in table
-                               else table["corpus"].astype(str))
+        table["corpus_key"] = corpus_of(table)
     return table.reset_index(drop=True)
 
 
@@ -235,7 +243,8 @@ def fit_linear(train: pd.DataFrame, config: AgeFitConfig, with_interval: bool = 
         cv = list(GroupKFold(n_splits=min(5, n_groups)).split(z, y, groups))
         ridge = _ridge_grouped(z, y, alphas, cv)
     else:
-        ridge = RidgeCV(alphas=alphas).fit(z, y)
+        ridge = RidgeCV(alphas=alphas).fit(z, y)  # too few children for a grouped inner CV
+        ridge.alpha = float(ridge.alpha_)
     model = LinearAgeModel(
         inputs=INPUTS, mean=mean.tolist(), scale=scale.tolist(), coef=[float(c) for c in ridge.coef_],
         intercept=float(ridge.intercept_), alpha=float(ridge.alpha), overreg_fill=fill,

@@ -49,6 +49,8 @@ def childes_age(
     n_splits: int = typer.Option(10, help="--fit: folds of the by-child GroupKFold."),
     n_bootstrap: int = typer.Option(1000, help="--fit: cluster-bootstrap resamples (children) for the MAE intervals."),
     seed: int = typer.Option(0, help="Seed of the bootstraps."),
+    effect_rho: float = typer.Option(
+        -0.6, help="Loss-to-age test (samples input): the within-run Spearman rho the power is simulated for."),
     keep_unintelligible: bool = typer.Option(
         False, "--keep-unintelligible", help="Keep utterances with an unintelligible word (default: CLAN's rule drops them)."),
 ) -> None:
@@ -117,7 +119,17 @@ def childes_age(
                       inputs=[*paths, model_dir], columns=cols, outputs=[output.name],
                       extra={"model_training_children": len(model.training_children),
                              "model_interval_halfwidth_months": model.interval_halfwidth})
+    loss_age = None
+    if not checkpoints.empty:
+        from evalsuite.childes.loss_age import LossAgeConfig, loss_age_test
+
+        points = frame[frame["checkpoint_id"].notna()]
+        loss_age = loss_age_test(points, LossAgeConfig(effect_rho=effect_rho, seed=seed))
+        meta["loss_age"] = loss_age.as_dict()
+        meta["config"]["loss_age"] = {"effect_rho": effect_rho, "seed": seed}
     write_meta(output.with_suffix(".meta.json"), meta)
+    if loss_age is not None:
+        console.print(f"[bold]{escape(loss_age.statement())}[/bold]")
     n_in = int(frame["in_range"].sum()) if len(frame) else 0
     console.print(f"{len(frame)} rows, {n_in} in range; wrote {escape(str(output))} and "
                   f"{escape(str(output.with_suffix('.meta.json')))}")
