@@ -220,3 +220,76 @@ def test_cli_user_errors(tmp_path, capsys):
             main(argv)
         assert exc.value.code == 2
     assert "error:" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- register matching
+
+
+def test_register_of_paths_and_matched_comparison():
+    from evalsuite.childes.register import register_comparison, register_of
+
+    assert register_of("HSLLD/HV1/ER/acker1.cha") == "elicited narrative"
+    assert register_of("HSLLD/HV2/BR/gresbr2.cha") == "book reading"
+    assert register_of("Bates/Story28/edst.cha") == "story task"
+    assert register_of("Brown/Adam/020304.cha") == "conversation"
+    kids = pd.DataFrame({
+        "file": [f"HSLLD/HV1/ER/k{i}er1.cha" for i in range(6)] + [f"Brown/Adam/0{i}.cha" for i in range(4)],
+        "corpus": ["HSLLD"] * 6 + ["Brown"] * 4, "child": [f"k{i}" for i in range(6)] + ["Adam"] * 4,
+        "age_months": [44, 45, 46, 47, 52, 53, 30, 31, 32, 33], "mlu_m": [4.0, 4.2, 4.4, 4.6, 5.0, 5.2, 3, 3, 3, 3],
+        "mlu_w": [3.8] * 10, "mean_aoa": [4.3] * 10, "ndw_100": [50.0] * 10, "overreg_rate": [0.0] * 10,
+        "brown_stage": ["V"] * 4 + ["V+"] * 2 + ["III"] * 4,
+    })
+    models = pd.DataFrame({"checkpoint_id": ["c1"], "mlu_m": [9.0], "mlu_w": [8.0], "mean_aoa": [4.5],
+                           "ndw_100": [60.0], "overreg_rate": [np.nan], "brown_stage": ["V+"]})
+    table = register_comparison(kids, models, "stories", n_boot=200)
+    assert set(table["child_register"]) == {"elicited narrative"}  # Brown conversation is not a narrative
+    assert table["comparison"].str.startswith("(b) story model").all()
+    mlu_age = table[(table.feature == "mlu_m") & (table.binning == "age") & (table.bin == "42-48 months")].iloc[0]
+    assert mlu_age["child_mean"] == pytest.approx(4.3) and mlu_age["n_children"] == 4
+    assert mlu_age["difference"] == pytest.approx(9.0 - 4.3) and not mlu_age["model_inside_child_ci"]
+    assert set(table.loc[table.binning == "brown_stage", "bin"]) == {"stage V", "stage V+"}
+    cds = register_comparison(kids, models, "cds", n_boot=200)
+    assert set(cds["child_register"]) == {"conversation"} and cds["comparison"].str.startswith("(a)").all()
+    with pytest.raises(UserError):
+        register_comparison(kids, models, "novels")
+
+
+# ----------------------------------------------------------------------------- detector validation bookkeeping
+
+
+def _unit(file, corpus, text, anns, hits):
+    return {"file": file, "corpus": corpus, "text": text, "annotations": anns, "hits": hits}
+
+
+def test_validation_split_mines_line_and_cluster_intervals():
+    from evalsuite.childes import validation
+
+    def code(word, start, c):
+        return {"start": start, "end": start + len(word), "word": word, "target": "", "code": c}
+
+    def hit(word, start, kind):
+        return {"error_type": "overregularization", "kind": kind, "start": start, "end": start + len(word),
+                "text": word}
+
+    rows = []
+    for t in range(6):  # scoring corpus: coded goed found; an uncoded throwed hit; mines coded and found
+        f = f"Lara/t{t}.cha"
+        rows.append(_unit(f, "Lara", "I goed", [code("goed", 2, "m:+ed")], [hit("goed", 2, "verb_past")]))
+        rows.append(_unit(f, "Lara", "he throwed", [], [hit("throwed", 3, "verb_past")]))
+        rows.append(_unit(f, "Lara", "that mines", [code("mines", 5, "+s-pos")], [hit("mines", 5, "possessive_pronoun_s")]))
+    rows.append(_unit("Brown/Adam/1.cha", "Brown", "two mans", [code("mans", 4, "+s")], []))
+    units = pd.DataFrame(rows)
+    table, dis = validation.validate_by_split(units, n_boot=300)
+    t = table.set_index(["split", "target"])
+    allo = t.loc[("scoring", "overregularization (all over-marking codes)")]
+    assert (allo["n_codes"], allo["tp_codes"], allo["n_hits"], allo["tp_hits"]) == (12, 12, 18, 12)
+    assert allo["n_transcripts"] == 6
+    # every transcript has the same make-up: the cluster bootstrap interval collapses to the estimate
+    assert allo["precision_ci_low"] == pytest.approx(2 / 3) and allo["precision_ci_high"] == pytest.approx(2 / 3)
+    no_mines = t.loc[("scoring", "overregularization without mines")]
+    assert (no_mines["n_codes"], no_mines["n_hits"]) == (6, 12)
+    mines = t.loc[("scoring", "mines (own line)")]
+    assert (mines["n_codes"], mines["tp_codes"]) == (6, 6)
+    dev_row = t.loc[("development", "overregularization (all over-marking codes)")]
+    assert (dev_row["n_codes"], dev_row["tp_codes"]) == (1, 0)  # Brown scored apart
+    assert set(dis.loc[dis.missed == "false_positive", "span"]) == {"throwed"}

@@ -388,10 +388,14 @@ def fit_and_validate(docs: pd.DataFrame, config: AgeFitConfig | None = None) -> 
 # ----------------------------------------------------------------------------- applying the model
 
 
-def documents_from_paths(paths, *, clan_unintelligible: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
+def documents_from_paths(
+    paths, *, clan_unintelligible: bool = True, skipped: list[dict] | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(transcript features, checkpoint features) of CHAT sources (.cha, folders, zips) and samples.jsonl
     files: one row per transcript (`file`, `child`, `age_months` ...) and one per checkpoint (`checkpoint_id`,
-    `val_loss`, `val_bpc`, `run` ...); either may be empty."""
+    `val_loss`, `val_bpc`, `run` ...); either may be empty. With a `skipped` list, a CHAT source that
+    holds no child (CHI) utterance is recorded there ({path, reason}) instead of stopping the run
+    (some TalkBank corpora transcribe only adults); any other problem still raises."""
     from corpora.chat import read_chat
     from evalsuite.childes.age_features import document_features, sentences_frame
 
@@ -405,8 +409,18 @@ def documents_from_paths(paths, *, clan_unintelligible: bool = True) -> tuple[pd
         (samples if path.suffix.lower() == ".jsonl" else chat).append(path)
     transcripts = pd.DataFrame()
     if chat:
-        frames = [document_features(read_chat(p), "file", clan_unintelligible=clan_unintelligible) for p in chat]
-        transcripts = pd.concat(frames, ignore_index=True)
+        frames = []
+        for p in chat:
+            try:
+                utterances = read_chat(p)
+            except UserError as err:
+                if skipped is None or not str(err).startswith("no utterances of"):
+                    raise
+                skipped.append({"path": str(p), "reason": str(err)})
+                continue
+            frames.append(document_features(utterances, "file", clan_unintelligible=clan_unintelligible))
+        if frames:
+            transcripts = pd.concat(frames, ignore_index=True)
     checkpoints = pd.DataFrame()
     if samples:
         from evalsuite.childes.compare import read_samples

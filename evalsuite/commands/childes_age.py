@@ -51,6 +51,10 @@ def childes_age(
     seed: int = typer.Option(0, help="Seed of the bootstraps."),
     effect_rho: float = typer.Option(
         -0.6, help="Loss-to-age test (samples input): the within-run Spearman rho the power is simulated for."),
+    model_register: str | None = typer.Option(
+        None, "--model-register", help="With CHAT and samples inputs: what the models were trained on, 'cds' "
+        "(child-directed speech: compared with children's conversation) or 'stories' (compared with children's "
+        "narratives: HSLLD elicited narratives and book reading, Bates' story task); writes OUT.register.csv."),
     keep_unintelligible: bool = typer.Option(
         False, "--keep-unintelligible", help="Keep utterances with an unintelligible word (default: CLAN's rule drops them)."),
 ) -> None:
@@ -69,7 +73,10 @@ def childes_age(
         config = dev.AgeFitConfig.from_dict({"min_utterances": min_utterances or 50, "min_age_months": min_age,
                                              "max_age_months": max_age, "n_splits": n_splits,
                                              "n_boot": n_bootstrap, "seed": seed})
-        transcripts, checkpoints = dev.documents_from_paths(paths, clan_unintelligible=clan)
+        skipped: list[dict] = []
+        transcripts, checkpoints = dev.documents_from_paths(paths, clan_unintelligible=clan, skipped=skipped)
+        for item in skipped:
+            console.print(f"[yellow]skipped {escape(item['path'])}: {escape(item['reason'])}[/yellow]")
         if not checkpoints.empty or transcripts.empty:
             raise UserError("--fit takes CHAT inputs only (children with ages), not samples.jsonl")
         result = dev.fit_and_validate(transcripts, config)
@@ -90,7 +97,8 @@ def childes_age(
         meta = build_meta("childes-age", config={"mode": "fit", **vars(config), "clan_unintelligible": clan},
                           inputs=paths, seeds={"bootstrap": seed}, columns=cols,
                           outputs=[p.name for p in written],
-                          extra={"n_children": len(result.children), "n_transcripts": len(result.table)})
+                          extra={"n_children": len(result.children), "n_transcripts": len(result.table),
+                                 "n_transcripts_read": len(transcripts), "skipped_inputs": skipped})
         write_meta(model_dir, meta)
         table = Table(title=f"Age model CV ({len(result.table)} transcripts, {len(result.children)} children, "
                             f"{min_age:g}-{max_age:g} months); MAE months [95% CI, children resampled]")
@@ -127,6 +135,24 @@ def childes_age(
         loss_age = loss_age_test(points, LossAgeConfig(effect_rho=effect_rho, seed=seed))
         meta["loss_age"] = loss_age.as_dict()
         meta["config"]["loss_age"] = {"effect_rho": effect_rho, "seed": seed}
+    if model_register is not None:
+        from evalsuite.childes.register import register_comparison
+
+        if transcripts.empty or checkpoints.empty:
+            raise UserError("--model-register needs both CHAT inputs (children) and samples.jsonl (models)")
+        reg = register_comparison(transcripts, checkpoints, model_register, seed=seed)
+        reg_path = output.with_suffix(".register.csv")
+        write_table(reg, reg_path)
+        meta["outputs"] = sorted([*meta["outputs"], reg_path.name])
+        meta["config"]["model_register"] = model_register
+        meta["columns"][reg_path.name] = {
+            "child_mean": column("mean over the matched children's transcripts", "evalsuite.childes.register.register_comparison"),
+            "child_ci_low": column("95% CI, children resampled", "evalsuite.stats.bootstrap_ci"),
+            "child_ci_high": column("95% CI, children resampled", "evalsuite.stats.bootstrap_ci"),
+            "comparison": column("which register pair the row compares", "evalsuite.childes.register.register_comparison"),
+        }
+        console.print(f"register-matched comparison: {len(reg)} rows -> {escape(str(reg_path))}"
+                      + ("" if len(reg) else " (no child transcript of the matching register)"))
     write_meta(output.with_suffix(".meta.json"), meta)
     if loss_age is not None:
         console.print(f"[bold]{escape(loss_age.statement())}[/bold]")
