@@ -84,6 +84,7 @@ class CompareSummary:
     spearman_loss: dict | None = None
     statements: list[str] = field(default_factory=list)
     caveats: list[str] = field(default_factory=list)
+    loss_age: dict | None = None
 
 
 @dataclass
@@ -104,6 +105,8 @@ class CompareResult:
     checkpoint_ages: pd.DataFrame
     summary: CompareSummary
     meta: dict
+    dev_age_cv: pd.DataFrame = field(default_factory=pd.DataFrame)
+    dev_checkpoint_ages: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -471,13 +474,54 @@ def childes_compare(
     ages = checkpoint_age_table(model, story_units, config)
 
     _summarise(summary, val, mlu_summary, cv, table, ages, samples)
+    dev_cv, dev_ages = _developmental_ages(frame, samples, config, summary)
     meta = _meta(config, childes_paths, samples_paths, summary)
     return CompareResult(
         rates=rate_table(units, config), measures=measure_table(units, config), units=units,
         hits=hits_table(units), validation=val, disagreements=disagreements, code_inventory=inventory,
         mlu_agreement=mlu_per_file, mlu_summary=mlu_summary, age_features=table, age_cv=cv,
         age_cv_predictions=cv_pred, age_coefficients=coefs, checkpoint_ages=ages, summary=summary, meta=meta,
+        dev_age_cv=dev_cv, dev_checkpoint_ages=dev_ages,
     )
+
+
+def _developmental_ages(frame: pd.DataFrame, samples: pd.DataFrame | None, config: CompareConfig,
+                        summary: CompareSummary) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The robust age model (evalsuite.childes.developmental_age) fit on these children, applied to the
+    checkpoints, and the loss-to-age test of evalsuite.childes.loss_age: its verdict is the verdict."""
+    from evalsuite.childes import developmental_age as dev
+    from evalsuite.childes.age_features import document_features, sentences_frame
+    from evalsuite.childes.loss_age import LossAgeConfig, loss_age_test
+
+    fit_config = dev.AgeFitConfig(min_utterances=config.min_units_per_transcript, n_boot=config.n_bootstrap,
+                                  seed=config.seed)
+    docs = document_features(frame, "file")
+    n_children = dev.training_table(docs, fit_config)["child_id"].nunique()
+    fit = dev.fit_and_validate(docs, fit_config) if n_children >= 3 else None
+    cv = fit.summary if fit is not None else pd.DataFrame()
+    for row in cv.itertuples(index=False) if fit is not None else []:
+        summary.statements.append(
+            f"Age model ({row.scheme}, {row.n_children} children, {row.n_transcripts} transcripts aged "
+            f"{fit_config.min_age_months:g}-{fit_config.max_age_months:g} months): {row.method} MAE {row.mae_months:.1f} "
+            f"[{row.mae_ci_low:.1f}, {row.mae_ci_high:.1f}] months.")
+    if samples is None:
+        return cv, pd.DataFrame()
+    table = samples.assign(run=[dev.run_of(c, f) for c, f in zip(samples["checkpoint"], samples["samples_file"], strict=True)])
+    ckpt_docs = document_features(sentences_frame(table), "checkpoint_id", clan_unintelligible=False)
+    if fit is not None:
+        ages = dev.apply_model(fit.model, pd.DataFrame(), ckpt_docs)
+    else:
+        ages = ckpt_docs.assign(predicted_age_months=math.nan, ci_low=math.nan, ci_high=math.nan, in_range=False,
+                                out_of_range_reason=f"no age model: {n_children} child(ren) with ages "
+                                f"{fit_config.min_age_months:g}-{fit_config.max_age_months:g} months (needs >= 3)")
+    result = loss_age_test(ages, LossAgeConfig(seed=config.seed))
+    summary.loss_age = result.as_dict()
+    summary.statements.append(result.statement())
+    summary.statements.append(
+        "The Spearman statements above use the error-profile age model of the seed, whose ages extrapolate; "
+        "the verdict is the loss-to-age test of the robust age model (in-range ages only).")
+    summary.verdict = result.verdict
+    return cv, ages
 
 
 def _summarise(summary, val, mlu_summary, cv, table, ages, samples) -> None:

@@ -71,7 +71,8 @@ def childes_compare(
         ("mlu_agreement.csv", result.mlu_agreement), ("age_features.csv", result.age_features),
         ("age_model_cv.csv", result.age_cv), ("age_model_cv_predictions.csv", result.age_cv_predictions),
         ("age_model_coefficients.csv", result.age_coefficients), ("checkpoint_ages.csv", result.checkpoint_ages),
-        ("hits.csv", result.hits),
+        ("hits.csv", result.hits), ("dev_age_cv_summary.csv", result.dev_age_cv),
+        ("checkpoint_dev_ages.csv", result.dev_checkpoint_ages),
     ):
         frame.to_csv(out / name, index=False)
         written.append(name)
