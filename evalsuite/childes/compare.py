@@ -463,7 +463,7 @@ def childes_compare(
         n_checkpoints=int(story_units["checkpoint_id"].nunique()) if not story_units.empty else 0,
         n_story_sentences=len(story_units),
     )
-    val, disagreements = validation.validate_detectors(child_units)
+    val, disagreements = validation.validate_by_split(child_units, n_boot=config.n_bootstrap, seed=config.seed)
     inventory = validation.code_inventory(child_units)
     mlu_per_file, mlu_summary = validation.mlu_agreement(child_units)
 
@@ -530,7 +530,7 @@ def _summarise(summary, val, mlu_summary, cv, table, ages, samples) -> None:
              f"transcripts of {summary.n_children} child(ren).")
     for _, row in val.iterrows():
         if row["n_codes"] >= validation.MIN_CODES_FOR_ESTIMATE:
-            s.append(f"Validation {row['target']}: precision {row['precision']:.2f} "
+            s.append(f"Validation {row['target']} ({row['split']}: {row['corpora']}): precision {row['precision']:.2f} "
                      f"[{row['precision_ci_low']:.2f}, {row['precision_ci_high']:.2f}] "
                      f"({int(row['tp_hits'])}/{int(row['n_hits'])}), recall {row['recall']:.2f} "
                      f"[{row['recall_ci_low']:.2f}, {row['recall_ci_high']:.2f}] "
