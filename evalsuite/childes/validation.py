@@ -211,3 +211,53 @@ def _lin_ccc(x: np.ndarray, y: np.ndarray) -> float:
     mx, my = x.mean(), y.mean()
     cov = ((x - mx) * (y - my)).mean()
     return float(2 * cov / (x.var() + y.var() + (mx - my) ** 2))
+
+
+# ----------------------------------------------------------------------------- coding gap
+
+HANDCHECK_FILE = "coding_gap_handcheck.tsv"
+JUDGEMENTS = ("error", "not_error", "unclear")
+
+
+def sample_uncoded_hits(disagreements: pd.DataFrame, target: str, split: str = "scoring", n: int = 40,
+                        seed: int = 0) -> pd.DataFrame:
+    """A random sample of detector hits without a human code (the 'false positives') for a hand check."""
+    fp = disagreements[(disagreements["missed"] == "false_positive") & (disagreements["target"] == target)]
+    if "split" in fp:
+        fp = fp[fp["split"] == split]
+    return fp.sample(n=min(n, len(fp)), random_state=seed).reset_index(drop=True) if len(fp) else fp
+
+
+def load_handcheck(path=None) -> pd.DataFrame:
+    """The committed hand-check table (evalsuite/childes/data/coding_gap_handcheck.tsv): one row per
+    sampled uncoded hit with the checker's `judgement` (error / not_error / unclear) and `reason`."""
+    from corpora.errors import UserError
+    from evalsuite.childes.lexicon import DATA_DIR
+
+    path = path or DATA_DIR / HANDCHECK_FILE
+    table = pd.read_csv(path, sep="\t", keep_default_na=False)
+    bad = sorted(set(table["judgement"]) - set(JUDGEMENTS))
+    if bad:
+        raise UserError(f"{path}: unknown judgement(s) {', '.join(bad)} (use {', '.join(JUDGEMENTS)})")
+    return table
+
+
+def coding_gap(handcheck: pd.DataFrame, row: pd.Series | dict) -> dict:
+    """Share of uncoded hits that are real errors (Wilson 95 % CI over the checked sample, 'unclear'
+    left out) and the precision it implies when those are counted as correct: tp + share * (hits - tp)."""
+    from evalsuite.stats import wilson_ci
+
+    judged = handcheck[handcheck["judgement"] != "unclear"]
+    k, n = int((judged["judgement"] == "error").sum()), len(judged)
+    share = k / n if n else float("nan")
+    lo, hi = wilson_ci(k, n)
+    tp, hits = float(row["tp_hits"]), float(row["n_hits"])
+    fp = hits - tp
+
+    def implied(s: float) -> float:
+        return (tp + s * fp) / hits if hits else float("nan")
+
+    return {"n_checked": len(handcheck), "n_judged": n, "n_real_errors": k, "n_unclear": len(handcheck) - n,
+            "share_real": share, "share_ci_low": lo, "share_ci_high": hi, "n_uncoded_hits": int(fp),
+            "precision_coded": tp / hits if hits else float("nan"), "precision_with_gap": implied(share),
+            "precision_with_gap_ci_low": implied(lo), "precision_with_gap_ci_high": implied(hi)}
