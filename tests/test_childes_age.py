@@ -293,3 +293,20 @@ def test_validation_split_mines_line_and_cluster_intervals():
     dev_row = t.loc[("development", "overregularization (all over-marking codes)")]
     assert (dev_row["n_codes"], dev_row["tp_codes"]) == (1, 0)  # Brown scored apart
     assert set(dis.loc[dis.missed == "false_positive", "span"]) == {"throwed"}
+
+
+def test_coding_gap_from_the_committed_hand_check():
+    from evalsuite.childes import validation
+
+    table = validation.load_handcheck()
+    assert len(table) == 40 and set(table["judgement"]) <= set(validation.JUDGEMENTS)
+    assert (table["reason"].str.len() > 0).all()  # every judgement says why
+    row = {"tp_hits": 65, "n_hits": 401, "hits_on_other_codes": 125}  # scoring split as measured
+    gap = validation.coding_gap(table, row)
+    k = int((table["judgement"] == "error").sum())
+    n = int((table["judgement"] != "unclear").sum())
+    assert gap["share_real"] == pytest.approx(k / n)
+    assert gap["share_ci_low"] < gap["share_real"] < gap["share_ci_high"]
+    assert gap["n_hits_no_code"] == 211
+    assert gap["precision_with_gap"] == pytest.approx((65 + 125 + k / n * 211) / 401)
+    assert gap["precision_coded"] < gap["precision_with_gap_ci_low"] < gap["precision_with_gap"]

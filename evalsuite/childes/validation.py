@@ -130,11 +130,12 @@ def validate_detectors(
                 if any(_overlap(hit, ann) for ann in codes):
                     per_unit[i, 0] += 1
                 else:
-                    if any(_overlap(hit, ann) for ann in others):
-                        hits_on_other_codes += 1
+                    on_other = any(_overlap(hit, ann) for ann in others)
+                    hits_on_other_codes += on_other
                     disagreements.append({"target": target.name.strip(), "unit": idx, "text": text,
                                           "missed": "false_positive", "span": hit["text"], "code": hit["kind"],
-                                          "file": units[cluster].iloc[i] if cluster in units else None})
+                                          "file": units[cluster].iloc[i] if cluster in units else None,
+                                          "on_other_code": on_other})
         tp_hits, n_hits, tp_codes, n_codes = (int(v) for v in per_unit.sum(axis=0))
         prec = bootstrap_ci(per_unit[:, :2], _ratio, groups=groups, n_boot=n_boot, seed=seed)
         rec = bootstrap_ci(per_unit[:, 2:], _ratio, groups=groups, n_boot=n_boot, seed=seed)
@@ -148,6 +149,8 @@ def validate_detectors(
             "recall_ci_high": rec.ci_high, "n_transcripts": int(len(np.unique(groups.astype(str)))),
             "ci_method": "cluster bootstrap over transcripts (evalsuite.stats.bootstrap_ci)",
             "hits_on_other_codes": hits_on_other_codes,
+            # a hit on another code (often a bare [*] of unspecified type) is a coded error all the same
+            "precision_any_code": (tp_hits + hits_on_other_codes) / n_hits if n_hits else float("nan"),
             "note": "" if enough else f"only {n_codes} human code(s): no reliable estimate",
         })
     for name in UNVALIDATED:
@@ -215,14 +218,21 @@ def _lin_ccc(x: np.ndarray, y: np.ndarray) -> float:
 
 # ----------------------------------------------------------------------------- coding gap
 
+# The committed sample: sample_uncoded_hits(disagreements, "overregularization (all over-marking codes)",
+# "scoring", n=40, seed=0) after validate_by_split on Brown/Adam+Eve (development) and the TalkBank zips
+# Braunwald, Lara, MacWhinney (scoring), parsed with CompareConfig() defaults; each row judged by hand
+# (issue 13): is the hit a real over-regularisation / over-marking the transcribers left uncoded?
 HANDCHECK_FILE = "coding_gap_handcheck.tsv"
 JUDGEMENTS = ("error", "not_error", "unclear")
 
 
 def sample_uncoded_hits(disagreements: pd.DataFrame, target: str, split: str = "scoring", n: int = 40,
                         seed: int = 0) -> pd.DataFrame:
-    """A random sample of detector hits without a human code (the 'false positives') for a hand check."""
+    """A random sample of detector hits with no human code on their word (no target code, and no other
+    code such as a bare [*]) for a hand check: what the coding gap is estimated from."""
     fp = disagreements[(disagreements["missed"] == "false_positive") & (disagreements["target"] == target)]
+    if "on_other_code" in fp:
+        fp = fp[~fp["on_other_code"].fillna(False).astype(bool)]  # only hits with no code at all
     if "split" in fp:
         fp = fp[fp["split"] == split]
     return fp.sample(n=min(n, len(fp)), random_state=seed).reset_index(drop=True) if len(fp) else fp
@@ -243,8 +253,10 @@ def load_handcheck(path=None) -> pd.DataFrame:
 
 
 def coding_gap(handcheck: pd.DataFrame, row: pd.Series | dict) -> dict:
-    """Share of uncoded hits that are real errors (Wilson 95 % CI over the checked sample, 'unclear'
-    left out) and the precision it implies when those are counted as correct: tp + share * (hits - tp)."""
+    """Share of hits with no code that are real errors (Wilson 95 % CI over the checked sample,
+    'unclear' left out) and the precision it implies: (tp + hits on another code + share x hits with
+    no code) / hits. A hit on another code (mostly a bare [*]) counts as a coded error; the interval
+    carries the sample's uncertainty only (not the resampling of transcripts)."""
     from evalsuite.stats import wilson_ci
 
     judged = handcheck[handcheck["judgement"] != "unclear"]
@@ -252,12 +264,14 @@ def coding_gap(handcheck: pd.DataFrame, row: pd.Series | dict) -> dict:
     share = k / n if n else float("nan")
     lo, hi = wilson_ci(k, n)
     tp, hits = float(row["tp_hits"]), float(row["n_hits"])
-    fp = hits - tp
+    other = float(row.get("hits_on_other_codes", 0) or 0)
+    no_code = hits - tp - other
 
     def implied(s: float) -> float:
-        return (tp + s * fp) / hits if hits else float("nan")
+        return (tp + other + s * no_code) / hits if hits else float("nan")
 
     return {"n_checked": len(handcheck), "n_judged": n, "n_real_errors": k, "n_unclear": len(handcheck) - n,
-            "share_real": share, "share_ci_low": lo, "share_ci_high": hi, "n_uncoded_hits": int(fp),
-            "precision_coded": tp / hits if hits else float("nan"), "precision_with_gap": implied(share),
-            "precision_with_gap_ci_low": implied(lo), "precision_with_gap_ci_high": implied(hi)}
+            "share_real": share, "share_ci_low": lo, "share_ci_high": hi, "n_hits_no_code": int(no_code),
+            "n_hits_other_code": int(other), "precision_coded": tp / hits if hits else float("nan"),
+            "precision_with_gap": implied(share), "precision_with_gap_ci_low": implied(lo),
+            "precision_with_gap_ci_high": implied(hi)}
