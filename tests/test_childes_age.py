@@ -310,3 +310,19 @@ def test_coding_gap_from_the_committed_hand_check():
     assert gap["n_hits_no_code"] == 211
     assert gap["precision_with_gap"] == pytest.approx((65 + 125 + k / n * 211) / 401)
     assert gap["precision_coded"] < gap["precision_with_gap_ci_low"] < gap["precision_with_gap"]
+
+
+def test_shipped_model_lists_its_children_and_beats_both_baselines():
+    from evalsuite.commands.childes_age import PACKAGED_MODEL
+
+    model = dev.load_model(PACKAGED_MODEL)
+    children = pd.read_csv(PACKAGED_MODEL / dev.CHILDREN_FILE)
+    assert len(model.training_children) == len(children) >= 100
+    assert model.age_range == (18.0, 60.0) and model.interval_halfwidth > 0
+    cv = pd.read_csv(PACKAGED_MODEL / "cv_summary.csv").set_index(["scheme", "method"])
+    for scheme in ("by_child", "by_corpus"):
+        ours = cv.loc[(scheme, "age_model"), "mae_months"]
+        assert ours < cv.loc[(scheme, "mlu_only"), "mae_months"] and ours < cv.loc[(scheme, "miller_chapman"), "mae_months"]
+    # written stories: sentences of 11 morphemes lie beyond the children: no age
+    story = pd.DataFrame([{"mlu_m": 11.0, "overreg_rate": 0.0, "mean_aoa": 4.4, "ndw_100": 55.0, "n_utterances": 200}])
+    assert not model.predict(story)["in_range"].iloc[0]

@@ -16,8 +16,9 @@ the Miller & Chapman (1981) MLU-for-age norm inverted (no fitting).
 
 Prediction intervals: split-conformal by child: the 95 % quantile of the absolute out-of-fold
 residuals of the by-child CV on the training children, added either side (`interval_halfwidth`).
-`in_range`: a document whose features lie outside the training transcripts' range (or with too
-few utterances, or whose point prediction falls outside the training ages) gets no age: the
+`in_range`: a document whose features lie outside the training transcripts' range (the central
+99 % of each feature, RANGE_QUANTILES), or with too
+few utterances, or whose point prediction falls outside the training ages, gets no age: the
 model never returns an extrapolated number.
 """
 
@@ -38,6 +39,9 @@ from evalsuite.childes.age_features import FEATURES
 SCHEMA = "evalsuite.childes.age_model/2"
 MODEL_FILE = "age_model.json"
 CHILDREN_FILE = "training_children.csv"
+# The training range of a feature is its central 99 % over the training transcripts: one odd
+# transcript (an MLU of 15 in a monologue) must not stretch the range in which ages are given.
+RANGE_QUANTILES = (0.005, 0.995)
 INPUTS: tuple[str, ...] = ("mlu_m", "log_mlu_m", "mean_aoa", "ndw_100", "overreg_rate", "overreg_missing")
 
 # Miller, J. F. & Chapman, R. S. (1981). The relation between age and mean length of utterance in
@@ -248,7 +252,8 @@ def fit_linear(train: pd.DataFrame, config: AgeFitConfig, with_interval: bool = 
     model = LinearAgeModel(
         inputs=INPUTS, mean=mean.tolist(), scale=scale.tolist(), coef=[float(c) for c in ridge.coef_],
         intercept=float(ridge.intercept_), alpha=float(ridge.alpha), overreg_fill=fill,
-        feature_min={f: float(train[f].min()) for f in FEATURES}, feature_max={f: float(train[f].max()) for f in FEATURES},
+        feature_min={f: float(train[f].quantile(RANGE_QUANTILES[0])) for f in FEATURES},
+        feature_max={f: float(train[f].quantile(RANGE_QUANTILES[1])) for f in FEATURES},
         age_range=(float(y.min()), float(y.max())), min_utterances=config.min_utterances, coverage=config.coverage,
         training_children=sorted(set(groups)), n_transcripts=len(train),
     )

@@ -2,7 +2,10 @@
 
 Apply:  evalsuite childes-age PATHS... -o OUT.csv [--model DIR]
 Fit:    evalsuite childes-age --fit CHAT_PATHS... [--model DIR]
-The default model folder is results/childes-age/model (evalsuite.results.results_dir_for).
+--fit writes to results/childes-age/model unless --model says otherwise. Applying reads --model, else
+results/childes-age/model when a fit put one there, else the model shipped in
+evalsuite/childes/data/age_model (fit on every shared CHILDES child aged 18-60 months; its
+training_children.csv and cv_summary.csv lie beside it).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from pathlib import Path
 import typer
 
 DEFAULT_MODEL = Path("results") / "childes-age" / "model"
+PACKAGED_MODEL = Path(__file__).resolve().parents[1] / "childes" / "data" / "age_model"
 
 COLUMN_DEFS = {
     "file": "transcript path inside its source (CHAT input); empty for model text",
@@ -39,7 +43,9 @@ def register(app: typer.Typer) -> None:
 def childes_age(
     paths: list[Path] = typer.Argument(..., help="CHAT .cha files, folders, TalkBank .zip files, or samples.jsonl."),
     output: Path | None = typer.Option(None, "-o", "--output", help="CSV of predictions (required unless --fit)."),
-    model_dir: Path = typer.Option(DEFAULT_MODEL, "--model", help="Age model folder (written by --fit, read otherwise)."),
+    model_dir: Path | None = typer.Option(
+        None, "--model", help="Age model folder (written by --fit, read otherwise). Default: results/childes-age/model; "
+        "when applying and that holds no model, the model shipped with evalsuite."),
     fit: bool = typer.Option(False, "--fit", help="Fit the model on the CHAT inputs, cross-validate it, save it."),
     min_utterances: int | None = typer.Option(
         None, help="Documents with fewer analysable utterances get no age (fit: and are not fit on; default 50 when "
@@ -69,6 +75,8 @@ def childes_age(
 
     console = Console()
     clan = not keep_unintelligible
+    if model_dir is None:
+        model_dir = DEFAULT_MODEL if fit or (DEFAULT_MODEL / dev.MODEL_FILE).is_file() else PACKAGED_MODEL
     if fit:
         config = dev.AgeFitConfig.from_dict({"min_utterances": min_utterances or 50, "min_age_months": min_age,
                                              "max_age_months": max_age, "n_splits": n_splits,
