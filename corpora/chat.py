@@ -319,7 +319,8 @@ DAYS_PER_MONTH = 365.25 / 12
 def _age_in_months(age) -> float:
     """CHAT age y;mm.dd -> months. Days count as days / 30.44 (a mean month), not days / 30 as pylangacq's
     in_months() does: with /30, 2;11.30 becomes 36.0 months, i.e. three years, and lands in the next age bin."""
-    return age.years * 12 + age.months + age.days / DAYS_PER_MONTH
+    # y;mm or y; without days (some TalkBank @ID headers): the missing parts count as 0
+    return (age.years or 0) * 12 + (age.months or 0) + (age.days or 0) / DAYS_PER_MONTH
 
 
 def _relative(file_path: str, root: Path) -> str:

@@ -28,3 +28,16 @@ SEED_TOKENS_PER_CHAR = 911 / 3709
 def seed_nats_to_bpc(nats_per_token: float) -> float:
     """A loss of the seed's run (GPT-2 on TinyStories, nats/token) in bits per character."""
     return nats_per_token * SEED_TOKENS_PER_CHAR / math.log(2)
+
+
+def hypothesis_band(val_loss: float, val_bpc: float | None = None) -> tuple[str, float, float]:
+    """The seed's age band for a checkpoint: looked up in bits per character (the bands converted with
+    SEED_TOKENS_PER_CHAR) when val_bpc is known, so that any tokenizer compares; else in nats/token."""
+    use_bpc = val_bpc is not None and math.isfinite(val_bpc)
+    value = val_bpc if use_bpc else val_loss
+    for lo, hi, a_lo, a_hi, label in HYPOTHESIS:
+        if use_bpc:
+            lo, hi = seed_nats_to_bpc(lo), seed_nats_to_bpc(hi)
+        if lo <= value < hi:
+            return label, a_lo, a_hi
+    return "not in the seed's table", float("nan"), float("nan")

@@ -9,8 +9,8 @@ import torch
 from conftest import run_cli
 
 from trainers.algebra import cayley_dickson_table, product_table, shuffled_table
-from trainers.config import list_presets, load_config, preset_parameter_counts
-from trainers.model import build_model
+from trainers.config import list_presets, load_config
+from trainers.model import build_model, preset_parameter_counts
 
 SIZES = ("1m", "3m", "8m")
 

@@ -6,7 +6,7 @@ from typing import Any
 
 
 def load_spinnet(path: Any, device: str = "cpu") -> Any:
-    """`trainers.compress.load_spinnet`, imported lazily so that `import trainers` stays light (no torch)."""
-    from trainers.compress import load_spinnet as _load_spinnet
+    """`trainers.spinnet_file.load_spinnet`, imported lazily so that `import trainers` stays light (no torch)."""
+    from trainers.spinnet_file import load_spinnet as _load_spinnet
 
     return _load_spinnet(path, device=device)

@@ -364,9 +364,9 @@ def load_checkpoint(path: str | os.PathLike, device: str = "cpu") -> LoadedCheck
 def _load_spinnet_file(path: Path, device: str) -> LoadedCheckpoint:
     if not path.is_file():
         raise UserError(f".spinnet file not found: {path}")
-    from trainers import compress
+    from trainers.spinnet_file import load_spinnet
 
-    loaded = compress.load_spinnet(path, device=device)
+    loaded = load_spinnet(path, device=device)
     return LoadedCheckpoint(
         model=loaded.model, config=loaded.config, tokenizer=loaded.tokenizer,
         state=dict(loaded.state), path=path,

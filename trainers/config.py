@@ -521,23 +521,3 @@ def preset_vocab_size(config: RunConfig) -> int | None:
     if spec.startswith("bpe:") and spec[4:].isdigit():
         return int(spec[4:])
     return 50257 if spec == "gpt2" else None
-
-
-def preset_parameter_counts(name: str) -> dict[str, Any]:
-    """{preset, family, vocab_size, embedding, non_embedding, total} measured on a model built on
-    torch's meta device (no memory); embedding counts are None when the vocabulary is unknown."""
-    import torch
-
-    from trainers.model import build_model
-
-    config = load_config(name)
-    vocab = preset_vocab_size(config)
-    model_cfg = dataclasses.replace(config.model, vocab_size=vocab or 1)
-    with torch.device("meta"):
-        model = build_model(model_cfg)
-    non_embedding = model.num_parameters(exclude_embeddings=True)
-    embedding = vocab * model_cfg.d_model if vocab else None
-    return {
-        "preset": name, "family": config.model.family, "vocab_size": vocab, "embedding": embedding,
-        "non_embedding": non_embedding, "total": embedding + non_embedding if embedding is not None else None,
-    }

@@ -30,8 +30,10 @@ with the mixer computes different outputs than one without it, even before train
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -321,3 +323,21 @@ class Transformer(nn.Module):
 
 def build_model(cfg: ModelConfig) -> Transformer:
     return Transformer(cfg)
+
+
+def preset_parameter_counts(name: str) -> dict[str, Any]:
+    """{preset, family, vocab_size, embedding, non_embedding, total} measured on a model built on
+    torch's meta device (no memory); embedding counts are None when the vocabulary is unknown."""
+    from trainers.config import load_config, preset_vocab_size
+
+    config = load_config(name)
+    vocab = preset_vocab_size(config)
+    model_cfg = dataclasses.replace(config.model, vocab_size=vocab or 1)
+    with torch.device("meta"):
+        model = build_model(model_cfg)
+    non_embedding = model.num_parameters(exclude_embeddings=True)
+    embedding = vocab * model_cfg.d_model if vocab else None
+    return {
+        "preset": name, "family": config.model.family, "vocab_size": vocab, "embedding": embedding,
+        "non_embedding": non_embedding, "total": embedding + non_embedding if embedding is not None else None,
+    }

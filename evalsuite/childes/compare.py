@@ -26,12 +26,11 @@ import pandas as pd
 from corpora.errors import UserError
 from evalsuite.childes import age_model, measures, validation
 from evalsuite.childes.detectors import ERROR_TYPES, iter_detect, load_nlp
-from evalsuite.hypothesis import HYPOTHESIS, SEED_TOKENS_PER_CHAR, seed_nats_to_bpc
-from evalsuite.samples import read_samples as read_sample_records
+from evalsuite.childes.samples_frame import SAMPLE_REQUIRED, read_samples  # noqa: F401 (re-exported)
+from evalsuite.hypothesis import HYPOTHESIS, SEED_TOKENS_PER_CHAR, hypothesis_band, seed_nats_to_bpc
 from evalsuite.stats import bootstrap_ci, spearman, wilson_ci
 
 SUB_KINDS = {"pronoun_antecedent": ("gender_mismatch", "no_antecedent")}
-SAMPLE_REQUIRED = ("completion", "val_loss")
 GENRE_CAVEAT = (
     "Genre differs: CHILDES units are spoken child utterances (CHI tier, conversation), model units are "
     "sentences of written stories; rates are normalised per utterance/sentence, but sentence length, "
@@ -83,6 +82,7 @@ class CompareSummary:
     spearman_loss: dict | None = None
     statements: list[str] = field(default_factory=list)
     caveats: list[str] = field(default_factory=list)
+    loss_age: dict | None = None
 
 
 @dataclass
@@ -103,38 +103,11 @@ class CompareResult:
     checkpoint_ages: pd.DataFrame
     summary: CompareSummary
     meta: dict
+    dev_age_cv: pd.DataFrame = field(default_factory=pd.DataFrame)
+    dev_checkpoint_ages: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 # ----------------------------------------------------------------------------- inputs
-
-
-def read_samples(paths: Sequence[str | os.PathLike]) -> pd.DataFrame:
-    """samples.jsonl files (DEVELOPING.md format) -> one row per sample; clear errors for bad lines."""
-    rows = []
-    # one reader and one defaulting rule for checkpoint_id/prompt (evalsuite.samples.read_samples)
-    for record in read_sample_records(paths, require=SAMPLE_REQUIRED) if paths else []:
-        path, lineno = record["samples_file"], record["samples_line"]
-        try:
-            val_loss = float(record["val_loss"])
-            val_bpc = float(record["val_bpc"]) if record.get("val_bpc") is not None else float("nan")
-        except (TypeError, ValueError) as err:
-            raise UserError(f"{path}:{lineno}: val_loss/val_bpc must be numbers") from err
-        rows.append({
-            "samples_file": path, "line": lineno, "checkpoint_id": record["checkpoint_id"],
-            "checkpoint": str(record["checkpoint"]),
-            "model_family": record.get("model_family") or "",
-            "prompt_id": record["prompt_id"], "prompt": record["prompt"],
-            "completion": record["completion"], "val_loss": val_loss, "val_bpc": val_bpc,
-            "tokens_seen": record.get("tokens_seen"),
-        })
-    frame = pd.DataFrame(rows)
-    if frame.empty:
-        raise UserError("the samples files hold no samples")
-    per_ckpt = frame.groupby("checkpoint_id")[["val_loss", "val_bpc"]].nunique(dropna=False)
-    bad = per_ckpt[(per_ckpt.val_loss > 1) | (per_ckpt.val_bpc > 1)]
-    if not bad.empty:
-        raise UserError(f"checkpoint(s) with more than one val_loss/val_bpc: {', '.join(bad.index[:5])}")
-    return frame
 
 
 def read_children(paths: Sequence[str | os.PathLike]) -> pd.DataFrame:
@@ -328,19 +301,6 @@ def hits_table(units: pd.DataFrame) -> pd.DataFrame:
 # ----------------------------------------------------------------------------- hypothesis
 
 
-def hypothesis_band(val_loss: float, val_bpc: float | None = None) -> tuple[str, float, float]:
-    """The seed's age band for a checkpoint: looked up in bits per character (the bands converted with
-    SEED_TOKENS_PER_CHAR) when val_bpc is known, so that any tokenizer compares; else in nats/token."""
-    use_bpc = val_bpc is not None and math.isfinite(val_bpc)
-    value = val_bpc if use_bpc else val_loss
-    for lo, hi, a_lo, a_hi, label in HYPOTHESIS:
-        if use_bpc:
-            lo, hi = seed_nats_to_bpc(lo), seed_nats_to_bpc(hi)
-        if lo <= value < hi:
-            return label, a_lo, a_hi
-    return "not in the seed's table", float("nan"), float("nan")
-
-
 def checkpoint_age_table(model: age_model.AgeModel | None, story_units: pd.DataFrame, config: CompareConfig) -> pd.DataFrame:
     rows = []
     if model is None or story_units.empty:
@@ -436,7 +396,7 @@ def childes_compare(
         n_checkpoints=int(story_units["checkpoint_id"].nunique()) if not story_units.empty else 0,
         n_story_sentences=len(story_units),
     )
-    val, disagreements = validation.validate_detectors(child_units)
+    val, disagreements = validation.validate_by_split(child_units, n_boot=config.n_bootstrap, seed=config.seed)
     inventory = validation.code_inventory(child_units)
     mlu_per_file, mlu_summary = validation.mlu_agreement(child_units)
 
@@ -447,13 +407,54 @@ def childes_compare(
     ages = checkpoint_age_table(model, story_units, config)
 
     _summarise(summary, val, mlu_summary, cv, table, ages, samples)
+    dev_cv, dev_ages = _developmental_ages(frame, samples, config, summary)
     meta = _meta(config, childes_paths, samples_paths, summary)
     return CompareResult(
         rates=rate_table(units, config), measures=measure_table(units, config), units=units,
         hits=hits_table(units), validation=val, disagreements=disagreements, code_inventory=inventory,
         mlu_agreement=mlu_per_file, mlu_summary=mlu_summary, age_features=table, age_cv=cv,
         age_cv_predictions=cv_pred, age_coefficients=coefs, checkpoint_ages=ages, summary=summary, meta=meta,
+        dev_age_cv=dev_cv, dev_checkpoint_ages=dev_ages,
     )
+
+
+def _developmental_ages(frame: pd.DataFrame, samples: pd.DataFrame | None, config: CompareConfig,
+                        summary: CompareSummary) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The robust age model (evalsuite.childes.developmental_age) fit on these children, applied to the
+    checkpoints, and the loss-to-age test of evalsuite.childes.loss_age: its verdict is the verdict."""
+    from evalsuite.childes import developmental_age as dev
+    from evalsuite.childes.age_features import document_features, sentences_frame
+    from evalsuite.childes.loss_age import LossAgeConfig, loss_age_test
+
+    fit_config = dev.AgeFitConfig(min_utterances=config.min_units_per_transcript, n_boot=config.n_bootstrap,
+                                  seed=config.seed)
+    docs = document_features(frame, "file")
+    n_children = dev.training_table(docs, fit_config)["child_id"].nunique()
+    fit = dev.fit_and_validate(docs, fit_config) if n_children >= 3 else None
+    cv = fit.summary if fit is not None else pd.DataFrame()
+    for row in cv.itertuples(index=False) if fit is not None else []:
+        summary.statements.append(
+            f"Age model ({row.scheme}, {row.n_children} children, {row.n_transcripts} transcripts aged "
+            f"{fit_config.min_age_months:g}-{fit_config.max_age_months:g} months): {row.method} MAE {row.mae_months:.1f} "
+            f"[{row.mae_ci_low:.1f}, {row.mae_ci_high:.1f}] months.")
+    if samples is None:
+        return cv, pd.DataFrame()
+    table = samples.assign(run=[dev.run_of(c, f) for c, f in zip(samples["checkpoint"], samples["samples_file"], strict=True)])
+    ckpt_docs = document_features(sentences_frame(table), "checkpoint_id", clan_unintelligible=False)
+    if fit is not None:
+        ages = dev.apply_model(fit.model, pd.DataFrame(), ckpt_docs)
+    else:
+        ages = ckpt_docs.assign(predicted_age_months=math.nan, ci_low=math.nan, ci_high=math.nan, in_range=False,
+                                out_of_range_reason=f"no age model: {n_children} child(ren) with ages "
+                                f"{fit_config.min_age_months:g}-{fit_config.max_age_months:g} months (needs >= 3)")
+    result = loss_age_test(ages, LossAgeConfig(seed=config.seed))
+    summary.loss_age = result.as_dict()
+    summary.statements.append(result.statement())
+    summary.statements.append(
+        "The Spearman statements above use the error-profile age model of the seed, whose ages extrapolate; "
+        "the verdict is the loss-to-age test of the robust age model (in-range ages only).")
+    summary.verdict = result.verdict
+    return cv, ages
 
 
 def _summarise(summary, val, mlu_summary, cv, table, ages, samples) -> None:
@@ -462,7 +463,7 @@ def _summarise(summary, val, mlu_summary, cv, table, ages, samples) -> None:
              f"transcripts of {summary.n_children} child(ren).")
     for _, row in val.iterrows():
         if row["n_codes"] >= validation.MIN_CODES_FOR_ESTIMATE:
-            s.append(f"Validation {row['target']}: precision {row['precision']:.2f} "
+            s.append(f"Validation {row['target']} ({row['split']}: {row['corpora']}): precision {row['precision']:.2f} "
                      f"[{row['precision_ci_low']:.2f}, {row['precision_ci_high']:.2f}] "
                      f"({int(row['tp_hits'])}/{int(row['n_hits'])}), recall {row['recall']:.2f} "
                      f"[{row['recall_ci_low']:.2f}, {row['recall_ci_high']:.2f}] "

@@ -8,6 +8,17 @@ exact repetitions, and single instances of `case` (my for I) and `0en`. There ar
 article omission, agreement, copula or plural/past omission in these files, so those detectors
 cannot be validated here: the table says so rather than invent a number.
 
+Other corpora code errors in the newer CHAT style: `[* m:+ed]` (over-regularised past), `[* m:+s]`
+(over-regularised plural or 3rd singular), `[* m:+en]`, `[* m:++ed]` (double marking); they count
+with the Brown codes of the same kind. Brown was read while the rules were written, so
+`validate_by_split` scores Brown ("development") apart from every other corpus ("scoring").
+`mines` (a single word that carries a large share of Brown's codes) has a line of its own, and
+the over-regularisation line is repeated without it.
+
+Intervals resample whole transcripts (evalsuite.stats.bootstrap_ci with groups = file): codes and
+hits cluster within transcripts (one child's favourite form recurs), so a Wilson interval over
+codes is too narrow.
+
 Matching is at word level: a hit and a human code match when their character spans in the
 utterance overlap. Recall = codes matched by a hit / codes; precision = hits matching a code / hits.
 Human coding is not exhaustive (an uncoded "goed" is a true error our detector finds), so the
@@ -23,7 +34,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from evalsuite.stats import wilson_ci
+from evalsuite.stats import bootstrap_ci
 
 
 @dataclass(frozen=True)
@@ -32,10 +43,17 @@ class ValidationTarget:
     detector: str
     codes: frozenset[str]
     kinds: frozenset[str] | None = None  # restrict the detector's hits to these sub-kinds
+    only_forms: frozenset[str] | None = None  # keep only hits / codes on these word forms
+    exclude_forms: frozenset[str] = frozenset()  # leave out hits / codes on these word forms
+
+    def keeps(self, form: str) -> bool:
+        form = form.lower()
+        return form not in self.exclude_forms and (self.only_forms is None or form in self.only_forms)
 
 
-VERB_CODES = frozenset({"+ed", "+ed-sup", "ed-en", "+es"})
-NOUN_CODES = frozenset({"+s", "+s-sup", "pl-sup", "+s-dup"})
+VERB_CODES = frozenset({"+ed", "+ed-sup", "ed-en", "+es", "m:+ed", "m:+en", "m:++ed"})
+NOUN_CODES = frozenset({"+s", "+s-sup", "pl-sup", "+s-dup", "m:+s", "m:++s", "m:+es"})
+MINES = frozenset({"mines", "mine's", "mine 's"})
 PRONOUN_S_CODES = frozenset({"+s-pos", "+'s"})
 OVER_CODES = VERB_CODES | NOUN_CODES | PRONOUN_S_CODES | {"+er", "+est"}
 
@@ -53,6 +71,8 @@ TARGETS: tuple[ValidationTarget, ...] = (
         "  pronoun/quantifier +s: +s-pos +'s", "overregularization", PRONOUN_S_CODES,
         frozenset({"possessive_pronoun_s", "function_word_s"}),
     ),
+    ValidationTarget("overregularization without mines", "overregularization", OVER_CODES, exclude_forms=MINES),
+    ValidationTarget("mines (own line)", "overregularization", PRONOUN_S_CODES, only_forms=MINES),
     ValidationTarget("immediate_repetition ([/])", "immediate_repetition", frozenset({"[/]"})),
     ValidationTarget("pronoun_case ([* case])", "pronoun_case", frozenset({"case"})),
     ValidationTarget("missing_morpheme ([* 0en], 0-words)", "missing_morpheme", frozenset({"0en"})),
@@ -73,46 +93,64 @@ def _overlap(hit: dict, ann: dict) -> bool:
     return hit["start"] < ann["end"] and ann["start"] < hit["end"]
 
 
-def validate_detectors(units: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Precision/recall per target on child units; second frame lists every disagreement for inspection."""
+def _ratio(rows: np.ndarray) -> float:
+    den = rows[:, 1].sum()
+    return float(rows[:, 0].sum() / den) if den else float("nan")
+
+
+def validate_detectors(
+    units: pd.DataFrame, cluster: str = "file", n_boot: int = 1000, seed: int = 0
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Precision/recall per target on child units, with 95 % CIs from resampling whole `cluster`s
+    (transcripts); the second frame lists every disagreement for inspection."""
     rows, disagreements = [], []
+    groups = units[cluster].to_numpy() if cluster in units else np.arange(len(units))
     for target in TARGETS:
-        n_codes = tp_codes = n_hits = tp_hits = hits_on_other_codes = 0
-        for idx, text, anns, hits in zip(
+        per_unit = np.zeros((len(units), 4))  # tp_hits, n_hits, tp_codes, n_codes
+        hits_on_other_codes = 0
+        for i, (idx, text, anns, hits) in enumerate(zip(
             units.index, units["text"], units["annotations"], units["hits"], strict=True
-        ):
-            codes = [a for a in anns if a["code"] in target.codes]
+        )):
+            codes = [a for a in anns if a["code"] in target.codes and target.keeps(a["word"])]
             mine = [
                 h for h in hits
                 if h["error_type"] == target.detector and (target.kinds is None or h["kind"] in target.kinds)
+                and target.keeps(h["text"])
             ]
             for ann in codes:
-                n_codes += 1
+                per_unit[i, 3] += 1
                 if any(_overlap(h, ann) for h in mine):
-                    tp_codes += 1
+                    per_unit[i, 2] += 1
                 else:
                     disagreements.append({"target": target.name.strip(), "unit": idx, "text": text,
                                           "missed": "false_negative", "span": ann["word"], "code": ann["code"]})
             others = [a for a in anns if a["code"] not in target.codes and a["code"] != "[/]"]
             for hit in mine:
-                n_hits += 1
+                per_unit[i, 1] += 1
                 if any(_overlap(hit, ann) for ann in codes):
-                    tp_hits += 1
+                    per_unit[i, 0] += 1
                 else:
-                    if any(_overlap(hit, ann) for ann in others):
-                        hits_on_other_codes += 1
+                    on_other = any(_overlap(hit, ann) for ann in others)
+                    hits_on_other_codes += on_other
                     disagreements.append({"target": target.name.strip(), "unit": idx, "text": text,
-                                          "missed": "false_positive", "span": hit["text"], "code": hit["kind"]})
-        p_lo, p_hi = wilson_ci(tp_hits, n_hits)
-        r_lo, r_hi = wilson_ci(tp_codes, n_codes)
+                                          "missed": "false_positive", "span": hit["text"], "code": hit["kind"],
+                                          "file": units[cluster].iloc[i] if cluster in units else None,
+                                          "on_other_code": on_other})
+        tp_hits, n_hits, tp_codes, n_codes = (int(v) for v in per_unit.sum(axis=0))
+        prec = bootstrap_ci(per_unit[:, :2], _ratio, groups=groups, n_boot=n_boot, seed=seed)
+        rec = bootstrap_ci(per_unit[:, 2:], _ratio, groups=groups, n_boot=n_boot, seed=seed)
         enough = n_codes >= MIN_CODES_FOR_ESTIMATE
         rows.append({
             "target": target.name.strip(), "detector": target.detector, "codes": " ".join(sorted(target.codes)),
             "n_codes": n_codes, "n_hits": n_hits, "tp_codes": tp_codes, "tp_hits": tp_hits,
-            "precision": tp_hits / n_hits if n_hits else float("nan"), "precision_ci_low": p_lo,
-            "precision_ci_high": p_hi,
-            "recall": tp_codes / n_codes if n_codes else float("nan"), "recall_ci_low": r_lo, "recall_ci_high": r_hi,
+            "precision": tp_hits / n_hits if n_hits else float("nan"), "precision_ci_low": prec.ci_low,
+            "precision_ci_high": prec.ci_high,
+            "recall": tp_codes / n_codes if n_codes else float("nan"), "recall_ci_low": rec.ci_low,
+            "recall_ci_high": rec.ci_high, "n_transcripts": int(len(np.unique(groups.astype(str)))),
+            "ci_method": "cluster bootstrap over transcripts (evalsuite.stats.bootstrap_ci)",
             "hits_on_other_codes": hits_on_other_codes,
+            # a hit on another code (often a bare [*] of unspecified type) is a coded error all the same
+            "precision_any_code": (tp_hits + hits_on_other_codes) / n_hits if n_hits else float("nan"),
             "note": "" if enough else f"only {n_codes} human code(s): no reliable estimate",
         })
     for name in UNVALIDATED:
@@ -120,6 +158,26 @@ def validate_detectors(units: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]
         rows.append({"target": name, "detector": name, "codes": "", "n_codes": 0, "n_hits": n_hits,
                      "note": "no human codes for this error type in these transcripts: not validated"})
     return pd.DataFrame(rows), pd.DataFrame(disagreements)
+
+
+DEVELOPMENT_CORPORA = ("Brown",)
+
+
+def validate_by_split(
+    units: pd.DataFrame, development: tuple[str, ...] = DEVELOPMENT_CORPORA, n_boot: int = 1000, seed: int = 0
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """validate_detectors on the development corpora (read while writing the rules) and, apart, on
+    every other corpus (the scoring set); a `split` column says which."""
+    corpus = units["corpus"].fillna("").astype(str) if "corpus" in units else pd.Series("", index=units.index)
+    dev_mask = corpus.isin(development) | units["file"].astype(str).str.split("/").str[0].isin(development)
+    tables, disagreements = [], []
+    for split, mask in (("development", dev_mask), ("scoring", ~dev_mask)):
+        if not mask.any():
+            continue
+        table, dis = validate_detectors(units[mask], n_boot=n_boot, seed=seed)
+        tables.append(table.assign(split=split, corpora=", ".join(sorted(corpus[mask].unique()))))
+        disagreements.append(dis.assign(split=split))
+    return pd.concat(tables, ignore_index=True), pd.concat(disagreements, ignore_index=True)
 
 
 def mlu_agreement(units: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
@@ -156,3 +214,64 @@ def _lin_ccc(x: np.ndarray, y: np.ndarray) -> float:
     mx, my = x.mean(), y.mean()
     cov = ((x - mx) * (y - my)).mean()
     return float(2 * cov / (x.var() + y.var() + (mx - my) ** 2))
+
+
+# ----------------------------------------------------------------------------- coding gap
+
+# The committed sample: sample_uncoded_hits(disagreements, "overregularization (all over-marking codes)",
+# "scoring", n=40, seed=0) after validate_by_split on Brown/Adam+Eve (development) and the TalkBank zips
+# Braunwald, Lara, MacWhinney (scoring), parsed with CompareConfig() defaults; each row judged by hand
+# (issue 13): is the hit a real over-regularisation / over-marking the transcribers left uncoded?
+HANDCHECK_FILE = "coding_gap_handcheck.tsv"
+JUDGEMENTS = ("error", "not_error", "unclear")
+
+
+def sample_uncoded_hits(disagreements: pd.DataFrame, target: str, split: str = "scoring", n: int = 40,
+                        seed: int = 0) -> pd.DataFrame:
+    """A random sample of detector hits with no human code on their word (no target code, and no other
+    code such as a bare [*]) for a hand check: what the coding gap is estimated from."""
+    fp = disagreements[(disagreements["missed"] == "false_positive") & (disagreements["target"] == target)]
+    if "on_other_code" in fp:
+        fp = fp[~fp["on_other_code"].fillna(False).astype(bool)]  # only hits with no code at all
+    if "split" in fp:
+        fp = fp[fp["split"] == split]
+    return fp.sample(n=min(n, len(fp)), random_state=seed).reset_index(drop=True) if len(fp) else fp
+
+
+def load_handcheck(path=None) -> pd.DataFrame:
+    """The committed hand-check table (evalsuite/childes/data/coding_gap_handcheck.tsv): one row per
+    sampled uncoded hit with the checker's `judgement` (error / not_error / unclear) and `reason`."""
+    from corpora.errors import UserError
+    from evalsuite.childes.lexicon import DATA_DIR
+
+    path = path or DATA_DIR / HANDCHECK_FILE
+    table = pd.read_csv(path, sep="\t", keep_default_na=False)
+    bad = sorted(set(table["judgement"]) - set(JUDGEMENTS))
+    if bad:
+        raise UserError(f"{path}: unknown judgement(s) {', '.join(bad)} (use {', '.join(JUDGEMENTS)})")
+    return table
+
+
+def coding_gap(handcheck: pd.DataFrame, row: pd.Series | dict) -> dict:
+    """Share of hits with no code that are real errors (Wilson 95 % CI over the checked sample,
+    'unclear' left out) and the precision it implies: (tp + hits on another code + share x hits with
+    no code) / hits. A hit on another code (mostly a bare [*]) counts as a coded error; the interval
+    carries the sample's uncertainty only (not the resampling of transcripts)."""
+    from evalsuite.stats import wilson_ci
+
+    judged = handcheck[handcheck["judgement"] != "unclear"]
+    k, n = int((judged["judgement"] == "error").sum()), len(judged)
+    share = k / n if n else float("nan")
+    lo, hi = wilson_ci(k, n)
+    tp, hits = float(row["tp_hits"]), float(row["n_hits"])
+    other = float(row.get("hits_on_other_codes", 0) or 0)
+    no_code = hits - tp - other
+
+    def implied(s: float) -> float:
+        return (tp + other + s * no_code) / hits if hits else float("nan")
+
+    return {"n_checked": len(handcheck), "n_judged": n, "n_real_errors": k, "n_unclear": len(handcheck) - n,
+            "share_real": share, "share_ci_low": lo, "share_ci_high": hi, "n_hits_no_code": int(no_code),
+            "n_hits_other_code": int(other), "precision_coded": tp / hits if hits else float("nan"),
+            "precision_with_gap": implied(share), "precision_with_gap_ci_low": implied(lo),
+            "precision_with_gap_ci_high": implied(hi)}

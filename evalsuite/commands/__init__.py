@@ -1,6 +1,7 @@
 """One module per command, named after it; each exposes `register(app: typer.Typer)`."""
 
 from evalsuite.commands import (
+    childes_age,
     childes_compare,
     compress,
     corpora,
@@ -17,6 +18,6 @@ from evalsuite.commands import (
 )
 
 COMMAND_MODULES = [
-    corpora, tokenizer, train, compress, generate, gpt_eval, dim_probe, childes_compare, figures, report,
+    corpora, tokenizer, train, compress, generate, gpt_eval, dim_probe, childes_compare, childes_age, figures, report,
     diagnose, dynamics, demo,
 ]

@@ -72,12 +72,19 @@ def _tables() -> dict[str, dict[str, tuple[str, str]]]:
             "tp_codes": ("codes overlapped by a hit", f"{_V}.validate_detectors"),
             "tp_hits": ("hits overlapping a code", f"{_V}.validate_detectors"),
             "precision": ("tp_hits / n_hits (a lower bound: coding is not exhaustive)", f"{_V}.validate_detectors"),
-            "precision_ci_low": ("Wilson 95% lower bound of precision", _WILSON),
-            "precision_ci_high": ("Wilson 95% upper bound of precision", _WILSON),
+            "precision_ci_low": ("95% lower bound of precision, cluster bootstrap over transcripts", _BOOT),
+            "precision_ci_high": ("95% upper bound of precision, cluster bootstrap over transcripts", _BOOT),
             "recall": ("tp_codes / n_codes", f"{_V}.validate_detectors"),
-            "recall_ci_low": ("Wilson 95% lower bound of recall", _WILSON),
-            "recall_ci_high": ("Wilson 95% upper bound of recall", _WILSON),
+            "recall_ci_low": ("95% lower bound of recall, cluster bootstrap over transcripts", _BOOT),
+            "recall_ci_high": ("95% upper bound of recall, cluster bootstrap over transcripts", _BOOT),
             "hits_on_other_codes": ("hits overlapping codes of other targets", f"{_V}.validate_detectors"),
+            "precision_any_code": ("hits overlapping any human code / n_hits (any error type coded there)",
+                                   f"{_V}.validate_detectors"),
+            "n_transcripts": ("transcripts scored (the bootstrap's clusters)", f"{_V}.validate_by_split"),
+            "ci_method": ("how the intervals were computed (cluster bootstrap over transcripts)", _BOOT),
+            "split": ("development (Brown, used while writing the rules) or scoring (every other corpus)",
+                      f"{_V}.validate_by_split"),
+            "corpora": ("corpora in the split", f"{_V}.validate_by_split"),
             "note": ("caveat for this target", f"{_V}.validate_detectors")},
         "validation_disagreements.csv": {
             "target": ("detector target", f"{_V}.validate_detectors"),
@@ -85,7 +92,10 @@ def _tables() -> dict[str, dict[str, tuple[str, str]]]:
             "text": ("unit text", f"{_V}.validate_detectors"),
             "missed": ("code without hit, or hit without code", f"{_V}.validate_detectors"),
             "span": ("character span of the code or hit", f"{_V}.validate_detectors"),
-            "code": ("the human code", f"{_V}.validate_detectors")},
+            "code": ("the human code", f"{_V}.validate_detectors"),
+            "file": ("CHAT transcript of the unit", "corpora.chat.read_chat"),
+            "on_other_code": ("the hit overlaps a human code of another target", f"{_V}.validate_detectors"),
+            "split": ("development (Brown) or scoring split", f"{_V}.validate_by_split")},
         "human_codes.csv": {"code": ("CHAT error code on the CHI tier", f"{_V}.code_inventory"),
                             "count": ("occurrences", f"{_V}.code_inventory")},
         "mlu_agreement.csv": {
@@ -159,11 +169,52 @@ def _tables() -> dict[str, dict[str, tuple[str, str]]]:
             "line": ("its line", "evalsuite.samples.read_samples")},
     }
 
+_D = "evalsuite.childes.developmental_age"
+
+
+def _dev_age_tables() -> dict[str, dict[str, tuple[str, str]]]:
+    from evalsuite.commands.childes_age import COLUMN_DEFS
+
+    summary = {
+        "scheme": ("cross-validation scheme: by child (grouped K-fold) or by corpus (leave one corpus out)",
+                   f"{_D}.cross_validate"),
+        "method": ("age_model, mlu_only (MLU-m alone) or miller_chapman (the 1981 MLU-for-age norm)", f"{_D}.cv_summary"),
+        "n_transcripts": ("test transcripts", f"{_D}.cv_summary"),
+        "n_children": ("test children (groups)", f"{_D}.cv_summary"),
+        "n_folds": ("folds", f"{_D}.cv_summary"),
+        "mae_months": ("mean |predicted - true age| over test transcripts", _BOOT),
+        "mae_ci_low": ("95% CI of the MAE, children resampled", _BOOT),
+        "mae_ci_high": ("95% CI of the MAE, children resampled", _BOOT),
+        "mae_mean_over_children": ("mean of the per-child MAEs", f"{_D}.cv_summary"),
+        "bias_months": ("mean predicted - true age", f"{_D}.cv_summary"),
+        "mae_minus_age_model": ("paired MAE difference (method - age model)", _BOOT),
+        "diff_ci_low": ("95% CI of the paired difference, children resampled", _BOOT),
+        "diff_ci_high": ("95% CI of the paired difference, children resampled", _BOOT),
+        "interval_coverage": ("share of test transcripts whose true age lies in the interval", f"{_D}.cv_summary"),
+        "share_in_range": ("share of test transcripts given an age (in_range)", f"{_D}.cv_summary"),
+        "mae_in_range_only": ("MAE over the in-range test transcripts", f"{_D}.cv_summary"),
+    }
+    ages = {c: (d, f"{_D}.apply_model") for c, d in COLUMN_DEFS.items()}
+    ages |= {"run": ("training run of the checkpoint (samples' run, else checkpoint folder)", f"{_D}.apply_model"),
+             "val_loss": ("checkpoint's validation loss, nats/token", "evalsuite.samples.read_samples"),
+             "val_bpc": ("checkpoint's validation loss, bits per character", "evalsuite.samples.read_samples"),
+             "n_utterances": ("utterances (sentences of model text) the features rest on", f"{_D}.apply_model"),
+             "mlu_w": ("mean length of utterance in words", "evalsuite.childes.age_features.document_features"),
+             "words": ("word tokens counted", "evalsuite.childes.age_features.document_features"),
+             "morphemes": ("morphemes counted (MLU-m numerator)", "evalsuite.childes.age_features.document_features"),
+             "n_overreg": ("over-regularised forms found", "evalsuite.childes.age_features.document_features"),
+             "n_irregular_context": ("irregular past/plural contexts (the rate's denominator)",
+                                     "evalsuite.childes.age_features.document_features"),
+             "aoa_sum": ("sum of the rated words' AoA (mean_aoa numerator)", "evalsuite.aoa.mean_aoa"),
+             "n_aoa": ("word tokens with an AoA rating", "evalsuite.aoa.mean_aoa"),
+             "model_family": ("spinnet or baseline", "evalsuite.samples.read_samples")}
+    return {"dev_age_cv_summary.csv": summary, "checkpoint_dev_ages.csv": ages}
+
 
 def childes_columns(frames: dict) -> dict[str, dict[str, dict[str, str]]]:
     """`columns` for the written tables ({file name: DataFrame}); every column must be defined."""
     from evalsuite.results import column, describe_columns
 
-    tables = _tables()
+    tables = _tables() | _dev_age_tables()
     return {name: describe_columns(frame.columns, {c: column(*e) for c, e in tables[name].items()}, name)
             for name, frame in frames.items()}

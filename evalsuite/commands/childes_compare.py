@@ -72,7 +72,8 @@ def childes_compare(
         "mlu_agreement.csv": result.mlu_agreement, "age_features.csv": result.age_features,
         "age_model_cv.csv": result.age_cv, "age_model_cv_predictions.csv": result.age_cv_predictions,
         "age_model_coefficients.csv": result.age_coefficients, "checkpoint_ages.csv": result.checkpoint_ages,
-        "hits.csv": result.hits,
+        "hits.csv": result.hits, "dev_age_cv_summary.csv": result.dev_age_cv,
+        "checkpoint_dev_ages.csv": result.dev_checkpoint_ages,
     }
     for name, frame in frames.items():
         write_table(frame, out / name)
@@ -115,13 +116,13 @@ def childes_compare(
         table.add_row(escape(label), str(int(g["n"].iloc[0])), *cells)
     console.print(table)
 
-    val = Table(title="Detectors vs transcribers' codes (CHI tier; precision is a lower bound: coding is not exhaustive)")
-    for col in ("target", "human codes", "hits", "precision [95% CI]", "recall [95% CI]", "note"):
+    val = Table(title="Detectors vs transcribers' codes (CHI tier; 95% CI resampling transcripts; Brown = development set, scored apart; precision is a lower bound: coding is not exhaustive)")
+    for col in ("split", "target", "human codes", "hits", "precision [95% CI]", "recall [95% CI]", "note"):
         val.add_column(col)
     for _, r in result.validation.iterrows():
         p = f"{r['precision']:.2f} [{r['precision_ci_low']:.2f}, {r['precision_ci_high']:.2f}]" if r["n_codes"] else ""
         rc = f"{r['recall']:.2f} [{r['recall_ci_low']:.2f}, {r['recall_ci_high']:.2f}]" if r["n_codes"] else ""
-        val.add_row(escape(r["target"]), escape(str(r["codes"] or "")), str(int(r["n_hits"])), p, rc,
+        val.add_row(escape(str(r["split"])), escape(r["target"]), escape(str(r["codes"] or "")), str(int(r["n_hits"])), p, rc,
                     escape(str(r.get("note") or "")))
     console.print(val)
 

@@ -127,7 +127,8 @@ def train_command(
 def _print_presets(console: object) -> None:
     from rich.table import Table
 
-    from trainers.config import list_presets, preset_parameter_counts
+    from trainers.config import list_presets
+    from trainers.model import preset_parameter_counts
 
     table = Table(title="presets (parameters measured on the built model)")
     for column in ("preset", "family", "vocab", "embedding", "non-embedding"):
