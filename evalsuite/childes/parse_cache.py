@@ -43,10 +43,9 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import itertools
 import json
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
 
@@ -160,7 +159,7 @@ def _transcript_record(tr: chat.Transcript, n_child: int, from_cache: bool) -> d
             "n_child_utterances": n_child, "from_cache": from_cache}
 
 
-def _write_cache(path: Path, table, record: dict, issues: list[dict]) -> None:
+def _write_cache(path: Path, table, record: dict | list[dict], issues: list[dict]) -> None:
     import pyarrow.parquet as pq
 
     meta = {}
@@ -173,7 +172,7 @@ def _write_cache(path: Path, table, record: dict, issues: list[dict]) -> None:
     os.replace(tmp, path)  # atomic: a concurrent reader never sees half a file
 
 
-def _read_cache(path: Path) -> tuple[object, dict, list[dict]] | None:
+def _read_cache(path: Path) -> tuple[object, dict | list[dict], list[dict]] | None:
     import pyarrow.parquet as pq
 
     try:
@@ -206,33 +205,94 @@ def _work(job: tuple[str, bytes | None, str, str, str, str]) -> tuple[object, di
 # ----------------------------------------------------------------------------- the entry point
 
 
-def _jobs(paths: Sequence[str | os.PathLike], root: Path | None, hits: list, issues: list) -> Iterator[tuple]:
-    for p in paths:
-        given = Path(p).expanduser()
-        try:
-            members = list(chat.iter_transcripts(given))
-        except UserError as err:
-            if len(paths) == 1:
-                raise
-            # one bad corpus among several is a listed row, not the end of the run
-            issues.append({"source": str(given), "file": "", "corpus": given.stem, "utt_index": None, "speaker": "",
-                           "severity": "error", "kind": "unreadable_source", "message": str(err)})
-            continue
-        for name, data, error in members:
-            origin = str(given) if given.suffix.lower() == ".cha" else str(given / name) if given.is_dir() else name
-            cache_file = ""
-            if root is not None and data is not None:
-                path = _cache_path(root, hashlib.sha256(data).hexdigest(), origin)
-                cached = _read_cache(path) if path.exists() else None
-                if cached is not None:
-                    table, record, file_issues = cached
-                    # the same bytes may sit under another source path: report the path given now
-                    table = _set_source(table, str(given))
-                    record.update(source=str(given), from_cache=True)
-                    hits.append((table, record, [{**i, "source": str(given)} for i in file_issues]))
-                    continue
-                cache_file = str(path)
-            yield name, data, error, str(given), origin, cache_file
+class _Pool:
+    """A worker pool started on the first cache miss (a warm run starts no process)."""
+
+    def __init__(self, n_workers: int, progress: bool):
+        self.n_workers, self.progress, self.pool, self.bar = n_workers, progress, None, None
+
+    def map(self, jobs: list[tuple]) -> list[tuple]:
+        if not jobs:
+            return []
+        if self.progress and self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(desc="CHAT transcripts (uncached)", unit="file")
+        if self.n_workers == 1:
+            out = []
+            for job in jobs:
+                out.append(_work(job))
+                if self.bar is not None:
+                    self.bar.update()
+            return out
+        if self.pool is None:
+            import multiprocessing as mp
+
+            # fork would copy a parent that may hold spaCy/torch threads; spawn is slower to start but
+            # safe (scripts that call this need the `if __name__ == "__main__":` guard)
+            self.pool = mp.get_context("spawn").Pool(self.n_workers)
+        out = []
+        for result in self.pool.imap_unordered(_work, jobs, chunksize=2):
+            out.append(result)
+            if self.bar is not None:
+                self.bar.update()
+        return out
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.close()
+            self.pool.join()
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _source_error(given: Path, err: UserError) -> dict:
+    return {"source": str(given), "file": "", "corpus": given.stem, "utt_index": None, "speaker": "",
+            "severity": "error", "kind": "unreadable_source", "message": str(err)}
+
+
+def _load_source(given: Path, root: Path | None, pool: _Pool) -> tuple[object, list[dict], list[dict]]:
+    """(rows table, transcript records, issues) of one path: from its shard, the per-transcript cache
+    files, or by parsing. The shard (one Parquet per source and member list) keeps a warm run to one
+    file read per corpus instead of one per transcript; it is keyed by every member's name and sha256."""
+    import pyarrow as pa
+
+    members = list(chat.iter_transcripts(given))
+    shas = [hashlib.sha256(data).hexdigest() if data is not None else "" for _, data, _ in members]
+    shard = None
+    if root is not None:
+        listing = "\n".join(f"{n}\t{h}" for (n, _, _), h in zip(members, shas, strict=True))
+        key = hashlib.sha256(f"{given.resolve()}\n{listing}".encode()).hexdigest()
+        shard = root / "sources" / f"{key}.parquet"
+        cached = _read_cache(shard) if shard.exists() else None
+        if cached is not None:
+            table, records, issues = cached
+            for r in records:
+                r["from_cache"] = True
+            return table, records, issues
+    parts, jobs = [], []
+    for (name, data, error), sha in zip(members, shas, strict=True):
+        origin = str(given) if given.suffix.lower() == ".cha" else str(given / name) if given.is_dir() else name
+        cache_file = ""
+        if root is not None and data is not None:
+            path = _cache_path(root, sha, origin)
+            cached = _read_cache(path) if path.exists() else None
+            if cached is not None:
+                table, record, file_issues = cached
+                # the same bytes may have been read under another source path: report the path given now
+                record.update(source=str(given), from_cache=True)
+                parts.append((_set_source(table, str(given)), record, [{**i, "source": str(given)} for i in file_issues]))
+                continue
+            cache_file = str(path)
+        jobs.append((name, data, error, str(given), origin, cache_file))
+    parts += pool.map(jobs)
+    parts.sort(key=lambda part: part[1]["file"])
+    table = pa.concat_tables([t for t, _, _ in parts]) if parts else arrow_schema().empty_table()
+    records = [r for _, r, _ in parts]
+    issues = [i for _, _, file_issues in parts for i in file_issues]
+    if shard is not None:
+        _write_cache(shard, table, records, issues)
+    return table, records, issues
 
 
 def load_child_utterances(
@@ -244,50 +304,42 @@ def load_child_utterances(
     use_cache: bool = True,
 ) -> ChildUtterances:
     """Child utterances, issues and transcript list of CHAT sources (see the module docstring)."""
+    import pyarrow as pa
+
+    paths = list(paths)
     if not paths:
         raise UserError("no CHILDES data given")
     if n_workers < 1:
         raise UserError("n_workers must be at least 1")
     root = cache_root(cache_dir) if use_cache else None
-    hits: list[tuple[object, dict, list[dict]]] = []
-    source_issues: list[dict] = []
-    jobs = _jobs(list(paths), root, hits, source_issues)
-    results = list(_run(jobs, n_workers, progress))
-    parts = hits + results
-    if len(paths) == 1 and Path(paths[0]).suffix.lower() == ".cha" and parts and not parts[0][1]["read"]:
-        message = next(i["message"] for i in parts[0][2] if i["severity"] == "error")
+    tables, records, issues = [], [], []
+    pool = _Pool(n_workers, progress)
+    try:
+        for p in paths:
+            given = Path(p).expanduser()
+            try:
+                table, recs, iss = _load_source(given, root, pool)
+            except UserError as err:
+                if len(paths) == 1:
+                    raise
+                issues.append(_source_error(given, err))  # one bad corpus among several: a row, not the end
+                continue
+            tables.append(table)
+            records += recs
+            issues += iss
+    finally:
+        pool.close()
+    if len(paths) == 1 and Path(paths[0]).suffix.lower() == ".cha" and records and not records[0]["read"]:
+        message = next(i["message"] for i in issues if i["severity"] == "error")
         raise UserError(f"cannot read CHAT file {paths[0]}: {message}")
-    parts.sort(key=lambda part: (part[1]["source"], part[1]["file"]))
-    import pyarrow as pa
-
-    tables = [t for t, _, _ in parts if t.num_rows]
+    tables = [t for t in tables if t.num_rows]
     utterances = pa.concat_tables(tables).to_pandas() if tables else arrow_schema().empty_table().to_pandas()
-    issues = chat.issues_frame(source_issues + [i for _, _, file_issues in parts for i in file_issues])
-    transcripts = pd.DataFrame([r for _, r, _ in parts], columns=TRANSCRIPT_COLUMNS)
+    issue_table = chat.issues_frame(issues)
+    transcripts = pd.DataFrame(records, columns=TRANSCRIPT_COLUMNS)
     if not len(transcripts) or not transcripts["read"].any():
-        first = issues.loc[issues["severity"] == "error", "message"]
+        first = issue_table.loc[issue_table["severity"] == "error", "message"]
         raise UserError(f"no CHAT transcript could be read from the given paths{': ' + first.iloc[0] if len(first) else ''}")
-    return ChildUtterances(utterances, issues, transcripts)
-
-
-def _run(jobs: Iterator[tuple], n_workers: int, progress: bool) -> Iterator[tuple]:
-    if progress:
-        from tqdm import tqdm
-
-        jobs = iter(tqdm(jobs, desc="CHAT transcripts (uncached)", unit="file"))
-    first = next(jobs, None)
-    if first is None:
-        return  # everything came from the cache: no pool to start
-    jobs = itertools.chain([first], jobs)
-    if n_workers == 1:
-        yield from map(_work, jobs)
-        return
-    import multiprocessing as mp
-
-    # fork would copy a parent that may hold spaCy/torch threads; spawn is slower to start but safe
-    # (scripts that call this need the `if __name__ == "__main__":` guard)
-    with mp.get_context("spawn").Pool(n_workers) as pool:
-        yield from pool.imap_unordered(_work, jobs, chunksize=4)
+    return ChildUtterances(utterances, issue_table, transcripts)
 
 
 def _set_source(table, source: str):
