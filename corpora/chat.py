@@ -74,6 +74,8 @@ FILLERS = frozenset({"um", "uh", "er", "erm", "hm", "hmm", "mm", "ah"})
 # Tokens of a CHAT main tier: a bracketed code (may contain spaces), a group bracket, or a word.
 _TOKEN_RE = re.compile(r"\[[^\]]*\]|[<>]|[^\s<>\[\]]+")
 _PAUSE_RE = re.compile(r"^\((\.+|[\d.:]+)\)$")
+# Media bullets: time alignment to the recording, `\x15 14100_14876 \x15` (NAK-delimited). Not words.
+_BULLET_RE = re.compile("\x15[^\x15]*\x15")
 _TERMINATORS = {
     ".": ".", "?": "?", "!": "!", "+...": ".", "+..?": "?", "+/.": ".", "+/?": "?", "+//.": ".",
     "+//?": "?", "+!?": "?", "+\"/.": ".", "+\".": ".", "+.": ".", "+/??": "?", "+?": "?", "+!": "!",
@@ -166,7 +168,7 @@ def _parse_main_tier(tier: str) -> tuple[list[_Word], str, list[str], bool]:
             return words[closed_group[1] : closed_group[2]]
         return words[-1:]
 
-    for tok in _TOKEN_RE.findall(tier):
+    for tok in _TOKEN_RE.findall(_BULLET_RE.sub(" ", tier)):
         if tok == "<":
             group_starts.append((next_group, len(words)))
             next_group += 1

@@ -111,19 +111,20 @@ def mor_morphemes(mor: Sequence[str], words: Sequence[str], style: str | None = 
     Both %mor styles: the UD style (`verb|play-Fin-Ind-Past`) by the surface-form rule above, the
     older CLAN style (`v|play-PAST`, `v|go&PAST`, Providence) by its own `-`/`&` distinction
     (corpora.mor.clan_item_morphemes). `style` is the transcript's (corpora.mor.mor_style_of_items);
-    None or "mixed" decides per item. A clitic split off the previous word is marked by an empty
-    surface word following a non-empty one only in pylangacq's alignment, so gonna's `inf|to` is
-    recognised from its preceding `go&PRESP` item."""
+    None or "mixed" decides per item. In pylangacq's alignment a clitic split off its word at `~` has an
+    empty surface word after a non-empty one: that is how gonna's `part|go&PRESP~inf|to` is told from
+    a free "to" (unaligned utterances, all surfaces empty, count every item)."""
     total = 0
     words = list(words) + [""] * (len(mor) - len(words))
+    aligned = any(words)
     prev = ""
     for item, surface in zip(mor, words, strict=False):
         if "|" not in item:
             continue
         item_style = style if style in ("ud", "clan") else (mor_styles.item_style(item) or "ud")
         if item_style == "clan":
-            total += mor_styles.clan_item_morphemes(item, FILLER_SET, clitic=prev.endswith("go&PRESP")
-                                             or prev.endswith("want") or prev.endswith("got"))
+            clitic = aligned and not surface and prev.endswith(("go&PRESP", "want", "got"))
+            total += mor_styles.clan_item_morphemes(item, FILLER_SET, clitic=clitic)
         else:
             total += _ud_item_morphemes(item, surface or "")
         prev = item
