@@ -576,6 +576,11 @@ def read_chat_with_issues(
     A single .cha file given directly that cannot be read raises UserError (one line); inside a folder
     or zip an unreadable transcript is an "error" row of the issues table and reading goes on.
     """
+    frame, issues = _read_chat_rows(path, speakers)
+    return frame, issues_frame(issues)
+
+
+def _read_chat_rows(path: str | os.PathLike, speakers: Sequence[str] | None) -> tuple[pd.DataFrame, list[dict]]:
     single = Path(path).expanduser().suffix.lower() == ".cha"
     rows: list[dict] = []
     issues: list[dict] = []
@@ -593,7 +598,7 @@ def read_chat_with_issues(
     if frame.empty:
         wanted = ", ".join(sorted(speakers)) if speakers else "any speaker"
         raise UserError(f"no utterances of {wanted} in {path}")
-    return frame, issues_frame(issues)
+    return frame, issues
 
 
 def read_chat(
@@ -607,11 +612,12 @@ def read_chat(
     `age_months` is the target child's age from its @ID header at that recording (NaN if absent).
     `mor` holds the %mor items (clitics split at "~"), `mor_words` the word each item belongs to
     (from pylangacq's alignment; empty where the tiers do not align, `mor_aligned` False).
-    Transcripts that cannot be read inside a folder or zip are not dropped silently: the issues table
-    (`read_chat_with_issues`) is attached as `frame.attrs["chat_issues"]`.
+    Transcripts that cannot be read inside a folder or zip are not dropped silently: their issues
+    (rows of the chat_issues table as dicts, `issues_frame` makes the table) are attached as
+    `frame.attrs["chat_issues"]`; `read_chat_with_issues` returns the table itself.
     """
-    frame, issues = read_chat_with_issues(path, speakers=speakers)
-    frame.attrs["chat_issues"] = issues
+    frame, issues = _read_chat_rows(path, speakers)
+    frame.attrs["chat_issues"] = issues  # plain dicts: pd.concat compares attrs, a DataFrame there breaks it
     return frame
 
 

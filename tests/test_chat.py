@@ -228,7 +228,7 @@ def test_bad_transcript_single_file_is_one_error_and_in_a_zip_a_row(tmp_path, da
     assert frame["file"].tolist() == ["Mini/Ann/020615.cha"]  # the good one is read ...
     (row,) = issues.itertuples()  # ... and the bad one listed, not dropped
     assert (row.file, row.kind, row.severity) == ("Mini/Ann/020701.cha", kind, "error")
-    assert read_chat(archive).attrs["chat_issues"]["kind"].tolist() == [kind]
+    assert [i["kind"] for i in read_chat(archive).attrs["chat_issues"]] == [kind]
 
 
 def test_corrupt_zip_given_directly_is_one_error(tmp_path):
