@@ -97,6 +97,44 @@ def agreement(utts, nlp, per_corpus: int, seed: int = 0):
     return pd.DataFrame(out), per_utt
 
 
+def sampled_utterances(zips, per_corpus: int, seed: int = 0):
+    """Child utterances of `per_corpus` transcripts drawn at random from each zip (no full corpus pass)."""
+    import zipfile
+
+    import numpy as np
+    import pandas as pd
+
+    from corpora.chat import parse_transcript
+    from evalsuite.childes.parse_cache import transcript_rows
+
+    rng = np.random.default_rng(seed)
+    frames = []
+    for z in zips:
+        with zipfile.ZipFile(z) as zf:
+            names = sorted(n for n in zf.namelist() if n.lower().endswith(".cha"))
+            for name in rng.permutation(names)[: 4 * per_corpus]:
+                tr = parse_transcript(str(name), zf.read(str(name)), source=str(z))
+                if tr.error is None and tr.mor_style != "none" and len(tr.rows) >= 50:
+                    frames.append(transcript_rows(tr))
+                if sum(f["source"].iloc[0] == str(z) for f in frames) >= per_corpus:
+                    break
+    return pd.concat(frames, ignore_index=True)
+
+
+def agreement_only(args) -> None:
+    from corpora.paths import find_data_dir
+    from evalsuite.childes.detectors import load_nlp
+
+    zips = sorted((find_data_dir(args.data_dir) / "childes" / "talkbank").glob("*.zip"))
+    utts = sampled_utterances(zips, args.agreement_per_corpus)
+    table, per_utt = agreement(utts, load_nlp(), args.agreement_per_corpus)
+    print(table.T.to_string())
+    if args.out_dir:
+        args.out_dir.mkdir(parents=True, exist_ok=True)
+        table.to_csv(args.out_dir / "childes_mor_spacy_agreement.csv", index=False)
+        per_utt.to_csv(args.out_dir / "childes_mor_spacy_agreement_utterances.csv", index=False)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", type=Path, default=None)
@@ -106,7 +144,12 @@ def main() -> None:
     parser.add_argument("--old-utterances", type=int, default=3000, help="utterances for the old spaCy path (0: skip)")
     parser.add_argument("--agreement-per-corpus", type=int, default=2, help="transcripts per corpus (0: skip)")
     parser.add_argument("--out-dir", type=Path, default=None)
+    parser.add_argument("--agreement-only", action="store_true",
+                        help="skip the timings: the agreement table on transcripts sampled straight from the zips")
     args = parser.parse_args()
+    if args.agreement_only:
+        agreement_only(args)
+        return
 
     from corpora.paths import find_data_dir
     from evalsuite.childes import measures
