@@ -16,7 +16,10 @@ So the main tier is cleaned here, by the rules of the CHAT manual, into three st
   words are completed (`goin(g)` -> "going"), special-form markers dropped (`iss@c` -> "iss").
   A terminal mark (. ? !) from the CHAT terminator ends the string.
 - `utterance_clan`: the same words with all retraced material (also `[/]`) removed: the word
-  set CLAN's MLU counts.
+  set CLAN's MLU counts; a `_` compound stays one word (thank_you). `n_words` counts these words
+  less filled pauses (um, uh): compounds are one word, and a filler-only utterance has 0 words
+  (`filler_only`), so it is not in an MLU denominator. `compounds` holds the [start, end] character
+  span of each compound in `utterance` (where it reads "thank you") for text-side word counts.
 - `target`: the transcriber's target words (`[: ...]` applied), retracings removed: what %mor
   analyses.
 
@@ -31,7 +34,7 @@ from __future__ import annotations
 import os
 import re
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -59,11 +62,20 @@ COLUMNS = [
     "postcodes",
     "n_words",
     "unintelligible",
+    "mor_aligned",
+    "compounds",
+    "filler_only",
+    "fully_unintelligible",
 ]
+# Filled pauses written as words (um, uh): not words for MLU. The same set as
+# evalsuite.childes.detectors.FILLERS (tests/test_chat.py checks they agree).
+FILLERS = frozenset({"um", "uh", "er", "erm", "hm", "hmm", "mm", "ah"})
 
 # Tokens of a CHAT main tier: a bracketed code (may contain spaces), a group bracket, or a word.
 _TOKEN_RE = re.compile(r"\[[^\]]*\]|[<>]|[^\s<>\[\]]+")
 _PAUSE_RE = re.compile(r"^\((\.+|[\d.:]+)\)$")
+# Media bullets: time alignment to the recording, `\x15 14100_14876 \x15` (NAK-delimited). Not words.
+_BULLET_RE = re.compile("\x15[^\x15]*\x15")
 _TERMINATORS = {
     ".": ".", "?": "?", "!": "!", "+...": ".", "+..?": "?", "+/.": ".", "+/?": "?", "+//.": ".",
     "+//?": "?", "+!?": "?", "+\"/.": ".", "+\".": ".", "+.": ".", "+/??": "?", "+?": "?", "+!": "!",
@@ -96,6 +108,7 @@ class _Word:
     retraced: bool = False  # [//] etc.: removed everywhere
     excluded: bool = False  # [e]: excluded from analyses
     times: int = 1  # [x N]
+    compound: bool = False  # ice_cream, thank_you: one word for MLU
 
 
 def _clean_form(form: str) -> str:
@@ -155,7 +168,7 @@ def _parse_main_tier(tier: str) -> tuple[list[_Word], str, list[str], bool]:
             return words[closed_group[1] : closed_group[2]]
         return words[-1:]
 
-    for tok in _TOKEN_RE.findall(tier):
+    for tok in _TOKEN_RE.findall(_BULLET_RE.sub(" ", tier)):
         if tok == "<":
             group_starts.append((next_group, len(words)))
             next_group += 1
@@ -218,7 +231,8 @@ def _parse_main_tier(tier: str) -> tuple[list[_Word], str, list[str], bool]:
         if not form or not any(c.isalnum() for c in form):
             continue
         gid = group_starts[-1][0] if group_starts else -1
-        words.append(_Word(produced=form, target=form, group=gid))
+        compound = "_" in tok.split("@", 1)[0] and " " in form
+        words.append(_Word(produced=form, target=form, group=gid, compound=compound))
     return words, terminator, postcodes, unintelligible
 
 
@@ -232,6 +246,7 @@ def clean_main_tier(tier: str) -> dict:
     utt_parts: list[str] = []
     spans: dict[tuple[str, int], dict] = {}  # one annotation per code application (a <group> is one span)
     order: list[tuple[str, int]] = []
+    compounds: list[list[int]] = []  # [start, end] of each `_` compound in `utterance`
     pos = 0
 
     def annotate(code: str, app: int, start: int, end: int, word: str, target: str) -> None:
@@ -260,6 +275,8 @@ def clean_main_tier(tier: str) -> dict:
             start = pos
             utt_parts.append(shown)
             pos += len(shown)
+            if w.compound and shown == w.produced:
+                compounds.append([start, pos])
             if k > 0:
                 continue
             for code, app in w.codes:
@@ -269,7 +286,10 @@ def clean_main_tier(tier: str) -> dict:
             elif w.times > 1:
                 annotate("[/]", -1, start, pos, shown, w.target)
     kept = [w for w in words if not w.retraced and w.repeated < 0 and w.produced and not w.excluded]
-    clan = [c for c in (w.produced if _keep_produced(w.produced, w.target) else w.target for w in kept) if c]
+    # a `_` compound stays one word here (CLAN counts thank_you, ice_cream as one word and one morpheme)
+    clan = [c.replace(" ", "_") if w.compound and c == w.produced else c
+            for w, c in ((w, w.produced if _keep_produced(w.produced, w.target) else w.target) for w in kept) if c]
+    n_words = sum(1 for c in clan if c.lower() not in FILLERS)
     target = [w.target for w in words if not w.retraced and w.repeated < 0 and w.target and not w.excluded]
     utterance = " ".join(utt_parts)
     return {
@@ -279,9 +299,212 @@ def clean_main_tier(tier: str) -> dict:
         "annotations": [spans[k] for k in order],
         "error_codes": [spans[k]["code"] for k in order if spans[k]["code"] != "[/]"],
         "postcodes": postcodes,
-        "n_words": len(" ".join(clan).split()),
+        "n_words": n_words,
         "unintelligible": unintelligible,
+        "compounds": compounds,
+        # only filled pauses (um, uh): no word for MLU, so the utterance leaves MLU's denominator too
+        "filler_only": n_words == 0 and bool(clan),
+        # no intelligible word at all (xxx .): CLAN's MLU leaves it out; a partly unintelligible one it keeps
+        "fully_unintelligible": unintelligible and n_words == 0,
     }
+
+
+ISSUE_COLUMNS = ["source", "file", "corpus", "utt_index", "speaker", "severity", "kind", "message"]
+# severity: "error" = the transcript was not read (no utterances from it); "warning" = read, with a
+# problem recorded (strict-mode rejection read non-strictly, a %mor tier that does not align with its
+# words); "info" = read, listed because something a measure needs is absent (no %mor, no child age).
+_MISALIGN_RE = re.compile(r"participant '([^']*)':\n\s*Main tier: (.*?)\n\s*%mor tier:", re.S)
+_DATE_STEM_RE = re.compile(r"^\d{4,8}[a-z]?$", re.I)
+_GENERIC_NAMES = {"", "target_child", "child", "chi"}
+
+
+@dataclass
+class Transcript:
+    """One transcript read (or not): its rows (one dict per kept utterance), issues and header facts."""
+
+    file: str
+    source: str = ""
+    sha256: str = ""
+    corpus: str = ""
+    child: str = ""
+    child_id: str = ""
+    age_months: float = float("nan")
+    mor_style: str = "none"
+    strict_ok: bool = False
+    n_utterances: int = 0
+    rows: list[dict] = field(default_factory=list)
+    issues: list[dict] = field(default_factory=list)
+
+    @property
+    def error(self) -> str | None:
+        """The message of the issue that kept this transcript from being read, else None."""
+        return next((i["message"] for i in self.issues if i["severity"] == "error"), None)
+
+    def issue(self, kind: str, message: str, severity: str = "warning", utt_index=None, speaker: str = "") -> None:
+        self.issues.append({"source": self.source, "file": self.file, "corpus": self.corpus, "utt_index": utt_index,
+                            "speaker": speaker, "severity": severity, "kind": kind, "message": message})
+
+
+def check_chat_text(data: bytes) -> tuple[str | None, str, str]:
+    """Decode and check the frame of a transcript: (text or None, issue kind, message).
+
+    A transcript must be UTF-8 and run from @Begin to a final @End line; one cut off (mid-line or
+    after a complete line) has no @End and is reported, never read as a silently shorter transcript.
+    """
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        return None, "not_utf8", f"not UTF-8 text (invalid byte at offset {err.start})"
+    text = text.lstrip("\ufeff")
+    lines = [ln.strip() for ln in text.splitlines()]
+    if "@Begin" not in lines[:20]:
+        return None, "no_begin", "no @Begin header line: not a CHAT transcript"
+    last = next((ln for ln in reversed(lines) if ln), "")
+    if last != "@End":
+        where = "mid-line" if not text.endswith(("\n", "\r")) else "after a complete line"
+        return None, "no_end", f"no @End line: the transcript is cut off ({where})"
+    return text, "", ""
+
+
+def _child_id(corpus: str, participant_name: str, file: str) -> str:
+    """A heuristic child identity: corpus + the CHI name from @Participants when it is a name; else the
+    folder for date-named files (longitudinal corpora: Brown/Adam/020304.cha); else the file stem with
+    trailing digits removed (cross-sectional: Bates/Free20/amy.cha, Bernstein/.../alice3.cha)."""
+    if participant_name.lower() not in _GENERIC_NAMES:
+        name = participant_name
+    else:
+        stem, parent = Path(file).stem, Path(file).parent.name
+        name = parent if (_DATE_STEM_RE.match(stem) and parent) else (stem.rstrip("0123456789_-") or stem)
+    return f"{corpus}/{name.lower()}"
+
+
+def parse_transcript(
+    file: str,
+    data: bytes,
+    *,
+    speakers: Sequence[str] | None = (CHILD,),
+    source: str = "",
+    origin: str | None = None,
+) -> Transcript:
+    """Read one transcript's bytes: strict pylangacq first; if strict mode rejects it, non-strict, with the
+    rejection recorded; mor/word misalignment warnings recorded per utterance. Never raises for a bad
+    transcript: the reason is an issue of severity "error" and the transcript has no rows.
+    `origin`: the path whose folders name the child when @Participants gives no name (default `file`)."""
+    import hashlib
+
+    import pylangacq
+
+    tr = Transcript(file=file, source=source, sha256=hashlib.sha256(data).hexdigest())
+    text, kind, message = check_chat_text(data)
+    if text is None:
+        tr.issue(kind, message, "error")
+        return tr
+    caught: list[warnings.WarningMessage] = []
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            reader = pylangacq.CHAT.from_strs([text], ids=[file], parallel=False, strict=True)
+        tr.strict_ok = True
+    except ValueError as err:
+        tr.issue("strict_parse_error", _one_line(str(err).split(": ", 1)[-1]))
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                reader = pylangacq.CHAT.from_strs([text], ids=[file], parallel=False, strict=False)
+        except ValueError as err2:
+            tr.issue("unreadable", _one_line(f"pylangacq cannot read it: {err2}"), "error")
+            return tr
+    _fill_transcript(tr, reader, speakers, caught, origin or file)
+    return tr
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _fill_transcript(tr: Transcript, reader, speakers, caught, origin: str) -> None:
+    from corpora.mor import mor_style_of_items
+
+    participants = reader.headers()[0].participants if reader.n_files else []
+    child = next((p for p in participants if p.code == CHILD), None)
+    tr.corpus = (child.corpus if child is not None and child.corpus else None) or next(
+        (p.corpus for p in participants if p.corpus), "")
+    tr.child = _child_name(participants, origin)
+    tr.child_id = _child_id(tr.corpus or Path(tr.file).parts[0], child.name if child is not None else "", origin)
+    for issue in tr.issues:
+        issue["corpus"] = tr.corpus
+    if child is None:
+        tr.issue("no_child", "no CHI participant in @Participants/@ID", "info")
+    elif child.age is None:
+        tr.issue("no_child_age", "the CHI @ID header gives no age: age_months is empty, never guessed", "info")
+    else:
+        tr.age_months = _age_in_months(child.age)
+    utterances = [u for u in (reader.utterances(by_file=True)[0] if reader.n_files else []) if u.participant is not None]
+    tr.n_utterances = len(utterances)
+    if not utterances:
+        tr.issue("no_utterances", "the transcript holds no utterances", "warning")
+    mor_tiers = [(u.tiers or {}).get("%mor", "") for u in utterances]
+    tr.mor_style = mor_style_of_items(item for tier in mor_tiers for item in tier.split())
+    if tr.mor_style == "none":
+        tr.issue("no_mor", "no %mor tier: morpheme counts from %mor are empty", "info")
+    by_tier: dict[tuple[str, str], list[int]] = {}
+    for index, utt in enumerate(utterances):
+        key = (utt.participant, " ".join((utt.tiers or {}).get(utt.participant, "").split()))
+        by_tier.setdefault(key, []).append(index)
+    for w in caught:
+        msg = str(w.message)
+        m = _MISALIGN_RE.search(msg)
+        if m is None:
+            tr.issue("parser_warning", _one_line(msg))
+            continue
+        speaker, tier = m.group(1), " ".join(m.group(2).split())
+        hits = by_tier.get((speaker, tier), [])
+        index = hits.pop(0) if hits else None
+        tr.issue("mor_misalignment", _one_line(msg.split("\n", 1)[0] + "; " + m.group(2)), "warning", index, speaker)
+    keep = set(speakers) if speakers is not None else None
+    rel = tr.file
+    for index, utt in enumerate(utterances):
+        if keep is not None and utt.participant not in keep:
+            continue
+        raw = (utt.tiers or {}).get(utt.participant, "")
+        cleaned = clean_main_tier(raw)
+        mor, mor_words, aligned = _mor_items(utt)
+        tr.rows.append({
+            "file": rel, "corpus": tr.corpus, "child": tr.child, "speaker": utt.participant,
+            "age_months": tr.age_months, "utt_index": index, "raw": raw, "mor": mor, "mor_words": mor_words,
+            "mor_aligned": aligned, **cleaned,
+        })
+
+
+def iter_transcripts(path: str | os.PathLike) -> Iterator[tuple[str, bytes | None, str]]:
+    """(file name, bytes or None, read error) of every .cha transcript of a file, folder or TalkBank zip.
+
+    Names: the file name for a single file, the path below the folder, the member path in a zip
+    (Brown/Adam/020304.cha). A member that cannot be extracted (CRC error, truncated archive) comes back
+    with bytes None and the reason, so that it is listed, not skipped. A missing path, a folder without
+    .cha files or a zip that is not a zip at all raises UserError."""
+    source = _collect_sources(Path(path).expanduser())
+    if source.is_dir():
+        for f in sorted(source.rglob("*.cha")):
+            try:
+                yield str(f.relative_to(source)), f.read_bytes(), ""
+            except OSError as err:
+                yield str(f.relative_to(source)), None, f"cannot read: {err}"
+    elif source.suffix.lower() == ".zip":
+        import zipfile
+        import zlib
+
+        with zipfile.ZipFile(source) as zf:
+            for info in sorted(zf.infolist(), key=lambda i: i.filename):
+                if info.is_dir() or not info.filename.lower().endswith(".cha"):
+                    continue
+                try:
+                    yield info.filename, zf.read(info), ""
+                except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as err:
+                    yield info.filename, None, f"corrupt zip member: {err}"
+    else:
+        yield source.name, source.read_bytes(), ""
 
 
 def _collect_sources(path: Path) -> Path:
@@ -298,7 +521,7 @@ def _collect_sources(path: Path) -> Path:
                 if not any(n.lower().endswith(".cha") for n in zf.namelist()):
                     raise UserError(f"no .cha files in {path}")
         except zipfile.BadZipFile as err:
-            raise UserError(f"not a zip file: {path}") from err
+            raise UserError(f"not a zip file (corrupt or truncated archive): {path}") from err
     elif path.suffix.lower() != ".cha":
         raise UserError(f"expected a .cha file, a directory of .cha files or a TalkBank .zip: {path}")
     return path
@@ -323,11 +546,60 @@ def _age_in_months(age) -> float:
     return (age.years or 0) * 12 + (age.months or 0) + (age.days or 0) / DAYS_PER_MONTH
 
 
-def _relative(file_path: str, root: Path) -> str:
-    try:
-        return str(Path(file_path).resolve().relative_to(root.resolve() if root.is_dir() else root.parent.resolve()))
-    except ValueError:
-        return file_path
+def read_transcripts(
+    path: str | os.PathLike, *, speakers: Sequence[str] | None = (CHILD,)
+) -> Iterator[Transcript]:
+    """Every transcript of a file, folder or zip, parsed (serially); unreadable ones carry an error issue."""
+    root = Path(path).expanduser()
+    source = str(root)
+    for name, data, error in iter_transcripts(path):
+        if data is None:
+            tr = Transcript(file=name, source=source)
+            tr.issue("corrupt_member", error, "error")
+            yield tr
+        else:
+            origin = source if root.suffix.lower() == ".cha" else str(root / name) if root.is_dir() else name
+            yield parse_transcript(name, data, speakers=speakers, source=source, origin=origin)
+
+
+def issues_frame(issues: Iterable[dict]) -> pd.DataFrame:
+    """The tidy chat_issues table (ISSUE_COLUMNS), utt_index as a nullable integer."""
+    frame = pd.DataFrame(list(issues), columns=ISSUE_COLUMNS)
+    frame["utt_index"] = frame["utt_index"].astype("Int64")
+    return frame
+
+
+def read_chat_with_issues(
+    path: str | os.PathLike, *, speakers: Sequence[str] | None = (CHILD,)
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """`read_chat`'s utterances plus the chat_issues table of every transcript (see ISSUE_COLUMNS).
+
+    A single .cha file given directly that cannot be read raises UserError (one line); inside a folder
+    or zip an unreadable transcript is an "error" row of the issues table and reading goes on.
+    """
+    frame, issues = _read_chat_rows(path, speakers)
+    return frame, issues_frame(issues)
+
+
+def _read_chat_rows(path: str | os.PathLike, speakers: Sequence[str] | None) -> tuple[pd.DataFrame, list[dict]]:
+    single = Path(path).expanduser().suffix.lower() == ".cha"
+    rows: list[dict] = []
+    issues: list[dict] = []
+    n_read = 0
+    for tr in read_transcripts(path, speakers=speakers):
+        if single and tr.error:
+            raise UserError(f"cannot read CHAT file {path}: {tr.error}")
+        n_read += tr.error is None
+        rows.extend(tr.rows)
+        issues.extend(tr.issues)
+    if n_read == 0:
+        first = next((i["message"] for i in issues if i["severity"] == "error"), "")
+        raise UserError(f"no CHAT transcript could be read from {path}: {first}")
+    frame = pd.DataFrame(rows, columns=COLUMNS)
+    if frame.empty:
+        wanted = ", ".join(sorted(speakers)) if speakers else "any speaker"
+        raise UserError(f"no utterances of {wanted} in {path}")
+    return frame, issues
 
 
 def read_chat(
@@ -340,68 +612,25 @@ def read_chat(
     `speakers`: participant codes to keep (default the target child, CHI); None keeps everyone.
     `age_months` is the target child's age from its @ID header at that recording (NaN if absent).
     `mor` holds the %mor items (clitics split at "~"), `mor_words` the word each item belongs to
-    (from pylangacq's alignment; empty where the tiers do not align).
+    (from pylangacq's alignment; empty where the tiers do not align, `mor_aligned` False).
+    Transcripts that cannot be read inside a folder or zip are not dropped silently: their issues
+    (rows of the chat_issues table as dicts, `issues_frame` makes the table) are attached as
+    `frame.attrs["chat_issues"]`; `read_chat_with_issues` returns the table itself.
     """
-    import pylangacq
-
-    source = _collect_sources(Path(path).expanduser())
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # misaligned %mor: tokens come back empty; handled below
-            reader = pylangacq.read_chat(str(source), strict=False)
-    except (ValueError, OSError) as err:
-        raise UserError(f"cannot read CHAT data {source}: {err}") from err
-    if reader.n_files == 0:
-        raise UserError(f"no CHAT files read from {source}")
-    rows: list[dict] = []
-    headers = reader.headers()
-    file_paths = reader.file_paths
-    utterances_by_file = reader.utterances(by_file=True)
-    keep = set(speakers) if speakers is not None else None
-    for file_path, header, utterances in zip(file_paths, headers, utterances_by_file, strict=True):
-        participants = header.participants
-        child = next((p for p in participants if p.code == CHILD), None)
-        age = _age_in_months(child.age) if child is not None and child.age is not None else float("nan")
-        corpus = (child.corpus if child is not None and child.corpus else None) or next(
-            (p.corpus for p in participants if p.corpus), ""
-        )
-        child_name = _child_name(participants, file_path)
-        rel = _relative(file_path, source)
-        for index, utt in enumerate(u for u in utterances if u.participant is not None):
-            if keep is not None and utt.participant not in keep:
-                continue
-            raw = (utt.tiers or {}).get(utt.participant, "")
-            cleaned = clean_main_tier(raw)
-            mor, mor_words = _mor_items(utt)
-            rows.append(
-                {
-                    "file": rel,
-                    "corpus": corpus,
-                    "child": child_name,
-                    "speaker": utt.participant,
-                    "age_months": age,
-                    "utt_index": index,
-                    "raw": raw,
-                    "mor": mor,
-                    "mor_words": mor_words,
-                    **cleaned,
-                }
-            )
-    frame = pd.DataFrame(rows, columns=COLUMNS)
-    if frame.empty:
-        wanted = ", ".join(sorted(keep)) if keep else "any speaker"
-        raise UserError(f"no utterances of {wanted} in {source}")
+    frame, issues = _read_chat_rows(path, speakers)
+    frame.attrs["chat_issues"] = issues  # plain dicts: pd.concat compares attrs, a DataFrame there breaks it
     return frame
 
 
-def _mor_items(utt) -> tuple[list[str], list[str]]:
-    """%mor items split at clitic boundaries, with the surface word of each (where aligned)."""
+def _mor_items(utt) -> tuple[list[str], list[str], bool]:
+    """%mor items split at clitic boundaries, the surface word of each (where aligned), and whether the
+    tiers aligned (False when pylangacq could not align %mor with the words: surface words are empty)."""
     tokens = utt.tokens or []
     items = [t for t in tokens if t.pos not in ("", None) and t.pos != "cm"]
     if items:
         mor = [f"{t.pos}|{t.mor}" for t in items]
         words = [t.word for t in items]
-        return mor, words
+        return mor, words, True
     tier = (utt.tiers or {}).get("%mor", "")
     mor = [part for item in tier.split() for part in item.split("~") if "|" in part and not part.startswith("cm|")]
-    return mor, [""] * len(mor)
+    return mor, [""] * len(mor), not mor

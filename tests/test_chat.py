@@ -161,3 +161,118 @@ def test_age_on_day_30_stays_in_its_month(tmp_path):
     path.write_text(MINI_CHA.replace("2;06.15", "2;11.30"), encoding="utf-8")
     age = read_chat(path)["age_months"].iloc[0]
     assert 35.9 < age < 36.0
+
+
+# ----------------------------------------------------------------------------- corpus scale: issues, styles
+
+
+def _cha(body: str, age: str = "2;06.15") -> str:
+    return (
+        "@UTF8\n@Begin\n@Languages:\teng\n@Participants:\tCHI Target_Child, MOT Mother\n"
+        f"@ID:\teng|Mini|CHI|{age}|female|||Target_Child|||\n@ID:\teng|Mini|MOT||female|||Mother|||\n"
+        f"{body}@End\n"
+    )
+
+
+GOOD = _cha("*CHI:\tI want cookie .\n%mor:\tpron|I-Prs-Nom-S1 verb|want-Fin-Ind-Pres-S1 noun|cookie .\n")
+# Bates/Free20/vicki.cha's illegal notation: strict mode rejects the file, non-strict reads it
+STRICT_FAIL = _cha("*CHI:\t&=0they want it .\n%mor:\tpron|they verb|want-Fin-Ind-Pres-P3 pron|it .\n"
+                   "*CHI:\tmore juice .\n%mor:\tadj|more noun|juice .\n")
+
+
+def test_strict_rejection_and_misalignment_are_recorded_and_reading_goes_on():
+    from corpora.chat import parse_transcript
+
+    tr = parse_transcript("Mini/vicki.cha", STRICT_FAIL.encode())
+    assert not tr.strict_ok and tr.error is None
+    kinds = [(i["kind"], i["utt_index"]) for i in tr.issues]
+    assert ("strict_parse_error", None) in kinds
+    assert ("mor_misalignment", 0) in kinds  # the warning is tied to its utterance
+    assert [r["utterance"] for r in tr.rows] == ["want it .", "more juice ."]
+    assert [r["mor_aligned"] for r in tr.rows] == [False, True]
+
+
+def test_clean_file_has_no_issues_and_listed_absences():
+    from corpora.chat import parse_transcript
+
+    tr = parse_transcript("a.cha", GOOD.encode())
+    assert tr.strict_ok and tr.issues == [] and tr.mor_style == "ud" and tr.age_months == pytest.approx(30.49, abs=0.01)
+    bare = parse_transcript("b.cha", _cha("*CHI:\tmore juice .\n", age="").encode())
+    assert {i["kind"] for i in bare.issues} == {"no_child_age", "no_mor"}
+    assert bare.age_months != bare.age_months  # NaN: never guessed
+    assert bare.rows[0]["mor"] == [] and bare.rows[0]["n_words"] == 2
+
+
+@pytest.mark.parametrize(
+    ("data", "kind", "words"),
+    [
+        (GOOD.encode("utf-8").replace(b"cookie", b"cook\xe9"), "not_utf8", "not UTF-8"),
+        (GOOD.encode()[: GOOD.index("noun|") + 3], "no_end", "cut off (mid-line)"),
+        (GOOD.replace("@End\n", "").encode(), "no_end", "no @End line"),
+    ],
+)
+def test_bad_transcript_single_file_is_one_error_and_in_a_zip_a_row(tmp_path, data, kind, words):
+    from corpora.chat import parse_transcript, read_chat_with_issues
+
+    tr = parse_transcript("bad.cha", data)
+    assert tr.rows == [] and tr.issues[0]["kind"] == kind and tr.issues[0]["severity"] == "error"
+    bad = tmp_path / "bad.cha"
+    bad.write_bytes(data)
+    with pytest.raises(UserError, match=re.escape(words)):
+        read_chat(bad)
+    archive = tmp_path / "Mini.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("Mini/Ann/020615.cha", GOOD)
+        zf.writestr("Mini/Ann/020701.cha", data)
+    frame, issues = read_chat_with_issues(archive)
+    assert frame["file"].tolist() == ["Mini/Ann/020615.cha"]  # the good one is read ...
+    (row,) = issues.itertuples()  # ... and the bad one listed, not dropped
+    assert (row.file, row.kind, row.severity) == ("Mini/Ann/020701.cha", kind, "error")
+    assert [i["kind"] for i in read_chat(archive).attrs["chat_issues"]] == [kind]
+
+
+def test_corrupt_zip_given_directly_is_one_error(tmp_path):
+    archive = tmp_path / "Mini.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("Mini/Ann/020615.cha", GOOD)
+    archive.write_bytes(archive.read_bytes()[:40])  # truncated download
+    with pytest.raises(UserError, match="not a zip file"):
+        read_chat(archive)
+
+
+def test_compounds_are_one_word_and_fillers_none():
+    out = clean_main_tier("thank_you mommy .")
+    assert out["utterance"] == "thank you mommy ."
+    assert out["utterance_clan"] == "thank_you mommy" and out["n_words"] == 2
+    assert [out["utterance"][a:b] for a, b in out["compounds"]] == ["thank you"]
+    um = clean_main_tier("um .")
+    assert um["n_words"] == 0 and um["filler_only"] and not um["fully_unintelligible"]
+    assert clean_main_tier("um cookie .")["n_words"] == 1
+    assert clean_main_tier("xxx .")["fully_unintelligible"]
+    part = clean_main_tier("xxx cookie .")
+    assert part["unintelligible"] and not part["fully_unintelligible"] and part["n_words"] == 1
+
+
+def test_chat_fillers_match_the_detectors():
+    from corpora.chat import FILLERS
+    from evalsuite.childes.detectors import FILLERS as DETECTOR_FILLERS
+
+    assert set(FILLERS) == set(DETECTOR_FILLERS)
+
+
+def test_every_shared_transcript_of_a_corpus_is_read_or_reported(shared_data):
+    """Bates (100 transcripts): strict failures (&=0 notation) are read non-strictly and listed."""
+    from corpora.chat import read_transcripts
+
+    trs = list(read_transcripts(shared_data / "childes" / "talkbank" / "Bates.zip"))
+    assert len(trs) == 100 and all(t.error is None for t in trs)
+    strict_failed = {t.file for t in trs if not t.strict_ok}
+    assert "Bates/Free20/vicki.cha" in strict_failed
+    assert all(any(i["kind"] == "strict_parse_error" for i in t.issues) for t in trs if not t.strict_ok)
+    assert {t.mor_style for t in trs} == {"ud"}
+
+
+def test_media_bullets_are_not_words():
+    # Providence/Naima/020424.cha: time-aligned tiers end in a NAK-delimited bullet
+    out = clean_main_tier("why ? \x1514100_14876\x15")
+    assert out["utterance"] == "why ?" and out["n_words"] == 1

@@ -123,13 +123,13 @@ def read_children(paths: Sequence[str | os.PathLike]) -> pd.DataFrame:
 # ----------------------------------------------------------------------------- analysis
 
 
-def _unit_record(pu, exclude: Sequence[tuple[int, int]] = ()) -> dict:
+def _unit_record(pu, exclude: Sequence[tuple[int, int]] = (), compounds: Sequence[Sequence[int]] = ()) -> dict:
     span, offset = pu.span, pu.offset
     hits = [asdict(h) for h in pu.hits]
     rec = {
         "doc_id": pu.doc_id, "unit_index": pu.index, "text": span.text,
-        "n_words": measures.text_words(span, exclude, offset),
-        "n_morphemes": measures.text_morphemes(span, exclude, offset),
+        "n_words": measures.text_words(span, exclude, offset, compounds),
+        "n_morphemes": measures.text_morphemes(span, exclude, offset, compounds),
         "n_clauses": measures.clause_count(span),
         "words": [w for w in measures.word_types(span)],
         "hits": hits,
@@ -154,7 +154,8 @@ def analyze_child_utterances(
     records = []
     for pu, row in zip(iter_detect(units, config.context_window), df.itertuples(index=False), strict=True):
         exclude = [(a["start"], a["end"]) for a in row.annotations if a["code"] == "[/]"]
-        rec = _unit_record(pu, exclude)
+        # `_` compounds (thank_you) are one word, as CLAN and the %mor side count them
+        rec = _unit_record(pu, exclude, getattr(row, "compounds", ()))
         rec.update({
             "source": "childes", "file": row.file, "corpus": row.corpus, "child": row.child,
             "age_months": row.age_months, "utt_index": row.utt_index, "annotations": row.annotations,

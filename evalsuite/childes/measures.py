@@ -19,10 +19,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from corpora import mor as mor_styles
 from evalsuite.childes import lexicon
 from evalsuite.childes.detectors import FILLERS, is_word
 
 CLAUSE_DEPS = {"ROOT", "ccomp", "xcomp", "advcl", "relcl", "acl", "conj", "csubj", "csubjpass", "parataxis"}
+FILLER_SET = frozenset(FILLERS)
 SPLIT_CONTRACTIONS = {("gon", "na"), ("wan", "na"), ("got", "ta"), ("lem", "me"), ("gim", "me")}
 
 
@@ -43,14 +45,18 @@ def _regular_bound(surface: str, lemma: str, kind: str) -> bool:
     return False
 
 
-def _counted_tokens(span, exclude: Sequence[tuple[int, int]] = (), offset: int = 0) -> list:
-    """Word tokens MLU counts: no punctuation, fillers, or material inside `exclude` character ranges."""
+def _counted_tokens(
+    span, exclude: Sequence[tuple[int, int]] = (), offset: int = 0, compounds: Sequence[Sequence[int]] = ()
+) -> list:
+    """Word tokens MLU counts: no punctuation, fillers, material inside `exclude` character ranges, or
+    the second and later words of a `_` compound (`compounds`: [start, end] spans, e.g. corpora.chat's
+    "thank you" from thank_you), which CLAN counts as one word and one morpheme."""
     out = []
     for tok in span:
         if not is_word(tok) or tok.lower_ in FILLERS:
             continue
         start = tok.idx - offset
-        if any(a <= start < b for a, b in exclude):
+        if any(a <= start < b for a, b in exclude) or any(a < start < b for a, b in compounds):
             continue
         out.append(tok)
     return out
@@ -64,9 +70,11 @@ def _continues_word(tok) -> bool:
     return not prev.whitespace_ and not prev.is_punct
 
 
-def text_words(span, exclude: Sequence[tuple[int, int]] = (), offset: int = 0) -> int:
+def text_words(
+    span, exclude: Sequence[tuple[int, int]] = (), offset: int = 0, compounds: Sequence[Sequence[int]] = ()
+) -> int:
     """Orthographic words (as CLAN counts words on the main tier: "can't" and "gonna" are one)."""
-    return sum(1 for tok in _counted_tokens(span, exclude, offset) if not _continues_word(tok))
+    return sum(1 for tok in _counted_tokens(span, exclude, offset, compounds) if not _continues_word(tok))
 
 
 def token_morphemes(tok) -> int:
@@ -89,41 +97,62 @@ def token_morphemes(tok) -> int:
     return n
 
 
-def text_morphemes(span, exclude: Sequence[tuple[int, int]] = (), offset: int = 0) -> int:
-    return sum(token_morphemes(tok) for tok in _counted_tokens(span, exclude, offset))
+def text_morphemes(
+    span, exclude: Sequence[tuple[int, int]] = (), offset: int = 0, compounds: Sequence[Sequence[int]] = ()
+) -> int:
+    return sum(token_morphemes(tok) for tok in _counted_tokens(span, exclude, offset, compounds))
 
 
-def mor_morphemes(mor: Sequence[str], words: Sequence[str]) -> int:
-    """Morphemes of one utterance from its UD-style %mor items and their surface words."""
+def mor_morphemes(mor: Sequence[str], words: Sequence[str], style: str | None = None) -> int:
+    """Morphemes of one utterance from its %mor items (clitics already split) and their surface words.
+
+    Both %mor styles: the UD style (`verb|play-Fin-Ind-Past`) by the surface-form rule above, the
+    older CLAN style (`v|play-PAST`, `v|go&PAST`, Providence) by its own `-`/`&` distinction
+    (corpora.mor.clan_item_morphemes). `style` is the transcript's (corpora.mor.mor_style_of_items);
+    None or "mixed" decides per item. In pylangacq's alignment a clitic split off its word at `~` has an
+    empty surface word after a non-empty one: that is how gonna's `part|go&PRESP~inf|to` is told from
+    a free "to" (unaligned utterances, all surfaces empty, count every item)."""
     total = 0
-    for item, surface in zip(mor, list(words) + [""] * (len(mor) - len(words)), strict=False):
+    words = list(words) + [""] * (len(mor) - len(words))
+    aligned = any(words)
+    prev = ""
+    for item, surface in zip(mor, words, strict=False):
         if "|" not in item:
             continue
-        pos, _, rest = item.partition("|")
-        if pos in ("cm", "end", "beg", "punct") or not rest:
-            continue
-        lemma, *features = rest.split("-")
-        feats = set(features)
-        if pos == "intj" and lemma.lower() in FILLERS:
-            continue
-        n = 1
-        surface = surface or ""
-        if pos in ("noun", "propn") and "Plur" in feats:
-            n += _regular_bound(surface, lemma, "plural")
-        elif pos in ("verb", "aux"):
-            if "Past" in feats:
-                n += _regular_bound(surface, lemma, "past")
-            elif "Pres" in feats and "S3" in feats and "Fin" in feats:
-                n += _regular_bound(surface, lemma, "3s")
-            elif ("Part" in feats and "Pres" in feats) or "Ger" in feats:
-                n += _regular_bound(surface, lemma, "ing")
-        elif pos in ("adj", "adv"):
-            if "Cmp" in feats:
-                n += _regular_bound(surface, lemma, "er")
-            elif "Sup" in feats:
-                n += _regular_bound(surface, lemma, "est")
-        total += n
+        item_style = style if style in ("ud", "clan") else (mor_styles.item_style(item) or "ud")
+        if item_style == "clan":
+            clitic = aligned and not surface and prev.endswith(("go&PRESP", "want", "got"))
+            total += mor_styles.clan_item_morphemes(item, FILLER_SET, clitic=clitic)
+        else:
+            total += _ud_item_morphemes(item, surface or "")
+        prev = item
     return total
+
+
+def _ud_item_morphemes(item: str, surface: str) -> int:
+    pos, _, rest = item.partition("|")
+    if pos in ("cm", "end", "beg", "punct") or pos.startswith("0") or not rest:
+        return 0
+    lemma, *features = rest.split("-")
+    feats = set(features)
+    if pos == "intj" and lemma.lower() in FILLERS:
+        return 0
+    n = 1
+    if pos in ("noun", "propn") and "Plur" in feats:
+        n += _regular_bound(surface, lemma, "plural")
+    elif pos in ("verb", "aux"):
+        if "Past" in feats:
+            n += _regular_bound(surface, lemma, "past")
+        elif "Pres" in feats and "S3" in feats and "Fin" in feats:
+            n += _regular_bound(surface, lemma, "3s")
+        elif ("Part" in feats and "Pres" in feats) or "Ger" in feats:
+            n += _regular_bound(surface, lemma, "ing")
+    elif pos in ("adj", "adv"):
+        if "Cmp" in feats:
+            n += _regular_bound(surface, lemma, "er")
+        elif "Sup" in feats:
+            n += _regular_bound(surface, lemma, "est")
+    return n
 
 
 def clause_count(span) -> int:
@@ -167,3 +196,26 @@ def mattr(words: Sequence[str], window: int = 50) -> float:
         counts[new] = counts.get(new, 0) + 1
         total += len(counts)
     return total / ((n - window + 1) * window)
+
+
+UNINTELLIGIBLE_RULES = ("brown", "clan")
+
+
+def mlu_eligible(frame, unintelligible: str = "brown"):
+    """Boolean mask of the utterances an MLU counts (a frame from corpora.chat.read_chat or the parse cache).
+
+    Always out: utterances with no word (`n_words` 0: empty, or filled pauses only, `filler_only`).
+    `unintelligible="brown"` (default, Brown 1973): any utterance with an unintelligible word (xxx, yyy)
+    is left out. `"clan"` (CLAN's MLU): only the fully unintelligible ones are; in a partly
+    unintelligible utterance the intelligible words count (xxx itself is never a word).
+    """
+    if unintelligible not in UNINTELLIGIBLE_RULES:
+        from corpora.errors import UserError
+
+        raise UserError(f"unintelligible rule must be one of {', '.join(UNINTELLIGIBLE_RULES)}, not {unintelligible!r}")
+    has_words = frame["n_words"] > 0
+    if "filler_only" in frame:
+        has_words &= ~frame["filler_only"].astype(bool)
+    if unintelligible == "brown":
+        return has_words & ~frame["unintelligible"].astype(bool)
+    return has_words & ~frame["fully_unintelligible"].astype(bool)
