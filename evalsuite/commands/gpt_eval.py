@@ -38,6 +38,8 @@ def gpt_eval(
     timeout: float = typer.Option(120.0, help="Seconds before a judge request times out (then retried)."),
     max_retries: int = typer.Option(6, help="Retries after 429/5xx/timeouts/connection errors."),
     invalid_retries: int = typer.Option(2, help="Re-asks after a malformed or out-of-range reply."),
+    backoff_base: float = typer.Option(1.0, help="Seconds of the first retry wait (doubles per retry, with jitter)."),
+    backoff_max: float = typer.Option(60.0, help="Longest retry wait in seconds (Retry-After headers aside)."),
     max_requests: int = typer.Option(None, help="Request budget for this run (retries count)."),
     max_total_tokens: int = typer.Option(None, help="Token budget (prompt + completion) for this run."),
     price_input: float = typer.Option(None, help="USD per 1M prompt tokens, for the cost estimate."),
@@ -110,7 +112,8 @@ def gpt_eval(
             base_url=base_url, model=model or "", api_key=_api_key(base_url), temperature=temperature, top_p=top_p,
             max_tokens=max_tokens, seed=seed, logprobs=logprobs, top_logprobs=top_logprobs,
             response_format=response_format, timeout_s=timeout, max_retries=max_retries,
-            invalid_retries=invalid_retries, concurrency=concurrency, max_requests=max_requests,
+            invalid_retries=invalid_retries, backoff_base_s=backoff_base, backoff_max_s=backoff_max,
+            concurrency=concurrency, max_requests=max_requests,
             max_total_tokens=max_total_tokens, price_input_per_1m=price_input, price_output_per_1m=price_output,
             retry_invalid_cached=retry_invalid, endpoint_id=endpoint_id,
         )
@@ -280,6 +283,20 @@ def _report_scores(run, rub, settings, context, out, console, n_bootstrap, seed,
                         f"{row.spearman_r01:.2f}", f"{row.exact_agreement:.2f}")
         Console().print(rel)
     console.print(f"wrote {out}/ (summary.csv/.parquet, story_scores, judgments.jsonl, meta.json)")
+    _fail_if_a_checkpoint_failed(run, out)
+
+
+def _fail_if_a_checkpoint_failed(run, out: Path) -> None:
+    """Outputs are written; a checkpoint with no successful judgment still ends the command with an error."""
+    from corpora.errors import UserError
+    from evalsuite.judge.evaluate import failed_checkpoints
+
+    failed = failed_checkpoints(run.results)
+    if failed:
+        ckpt, n, last = failed[-1]
+        others = f" (and {len(failed) - 1} more checkpoint(s))" if len(failed) > 1 else ""
+        raise UserError(f"all {n} judgements of checkpoint {ckpt} failed{others}; outputs written to {out}/; "
+                        f"last failure: {last}")
 
 
 def _report_validation(run, rub, settings, context, out, console, n_bootstrap, seed, cache_path,

@@ -103,6 +103,19 @@ def score_run(
     return GptEvalTables(table, stories, summary, categories, reliability)
 
 
+def failed_checkpoints(results: list[JudgeResult], field: str = "checkpoint_id") -> list[tuple[str, int, str]]:
+    """(checkpoint, n judgements, last failure) for each checkpoint none of whose judgements succeeded."""
+    by: dict[str, list[JudgeResult]] = {}
+    for res in results:
+        by.setdefault(str(res.item.meta.get(field)), []).append(res)
+    out = []
+    for ckpt, group in by.items():
+        if all(r.status != "ok" for r in group):
+            last = max(group, key=lambda r: (r.row or {}).get("finished_at") or "")
+            out.append((ckpt, len(group), f"{last.status}: {last.error}"))
+    return out
+
+
 def file_sha256(path: str | Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:

@@ -178,7 +178,8 @@ def category_shares(table: pd.DataFrame, rubric: Rubric, group: list[str]) -> pd
                 count = int((sub[cat.name] == code).sum())
                 rows.append({**dict(zip(group, keys, strict=True)), "question": cat.name, "code": code, "label": label,
                              "count": count, "n": n, "share": count / n if n else math.nan})
-    return pd.DataFrame(rows)
+    # with no successful judgment there are no rows, but the table keeps its columns
+    return pd.DataFrame(rows, columns=[*group, "question", "code", "label", "count", "n", "share"])
 
 
 def icc_oneway(matrix: np.ndarray, confidence: float = 0.95) -> dict[str, float]:
