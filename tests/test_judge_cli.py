@@ -147,3 +147,43 @@ def test_kill_half_way_then_resume_loses_nothing(tmp_path):
     with sqlite3.connect(tmp_path / "cache.sqlite") as db:
         assert db.execute("SELECT COUNT(*) FROM judgments WHERE status = 'ok'").fetchone()[0] == total
     assert len(pd.read_csv(tmp_path / "out" / "story_scores.csv")) == total
+
+
+@pytest.mark.slow
+def test_checkpoint_input_checks_the_judge_before_generating(tmp_path, capsys, monkeypatch, tmp_path_factory):
+    from _tiny_run import tiny_run
+
+    monkeypatch.delenv("EVALSUITE_JUDGE_GGUF", raising=False)
+    run_dir = tiny_run(tmp_path_factory)
+    out = tmp_path / "out"
+    t0 = time.monotonic()
+    # no judge at all
+    assert run_cli(["gpt-eval", str(run_dir), "--no-local-judge", "--out", str(out)]) == 2
+    assert "no judge configured" in capsys.readouterr().err
+    # a --base-url where nothing listens
+    import socket
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    assert run_cli(["gpt-eval", str(run_dir), "--base-url", f"http://127.0.0.1:{port}/v1", "--model", "m",
+                    "--out", str(out)]) == 2
+    assert "cannot connect to the judge" in capsys.readouterr().err
+    assert time.monotonic() - t0 < 10
+    assert not (out / "samples").exists()  # nothing was generated
+
+
+@pytest.mark.slow
+def test_generation_shows_progress(tmp_path, capsys, tmp_path_factory):
+    from _tiny_run import tiny_run
+
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text('{"id": "p1", "prompt": "Once upon a time"}\n{"id": "p2", "prompt": "Tom had a"}\n')
+    with ChatServer(ScriptedBackend()) as server:
+        argv = ["gpt-eval", str(tiny_run(tmp_path_factory)), "--prompts", str(prompts), "--gen-max-new-tokens", "5",
+                "--base-url", server.base_url, "--model", "scripted-judge", "--cache", str(tmp_path / "c.sqlite"),
+                "--out", str(tmp_path / "out"), "--progress", "--n-bootstrap", "200", "--no-free-scores"]
+        assert run_cli(argv) == 0
+    err = capsys.readouterr().err
+    assert "generating" in err and "2/2" in err  # the tqdm bar of the generation step

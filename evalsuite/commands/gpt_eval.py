@@ -73,8 +73,8 @@ def gpt_eval(
     from corpora.errors import UserError
     from corpora.paths import cache_dir
     from evalsuite.judge.cache import JudgeCache
-    from evalsuite.judge.client import JudgeSettings, execute_plan, plan_judgments
-    from evalsuite.judge.local_model import embedded_judge
+    from evalsuite.judge.client import JudgeSettings, execute_plan, plan_judgments, probe_judge
+    from evalsuite.judge.local_model import check_embedded_available, embedded_judge
     from evalsuite.judge.rubric import load_rubric
     from evalsuite.judge.server import ChatServer
 
@@ -84,9 +84,15 @@ def gpt_eval(
         raise UserError("give samples.jsonl files or checkpoints to score, or --validate")
     if validate and inputs:
         raise UserError("--validate scores a corpus (--corpus/--data-dir), not INPUTS; run them separately")
+    show_progress = sys.stderr.isatty() if progress is None else progress
+    # The judge first: a checkpoint input must not cost minutes of generation before "no judge".
+    if base_url is None:
+        check_embedded_available(judge_gguf, use_packaged=local_judge)
+    elif not dry_run:
+        console.print(f"judge at {base_url}: {probe_judge(base_url, _api_key(base_url), min(timeout, 10.0))}")
     items, context = (_validation_items(rub, corpus, data_dir, rates, repeats, validate_limit) if validate
                       else _sample_items(inputs, out, repeats, prompts, gen_temperature, gen_top_k, gen_top_p,
-                                         gen_max_new_tokens, gen_seed, device, console))
+                                         gen_max_new_tokens, gen_seed, device, console, show_progress))
 
     server = None
     endpoint_id = None
@@ -129,7 +135,6 @@ def gpt_eval(
                               "nondeterminism; use --temperature > 0 for test-retest of sampled judgments[/yellow]")
             if dry_run:
                 return
-            show_progress = sys.stderr.isatty() if progress is None else progress
             run = execute_plan(plan, rub, settings, store, progress=show_progress)
     finally:
         if server is not None:
@@ -162,9 +167,12 @@ def _api_key(base_url: str) -> str:
     return key or "EMPTY"  # local servers usually take any key
 
 
-def _sample_items(inputs, out, repeats, prompts, temperature, top_k, top_p, max_new_tokens, seed, device, console):
+def _sample_items(inputs, out, repeats, prompts, temperature, top_k, top_p, max_new_tokens, seed, device, console,
+                  show_progress=False):
     """samples.jsonl inputs as they are; checkpoints are turned into samples first (saved under out/)."""
     import json
+
+    from tqdm import tqdm
 
     from evalsuite.generate import SamplingConfig, iter_samples, load_prompt_set, safe_name
     from evalsuite.judge.evaluate import load_samples, samples_to_items
@@ -181,9 +189,12 @@ def _sample_items(inputs, out, repeats, prompts, temperature, top_k, top_p, max_
         target = out / "samples" / f"{safe_name(str(path))}.jsonl"
         target.parent.mkdir(parents=True, exist_ok=True)
         console.print(f"generating {len(prompt_set.prompts)} stories from {path} -> {target}")
-        with target.open("w", encoding="utf-8") as handle:
+        with target.open("w", encoding="utf-8") as handle, tqdm(
+            total=len(prompt_set.prompts), desc=f"generating {path.name}", unit="story", disable=not show_progress
+        ) as bar:
             for row in iter_samples(path, prompt_set, sampling, device=device):
                 handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+                bar.update(1)
         sample_files.append(target)
         generated.append({"checkpoint": str(path), "samples": str(target)})
     samples = load_samples(sample_files)

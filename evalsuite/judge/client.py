@@ -653,3 +653,27 @@ def dump_result(result: JudgeResult) -> str:
         },
         ensure_ascii=False,
     )
+
+
+def probe_judge(base_url: str, api_key: str = "EMPTY", timeout_s: float = 10.0) -> str:
+    """Check that a judge server answers at all (GET <base_url>/models) before any expensive work.
+
+    Returns what was learnt ("models: a, b" or "reachable (http 404 on /models)"). Raises `UserError`
+    when nothing listens there, it does not answer within `timeout_s`, or it rejects the key.
+    Any other answer means a server is there: the judge calls themselves decide the rest."""
+    client = openai.OpenAI(base_url=base_url, api_key=api_key or "EMPTY", max_retries=0, timeout=timeout_s)
+    try:
+        models = [m.id for m in client.models.list()]
+    except openai.APITimeoutError:
+        raise UserError(f"the judge at {base_url} did not answer within {timeout_s:g} s (GET /models)") from None
+    except openai.APIConnectionError as err:
+        raise UserError(f"cannot connect to the judge at {base_url} ({err.__cause__ or err}); "
+                        f"is the server running?") from None
+    except (openai.AuthenticationError, openai.PermissionDeniedError) as err:
+        raise UserError(f"the judge at {base_url} rejected the API key ({_describe_error(err)}); "
+                        f"check OPENAI_API_KEY") from None
+    except openai.APIStatusError as err:
+        return f"reachable (http {err.status_code} on /models)"
+    except openai.APIError as err:  # e.g. /models answered with something that is not a model list
+        return f"reachable (/models: {type(err).__name__})"
+    return "models: " + ", ".join(models[:5]) + (" ..." if len(models) > 5 else "")

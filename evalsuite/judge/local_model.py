@@ -441,6 +441,21 @@ def embedded_judge(
     raise UserError(no_judge_message(use_packaged))
 
 
+def check_embedded_available(judge_gguf: str | os.PathLike | None, *, use_packaged: bool = True) -> str:
+    """Which embedded judge `embedded_judge` would start ("gguf" or "packaged"), without loading it;
+    a `UserError` naming every option when there is none. Cheap: gpt-eval calls it before generating."""
+    from evalsuite.judge.server import GGUF_ENV
+
+    explicit = judge_gguf or os.environ.get(GGUF_ENV)
+    if explicit:
+        if not Path(explicit).is_file():
+            raise UserError(f"judge model file not found: {explicit}")
+        return "gguf"
+    if use_packaged and local_judge_installed(DEFAULT_SPEC):
+        return "packaged"
+    raise UserError(no_judge_message(use_packaged))
+
+
 def no_judge_message(use_packaged: bool = True) -> str:
     why = ("the packaged local judge is turned off (--no-local-judge)" if not use_packaged
            else "no local judge model is installed")
