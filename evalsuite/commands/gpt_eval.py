@@ -58,7 +58,14 @@ def gpt_eval(
     corpus: Path = typer.Option(None, help="--validate: stories (.txt with <|endoftext|>, .jsonl, or a folder)."),
     data_dir: Path = typer.Option(None, help="Reference data folder (default: $EVALSUITE_DATA or ../shared/data)."),
     rates: str = typer.Option("0.25,0.5,1.0", help="--validate: corruption rates."),
-    validate_limit: int = typer.Option(0, help="--validate: use only the first N stories (0 = all)."),
+    validate_limit: int = typer.Option(20, help="--validate: a random sample of N stories of the corpus (0 = all)."),
+    validate_seed: int = typer.Option(0, help="--validate: seed of the story sample and of the corruptions."),
+    judge_mode: str = typer.Option("auto", help="rubric (LLM grades), or an offline mode of the local judge: loglik, "
+                                   "yesno, pairwise (comma-separated with --validate). auto: rubric for --base-url; "
+                                   "for the packaged judge the mode that passed its validity check."),
+    offline_max_chars: int = typer.Option(400, help="Offline modes: characters of each continuation scored."),
+    free_scores: bool = typer.Option(True, "--free-scores/--no-free-scores",
+                                     help="Judge-free scores (grammar detectors, repetition, AoA, consistency)."),
     prompts: str = typer.Option("tinystories", help="Checkpoint inputs: prompt set for generation."),
     gen_temperature: float = typer.Option(0.8, help="Checkpoint inputs: generation temperature."),
     gen_top_k: int = typer.Option(0, help="Checkpoint inputs: generation top-k (0 = off)."),
@@ -75,6 +82,7 @@ def gpt_eval(
     from evalsuite.judge.cache import JudgeCache
     from evalsuite.judge.client import JudgeSettings, execute_plan, plan_judgments, probe_judge
     from evalsuite.judge.local_model import check_embedded_available, embedded_judge
+    from evalsuite.judge.offline import OFFLINE_MODES
     from evalsuite.judge.rubric import load_rubric
     from evalsuite.judge.server import ChatServer
 
@@ -85,12 +93,32 @@ def gpt_eval(
     if validate and inputs:
         raise UserError("--validate scores a corpus (--corpus/--data-dir), not INPUTS; run them separately")
     show_progress = sys.stderr.isatty() if progress is None else progress
+    modes = _judge_modes(judge_mode, validate, base_url is None)
+    if modes == ["auto"]:
+        modes = [_auto_mode(base_url, judge_gguf, local_judge, console)]
+    if not validate and any(p.suffix == ".jsonl" for p in inputs):
+        from evalsuite.judge.evaluate import load_samples
+
+        load_samples([p for p in inputs if p.suffix == ".jsonl"])  # bad sample files fail before any judge work
     # The judge first: a checkpoint input must not cost minutes of generation before "no judge".
-    if base_url is None:
+    if modes == ["free"]:
+        pass  # judge-free scores need no judge
+    elif base_url is None:
         check_embedded_available(judge_gguf, use_packaged=local_judge)
     elif not dry_run:
         console.print(f"judge at {base_url}: {probe_judge(base_url, _api_key(base_url), min(timeout, 10.0))}")
-    items, context = (_validation_items(rub, corpus, data_dir, rates, repeats, validate_limit) if validate
+    if validate and (set(modes) <= set(OFFLINE_MODES) or modes == ["free"]):
+        context = _validation_context(rub, corpus, data_dir, rates, validate_limit, validate_seed)
+        _offline_validation(context, [m for m in modes if m != "free"], judge_gguf, local_judge, offline_max_chars,
+                            cache, out, console, show_progress, bootstrap_seed, free_scores or modes == ["free"])
+        return
+    if not validate and (modes[0] in OFFLINE_MODES or modes == ["free"]):
+        items, context = _sample_items(inputs, out, 1, prompts, gen_temperature, gen_top_k, gen_top_p,
+                                       gen_max_new_tokens, gen_seed, device, console, show_progress)
+        _offline_scoring(items, context, modes[0], judge_gguf, local_judge, offline_max_chars, cache, out, console,
+                         show_progress, n_bootstrap, bootstrap_seed)
+        return
+    items, context = (_validation_items(rub, corpus, data_dir, rates, repeats, validate_limit, validate_seed) if validate
                       else _sample_items(inputs, out, repeats, prompts, gen_temperature, gen_top_k, gen_top_p,
                                          gen_max_new_tokens, gen_seed, device, console, show_progress))
 
@@ -147,7 +175,7 @@ def gpt_eval(
         _report_validation(run, rub, settings, context, out, console, n_bootstrap, bootstrap_seed, cache_path, judge_info)
     else:
         _report_scores(run, rub, settings, context, out, console, n_bootstrap, bootstrap_seed, repeats, cache_path,
-                       judge_info)
+                       judge_info, items if free_scores else None, show_progress)
     if embedded is not None and embedded.smoke_test:
         console.print(f"[bold yellow]reminder: {embedded.info['warning']}[/bold yellow]")
 
@@ -201,25 +229,299 @@ def _sample_items(inputs, out, repeats, prompts, temperature, top_k, top_p, max_
     return samples_to_items(samples, repeats), {"samples_files": [str(p) for p in sample_files], "generated": generated}
 
 
-def _validation_items(rub, corpus, data_dir, rates, repeats, limit):
+def _judge_modes(judge_mode: str, validate: bool, embedded: bool) -> list[str]:
+    from corpora.errors import UserError
+    from evalsuite.judge.offline import JUDGE_MODES, OFFLINE_MODES
+
+    modes = [m.strip() for m in judge_mode.split(",") if m.strip()]
+    bad = [m for m in modes if m not in (*JUDGE_MODES, "free")]
+    if not modes or bad:
+        raise UserError(f"--judge-mode must be one of {', '.join(JUDGE_MODES)}, free (judge-free scores only; "
+                        f"offline modes comma-separated with --validate), "
+                        f"got {judge_mode!r}")
+    if "pairwise" in modes and not validate:
+        raise UserError("--judge-mode pairwise compares a story with its corrupted copy: it is for --validate; "
+                        "score samples with loglik or yesno")
+    if len(modes) > 1 and not (validate and set(modes) <= set(OFFLINE_MODES)):
+        raise UserError("several --judge-mode values are for --validate with offline modes (loglik,yesno,pairwise)")
+    if modes == ["auto"]:
+        return modes
+    if set(modes) & set(OFFLINE_MODES) and not embedded:
+        raise UserError("the offline judge modes run the local judge in-process; drop --base-url")
+    return modes
+
+
+def _auto_mode(base_url, judge_gguf, local_judge, console) -> str:
+    """rubric for a given judge; for the packaged local judge, the mode that passed its validity check."""
+    from evalsuite.judge.offline import PACKAGED_DEFAULT_MODE, PACKAGED_VALIDITY_NOTE
+    from evalsuite.judge.server import GGUF_ENV
+
+    if base_url is not None or judge_gguf or os.environ.get(GGUF_ENV) or not local_judge:
+        return "rubric"
+    if PACKAGED_DEFAULT_MODE is None:
+        console.print(f"[bold yellow]no mode of the packaged local judge passed its validity check "
+                      f"({PACKAGED_VALIDITY_NOTE}); it reports no grades: judge-free scores only[/bold yellow]")
+        return "free"
+    console.print(f"packaged local judge: mode {PACKAGED_DEFAULT_MODE} ({PACKAGED_VALIDITY_NOTE}); its rubric "
+                  f"grades failed that check and are not reported (--judge-mode rubric forces them)")
+    return PACKAGED_DEFAULT_MODE
+
+
+def _validation_context(rub, corpus, data_dir, rates, limit, seed):
+    """Real stories (default: a seeded sample of the shared TinyStories subset) and their corruptions."""
+    import random
+
     from corpora.documents import read_documents
     from corpora.errors import UserError
     from corpora.paths import find_data_dir
-    from evalsuite.judge.validate import DEFAULT_MATCH, check_match, make_variants, variant_items
+    from evalsuite.judge.validate import DEFAULT_MATCH, check_match, make_variants, usable_story
 
     if corpus is None:
-        corpus = find_data_dir(data_dir) / "tinystories" / "tinystories_sample.txt"
-    docs = read_documents(corpus)
-    if limit:
-        docs = docs[:limit]
+        corpus = find_data_dir(data_dir) / "tinystories" / "tinystories_subset.jsonl"
+    docs = [d for d in read_documents(corpus) if usable_story(d)]
+    if not docs:
+        raise UserError(f"no story in {corpus} is long enough to validate with")
+    n_corpus = len(docs)
+    if limit and limit < len(docs):
+        # a seeded shuffle, then the first N: a smaller sample is a prefix of a larger one (same seed)
+        order = list(range(len(docs)))
+        random.Random(seed).shuffle(order)
+        docs = [docs[i] for i in order[:limit]]
     try:
         rate_values = tuple(float(r) for r in rates.split(",") if r.strip())
     except ValueError:
         raise UserError(f"--rates must be comma-separated numbers, got {rates!r}") from None
     check_match(rub, DEFAULT_MATCH)
-    variants = make_variants(docs, rates=rate_values)
-    return variant_items(variants, repeats), {"corpus": str(corpus), "n_stories": len(docs), "rates": rate_values,
-                                              "variants": variants, "match": DEFAULT_MATCH}
+    variants = make_variants(docs, rates=rate_values, seed=seed)
+    return {"corpus": str(corpus), "n_corpus_stories": n_corpus, "n_stories": len(docs), "rates": rate_values,
+            "sample_seed": seed, "variants": variants, "match": DEFAULT_MATCH, "stories": docs}
+
+
+def _validation_items(rub, corpus, data_dir, rates, repeats, limit, seed=0):
+    from evalsuite.judge.validate import variant_items
+
+    context = _validation_context(rub, corpus, data_dir, rates, limit, seed)
+    return variant_items(context["variants"], repeats), context
+
+
+def _offline_validation(context, modes, judge_gguf, local_judge, max_chars, cache, out, console, progress, seed,
+                        with_free_scores) -> None:
+    """--validate with offline modes: each mode's preference for clean text, per corruption and rate."""
+    import pandas as pd
+    from rich.console import Console
+
+    from corpora.paths import cache_dir
+    from evalsuite.judge.offline import offline_scorer
+    from evalsuite.judge.validate import method_verdicts, offline_pairs, preference_table
+
+    variants = context["variants"]
+    longest = max(len(v.beginning) for v in variants) + 2 * max_chars + 1200
+    scores, pairs, info = [], [], {}
+    if modes:
+        with offline_scorer(judge_gguf, use_packaged=local_judge, max_chars=max_chars, cache=cache,
+                            max_prompt_chars=longest, progress=progress) as scorer:
+            console.print(f"offline judge {scorer.model_id}: modes {', '.join(modes)} on {context['n_stories']} "
+                          f"stories of {context['corpus']} x {len(variants) // context['n_stories']} variants")
+            for mode in modes:
+                frame, pair = offline_pairs(variants, scorer, mode, context["match"], progress=progress)
+                scores.append(frame)
+                pairs.append(pair)
+            info = {"offline_judge": {**scorer.info, "model_id": scorer.model_id, **scorer.config.public_dict(),
+                                      "n_computed": scorer.n_computed, "n_cached": scorer.n_cached}}
+    if with_free_scores:
+        free_frame, free_pair = _free_validation(context, progress)
+        scores.append(free_frame)
+        pairs.append(free_pair)
+    all_pairs = pd.concat(pairs, ignore_index=True)
+    table = preference_table(all_pairs, seed=seed)
+    verdicts = method_verdicts(table)
+    cache_path = cache or (cache_dir() / "judge_cache.sqlite")
+    _write_validity(out, context, table, verdicts, all_pairs, pd.concat(scores, ignore_index=True), cache_path, info)
+    Console().print(_validity_table(table))
+    for row in verdicts.itertuples():
+        verdict = "PASSES" if row.passes else "FAILS"
+        console.print(f"{row.method}: {verdict} (worst at rate 1.0: {row.worst_corruption}, clean preferred "
+                      f"in {row.worst_share:.0%} of {row.n_pairs_min} pairs; goal >= 90% for each corruption)")
+    console.print(f"wrote {out}/validity.csv, validity_verdicts.csv, validity_pairs.csv, validity_scores.csv, "
+                  f"validity_meta.json")
+
+
+def _story_frame(items):
+    """One row per story (repeat 0) of judge items: the fields that identify it, beginning, continuation."""
+    import pandas as pd
+
+    keep = ("checkpoint_id", "checkpoint", "story", "prompt_id", "model_family", "val_loss", "val_bpc", "tokens_seen")
+    rows = [{**{k: it.meta.get(k) for k in keep}, "prompt": it.prompt, "completion": it.completion}
+            for it in items if it.repeat == 0]
+    return pd.DataFrame(rows)
+
+
+def _free_story_scores(stories, progress):
+    from evalsuite.judge.free_scores import free_scores_table
+
+    scores = free_scores_table(list(stories["prompt"]), list(stories["completion"]), progress=progress)
+    return stories.drop(columns=["prompt", "completion"]).reset_index(drop=True).join(scores)
+
+
+FREE_COLUMNS = {"mean": "mean over stories of the score", "ci_low": "bootstrap 95% CI over stories, low end",
+                "ci_high": "bootstrap 95% CI over stories, high end", "n_stories": "stories with the score",
+                "lower_is_better": "direction of the score"}
+
+
+def _free_columns():
+    from evalsuite.judge.free_scores import FREE_SCORES
+    from evalsuite.results import column
+
+    stories = {name: column(definition, "evalsuite.judge.free_scores.free_scores_table")
+               for name, (definition, _) in FREE_SCORES.items()}
+    summary = {c: column(d, "evalsuite.stats.bootstrap_ci" if c != "lower_is_better"
+                         else "evalsuite.judge.free_scores.FREE_SCORES") for c, d in FREE_COLUMNS.items()}
+    return {"free_story_scores.csv": stories, "free_scores.csv": summary}
+
+
+def _print_summary(frame, title):
+    from rich.console import Console
+    from rich.table import Table
+
+    view = Table(title=title)
+    for col in ("checkpoint", "score", "mean [95% CI]", "n stories"):
+        view.add_column(col)
+    for ckpt, sub in frame.groupby("checkpoint_id", sort=True):
+        for i, row in enumerate(sub.itertuples()):
+            view.add_row(str(ckpt) if i == 0 else "", row.score, _fmt(row.mean, row.ci_low, row.ci_high),
+                         str(row.n_stories), end_section=i == len(sub) - 1)
+    Console().print(view)
+
+
+def _offline_scoring(items, context, mode, judge_gguf, local_judge, max_chars, cache, out, console, progress,
+                     n_bootstrap, seed) -> None:
+    """Samples scored by an offline mode of the local judge (or judge-free scores only, mode 'free')."""
+    import pandas as pd
+
+    from evalsuite.judge.free_scores import free_scores_summary
+    from evalsuite.judge.offline import offline_scorer, score_stories
+    from evalsuite.results import build_meta, column, write_meta, write_table
+    from evalsuite.stats import bootstrap_ci
+
+    stories = _free_story_scores(_story_frame(items), progress)
+    stories_text = _story_frame(items)
+    info: dict = {}
+    judge_rows = []
+    if mode != "free":
+        longest = int(stories_text["prompt"].str.len().max()) + max_chars + 1200
+        with offline_scorer(judge_gguf, use_packaged=local_judge, max_chars=max_chars, cache=cache,
+                            max_prompt_chars=longest, progress=progress) as scorer:
+            judged = score_stories(scorer, mode, list(stories_text["prompt"]), list(stories_text["completion"]),
+                                   progress=progress)
+            info = {"offline_judge": {**scorer.info, "model_id": scorer.model_id, "mode": mode,
+                                      **scorer.config.public_dict(), "n_computed": scorer.n_computed,
+                                      "n_cached": scorer.n_cached}}
+        stories = stories.join(judged)
+        for ckpt, part in stories.groupby("checkpoint_id", sort=True):
+            for col in judged.columns:
+                ci = bootstrap_ci(part[col].to_numpy(dtype=float), n_boot=n_bootstrap, seed=seed)
+                judge_rows.append({"checkpoint_id": ckpt, "score": col, "mean": ci.estimate, "ci_low": ci.ci_low,
+                                   "ci_high": ci.ci_high, "n_stories": ci.n})
+    free = free_scores_summary(stories, ["checkpoint_id"], n_boot=n_bootstrap, seed=seed)
+    out.mkdir(parents=True, exist_ok=True)
+    write_table(stories, out / "free_story_scores.csv")
+    write_table(free, out / "free_scores.csv")
+    columns = _free_columns()
+    outputs = ["free_story_scores.csv", "free_scores.csv"]
+    if judge_rows:
+        summary = pd.DataFrame(judge_rows)
+        write_table(summary, out / "offline_summary.csv")
+        outputs.append("offline_summary.csv")
+        columns["offline_summary.csv"] = {
+            "mean": column(f"mean over stories of the local judge's {mode} score", "evalsuite.judge.offline.score_stories"),
+            "ci_low": column("bootstrap 95% CI over stories, low end", "evalsuite.stats.bootstrap_ci"),
+            "ci_high": column("bootstrap 95% CI over stories, high end", "evalsuite.stats.bootstrap_ci"),
+            "n_stories": column("stories with the score", "evalsuite.stats.bootstrap_ci")}
+        _print_summary(summary, f"local judge, mode {mode}: mean over stories [95% bootstrap CI]")
+    _print_summary(free, "judge-free scores: mean over stories [95% bootstrap CI]")
+    meta = build_meta("gpt-eval", config={"mode": mode, "n_bootstrap": n_bootstrap}, inputs=context["samples_files"],
+                      seeds={"bootstrap": seed}, columns=columns, outputs=outputs,
+                      extra={"generated": context.get("generated"), **info})
+    write_meta(out / "meta.json", meta)
+    console.print(f"wrote {out}/ ({', '.join(outputs)}, meta.json)")
+
+
+def _free_validation(context, progress):
+    """Judge-free scores of every validation variant, and their clean-vs-corrupted pairs."""
+    from evalsuite.judge.free_scores import free_score_pairs, free_scores_table
+
+    variants = context["variants"]
+    frame = free_scores_table([v.beginning for v in variants], [v.continuation for v in variants], progress=progress)
+    for key in ("story_id", "corruption", "rate"):
+        frame[key] = [getattr(v, key) for v in variants]
+    return frame, free_score_pairs(frame)
+
+
+VALIDITY_COLUMNS = {
+    "method": "offline:<mode> (the local judge's probabilities) or free:<score> (judge-free score)",
+    "score": "the score compared (judge_bpc, p_yes_<dim>, pref_clean_<dim>, or a judge-free score)",
+    "corruption": "the corruption applied to the continuation (evalsuite.judge.validate)",
+    "rate": "the asked corruption rate (share of candidates changed)",
+    "n_pairs": "story pairs (clean, corrupted) with both scores",
+    "clean_preferred": "pairs where the clean text scored better",
+    "ties": "pairs with equal scores",
+    "corrupted_preferred": "pairs where the corrupted text scored better",
+    "share_clean_preferred": "clean_preferred / n_pairs",
+    "share_ci_low": "Wilson 95% CI of share_clean_preferred, low end",
+    "share_ci_high": "Wilson 95% CI of share_clean_preferred, high end",
+    "sign_test_p": "one-sided sign test (binomial, ties dropped) that clean is preferred more than half the time",
+    "mean_diff": "mean over stories of the difference oriented so that > 0 favours clean",
+    "diff_ci_low": "bootstrap 95% CI of mean_diff over stories, low end",
+    "diff_ci_high": "bootstrap 95% CI of mean_diff over stories, high end",
+    "d_z": "mean_diff / sd of the differences (paired standardized effect)",
+    "meets_goal": "rate 1.0 only: share_clean_preferred >= 0.9",
+}
+_COMPUTED_BY = {"share_ci_low": "evalsuite.stats.wilson_ci", "share_ci_high": "evalsuite.stats.wilson_ci",
+                "diff_ci_low": "evalsuite.stats.bootstrap_ci", "diff_ci_high": "evalsuite.stats.bootstrap_ci",
+                "mean_diff": "evalsuite.stats.bootstrap_ci"}
+
+
+def _write_validity(out, context, table, verdicts, pairs, scores, cache_path, extra) -> None:
+    from evalsuite.results import build_meta, column, write_meta, write_table
+
+    out.mkdir(parents=True, exist_ok=True)
+    write_table(table, out / "validity.csv")
+    write_table(verdicts, out / "validity_verdicts.csv")
+    write_table(pairs, out / "validity_pairs.csv")
+    write_table(scores, out / "validity_scores.csv")
+    columns = {"validity.csv": {c: column(d, _COMPUTED_BY.get(c, "evalsuite.judge.validate.preference_table"))
+                                for c, d in VALIDITY_COLUMNS.items()},
+               "validity_verdicts.csv": {
+                   "passes": column("every corruption at rate 1.0 has share_clean_preferred >= 0.9",
+                                    "evalsuite.judge.validate.method_verdicts"),
+                   "beats_chance": column("every corruption at rate 1.0 has sign_test_p < 0.05",
+                                          "evalsuite.judge.validate.method_verdicts"),
+                   "worst_share": column("lowest share_clean_preferred at rate 1.0",
+                                         "evalsuite.judge.validate.method_verdicts")}}
+    meta = build_meta(
+        "gpt-eval",
+        config={"mode": "validate", "rates": context["rates"], "match": context["match"],
+                "n_stories": context["n_stories"], "n_corpus_stories": context["n_corpus_stories"]},
+        inputs=[context["corpus"]], seeds={"sample_and_corruptions": context["sample_seed"]}, columns=columns,
+        outputs=["validity.csv", "validity_verdicts.csv", "validity_pairs.csv", "validity_scores.csv"],
+        extra={"cache": str(cache_path), **extra},
+    )
+    write_meta(out / "validity_meta.json", meta)
+
+
+def _validity_table(table):
+    from rich.table import Table
+
+    view = Table(title="validity: is the clean story preferred over its corrupted copy? (per corruption and rate)")
+    for col in ("method", "score", "corruption", "rate", "clean preferred", "ties", "95% CI", "sign p",
+                "mean diff [95% CI]", "d_z"):
+        view.add_column(col)
+    for r in table.itertuples():
+        view.add_row(r.method, r.score, r.corruption, f"{r.rate:.2f}",
+                     f"{r.clean_preferred}/{r.n_pairs} ({r.share_clean_preferred:.0%})", str(r.ties),
+                     f"[{r.share_ci_low:.2f}, {r.share_ci_high:.2f}]", f"{r.sign_test_p:.3g}",
+                     _fmt(r.mean_diff, r.diff_ci_low, r.diff_ci_high), f"{r.d_z:.2f}")
+    return view
 
 
 def _fmt(mean: float, low: float, high: float) -> str:
@@ -240,7 +542,7 @@ def _run_summary_line(run) -> str:
 
 
 def _report_scores(run, rub, settings, context, out, console, n_bootstrap, seed, repeats, cache_path,
-                   judge_info=None) -> None:
+                   judge_info=None, free_items=None, progress=False) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -253,6 +555,13 @@ def _report_scores(run, rub, settings, context, out, console, n_bootstrap, seed,
               "story_scores": tables.stories, "summary": tables.summary, "categories": tables.categories}
     if not tables.reliability.empty:
         frames["reliability"] = tables.reliability
+    free = None
+    if free_items is not None:  # judge-free scores beside the rubric, same stories
+        from evalsuite.judge.free_scores import free_scores_summary
+
+        frames["free_story_scores"] = _free_story_scores(_story_frame(free_items), progress)
+        free = free_scores_summary(frames["free_story_scores"], ["checkpoint_id"], n_boot=n_bootstrap, seed=seed)
+        frames["free_scores"] = free
     write_tables(out, frames)
     meta = run_meta(run, rub, settings.public_dict(), {
         "command": "gpt-eval", "repeats": repeats, "bootstrap": {"n_resamples": n_bootstrap, "seed": seed},
@@ -293,6 +602,8 @@ def _report_scores(run, rub, settings, context, out, console, n_bootstrap, seed,
             rel.add_row(row.score, str(row.n_stories), _fmt(row.icc, row.icc_ci_low, row.icc_ci_high),
                         f"{row.spearman_r01:.2f}", f"{row.exact_agreement:.2f}")
         Console().print(rel)
+    if free is not None:
+        _print_summary(free, "judge-free scores: mean over stories [95% bootstrap CI]")
     console.print(f"wrote {out}/ (summary.csv/.parquet, story_scores, judgments.jsonl, meta.json)")
     _fail_if_a_checkpoint_failed(run, out)
 

@@ -364,6 +364,32 @@ class XLlamaCppBackend:
 
 
 
+    def forced_logprobs(self, prompt: str, text: str) -> list[float]:
+        """The model's log-probability of each token of `text` after `prompt` (raw completion, no chat
+        template). A grammar admits only `text`, so decoding is forced along it; llama.cpp reports each
+        chosen token's log-probability under the model's distribution before the grammar is applied."""
+        grammar = "root ::= " + json.dumps(text, ensure_ascii=True)
+        body = {"prompt": prompt, "grammar": grammar, "temperature": 0.0, "logprobs": 1,
+                "max_tokens": len(text.encode("utf-8")) + 8, "seed": self.seed, "cache_prompt": True}
+        with self._lock:
+            if self._server is None:
+                raise BackendHTTPError(503, "the local judge was closed")
+            response = self._server.handle_completions(body)
+        if "error" in response:
+            raise RuntimeError(f"forced decoding failed: {response['error']}")
+        choice = response["choices"][0]
+        tokens = (choice.get("logprobs") or {}).get("content") or []
+        if choice.get("text") != text or not tokens:
+            raise RuntimeError(f"forced decoding produced {choice.get('text')!r:.80}, not the text {text!r:.80}")
+        return [float(t["logprob"]) for t in tokens]
+
+    def next_token_logprobs(self, messages: list[dict[str, str]], top: int = 20) -> list[tuple[str, float]]:
+        """The `top` most likely first reply tokens (chat template applied) with their log-probabilities."""
+        response = self.complete({"messages": messages, "max_tokens": 1, "temperature": 0.0, "logprobs": True,
+                                  "top_logprobs": top})
+        content = response["choices"][0]["logprobs"]["content"]
+        return [(alt["token"], float(alt["logprob"])) for alt in content[0]["top_logprobs"]]
+
     def close(self) -> None:
         """Free the model (the xllamacpp server shuts down when its object goes)."""
         with self._lock:
