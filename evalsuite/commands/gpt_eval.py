@@ -475,8 +475,10 @@ VALIDITY_COLUMNS = {
     "diff_ci_high": "bootstrap 95% CI of mean_diff over stories, high end",
     "d_z": "mean_diff / sd of the differences (paired standardized effect)",
     "meets_goal": "rate 1.0 only: share_clean_preferred >= 0.9",
+    "sign_test_p_adj": "sign_test_p after Benjamini-Hochberg adjustment over all rows of this table",
+    "separates": "sign_test_p_adj < 0.05 and the CI of mean_diff above 0: the score tells clean from corrupted",
 }
-_COMPUTED_BY = {"share_ci_low": "evalsuite.stats.wilson_ci", "share_ci_high": "evalsuite.stats.wilson_ci",
+_COMPUTED_BY = {"sign_test_p_adj": "evalsuite.stats.adjust_pvalues", "share_ci_low": "evalsuite.stats.wilson_ci", "share_ci_high": "evalsuite.stats.wilson_ci",
                 "diff_ci_low": "evalsuite.stats.bootstrap_ci", "diff_ci_high": "evalsuite.stats.bootstrap_ci",
                 "mean_diff": "evalsuite.stats.bootstrap_ci"}
 
@@ -546,7 +548,14 @@ def _report_scores(run, rub, settings, context, out, console, n_bootstrap, seed,
     from rich.console import Console
     from rich.table import Table
 
-    from evalsuite.judge.evaluate import run_meta, score_run, write_judgments_jsonl, write_meta, write_tables
+    from evalsuite.judge.evaluate import (
+        gpt_eval_meta,
+        run_meta,
+        score_run,
+        write_judgments_jsonl,
+        write_tables,
+    )
+    from evalsuite.results import write_meta
 
     tables = score_run(run.results, rub, seed=seed, n_resamples=n_bootstrap)
     out.mkdir(parents=True, exist_ok=True)
@@ -563,10 +572,16 @@ def _report_scores(run, rub, settings, context, out, console, n_bootstrap, seed,
         free = free_scores_summary(frames["free_story_scores"], ["checkpoint_id"], n_boot=n_bootstrap, seed=seed)
         frames["free_scores"] = free
     write_tables(out, frames)
-    meta = run_meta(run, rub, settings.public_dict(), {
-        "command": "gpt-eval", "repeats": repeats, "bootstrap": {"n_resamples": n_bootstrap, "seed": seed},
+    legacy = run_meta(run, rub, settings.public_dict(), {
+        "repeats": repeats, "bootstrap": {"n_resamples": n_bootstrap, "seed": seed},
         "inputs": context, "cache": str(cache_path), **({"embedded_judge": judge_info} if judge_info else {}),
     })
+    meta = gpt_eval_meta(legacy, inputs=context["samples_files"],
+                         config={"rubric": rub.identity(), "judge": settings.public_dict(), "repeats": repeats,
+                                 "n_bootstrap": n_bootstrap},
+                         seeds={"bootstrap": seed, "judge": settings.seed if settings.seed is not None else -1},
+                         outputs=[f"{name}.{ext}" for name in frames for ext in ("csv", "parquet")] + ["judgments.jsonl"],
+                         extra_columns=_free_columns() if free is not None else None)
     write_meta(out / "meta.json", meta)
 
     console.print(_run_summary_line(run))

@@ -165,17 +165,49 @@ def run_meta(run: JudgeRun, rubric: Rubric, settings_public: dict[str, Any], ext
 
 
 def write_tables(out_dir: Path, tables: dict[str, pd.DataFrame]) -> list[Path]:
-    """Each table as CSV and Parquet."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
+    """Each table as CSV and Parquet, written atomically (evalsuite.results.write_table)."""
+    from evalsuite.results import write_table
+
+    written: list[Path] = []
     for name, frame in tables.items():
-        csv_path = out_dir / f"{name}.csv"
-        frame.to_csv(csv_path, index=False)
-        written.append(csv_path)
-        parquet_path = out_dir / f"{name}.parquet"
-        frame.to_parquet(parquet_path, index=False)
-        written.append(parquet_path)
+        written += write_table(frame, out_dir / f"{name}.csv", parquet=True)
     return written
+
+
+SUMMARY_COLUMNS = {
+    "score": ("rubric dimension (1-10), <categorical>_index (ordinal code index) or <dim>_lp (logprob-weighted grade)",
+              "evalsuite.judge.scoring.checkpoint_summary"),
+    "mean": ("mean over stories of the story score (repeats averaged within a story first)",
+             "evalsuite.judge.scoring.checkpoint_summary"),
+    "ci_low": ("95% percentile bootstrap CI of mean over stories, low end", "evalsuite.stats.bootstrap_ci"),
+    "ci_high": ("95% percentile bootstrap CI of mean over stories, high end", "evalsuite.stats.bootstrap_ci"),
+    "sd": ("standard deviation over stories (ddof 1)", "evalsuite.judge.scoring.checkpoint_summary"),
+    "n_stories": ("stories with at least one successful judgment", "evalsuite.judge.scoring.checkpoint_summary"),
+    "n_judgments_failed": ("judgments of the checkpoint that failed (invalid, error, skipped); never imputed",
+                           "evalsuite.judge.scoring.checkpoint_summary"),
+}
+RELIABILITY_COLUMNS = {
+    "icc": ("ICC(1,1) one-way random over repeats", "evalsuite.judge.scoring.icc_oneway"),
+    "icc_ci_low": ("F-based 95% CI of the ICC, low end", "evalsuite.judge.scoring.icc_oneway"),
+    "icc_ci_high": ("F-based 95% CI of the ICC, high end", "evalsuite.judge.scoring.icc_oneway"),
+    "spearman_r01": ("Spearman rho between repeats 0 and 1", "evalsuite.stats.spearman"),
+    "spearman_p": ("two-sided p of spearman_r01", "evalsuite.stats.spearman"),
+}
+
+
+def gpt_eval_meta(legacy: dict[str, Any], *, inputs: list[str], config: dict[str, Any], seeds: dict[str, int],
+                  outputs: list[str], extra_columns: dict[str, dict[str, dict[str, str]]] | None = None) -> dict[str, Any]:
+    """meta.json in the project schema (evalsuite.results.build_meta); `legacy` (run_meta's dict: versions,
+    rubric, judge settings, run statistics, policy) stays at the top level under its own keys."""
+    from evalsuite.results import build_meta, column
+
+    columns = {"summary.csv": {c: column(d, f) for c, (d, f) in SUMMARY_COLUMNS.items()},
+               "reliability.csv": {c: column(d, f) for c, (d, f) in RELIABILITY_COLUMNS.items()},
+               **(extra_columns or {})}
+    extra = {k: v for k, v in legacy.items() if k not in ("command", "inputs")}
+    extra["samples"] = legacy.get("inputs")
+    return build_meta("gpt-eval", config=config, inputs=inputs, seeds=seeds, columns=columns, outputs=outputs,
+                      extra=extra)
 
 
 def write_judgments_jsonl(path: Path, results: list[JudgeResult]) -> Path:

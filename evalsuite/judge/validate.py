@@ -35,6 +35,7 @@ from corpora.errors import UserError
 from evalsuite.judge.client import JudgeItem
 from evalsuite.judge.rubric import Rubric
 from evalsuite.judge.scoring import bootstrap_ci
+from evalsuite.stats import spearman
 
 DEFAULT_RATES = (0.25, 0.5, 1.0)
 DEFAULT_MATCH = {
@@ -262,7 +263,8 @@ def validation_report(stories: pd.DataFrame, match: dict[str, str] | None = None
         both = pd.concat([stories[stories["corruption"] == CLEAN], sub])[["rate", dim]].dropna()
         rho = p = math.nan
         if len(both) >= 3 and both[dim].nunique() > 1:
-            rho, p = stats.spearmanr(both["rate"], both[dim])
+            corr = spearman(both["rate"].to_numpy(float), both[dim].to_numpy(float))
+            rho, p = corr.rho, corr.p
         trend_rows.append({"corruption": corruption, "dimension": dim, "spearman_rate_vs_grade": float(rho),
                            "spearman_p": float(p), "n": int(len(both))})
     return ValidationReport(pairs=pd.DataFrame(pair_rows), trend=pd.DataFrame(trend_rows))
@@ -317,7 +319,14 @@ def preference_table(pairs: pd.DataFrame, *, seed: int = 0, n_boot: int = 2000) 
             "d_z": ci.estimate / sd if sd and sd > 0 else math.nan,
             "meets_goal": (share >= GOAL_SHARE) if rate == GOAL_RATE else None,
         })
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    if not table.empty:
+        from evalsuite.stats import adjust_pvalues
+
+        # many scores x corruptions x rates: "separates" survives a BH false-discovery adjustment
+        table["sign_test_p_adj"] = adjust_pvalues(table["sign_test_p"].to_numpy(float), "bh")
+        table["separates"] = (table["sign_test_p_adj"] < 0.05) & (table["diff_ci_low"] > 0)
+    return table
 
 
 def method_verdicts(table: pd.DataFrame) -> pd.DataFrame:
