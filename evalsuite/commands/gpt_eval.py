@@ -79,12 +79,11 @@ def gpt_eval(
 
     from corpora.errors import UserError
     from corpora.paths import cache_dir
-    from evalsuite.judge.cache import JudgeCache
-    from evalsuite.judge.client import JudgeSettings, execute_plan, plan_judgments, probe_judge
-    from evalsuite.judge.local_model import check_embedded_available, embedded_judge
+    from evalsuite.judge.client import JudgeSettings, probe_judge
+    from evalsuite.judge.evaluate import GptEvalConfig, run_gpt_eval
+    from evalsuite.judge.local_model import check_embedded_available, embedded_judge_server
     from evalsuite.judge.offline import OFFLINE_MODES
     from evalsuite.judge.rubric import load_rubric
-    from evalsuite.judge.server import ChatServer
 
     console = Console(stderr=True)
     rub = load_rubric(rubric)
@@ -122,26 +121,27 @@ def gpt_eval(
                       else _sample_items(inputs, out, repeats, prompts, gen_temperature, gen_top_k, gen_top_p,
                                          gen_max_new_tokens, gen_seed, device, console, show_progress))
 
-    server = None
+    import contextlib
+
     endpoint_id = None
     embedded = None
-    if base_url is None:
-        # A UserError naming every option when no local judge is installed.
-        embedded = embedded_judge(judge_gguf, max_prompt_chars=_max_prompt_chars(items, rub), max_tokens=max_tokens,
-                                  use_packaged=local_judge, progress=sys.stderr.isatty() if progress is None else progress)
-        backend = embedded.backend
-        server = ChatServer(backend).start()
-        base_url, model = server.base_url, backend.model_name
-        endpoint_id = f"embedded:{backend.model_name}" + (f"@{embedded.info['sha256'][:16]}" if embedded.info.get("sha256") else "")
-        console.print(f"embedded judge: {backend.model_name} on {base_url}")
-        if embedded.smoke_test:
-            console.print(f"[bold yellow]warning: {embedded.info['warning']}[/bold yellow]")
-        # One model context answers one request at a time: queued requests would only run into the
-        # client's timeout, so ask one at a time and allow a slow CPU its minutes.
-        if concurrency != 1 or timeout < 900:
-            console.print(f"embedded judge: concurrency {concurrency} -> 1, timeout {timeout:g}s -> {max(timeout, 900.0):g}s")
-        concurrency, timeout = 1, max(timeout, 900.0)
-    try:
+    with contextlib.ExitStack() as stack:
+        if base_url is None:
+            # the embedded judge's server lives exactly as long as this block
+            endpoint = stack.enter_context(embedded_judge_server(
+                judge_gguf, max_prompt_chars=_max_prompt_chars(items, rub), max_tokens=max_tokens,
+                use_packaged=local_judge, progress=show_progress))
+            embedded = endpoint.judge
+            base_url, model, endpoint_id = endpoint.base_url, endpoint.model, endpoint.endpoint_id
+            console.print(f"embedded judge: {model} on {base_url}")
+            if embedded.smoke_test:
+                console.print(f"[bold yellow]warning: {embedded.info['warning']}[/bold yellow]")
+            # One model context answers one request at a time: queued requests would only run into the
+            # client's timeout, so ask one at a time and allow a slow CPU its minutes.
+            if concurrency != 1 or timeout < 900:
+                console.print(f"embedded judge: concurrency {concurrency} -> 1, timeout {timeout:g}s -> "
+                              f"{max(timeout, 900.0):g}s")
+            concurrency, timeout = 1, max(timeout, 900.0)
         settings = JudgeSettings(
             base_url=base_url, model=model or "", api_key=_api_key(base_url), temperature=temperature, top_p=top_p,
             max_tokens=max_tokens, seed=seed, logprobs=logprobs, top_logprobs=top_logprobs,
@@ -152,8 +152,8 @@ def gpt_eval(
             retry_invalid_cached=retry_invalid, endpoint_id=endpoint_id,
         )
         cache_path = cache or (cache_dir() / "judge_cache.sqlite")
-        with JudgeCache(cache_path) as store:
-            plan = plan_judgments(items, rub, settings, store)
+
+        def show_plan(plan) -> bool:
             console.print(
                 f"rubric {rub.identity()}, judge {settings.model} at {settings.endpoint}: {len(items)} judgments, "
                 f"{len(plan.cached)} cached; to run: {plan.estimate.describe()}"
@@ -161,21 +161,22 @@ def gpt_eval(
             if repeats > 1 and temperature == 0:
                 console.print("[yellow]note: repeats at judge temperature 0 measure only the server's own "
                               "nondeterminism; use --temperature > 0 for test-retest of sampled judgments[/yellow]")
-            if dry_run:
-                return
-            run = execute_plan(plan, rub, settings, store, progress=show_progress)
-    finally:
-        if server is not None:
-            server.stop()
-        if embedded is not None and hasattr(embedded.backend, "close"):
-            embedded.backend.close()
+            return not dry_run
+
+        result = run_gpt_eval(GptEvalConfig(items=items, rubric=rub, settings=settings, cache_path=cache_path,
+                                            score=not validate, free_scores=free_scores and not validate,
+                                            n_resamples=n_bootstrap, seed=bootstrap_seed, progress=show_progress),
+                              on_plan=show_plan)
+    if result.run is None:  # dry run
+        return
 
     judge_info = embedded.info if embedded is not None else None
     if validate:
-        _report_validation(run, rub, settings, context, out, console, n_bootstrap, bootstrap_seed, cache_path, judge_info)
+        _report_validation(result.run, rub, settings, context, out, console, n_bootstrap, bootstrap_seed, cache_path,
+                           judge_info)
     else:
-        _report_scores(run, rub, settings, context, out, console, n_bootstrap, bootstrap_seed, repeats, cache_path,
-                       judge_info, items if free_scores else None, show_progress)
+        _report_scores(result, rub, settings, context, out, console, n_bootstrap, bootstrap_seed, repeats, cache_path,
+                       judge_info)
     if embedded is not None and embedded.smoke_test:
         console.print(f"[bold yellow]reminder: {embedded.info['warning']}[/bold yellow]")
 
@@ -337,7 +338,10 @@ def _offline_validation(context, modes, judge_gguf, local_judge, max_chars, cach
     verdicts = method_verdicts(table)
     cache_path = cache or (cache_dir() / "judge_cache.sqlite")
     _write_validity(out, context, table, verdicts, all_pairs, pd.concat(scores, ignore_index=True), cache_path, info)
-    Console().print(_validity_table(table))
+    wide = Console()
+    if not wide.is_terminal:  # a log file: do not squeeze ten columns into 80 characters
+        wide = Console(width=200)
+    wide.print(_validity_table(table))
     for row in verdicts.itertuples():
         verdict = "PASSES" if row.passes else "FAILS"
         console.print(f"{row.method}: {verdict} (worst at rate 1.0: {row.worst_corruption}, clean preferred "
@@ -543,33 +547,25 @@ def _run_summary_line(run) -> str:
             f"{run.prompt_tokens:,}+{run.completion_tokens:,} tokens{cost}")
 
 
-def _report_scores(run, rub, settings, context, out, console, n_bootstrap, seed, repeats, cache_path,
-                   judge_info=None, free_items=None, progress=False) -> None:
+def _report_scores(result, rub, settings, context, out, console, n_bootstrap, seed, repeats, cache_path,
+                   judge_info=None) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from evalsuite.judge.evaluate import (
-        gpt_eval_meta,
-        run_meta,
-        score_run,
-        write_judgments_jsonl,
-        write_tables,
-    )
+    from evalsuite.judge.evaluate import gpt_eval_meta, run_meta, write_judgments_jsonl, write_tables
     from evalsuite.results import write_meta
 
-    tables = score_run(run.results, rub, seed=seed, n_resamples=n_bootstrap)
+    run, tables = result.run, result.tables
     out.mkdir(parents=True, exist_ok=True)
     write_judgments_jsonl(out / "judgments.jsonl", run.results)
     frames = {"judgments": tables.judgments.drop(columns=["prompt", "completion"], errors="ignore"),
               "story_scores": tables.stories, "summary": tables.summary, "categories": tables.categories}
     if not tables.reliability.empty:
         frames["reliability"] = tables.reliability
-    free = None
-    if free_items is not None:  # judge-free scores beside the rubric, same stories
-        from evalsuite.judge.free_scores import free_scores_summary
-
-        frames["free_story_scores"] = _free_story_scores(_story_frame(free_items), progress)
-        free = free_scores_summary(frames["free_story_scores"], ["checkpoint_id"], n_boot=n_bootstrap, seed=seed)
+    free = result.free_summary
+    if result.free_stories is not None:  # judge-free scores beside the rubric, same stories
+        frames["free_story_scores"] = result.free_stories
+    if free is not None:
         frames["free_scores"] = free
     write_tables(out, frames)
     legacy = run_meta(run, rub, settings.public_dict(), {
@@ -620,15 +616,13 @@ def _report_scores(run, rub, settings, context, out, console, n_bootstrap, seed,
     if free is not None:
         _print_summary(free, "judge-free scores: mean over stories [95% bootstrap CI]")
     console.print(f"wrote {out}/ (summary.csv/.parquet, story_scores, judgments.jsonl, meta.json)")
-    _fail_if_a_checkpoint_failed(run, out)
+    _fail_if_a_checkpoint_failed(result.failed, out)
 
 
-def _fail_if_a_checkpoint_failed(run, out: Path) -> None:
+def _fail_if_a_checkpoint_failed(failed, out: Path) -> None:
     """Outputs are written; a checkpoint with no successful judgment still ends the command with an error."""
     from corpora.errors import UserError
-    from evalsuite.judge.evaluate import failed_checkpoints
 
-    failed = failed_checkpoints(run.results)
     if failed:
         ckpt, n, last = failed[-1]
         others = f" (and {len(failed) - 1} more checkpoint(s))" if len(failed) > 1 else ""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import platform
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,17 @@ from typing import Any
 import pandas as pd
 
 from corpora.errors import UserError
-from evalsuite.judge.client import JudgeItem, JudgeResult, JudgeRun, dump_result
+from evalsuite.judge.cache import JudgeCache
+from evalsuite.judge.client import (
+    JudgeItem,
+    JudgePlan,
+    JudgeResult,
+    JudgeRun,
+    JudgeSettings,
+    dump_result,
+    execute_plan,
+    plan_judgments,
+)
 from evalsuite.judge.rubric import Rubric
 from evalsuite.judge.scoring import (
     category_shares,
@@ -114,6 +125,59 @@ def failed_checkpoints(results: list[JudgeResult], field: str = "checkpoint_id")
             last = max(group, key=lambda r: (r.row or {}).get("finished_at") or "")
             out.append((ckpt, len(group), f"{last.status}: {last.error}"))
     return out
+
+
+@dataclass
+class GptEvalConfig:
+    """Everything one gpt-eval run depends on, once the stories are known (the command builds it)."""
+
+    items: list[JudgeItem]
+    rubric: Rubric
+    settings: JudgeSettings
+    cache_path: Path
+    score: bool = True  # per-story / per-checkpoint tables (False for --validate, which has its own)
+    free_scores: bool = True
+    n_resamples: int = 10_000
+    seed: int = 0
+    progress: bool = False
+
+
+@dataclass
+class GptEvalResult:
+    plan: JudgePlan
+    run: JudgeRun | None  # None: on_plan stopped the run (dry run)
+    tables: GptEvalTables | None = None
+    free_stories: pd.DataFrame | None = None
+    free_summary: pd.DataFrame | None = None
+    failed: list[tuple[str, int, str]] | None = None  # checkpoints none of whose judgements succeeded
+
+
+def run_gpt_eval(config: GptEvalConfig, *, on_plan: Callable[[JudgePlan], bool] | None = None) -> GptEvalResult:
+    """gpt-eval as one library call: plan (cache look-up, cost estimate), judge, score, judge-free scores.
+
+    `on_plan(plan)` sees the plan before any request and returns False to stop there (dry run).
+    Nothing is printed or written; `write_*` and the command do that."""
+    with JudgeCache(config.cache_path) as store:
+        plan = plan_judgments(config.items, config.rubric, config.settings, store)
+        if on_plan is not None and not on_plan(plan):
+            return GptEvalResult(plan=plan, run=None)
+        run = execute_plan(plan, config.rubric, config.settings, store, progress=config.progress)
+    result = GptEvalResult(plan=plan, run=run, failed=failed_checkpoints(run.results))
+    if config.score:
+        result.tables = score_run(run.results, config.rubric, seed=config.seed, n_resamples=config.n_resamples)
+    if config.free_scores:
+        from evalsuite.judge.free_scores import free_scores_summary, free_scores_table
+
+        first = [it for it in config.items if it.repeat == 0]
+        keep = [k for k in ("checkpoint_id", "story", "prompt_id") if all(k in it.meta for it in first)]
+        stories = pd.DataFrame([{k: it.meta[k] for k in keep} for it in first])
+        scores = free_scores_table([it.prompt for it in first], [it.completion for it in first],
+                                   progress=config.progress)
+        result.free_stories = stories.join(scores)
+        if "checkpoint_id" in keep:
+            result.free_summary = free_scores_summary(result.free_stories, ["checkpoint_id"],
+                                                      n_boot=min(config.n_resamples, 10_000), seed=config.seed)
+    return result
 
 
 def file_sha256(path: str | Path) -> str:

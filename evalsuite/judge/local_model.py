@@ -35,7 +35,7 @@ import math
 import os
 import re
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -465,6 +465,37 @@ def embedded_judge(
                 "warning": SMOKE_TEST_WARNING.format(name=DEFAULT_SPEC.name)}
         return EmbeddedJudge(backend, info, smoke_test=True)
     raise UserError(no_judge_message(use_packaged))
+
+
+@dataclass
+class EmbeddedEndpoint:
+    """A running embedded judge: where to send Chat Completions requests, and what it is."""
+
+    base_url: str
+    model: str
+    endpoint_id: str  # what the cache key records instead of the random loopback port
+    judge: EmbeddedJudge
+
+
+@contextlib.contextmanager
+def embedded_judge_server(judge_gguf: str | os.PathLike | None, *, max_prompt_chars: int, max_tokens: int,
+                          use_packaged: bool = True, progress: bool = False) -> Iterator[EmbeddedEndpoint]:
+    """The embedded judge behind a loopback ChatServer for the length of a `with` block; the server is
+    stopped and the model freed on the way out, whatever happens inside."""
+    from evalsuite.judge.server import ChatServer
+
+    embedded = embedded_judge(judge_gguf, max_prompt_chars=max_prompt_chars, max_tokens=max_tokens,
+                              use_packaged=use_packaged, progress=progress)
+    backend = embedded.backend
+    try:
+        with ChatServer(backend) as server:
+            sha = embedded.info.get("sha256")
+            yield EmbeddedEndpoint(base_url=server.base_url, model=backend.model_name,
+                                   endpoint_id=f"embedded:{backend.model_name}" + (f"@{sha[:16]}" if sha else ""),
+                                   judge=embedded)
+    finally:
+        if hasattr(backend, "close"):
+            backend.close()
 
 
 def check_embedded_available(judge_gguf: str | os.PathLike | None, *, use_packaged: bool = True) -> str:
