@@ -212,3 +212,19 @@ def test_kill_9_under_faults_then_resume_repeats_no_request(tmp_path):
         assert run_cli(cli(samples, server, tmp_path)) == 0  # a third run asks nothing
         assert server.requests_seen == seen
     assert len(pd.read_csv(tmp_path / "out" / "story_scores.csv")) == total
+
+
+def test_validate_with_every_judgement_failing_is_one_error_line(tmp_path, capsys):
+    corpus = tmp_path / "stories.txt"
+    story = ("Once upon a time there was a little dog named Max. Max liked to run in the park with his friend Sue. "
+             "One day they found a big red ball under a tree, and they played with it until the sun went down.")
+    corpus.write_text(story)
+    with ChatServer(FaultBackend(scripts={"": ["503"]})) as server:
+        code = run_cli(["gpt-eval", "--validate", "--corpus", str(corpus), "--rates", "1.0", "--base-url",
+                        server.base_url, "--model", "scripted-judge", "--cache", str(tmp_path / "c.sqlite"), "--out",
+                        str(tmp_path / "v"), "--no-progress", "--timeout", str(TIMEOUT_S), "--max-retries", "1",
+                        "--backoff-base", "0.01", "--n-bootstrap", "200"])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert [line for line in err.splitlines() if line.startswith("error:")][0].count("all 5 judgements") == 1
+    assert (tmp_path / "v" / "validation_pairs.csv").is_file()

@@ -671,3 +671,6 @@ def _report_validation(run, rub, settings, context, out, console, n_bootstrap, s
         trend.add_row(r.corruption, r.dimension, f"{r.spearman_rate_vs_grade:.2f}", f"{r.spearman_p:.3g}", str(r.n))
     Console().print(trend)
     console.print(f"wrote {out}/validation_*.csv/.parquet and validation_meta.json")
+    from evalsuite.judge.evaluate import failed_checkpoints
+
+    _fail_if_a_checkpoint_failed(failed_checkpoints(run.results), out)
