@@ -443,6 +443,10 @@ def _offline_scoring(items, context, mode, judge_gguf, local_judge, max_chars, c
             "n_stories": column("stories with the score", "evalsuite.stats.bootstrap_ci")}
         _print_summary(summary, f"local judge, mode {mode}: mean over stories [95% bootstrap CI]")
     _print_summary(free, "judge-free scores: mean over stories [95% bootstrap CI]")
+    if mode == "loglik":
+        console.print("[yellow]judge_bpc = bits per character of the story under the local judge model (lower = "
+                      "more expected text). It separates clean from corrupted stories, but degenerate repetition "
+                      "is also very expected: read it beside repeated_3gram_share[/yellow]")
     meta = build_meta("gpt-eval", config={"mode": mode, "n_bootstrap": n_bootstrap}, inputs=context["samples_files"],
                       seeds={"bootstrap": seed}, columns=columns, outputs=outputs,
                       extra={"generated": context.get("generated"), **info})

