@@ -45,8 +45,12 @@ LN2 = math.log(2.0)
 
 # The packaged judge's default mode: the one that passed the validity check (None: none passed).
 # Evidence: results/study/judge_validity/ (gpt-eval --validate --judge-mode loglik,yesno,pairwise).
-PACKAGED_DEFAULT_MODE: str | None = None
-PACKAGED_VALIDITY_NOTE = "not measured yet"
+PACKAGED_DEFAULT_MODE: str | None = "loglik"
+PACKAGED_VALIDITY_NOTE = (
+    "validity check on 8 TinyStories-subset stories, 4 corruptions at rate 1.0: loglik preferred the clean "
+    "story in 32 of 32 pairs (8/8 per corruption, Wilson 95% CI low end 0.68); yesno 16 of 24 and pairwise "
+    "6 of 16 failed; results/study/judge_validity/"
+)
 
 SYSTEM = "You grade short stories written for small children. Answer with one word."
 YESNO_QUESTIONS = {

@@ -28,6 +28,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from scipy import stats
 
@@ -286,6 +287,7 @@ def realized_rates_table(variants: list[Variant]) -> pd.DataFrame:
 # --- preference tables shared by the offline judge modes and the judge-free scores ---------------
 
 GOAL_RATE = 1.0
+TIE_TOLERANCE = 1e-9
 GOAL_SHARE = 0.9  # clean preferred in >= 90% of pairs for each corruption at rate 1.0
 
 
@@ -304,6 +306,8 @@ def preference_table(pairs: pd.DataFrame, *, seed: int = 0, n_boot: int = 2000) 
     keys = ["method", "score", "corruption", "rate"]
     for key, part in pairs.dropna(subset=["diff"]).groupby(keys, sort=True):
         diff = part["diff"].to_numpy(dtype=float)
+        # the same numbers summed in another order (shuffled sentences) differ by float dust: a tie
+        diff = np.where(np.abs(diff) < TIE_TOLERANCE, 0.0, diff)
         n = len(diff)
         wins, ties, losses = int((diff > 0).sum()), int((diff == 0).sum()), int((diff < 0).sum())
         p_sign = stats.binomtest(wins, wins + losses, 0.5, alternative="greater").pvalue if wins + losses else math.nan
