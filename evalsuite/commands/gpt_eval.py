@@ -421,11 +421,15 @@ def _offline_scoring(items, context, mode, judge_gguf, local_judge, max_chars, c
                                       **scorer.config.public_dict(), "n_computed": scorer.n_computed,
                                       "n_cached": scorer.n_cached}}
         stories = stories.join(judged)
+        facts = [c for c in ("checkpoint", "model_family", "val_loss", "val_bpc", "tokens_seen") if c in stories]
         for ckpt, part in stories.groupby("checkpoint_id", sort=True):
             for col in judged.columns:
-                ci = bootstrap_ci(part[col].to_numpy(dtype=float), n_boot=n_bootstrap, seed=seed)
+                values = part[col].to_numpy(dtype=float)
+                ci = bootstrap_ci(values, n_boot=n_bootstrap, seed=seed)
                 judge_rows.append({"checkpoint_id": ckpt, "score": col, "mean": ci.estimate, "ci_low": ci.ci_low,
-                                   "ci_high": ci.ci_high, "n_stories": ci.n})
+                                   "ci_high": ci.ci_high, "sd": float(part[col].std(ddof=1)), "n_stories": ci.n,
+                                   "n_judgments_failed": int(len(values) - ci.n),
+                                   **{f: part[f].iloc[0] for f in facts}})
     free = free_scores_summary(stories, ["checkpoint_id"], n_boot=n_bootstrap, seed=seed)
     out.mkdir(parents=True, exist_ok=True)
     write_table(stories, out / "free_story_scores.csv")
@@ -434,13 +438,17 @@ def _offline_scoring(items, context, mode, judge_gguf, local_judge, max_chars, c
     outputs = ["free_story_scores.csv", "free_scores.csv"]
     if judge_rows:
         summary = pd.DataFrame(judge_rows)
-        write_table(summary, out / "offline_summary.csv")
-        outputs.append("offline_summary.csv")
-        columns["offline_summary.csv"] = {
+        # the same summary.csv shape as the rubric mode, so figures and report read it unchanged
+        write_table(summary, out / "summary.csv", parquet=True)
+        outputs += ["summary.csv", "summary.parquet"]
+        columns["summary.csv"] = {
             "mean": column(f"mean over stories of the local judge's {mode} score", "evalsuite.judge.offline.score_stories"),
             "ci_low": column("bootstrap 95% CI over stories, low end", "evalsuite.stats.bootstrap_ci"),
             "ci_high": column("bootstrap 95% CI over stories, high end", "evalsuite.stats.bootstrap_ci"),
-            "n_stories": column("stories with the score", "evalsuite.stats.bootstrap_ci")}
+            "sd": column("standard deviation over stories (ddof 1)", "pandas.Series.std"),
+            "n_stories": column("stories with the score", "evalsuite.stats.bootstrap_ci"),
+            "n_judgments_failed": column("stories without a score (empty continuation)",
+                                         "evalsuite.judge.offline.score_stories")}
         _print_summary(summary, f"local judge, mode {mode}: mean over stories [95% bootstrap CI]")
     _print_summary(free, "judge-free scores: mean over stories [95% bootstrap CI]")
     if mode == "loglik":
