@@ -147,3 +147,88 @@ def test_kill_half_way_then_resume_loses_nothing(tmp_path):
     with sqlite3.connect(tmp_path / "cache.sqlite") as db:
         assert db.execute("SELECT COUNT(*) FROM judgments WHERE status = 'ok'").fetchone()[0] == total
     assert len(pd.read_csv(tmp_path / "out" / "story_scores.csv")) == total
+
+
+@pytest.mark.slow
+def test_checkpoint_input_checks_the_judge_before_generating(tmp_path, capsys, monkeypatch, tmp_path_factory):
+    from _tiny_run import tiny_run
+
+    monkeypatch.delenv("EVALSUITE_JUDGE_GGUF", raising=False)
+    run_dir = tiny_run(tmp_path_factory)
+    out = tmp_path / "out"
+    t0 = time.monotonic()
+    # no judge at all
+    assert run_cli(["gpt-eval", str(run_dir), "--no-local-judge", "--out", str(out)]) == 2
+    assert "no judge configured" in capsys.readouterr().err
+    # a --base-url where nothing listens
+    import socket
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    assert run_cli(["gpt-eval", str(run_dir), "--base-url", f"http://127.0.0.1:{port}/v1", "--model", "m",
+                    "--out", str(out)]) == 2
+    assert "cannot connect to the judge" in capsys.readouterr().err
+    assert time.monotonic() - t0 < 10
+    assert not (out / "samples").exists()  # nothing was generated
+
+
+@pytest.mark.slow
+def test_generation_shows_progress(tmp_path, capsys, tmp_path_factory):
+    from _tiny_run import tiny_run
+
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text('{"id": "p1", "prompt": "Once upon a time"}\n{"id": "p2", "prompt": "Tom had a"}\n')
+    with ChatServer(ScriptedBackend()) as server:
+        argv = ["gpt-eval", str(tiny_run(tmp_path_factory)), "--prompts", str(prompts), "--gen-max-new-tokens", "5",
+                "--base-url", server.base_url, "--model", "scripted-judge", "--cache", str(tmp_path / "c.sqlite"),
+                "--out", str(tmp_path / "out"), "--progress", "--n-bootstrap", "200", "--no-free-scores"]
+        assert run_cli(argv) == 0
+    err = capsys.readouterr().err
+    assert "generating" in err and "2/2" in err  # the tqdm bar of the generation step
+
+
+def test_run_gpt_eval_is_one_library_call(tmp_path):
+    from evalsuite.judge.client import JudgeSettings
+    from evalsuite.judge.evaluate import GptEvalConfig, load_samples, run_gpt_eval, samples_to_items
+    from evalsuite.judge.rubric import load_rubric
+
+    samples = write_samples(tmp_path / "samples.jsonl", 3)
+    items = samples_to_items(load_samples([samples]), 1)
+    rubric = load_rubric("tinystories_gpt_eval")
+    backend = ScriptedBackend(scripts={"ck-b": ["500"]})
+    with ChatServer(backend) as server:
+        settings = JudgeSettings(base_url=server.base_url, model="scripted-judge", backoff_base_s=0.01,
+                                 backoff_max_s=0.02, max_retries=1)
+        config = GptEvalConfig(items=items, rubric=rubric, settings=settings, cache_path=tmp_path / "c.sqlite",
+                               free_scores=False, n_resamples=200)
+        dry = run_gpt_eval(config, on_plan=lambda plan: False)
+        assert dry.run is None and len(dry.plan.pending) == 6 and server.requests_seen == 0
+        result = run_gpt_eval(config)
+    assert result.run.counts() == {"ok": 3, "error": 3}
+    assert [f[:2] for f in result.failed] == [("ck-b", 3)] and "http 500" in result.failed[0][2]
+    summary = result.tables.summary.set_index(["checkpoint_id", "score"])
+    assert summary.loc[("ck-a", "grammar"), "n_stories"] == 3 and summary.loc[("ck-b", "grammar"), "n_stories"] == 0
+
+
+def test_judge_mode_choices(tmp_path, capsys):
+    from io import StringIO
+
+    from rich.console import Console
+
+    from evalsuite.commands.gpt_eval import _auto_mode
+    from evalsuite.judge import offline
+
+    samples = write_samples(tmp_path / "samples.jsonl", 1)
+    assert run_cli(["gpt-eval", str(samples), "--judge-mode", "nonsense"]) == 2
+    assert run_cli(["gpt-eval", str(samples), "--judge-mode", "pairwise", "--no-local-judge"]) == 2
+    assert "for --validate" in capsys.readouterr().err
+    assert run_cli(["gpt-eval", str(samples), "--judge-mode", "loglik", "--base-url", "http://127.0.0.1:9/v1",
+                    "--model", "m"]) == 2
+    assert "drop --base-url" in capsys.readouterr().err
+    console = Console(file=StringIO())
+    assert _auto_mode("http://x/v1", None, True, console) == "rubric"  # a judge you chose: its rubric grades
+    assert _auto_mode(None, "my.gguf", True, console) == "rubric"
+    # the packaged judge: the mode that passed its validity check, else judge-free scores only
+    assert _auto_mode(None, None, True, console) == (offline.PACKAGED_DEFAULT_MODE or "free")

@@ -185,7 +185,8 @@ def test_local_judge_scores_a_story_end_to_end(tmp_path, capsys, monkeypatch):
     gguf = local_gguf_path()  # under this test's own $EVALSUITE_CACHE: assembled and verified here
     try:
         code = run_cli(["gpt-eval", str(samples), "--cache", str(tmp_path / "c.sqlite"), "--out", str(out),
-                        "--max-tokens", "300", "--invalid-retries", "1", "--no-progress", "--n-bootstrap", "200"])
+                        "--max-tokens", "300", "--invalid-retries", "1", "--no-progress", "--n-bootstrap", "200",
+                        "--judge-mode", "rubric"])  # forced: auto would not report its failed rubric grades
         captured = capsys.readouterr()
         assert code == 0, captured.err[-2000:]
         assert gguf.is_file() and gguf.stat().st_size == DEFAULT_SPEC.size

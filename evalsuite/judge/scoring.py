@@ -23,6 +23,7 @@ import pandas as pd
 from scipy import stats
 
 from evalsuite.judge.rubric import Rubric
+from evalsuite.stats import spearman
 
 _INT_TOKEN = re.compile(r"\s*(\d+)\s*")
 
@@ -123,18 +124,12 @@ def story_scores(table: pd.DataFrame, rubric: Rubric, unit: list[str]) -> pd.Dat
 
 
 def bootstrap_ci(values: np.ndarray, *, confidence: float = 0.95, n_resamples: int = 10_000, seed: int = 0) -> tuple[float, float]:
-    """Percentile bootstrap CI of the mean (scipy.stats.bootstrap). NaN for n < 2; a point for constant data."""
-    values = np.asarray(values, dtype=float)
-    values = values[~np.isnan(values)]
-    if len(values) < 2:
-        return (math.nan, math.nan)
-    if np.all(values == values[0]):
-        return (float(values[0]), float(values[0]))
-    res = stats.bootstrap(
-        (values,), np.mean, confidence_level=confidence, n_resamples=n_resamples, method="percentile",
-        random_state=np.random.default_rng(seed), vectorized=True,
-    )
-    return (float(res.confidence_interval.low), float(res.confidence_interval.high))
+    """Percentile bootstrap CI of the mean over stories: `evalsuite.stats.bootstrap_ci`, the project's one
+    procedure. NaN for n < 2; a point for constant data."""
+    from evalsuite.stats import bootstrap_ci as stats_bootstrap_ci
+
+    ci = stats_bootstrap_ci(np.asarray(values, dtype=float), n_boot=n_resamples, confidence=confidence, seed=seed)
+    return (ci.ci_low, ci.ci_high)
 
 
 def checkpoint_summary(
@@ -178,7 +173,8 @@ def category_shares(table: pd.DataFrame, rubric: Rubric, group: list[str]) -> pd
                 count = int((sub[cat.name] == code).sum())
                 rows.append({**dict(zip(group, keys, strict=True)), "question": cat.name, "code": code, "label": label,
                              "count": count, "n": n, "share": count / n if n else math.nan})
-    return pd.DataFrame(rows)
+    # with no successful judgment there are no rows, but the table keeps its columns
+    return pd.DataFrame(rows, columns=[*group, "question", "code", "label", "count", "n", "share"])
 
 
 def icc_oneway(matrix: np.ndarray, confidence: float = 0.95) -> dict[str, float]:
@@ -222,8 +218,8 @@ def test_retest(table: pd.DataFrame, rubric: Rubric, unit: list[str]) -> pd.Data
         row: dict[str, Any] = {"score": col, "n_stories": n, "k_repeats": len(repeats)}
         row.update(icc_oneway(matrix) if n >= 2 else {"icc": math.nan, "icc_ci_low": math.nan, "icc_ci_high": math.nan})
         if n >= 3 and np.std(matrix[:, 0]) > 0 and np.std(matrix[:, 1]) > 0:
-            rho, p = stats.spearmanr(matrix[:, 0], matrix[:, 1])
-            row.update(spearman_r01=float(rho), spearman_p=float(p))
+            corr = spearman(matrix[:, 0], matrix[:, 1])
+            row.update(spearman_r01=corr.rho, spearman_p=corr.p)
         else:
             row.update(spearman_r01=math.nan, spearman_p=math.nan)
         row["exact_agreement"] = float(np.mean(np.all(matrix == matrix[:, :1], axis=1))) if n else math.nan

@@ -20,6 +20,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import socket
+import struct
 import threading
 import time
 import uuid
@@ -79,6 +81,11 @@ def chat_response(
     }
 
 
+class DropConnection(Exception):  # noqa: N818 - it is an instruction, not an error
+    """Raised by a backend to make the server reset the connection without answering (TCP RST),
+    as a crashing proxy or server does; the fault tests use it."""
+
+
 class _Handler(BaseHTTPRequestHandler):
     server: _ChatHTTPServer
     protocol_version = "HTTP/1.1"
@@ -100,6 +107,17 @@ class _Handler(BaseHTTPRequestHandler):
     def _error(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
         body = json.dumps({"error": {"message": message, "type": "server_error", "code": status}}).encode()
         self._send(status, body, headers)
+
+    def _reset(self) -> None:
+        # SO_LINGER 0: close() sends RST instead of FIN, so the client sees "connection reset".
+        self.close_connection = True
+        with contextlib.suppress(OSError):
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.connection.close()
+
+    def finish(self) -> None:
+        with contextlib.suppress(OSError, ValueError):  # the socket may have been reset on purpose
+            super().finish()
 
     def do_GET(self) -> None:  # noqa: N802 - stdlib name
         if self.path.rstrip("/") in ("/v1/models", "/models"):
@@ -126,6 +144,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.server.count_request(request)
         try:
             response = self.server.backend.complete(request)
+        except DropConnection:
+            self._reset()
+            return
         except BackendHTTPError as err:
             if err.raw_body is not None:
                 self._send(err.status, err.raw_body, err.headers)

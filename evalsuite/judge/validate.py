@@ -28,6 +28,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from scipy import stats
 
@@ -35,6 +36,7 @@ from corpora.errors import UserError
 from evalsuite.judge.client import JudgeItem
 from evalsuite.judge.rubric import Rubric
 from evalsuite.judge.scoring import bootstrap_ci
+from evalsuite.stats import spearman
 
 DEFAULT_RATES = (0.25, 0.5, 1.0)
 DEFAULT_MATCH = {
@@ -62,6 +64,11 @@ class Variant:
     n_candidates: int
     beginning: str
     continuation: str
+
+
+def usable_story(text: str, min_words: int = 8) -> bool:
+    """Long enough for split_story (a beginning of min_words and a continuation of at least 5 words)."""
+    return len(_WORD.findall(text)) >= min_words + 5
 
 
 def split_story(text: str, begin_fraction: float = 0.2, min_words: int = 8) -> tuple[str, str]:
@@ -257,7 +264,8 @@ def validation_report(stories: pd.DataFrame, match: dict[str, str] | None = None
         both = pd.concat([stories[stories["corruption"] == CLEAN], sub])[["rate", dim]].dropna()
         rho = p = math.nan
         if len(both) >= 3 and both[dim].nunique() > 1:
-            rho, p = stats.spearmanr(both["rate"], both[dim])
+            corr = spearman(both["rate"].to_numpy(float), both[dim].to_numpy(float))
+            rho, p = corr.rho, corr.p
         trend_rows.append({"corruption": corruption, "dimension": dim, "spearman_rate_vs_grade": float(rho),
                            "spearman_p": float(p), "n": int(len(both))})
     return ValidationReport(pairs=pd.DataFrame(pair_rows), trend=pd.DataFrame(trend_rows))
@@ -274,3 +282,128 @@ def realized_rates_table(variants: list[Variant]) -> pd.DataFrame:
          "n_candidates": v.n_candidates}
         for v in variants
     ])
+
+
+# --- preference tables shared by the offline judge modes and the judge-free scores ---------------
+
+GOAL_RATE = 1.0
+TIE_TOLERANCE = 1e-9
+GOAL_SHARE = 0.9  # clean preferred in >= 90% of pairs for each corruption at rate 1.0
+
+
+def preference_table(pairs: pd.DataFrame, *, seed: int = 0, n_boot: int = 2000) -> pd.DataFrame:
+    """One row per (method, score, corruption, rate) from one row per story pair.
+
+    `pairs` columns: method, score, corruption, rate, story_id, diff (> 0: the clean text is preferred;
+    for lower-is-better scores diff = corrupted - clean). Gives n, preferred/ties/against, the share
+    of pairs where clean is preferred with its Wilson 95% CI, a one-sided sign test, the mean diff with
+    a bootstrap 95% CI over stories, d_z (mean / sd of the diffs) and whether the goal is met
+    (share >= 0.9 at rate 1.0; empty at other rates)."""
+    from evalsuite.stats import bootstrap_ci as stats_bootstrap
+    from evalsuite.stats import wilson_ci
+
+    rows = []
+    keys = ["method", "score", "corruption", "rate"]
+    for key, part in pairs.dropna(subset=["diff"]).groupby(keys, sort=True):
+        diff = part["diff"].to_numpy(dtype=float)
+        # the same numbers summed in another order (shuffled sentences) differ by float dust: a tie
+        diff = np.where(np.abs(diff) < TIE_TOLERANCE, 0.0, diff)
+        n = len(diff)
+        wins, ties, losses = int((diff > 0).sum()), int((diff == 0).sum()), int((diff < 0).sum())
+        p_sign = stats.binomtest(wins, wins + losses, 0.5, alternative="greater").pvalue if wins + losses else math.nan
+        lo, hi = wilson_ci(wins, n)
+        ci = stats_bootstrap(diff, n_boot=n_boot, seed=seed)
+        sd = float(diff.std(ddof=1)) if n > 1 else math.nan
+        share = wins / n if n else math.nan
+        rate = float(key[3])
+        rows.append({
+            **dict(zip(keys, key, strict=True)), "n_pairs": n, "clean_preferred": wins, "ties": ties,
+            "corrupted_preferred": losses, "share_clean_preferred": share, "share_ci_low": lo, "share_ci_high": hi,
+            "sign_test_p": float(p_sign), "mean_diff": ci.estimate, "diff_ci_low": ci.ci_low, "diff_ci_high": ci.ci_high,
+            "d_z": ci.estimate / sd if sd and sd > 0 else math.nan,
+            "meets_goal": (share >= GOAL_SHARE) if rate == GOAL_RATE else None,
+        })
+    table = pd.DataFrame(rows)
+    if not table.empty:
+        from evalsuite.stats import adjust_pvalues
+
+        # many scores x corruptions x rates: "separates" survives a BH false-discovery adjustment
+        table["sign_test_p_adj"] = adjust_pvalues(table["sign_test_p"].to_numpy(float), "bh")
+        table["separates"] = (table["sign_test_p_adj"] < 0.05) & (table["diff_ci_low"] > 0)
+    return table
+
+
+def method_verdicts(table: pd.DataFrame) -> pd.DataFrame:
+    """Per method: passes = for every corruption at rate 1.0, clean is preferred in >= 90% of pairs
+    (on the score that matches the corruption); beats_chance = every such sign test has p < 0.05."""
+    rows = []
+    for method, part in table.groupby("method", sort=True):
+        at_goal = part[part["rate"] == GOAL_RATE]
+        worst = at_goal.loc[at_goal["share_clean_preferred"].idxmin()] if not at_goal.empty else None
+        rows.append({
+            "method": method, "scores": ",".join(sorted(part["score"].unique())),
+            "n_corruptions": int(at_goal["corruption"].nunique()),
+            "passes": bool(len(at_goal) and at_goal["meets_goal"].astype(bool).all()),
+            "beats_chance": bool(len(at_goal) and (at_goal["sign_test_p"] < 0.05).all()),
+            "worst_corruption": worst["corruption"] if worst is not None else None,
+            "worst_share": float(worst["share_clean_preferred"]) if worst is not None else math.nan,
+            "n_pairs_min": int(at_goal["n_pairs"].min()) if not at_goal.empty else 0,
+        })
+    return pd.DataFrame(rows)
+
+
+def clean_by_story(variants: list[Variant]) -> dict[str, Variant]:
+    return {v.story_id: v for v in variants if v.corruption == CLEAN}
+
+
+def offline_pairs(variants: list[Variant], scorer: Any, mode: str, match: dict[str, str] | None = None,
+                  *, progress: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(per-variant scores, per-pair diffs) of one offline judge mode (evalsuite.judge.offline) over the
+    validation variants. loglik: diff = bpc(corrupted) - bpc(clean); yesno: P(yes | clean) -
+    P(yes | corrupted) on the matching dimension; pairwise: preference for clean - 0.5 (both orders)."""
+    match = match or DEFAULT_MATCH
+    clean = clean_by_story(variants)
+    todo = [v for v in variants if v.corruption in match or v.corruption == CLEAN]
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(todo), desc=f"offline judge ({mode})", unit="text")
+    scores: list[dict[str, Any]] = []
+    pairs: list[dict[str, Any]] = []
+    for v in todo:
+        base = {"method": f"offline:{mode}", "story_id": v.story_id, "corruption": v.corruption, "rate": v.rate}
+        if mode == "loglik":
+            s = scorer.loglik(v.beginning, v.continuation)
+            scores.append({**base, "score": "judge_bpc", "value": s["bpc"], "n_tokens": s["n_tokens"]})
+        elif mode == "yesno":
+            dims = sorted(set(match.values())) if v.corruption == CLEAN else [match[v.corruption]]
+            for dim in dims:
+                s = scorer.yes_probability(v.beginning, v.continuation, dim)
+                scores.append({**base, "score": f"p_yes_{dim}", "value": s["p_yes"], "mass": s["mass"]})
+        elif mode == "pairwise":
+            if v.corruption != CLEAN:
+                dim = match[v.corruption]
+                ref = clean[v.story_id]
+                s = scorer.preference(v.beginning, ref.continuation, v.continuation, dim)
+                pairs.append({**base, "score": f"pref_clean_{dim}", "diff": s["pref_first"] - 0.5,
+                              "position_bias": s["position_bias"]})
+        else:
+            raise UserError(f"unknown offline judge mode {mode!r}")
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    frame = pd.DataFrame(scores)
+    if mode != "pairwise" and not frame.empty:
+        lower_better = mode == "loglik"
+        for row in frame[frame["corruption"] != CLEAN].itertuples():
+            ref = frame[(frame["story_id"] == row.story_id) & (frame["corruption"] == CLEAN)
+                        & (frame["score"] == row.score)]
+            if ref.empty:
+                continue
+            c = float(ref["value"].iloc[0])
+            diff = (row.value - c) if lower_better else (c - row.value)
+            pairs.append({"method": row.method, "story_id": row.story_id, "corruption": row.corruption,
+                          "rate": row.rate, "score": row.score, "diff": diff})
+    return frame, pd.DataFrame(pairs)
