@@ -825,6 +825,19 @@ def _check_articles(ctx: _Context, samples: Path | None, corpus: Path | None, da
 # entry point
 
 
+def _check_corpus_readable(corpus: Path) -> None:
+    """A corpus the user named must be readable even when no check ends up using it (article counts
+    need samples): an empty, binary or non-UTF-8 file is an error, never a quiet 'pass'."""
+    if corpus.suffix == ".bin":
+        from corpora.tokenized import read_meta
+
+        read_meta(corpus)  # a .bin without its sidecar is not a tokenized corpus
+        return
+    from corpora.documents import iter_documents
+
+    next(iter(iter_documents(corpus)))  # raises UserError: empty, unsupported, not UTF-8
+
+
 def diagnose(ckpt_path: str | Path, samples: str | Path | None = None, corpus: str | Path | None = None) -> pd.DataFrame:
     """Run every check on a checkpoint; one row per check (see the module docstring for the columns)."""
     samples_path = Path(samples).expanduser() if samples is not None else None
@@ -833,6 +846,8 @@ def diagnose(ckpt_path: str | Path, samples: str | Path | None = None, corpus: s
         raise UserError(f"samples file not found: {samples_path}")
     if corpus_path is not None and not corpus_path.exists():
         raise UserError(f"corpus not found: {corpus_path}")
+    if corpus_path is not None:
+        _check_corpus_readable(corpus_path)
     ctx = _load_context(ckpt_path)
     data, why = _train_data(ctx, corpus_path)
     rows = [

@@ -140,10 +140,16 @@ def _save(fig: Any, out_dir: Path, name: str) -> list[Path]:
 
 
 def _read_csv(path: Path) -> pd.DataFrame:
+    """A saved table; an empty file is an empty table (the figure is skipped for lacking columns),
+    a file that is not a UTF-8 CSV is the user's to fix: one error line naming it."""
     try:
         return pd.read_csv(path)
     except pd.errors.EmptyDataError:
         return pd.DataFrame()
+    except UnicodeDecodeError as err:
+        raise UserError(f"{path}: not UTF-8 text (byte {err.start}); fix or remove the file") from None
+    except pd.errors.ParserError as err:
+        raise UserError(f"{path}: not a readable CSV ({str(err).strip()}); fix or remove the file") from None
 
 
 def _need(frame: pd.DataFrame, columns: list[str], where: Path | str) -> None:

@@ -114,8 +114,10 @@ def _meta_entries(files: list[Path], base: Path, results_dir: Path) -> list[dict
     for path in files:
         try:
             meta = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-            meta = {"_error": f"unreadable: {err}"}
+        except UnicodeDecodeError as err:
+            raise UserError(f"{path}: not UTF-8 text (byte {err.start}); fix or remove the file") from None
+        except json.JSONDecodeError as err:
+            raise UserError(f"{path}: not valid JSON ({err.msg}, line {err.lineno}); fix or remove the file") from None
         text = json.dumps(meta, indent=2, default=str, ensure_ascii=False)
         if len(text) > MAX_META_CHARS:
             text = text[:MAX_META_CHARS] + f"\n... ({len(text) - MAX_META_CHARS:,} more characters in the file)"
@@ -142,8 +144,10 @@ def _table_entries(files: list[Path], base: Path, results_dir: Path, top_rows: i
             frame = pd.read_csv(path, nrows=top_rows if large else None)
         except pd.errors.EmptyDataError:
             frame = pd.DataFrame()
-        except (pd.errors.ParserError, UnicodeDecodeError) as err:
-            frame = pd.DataFrame({"error": [f"could not read this CSV: {err}"]})
+        except UnicodeDecodeError as err:
+            raise UserError(f"{path}: not UTF-8 text (byte {err.start}); fix or remove the file") from None
+        except pd.errors.ParserError as err:
+            raise UserError(f"{path}: not a readable CSV ({str(err).strip()}); fix or remove the file") from None
         shown = frame.head(top_rows)
         html = shown.to_html(index=False, escape=True, na_rep="", border=0, classes="data",
                              float_format=lambda v: f"{v:.4g}")
@@ -227,6 +231,10 @@ def build_report(
     drawn, skipped = _figure_entries(fig_results, base, results, embed)
     table_files = _table_files(results, fig_dir)
     meta_files = _meta_files(results, fig_dir)
+    if not drawn and not table_files and not meta_files:
+        # an empty page is not a report: say what was expected instead of writing one
+        raise UserError(f"nothing to report in {results}: no figure inputs, no *.csv tables and no *meta.json "
+                        "files below it (run e.g. `evalsuite dynamics RUN -o RESULTS/dynamics` first)")
     from corpora.provenance import code_version
 
     cv = code_version()  # the code that drew the page: package version and, in a checkout, the commit

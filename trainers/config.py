@@ -337,6 +337,8 @@ def _read_source(preset_or_yaml: str | Path) -> dict[str, Any]:
         raise UserError(f"config file not found: {path}")
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:
+        raise UserError(f"{path}: not UTF-8 text (byte {err.start}); a config is a YAML file") from None
     except yaml.YAMLError as err:
         raise UserError(f"{path}: not valid YAML ({err})") from None
     if raw is None:

@@ -38,6 +38,7 @@ def figures_command(
     only: list[str] | None = typer.Option(None, "--only", help="Draw only this figure (repeatable)."),
 ) -> None:
     """Draw the paper's figures (PDF + PNG) from saved tidy results; never re-runs a model."""
+    from corpora.errors import UserError
     from evalsuite.commands._options import resolve_out
     from evalsuite.figures import make_figures
     from evalsuite.results import results_dir_for
@@ -46,6 +47,9 @@ def figures_command(
     results = make_figures(results_dir, output, only=only)
     print_figures(results)
     drawn = sum(1 for r in results if not r.skipped)
+    if drawn == 0:  # nothing drawn is a failure to report, not a success with a table of skips
+        why = results[0].skipped if len(results) == 1 else "each figure's reason is in the table above"
+        raise UserError(f"no figure could be drawn from {results_dir}: {why}")
     # provenance of the figures is figures.json beside them (inputs, captions), written by make_figures
     typer.echo(f"{drawn} of {len(results)} figures drawn into {output or results_dir_for(results_dir, 'figures')}")
 

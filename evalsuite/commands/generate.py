@@ -28,11 +28,14 @@ def generate(
     """Generate one story per prompt for each checkpoint; same seed, same text."""
     from rich.console import Console
 
+    from corpora.errors import UserError
     from evalsuite.generate import SamplingConfig, iter_samples, load_prompt_set
     from evalsuite.results import build_meta, write_meta
     from evalsuite.samples import SamplesWriter, sample_columns
 
     console = Console(stderr=True)
+    if limit < 0:  # a negative slice would silently drop the LAST prompts instead
+        raise UserError(f"--limit must be 0 (all prompts) or a positive count, not {limit}")
     prompt_set = load_prompt_set(prompts)
     if limit:
         prompt_set.prompts = prompt_set.prompts[:limit]

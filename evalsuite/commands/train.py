@@ -76,6 +76,11 @@ def train_command(
     run_config = load_config(config, extra)
 
     tcfg = run_config.train
+    run_dir = Path(tcfg.out_dir).expanduser()
+    if resume and not (run_dir / CONFIG_YAML).is_file() and not (run_dir / "latest").is_dir():
+        # a mistyped folder must not quietly become a new run from step 0
+        raise UserError(f"--resume: {run_dir} is not a run folder (no latest/ and no {CONFIG_YAML}); "
+                        "check the name, or drop --resume to start a new run there")
 
     def on_start(info: RunInfo) -> None:
         table = Table(title=f"train {info.model_family} -> {info.run_dir}", show_header=False)
