@@ -17,17 +17,18 @@ def register(app: typer.Typer) -> None:
 
 def print_figures(results: list) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(title="figures")
     table.add_column("figure", no_wrap=True)
     table.add_column("status", no_wrap=True)
     table.add_column("files / reason", overflow="fold", ratio=1)
-    for fig in results:
+    for fig in results:  # reasons and paths are user text: escaped, never read as markup
         if fig.skipped:
-            table.add_row(fig.name, "[yellow]skipped[/yellow]", fig.skipped)
+            table.add_row(fig.name, "[yellow]skipped[/yellow]", escape(fig.skipped))
         else:
-            table.add_row(fig.name, "[green]drawn[/green]", ", ".join(str(p) for p in fig.paths))
+            table.add_row(fig.name, "[green]drawn[/green]", escape(", ".join(str(p) for p in fig.paths)))
     Console().print(table)
 
 

@@ -23,7 +23,7 @@ def register(app: typer.Typer) -> None:
 def gpt_eval(
     inputs: list[Path] = typer.Argument(None, help="samples.jsonl files and/or checkpoints (dirs, run dirs, .spinnet)."),
     base_url: str = typer.Option(None, help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8080/v1. "
-                                  "Omitted: the embedded local judge (`pip install -e '.[judge]'` or --judge-gguf)."),
+                                  "Omitted: the embedded local judge (`pip install -e '.\\[judge]'` or --judge-gguf)."),
     model: str = typer.Option(None, help="Judge model name on that server."),
     rubric: str = typer.Option("tinystories_gpt_eval", help="Rubric name in rubrics/ or a YAML path."),
     repeats: int = typer.Option(1, help="Score each story K times (test-retest agreement for K >= 2)."),
@@ -51,7 +51,7 @@ def gpt_eval(
     bootstrap_seed: int = typer.Option(0, help="Seed of the bootstrap."),
     judge_gguf: Path = typer.Option(None, help="GGUF model for the embedded judge (xllamacpp, else llama-cpp-python)."),
     local_judge: bool = typer.Option(True, "--local-judge/--no-local-judge",
-                                     help="Without --base-url, use the packaged local judge when installed (.[judge])."),
+                                     help="Without --base-url, use the packaged local judge when installed (.\\[judge])."),
     validate: bool = typer.Option(False, "--validate", help="Validity check on real TinyStories text and corruptions."),
     corpus: Path = typer.Option(None, help="--validate: stories (.txt with <|endoftext|>, .jsonl, or a folder)."),
     data_dir: Path = typer.Option(None, help="Reference data folder (default: $EVALSUITE_DATA or ../shared/data)."),
