@@ -398,3 +398,17 @@ def test_resume_of_a_mistyped_run_folder_names_the_folder(corpus, tmp_path, caps
     assert "rnu" in line and "latest" in line, line
     assert not (tmp_path / "rnu").exists()
 
+
+
+def test_training_on_five_stories_says_which_val_fraction_to_set(tmp_path, capsys):
+    """The first-hour case: the 5-story sample with the default val_fraction=0.1 puts no story on the
+    validation side; the error names the setting that works."""
+    corpus = tmp_path / "five.txt"
+    corpus.write_text("<|endoftext|>".join(stories(5)), encoding="utf-8")
+    line = _expect_one_error_line(["train", "-c", "spinnet-tiny", "--data", str(corpus), "-o", str(tmp_path / "run"),
+                                   "--no-progress"], capsys)
+    assert "--set train.val_fraction=0.2" in line, line
+    from corpora.documents import split_documents
+
+    train, val = split_documents(stories(5), 0.2, 0)  # the suggested fraction does split
+    assert len(val) == 1 and len(train) == 4
