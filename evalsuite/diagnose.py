@@ -117,18 +117,21 @@ def _read_json(path: Path) -> Any:
 
 def _param_counts_from_safetensors(path: Path) -> tuple[tuple[int, int], int | None]:
     """(total, embedding) parameter counts and the embedding's row count, from the file header only."""
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
 
     total = emb = 0
     rows = None
-    with safe_open(str(path), framework="pt") as handle:
-        for key in handle.keys():  # noqa: SIM118 (safe_open is not a dict)
-            shape = handle.get_slice(key).get_shape()
-            numel = int(np.prod(shape)) if shape else 1
-            total += numel
-            if key.endswith("wte.weight"):
-                emb += numel
-                rows = int(shape[0])
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            for key in handle.keys():  # noqa: SIM118 (safe_open is not a dict)
+                shape = handle.get_slice(key).get_shape()
+                numel = int(np.prod(shape)) if shape else 1
+                total += numel
+                if key.endswith("wte.weight"):
+                    emb += numel
+                    rows = int(shape[0])
+    except (SafetensorError, OSError) as err:  # a truncated or foreign file: the user's to replace
+        raise UserError(f"cannot read {path}: {err} (truncated or not safetensors)") from None
     return (total, emb), rows
 
 

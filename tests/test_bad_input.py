@@ -412,3 +412,30 @@ def test_training_on_five_stories_says_which_val_fraction_to_set(tmp_path, capsy
 
     train, val = split_documents(stories(5), 0.2, 0)  # the suggested fraction does split
     assert len(val) == 1 and len(train) == 4
+
+
+def _corrupt(run: Path, dest: Path, kind: str) -> Path:
+    copy_run(run, dest)
+    best = dest / "best"
+    if kind == "truncated-weights":
+        data = (best / "model.safetensors").read_bytes()
+        (best / "model.safetensors").write_bytes(data[: len(data) // 2])
+    elif kind == "latin1-state":
+        (best / "trainer_state.json").write_bytes(b'{"iter_num": 3, "note": "caf\xe9"}')
+    elif kind == "truncated-config":
+        (best / "config.json").write_text('{"model": ', encoding="utf-8")
+    return best
+
+
+CORRUPT_COMMANDS = {
+    "generate": lambda ckpt, t: ["generate", str(ckpt), "--limit", "1", "--max-new-tokens", "2", "-o", str(t / "s.jsonl")],
+    "diagnose": lambda ckpt, t: ["diagnose", str(ckpt), "-o", str(t / "d.csv")],
+    "compress": lambda ckpt, t: ["compress", str(ckpt), "-o", str(t / "m.spinnet")],
+    "dim-probe": lambda ckpt, t: ["dim-probe", str(ckpt), "--no-progress", "--max-docs", "2", "--permutations", "0",
+                                  "--bootstrap", "0", "--no-controls", "-o", str(t / "dp")],
+}
+@pytest.mark.parametrize("kind", ["truncated-weights", "latin1-state", "truncated-config"])
+@pytest.mark.parametrize("command", sorted(CORRUPT_COMMANDS))
+def test_a_corrupt_checkpoint_is_one_error_line(kind, command, run, tmp_path, capsys):
+    ckpt = _corrupt(run, tmp_path / "run", kind)
+    _expect_one_error_line(CORRUPT_COMMANDS[command](ckpt, tmp_path), capsys)

@@ -268,7 +268,7 @@ def read_state(checkpoint_dir: str | os.PathLike) -> dict[str, Any]:
     path = Path(checkpoint_dir) / STATE_FILE
     try:
         return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as err:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise UserError(f"cannot read {path}: {err}") from err
 
 
@@ -276,16 +276,20 @@ def read_config(checkpoint_dir: str | os.PathLike) -> RunConfig:
     path = Path(checkpoint_dir) / CONFIG_FILE
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as err:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise UserError(f"cannot read {path}: {err}") from err
     return config_from_dict(raw)
 
 
 def load_model_weights(model: torch.nn.Module, checkpoint_dir: str | os.PathLike) -> None:
     """Load `model.safetensors` into `model` (strict: every tensor must match)."""
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    tensors = load_file(str(Path(checkpoint_dir) / MODEL_FILE))
+    try:
+        tensors = load_file(str(Path(checkpoint_dir) / MODEL_FILE))
+    except (SafetensorError, OSError) as err:  # a truncated or foreign file: the user's to replace
+        raise UserError(f"cannot read {Path(checkpoint_dir) / MODEL_FILE}: {err} (truncated or not safetensors)") from None
     target = unwrap_model(model)
     device = next(target.parameters()).device
     expected = target.state_dict()

@@ -118,17 +118,25 @@ def _load_checkpoint_dir(path: Path) -> tuple[Transformer, RunConfig, dict[str, 
 
     try:
         raw = json.loads((path / "config.json").read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as err:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise UserError(f"cannot read {path / 'config.json'}: {err}") from None
     config = config_from_dict(raw)
     model = build_model(config.model)
-    tensors = load_file(str(path / "model.safetensors"))
+    from safetensors import SafetensorError
+
+    try:
+        tensors = load_file(str(path / "model.safetensors"))
+    except (SafetensorError, OSError) as err:  # a truncated or foreign file: the user's to replace
+        raise UserError(f"cannot read {path / 'model.safetensors'}: {err} (truncated or not safetensors)") from None
     missing, unexpected = model.load_state_dict(tensors, strict=False)
     if missing or unexpected:
         raise UserError(f"{path}: weights do not match its config (missing {missing[:3]}, unexpected {unexpected[:3]})")
     state: dict[str, Any] = {}
     if (path / "trainer_state.json").is_file():
-        full = json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
+        try:
+            full = json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise UserError(f"cannot read {path / 'trainer_state.json'}: {err}") from None
         state = {k: v for k, v in full.items() if isinstance(v, (int, float, str, bool)) or v is None}
     return model.eval(), config, state
 
