@@ -67,6 +67,7 @@ def gpt_eval(
 ) -> None:
     """Score stories with an LLM judge; per-story scores and per-checkpoint means with 95% bootstrap CIs."""
     from rich.console import Console
+    from rich.markup import escape
 
     from corpora.errors import UserError
     from corpora.paths import cache_dir
@@ -99,7 +100,7 @@ def gpt_eval(
         endpoint_id = f"embedded:{backend.model_name}" + (f"@{embedded.info['sha256'][:16]}" if embedded.info.get("sha256") else "")
         console.print(f"embedded judge: {backend.model_name} on {base_url}")
         if embedded.smoke_test:
-            console.print(f"[bold yellow]warning: {embedded.info['warning']}[/bold yellow]")
+            console.print(f"[bold yellow]warning: {escape(embedded.info['warning'])}[/bold yellow]")
         # One model context answers one request at a time: queued requests would only run into the
         # client's timeout, so ask one at a time and allow a slow CPU its minutes.
         if concurrency != 1 or timeout < 900:
@@ -141,7 +142,7 @@ def gpt_eval(
         _report_scores(run, rub, settings, context, out, console, n_bootstrap, bootstrap_seed, repeats, cache_path,
                        judge_info)
     if embedded is not None and embedded.smoke_test:
-        console.print(f"[bold yellow]reminder: {embedded.info['warning']}[/bold yellow]")
+        console.print(f"[bold yellow]reminder: {escape(embedded.info['warning'])}[/bold yellow]")
 
 
 def _max_prompt_chars(items, rub) -> int:
@@ -246,9 +247,11 @@ def _report_scores(run, rub, settings, context, out, console, n_bootstrap, seed,
     })
     write_meta(out / "meta.json", meta)
 
+    from rich.markup import escape as rich_escape
+
     console.print(_run_summary_line(run))
     if run.stopped_reason:
-        console.print(f"[yellow]stopped early: {run.stopped_reason}; rerun to finish (cached results are kept)[/yellow]")
+        console.print(f"[yellow]stopped early: {rich_escape(str(run.stopped_reason))}; rerun to finish (cached results are kept)[/yellow]")
     table = Table(title=f"{rub.id} v{rub.version}: mean over stories, 95% bootstrap CI")
     for col in ("checkpoint", "score", "mean", "95% CI", "n stories", "failed judgments"):
         table.add_column(col, justify="left" if col in ("checkpoint", "score") else "right")

@@ -47,6 +47,7 @@ def train_command(
 ) -> None:
     """Train a SpinNet or baseline model; writes checkpoints, metrics_stream.jsonl and config.yaml."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     from evalsuite.commands._options import resolve_out
@@ -100,7 +101,7 @@ def train_command(
             table.add_row(key, value)
         console.print(table)
         for note in info.notes:
-            console.print(f"note: {note}")
+            console.print(f"note: {escape(note)}")
 
     result = train(run_config, resume=resume, progress=progress, on_start=on_start, time_limit_s=time_limit_s)
     if result.info.world_size > 1 and int(os.environ.get("RANK", "0")) != 0:
@@ -117,10 +118,10 @@ def train_command(
         summary.add_row("final val bpc", f"{result.val_bpc:.4f} bits/char")
     if result.best_val_loss is not None:
         summary.add_row("best val loss", f"{result.best_val_loss:.4f} nats/token ({result.best_val_bpc:.4f} bpc)")
-    summary.add_row("run dir", str(result.run_dir))
+    summary.add_row("run dir", escape(str(result.run_dir)))
     summary.add_row("wall time", f"{result.elapsed_s:.1f} s")
     console.print(summary)
-    console.print(f"meta: {meta_path}")
+    console.print(f"meta: {escape(str(meta_path))}")
 
 
 _TRAIN = "trainers.train.train"
