@@ -20,8 +20,10 @@ from evalsuite.commands import COMMAND_MODULES
 
 try:  # typer >= 0.2x vendors its own click: its usage errors are not click.ClickException
     from typer._click.exceptions import ClickException as _TyperClickException
+    from typer._click.exceptions import UsageError as _TyperUsageError
 except ImportError:  # pragma: no cover - older typer uses click itself
     _TyperClickException = click.ClickException
+    _TyperUsageError = click.UsageError
 
 app = typer.Typer(
     name="evalsuite",
@@ -102,6 +104,14 @@ def main(argv: list[str] | None = None) -> None:
     except (click.exceptions.Abort, typer.Abort):
         typer.secho("aborted", err=True)
         sys.exit(130)
+    except (click.UsageError, _TyperUsageError) as err:
+        if type(err).__name__ == "NoArgsIsHelpError":  # `evalsuite CMD` alone: its help, as click prints it
+            err.show()
+            sys.exit(err.exit_code)
+        # a bad option value is bad input like any other: one line, the command's --help named
+        where = f" (see '{err.ctx.command_path} --help')" if err.ctx is not None else ""
+        typer.secho(f"error: {err.format_message()}{where}", fg="red", err=True)
+        sys.exit(err.exit_code)
     except (click.ClickException, _TyperClickException) as err:
         err.show()
         sys.exit(err.exit_code)

@@ -263,6 +263,45 @@ CASES: dict[str, Builder] = {
     "dynamics-metrics-truncated-mid": lambda b, r, c, t: ["dynamics", str(_torn_metrics(r, t / "run", middle=True)),
                                                           "--checkpoints", "none", "-o", str(t / "dy"),
                                                           "--no-progress"],
+    # wrong-type / out-of-range option values
+    "generate-temperature-negative": lambda b, r, c, t: ["generate", str(r), "--temperature", "-1", "--limit", "1",
+                                                         "-o", str(t / "s.jsonl")],
+    "generate-top-p-above-1": lambda b, r, c, t: ["generate", str(r), "--top-p", "2", "--limit", "1",
+                                                  "-o", str(t / "s.jsonl")],
+    "generate-batch-size-zero": lambda b, r, c, t: ["generate", str(r), "--batch-size", "0", "--limit", "1",
+                                                    "-o", str(t / "s.jsonl")],
+    "generate-limit-not-a-number": lambda b, r, c, t: ["generate", str(r), "--limit", "three", "-o", str(t / "s.jsonl")],
+    "compress-bits-unknown": lambda b, r, c, t: ["compress", str(r), "--bits", "3", "-o", str(t / "m.spinnet")],
+    "dynamics-checkpoints-unknown": lambda b, r, c, t: ["dynamics", str(r), "--checkpoints", "some", "-o", str(t / "dy"),
+                                                        "--no-progress"],
+    "gpt-eval-rates-not-numbers": lambda b, r, c, t: ["gpt-eval", "--validate", "--rates", "a,b", "--dry-run",
+                                                      "--base-url", "http://127.0.0.1:9/v1", "--out", str(t / "g")],
+    "gpt-eval-repeats-zero": lambda b, r, c, t: ["gpt-eval", str(t / "s.jsonl"), "--repeats", "0", "--dry-run",
+                                                 "--base-url", "http://127.0.0.1:9/v1", "--out", str(t / "g")],
+    "dim-probe-permutations-negative": lambda b, r, c, t: ["dim-probe", str(r), "--text", str(c), "--permutations", "-1",
+                                                           "-o", str(t / "d"), "--no-progress"],
+    "dim-probe-layers-not-numbers": lambda b, r, c, t: ["dim-probe", str(r), "--text", str(c), "--layers", "x,y",
+                                                        "-o", str(t / "d"), "--no-progress"],
+    "dim-probe-categories-missing": lambda b, r, c, t: ["dim-probe", str(r), "--text", str(c), "--categories",
+                                                        str(b["missing.yaml"]), "-o", str(t / "d"), "--no-progress"],
+    "dim-probe-categories-binary": lambda b, r, c, t: ["dim-probe", str(r), "--text", str(c), "--categories",
+                                                       str(b["binary.yaml"]), "-o", str(t / "d"), "--no-progress"],
+    "tokenizer-report-binary": lambda b, r, c, t: ["tokenizer", "report", str(b["binary.txt"]), "-t", "char",
+                                                   "-o", str(t / "r.csv")],
+    "tokenizer-train-empty-dir": lambda b, r, c, t: ["tokenizer", "train", str(b["empty_dir"]), "-o", str(t / "tok"),
+                                                     "--no-progress"],
+    "childes-compare-samples-missing": lambda b, r, c, t: ["childes-compare", "--childes", str(_tiny_cha(t)),
+                                                           "--samples", str(b["missing.txt"]), "-o", str(t / "cc"),
+                                                           "--no-progress"],
+    "childes-compare-samples-empty": lambda b, r, c, t: ["childes-compare", "--childes", str(_tiny_cha(t)),
+                                                         "--samples", str(b["empty.jsonl"]), "-o", str(t / "cc"),
+                                                         "--no-progress"],
+    "childes-compare-samples-latin1": lambda b, r, c, t: ["childes-compare", "--childes", str(_tiny_cha(t)),
+                                                          "--samples", str(b["latin1.jsonl"]), "-o", str(t / "cc"),
+                                                          "--no-progress"],
+    "childes-compare-samples-truncated": lambda b, r, c, t: ["childes-compare", "--childes", str(_tiny_cha(t)),
+                                                             "--samples", str(b["truncated_mid.jsonl"]),
+                                                             "-o", str(t / "cc"), "--no-progress"],
     # figures / report
     "figures-missing": lambda b, r, c, t: ["figures", str(b["missing"]), "-o", str(t / "f")],
     "figures-empty-dir": lambda b, r, c, t: ["figures", str(b["empty_dir"]), "-o", str(t / "f")],
@@ -283,6 +322,16 @@ CASES: dict[str, Builder] = {
     "report-meta-binary": lambda b, r, c, t: ["report", str(_meta_with(t / "res", BINARY)), "-o", str(t / "r.html"),
                                               "--no-redraw"],
 }
+
+
+def _tiny_cha(tmp: Path) -> Path:
+    """A complete, minimal CHAT file (headers, two child utterances, @End)."""
+    path = tmp / "tiny.cha"
+    path.write_text("@UTF8\n@Begin\n@Languages:\teng\n@Participants:\tCHI Eve Target_Child, MOT Mother Mother\n"
+                    "@ID:\teng|Brown|CHI|1;6.|female|||Target_Child|||\n@ID:\teng|Brown|MOT|||||Mother|||\n"
+                    "*CHI:\tmore cookie .\n*MOT:\tyou want more ?\n*CHI:\tthe dog runned .\n@End\n",
+                    encoding="utf-8")
+    return path
 
 
 def _bin(tmp: Path) -> Path:
