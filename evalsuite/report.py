@@ -381,13 +381,59 @@ def _settings(results_dir: Path, exclude: Path) -> list[dict[str, str]]:
         for label, key in _SETTING_KEYS:
             if key in flat and flat[key] not in (None, "", [], {}) and label not in found:
                 found[label] = _short(flat[key])
-        cv = meta.get("code_version") if isinstance(meta.get("code_version"), dict) else {}
-        code = (f"{cv.get('version') or '?'} (git {str(cv.get('git_commit'))[:12]}"
-                f"{', uncommitted changes' if cv.get('git_dirty') else ''})" if cv.get("git_commit")
-                else (cv.get("version") or "not recorded"))
+        code = _code_line(meta.get("code_version"))
         rows.append({"file": _rel(path, results_dir), "command": str(meta.get("command", "")),
                      "settings": "; ".join(f"{k}: {v}" for k, v in found.items()) or "(none recorded)",
                      "code": code})
+        rows += _checkpoint_settings(meta, code)
+    return rows
+
+
+def _code_line(cv: Any) -> str:
+    if not isinstance(cv, dict):
+        return "not recorded"
+    if not cv.get("git_commit"):
+        return str(cv.get("version") or "not recorded")
+    return (f"{cv.get('version') or '?'} (git {str(cv['git_commit'])[:12]}"
+            f"{', uncommitted changes' if cv.get('git_dirty') else ''})")
+
+
+def _train_code(run_dir: Path) -> str | None:
+    """The code version `evalsuite train` recorded in the run's meta.json."""
+    try:
+        meta = json.loads((run_dir / "meta.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return _code_line(meta.get("code_version")) if isinstance(meta, dict) else None
+
+
+def _checkpoint_settings(meta: dict, code: str) -> list[dict[str, str]]:
+    """The training settings of the checkpoints a generate run read (their config.json): corpus,
+    tokenizer, family, steps, seed -- what every downstream verdict rests on."""
+    rows, seen = [], set()
+    for entry in meta.get("checkpoints") or []:
+        ckpt = Path(str(entry.get("checkpoint", ""))) if isinstance(entry, dict) else None
+        if ckpt is None:
+            continue
+        config_file = next((c for c in (ckpt / "config.json", ckpt / "best" / "config.json") if c.is_file()), None)
+        if config_file is None:
+            continue
+        try:
+            config = json.loads(config_file.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            continue  # the checkpoint's own readers report it; the page still names the file
+        train, model = config.get("train") or {}, config.get("model") or {}
+        key = (model.get("family"), train.get("data"), train.get("tokenizer"), train.get("max_iters"))
+        if key in seen:
+            continue
+        seen.add(key)
+        parts = {"model": model.get("family"), "corpus": train.get("data"), "tokenizer": train.get("tokenizer"),
+                 "val_fraction": train.get("val_fraction"), "steps": train.get("max_iters"), "seed": train.get("seed"),
+                 "data mixer": train.get("mixer")}
+        run_dir = ckpt.parent if ckpt.name in ("best", "latest") or ckpt.name.startswith("step_") else ckpt
+        rows.append({"file": str(run_dir), "command": "train (checkpoint config.json)",
+                     "settings": "; ".join(f"{k}: {_short(v)}" for k, v in parts.items() if v not in (None, "")),
+                     "code": _train_code(run_dir) or f"{code} (of generate; the run's meta.json is absent)"})
     return rows
 
 

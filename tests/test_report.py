@@ -281,6 +281,10 @@ def test_summary_shows_sample_stories_per_checkpoint_with_beginning_and_completi
     assert exit_info.value.code == 0
     page = tmp_path / "report.html"
     build_report(res, page, make_figures=False)
+    settings = _section_text(page.read_text(encoding="utf-8"), "settings")
+    config = json.loads((run / "best" / "config.json").read_text(encoding="utf-8"))
+    assert "train (checkpoint config.json)" in settings and f"steps: {config['train']['max_iters']}" in settings
+    assert f"model: {config['model']['family']}" in settings
     text = _section_text(page.read_text(encoding="utf-8"), "samples")
     records = [json.loads(line) for line in samples.read_text(encoding="utf-8").splitlines()]
     ids = list(dict.fromkeys(r["checkpoint_id"] for r in records))
