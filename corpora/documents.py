@@ -13,6 +13,7 @@ from __future__ import annotations
 import codecs
 import hashlib
 import json
+import math
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -190,8 +191,14 @@ def split_documents(docs: Iterable[str], val_fraction: float, seed: int) -> tupl
     n_val = round(val_fraction * len(distinct))
     if n_val == 0 or n_val == len(distinct):
         side = "validation" if n_val == 0 else "training"
-        raise UserError(f"a split with val_fraction={val_fraction} of {len(distinct)} distinct documents "
-                        f"leaves the {side} side empty; use more documents or another fraction")
+        n = len(distinct)
+        if n < 2:
+            fix = "use at least 2 documents (one for each side)"
+        else:  # the nearest fraction that puts one document on the empty side
+            fraction = math.ceil(100 / n) / 100 if n_val == 0 else math.floor(100 * (n - 1) / n) / 100
+            fix = f"set val_fraction={fraction:g} (train: --set train.val_fraction={fraction:g}) or use more documents"
+        raise UserError(f"a split with val_fraction={val_fraction} of {n} distinct documents "
+                        f"leaves the {side} side empty; {fix}")
     val_texts = set(distinct[:n_val])
     train = [doc for doc in docs if doc not in val_texts]
     val = [doc for doc in docs if doc in val_texts]

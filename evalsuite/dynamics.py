@@ -644,6 +644,39 @@ def column_definitions(table: str) -> dict[str, dict[str, str]]:
     return {name: column(*entry) for name, entry in {**_COMMON, **_TABLES[table]}.items()}
 
 
+def stream_warnings(run_dir: str | os.PathLike) -> list[str]:
+    """What a reader of the run's metrics stream should be told: a torn last line that
+    `read_metrics` dropped (a crash mid-write), or a stream that ends before the run's latest/
+    checkpoint (a file cut at a line boundary, or copied before training finished)."""
+    import json
+
+    run_dir = Path(run_dir)
+    path = run_dir / METRICS_FILE
+    warnings = []
+    text = path.read_text(encoding="utf-8") if path.is_file() else ""
+    lines = [line for line in text.splitlines() if line.strip()]
+    if lines and not text.endswith("\n"):
+        try:
+            json.loads(lines[-1])
+        except json.JSONDecodeError:
+            warnings.append(f"{path}: its torn last line (cut mid-write) was dropped")
+    records = read_metrics(run_dir) if lines else []
+    state_file = run_dir / "latest" / "trainer_state.json"
+    if records and state_file.is_file():
+        try:
+            state = json.loads(state_file.read_text(encoding="utf-8"))
+            config = json.loads((run_dir / "latest" / "config.json").read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            return warnings
+        iter_num = state.get("iter_num")
+        log_interval = ((config.get("train") or {}).get("log_interval")) or 1
+        last = max(r["step"] for r in records)
+        if isinstance(iter_num, int) and iter_num - last >= log_interval:
+            warnings.append(f"{path} ends at step {last} but latest/ is at step {iter_num}: "
+                            "the file looks cut short, and its curves miss the last steps")
+    return warnings
+
+
 def write_dynamics(
     run_dirs: Sequence[str | os.PathLike],
     out_dir: str | os.PathLike,
@@ -663,6 +696,8 @@ def write_dynamics(
         run_dir = Path(run_dir)
         if not (run_dir / METRICS_FILE).is_file():
             raise UserError(f"{run_dir} is not a run directory (no {METRICS_FILE})")
+        if not read_metrics(run_dir):
+            raise UserError(f"{run_dir / METRICS_FILE} holds no records: the run logged no step")
         result = run_dynamics(run_dir, checkpoints=checkpoints, n_blocks=n_blocks, progress=progress)
         for name, frame in result.as_dict().items():
             tables.setdefault(name, []).append(frame)

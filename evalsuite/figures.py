@@ -140,10 +140,16 @@ def _save(fig: Any, out_dir: Path, name: str) -> list[Path]:
 
 
 def _read_csv(path: Path) -> pd.DataFrame:
+    """A saved table; an empty file is an empty table (the figure is skipped for lacking columns),
+    a file that is not a UTF-8 CSV is the user's to fix: one error line naming it."""
     try:
         return pd.read_csv(path)
     except pd.errors.EmptyDataError:
         return pd.DataFrame()
+    except UnicodeDecodeError as err:
+        raise UserError(f"{path}: not UTF-8 text (byte {err.start}); fix or remove the file") from None
+    except pd.errors.ParserError as err:
+        raise UserError(f"{path}: not a readable CSV ({str(err).strip()}); fix or remove the file") from None
 
 
 def _need(frame: pd.DataFrame, columns: list[str], where: Path | str) -> None:
@@ -349,10 +355,41 @@ def fig_rubric_scores(results_dir: Path, out_dir: Path) -> FigureResult:
 # 3. dim-probe heatmaps
 
 
-def _stars(p: float) -> str:
+STAR_LEVELS = ((0.001, "***"), (0.01, "**"), (0.05, "*"))
+
+
+def _stars(p: float, levels: tuple[tuple[float, str], ...] = STAR_LEVELS) -> str:
     if not np.isfinite(p):
         return ""
-    return "***" if p < 0.001 else "**" if p < 0.01 else "*" if p < 0.05 else ""
+    return next((mark for level, mark in levels if p < level), "")
+
+
+def _permutations_of(table_path: Path) -> int | None:
+    """The permutation count dim-probe ran with (its meta.json beside the table), or None."""
+    import json
+
+    meta = table_path.with_name("meta.json")
+    try:
+        data = json.loads(meta.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    for config in ((data.get("summary") or {}).get("config"), data.get("config")):
+        if isinstance(config, dict) and isinstance(config.get("permutations"), int):
+            return config["permutations"]
+    return None
+
+
+def reachable_star_levels(n_permutations: int | None) -> tuple[tuple[float, str], ...]:
+    """The significance marks a permutation test can earn: its smallest p is 1/(P+1), so with 500
+    permutations p < .001 cannot happen and `***` is not offered. Unknown P: every level."""
+    if not n_permutations:
+        return STAR_LEVELS
+    smallest = 1.0 / (n_permutations + 1)
+    return tuple((level, mark) for level, mark in STAR_LEVELS if smallest < level)
+
+
+def _star_legend(levels: tuple[tuple[float, str], ...]) -> str:
+    return ", ".join(f"{mark} p_adj < {str(level).lstrip('0')}" for level, mark in reversed(levels))
 
 
 def _probe_table(results_dir: Path) -> tuple[pd.DataFrame, Path]:
@@ -376,7 +413,7 @@ def _component_order(values: pd.Series) -> list[str]:
 
 
 def _heat(ax: Any, table: pd.DataFrame, categories: list[str], comps: list[str], vmax: float, annotate: bool,
-          cbar_ax: Any = None) -> Any:
+          cbar_ax: Any = None, levels: tuple[tuple[float, str], ...] = STAR_LEVELS) -> Any:
     """A category x component heatmap of log2 ratios on a symmetric diverging scale, with significance
     marks (stars with the value when annotated, dots otherwise). Drawn with pcolormesh: seaborn's
     heatmap redraws the whole figure per call to lay out its tick labels, which is slow for grids."""
@@ -385,7 +422,7 @@ def _heat(ax: Any, table: pd.DataFrame, categories: list[str], comps: list[str],
     grid = table.pivot_table(index="category", columns="component", values="log2_ratio", aggfunc="first")
     grid = grid.reindex(index=categories, columns=comps)
     pvals = table.pivot_table(index="category", columns="component", values="p_adj", aggfunc="first")
-    marks = pvals.reindex(index=categories, columns=comps).map(_stars)
+    marks = pvals.reindex(index=categories, columns=comps).map(lambda p: _stars(p, levels))
     values = grid.to_numpy(dtype=float)
     mesh = ax.pcolormesh(np.arange(len(comps) + 1), np.arange(len(categories) + 1), np.ma.masked_invalid(values),
                          cmap=sns.color_palette("vlag", as_cmap=True), vmin=-vmax, vmax=vmax,
@@ -429,13 +466,17 @@ def fig_dimprobe_heatmap(results_dir: Path, out_dir: Path) -> FigureResult:
     height = 1.2 + 0.36 * len(categories)
     fig, (ax, cax) = _new_figure(1.6 + 0.75 * len(comps) + 0.5, height, ncols=2,
                                  gridspec_kw={"width_ratios": [len(comps), 0.35]})
-    _heat(ax, sub, categories, comps, vmax, annotate=True, cbar_ax=cax)
+    n_perm = _permutations_of(path)
+    levels = reachable_star_levels(n_perm)
+    _heat(ax, sub, categories, comps, vmax, annotate=True, cbar_ax=cax, levels=levels)
     ax.set_title(f"dim-probe: relative activation at layer {layer}")
-    ax.set_xlabel("component  (* p_adj < .05, ** < .01, *** < .001)")
+    ax.set_xlabel(f"component  ({_star_legend(levels)})")
     paths = _save(fig, out_dir, "dimprobe_heatmap")
+    perm_note = (f"{n_perm} within-document label permutations (smallest possible p {1 / (n_perm + 1):.2g})"
+                 if n_perm else "within-document label permutations (count not recorded)")
     caption = (f"Relative activation (log2 of the category's mean component norm over the overall mean) per "
-               f"component and category at hidden layer {layer}; * p_adj < 0.05, ** < 0.01, *** < 0.001 "
-               "(within-document label permutations, multiple-testing corrected).")
+               f"component and category at hidden layer {layer}; {_star_legend(levels)} "
+               f"({perm_note}, multiple-testing corrected).")
     return FigureResult("dimprobe_heatmap", paths, None, [path], caption)
 
 
@@ -606,25 +647,53 @@ def _age_points(results_dir: Path) -> tuple[pd.DataFrame, list[Path]]:
     return points, inputs
 
 
-def fig_age_vs_loss(results_dir: Path, out_dir: Path) -> FigureResult:
-    """Estimated developmental age vs validation loss (nats/token and bits/char), with the hypothesis."""
+def _age_limits(points: pd.DataFrame) -> tuple[float, float]:
+    """The age axis: from 0, or below it when an estimate or interval is negative (an age model
+    extrapolating), so that nothing is cut off silently."""
+    top = max(8.0, float(np.nanmax(points[["age", "age_high"]].to_numpy(dtype=float))) + 0.5)
+    lowest = float(np.nanmin(points[["age", "age_low"]].to_numpy(dtype=float)))
+    return (min(0.0, lowest - 0.5) if lowest < 0 else 0.0), top
+
+
+def _mark_below_zero(ax: Any, age_lo: float) -> None:
+    if age_lo < 0:  # ages below 0 are not ages: shade them and say so
+        ax.axhspan(age_lo, 0.0, color="#f4d8d8", zorder=0, lw=0)
+        ax.axhline(0.0, color="0.35", lw=0.8)
+        ax.text(0.02, 0.02, "below 0: not an age (extrapolated)", transform=ax.transAxes, fontsize=7,
+                color="#8b2b2b", va="bottom")
+
+
+def _bpc_bands(ax: Any, lo: float, hi: float, age_top: float) -> None:
+    """The seed's bands converted to bits per character; the open 3.0-3.5 nats/token gap hatched."""
     from matplotlib.patches import Rectangle
+
+    from evalsuite.hypothesis import seed_nats_to_bpc
+
+    for low, high, a_low, a_high, _label in HYPOTHESIS:
+        b0, b1 = max(seed_nats_to_bpc(low), lo), min(seed_nats_to_bpc(high), hi)
+        if b1 > b0:
+            ax.add_patch(Rectangle((b0, a_low), b1 - b0, min(a_high, age_top) - a_low, facecolor="0.85",
+                                   edgecolor="0.6", lw=0.6, zorder=0))
+    g0, g1 = max(seed_nats_to_bpc(3.0), lo), min(seed_nats_to_bpc(3.5), hi)
+    if g1 > g0:
+        ax.add_patch(Rectangle((g0, 0), g1 - g0, age_top, facecolor="none", edgecolor="0.75", hatch="//", lw=0,
+                               zorder=0))
+
+
+def fig_age_vs_loss(results_dir: Path, out_dir: Path) -> FigureResult:
+    """Estimated developmental age vs validation loss (nats/token and bits/char), with the hypothesis
+    drawn in bits per character only: its bands are GPT-2 nats/token, which no other tokenizer's
+    nats/token can be set against."""
+    from evalsuite.hypothesis import seed_nats_to_bpc
 
     points, inputs = _age_points(results_dir)
     points["family"] = _family_of(points)
     colors = family_colors(sorted(points["family"].unique()))
     markers = {src: m for src, m in zip(sorted(points["source"].unique()), ("o", "s", "^", "D"), strict=False)}
-    fig, (ax_loss, ax_bpc, ax_tab) = _new_figure(13.0, 5.0, ncols=3, gridspec_kw={"width_ratios": [1.0, 1.0, 0.62]})
-    age_top = max(8.0, float(np.nanmax(points["age_high"])) + 0.5)
+    fig, (ax_loss, ax_bpc, ax_tab) = _new_figure(13.0, 5.0, ncols=3, gridspec_kw={"width_ratios": [1.0, 1.0, 0.72]})
+    age_lo, age_top = _age_limits(points)
     loss_hi = max(4.5, float(np.nanmax(points["val_loss"])) + 0.3)
     loss_lo = min(1.0, float(np.nanmin(points["val_loss"])) - 0.2)
-    for low, high, a_low, a_high, _label in HYPOTHESIS:
-        x0, x1 = max(low, loss_lo), min(high, loss_hi)
-        y1 = min(a_high, age_top)
-        ax_loss.add_patch(Rectangle((x0, a_low), x1 - x0, y1 - a_low, facecolor="0.85", edgecolor="0.6", lw=0.6,
-                                    zorder=0))
-    ax_loss.add_patch(Rectangle((3.0, 0), 0.5, age_top, facecolor="none", edgecolor="0.75", hatch="//", lw=0,
-                                zorder=0))
     points["extrapolated"] = points["extrapolated"].fillna(False).astype(bool)
     for (fam, src, extra), sub in points.groupby(["family", "source", "extrapolated"]):
         err = np.vstack([sub["age"] - sub["age_low"], sub["age_high"] - sub["age"]]).astype(float)
@@ -638,46 +707,51 @@ def fig_age_vs_loss(results_dir: Path, out_dir: Path) -> FigureResult:
             e2 = np.vstack([s2["age"] - s2["age_low"], s2["age_high"] - s2["age"]]).astype(float)
             ax_bpc.errorbar(s2["val_bpc"], s2["age"], yerr=np.where(np.isfinite(e2), np.maximum(e2, 0), 0), **kw)
     ax_loss.set_xlim(loss_hi, loss_lo)  # training runs left to right: loss falls
-    ax_loss.set_ylim(0, age_top)
-    ax_loss.set_xlabel("validation loss (nats/token), decreasing")
+    ax_loss.set_ylim(age_lo, age_top)
+    _mark_below_zero(ax_loss, age_lo)
+    ax_loss.set_xlabel("validation loss (nats/token of each model's tokenizer), decreasing")
     ax_loss.set_ylabel("estimated developmental age (years)")
-    ax_loss.set_title("age vs loss, hypothesis shaded")
+    ax_loss.set_title("age vs loss per token (tokenizer-dependent: no bands)")
     handles, labels = ax_loss.get_legend_handles_labels()  # hollow markers: outside the age model's range
     fig.legend(handles, labels, loc="outside upper center", ncols=min(3, len(labels)), fontsize=8)
-    ax_bpc.set_title("age vs bits per character")  # retitled below when the bands are drawn
+    ax_bpc.set_title("age vs bits per character, hypothesis shaded")
     ax_bpc.set_xlabel("validation bits/char, decreasing")
-    ax_bpc.set_ylim(0, age_top)
+    ax_bpc.set_ylim(age_lo, age_top)
+    _mark_below_zero(ax_bpc, age_lo)
     if points["val_bpc"].notna().any():
         lo, hi = float(np.nanmin(points["val_bpc"])), float(np.nanmax(points["val_bpc"]))
         pad = max(0.1, 0.1 * (hi - lo))
         ax_bpc.set_xlim(hi + pad, lo - pad)
-        # the same bands in bits per character (converted with GPT-2's tokens/char on TinyStories)
-        from evalsuite.hypothesis import seed_nats_to_bpc
-
-        for low, high, a_low, a_high, _label in HYPOTHESIS:
-            b0 = max(seed_nats_to_bpc(low), lo - pad)
-            b1 = min(seed_nats_to_bpc(high), hi + pad)
-            if b1 > b0:
-                ax_bpc.add_patch(Rectangle((b0, a_low), b1 - b0, min(a_high, age_top) - a_low, facecolor="0.85",
-                                           edgecolor="0.6", lw=0.6, zorder=0))
-        ax_bpc.set_title("age vs bits per character, hypothesis converted")
+        _bpc_bands(ax_bpc, lo - pad, hi + pad, age_top)
     else:
-        ax_bpc.text(0.5, 0.5, "no val_bpc recorded", ha="center", va="center", transform=ax_bpc.transAxes)
+        ax_bpc.text(0.5, 0.5, "no val_bpc recorded:\nthe hypothesis cannot be drawn", ha="center", va="center",
+                    transform=ax_bpc.transAxes)
     ax_tab.axis("off")
-    rows = [["3.5+", "2-3"], ["3.0-3.5", "(none)"], ["2.5-3.0", "3-4"], ["2.0-2.5", "4-5"], ["1.5-2.0", "5-6"],
-            ["< 1.5", "6+"]]
-    tab = ax_tab.table(cellText=rows, colLabels=["val loss\n(nats/token)", "hypothesised\nage (years)"],
+
+    def band(low: float, high: float) -> str:
+        if not math.isfinite(high):
+            return f"{seed_nats_to_bpc(low):.2f}+"
+        if not math.isfinite(low):
+            return f"< {seed_nats_to_bpc(high):.2f}"
+        return f"{seed_nats_to_bpc(low):.2f}-{seed_nats_to_bpc(high):.2f}"
+
+    rows = [["3.5+", band(3.5, math.inf), "2-3"], ["3.0-3.5", band(3.0, 3.5), "(none)"],
+            ["2.5-3.0", band(2.5, 3.0), "3-4"], ["2.0-2.5", band(2.0, 2.5), "4-5"],
+            ["1.5-2.0", band(1.5, 2.0), "5-6"], ["< 1.5", band(-math.inf, 1.5), "6+"]]
+    tab = ax_tab.table(cellText=rows, colLabels=["GPT-2 loss\n(nats/token)", "bits/char", "hypothesised\nage (years)"],
                        loc="center", cellLoc="center")
     tab.auto_set_font_size(False)
-    tab.set_fontsize(8.5)
+    tab.set_fontsize(8.0)
     tab.scale(1.0, 1.6)
     ax_tab.set_title("hypothesis (loss -> age)")
     paths = _save(fig, out_dir, "age_vs_loss")
     caption = ("Estimated developmental age of each checkpoint's stories (95% CI; hollow: extrapolated beyond "
-               "the age model's training range) against its validation loss (nats/token, "
-               "shaded boxes: the hypothesised loss -> age table; hatched: 3.0-3.5, which the hypothesis leaves "
-               "open) and against bits per character (the tokenizer-independent unit; shaded: the same bands converted "
-               "with GPT-2's tokens per character on TinyStories, evalsuite.hypothesis). Sources: " + ", ".join(sorted(markers)) + ".")
+               "the age model's training range) against its validation loss in nats/token (each model's own "
+               "tokenizer, so no bands) and in bits per character (the tokenizer-independent unit; shaded: the "
+               "seed's GPT-2 nats/token bands converted with GPT-2's tokens per character on TinyStories, "
+               "evalsuite.hypothesis; hatched: 3.0-3.5 nats/token, which the hypothesis leaves open)"
+               + ("; estimates below age 0 (shaded red) are the age model extrapolating" if age_lo < 0 else "")
+               + ". Sources: " + ", ".join(sorted(markers)) + ".")
     return FigureResult("age_vs_loss", paths, None, inputs, caption)
 
 
@@ -747,9 +821,11 @@ def fig_dynamics(results_dir: Path, out_dir: Path) -> FigureResult:
                      transform=ax_zero.transAxes)
     else:
         for run, sub in overall.groupby("run", sort=False):
-            sub = sub.drop_duplicates("checkpoint").sort_values("tokens_seen")
-            sub = sub[sub["checkpoint"].astype(str).str.startswith("step_") | (sub["checkpoint"] == "latest")]
-            sub = sub.drop_duplicates("tokens_seen")
+            # every analysed checkpoint counts (the demo analyses only best/); where best/ or latest/
+            # repeats a step snapshot's tokens_seen, the step's row is kept
+            sub = sub.drop_duplicates("checkpoint").copy()
+            sub["_named"] = ~sub["checkpoint"].astype(str).str.startswith("step_")
+            sub = sub.sort_values(["tokens_seen", "_named"]).drop_duplicates("tokens_seen")
             color = run_color.get(run, "C0")
             ax_zero.plot(sub["tokens_seen"], sub["zero_weight_share"], marker="o", ms=4, color=color,
                          label=f"{run}: weights at 0")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import os
 import platform
 import re
@@ -114,8 +115,10 @@ def _meta_entries(files: list[Path], base: Path, results_dir: Path) -> list[dict
     for path in files:
         try:
             meta = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-            meta = {"_error": f"unreadable: {err}"}
+        except UnicodeDecodeError as err:
+            raise UserError(f"{path}: not UTF-8 text (byte {err.start}); fix or remove the file") from None
+        except json.JSONDecodeError as err:
+            raise UserError(f"{path}: not valid JSON ({err.msg}, line {err.lineno}); fix or remove the file") from None
         text = json.dumps(meta, indent=2, default=str, ensure_ascii=False)
         if len(text) > MAX_META_CHARS:
             text = text[:MAX_META_CHARS] + f"\n... ({len(text) - MAX_META_CHARS:,} more characters in the file)"
@@ -142,8 +145,10 @@ def _table_entries(files: list[Path], base: Path, results_dir: Path, top_rows: i
             frame = pd.read_csv(path, nrows=top_rows if large else None)
         except pd.errors.EmptyDataError:
             frame = pd.DataFrame()
-        except (pd.errors.ParserError, UnicodeDecodeError) as err:
-            frame = pd.DataFrame({"error": [f"could not read this CSV: {err}"]})
+        except UnicodeDecodeError as err:
+            raise UserError(f"{path}: not UTF-8 text (byte {err.start}); fix or remove the file") from None
+        except pd.errors.ParserError as err:
+            raise UserError(f"{path}: not a readable CSV ({str(err).strip()}); fix or remove the file") from None
         shown = frame.head(top_rows)
         html = shown.to_html(index=False, escape=True, na_rep="", border=0, classes="data",
                              float_format=lambda v: f"{v:.4g}")
@@ -198,6 +203,286 @@ def _existing_figures(figures_dir: Path) -> list[Any]:
 
 
 # ----------------------------------------------------------------------------------------------
+# summary: the study's verdicts, what they rest on, sample stories (the top of the page)
+
+SAMPLES_PER_CHECKPOINT = 3
+STORY_CHARS = 700  # a completion shown on the page is cut here (the full text is in samples.jsonl)
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:
+        raise UserError(f"{path}: not UTF-8 text (byte {err.start}); fix or remove the file") from None
+    except json.JSONDecodeError as err:
+        raise UserError(f"{path}: not valid JSON ({err.msg}, line {err.lineno}); fix or remove the file") from None
+
+
+def _table(path: Path) -> pd.DataFrame:
+    try:
+        return pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        return pd.DataFrame()
+    except UnicodeDecodeError as err:
+        raise UserError(f"{path}: not UTF-8 text (byte {err.start}); fix or remove the file") from None
+    except pd.errors.ParserError as err:
+        raise UserError(f"{path}: not a readable CSV ({str(err).strip()}); fix or remove the file") from None
+
+
+def _num(value: Any, fmt: str = ".3g") -> str:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return ""
+    return format(value, fmt) if math.isfinite(value) else ""
+
+
+def _metas_of(results_dir: Path, exclude: Path, command: str) -> list[tuple[Path, dict]]:
+    out = []
+    for path in _meta_files(results_dir, exclude):
+        meta = _read_json(path)
+        if isinstance(meta, dict) and meta.get("command") == command:
+            out.append((path, meta))
+    return out
+
+
+def _loss_to_age(results_dir: Path, exclude: Path) -> list[dict[str, Any]]:
+    """childes-compare's verdict on the loss -> age hypothesis, its Spearman test, and the per-checkpoint
+    ages with intervals it rests on."""
+    found = []
+    for path, meta in _metas_of(results_dir, exclude, "childes-compare"):
+        summary = meta.get("summary") or {}
+        test = summary.get("spearman_bpc") or summary.get("spearman_loss") or {}
+        unit = "bits per character" if summary.get("spearman_bpc") else "nats/token"
+        evidence = (f"Spearman rho = {_num(test.get('rho'), '.2f')} between validation loss ({unit}) and estimated "
+                    f"age, p = {_num(test.get('p'), '.2g')} ({test.get('p_method', 'method not recorded')}), "
+                    f"n = {test.get('n', '?')} checkpoints" if test else "no test: " + str(summary.get("verdict")))
+        ages = path.with_name("checkpoint_ages.csv")
+        rows = []
+        if ages.is_file():
+            table = _table(ages)
+            for r in table.to_dict("records"):
+                rows.append({"checkpoint": r.get("checkpoint", ""), "val_bpc": _num(r.get("val_bpc"), ".3f"),
+                             "age": f"{_num(r.get('age_months', float('nan')) / 12, '.1f')} y "
+                                    f"[{_num(r.get('ci_low', float('nan')) / 12, '.1f')}, "
+                                    f"{_num(r.get('ci_high', float('nan')) / 12, '.1f')}]",
+                             "band": r.get("hypothesised_band", ""),
+                             "note": "extrapolated" if r.get("extrapolated") is True else ""})
+        found.append({
+            "study": "loss -> developmental age (childes-compare)", "verdict": str(summary.get("verdict", "not recorded")),
+            "evidence": evidence,
+            "control": (f"CHILDES reference: {summary.get('n_children', '?')} children, "
+                        f"{summary.get('n_child_utterances', '?')} utterances in {summary.get('n_transcripts', '?')} "
+                        "transcripts; detectors validated against the transcribers' codes (validation.csv)"),
+            "caveats": [str(c) for c in summary.get("caveats") or []],
+            "rows": rows, "row_columns": ["checkpoint", "val_bpc", "age", "band", "note"],
+            "source": _rel(path, results_dir),
+        })
+    return found
+
+
+def _dim_probe(results_dir: Path, exclude: Path) -> list[dict[str, Any]]:
+    """dim-probe's claims (claims.csv, deepest layer) and how the probe compares with its controls."""
+    found = []
+    for claims_path in sorted(p for p in results_dir.rglob("claims.csv") if exclude not in p.parents):
+        claims = _table(claims_path)
+        if claims.empty or not {"layer", "category", "verdict"} <= set(claims.columns):
+            continue
+        last = claims[claims["layer"] == claims["layer"].max()]
+        counts = last["verdict"].value_counts()
+        verdict = ", ".join(f"{n} {v}" for v, n in counts.items()) + f" of {len(last)} claimed categories " \
+                  f"(layer {int(claims['layer'].max())})"
+        control = "no controls.csv"
+        controls_path = claims_path.with_name("controls.csv")
+        if controls_path.is_file():
+            controls = _table(controls_path)
+            if {"control", "layer", "exceeds_control"} <= set(controls.columns):
+                deep = controls[controls["layer"] == controls["layer"].max()]
+                control = "; ".join(
+                    f"beats the {name} control in {int(sub['exceeds_control'].astype(bool).sum())} of {len(sub)} "
+                    "categories (specialisation excess, bootstrap 95% CI above 0)"
+                    for name, sub in deep.groupby("control", sort=False))
+        rows = [{"category": r["category"], "claimed": r.get("claimed", ""), "measured": r.get("measured_by_mean", ""),
+                 "ranks [CI]": r.get("claimed_rank_mean_ci", ""), "verdict": r["verdict"]}
+                for r in last.to_dict("records")]
+        found.append({"study": "octonion components specialise by word category (dim-probe)", "verdict": verdict,
+                      "evidence": "claimed components' rank among all components, bootstrap intervals over documents",
+                      "control": control, "caveats": [], "rows": rows,
+                      "row_columns": ["category", "claimed", "measured", "ranks [CI]", "verdict"],
+                      "source": _rel(claims_path, results_dir)})
+    return found
+
+
+def _judge_validity(results_dir: Path, exclude: Path) -> list[dict[str, Any]]:
+    """gpt-eval --validate: does the judge rank clean stories above corrupted ones?"""
+    found = []
+    for path in sorted(p for p in results_dir.rglob("validation_pairs.csv") if exclude not in p.parents):
+        pairs = _table(path)
+        if pairs.empty or not {"corruption", "clean_higher", "n_pairs"} <= set(pairs.columns):
+            continue
+        clean, total = int(pairs["clean_higher"].sum()), int(pairs["n_pairs"].sum())
+        ties = int(pairs["ties"].sum()) if "ties" in pairs else 0
+        significant = int((pairs.get("sign_test_p", pd.Series(dtype=float)) < 0.05).sum())
+        verdict = (f"clean above corrupted in {clean} of {total} pairs ({ties} ties); "
+                   f"{significant} of {len(pairs)} corruption x rate cells significant (sign test p < .05)")
+        rows = [{"corruption": r["corruption"], "dimension": r.get("dimension", ""), "rate": _num(r.get("rate"), ".2g"),
+                 "clean higher": f"{int(r['clean_higher'])}/{int(r['n_pairs'])}",
+                 "mean drop [CI]": f"{_num(r.get('mean_drop'), '.2f')} [{_num(r.get('drop_ci_low'), '.2f')}, "
+                                   f"{_num(r.get('drop_ci_high'), '.2f')}]",
+                 "p": _num(r.get("sign_test_p"), ".2g")} for r in pairs.to_dict("records")]
+        found.append({"study": "judge validity (gpt-eval --validate)", "verdict": verdict,
+                      "evidence": "real stories vs controlled corruptions of the same stories",
+                      "control": "the clean story is each pair's control", "caveats": [], "rows": rows,
+                      "row_columns": ["corruption", "dimension", "rate", "clean higher", "mean drop [CI]", "p"],
+                      "source": _rel(path, results_dir)})
+    return found
+
+
+def _judge_scores(results_dir: Path, exclude: Path) -> list[dict[str, Any]]:
+    """gpt-eval's mean score per checkpoint with its bootstrap CI."""
+    from evalsuite.results import candidate_dirs
+
+    found = []
+    for d in candidate_dirs("gpt-eval"):
+        for path in sorted(p for p in results_dir.rglob(f"{d}/summary.csv") if exclude not in p.parents):
+            table = _table(path)
+            if table.empty or not {"checkpoint_id", "score", "mean"} <= set(table.columns):
+                continue
+            rows = [{"checkpoint": r["checkpoint_id"], "score": r["score"],
+                     "mean [95% CI]": f"{_num(r['mean'], '.2f')} [{_num(r.get('ci_low'), '.2f')}, "
+                                      f"{_num(r.get('ci_high'), '.2f')}]",
+                     "n stories": r.get("n_stories", "")} for r in table.to_dict("records")
+                    if r["score"] != "age_group_index"]
+            found.append({"study": "judge scores per checkpoint (gpt-eval)",
+                          "verdict": f"{table['checkpoint_id'].nunique()} checkpoints x {table['score'].nunique()} scores",
+                          "evidence": "mean of per-story scores, bootstrap 95% CI over stories",
+                          "control": "judge validity above (clean vs corrupted stories)", "caveats": [], "rows": rows,
+                          "row_columns": ["checkpoint", "score", "mean [95% CI]", "n stories"],
+                          "source": _rel(path, results_dir)})
+    return found
+
+
+_SETTING_KEYS = (  # (label, dotted key in a meta.json) for what the verdicts rest on
+    ("corpus", "config.train.data"), ("corpus", "corpus"), ("tokenizer", "config.train.tokenizer"),
+    ("model", "config.model.family"), ("data mixer", "config.train.mixer"), ("data mixer", "config.mixer"),
+    ("prompts", "config.prompts"), ("CHILDES", "inputs.childes"), ("sampling", "sampling"),
+)
+
+
+def _settings(results_dir: Path, exclude: Path) -> list[dict[str, str]]:
+    """Corpus, tokenizer, model, mixer, prompts and code version of every command's meta.json."""
+    rows = []
+    for path in _meta_files(results_dir, exclude):
+        meta = _read_json(path)
+        if not isinstance(meta, dict):
+            continue
+        flat = dict(_walk(meta))
+        found = {}
+        for label, key in _SETTING_KEYS:
+            if key in flat and flat[key] not in (None, "", [], {}) and label not in found:
+                found[label] = _short(flat[key])
+        code = _code_line(meta.get("code_version"))
+        rows.append({"file": _rel(path, results_dir), "command": str(meta.get("command", "")),
+                     "settings": "; ".join(f"{k}: {v}" for k, v in found.items()) or "(none recorded)",
+                     "code": code})
+        rows += _checkpoint_settings(meta, code)
+    return rows
+
+
+def _code_line(cv: Any) -> str:
+    if not isinstance(cv, dict):
+        return "not recorded"
+    if not cv.get("git_commit"):
+        return str(cv.get("version") or "not recorded")
+    return (f"{cv.get('version') or '?'} (git {str(cv['git_commit'])[:12]}"
+            f"{', uncommitted changes' if cv.get('git_dirty') else ''})")
+
+
+def _train_code(run_dir: Path) -> str | None:
+    """The code version `evalsuite train` recorded in the run's meta.json."""
+    try:
+        meta = json.loads((run_dir / "meta.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return _code_line(meta.get("code_version")) if isinstance(meta, dict) else None
+
+
+def _checkpoint_settings(meta: dict, code: str) -> list[dict[str, str]]:
+    """The training settings of the checkpoints a generate run read (their config.json): corpus,
+    tokenizer, family, steps, seed -- what every downstream verdict rests on."""
+    rows, seen = [], set()
+    for entry in meta.get("checkpoints") or []:
+        ckpt = Path(str(entry.get("checkpoint", ""))) if isinstance(entry, dict) else None
+        if ckpt is None:
+            continue
+        config_file = next((c for c in (ckpt / "config.json", ckpt / "best" / "config.json") if c.is_file()), None)
+        if config_file is None:
+            continue
+        try:
+            config = json.loads(config_file.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            continue  # the checkpoint's own readers report it; the page still names the file
+        train, model = config.get("train") or {}, config.get("model") or {}
+        key = (model.get("family"), train.get("data"), train.get("tokenizer"), train.get("max_iters"))
+        if key in seen:
+            continue
+        seen.add(key)
+        parts = {"model": model.get("family"), "corpus": train.get("data"), "tokenizer": train.get("tokenizer"),
+                 "val_fraction": train.get("val_fraction"), "steps": train.get("max_iters"), "seed": train.get("seed"),
+                 "data mixer": train.get("mixer")}
+        run_dir = ckpt.parent if ckpt.name in ("best", "latest") or ckpt.name.startswith("step_") else ckpt
+        rows.append({"file": str(run_dir), "command": "train (checkpoint config.json)",
+                     "settings": "; ".join(f"{k}: {_short(v)}" for k, v in parts.items() if v not in (None, "")),
+                     "code": _train_code(run_dir) or f"{code} (of generate; the run's meta.json is absent)"})
+    return rows
+
+
+def _sample_stories(results_dir: Path, exclude: Path, per_checkpoint: int) -> list[dict[str, Any]]:
+    """The first stories of each checkpoint in every samples.jsonl: beginning, completion, and the
+    judge's scores of that story when gpt-eval scored it (story_scores.csv)."""
+    from evalsuite.samples import read_samples
+
+    scores: dict[tuple[str, str], dict[str, str]] = {}
+    for path in sorted(p for p in results_dir.rglob("story_scores.csv") if exclude not in p.parents):
+        table = _table(path)
+        if {"checkpoint_id", "story"} <= set(table.columns):
+            numeric = [c for c in table.columns if c not in ("checkpoint_id", "story")
+                       and pd.api.types.is_numeric_dtype(table[c]) and not c.startswith(("n_", "repeat"))]
+            for r in table.to_dict("records"):
+                story = str(r["story"]).split("#")[0]
+                scores[(str(r["checkpoint_id"]), story)] = {c: _num(r[c], ".2g") for c in numeric if _num(r[c])}
+    checkpoints: dict[str, dict[str, Any]] = {}
+    for path in sorted(p for p in results_dir.rglob("samples.jsonl") if exclude not in p.parents):
+        for record in read_samples([path]):
+            ckpt = str(record["checkpoint_id"])
+            entry = checkpoints.setdefault(ckpt, {"checkpoint": ckpt, "val_loss": _num(record.get("val_loss"), ".3f"),
+                                                  "val_bpc": _num(record.get("val_bpc"), ".3f"),
+                                                  "source": _rel(path, results_dir), "stories": []})
+            if len(entry["stories"]) >= per_checkpoint:
+                continue
+            completion = str(record.get("completion", ""))
+            entry["stories"].append({
+                "prompt_id": str(record.get("prompt_id", "")), "beginning": str(record.get("prompt", "")),
+                "completion": completion[:STORY_CHARS] + (" [...]" if len(completion) > STORY_CHARS else ""),
+                "scores": scores.get((ckpt, str(record.get("prompt_id", ""))), {}),
+            })
+    return list(checkpoints.values())
+
+
+def build_summary(results_dir: str | os.PathLike, *, exclude: str | os.PathLike | None = None,
+                  samples_per_checkpoint: int = SAMPLES_PER_CHECKPOINT) -> dict[str, Any]:
+    """What the page opens with: `verdicts` (each study's verdict, its test and interval, its control,
+    the rows it rests on), `settings` (corpus, tokenizer, mixer, code version per command) and
+    `samples` (a few stories per checkpoint with their scores), read from the saved results only."""
+    results = Path(results_dir).expanduser()
+    skip = Path(exclude).expanduser() if exclude is not None else results_dir_for(results, "figures")
+    verdicts = [*_loss_to_age(results, skip), *_dim_probe(results, skip), *_judge_validity(results, skip),
+                *_judge_scores(results, skip)]
+    return {"verdicts": verdicts, "settings": _settings(results, skip),
+            "samples": _sample_stories(results, skip, samples_per_checkpoint)}
+
+
+# ----------------------------------------------------------------------------------------------
 # entry point
 
 
@@ -227,6 +512,10 @@ def build_report(
     drawn, skipped = _figure_entries(fig_results, base, results, embed)
     table_files = _table_files(results, fig_dir)
     meta_files = _meta_files(results, fig_dir)
+    if not drawn and not table_files and not meta_files:
+        # an empty page is not a report: say what was expected instead of writing one
+        raise UserError(f"nothing to report in {results}: no figure inputs, no *.csv tables and no *meta.json "
+                        "files below it (run e.g. `evalsuite dynamics RUN -o RESULTS/dynamics` first)")
     from corpora.provenance import code_version
 
     cv = code_version()  # the code that drew the page: package version and, in a checkout, the commit
@@ -238,7 +527,7 @@ def build_report(
         title=title, generated=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         results_dir=str(results.resolve()), evalsuite_version=evalsuite_version,
         python_version=platform.python_version(), figures=drawn, skipped=skipped,
-        metas=_meta_entries(meta_files, base, results),
+        metas=_meta_entries(meta_files, base, results), summary=build_summary(results, exclude=fig_dir),
         tables=_table_entries(table_files, base, results, top_rows),
     )
     tmp = page.with_name(f".{page.name}.tmp-{os.getpid()}")

@@ -100,14 +100,17 @@ def read_jsonl_objects(path: str | os.PathLike) -> list[tuple[int, dict[str, Any
 
 def looks_like_samples(path: str | os.PathLike) -> bool:
     """Whether a .jsonl file is a samples file (its first object has a `completion`) rather than a corpus."""
-    with Path(path).open(encoding="utf-8") as handle:
-        for line in handle:
-            if line.strip():
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError:
-                    return False
-                return isinstance(row, dict) and "completion" in row
+    try:
+        with Path(path).open(encoding="utf-8") as handle:
+            for line in handle:
+                if line.strip():
+                    try:
+                        row = json.loads(line)
+                    except json.JSONDecodeError:
+                        return False
+                    return isinstance(row, dict) and "completion" in row
+    except UnicodeDecodeError:
+        return False  # not a samples file; the corpus reader then names the bad byte
     return False
 
 

@@ -136,3 +136,127 @@ def test_cli_draws_only_the_asked_figures(results_dir, tmp_path, capsys):
     with pytest.raises(SystemExit) as done:
         main(["figures", str(results_dir), "--only", "nonsense"])
     assert done.value.code == 2
+
+
+# ----------------------------------------------------------------------------------------------
+# every panel has data (not only a PNG that is not blank)
+
+
+def _draw_capturing(name, results_dir, out_dir, monkeypatch):
+    """Draw one figure and return (result, the matplotlib Figure) before it is closed."""
+    captured = []
+    real_save = figs._save
+
+    def save(fig, out, fig_name):
+        captured.append(fig)
+        return real_save(fig, out, fig_name)
+
+    monkeypatch.setattr(figs, "_save", save)
+    result = figs.draw(name, results_dir, out_dir)
+    assert result.skipped is None, result.skipped
+    return result, captured[0]
+
+
+def _has_data(ax) -> bool:
+    """A panel shows data: a line with points, a filled collection (errorbars, meshes, scatter), a
+    bar, or a table. A lone 'no data' text does not count."""
+    from matplotlib.patches import Rectangle
+
+    lines = [ln for ln in ax.get_lines() if len(ln.get_xdata()) > 0 and np.isfinite(np.asarray(ln.get_ydata(), float)).any()]
+    collections = [c for c in ax.collections if len(getattr(c, "get_offsets", lambda: [])()) or c.get_paths()]
+    bars = [p for p in ax.patches if isinstance(p, Rectangle) and p.get_height() not in (0, None)]
+    return bool(lines or collections or bars or ax.tables)
+
+
+def _data_panels(fig):
+    return [ax for ax in fig.axes if ax.axison and ax.get_label() != "<colorbar>"]
+
+
+@pytest.mark.parametrize("name", sorted(figs.FIGURES))
+def test_every_panel_of_every_figure_has_data(name, results_dir, tmp_path, monkeypatch):
+    _, fig = _draw_capturing(name, results_dir, tmp_path, monkeypatch)
+    panels = _data_panels(fig)
+    assert panels
+    for i, ax in enumerate(panels):
+        assert _has_data(ax), f"{name}: panel {i} ({ax.get_title()!r}) is empty"
+
+
+def _copy_results(results_dir, dest):
+    import shutil
+
+    shutil.copytree(results_dir, dest, ignore=shutil.ignore_patterns("figures"))
+    return dest
+
+
+def test_dynamics_third_panel_has_data_when_only_best_was_analysed(results_dir, tmp_path, monkeypatch):
+    """The demo runs `dynamics --checkpoints best`: the zero-weight panel kept only step_*/latest rows
+    and was drawn empty."""
+    res = _copy_results(results_dir, tmp_path / "res")
+    for table in ("ranks.csv", "component_summary.csv"):
+        path = res / "dynamics" / table
+        frame = pd.read_csv(path)
+        frame[frame["checkpoint"] == "best"].to_csv(path, index=False)
+    _, fig = _draw_capturing("dynamics", res, tmp_path / "f", monkeypatch)
+    ax_zero = _data_panels(fig)[2]
+    assert ax_zero.get_title() == "SpinNet ternary weights at zero"
+    assert _has_data(ax_zero)
+    best = pd.read_csv(res / "dynamics" / "component_summary.csv")
+    share = best.loc[best["layer"] == "all", "zero_weight_share"].iloc[0]
+    assert any(np.isclose(ln.get_ydata(), share).any() for ln in ax_zero.get_lines())
+
+
+def test_age_vs_loss_shows_negative_estimates_and_marks_them(results_dir, tmp_path, monkeypatch):
+    res = _copy_results(results_dir, tmp_path / "res")
+    path = res / "childes-compare" / "checkpoint_ages.csv"
+    ages = pd.read_csv(path)
+    ages.loc[0, ["age_months", "ci_low", "ci_high"]] = [-6.0, -30.0, 10.0]
+    ages.to_csv(path, index=False)
+    result, fig = _draw_capturing("age_vs_loss", res, tmp_path / "f", monkeypatch)
+    ax_loss, ax_bpc = _data_panels(fig)[:2]
+    for ax in (ax_loss, ax_bpc):
+        low, _ = ax.get_ylim()
+        assert low <= -30.0 / 12, ax.get_ylim()  # the whole interval is on the axis, not cut at 0
+        assert any("not an age" in t.get_text() for t in ax.texts)
+    assert "below age 0" in result.caption
+
+
+def test_age_vs_loss_keeps_zero_as_the_floor_without_negative_estimates(results_dir, tmp_path, monkeypatch):
+    _, fig = _draw_capturing("age_vs_loss", results_dir, tmp_path / "f", monkeypatch)
+    assert _data_panels(fig)[0].get_ylim()[0] == 0.0
+
+
+def test_age_vs_loss_bands_are_drawn_in_bits_per_character_only(results_dir, tmp_path, monkeypatch):
+    """The hypothesis' bands are GPT-2 nats/token: shading them behind another tokenizer's nats/token
+    compares different units. Only the bits-per-character panel carries them, converted."""
+    from matplotlib.patches import Rectangle
+
+    from evalsuite.hypothesis import seed_nats_to_bpc
+
+    _, fig = _draw_capturing("age_vs_loss", results_dir, tmp_path / "f", monkeypatch)
+    ax_loss, ax_bpc = _data_panels(fig)[:2]
+    assert not [p for p in ax_loss.patches if isinstance(p, Rectangle)]
+    bands = [p for p in ax_bpc.patches if isinstance(p, Rectangle) and p.get_facecolor()[3] > 0]
+    assert bands
+    lo, hi = sorted(ax_bpc.get_xlim())
+    edges = {round(e, 6) for p in bands for e in (p.get_x(), p.get_x() + p.get_width())}
+    inner = [seed_nats_to_bpc(v) for v in (1.5, 2.0, 2.5, 3.0) if lo < seed_nats_to_bpc(v) < hi]
+    assert all(round(e, 6) in edges for e in inner), (inner, edges)
+
+
+def test_heatmap_offers_only_the_marks_its_permutations_can_reach(results_dir, tmp_path, monkeypatch):
+    import json
+
+    res = _copy_results(results_dir, tmp_path / "res")
+    table = pd.read_csv(res / "dim-probe" / "dim_probe.csv")
+    table.loc[table["category"] != "ALL", "p_adj"] = 0.0001  # below anything 500 permutations can give
+    table.to_csv(res / "dim-probe" / "dim_probe.csv", index=False)
+    (res / "dim-probe" / "meta.json").write_text(json.dumps({"summary": {"config": {"permutations": 500}}}))
+    result, fig = _draw_capturing("dimprobe_heatmap", res, tmp_path / "f", monkeypatch)
+    ax = _data_panels(fig)[0]
+    assert "***" not in ax.get_xlabel() and "**" in ax.get_xlabel()
+    assert not any("***" in t.get_text() for t in ax.texts)
+    assert "500 within-document label permutations" in result.caption and "***" not in result.caption
+    assert figs.reachable_star_levels(5000) == figs.STAR_LEVELS
+    assert [m for _, m in figs.reachable_star_levels(199)] == ["**", "*"]  # smallest p 0.005
+    assert [m for _, m in figs.reachable_star_levels(99)] == ["*"]  # smallest p 0.01 is not < .01
+    assert figs.reachable_star_levels(None) == figs.STAR_LEVELS

@@ -192,3 +192,106 @@ def test_the_page_loads_in_headless_chromium_with_every_image_rendered(linked, r
 def test_the_report_meta_json_summaries_are_json_readable(results):
     for path in results.rglob("*meta.json"):
         assert isinstance(json.loads(path.read_text()), dict)
+
+
+# ----------------------------------------------------------------------------------------------
+# the summary at the top of the page
+
+
+STUDY = Path(__file__).resolve().parents[1] / "results" / "study"
+
+
+def _section_text(html: str, section: str) -> str:
+    import re
+
+    start = html.index(f'<section id="{section}">')
+    end = html.index("</section>", start)
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html[start:end])).replace("&#39;", "'").replace("&gt;", ">")
+
+
+@pytest.fixture(scope="module")
+def study_page(tmp_path_factory):
+    """The report of the committed study outputs (real childes-compare, dim-probe and judge-validity
+    results), figures taken as they are."""
+    if not (STUDY / "childes-compare" / "meta.json").is_file():
+        pytest.skip("results/study is not in this checkout")
+    out = tmp_path_factory.mktemp("study_report") / "report.html"
+    build_report(STUDY, out, make_figures=False)
+    return out.read_text(encoding="utf-8")
+
+
+def test_the_page_opens_with_the_summary_then_figures_then_tables(study_page):
+    positions = [study_page.index(marker) for marker in
+                 ('<section id="summary">', '<section id="settings">', '<section id="samples">',
+                  '<h2 id="figures">', '<h2 id="tables">', '<h2 id="metadata">')]
+    assert positions == sorted(positions)
+
+
+def test_summary_states_the_loss_to_age_verdict_with_its_test_and_the_ages_it_rests_on(study_page):
+    meta = json.loads((STUDY / "childes-compare" / "meta.json").read_text(encoding="utf-8"))
+    text = _section_text(study_page, "summary")
+    summary = meta["summary"]
+    assert f"Verdict: {summary['verdict']}" in text
+    test = summary["spearman_bpc"]
+    assert f"Spearman rho = {test['rho']:.2f}" in text and f"p = {test['p']:.2g}" in text
+    assert f"n = {test['n']} checkpoints" in text
+    ages = pd.read_csv(STUDY / "childes-compare" / "checkpoint_ages.csv")
+    first = ages.iloc[0]
+    assert (f"{first['age_months'] / 12:.1f} y [{first['ci_low'] / 12:.1f}, {first['ci_high'] / 12:.1f}]") in text
+    assert all(str(c) in text for c in ages["checkpoint"])
+    assert summary["caveats"][0] in text
+
+
+def test_summary_counts_the_dim_probe_claims_and_the_controls_they_face(study_page):
+    claims = pd.read_csv(STUDY / "dim-probe" / "claims.csv")
+    last = claims[claims["layer"] == claims["layer"].max()]
+    text = _section_text(study_page, "summary")
+    for verdict, n in last["verdict"].value_counts().items():
+        assert f"{n} {verdict}" in text
+    controls = pd.read_csv(STUDY / "dim-probe" / "controls.csv")
+    deep = controls[controls["layer"] == controls["layer"].max()]
+    for name, sub in deep.groupby("control"):
+        assert f"beats the {name} control in {int(sub['exceeds_control'].sum())} of {len(sub)} categories" in text
+
+
+def test_summary_reports_judge_validity_from_the_clean_vs_corrupted_pairs(study_page):
+    pairs = pd.read_csv(STUDY / "gpt_eval_validate_local" / "validation_pairs.csv")
+    text = _section_text(study_page, "summary")
+    assert f"clean above corrupted in {int(pairs['clean_higher'].sum())} of {int(pairs['n_pairs'].sum())} pairs" in text
+
+
+def test_summary_names_data_settings_and_code_version(study_page):
+    text = _section_text(study_page, "settings")
+    meta = json.loads((STUDY / "childes-compare" / "meta.json").read_text(encoding="utf-8"))
+    assert "childes-compare" in text
+    assert meta["inputs"]["childes"][0] in text
+
+
+def test_summary_shows_sample_stories_per_checkpoint_with_beginning_and_completion(results, tmp_path_factory,
+                                                                                 tmp_path, capsys):
+    from _tiny_run import tiny_run
+
+    res = tmp_path / "res"
+    shutil.copytree(results, res, ignore=shutil.ignore_patterns("figures"))
+    run = tiny_run(tmp_path_factory)
+    samples = res / "generate" / "samples.jsonl"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["generate", str(run / "best"), str(run / "step_0000003"), "--limit", "4", "--max-new-tokens", "12",
+              "-o", str(samples)])
+    assert exit_info.value.code == 0
+    page = tmp_path / "report.html"
+    build_report(res, page, make_figures=False)
+    settings = _section_text(page.read_text(encoding="utf-8"), "settings")
+    config = json.loads((run / "best" / "config.json").read_text(encoding="utf-8"))
+    assert "train (checkpoint config.json)" in settings and f"steps: {config['train']['max_iters']}" in settings
+    assert f"model: {config['model']['family']}" in settings
+    text = _section_text(page.read_text(encoding="utf-8"), "samples")
+    records = [json.loads(line) for line in samples.read_text(encoding="utf-8").splitlines()]
+    ids = list(dict.fromkeys(r["checkpoint_id"] for r in records))
+    assert len(ids) == 2 and all(i in text for i in ids)
+    for ckpt in ids:
+        mine = [r for r in records if r["checkpoint_id"] == ckpt]
+        for r in mine[:3]:  # three stories per checkpoint, beginning then completion
+            assert " ".join(r["prompt"].split()) in text
+            assert " ".join(r["completion"].split())[:40] in text
+        assert " ".join(mine[3]["prompt"].split()) not in text  # the fourth is left to samples.jsonl

@@ -488,6 +488,10 @@ def _summarise(summary, val, mlu_summary, cv, table, ages, samples) -> None:
     if samples is None:
         summary.verdict = "cannot be tested"
         s.append("No model samples given: the loss-to-age hypothesis cannot be tested.")
+    elif ages.empty:  # no age model (too few transcripts) or no checkpoint with an analysable sentence
+        summary.verdict = "cannot be tested"
+        s.append("No checkpoint got a developmental age (too few child transcripts for the age model, or no "
+                 "analysable sentence in the samples): the loss-to-age hypothesis cannot be tested.")
     else:
         _verdict(ages, summary)
         if ages["val_bpc"].isna().any():

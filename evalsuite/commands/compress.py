@@ -33,6 +33,7 @@ def compress_command(
 ) -> None:
     """Pack a ternary SpinNet checkpoint into a .spinnet file and print honest size ratios."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     from evalsuite.commands._options import resolve_out
@@ -95,7 +96,7 @@ def compress_command(
         outputs=[output.name, report_path.name],
     )
     meta_path = write_meta(output.with_name(output.name + ".meta.json"), meta)
-    Console().print(f"report: {report_path}; meta: {meta_path}")
+    Console().print(escape(f"report: {report_path}; meta: {meta_path}"))
 
 
 _COMPRESS = "trainers.compress.compress"

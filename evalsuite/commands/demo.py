@@ -35,6 +35,7 @@ def demo(
     """Train tiny SpinNet + baseline on TinyStories, generate, probe, compare with CHILDES, judge, plot, report."""
     import torch
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     from corpora.errors import UserError
@@ -54,23 +55,23 @@ def demo(
         try:
             corpus, corpus_note = offline_books_corpus(out)
         except UserError as err:
-            console.print(f"[yellow]offline books unavailable ({err}); using TinyStories instead[/yellow]")
+            console.print(f"[yellow]offline books unavailable ({escape(str(err))}); using TinyStories instead[/yellow]")
     plan = plan_demo(out, corpus=corpus, data_dir=data_dir, judge_base_url=judge_base_url,
                      judge_model=judge_model, max_iters=max_iters, n_prompts=prompts, childes_files=childes_files,
                      corpus_note=corpus_note, max_new_tokens=max_new_tokens)
     console.rule("[bold]evalsuite demo")
-    console.print(f"corpus: {plan.corpus_note}")
-    console.print(f"reference data: {plan.data_dir or 'not found (CHILDES steps are skipped)'}")
+    console.print(f"corpus: {escape(str(plan.corpus_note))}")
+    console.print(f"reference data: {escape(str(plan.data_dir or 'not found (CHILDES steps are skipped)'))}")
     records = []
     for i, step in enumerate(plan.steps, 1):
         command = "evalsuite " + shlex.join(step.args)
         console.rule(f"[bold]{i}/{len(plan.steps)} {step.name}")
         if step.skip_reason:
-            console.print(f"[yellow]skipped:[/yellow] {step.skip_reason}")
+            console.print(f"[yellow]skipped:[/yellow] {escape(step.skip_reason)}")
             records.append({"step": step.name, "command": command, "status": "skipped", "reason": step.skip_reason,
                             "seconds": 0.0})
             continue
-        console.print(f"$ {command}")
+        console.print(f"$ {escape(command)}")
         started = time.perf_counter()
         status, reason = "ok", None
         try:
@@ -87,7 +88,7 @@ def demo(
         records.append({"step": step.name, "command": command, "status": status, "reason": reason,
                         "seconds": round(seconds, 1), "outputs": step.outputs})
         if status != "ok":
-            console.print(f"[red]{step.name} failed:[/red] {reason}")
+            console.print(f"[red]{escape(step.name)} failed:[/red] {escape(str(reason))}")
             if step.required:
                 _write_summary(out, plan, records)
                 raise UserError(f"demo step '{step.name}' failed: {reason}")
@@ -96,7 +97,7 @@ def demo(
     for column in ("step", "status", "seconds", "note"):
         table.add_column(column)
     for rec in records:
-        table.add_row(rec["step"], rec["status"], f"{rec['seconds']:.1f}", rec.get("reason") or "")
+        table.add_row(escape(rec["step"]), rec["status"], f"{rec['seconds']:.1f}", escape(rec.get("reason") or ""))
     console.print(table)
     console.print(f"report: {out / 'results' / 'report.html'}")
 

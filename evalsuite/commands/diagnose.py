@@ -51,6 +51,7 @@ def diagnose_command(
 ) -> None:
     """The checks to run when a model writes bad stories: vocabulary, epochs, losses, lr schedule, identities, articles."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     from evalsuite.commands._options import resolve_out
@@ -63,20 +64,21 @@ def diagnose_command(
     meta_path = write_meta(csv.with_suffix(".meta.json"),
                            diagnose_meta(frame, samples=samples, corpus=corpus, table_name=csv.name))
 
-    table = Table(title=f"diagnose {frame.attrs.get('checkpoint')}", show_lines=True)
+    table = Table(title=escape(f"diagnose {frame.attrs.get('checkpoint')}"), show_lines=True)
     table.add_column("check", no_wrap=True)
     table.add_column("status", no_wrap=True)
     table.add_column("value", max_width=18, overflow="fold")
     table.add_column("detail / advice", overflow="fold", ratio=1)
     for row in frame.itertuples(index=False):
         style = STATUS_STYLE[row.status]
-        text = row.detail + (f"\n[italic]{row.advice}[/italic]" if row.advice and row.status != "pass" else "")
+        # user text and bracketed names (article_frequency[the]) are escaped, or rich eats them as markup
+        text = escape(row.detail) + (f"\n[italic]{escape(row.advice)}[/italic]" if row.advice and row.status != "pass" else "")
         value = _fmt(row.value) + (f" {row.unit}" if row.unit and _fmt(row.value) else "")
-        table.add_row(row.check, f"[{style}]{row.status}[/{style}]", value, text)
+        table.add_row(escape(row.check), f"[{style}]{row.status}[/{style}]", escape(value), text)
     console = Console()
     console.print(table)
     counts = frame["status"].value_counts()
     summary = ", ".join(f"{counts.get(s, 0)} {s}" for s in ("pass", "warn", "fail", "skip"))
-    console.print(f"{summary}; wrote {csv} and {meta_path}")
+    console.print(f"{summary}; wrote {escape(str(csv))} and {escape(str(meta_path))}")
     if strict and (counts.get("warn", 0) or counts.get("fail", 0)):
         raise typer.Exit(1)

@@ -70,6 +70,7 @@ def dim_probe(
     """Probe which octonion components are active for nouns, verbs, pronouns, emotion words and dialogue,
     with permutation tests, bootstrap intervals, controls and optional ablation."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     from corpora.errors import UserError
@@ -184,6 +185,6 @@ def dim_probe(
             console.print(f"ablate {row['ablation']}: bits/char {row['clean_bpc']:.4f} -> {row['ablated_bpc']:.4f} "
                           f"({row['delta_bpc']:+.4f} [{row['delta_bpc_ci_low']:+.4f}, {row['delta_bpc_ci_high']:+.4f}])")
     for warning in summary.warnings:
-        console.print(f"[yellow]warning:[/yellow] {warning}")
+        console.print(f"[yellow]warning:[/yellow] {escape(warning)}")
     console.print(f"{summary.n_docs} documents, {summary.n_tokens.get('probe', 0):,} tokens, "
                   f"{summary.wall_seconds:.1f} s; wrote {', '.join(p.name for p in written)} to {out}")

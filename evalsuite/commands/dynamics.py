@@ -26,16 +26,20 @@ def dynamics_command(
     """Training dynamics: train/val gap, loss-curve phases, dead/saturated components, effective ranks."""
     import pandas as pd
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     from evalsuite.commands._options import resolve_out
-    from evalsuite.dynamics import write_dynamics
+    from evalsuite.dynamics import stream_warnings, write_dynamics
     from evalsuite.results import results_dir_for
 
     output = resolve_out(out, output, "--output", results_dir_for("results", "dynamics"))
 
     written = write_dynamics(run_dirs, output, checkpoints=checkpoints, n_blocks=n_blocks, progress=progress)
     console = Console()
+    for run_dir in run_dirs:
+        for warning in stream_warnings(run_dir):
+            Console(stderr=True).print(f"[yellow]warning:[/yellow] {escape(warning)}")
     phases_path = output / "phases.csv"
     if phases_path.is_file() and phases_path.stat().st_size > 1:
         try:

@@ -27,12 +27,16 @@ def generate(
 ) -> None:
     """Generate one story per prompt for each checkpoint; same seed, same text."""
     from rich.console import Console
+    from rich.markup import escape
 
+    from corpora.errors import UserError
     from evalsuite.generate import SamplingConfig, iter_samples, load_prompt_set
     from evalsuite.results import build_meta, write_meta
     from evalsuite.samples import SamplesWriter, sample_columns
 
     console = Console(stderr=True)
+    if limit < 0:  # a negative slice would silently drop the LAST prompts instead
+        raise UserError(f"--limit must be 0 (all prompts) or a positive count, not {limit}")
     prompt_set = load_prompt_set(prompts)
     if limit:
         prompt_set.prompts = prompt_set.prompts[:limit]
@@ -41,7 +45,7 @@ def generate(
     per_checkpoint = []
     with SamplesWriter(out) as writer:  # the one samples.jsonl writer (atomic)
         for ckpt in checkpoints:
-            console.print(f"generating {len(prompt_set.prompts)} stories from {ckpt} ...")
+            console.print(f"generating {len(prompt_set.prompts)} stories from {escape(str(ckpt))} ...")
             n_eot = 0
             ckpt_id = None
             for row in iter_samples(ckpt, prompt_set, sampling, device=device):
@@ -66,5 +70,5 @@ def generate(
     )
     write_meta(out.parent, meta)
     for entry in per_checkpoint:
-        console.print(f"{entry['checkpoint_id']}: {entry['stories']} stories, {entry['ended_at_eot']} ended at <|endoftext|>")
-    console.print(f"wrote {rows} samples to {out}")
+        console.print(f"{escape(str(entry['checkpoint_id']))}: {entry['stories']} stories, {entry['ended_at_eot']} ended at <|endoftext|>")
+    console.print(f"wrote {rows} samples to {escape(str(out))}")

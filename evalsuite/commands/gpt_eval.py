@@ -23,7 +23,7 @@ def register(app: typer.Typer) -> None:
 def gpt_eval(
     inputs: list[Path] = typer.Argument(None, help="samples.jsonl files and/or checkpoints (dirs, run dirs, .spinnet)."),
     base_url: str = typer.Option(None, help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8080/v1. "
-                                  "Omitted: the embedded local judge (`pip install -e '.[judge]'` or --judge-gguf)."),
+                                  "Omitted: the embedded local judge (`pip install -e '.\\[judge]'` or --judge-gguf)."),
     model: str = typer.Option(None, help="Judge model name on that server."),
     rubric: str = typer.Option("tinystories_gpt_eval", help="Rubric name in rubrics/ or a YAML path."),
     repeats: int = typer.Option(1, help="Score each story K times (test-retest agreement for K >= 2)."),
@@ -53,7 +53,7 @@ def gpt_eval(
     bootstrap_seed: int = typer.Option(0, help="Seed of the bootstrap."),
     judge_gguf: Path = typer.Option(None, help="GGUF model for the embedded judge (xllamacpp, else llama-cpp-python)."),
     local_judge: bool = typer.Option(True, "--local-judge/--no-local-judge",
-                                     help="Without --base-url, use the packaged local judge when installed (.[judge])."),
+                                     help="Without --base-url, use the packaged local judge when installed (.\\[judge])."),
     validate: bool = typer.Option(False, "--validate", help="Validity check on real TinyStories text and corruptions."),
     corpus: Path = typer.Option(None, help="--validate: stories (.txt with <|endoftext|>, .jsonl, or a folder)."),
     data_dir: Path = typer.Option(None, help="Reference data folder (default: $EVALSUITE_DATA or ../shared/data)."),
@@ -76,6 +76,7 @@ def gpt_eval(
 ) -> None:
     """Score stories with an LLM judge; per-story scores and per-checkpoint means with 95% bootstrap CIs."""
     from rich.console import Console
+    from rich.markup import escape
 
     from corpora.errors import UserError
     from corpora.paths import cache_dir
@@ -135,7 +136,7 @@ def gpt_eval(
             base_url, model, endpoint_id = endpoint.base_url, endpoint.model, endpoint.endpoint_id
             console.print(f"embedded judge: {model} on {base_url}")
             if embedded.smoke_test:
-                console.print(f"[bold yellow]warning: {embedded.info['warning']}[/bold yellow]")
+                console.print(f"[bold yellow]warning: {escape(embedded.info['warning'])}[/bold yellow]")
             # One model context answers one request at a time: queued requests would only run into the
             # client's timeout, so ask one at a time and allow a slow CPU its minutes.
             if concurrency != 1 or timeout < 900:
@@ -178,7 +179,7 @@ def gpt_eval(
         _report_scores(result, rub, settings, context, out, console, n_bootstrap, bootstrap_seed, repeats, cache_path,
                        judge_info)
     if embedded is not None and embedded.smoke_test:
-        console.print(f"[bold yellow]reminder: {embedded.info['warning']}[/bold yellow]")
+        console.print(f"[bold yellow]reminder: {escape(embedded.info['warning'])}[/bold yellow]")
 
 
 def _max_prompt_chars(items, rub) -> int:
@@ -592,9 +593,11 @@ def _report_scores(result, rub, settings, context, out, console, n_bootstrap, se
                          extra_columns=_free_columns() if free is not None else None)
     write_meta(out / "meta.json", meta)
 
+    from rich.markup import escape as rich_escape
+
     console.print(_run_summary_line(run))
     if run.stopped_reason:
-        console.print(f"[yellow]stopped early: {run.stopped_reason}; rerun to finish (cached results are kept)[/yellow]")
+        console.print(f"[yellow]stopped early: {rich_escape(str(run.stopped_reason))}; rerun to finish (cached results are kept)[/yellow]")
     table = Table(title=f"{rub.id} v{rub.version}: mean over stories, 95% bootstrap CI")
     for col in ("checkpoint", "score", "mean", "95% CI", "n stories", "failed judgments"):
         table.add_column(col, justify="left" if col in ("checkpoint", "score") else "right")

@@ -50,6 +50,7 @@ def train_command(
 ) -> None:
     """Train a SpinNet or baseline model; writes checkpoints, metrics_stream.jsonl and config.yaml."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     from evalsuite.commands._options import resolve_out
@@ -82,6 +83,11 @@ def train_command(
     run_config = load_config(config, extra)
 
     tcfg = run_config.train
+    run_dir = Path(tcfg.out_dir).expanduser()
+    if resume and not (run_dir / CONFIG_YAML).is_file() and not (run_dir / "latest").is_dir():
+        # a mistyped folder must not quietly become a new run from step 0
+        raise UserError(f"--resume: {run_dir} is not a run folder (no latest/ and no {CONFIG_YAML}); "
+                        "check the name, or drop --resume to start a new run there")
 
     def on_start(info: RunInfo) -> None:
         table = Table(title=f"train {info.model_family} -> {info.run_dir}", show_header=False)
@@ -101,7 +107,7 @@ def train_command(
             table.add_row(key, value)
         console.print(table)
         for note in info.notes:
-            console.print(f"note: {note}")
+            console.print(f"note: {escape(note)}")
 
     result = train(run_config, resume=resume, progress=progress, on_start=on_start, time_limit_s=time_limit_s)
     if result.info.world_size > 1 and int(os.environ.get("RANK", "0")) != 0:
@@ -118,10 +124,10 @@ def train_command(
         summary.add_row("final val bpc", f"{result.val_bpc:.4f} bits/char")
     if result.best_val_loss is not None:
         summary.add_row("best val loss", f"{result.best_val_loss:.4f} nats/token ({result.best_val_bpc:.4f} bpc)")
-    summary.add_row("run dir", str(result.run_dir))
+    summary.add_row("run dir", escape(str(result.run_dir)))
     summary.add_row("wall time", f"{result.elapsed_s:.1f} s")
     console.print(summary)
-    console.print(f"meta: {meta_path}")
+    console.print(f"meta: {escape(str(meta_path))}")
 
 
 def _print_presets(console: object) -> None:

@@ -318,6 +318,22 @@ def _same_weights(a: Any, b: Any) -> bool:
     )
 
 
+# A batch of documents stops at about this many characters, so that one step (spaCy + forwards) of
+# long documents takes seconds, not minutes, and the progress bar moves. Permutations are seeded per
+# document, so the batching does not change any result.
+BATCH_CHARS = 50_000
+
+
+def _batch_len(texts: Sequence[Any], start: int, most: int) -> int:
+    """How many documents from `start` go into the next batch: at most `most`, at least one, and no
+    more than BATCH_CHARS characters unless a single document is longer."""
+    n, chars = 0, 0
+    while start + n < len(texts) and n < most and (n == 0 or chars + len(texts[start + n].text) <= BATCH_CHARS):
+        chars += len(texts[start + n].text)
+        n += 1
+    return n
+
+
 def run_probe(
     probe: ModelUnderProbe,
     texts: Sequence[ProbeText],
@@ -388,14 +404,15 @@ def run_probe(
     if config.progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(texts), desc="dim-probe", unit="doc")
+        # counted in characters, not documents: 40 long documents would keep a per-document bar at 0%
+        bar = tqdm(total=sum(len(t.text) for t in texts), desc="dim-probe", unit="char", unit_scale=True)
     pipe = nlp.pipe((t.text for t in texts), batch_size=config.spacy_batch_size)
     position = 0
     try:
         while position < len(texts):
             if config.max_tokens is not None and n_tokens[probe.name] >= config.max_tokens:
                 break
-            batch = texts[position : position + config.doc_batch]
+            batch = texts[position : position + _batch_len(texts, position, config.doc_batch)]
             start = time.perf_counter()
             spacy_docs = list(islice(pipe, len(batch)))
             start = timer.add("spacy", start)
@@ -459,7 +476,7 @@ def run_probe(
             next_doc += len(batch)
             position += len(batch)
             if bar is not None:
-                bar.update(len(batch))
+                bar.update(sum(len(t.text) for t in batch))
     finally:
         if bar is not None:
             bar.close()

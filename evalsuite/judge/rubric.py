@@ -162,6 +162,8 @@ def load_rubric(name_or_path: str | Path) -> Rubric:
     path = find_rubric(name_or_path)
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:
+        raise UserError(f"rubric {path}: not UTF-8 text (byte {err.start})") from None
     except yaml.YAMLError as err:
         raise UserError(f"rubric {path}: not valid YAML: {err}") from None
     if not isinstance(data, dict):
