@@ -42,7 +42,8 @@ def register(app: typer.Typer) -> None:
 
 def childes_age(
     paths: list[Path] = typer.Argument(..., help="CHAT .cha files, folders, TalkBank .zip files, or samples.jsonl."),
-    output: Path | None = typer.Option(None, "-o", "--output", help="CSV of predictions (required unless --fit)."),
+    out: Path | None = typer.Option(None, "-o", "--out", help="CSV of predictions (required unless --fit)."),
+    output_alias: Path | None = typer.Option(None, "--output", hidden=True, help="Old spelling of --out."),
     model_dir: Path | None = typer.Option(
         None, "--model", help="Age model folder (written by --fit, read otherwise). Default: results/childes-age/model; "
         "when applying and that holds no model, the model shipped with evalsuite."),
@@ -121,6 +122,9 @@ def childes_age(
         console.print(table)
         console.print(f"wrote the model and CV tables to {model_dir}")
         return
+    from evalsuite.commands._options import resolve_out
+
+    output = resolve_out(out, output_alias, "--output")
     if output is None:
         raise UserError("give -o OUT.csv for the predictions (or --fit to fit the model)")
     model = dev.load_model(model_dir)

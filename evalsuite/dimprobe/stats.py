@@ -495,11 +495,14 @@ CLAIM_RULE = (
     "the probed model and every control with the paired document bootstrap: for each control c, "
     "d_c = S_probe - S_c with its 95% percentile interval; the margin of c is the interval's bound "
     "nearest 0 (0 if the interval holds 0); the control spread is the largest upper 95% bound of "
-    "|S_ci - S_cj| over pairs of controls (0 with one control). 'supported' needs the within-model "
-    "verdict 'supported', every d_c > 0 (interval above 0) and every margin > the control spread; "
-    "'refuted' needs the within-model verdict 'refuted', every d_c < 0 (interval below 0) and every "
-    "margin > the control spread; anything else is 'not_distinguishable_from_control': the probed model "
-    "does not differ from its controls by more than the controls differ from each other."
+    "|S_ci - S_cj| over pairs of controls (0 with one control). In addition S_probe must lie outside the "
+    "controls' 95% prediction interval mean(S_c) +- t(0.975, K-1) * sd(S_c) * sqrt(1 + 1/K) over the K "
+    "controls (K >= 2 needed, else 'uncertain'): the probed model must not look like one more draw of its "
+    "controls. 'supported' needs the within-model verdict 'supported', every d_c > 0 (interval above 0), "
+    "every margin > the control spread and S_probe outside the prediction interval; 'refuted' needs the "
+    "within-model verdict 'refuted', every d_c < 0 (interval below 0), every margin > the control spread "
+    "and S_probe outside the prediction interval; anything else is 'not_distinguishable_from_control': the "
+    "probed model does not differ from its controls by more than the controls differ from each other."
 )
 CLAIM_SCORE = (
     "claim score S: for a category claim, the mean over the claimed components of the category's mean "
@@ -629,7 +632,16 @@ def _compare_claim(
             if len(finite):
                 spread = max(spread, float(np.percentile(finite, 97.5)))
     margin = float(min(margins))
-    beyond = margin > spread
+    c_points = np.array([points[(c, layer, cat)] for c in available], dtype=float)
+    c_points = c_points[np.isfinite(c_points)]
+    if own != "uncertain" and len(c_points) < 2:
+        return ("uncertain", "fewer than 2 controls: their spread (the prediction interval) cannot be estimated",
+                spread, margin, "; ".join(texts))
+    k = len(c_points)
+    halfwidth = float(sps.t.ppf(0.975, k - 1) * np.std(c_points, ddof=1) * np.sqrt(1 + 1 / k)) if k >= 2 else np.nan
+    outside = bool(abs(p_point - float(np.mean(c_points))) > halfwidth) if k >= 2 else False
+    texts.append(f"controls' 95% prediction interval {float(np.mean(c_points)) if k else np.nan:+.4f} +- {halfwidth:.4f}")
+    beyond = margin > spread and outside
     if own == "uncertain":
         return "uncertain", "within-model verdict uncertain", spread, margin, "; ".join(texts)
     if own == "supported" and all(s > 0 for s in signs) and beyond:
