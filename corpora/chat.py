@@ -524,23 +524,7 @@ def _collect_sources(path: Path) -> Path:
             raise UserError(f"not a zip file (corrupt or truncated archive): {path}") from err
     elif path.suffix.lower() != ".cha":
         raise UserError(f"expected a .cha file, a directory of .cha files or a TalkBank .zip: {path}")
-    if path.suffix.lower() != ".zip":
-        for file in [path] if path.is_file() else sorted(path.rglob("*.cha")):
-            _check_complete(file)
     return path
-
-
-def _check_complete(file: Path) -> None:
-    """A CHAT file ends with an @End line; one without it was cut short (a partial download or copy),
-    and its last utterance would be read as if whole."""
-    with file.open("rb") as handle:
-        handle.seek(max(0, file.stat().st_size - 256))
-        tail = handle.read()
-    # "replace": the seek may cut a multi-byte character; only the last line's ASCII matters here
-    lines = tail.decode("utf-8", errors="replace").rstrip().splitlines()
-    if not lines or lines[-1].strip() != "@End":
-        raise UserError(f"{file}: no @End line at its end: the CHAT file is cut short or not CHAT "
-                        "(re-download or re-copy it)")
 
 
 def _child_name(participants, file_path: str) -> str:
@@ -609,8 +593,9 @@ def _read_chat_rows(path: str | os.PathLike, speakers: Sequence[str] | None) -> 
         rows.extend(tr.rows)
         issues.extend(tr.issues)
     if n_read == 0:
-        first = next((i["message"] for i in issues if i["severity"] == "error"), "")
-        raise UserError(f"no CHAT transcript could be read from {path}: {first}")
+        first = next((i for i in issues if i["severity"] == "error"), None)
+        reason = f"{first['file']}: {first['message']}" if first else "no transcripts found"
+        raise UserError(f"no CHAT transcript could be read from {path} ({reason})")
     frame = pd.DataFrame(rows, columns=COLUMNS)
     if frame.empty:
         wanted = ", ".join(sorted(speakers)) if speakers else "any speaker"
