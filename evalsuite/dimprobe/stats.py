@@ -100,20 +100,52 @@ def _percentile(draws: np.ndarray, q: float) -> np.ndarray:
 
 
 def _interval(draws: np.ndarray, low: float = 2.5, high: float = 97.5) -> tuple[np.ndarray, np.ndarray]:
-    """(_percentile(draws, low), _percentile(draws, high)) from one sort (a partial sort around the
-    four order statistics needed when no draw is NaN, the usual case)."""
+    """(_percentile(draws, low), _percentile(draws, high)): the same order statistics and the same
+    interpolation, from a partial sort (np.partition around the four order statistics needed) of the
+    columns without a NaN draw, and a full sort only of the columns that hold one (usually few: a
+    category missing from some resamples)."""
     n = draws.shape[0]
-    if n > 1 and not np.isnan(draws).any():
-        out = []
-        kth = sorted({int(np.floor(q / 100.0 * (n - 1))) for q in (low, high)}
-                     | {min(int(np.floor(q / 100.0 * (n - 1))) + 1, n - 1) for q in (low, high)})
-        part = np.partition(draws, kth, axis=0)
-        for q in (low, high):
-            pos = q / 100.0 * (n - 1)
-            lo = int(np.floor(pos))
-            hi = min(lo + 1, n - 1)
-            out.append(part[lo] + (part[hi] - part[lo]) * (pos - lo))
-        return out[0], out[1]
+    if n <= 1:
+        return _interval_sorted(draws, low, high)
+    has_nan = np.isnan(draws).any(axis=0)
+    if not has_nan.any():
+        return _interval_partition(draws, low, high)
+    if has_nan.all():
+        return _interval_sorted(draws, low, high)
+    flat = draws.reshape(n, -1)
+    mask = has_nan.ravel()
+    out_low = np.empty(flat.shape[1], dtype=np.result_type(draws.dtype, np.float64))
+    out_high = np.empty_like(out_low)
+    # float64 interpolation fractions, as the full-sort path computes them for these columns
+    clean_low, clean_high = _interval_partition(flat[:, ~mask], low, high, frac_array=True)
+    nan_low, nan_high = _interval_sorted(flat[:, mask], low, high)
+    out_low[~mask], out_high[~mask] = clean_low, clean_high
+    out_low[mask], out_high[mask] = nan_low, nan_high
+    return out_low.reshape(draws.shape[1:]), out_high.reshape(draws.shape[1:])
+
+
+def _interval_partition(
+    draws: np.ndarray, low: float, high: float, frac_array: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """_interval for NaN-free draws (n > 1): a partial sort around the needed order statistics.
+    `frac_array`: interpolate with a float64 array of fractions (the arithmetic of
+    `_interval_sorted`, whose fractions are arrays) instead of a Python float."""
+    n = draws.shape[0]
+    out = []
+    kth = sorted({int(np.floor(q / 100.0 * (n - 1))) for q in (low, high)}
+                 | {min(int(np.floor(q / 100.0 * (n - 1))) + 1, n - 1) for q in (low, high)})
+    part = np.partition(draws, kth, axis=0)
+    for q in (low, high):
+        pos = q / 100.0 * (n - 1)
+        lo = int(np.floor(pos))
+        hi = min(lo + 1, n - 1)
+        frac = np.full(draws.shape[1:], pos - lo) if frac_array else pos - lo
+        out.append(part[lo] + (part[hi] - part[lo]) * frac)
+    return out[0], out[1]
+
+
+def _interval_sorted(draws: np.ndarray, low: float, high: float) -> tuple[np.ndarray, np.ndarray]:
+    """_interval by a full sort (NaN draws sort last and are left out of the count)."""
     ordered = np.sort(draws, axis=0)
     valid = (~np.isnan(draws)).sum(axis=0)
     out = []
@@ -314,34 +346,38 @@ def compute_stats(
 
     # tidy tables
     layer_idx, comp_idx = np.divmod(np.arange(lk), n_k)
-    rows = []
-    for ci, cat in enumerate(acc.categories):
-        rows.append(pd.DataFrame({
-            "model": name,
-            "layer": np.asarray(acc.layers)[layer_idx],
-            "component": [f"e{k}" for k in comp_idx],
-            "category": cat,
-            "mean": mean[ci], "ci_low": ci_low[ci], "ci_high": ci_high[ci],
-            "sd": cat_sd[ci],
-            "overall": overall, "ratio": ratio[ci], "ratio_ci_low": r_low[ci], "ratio_ci_high": r_high[ci],
-            "z": z[ci], "z_perm": z_perm[ci],
-            "p": p_mc[ci], "p_adj": p_adj[ci], "p_norm": p_norm[ci], "p_norm_adj": p_norm_adj[ci],
-            "significant": p_adj[ci] < alpha,
-            "rank_mean": rank_mean[ci].ravel(), "rank_mean_ci_low": rk_low[ci].ravel(),
-            "rank_mean_ci_high": rk_high[ci].ravel(), "rank_ratio": rank_ratio[ci].ravel(),
-            "n_tokens": int(n_cat[ci]), "n_docs": int(n_docs_cat[ci]),
-        }))
     overall_rank = _ranks_desc(overall.reshape(n_l, n_k))
-    rows.append(pd.DataFrame({
-        "model": name, "layer": np.asarray(acc.layers)[layer_idx], "component": [f"e{k}" for k in comp_idx],
-        "category": ALL, "mean": overall, "ci_low": all_low, "ci_high": all_high, "sd": sd,
-        "overall": overall, "ratio": 1.0, "ratio_ci_low": np.nan, "ratio_ci_high": np.nan,
-        "z": 0.0, "z_perm": np.nan, "p": np.nan, "p_adj": np.nan, "p_norm": np.nan, "p_norm_adj": np.nan,
-        "significant": False, "rank_mean": overall_rank.ravel(), "rank_mean_ci_low": np.nan,
-        "rank_mean_ci_high": np.nan, "rank_ratio": np.nan,
-        "n_tokens": int(n_total), "n_docs": int((acc.doc_n_total > 0).sum()),
-    }))
-    table = pd.concat(rows, ignore_index=True)
+    # one frame, category-major blocks of (layer, component) rows, then the ALL block (the rows and
+    # dtypes of one frame per category concatenated, built without the per-category frames)
+
+    def block(per_cat: np.ndarray | float, all_value: np.ndarray | float) -> np.ndarray:
+        cats = np.broadcast_to(np.asarray(per_cat), (n_c, lk)).reshape(-1)
+        return np.concatenate([cats, np.broadcast_to(np.asarray(all_value), (lk,))])
+
+    def per_category(values: np.ndarray | Sequence[object]) -> np.ndarray:
+        return np.asarray(values)[:, None].repeat(lk, axis=1)
+
+    components = np.asarray([f"e{k}" for k in comp_idx], dtype=object)
+    table = pd.DataFrame({
+        "model": name,
+        "layer": np.tile(np.asarray(acc.layers)[layer_idx], n_c + 1),
+        "component": np.tile(components, n_c + 1),
+        "category": block(per_category(np.asarray(acc.categories, dtype=object)), np.asarray(ALL, dtype=object)),
+        "mean": block(mean, overall), "ci_low": block(ci_low, all_low), "ci_high": block(ci_high, all_high),
+        "sd": block(cat_sd, sd),
+        "overall": np.tile(overall, n_c + 1), "ratio": block(ratio, 1.0),
+        "ratio_ci_low": block(r_low, np.nan), "ratio_ci_high": block(r_high, np.nan),
+        "z": block(z, 0.0), "z_perm": block(z_perm, np.nan),
+        "p": block(p_mc, np.nan), "p_adj": block(p_adj, np.nan), "p_norm": block(p_norm, np.nan),
+        "p_norm_adj": block(p_norm_adj, np.nan),
+        "significant": block(p_adj < alpha, False),
+        "rank_mean": block(rank_mean.reshape(n_c, lk), overall_rank.ravel()),
+        "rank_mean_ci_low": block(np.asarray(rk_low).reshape(n_c, lk), np.nan),
+        "rank_mean_ci_high": block(np.asarray(rk_high).reshape(n_c, lk), np.nan),
+        "rank_ratio": block(rank_ratio.reshape(n_c, lk), np.nan),
+        "n_tokens": block(per_category(n_cat.astype(np.int64)), int(n_total)),
+        "n_docs": block(per_category(np.asarray(n_docs_cat, dtype=np.int64)), int((acc.doc_n_total > 0).sum())),
+    })
 
     spec_low, spec_high = _interval(boot_spec_excess)
     spec_rows = []
