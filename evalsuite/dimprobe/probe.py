@@ -311,6 +311,22 @@ def model_provenance(m: ModelUnderProbe) -> dict[str, Any]:
     }
 
 
+_BLAS: list[Any] = []  # the threadpoolctl controller, made once (it scans the loaded libraries)
+
+
+def one_blas_thread() -> Any:
+    """A context in which numpy's BLAS runs one thread. The probe's matrix products (bootstrap
+    multiplicities x per-document sums, per-document label sums) are small: BLAS threads gain
+    nothing on them, and on a shared machine OpenBLAS's spinning threads made them 10-100x slower.
+    The products' values are unchanged (OpenBLAS splits the output, not the summation, across threads;
+    tests/test_dimprobe_perf.py checks the tables bitwise against the reference implementation)."""
+    from threadpoolctl import ThreadpoolController
+
+    if not _BLAS:
+        _BLAS.append(ThreadpoolController())
+    return _BLAS[0].limit(limits=1, user_api="blas")
+
+
 def _same_weights(a: Any, b: Any) -> bool:
     sa, sb = a.state_dict(), b.state_dict()
     return sa.keys() == sb.keys() and all(
@@ -427,10 +443,11 @@ def run_probe(
                         stride=config.stride, statistic=config.statistic, feature_layers=want_sel,
                     )
                     start = timer.add("forward", start)
-                    accumulators[m.name].add_batch(
-                        [d.index for d in docs], [o.mags for o in outputs], [u[0] for u in units],
-                        [u[1] for u in units], plan,
-                    )
+                    with one_blas_thread():
+                        accumulators[m.name].add_batch(
+                            [d.index for d in docs], [o.mags for o in outputs], [u[0] for u in units],
+                            [u[1] for u in units], plan,
+                        )
                     n_tokens[m.name] += sum(len(lab) for lab in labels)
                     n_unaligned[m.name] += sum(d.n_unaligned for d in docs)
                     start = timer.add("accumulate", start)
@@ -477,11 +494,12 @@ def run_probe(
 
     start = time.perf_counter()
     weights = bootstrap_weights(n_docs, config.bootstrap, config.seed)
-    all_stats = {
-        m.name: compute_stats(m.name, accumulators[m.name].finalize(), weights,
-                              alpha=config.alpha, correction=config.correction)
-        for m in models
-    }
+    with one_blas_thread():
+        all_stats = {
+            m.name: compute_stats(m.name, accumulators[m.name].finalize(), weights,
+                                  alpha=config.alpha, correction=config.correction)
+            for m in models
+        }
     probe_stats = all_stats[probe.name]
     n_tests = int(probe_stats.table["p"].notna().sum())
     if config.permutations and n_tests and n_tests / (config.permutations + 1) > config.alpha:

@@ -83,6 +83,50 @@ def _ranks_desc(values: np.ndarray) -> np.ndarray:
     return ranks
 
 
+def _max_last(values: np.ndarray) -> np.ndarray:
+    """values.max(axis=-1) (NaN propagates) as pairwise np.maximum over the few last-axis entries:
+    the same values, without numpy's slow reduction over a short, innermost axis."""
+    out = values[..., 0].copy()
+    for k in range(1, values.shape[-1]):
+        np.maximum(out, values[..., k], out=out)
+    return out
+
+
+def _boot_rank_interval(
+    boot: np.ndarray, low: float = 2.5, high: float = 97.5
+) -> tuple[np.ndarray, np.ndarray]:
+    """_rank_interval(np.where(all-NaN row, NaN, _ranks_desc(boot)), K) for bootstrap draws
+    boot (B, ..., K), with the ranks from pairwise comparisons (rank_i = 1 + #{j > i: v_j > v_i}
+    + #{j < i: v_j >= v_i}, NaN as -inf: exactly the stable descending argsort's ranks), component-
+    major so every comparison runs over one contiguous vector, and the counts per rank from one
+    bincount, instead of B x ... argsorts of K values."""
+    n_boot, k = boot.shape[0], boot.shape[-1]
+    rest = boot.shape[1:-1]
+    values = np.moveaxis(boot, -1, 0).reshape(k, -1)  # (K, B*M), M = cells per resample
+    n_cells = values.shape[1] // max(n_boot, 1)
+    filled = np.where(np.isnan(values), -np.inf, values)
+    ranks = np.ones(filled.shape, dtype=np.int64)
+    for i in range(k):
+        for j in range(k):
+            if j < i:
+                ranks[i] += filled[j] >= filled[i]
+            elif j > i:
+                ranks[i] += filled[j] > filled[i]
+    valid = ~np.isnan(values).all(axis=0)  # resamples holding the category (B*M,)
+    cell = np.arange(values.shape[1]) % max(n_cells, 1)
+    flat = ((ranks - 1) * (k * n_cells) + np.arange(k)[:, None] * n_cells + cell[None, :])[:, valid]
+    counts = np.bincount(flat.ravel(), minlength=k * k * n_cells).reshape(k, k, n_cells)  # (rank, K, M)
+    counts = np.moveaxis(counts, 1, -1).reshape(k, *rest, k)
+    cum = np.cumsum(counts, axis=0)
+    total = cum[-1]
+    out = []
+    for q, rounding in ((low, np.floor), (high, np.ceil)):
+        idx = rounding(q / 100.0 * np.maximum(total - 1, 0))
+        value = 1.0 + (cum <= idx[None]).sum(axis=0)  # the (idx+1)-th smallest rank
+        out.append(np.where(total > 0, value, np.nan))
+    return out[0], out[1]
+
+
 def _percentile(draws: np.ndarray, q: float) -> np.ndarray:
     """np.nanpercentile(draws, q, axis=0) with linear interpolation, vectorised (NaN draws are
     ignored; all-NaN columns give NaN). numpy's nanpercentile loops over columns in Python."""
@@ -101,9 +145,8 @@ def _percentile(draws: np.ndarray, q: float) -> np.ndarray:
 
 def _interval(draws: np.ndarray, low: float = 2.5, high: float = 97.5) -> tuple[np.ndarray, np.ndarray]:
     """(_percentile(draws, low), _percentile(draws, high)): the same order statistics and the same
-    interpolation, from a partial sort (np.partition around the four order statistics needed) of the
-    columns without a NaN draw, and a full sort only of the columns that hold one (usually few: a
-    category missing from some resamples)."""
+    interpolation; columns without a NaN draw are read at fixed positions, only the columns that
+    hold one (usually few: a category missing from some resamples) count their valid draws."""
     n = draws.shape[0]
     if n <= 1:
         return _interval_sorted(draws, low, high)
@@ -127,14 +170,14 @@ def _interval(draws: np.ndarray, low: float = 2.5, high: float = 97.5) -> tuple[
 def _interval_partition(
     draws: np.ndarray, low: float, high: float, frac_array: bool = False
 ) -> tuple[np.ndarray, np.ndarray]:
-    """_interval for NaN-free draws (n > 1): a partial sort around the needed order statistics.
-    `frac_array`: interpolate with a float64 array of fractions (the arithmetic of
-    `_interval_sorted`, whose fractions are arrays) instead of a Python float."""
+    """_interval for NaN-free draws (n > 1), read at fixed order statistics. A full sort: numpy's
+    vectorised sort of 1000 draws is about twice as fast as np.partition around four order
+    statistics, and the order statistics are the same. `frac_array`: interpolate with a float64
+    array of fractions (the arithmetic of `_interval_sorted`, whose fractions are arrays) instead of
+    a Python float (the arithmetic of the partition path these values always came from)."""
     n = draws.shape[0]
     out = []
-    kth = sorted({int(np.floor(q / 100.0 * (n - 1))) for q in (low, high)}
-                 | {min(int(np.floor(q / 100.0 * (n - 1))) + 1, n - 1) for q in (low, high)})
-    part = np.partition(draws, kth, axis=0)
+    part = np.sort(draws, axis=0)
     for q in (low, high):
         pos = q / 100.0 * (n - 1)
         lo = int(np.floor(pos))
@@ -288,7 +331,7 @@ def compute_stats(
         p_mc = (1.0 + exceed) / (n_perm + 1.0)
         with np.errstate(divide="ignore", invalid="ignore"):
             perm_ratio = acc.perm_sum / acc.perm_n[:, :, None] / overall[None, None, :]
-        perm_spec = np.abs(perm_ratio - 1.0).reshape(n_c, n_perm, n_l, n_k).max(axis=-1)  # (C, P, L)
+        perm_spec = _max_last(np.abs(perm_ratio - 1.0).reshape(n_c, n_perm, n_l, n_k))  # (C, P, L)
         finite = np.isfinite(perm_spec)
         with np.errstate(invalid="ignore", divide="ignore"):
             spec_null = np.where(finite, perm_spec, 0.0).sum(axis=1) / finite.sum(axis=1)
@@ -319,11 +362,10 @@ def compute_stats(
     rank_mean = _ranks_desc(mean.reshape(shape4))
     rank_ratio = _ranks_desc(ratio.reshape(shape4))
     if n_boot:
-        boot_mean4 = boot_mean.reshape(n_boot, *shape4).astype(np.float64)
         # a resample without the category's tokens has no ranking: leave it out (ranking its NaN
-        # means would hand out ranks 1..K in component order, e.g. rank 1 to e0)
-        boot_rank = np.where(np.isnan(boot_mean4).all(axis=-1, keepdims=True), np.nan, _ranks_desc(boot_mean4))
-        rk_low, rk_high = _rank_interval(boot_rank, n_k)
+        # means would hand out ranks 1..K in component order, e.g. rank 1 to e0). float32 values
+        # compare as their float64 casts do, so no cast is needed for the ranks.
+        rk_low, rk_high = _boot_rank_interval(boot_mean.reshape(n_boot, *shape4))
     else:
         rk_low = rk_high = np.full(shape4, np.nan)
 
@@ -335,7 +377,7 @@ def compute_stats(
     boot_spec = np.abs(boot_ratio.reshape(n_boot, *shape4) - 1.0)
     with np.errstate(invalid="ignore"):
         boot_spec = np.where(np.isnan(boot_spec).all(axis=-1), np.nan,
-                             np.nanmax(np.where(np.isnan(boot_spec), -np.inf, boot_spec), axis=-1))
+                             _max_last(np.where(np.isnan(boot_spec), -np.inf, boot_spec)))
     if acc.perm_sum is not None and acc.perm_sum.shape[1] > 0:
         spec_p = (1.0 + (np.nan_to_num(perm_spec, nan=np.inf) >= (spec_val - 1e-9)[:, None, :]).sum(axis=1)) \
             / (n_perm + 1.0)
