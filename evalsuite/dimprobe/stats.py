@@ -580,7 +580,7 @@ def _claim_scores(stats: ModelStats, layer: int, claimed: Sequence[int] | None, 
     present = [ci for ci in range(len(stats.categories)) if stats.n_tokens[ci] > 0]
 
     def lead(means: np.ndarray) -> np.ndarray:  # (..., C', K)
-        return (means[..., 0] - means[..., 1:].max(axis=-1)).mean(axis=-1)
+        return (means[..., 0] - _max_last(means[..., 1:])).mean(axis=-1)
 
     point = float(lead(stats.mean[present, li])) / scale
     draws = lead(stats.boot_mean[:, present, li, :].astype(np.float64)) / boot_scale
