@@ -186,6 +186,26 @@ def _interval1(draws: np.ndarray) -> tuple[float, float]:
     return float(low), float(high)
 
 
+def _intervals1(draws: Sequence[np.ndarray]) -> list[tuple[float, float]]:
+    """[_interval1(d) for d in draws], with one np.percentile call over the columns whose draws are
+    all finite (the same order statistics and interpolation per column as one call each)."""
+    out: list[tuple[float, float]] = [(np.nan, np.nan)] * len(draws)
+    if not len(draws):
+        return out
+    lengths = {len(d) for d in draws}
+    if len(lengths) != 1:
+        return [_interval1(d) for d in draws]
+    stacked = np.stack([np.asarray(d, dtype=np.float64) for d in draws], axis=1)  # (B, M)
+    clean = np.isfinite(stacked).all(axis=0) & (stacked.shape[0] > 0)
+    if clean.any():
+        low, high = np.percentile(stacked[:, clean], [2.5, 97.5], axis=0)
+        for i, lo, hi in zip(np.flatnonzero(clean), low, high, strict=True):
+            out[i] = (float(lo), float(hi))
+    for i in np.flatnonzero(~clean):
+        out[i] = _interval1(stacked[:, i])
+    return out
+
+
 def _rank_interval(ranks: np.ndarray, n: int, low: float = 2.5, high: float = 97.5) -> tuple[np.ndarray, np.ndarray]:
     """(_rank_percentile(ranks, low, "lower"), _rank_percentile(ranks, high, "higher")) for ranks in
     1..n (NaN = no ranking in that resample), from counts per rank instead of a sort."""
@@ -422,6 +442,7 @@ def compute_stats(
 def compare_with_control(probe: ModelStats, control: ModelStats) -> pd.DataFrame:
     """Paired bootstrap difference of spec_excess (probe - control) per (layer, category)."""
     rows = []
+    diff_draws: list[np.ndarray] = []
     shared_layers = [layer for layer in probe.layers if layer in control.layers]
     for cat in probe.categories:
         if cat not in control.categories:
@@ -429,18 +450,21 @@ def compare_with_control(probe: ModelStats, control: ModelStats) -> pd.DataFrame
         ci_p, ci_c = probe.categories.index(cat), control.categories.index(cat)
         for layer in shared_layers:
             li_p, li_c = probe.layers.index(layer), control.layers.index(layer)
-            diff_draws = probe.boot_spec_excess[:, ci_p, li_p] - control.boot_spec_excess[:, ci_c, li_c]
+            diff_draws.append(probe.boot_spec_excess[:, ci_p, li_p] - control.boot_spec_excess[:, ci_c, li_c])
             diff = probe.spec_excess[ci_p, li_p] - control.spec_excess[ci_c, li_c]
-            low, high = _interval1(diff_draws)
             rows.append({
                 "control": control.name, "layer": layer, "category": cat,
                 "probe_spec_excess": probe.spec_excess[ci_p, li_p],
                 "control_spec_excess": control.spec_excess[ci_c, li_c],
-                "diff": diff, "diff_ci_low": low, "diff_ci_high": high,
-                "exceeds_control": bool(np.isfinite(low) and low > 0),
+                "diff": diff,
                 "n_tokens_probe": int(probe.n_tokens[ci_p]), "n_tokens_control": int(control.n_tokens[ci_c]),
             })
-    return pd.DataFrame(rows)
+    for row, (low, high) in zip(rows, _intervals1(diff_draws), strict=True):
+        row["diff_ci_low"], row["diff_ci_high"] = low, high
+        row["exceeds_control"] = bool(np.isfinite(low) and low > 0)
+    columns = ["control", "layer", "category", "probe_spec_excess", "control_spec_excess", "diff", "diff_ci_low",
+               "diff_ci_high", "exceeds_control", "n_tokens_probe", "n_tokens_control"]
+    return pd.DataFrame(rows, columns=columns if rows else None)
 
 
 def _fmt_components(comps: Sequence[int]) -> str:
@@ -614,6 +638,7 @@ def claims_across_models(
         table = table[table["layer"].isin(layers)].reset_index(drop=True)
         table = table.rename(columns={"verdict": "verdict_within_model"})
         scores, lows, highs = [], [], []
+        pending: list[tuple[int, np.ndarray]] = []  # (row, draws) whose interval is computed after the loop
         for _, row in table.iterrows():
             if row["verdict_within_model"] == "not testable" or row["layer"] not in st.layers:
                 scores.append(np.nan), lows.append(np.nan), highs.append(np.nan)
@@ -624,8 +649,10 @@ def claims_across_models(
             draws[(name, int(row["layer"]), row["category"])] = boot
             points[(name, int(row["layer"]), row["category"])] = point
             scores.append(point)
-            low, high = _interval1(boot)
-            lows.append(low), highs.append(high)
+            lows.append(None), highs.append(None)
+            pending.append((len(lows) - 1, boot))
+        for (i, _), (low, high) in zip(pending, _intervals1([b for _, b in pending]), strict=True):
+            lows[i], highs[i] = low, high
         table.insert(0, "model", name)
         table.insert(1, "role", "probed" if name == probe_name else "control")
         table["claim_score"], table["claim_score_ci_low"], table["claim_score_ci_high"] = scores, lows, highs
