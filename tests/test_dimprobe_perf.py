@@ -71,6 +71,8 @@ def test_fast_helpers_equal_their_references():
     from evalsuite.dimprobe.stats import (
         _boot_rank_interval,
         _interval,
+        _interval1,
+        _intervals1,
         _max_last,
         _rank_interval,
         _ranks_desc,
@@ -93,3 +95,28 @@ def test_fast_helpers_equal_their_references():
             for got, want in zip(_boot_rank_interval(d), _rank_interval(ranks, 8), strict=True):
                 assert np.array_equal(got, want, equal_nan=True)
             assert np.array_equal(_max_last(d), d.max(axis=-1), equal_nan=True)
+    draws = [rng.normal(size=250) for _ in range(30)]
+    draws[3][5] = np.nan
+    draws[7][:] = np.nan
+    draws[9][2] = np.inf
+    got, want = _intervals1(draws), [_interval1(d) for d in draws]
+    assert np.array_equal(np.asarray(got), np.asarray(want), equal_nan=True)
+    assert np.isnan(got[7][0]) and np.isfinite(got[3][0])
+
+
+def test_batched_permutations_equal_one_document_at_a_time():
+    from evalsuite.dimprobe.collect import _batched_partial_permutations, _partial_permutations
+
+    sizes = np.random.default_rng(9)
+    shuffles, want = [], []
+    for j in range(12):
+        n = int(sizes.integers(1, 60))
+        m = int(sizes.integers(1, n + 1))
+        row = int(sizes.integers(0, 500))
+        want.append(_partial_permutations(np.random.default_rng([3, j]), n, 50, m) + row)
+        shuffles.append((n, m, np.random.default_rng([3, j]).random((m, 50)), row))
+    got = _batched_partial_permutations(shuffles, 50)
+    assert len(got) == len(want)
+    assert all(np.array_equal(a, b) for a, b in zip(got, want, strict=True))
+    # and each row is a partial permutation: distinct unit rows of its document
+    assert all(len(set(r)) == len(r) for g in got for r in g)

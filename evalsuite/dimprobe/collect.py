@@ -378,15 +378,49 @@ def _partial_permutations(rng: np.random.Generator, n: int, p: int, m: int) -> n
     return perm.reshape(p, n)[:, :m]
 
 
+def _batched_partial_permutations(shuffles: Sequence[tuple[int, int, np.ndarray, int]], p: int) -> list[np.ndarray]:
+    """[_partial_permutations(rng_j, U_j, p, m_j) + row_j for each document], from each document's
+    draws (rng_j.random((m_j, p)), drawn as _partial_permutations draws them), with the Fisher-Yates
+    steps of all the batch's documents run together: step i swaps in every document with m_j > i,
+    the same swaps with the same draws (each document's swaps touch only its own rows), so the
+    permutations are identical; the Python loop runs max m_j times instead of sum m_j."""
+    if not shuffles:
+        return []
+    order = sorted(range(len(shuffles)), key=lambda j: -shuffles[j][1])  # longest prefix first
+    sizes = [shuffles[j][0] * p for j in order]
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+    perm = np.concatenate([np.tile(np.arange(shuffles[j][0], dtype=np.int64), p) for j in order])
+    base = np.concatenate([start + np.arange(p, dtype=np.int64) * shuffles[j][0]
+                           for start, j in zip(starts, order, strict=True)])  # (docs * p,)
+    units = np.repeat(np.asarray([shuffles[j][0] for j in order], dtype=np.int64), p)
+    steps = np.asarray([shuffles[j][1] for j in order])
+    draws = np.zeros((int(steps[0]), len(order) * p))
+    for slot, j in enumerate(order):
+        n_steps = shuffles[j][1]
+        draws[:n_steps, slot * p : (slot + 1) * p] = shuffles[j][2]
+    for i in range(int(steps[0])):
+        width = int((steps > i).sum()) * p  # the documents still shuffling: a prefix of `order`
+        here = base[:width] + i
+        there = here + (draws[i, :width] * (units[:width] - i)).astype(np.int64)
+        swap = perm[here]
+        perm[here] = perm[there]
+        perm[there] = swap
+    out: list[np.ndarray] = [np.empty(0)] * len(shuffles)
+    for start, j in zip(starts, order, strict=True):
+        n_units, m, _draws, row = shuffles[j]
+        out[j] = perm[start : start + n_units * p].reshape(p, n_units)[:, :m] + row
+    return out
+
+
 def plan_permutations(
     unit_labels: Sequence[np.ndarray], doc_indices: Sequence[int], n_permutations: int, seed: int
 ) -> PermutationPlan:
     """Draw the permutations of a batch of documents (`unit_labels[j]`: (U_j, C) word labels)."""
     p = n_permutations
     cuts_l, cols_l, cut_l, comp_l, full_l = [], [], [], [], []
-    perm_parts: list[np.ndarray] = []  # (P, m_j) unit rows of document j's prefixes
     seg_parts: list[np.ndarray] = []  # segment starts of document j within one replicate's index run
     out_rows: list[tuple[int, int]] = []
+    shuffles: list[tuple[int, int, np.ndarray, int]] = []  # (U_j, m_j, draws, first unit row) per document
     row, pos, out_row = 0, 0, 0
     for lab, doc_index in zip(unit_labels, doc_indices, strict=True):
         n_units = lab.shape[0]
@@ -402,7 +436,7 @@ def plan_permutations(
         if len(cuts):
             m = int(cuts[-1])
             rng = np.random.default_rng([seed, doc_index])
-            perm_parts.append(_partial_permutations(rng, n_units, p, m) + row)
+            shuffles.append((n_units, m, rng.random((m, p)), row))  # _partial_permutations' draws
             seg_parts.append(pos + np.concatenate([[0], cuts[:-1]]))
             pos += m
             out_rows.append((out_row, len(cuts)))
@@ -410,6 +444,7 @@ def plan_permutations(
         else:
             out_rows.append((out_row, 0))
         row += n_units
+    perm_parts = _batched_partial_permutations(shuffles, p)
     # bags in (replicate, document, segment) order, so the embedding_bag output is (P, R, LK + 1)
     # with R = segments of the batch: one replicate's segments of every document are contiguous
     if perm_parts:
