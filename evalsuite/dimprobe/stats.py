@@ -44,7 +44,7 @@ every control's by more than the controls differ from each other (CLAIM_RULE), n
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -260,6 +260,8 @@ class ModelStats:
     rank_ci_low: np.ndarray | None = None  # (C, L, K)
     rank_ci_high: np.ndarray | None = None  # (C, L, K)
     p_adj: np.ndarray | None = None  # (C, L, K)
+    # per layer index: (scale, bootstrap scales) of the claim scores, computed once (_claim_scale)
+    claim_scales: dict[int, tuple[float, np.ndarray]] = field(default_factory=dict, repr=False)
 
 
 def compute_stats(
@@ -584,11 +586,19 @@ CLAIM_SCORE = (
 )
 
 
+def _claim_scale(stats: ModelStats, li: int) -> tuple[float, np.ndarray]:
+    """The layer's average component value over all tokens, and its bootstrap draws: the divisor of
+    every claim score at that layer (one computation per model and layer, not per claim)."""
+    if li not in stats.claim_scales:
+        stats.claim_scales[li] = (float(np.nanmean(stats.overall[li])),
+                                  np.nanmean(stats.boot_overall[:, li, :], axis=1))
+    return stats.claim_scales[li]
+
+
 def _claim_scores(stats: ModelStats, layer: int, claimed: Sequence[int] | None, cat: str | None) -> tuple[float, np.ndarray]:
     """(S, bootstrap draws of S) of one claim on one model (see CLAIM_SCORE)."""
     li = stats.layers.index(layer)
-    scale = float(np.nanmean(stats.overall[li]))
-    boot_scale = np.nanmean(stats.boot_overall[:, li, :], axis=1)
+    scale, boot_scale = _claim_scale(stats, li)
     k = stats.n_components
     if claimed is not None and cat is not None:
         ci = stats.categories.index(cat)
@@ -639,7 +649,7 @@ def claims_across_models(
         table = table.rename(columns={"verdict": "verdict_within_model"})
         scores, lows, highs = [], [], []
         pending: list[tuple[int, np.ndarray]] = []  # (row, draws) whose interval is computed after the loop
-        for _, row in table.iterrows():
+        for row in table.to_dict("records"):  # plain dicts: iterrows builds a Series per row
             if row["verdict_within_model"] == "not testable" or row["layer"] not in st.layers:
                 scores.append(np.nan), lows.append(np.nan), highs.append(np.nan)
                 continue
@@ -659,7 +669,7 @@ def claims_across_models(
         per_model[name] = table
     probe_rows = per_model[probe_name]
     verdicts, notes, spreads, margins, diffs = [], [], [], [], []
-    for _, row in probe_rows.iterrows():
+    for row in probe_rows.to_dict("records"):
         key = (int(row["layer"]), row["category"])
         own = row["verdict_within_model"]
         verdict, note, spread, margin, diff_txt = _compare_claim(
