@@ -14,7 +14,7 @@ import pytest
 
 from tests._dimprobe_fixtures import stories, tiny_probe_model, word_tokenizer
 
-DOCS = stories(24, seed=11)
+DOCS = stories(16, seed=11)
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +28,7 @@ def both_runs():
     tok = word_tokenizer(DOCS)
     probe = tiny_probe_model(tok, seed=5)
     # a short window stride exercises the windowed forward; few permutations keep it fast
-    config = ProbeConfig(permutations=199, bootstrap=300, seed=3, min_docs=5, batch_tokens=512, doc_batch=7)
+    config = ProbeConfig(permutations=99, bootstrap=200, seed=3, min_docs=5, batch_tokens=512, doc_batch=7)
     texts = [ProbeText(d) for d in DOCS]
     fast = run_probe(probe, texts, config)
     patch = pytest.MonkeyPatch()
