@@ -29,7 +29,8 @@ accumulate + statistics, the code of this package (the rest is spaCy and the mod
     .venv/bin/python benchmarks/dimprobe_throughput.py --models spinnet-tiny --docs 50
     .venv/bin/python benchmarks/dimprobe_throughput.py --threads 1      # steadier on a shared machine
 
-Rows (+ load average, torch threads, versions) go to results/benchmarks/dimprobe_throughput.json.
+Rows (+ load average at the start and the end, torch threads, versions) go to
+results/benchmarks/dimprobe_throughput.json.
 On a machine shared with other jobs, torch's default of one thread per core oversubscribes the
 cores and the forward pass slows several-fold; `--threads 1` measures more steadily there.
 """
@@ -91,6 +92,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    load_start = os.getloadavg()
     stories = read_documents(find_data_dir(args.data_dir) / "tinystories" / "tinystories_sample.txt")
     nlp = load_spacy()
     rows = []
@@ -126,7 +128,7 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     meta = {"python": platform.python_version(), "torch": torch.__version__, "threads": torch.get_num_threads(),
             "cpu_count": os.cpu_count(), "permutations": args.permutations, "bootstrap": args.bootstrap,
-            "load_average": os.getloadavg()}
+            "load_average_start": load_start, "load_average": os.getloadavg()}
     out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
     import csv
 

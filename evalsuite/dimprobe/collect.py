@@ -343,6 +343,24 @@ class PermutationPlan:
     indices: torch.Tensor
     offsets: torch.Tensor
     out_rows: list[tuple[int, int]]  # per doc: (first segment within a replicate's R segments, count)
+    _selection: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
+
+    def selection(self, n_categories: int) -> np.ndarray:
+        """(C, R) float32 signed selection of the batch's segment sums: +1 where category c's prefix
+        in its document holds segment r, -1 for a complement (total minus prefix). It depends on the
+        documents' words only, so every model with this plan uses the one matrix (made once)."""
+        if n_categories not in self._selection:
+            n_segments = sum(n for _, n in self.out_rows)
+            select = np.zeros((n_categories, n_segments), dtype=np.float32)
+            for j, (first, n_seg) in enumerate(self.out_rows):
+                if n_seg == 0:
+                    continue
+                comp = self.cat_complement[j]
+                upto = (np.arange(n_seg)[None, :] <= self.cat_cut[j][:, None]).astype(np.float32)
+                np.add.at(select, (self.cat_cols[j][:, None], first + np.arange(n_seg)[None, :]),
+                          upto * np.where(comp, -1.0, 1.0).astype(np.float32)[:, None])
+            self._selection[n_categories] = select
+        return self._selection[n_categories]
 
 
 def _partial_permutations(rng: np.random.Generator, n: int, p: int, m: int) -> np.ndarray:
@@ -360,15 +378,49 @@ def _partial_permutations(rng: np.random.Generator, n: int, p: int, m: int) -> n
     return perm.reshape(p, n)[:, :m]
 
 
+def _batched_partial_permutations(shuffles: Sequence[tuple[int, int, np.ndarray, int]], p: int) -> list[np.ndarray]:
+    """[_partial_permutations(rng_j, U_j, p, m_j) + row_j for each document], from each document's
+    draws (rng_j.random((m_j, p)), drawn as _partial_permutations draws them), with the Fisher-Yates
+    steps of all the batch's documents run together: step i swaps in every document with m_j > i,
+    the same swaps with the same draws (each document's swaps touch only its own rows), so the
+    permutations are identical; the Python loop runs max m_j times instead of sum m_j."""
+    if not shuffles:
+        return []
+    order = sorted(range(len(shuffles)), key=lambda j: -shuffles[j][1])  # longest prefix first
+    sizes = [shuffles[j][0] * p for j in order]
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+    perm = np.concatenate([np.tile(np.arange(shuffles[j][0], dtype=np.int64), p) for j in order])
+    base = np.concatenate([start + np.arange(p, dtype=np.int64) * shuffles[j][0]
+                           for start, j in zip(starts, order, strict=True)])  # (docs * p,)
+    units = np.repeat(np.asarray([shuffles[j][0] for j in order], dtype=np.int64), p)
+    steps = np.asarray([shuffles[j][1] for j in order])
+    draws = np.zeros((int(steps[0]), len(order) * p))
+    for slot, j in enumerate(order):
+        n_steps = shuffles[j][1]
+        draws[:n_steps, slot * p : (slot + 1) * p] = shuffles[j][2]
+    for i in range(int(steps[0])):
+        width = int((steps > i).sum()) * p  # the documents still shuffling: a prefix of `order`
+        here = base[:width] + i
+        there = here + (draws[i, :width] * (units[:width] - i)).astype(np.int64)
+        swap = perm[here]
+        perm[here] = perm[there]
+        perm[there] = swap
+    out: list[np.ndarray] = [np.empty(0)] * len(shuffles)
+    for start, j in zip(starts, order, strict=True):
+        n_units, m, _draws, row = shuffles[j]
+        out[j] = perm[start : start + n_units * p].reshape(p, n_units)[:, :m] + row
+    return out
+
+
 def plan_permutations(
     unit_labels: Sequence[np.ndarray], doc_indices: Sequence[int], n_permutations: int, seed: int
 ) -> PermutationPlan:
     """Draw the permutations of a batch of documents (`unit_labels[j]`: (U_j, C) word labels)."""
     p = n_permutations
     cuts_l, cols_l, cut_l, comp_l, full_l = [], [], [], [], []
-    perm_parts: list[np.ndarray] = []  # (P, m_j) unit rows of document j's prefixes
     seg_parts: list[np.ndarray] = []  # segment starts of document j within one replicate's index run
     out_rows: list[tuple[int, int]] = []
+    shuffles: list[tuple[int, int, np.ndarray, int]] = []  # (U_j, m_j, draws, first unit row) per document
     row, pos, out_row = 0, 0, 0
     for lab, doc_index in zip(unit_labels, doc_indices, strict=True):
         n_units = lab.shape[0]
@@ -384,7 +436,7 @@ def plan_permutations(
         if len(cuts):
             m = int(cuts[-1])
             rng = np.random.default_rng([seed, doc_index])
-            perm_parts.append(_partial_permutations(rng, n_units, p, m) + row)
+            shuffles.append((n_units, m, rng.random((m, p)), row))  # _partial_permutations' draws
             seg_parts.append(pos + np.concatenate([[0], cuts[:-1]]))
             pos += m
             out_rows.append((out_row, len(cuts)))
@@ -392,6 +444,7 @@ def plan_permutations(
         else:
             out_rows.append((out_row, 0))
         row += n_units
+    perm_parts = _batched_partial_permutations(shuffles, p)
     # bags in (replicate, document, segment) order, so the embedding_bag output is (P, R, LK + 1)
     # with R = segments of the batch: one replicate's segments of every document are contiguous
     if perm_parts:
@@ -466,8 +519,8 @@ class Accumulator:
         self.p = n_permutations
         self._doc: dict[str, list[Any]] = defaultdict(list)
         self.cat_sumsq = np.zeros((self.c, self.lk))
-        self.perm_sum = np.zeros((self.c, self.p, self.lk)) if self.p else None
-        self.perm_n = np.zeros((self.c, self.p)) if self.p else None
+        self._perm_sum = np.zeros((self.p, self.c, self.lk)) if self.p else None  # (P, C, LK)
+        self._perm_n = np.zeros((self.p, self.c)) if self.p else None  # (P, C)
 
     def add_batch(
         self,
@@ -509,7 +562,7 @@ class Accumulator:
             self._add_permutations(unit_rows, plan)
 
     def _add_permutations(self, unit_rows: Sequence[np.ndarray], plan: PermutationPlan) -> None:
-        assert self.perm_sum is not None and self.perm_n is not None
+        assert self._perm_sum is not None and self._perm_n is not None
         if plan.indices.numel():
             weight = torch.from_numpy(np.concatenate(unit_rows).astype(np.float32))
             seg = F.embedding_bag(plan.indices, weight, plan.offsets, mode="sum")  # (rows, LK + 1)
@@ -520,29 +573,26 @@ class Accumulator:
         # segment sums, applied to all replicates in one batched matmul (no per-document prefix
         # sums or gathers); the totals (complements, categories holding every word) are float64 constants.
         const = np.zeros((self.c, self.lk + 1))
-        n_segments = sum(n for _, n in plan.out_rows)
-        select = np.zeros((self.c, n_segments), dtype=np.float32)
         for j, rows in enumerate(unit_rows):
             total = rows.sum(axis=0)  # (LK + 1,)
             full = plan.full_cols[j]
             if len(full):  # a category holding every word is constant under permutation
                 const[full] += total[None, :]
-            first, n_seg = plan.out_rows[j]
-            if n_seg == 0:
+            if plan.out_rows[j][1] == 0:
                 continue
-            comp = plan.cat_complement[j]
             cols = plan.cat_cols[j]
-            const[cols[comp]] += total[None, :]
-            upto = (np.arange(n_seg)[None, :] <= plan.cat_cut[j][:, None]).astype(np.float32)
-            np.add.at(select, (cols[:, None], first + np.arange(n_seg)[None, :]),
-                      upto * np.where(comp, -1.0, 1.0).astype(np.float32)[:, None])
+            const[cols[plan.cat_complement[j]]] += total[None, :]
+        select = plan.selection(self.c)
+        n_segments = select.shape[1]
+        # replicate-major (P, C, LK) running sums: the batch's (P, C, LK + 1) product adds in place
+        # without a transposed (strided) write; `finalize` hands out the (C, P, LK) view
         if n_segments:
             seg = seg.view(self.p, n_segments, self.lk + 1)
             perm = torch.matmul(torch.from_numpy(select), seg).numpy()  # (P, C, LK + 1)
-            self.perm_sum += perm[:, :, : self.lk].transpose(1, 0, 2)
-            self.perm_n += perm[:, :, self.lk].T
-        self.perm_sum += const[:, None, : self.lk]
-        self.perm_n += const[:, None, self.lk]
+            self._perm_sum += perm[:, :, : self.lk]
+            self._perm_n += perm[:, :, self.lk]
+        self._perm_sum += const[None, :, : self.lk]
+        self._perm_n += const[None, :, self.lk]
 
     def finalize(self) -> Accumulated:
         d = self._doc
@@ -569,6 +619,6 @@ class Accumulator:
             doc_unit_sum=stack("unit_sum", (self.lk,)),
             doc_unit_s2=stack("unit_s2", (self.lk,)),
             doc_unit_sn=stack("unit_sn", (self.lk,)),
-            perm_sum=self.perm_sum,
-            perm_n=self.perm_n,
+            perm_sum=None if self._perm_sum is None else np.ascontiguousarray(self._perm_sum.transpose(1, 0, 2)),
+            perm_n=None if self._perm_n is None else np.ascontiguousarray(self._perm_n.T),
         )

@@ -311,6 +311,22 @@ def model_provenance(m: ModelUnderProbe) -> dict[str, Any]:
     }
 
 
+_BLAS: list[Any] = []  # the threadpoolctl controller, made once (it scans the loaded libraries)
+
+
+def one_blas_thread() -> Any:
+    """A context in which numpy's BLAS runs one thread. The probe's matrix products (bootstrap
+    multiplicities x per-document sums, per-document label sums) are small: BLAS threads gain
+    nothing on them, and on a shared machine OpenBLAS's spinning threads made them 10-100x slower.
+    The products' values are unchanged (OpenBLAS splits the output, not the summation, across threads;
+    tests/test_dimprobe_perf.py checks the tables bitwise against the reference implementation)."""
+    from threadpoolctl import ThreadpoolController
+
+    if not _BLAS:
+        _BLAS.append(ThreadpoolController())
+    return _BLAS[0].limit(limits=1, user_api="blas")
+
+
 def _same_weights(a: Any, b: Any) -> bool:
     sa, sb = a.state_dict(), b.state_dict()
     return sa.keys() == sb.keys() and all(
@@ -444,10 +460,11 @@ def run_probe(
                         stride=config.stride, statistic=config.statistic, feature_layers=want_sel,
                     )
                     start = timer.add("forward", start)
-                    accumulators[m.name].add_batch(
-                        [d.index for d in docs], [o.mags for o in outputs], [u[0] for u in units],
-                        [u[1] for u in units], plan,
-                    )
+                    with one_blas_thread():
+                        accumulators[m.name].add_batch(
+                            [d.index for d in docs], [o.mags for o in outputs], [u[0] for u in units],
+                            [u[1] for u in units], plan,
+                        )
                     n_tokens[m.name] += sum(len(lab) for lab in labels)
                     n_unaligned[m.name] += sum(d.n_unaligned for d in docs)
                     start = timer.add("accumulate", start)
@@ -494,11 +511,12 @@ def run_probe(
 
     start = time.perf_counter()
     weights = bootstrap_weights(n_docs, config.bootstrap, config.seed)
-    all_stats = {
-        m.name: compute_stats(m.name, accumulators[m.name].finalize(), weights,
-                              alpha=config.alpha, correction=config.correction)
-        for m in models
-    }
+    with one_blas_thread():
+        all_stats = {
+            m.name: compute_stats(m.name, accumulators[m.name].finalize(), weights,
+                                  alpha=config.alpha, correction=config.correction)
+            for m in models
+        }
     probe_stats = all_stats[probe.name]
     n_tests = int(probe_stats.table["p"].notna().sum())
     if config.permutations and n_tests and n_tests / (config.permutations + 1) > config.alpha:
@@ -627,18 +645,38 @@ def top_components(table: pd.DataFrame, top: int = 3, alpha: float = 0.05) -> pd
         return pd.DataFrame()
     by_mean = cats.sort_values([*keys, "mean"], ascending=[True, True, True, False]).groupby(keys, sort=False).head(top)
     by_ratio = cats.sort_values([*keys, "ratio"], ascending=[True, True, True, False]).groupby(keys, sort=False).head(top)
-    fmt = by_ratio.assign(r=by_ratio["ratio"].map("{:.3f}".format), q=by_ratio["p_adj"].map("{:.2g}".format))
+    fmt = by_ratio.assign(r=[f"{v:.3f}" for v in by_ratio["ratio"]], q=[f"{v:.2g}" for v in by_ratio["p_adj"]])
     sig = cats.assign(up=(cats["p_adj"] < alpha) & (cats["ratio"] > 1), down=(cats["p_adj"] < alpha) & (cats["ratio"] < 1))
     out = pd.concat([
         cats.groupby(keys, sort=False)["n_tokens"].first(),
-        by_mean.groupby(keys, sort=False)["component"].agg(" ".join).rename("top_by_mean"),
-        fmt.groupby(keys, sort=False)["component"].agg(" ".join).rename("top_by_ratio"),
-        fmt.groupby(keys, sort=False)["r"].agg(" ".join).rename("top_ratios"),
-        fmt.groupby(keys, sort=False)["q"].agg(" ".join).rename("top_p_adj"),
+        _join_groups(by_mean, keys, "component", "top_by_mean"),
+        _join_groups(fmt, keys, "component", "top_by_ratio"),
+        _join_groups(fmt, keys, "r", "top_ratios"),
+        _join_groups(fmt, keys, "q", "top_p_adj"),
         sig.groupby(keys, sort=False)["up"].sum().rename("n_significant_up"),
         sig.groupby(keys, sort=False)["down"].sum().rename("n_significant_down"),
     ], axis=1).reset_index()
     return out
+
+
+def _join_groups(frame: pd.DataFrame, keys: list[str], col: str, name: str) -> pd.Series:
+    """frame.groupby(keys, sort=False)[col].agg(" ".join).rename(name) for a frame whose groups are
+    contiguous runs of rows (sorted by the keys): the joins in one pass over the runs, without
+    pandas' per-group Python calls."""
+    key_frame = frame[keys].reset_index(drop=True)
+    if key_frame.empty:
+        return frame.groupby(keys, sort=False)[col].agg(" ".join).rename(name)
+    change = np.zeros(len(key_frame), dtype=bool)
+    change[0] = True
+    for key in keys:
+        values = key_frame[key].to_numpy()
+        change[1:] |= values[1:] != values[:-1]
+    starts = np.flatnonzero(change)
+    ends = np.append(starts[1:], len(key_frame))
+    values = frame[col].tolist()
+    joined = [" ".join(values[a:b]) for a, b in zip(starts, ends, strict=True)]
+    index = pd.MultiIndex.from_frame(key_frame.iloc[starts])
+    return pd.Series(joined, index=index, name=name, dtype=frame[col].dtype)
 
 
 def _jsonable(value: Any) -> Any:

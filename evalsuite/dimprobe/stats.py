@@ -44,7 +44,7 @@ every control's by more than the controls differ from each other (CLAIM_RULE), n
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -83,6 +83,49 @@ def _ranks_desc(values: np.ndarray) -> np.ndarray:
     return ranks
 
 
+def _max_last(values: np.ndarray) -> np.ndarray:
+    """values.max(axis=-1) (NaN propagates) as pairwise np.maximum over the few last-axis entries:
+    the same values, without numpy's slow reduction over a short, innermost axis."""
+    out = values[..., 0].copy()
+    for k in range(1, values.shape[-1]):
+        np.maximum(out, values[..., k], out=out)
+    return out
+
+
+def _boot_rank_interval(
+    boot: np.ndarray, low: float = 2.5, high: float = 97.5
+) -> tuple[np.ndarray, np.ndarray]:
+    """_rank_interval(np.where(all-NaN row, NaN, _ranks_desc(boot)), K) for bootstrap draws
+    boot (B, ..., K), with the ranks from pairwise comparisons (rank_i = 1 + #{j > i: v_j > v_i}
+    + #{j < i: v_j >= v_i}, NaN as -inf: exactly the stable descending argsort's ranks; one
+    comparison per pair), component-major so every comparison runs over one contiguous vector, and the counts per rank from one
+    bincount, instead of B x ... argsorts of K values."""
+    n_boot, k = boot.shape[0], boot.shape[-1]
+    rest = boot.shape[1:-1]
+    values = np.moveaxis(boot, -1, 0).reshape(k, -1)  # (K, B*M), M = cells per resample
+    n_cells = values.shape[1] // max(n_boot, 1)
+    filled = np.where(np.isnan(values), -np.inf, values)
+    ranks = np.ones(filled.shape, dtype=np.int8 if k < 127 else np.int64)
+    for i in range(k):
+        for j in range(i + 1, k):
+            later_above = filled[j] > filled[i]  # then j outranks i; else (ties: the earlier wins) i outranks j
+            ranks[i] += later_above
+            ranks[j] += ~later_above
+    valid = ~np.isnan(values).all(axis=0)  # resamples holding the category (B*M,)
+    cell = np.arange(values.shape[1]) % max(n_cells, 1)
+    flat = ((ranks.astype(np.int64) - 1) * (k * n_cells) + np.arange(k)[:, None] * n_cells + cell[None, :])[:, valid]
+    counts = np.bincount(flat.ravel(), minlength=k * k * n_cells).reshape(k, k, n_cells)  # (rank, K, M)
+    counts = np.moveaxis(counts, 1, -1).reshape(k, *rest, k)
+    cum = np.cumsum(counts, axis=0)
+    total = cum[-1]
+    out = []
+    for q, rounding in ((low, np.floor), (high, np.ceil)):
+        idx = rounding(q / 100.0 * np.maximum(total - 1, 0))
+        value = 1.0 + (cum <= idx[None]).sum(axis=0)  # the (idx+1)-th smallest rank
+        out.append(np.where(total > 0, value, np.nan))
+    return out[0], out[1]
+
+
 def _percentile(draws: np.ndarray, q: float) -> np.ndarray:
     """np.nanpercentile(draws, q, axis=0) with linear interpolation, vectorised (NaN draws are
     ignored; all-NaN columns give NaN). numpy's nanpercentile loops over columns in Python."""
@@ -100,20 +143,25 @@ def _percentile(draws: np.ndarray, q: float) -> np.ndarray:
 
 
 def _interval(draws: np.ndarray, low: float = 2.5, high: float = 97.5) -> tuple[np.ndarray, np.ndarray]:
-    """(_percentile(draws, low), _percentile(draws, high)) from one sort (a partial sort around the
-    four order statistics needed when no draw is NaN, the usual case)."""
+    """(_percentile(draws, low), _percentile(draws, high)): the same order statistics and the same
+    interpolation. Without a NaN draw they sit at fixed positions of the sorted draws (a full sort:
+    numpy's vectorised sort of 1000 draws is about twice as fast as np.partition around the four
+    order statistics, which gave the same values); with one, each column counts its valid draws."""
     n = draws.shape[0]
     if n > 1 and not np.isnan(draws).any():
+        ordered = np.sort(draws, axis=0)
         out = []
-        kth = sorted({int(np.floor(q / 100.0 * (n - 1))) for q in (low, high)}
-                     | {min(int(np.floor(q / 100.0 * (n - 1))) + 1, n - 1) for q in (low, high)})
-        part = np.partition(draws, kth, axis=0)
         for q in (low, high):
             pos = q / 100.0 * (n - 1)
             lo = int(np.floor(pos))
             hi = min(lo + 1, n - 1)
-            out.append(part[lo] + (part[hi] - part[lo]) * (pos - lo))
+            out.append(ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo))
         return out[0], out[1]
+    return _interval_sorted(draws, low, high)
+
+
+def _interval_sorted(draws: np.ndarray, low: float, high: float) -> tuple[np.ndarray, np.ndarray]:
+    """_interval by a full sort (NaN draws sort last and are left out of the count)."""
     ordered = np.sort(draws, axis=0)
     valid = (~np.isnan(draws)).sum(axis=0)
     out = []
@@ -136,6 +184,26 @@ def _interval1(draws: np.ndarray) -> tuple[float, float]:
         return np.nan, np.nan
     low, high = np.percentile(finite, [2.5, 97.5])
     return float(low), float(high)
+
+
+def _intervals1(draws: Sequence[np.ndarray]) -> list[tuple[float, float]]:
+    """[_interval1(d) for d in draws], with one np.percentile call over the columns whose draws are
+    all finite (the same order statistics and interpolation per column as one call each)."""
+    out: list[tuple[float, float]] = [(np.nan, np.nan)] * len(draws)
+    if not len(draws):
+        return out
+    lengths = {len(d) for d in draws}
+    if len(lengths) != 1:
+        return [_interval1(d) for d in draws]
+    stacked = np.stack([np.asarray(d, dtype=np.float64) for d in draws], axis=1)  # (B, M)
+    clean = np.isfinite(stacked).all(axis=0) & (stacked.shape[0] > 0)
+    if clean.any():
+        low, high = np.percentile(stacked[:, clean], [2.5, 97.5], axis=0)
+        for i, lo, hi in zip(np.flatnonzero(clean), low, high, strict=True):
+            out[i] = (float(lo), float(hi))
+    for i in np.flatnonzero(~clean):
+        out[i] = _interval1(stacked[:, i])
+    return out
 
 
 def _rank_interval(ranks: np.ndarray, n: int, low: float = 2.5, high: float = 97.5) -> tuple[np.ndarray, np.ndarray]:
@@ -192,6 +260,8 @@ class ModelStats:
     rank_ci_low: np.ndarray | None = None  # (C, L, K)
     rank_ci_high: np.ndarray | None = None  # (C, L, K)
     p_adj: np.ndarray | None = None  # (C, L, K)
+    # per layer index: (scale, bootstrap scales) of the claim scores, computed once (_claim_scale)
+    claim_scales: dict[int, tuple[float, np.ndarray]] = field(default_factory=dict, repr=False)
 
 
 def compute_stats(
@@ -256,7 +326,7 @@ def compute_stats(
         p_mc = (1.0 + exceed) / (n_perm + 1.0)
         with np.errstate(divide="ignore", invalid="ignore"):
             perm_ratio = acc.perm_sum / acc.perm_n[:, :, None] / overall[None, None, :]
-        perm_spec = np.abs(perm_ratio - 1.0).reshape(n_c, n_perm, n_l, n_k).max(axis=-1)  # (C, P, L)
+        perm_spec = _max_last(np.abs(perm_ratio - 1.0).reshape(n_c, n_perm, n_l, n_k))  # (C, P, L)
         finite = np.isfinite(perm_spec)
         with np.errstate(invalid="ignore", divide="ignore"):
             spec_null = np.where(finite, perm_spec, 0.0).sum(axis=1) / finite.sum(axis=1)
@@ -287,11 +357,10 @@ def compute_stats(
     rank_mean = _ranks_desc(mean.reshape(shape4))
     rank_ratio = _ranks_desc(ratio.reshape(shape4))
     if n_boot:
-        boot_mean4 = boot_mean.reshape(n_boot, *shape4).astype(np.float64)
         # a resample without the category's tokens has no ranking: leave it out (ranking its NaN
-        # means would hand out ranks 1..K in component order, e.g. rank 1 to e0)
-        boot_rank = np.where(np.isnan(boot_mean4).all(axis=-1, keepdims=True), np.nan, _ranks_desc(boot_mean4))
-        rk_low, rk_high = _rank_interval(boot_rank, n_k)
+        # means would hand out ranks 1..K in component order, e.g. rank 1 to e0). float32 values
+        # compare as their float64 casts do, so no cast is needed for the ranks.
+        rk_low, rk_high = _boot_rank_interval(boot_mean.reshape(n_boot, *shape4))
     else:
         rk_low = rk_high = np.full(shape4, np.nan)
 
@@ -303,7 +372,7 @@ def compute_stats(
     boot_spec = np.abs(boot_ratio.reshape(n_boot, *shape4) - 1.0)
     with np.errstate(invalid="ignore"):
         boot_spec = np.where(np.isnan(boot_spec).all(axis=-1), np.nan,
-                             np.nanmax(np.where(np.isnan(boot_spec), -np.inf, boot_spec), axis=-1))
+                             _max_last(np.where(np.isnan(boot_spec), -np.inf, boot_spec)))
     if acc.perm_sum is not None and acc.perm_sum.shape[1] > 0:
         spec_p = (1.0 + (np.nan_to_num(perm_spec, nan=np.inf) >= (spec_val - 1e-9)[:, None, :]).sum(axis=1)) \
             / (n_perm + 1.0)
@@ -314,34 +383,38 @@ def compute_stats(
 
     # tidy tables
     layer_idx, comp_idx = np.divmod(np.arange(lk), n_k)
-    rows = []
-    for ci, cat in enumerate(acc.categories):
-        rows.append(pd.DataFrame({
-            "model": name,
-            "layer": np.asarray(acc.layers)[layer_idx],
-            "component": [f"e{k}" for k in comp_idx],
-            "category": cat,
-            "mean": mean[ci], "ci_low": ci_low[ci], "ci_high": ci_high[ci],
-            "sd": cat_sd[ci],
-            "overall": overall, "ratio": ratio[ci], "ratio_ci_low": r_low[ci], "ratio_ci_high": r_high[ci],
-            "z": z[ci], "z_perm": z_perm[ci],
-            "p": p_mc[ci], "p_adj": p_adj[ci], "p_norm": p_norm[ci], "p_norm_adj": p_norm_adj[ci],
-            "significant": p_adj[ci] < alpha,
-            "rank_mean": rank_mean[ci].ravel(), "rank_mean_ci_low": rk_low[ci].ravel(),
-            "rank_mean_ci_high": rk_high[ci].ravel(), "rank_ratio": rank_ratio[ci].ravel(),
-            "n_tokens": int(n_cat[ci]), "n_docs": int(n_docs_cat[ci]),
-        }))
     overall_rank = _ranks_desc(overall.reshape(n_l, n_k))
-    rows.append(pd.DataFrame({
-        "model": name, "layer": np.asarray(acc.layers)[layer_idx], "component": [f"e{k}" for k in comp_idx],
-        "category": ALL, "mean": overall, "ci_low": all_low, "ci_high": all_high, "sd": sd,
-        "overall": overall, "ratio": 1.0, "ratio_ci_low": np.nan, "ratio_ci_high": np.nan,
-        "z": 0.0, "z_perm": np.nan, "p": np.nan, "p_adj": np.nan, "p_norm": np.nan, "p_norm_adj": np.nan,
-        "significant": False, "rank_mean": overall_rank.ravel(), "rank_mean_ci_low": np.nan,
-        "rank_mean_ci_high": np.nan, "rank_ratio": np.nan,
-        "n_tokens": int(n_total), "n_docs": int((acc.doc_n_total > 0).sum()),
-    }))
-    table = pd.concat(rows, ignore_index=True)
+    # one frame, category-major blocks of (layer, component) rows, then the ALL block (the rows and
+    # dtypes of one frame per category concatenated, built without the per-category frames)
+
+    def block(per_cat: np.ndarray | float, all_value: np.ndarray | float) -> np.ndarray:
+        cats = np.broadcast_to(np.asarray(per_cat), (n_c, lk)).reshape(-1)
+        return np.concatenate([cats, np.broadcast_to(np.asarray(all_value), (lk,))])
+
+    def per_category(values: np.ndarray | Sequence[object]) -> np.ndarray:
+        return np.asarray(values)[:, None].repeat(lk, axis=1)
+
+    components = np.asarray([f"e{k}" for k in comp_idx], dtype=object)
+    table = pd.DataFrame({
+        "model": name,
+        "layer": np.tile(np.asarray(acc.layers)[layer_idx], n_c + 1),
+        "component": np.tile(components, n_c + 1),
+        "category": block(per_category(np.asarray(acc.categories, dtype=object)), np.asarray(ALL, dtype=object)),
+        "mean": block(mean, overall), "ci_low": block(ci_low, all_low), "ci_high": block(ci_high, all_high),
+        "sd": block(cat_sd, sd),
+        "overall": np.tile(overall, n_c + 1), "ratio": block(ratio, 1.0),
+        "ratio_ci_low": block(r_low, np.nan), "ratio_ci_high": block(r_high, np.nan),
+        "z": block(z, 0.0), "z_perm": block(z_perm, np.nan),
+        "p": block(p_mc, np.nan), "p_adj": block(p_adj, np.nan), "p_norm": block(p_norm, np.nan),
+        "p_norm_adj": block(p_norm_adj, np.nan),
+        "significant": block(p_adj < alpha, False),
+        "rank_mean": block(rank_mean.reshape(n_c, lk), overall_rank.ravel()),
+        "rank_mean_ci_low": block(np.asarray(rk_low).reshape(n_c, lk), np.nan),
+        "rank_mean_ci_high": block(np.asarray(rk_high).reshape(n_c, lk), np.nan),
+        "rank_ratio": block(rank_ratio.reshape(n_c, lk), np.nan),
+        "n_tokens": block(per_category(n_cat.astype(np.int64)), int(n_total)),
+        "n_docs": block(per_category(np.asarray(n_docs_cat, dtype=np.int64)), int((acc.doc_n_total > 0).sum())),
+    })
 
     spec_low, spec_high = _interval(boot_spec_excess)
     spec_rows = []
@@ -371,6 +444,7 @@ def compute_stats(
 def compare_with_control(probe: ModelStats, control: ModelStats) -> pd.DataFrame:
     """Paired bootstrap difference of spec_excess (probe - control) per (layer, category)."""
     rows = []
+    diff_draws: list[np.ndarray] = []
     shared_layers = [layer for layer in probe.layers if layer in control.layers]
     for cat in probe.categories:
         if cat not in control.categories:
@@ -378,18 +452,21 @@ def compare_with_control(probe: ModelStats, control: ModelStats) -> pd.DataFrame
         ci_p, ci_c = probe.categories.index(cat), control.categories.index(cat)
         for layer in shared_layers:
             li_p, li_c = probe.layers.index(layer), control.layers.index(layer)
-            diff_draws = probe.boot_spec_excess[:, ci_p, li_p] - control.boot_spec_excess[:, ci_c, li_c]
+            diff_draws.append(probe.boot_spec_excess[:, ci_p, li_p] - control.boot_spec_excess[:, ci_c, li_c])
             diff = probe.spec_excess[ci_p, li_p] - control.spec_excess[ci_c, li_c]
-            low, high = _interval1(diff_draws)
             rows.append({
                 "control": control.name, "layer": layer, "category": cat,
                 "probe_spec_excess": probe.spec_excess[ci_p, li_p],
                 "control_spec_excess": control.spec_excess[ci_c, li_c],
-                "diff": diff, "diff_ci_low": low, "diff_ci_high": high,
-                "exceeds_control": bool(np.isfinite(low) and low > 0),
+                "diff": diff,
                 "n_tokens_probe": int(probe.n_tokens[ci_p]), "n_tokens_control": int(control.n_tokens[ci_c]),
             })
-    return pd.DataFrame(rows)
+    for row, (low, high) in zip(rows, _intervals1(diff_draws), strict=True):
+        row["diff_ci_low"], row["diff_ci_high"] = low, high
+        row["exceeds_control"] = bool(np.isfinite(low) and low > 0)
+    columns = ["control", "layer", "category", "probe_spec_excess", "control_spec_excess", "diff", "diff_ci_low",
+               "diff_ci_high", "exceeds_control", "n_tokens_probe", "n_tokens_control"]
+    return pd.DataFrame(rows, columns=columns if rows else None)
 
 
 def _fmt_components(comps: Sequence[int]) -> str:
@@ -512,11 +589,19 @@ CLAIM_SCORE = (
 )
 
 
+def _claim_scale(stats: ModelStats, li: int) -> tuple[float, np.ndarray]:
+    """The layer's average component value over all tokens, and its bootstrap draws: the divisor of
+    every claim score at that layer (one computation per model and layer, not per claim)."""
+    if li not in stats.claim_scales:
+        stats.claim_scales[li] = (float(np.nanmean(stats.overall[li])),
+                                  np.nanmean(stats.boot_overall[:, li, :], axis=1))
+    return stats.claim_scales[li]
+
+
 def _claim_scores(stats: ModelStats, layer: int, claimed: Sequence[int] | None, cat: str | None) -> tuple[float, np.ndarray]:
     """(S, bootstrap draws of S) of one claim on one model (see CLAIM_SCORE)."""
     li = stats.layers.index(layer)
-    scale = float(np.nanmean(stats.overall[li]))
-    boot_scale = np.nanmean(stats.boot_overall[:, li, :], axis=1)
+    scale, boot_scale = _claim_scale(stats, li)
     k = stats.n_components
     if claimed is not None and cat is not None:
         ci = stats.categories.index(cat)
@@ -532,7 +617,7 @@ def _claim_scores(stats: ModelStats, layer: int, claimed: Sequence[int] | None, 
     present = [ci for ci in range(len(stats.categories)) if stats.n_tokens[ci] > 0]
 
     def lead(means: np.ndarray) -> np.ndarray:  # (..., C', K)
-        return (means[..., 0] - means[..., 1:].max(axis=-1)).mean(axis=-1)
+        return (means[..., 0] - _max_last(means[..., 1:])).mean(axis=-1)
 
     point = float(lead(stats.mean[present, li])) / scale
     draws = lead(stats.boot_mean[:, present, li, :].astype(np.float64)) / boot_scale
@@ -566,7 +651,8 @@ def claims_across_models(
         table = table[table["layer"].isin(layers)].reset_index(drop=True)
         table = table.rename(columns={"verdict": "verdict_within_model"})
         scores, lows, highs = [], [], []
-        for _, row in table.iterrows():
+        pending: list[tuple[int, np.ndarray]] = []  # (row, draws) whose interval is computed after the loop
+        for row in table.to_dict("records"):  # plain dicts: iterrows builds a Series per row
             if row["verdict_within_model"] == "not testable" or row["layer"] not in st.layers:
                 scores.append(np.nan), lows.append(np.nan), highs.append(np.nan)
                 continue
@@ -576,15 +662,17 @@ def claims_across_models(
             draws[(name, int(row["layer"]), row["category"])] = boot
             points[(name, int(row["layer"]), row["category"])] = point
             scores.append(point)
-            low, high = _interval1(boot)
-            lows.append(low), highs.append(high)
+            lows.append(None), highs.append(None)
+            pending.append((len(lows) - 1, boot))
+        for (i, _), (low, high) in zip(pending, _intervals1([b for _, b in pending]), strict=True):
+            lows[i], highs[i] = low, high
         table.insert(0, "model", name)
         table.insert(1, "role", "probed" if name == probe_name else "control")
         table["claim_score"], table["claim_score_ci_low"], table["claim_score_ci_high"] = scores, lows, highs
         per_model[name] = table
     probe_rows = per_model[probe_name]
     verdicts, notes, spreads, margins, diffs = [], [], [], [], []
-    for _, row in probe_rows.iterrows():
+    for row in probe_rows.to_dict("records"):
         key = (int(row["layer"]), row["category"])
         own = row["verdict_within_model"]
         verdict, note, spread, margin, diff_txt = _compare_claim(

@@ -1,0 +1,324 @@
+"""Reference implementations for tests/test_dimprobe_perf.py: verbatim copies of the dim-probe code
+before the issue 14 item 7 speed-ups (git commit 00e9c6f), so the test can check that the optimised
+path computes the same numbers, bitwise, in the same process (a stored golden file would differ
+across CPUs through their BLAS kernels).
+
+Only the definitions that changed are here; they call the module's unchanged helpers."""
+
+# ruff: noqa: E501
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from scipy import stats as sps
+
+from evalsuite.dimprobe.collect import Accumulated, Accumulator, PermutationPlan
+from evalsuite.dimprobe.stats import ALL, ModelStats, _rank_interval, _ranks_desc, adjust_pvalues
+
+
+def _interval(draws: np.ndarray, low: float = 2.5, high: float = 97.5) -> tuple[np.ndarray, np.ndarray]:
+    """(_percentile(draws, low), _percentile(draws, high)) from one sort (a partial sort around the
+    four order statistics needed when no draw is NaN, the usual case)."""
+    n = draws.shape[0]
+    if n > 1 and not np.isnan(draws).any():
+        out = []
+        kth = sorted({int(np.floor(q / 100.0 * (n - 1))) for q in (low, high)}
+                     | {min(int(np.floor(q / 100.0 * (n - 1))) + 1, n - 1) for q in (low, high)})
+        part = np.partition(draws, kth, axis=0)
+        for q in (low, high):
+            pos = q / 100.0 * (n - 1)
+            lo = int(np.floor(pos))
+            hi = min(lo + 1, n - 1)
+            out.append(part[lo] + (part[hi] - part[lo]) * (pos - lo))
+        return out[0], out[1]
+    ordered = np.sort(draws, axis=0)
+    valid = (~np.isnan(draws)).sum(axis=0)
+    out = []
+    for q in (low, high):
+        pos = q / 100.0 * np.maximum(valid - 1, 0)
+        lo = np.floor(pos).astype(np.int64)
+        hi = np.minimum(lo + 1, np.maximum(valid - 1, 0))
+        lo_val = np.take_along_axis(ordered, lo[None], axis=0)[0]
+        hi_val = np.take_along_axis(ordered, hi[None], axis=0)[0]
+        with np.errstate(invalid="ignore"):
+            value = lo_val + (hi_val - lo_val) * (pos - lo)
+        out.append(np.where(valid > 0, value, np.nan))
+    return out[0], out[1]
+
+
+def compute_stats(
+    name: str,
+    acc: Accumulated,
+    weights: np.ndarray,
+    *,
+    alpha: float = 0.05,
+    correction: str = "bh",
+    chunk: int = 128,
+) -> ModelStats:
+    """All statistics of one model (see the module docstring for the definitions)."""
+    n_l, n_k, n_c = len(acc.layers), acc.n_components, len(acc.categories)
+    lk = n_l * n_k
+    n_total = float(acc.doc_n_total.sum())
+    n_cat = acc.doc_n_cat.sum(axis=0).astype(np.float64)  # (C,)
+    n_docs_cat = (acc.doc_n_cat > 0).sum(axis=0)
+    cat_sum = acc.doc_cat_sum.astype(np.float64).sum(axis=0)  # (C, LK)
+    tot_sum = acc.doc_sum.sum(axis=0)  # (LK,)
+    tot_sumsq = acc.doc_sumsq.sum(axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        overall = tot_sum / n_total
+        sd = np.sqrt(np.maximum(tot_sumsq / n_total - overall**2, 0.0))
+        mean = cat_sum / n_cat[:, None]
+        cat_sd = np.sqrt(np.maximum(acc.cat_sumsq / n_cat[:, None] - mean**2, 0.0))
+        ratio = mean / overall[None, :]
+        z = (mean - overall[None, :]) / sd[None, :]
+
+    # exact moments of the word-level permutation null, document by document. The test statistic
+    # is D = S - mu0 * n (category token sum minus mu0 times its token count), with mu0 = E[S*]/E[n*]
+    # so that E[D*] = 0; a random subset of W words of U has finite-population moments.
+    units = acc.doc_units.astype(np.float64)
+    words_cat = acc.doc_units_cat.astype(np.float64)  # (D, C)
+    safe_u = np.maximum(units, 1.0)
+    mean_s = acc.doc_unit_sum / safe_u[:, None]  # (D, LK)
+    mean_n = acc.doc_unit_n / safe_u  # (D,)
+    var_s = np.maximum(acc.doc_unit_s2 / safe_u[:, None] - mean_s**2, 0.0)
+    cov_sn = acc.doc_unit_sn / safe_u[:, None] - mean_s * mean_n[:, None]
+    var_n = np.maximum(acc.doc_unit_n2 / safe_u - mean_n**2, 0.0)
+    fpc = np.where(units[:, None] > 1, words_cat * (units[:, None] - words_cat) / np.maximum(units[:, None] - 1, 1), 0.0)
+    expect_s = words_cat.T @ mean_s  # (C, LK)
+    expect_n = words_cat.T @ mean_n  # (C,)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mu0 = expect_s / expect_n[:, None]
+    mu0 = np.nan_to_num(mu0)
+    var = fpc.T @ var_s - 2 * mu0 * (fpc.T @ cov_sn) + mu0**2 * (fpc.T @ var_n)[:, None]
+    dev = cat_sum - mu0 * n_cat[:, None]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z_perm = np.where(var > 1e-12 * (np.abs(expect_s) + 1) ** 2, dev / np.sqrt(np.maximum(var, 0)), np.nan)
+    p_norm = 2 * sps.norm.sf(np.abs(z_perm))
+
+    # Monte Carlo permutation p-values
+    p_mc = np.full((n_c, lk), np.nan)
+    spec_p = np.full((n_c, n_l), np.nan)
+    spec_null = np.full((n_c, n_l), np.nan)
+    if acc.perm_sum is not None and acc.perm_n is not None and acc.perm_sum.shape[1] > 0:
+        n_perm = acc.perm_sum.shape[1]
+        # replicates are float32 sums: ties within rounding count as "as extreme"
+        tol = 1e-6 * np.abs(expect_s) + 1e-12
+        perm_dev = np.abs(acc.perm_sum - mu0[:, None, :] * acc.perm_n[:, :, None])  # (C, P, LK)
+        exceed = (perm_dev >= (np.abs(dev) - tol)[:, None, :]).sum(axis=1)
+        p_mc = (1.0 + exceed) / (n_perm + 1.0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            perm_ratio = acc.perm_sum / acc.perm_n[:, :, None] / overall[None, None, :]
+        perm_spec = np.abs(perm_ratio - 1.0).reshape(n_c, n_perm, n_l, n_k).max(axis=-1)  # (C, P, L)
+        finite = np.isfinite(perm_spec)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            spec_null = np.where(finite, perm_spec, 0.0).sum(axis=1) / finite.sum(axis=1)
+    present = n_cat > 0
+    p_mc[~present] = np.nan
+    p_norm[~present] = np.nan
+    p_adj = adjust_pvalues(p_mc.ravel(), correction).reshape(n_c, lk)
+    p_norm_adj = adjust_pvalues(p_norm.ravel(), correction).reshape(n_c, lk)
+
+    # document bootstrap (chunks of resamples keep memory at chunk x C x LK)
+    n_boot = weights.shape[0]
+    boot_mean = np.empty((n_boot, n_c, lk), dtype=np.float32)
+    boot_overall = np.empty((n_boot, lk), dtype=np.float64)
+    flat_cat = acc.doc_cat_sum.reshape(acc.doc_cat_sum.shape[0], n_c * lk).astype(np.float64)
+    for a in range(0, n_boot, chunk):
+        w = weights[a : a + chunk]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            nc_b = w @ acc.doc_n_cat  # (b, C)
+            boot_mean[a : a + chunk] = ((w @ flat_cat).reshape(-1, n_c, lk) / nc_b[:, :, None]).astype(np.float32)
+            boot_overall[a : a + chunk] = (w @ acc.doc_sum) / (w @ acc.doc_n_total)[:, None]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        boot_ratio = boot_mean / boot_overall[:, None, :]
+    ci_low, ci_high = _interval(boot_mean)
+    r_low, r_high = _interval(boot_ratio)
+    all_low, all_high = _interval(boot_overall)
+
+    shape4 = (n_c, n_l, n_k)
+    rank_mean = _ranks_desc(mean.reshape(shape4))
+    rank_ratio = _ranks_desc(ratio.reshape(shape4))
+    if n_boot:
+        boot_mean4 = boot_mean.reshape(n_boot, *shape4).astype(np.float64)
+        # a resample without the category's tokens has no ranking: leave it out (ranking its NaN
+        # means would hand out ranks 1..K in component order, e.g. rank 1 to e0)
+        boot_rank = np.where(np.isnan(boot_mean4).all(axis=-1, keepdims=True), np.nan, _ranks_desc(boot_mean4))
+        rk_low, rk_high = _rank_interval(boot_rank, n_k)
+    else:
+        rk_low = rk_high = np.full(shape4, np.nan)
+
+    # specialisation
+    spec = np.abs(ratio.reshape(shape4) - 1.0)
+    spec_comp = np.argmax(np.where(np.isnan(spec), -np.inf, spec), axis=-1)  # (C, L)
+    spec_val = np.nanmax(np.where(np.isnan(spec), -np.inf, spec), axis=-1)
+    spec_val[~present] = np.nan
+    boot_spec = np.abs(boot_ratio.reshape(n_boot, *shape4) - 1.0)
+    with np.errstate(invalid="ignore"):
+        boot_spec = np.where(np.isnan(boot_spec).all(axis=-1), np.nan,
+                             np.nanmax(np.where(np.isnan(boot_spec), -np.inf, boot_spec), axis=-1))
+    if acc.perm_sum is not None and acc.perm_sum.shape[1] > 0:
+        spec_p = (1.0 + (np.nan_to_num(perm_spec, nan=np.inf) >= (spec_val - 1e-9)[:, None, :]).sum(axis=1)) \
+            / (n_perm + 1.0)
+        spec_p[~present] = np.nan
+    null_for_excess = np.nan_to_num(spec_null, nan=0.0)
+    spec_excess = spec_val - null_for_excess
+    boot_spec_excess = boot_spec - null_for_excess[None]
+
+    # tidy tables
+    layer_idx, comp_idx = np.divmod(np.arange(lk), n_k)
+    rows = []
+    for ci, cat in enumerate(acc.categories):
+        rows.append(pd.DataFrame({
+            "model": name,
+            "layer": np.asarray(acc.layers)[layer_idx],
+            "component": [f"e{k}" for k in comp_idx],
+            "category": cat,
+            "mean": mean[ci], "ci_low": ci_low[ci], "ci_high": ci_high[ci],
+            "sd": cat_sd[ci],
+            "overall": overall, "ratio": ratio[ci], "ratio_ci_low": r_low[ci], "ratio_ci_high": r_high[ci],
+            "z": z[ci], "z_perm": z_perm[ci],
+            "p": p_mc[ci], "p_adj": p_adj[ci], "p_norm": p_norm[ci], "p_norm_adj": p_norm_adj[ci],
+            "significant": p_adj[ci] < alpha,
+            "rank_mean": rank_mean[ci].ravel(), "rank_mean_ci_low": rk_low[ci].ravel(),
+            "rank_mean_ci_high": rk_high[ci].ravel(), "rank_ratio": rank_ratio[ci].ravel(),
+            "n_tokens": int(n_cat[ci]), "n_docs": int(n_docs_cat[ci]),
+        }))
+    overall_rank = _ranks_desc(overall.reshape(n_l, n_k))
+    rows.append(pd.DataFrame({
+        "model": name, "layer": np.asarray(acc.layers)[layer_idx], "component": [f"e{k}" for k in comp_idx],
+        "category": ALL, "mean": overall, "ci_low": all_low, "ci_high": all_high, "sd": sd,
+        "overall": overall, "ratio": 1.0, "ratio_ci_low": np.nan, "ratio_ci_high": np.nan,
+        "z": 0.0, "z_perm": np.nan, "p": np.nan, "p_adj": np.nan, "p_norm": np.nan, "p_norm_adj": np.nan,
+        "significant": False, "rank_mean": overall_rank.ravel(), "rank_mean_ci_low": np.nan,
+        "rank_mean_ci_high": np.nan, "rank_ratio": np.nan,
+        "n_tokens": int(n_total), "n_docs": int((acc.doc_n_total > 0).sum()),
+    }))
+    table = pd.concat(rows, ignore_index=True)
+
+    spec_low, spec_high = _interval(boot_spec_excess)
+    spec_rows = []
+    for ci, cat in enumerate(acc.categories):
+        for li, layer in enumerate(acc.layers):
+            spec_rows.append({
+                "model": name, "layer": layer, "category": cat,
+                "spec": spec_val[ci, li], "spec_null": spec_null[ci, li],
+                "spec_excess": spec_excess[ci, li],
+                "excess_ci_low": spec_low[ci, li], "excess_ci_high": spec_high[ci, li],
+                "spec_p": spec_p[ci, li],
+                "spec_component": f"e{spec_comp[ci, li]}" if present[ci] else None,
+                "n_tokens": int(n_cat[ci]), "n_docs": int(n_docs_cat[ci]),
+            })
+    return ModelStats(
+        name=name, layers=list(acc.layers), categories=list(acc.categories), n_components=n_k,
+        table=table, spec=pd.DataFrame(spec_rows),
+        mean=mean.reshape(shape4), overall=overall.reshape(n_l, n_k), ratio=ratio.reshape(shape4),
+        n_tokens=n_cat, boot_mean=boot_mean.reshape(n_boot, *shape4),
+        boot_overall=boot_overall.reshape(n_boot, n_l, n_k),
+        boot_spec_excess=boot_spec_excess, spec_excess=spec_excess,
+        rank_mean=rank_mean, rank_ci_low=np.asarray(rk_low).reshape(shape4),
+        rank_ci_high=np.asarray(rk_high).reshape(shape4), p_adj=p_adj.reshape(shape4),
+    )
+
+
+def _claim_scores(stats: ModelStats, layer: int, claimed: Sequence[int] | None, cat: str | None) -> tuple[float, np.ndarray]:
+    """(S, bootstrap draws of S) of one claim on one model (see CLAIM_SCORE)."""
+    li = stats.layers.index(layer)
+    scale = float(np.nanmean(stats.overall[li]))
+    boot_scale = np.nanmean(stats.boot_overall[:, li, :], axis=1)
+    k = stats.n_components
+    if claimed is not None and cat is not None:
+        ci = stats.categories.index(cat)
+        mask = np.zeros(k, dtype=bool)
+        mask[list(claimed)] = True
+
+        def score(means: np.ndarray) -> np.ndarray:
+            return means[..., mask].mean(axis=-1) - means[..., ~mask].mean(axis=-1)
+
+        point = float(score(stats.mean[ci, li])) / scale
+        draws = score(stats.boot_mean[:, ci, li, :].astype(np.float64)) / boot_scale
+        return point, draws
+    present = [ci for ci in range(len(stats.categories)) if stats.n_tokens[ci] > 0]
+
+    def lead(means: np.ndarray) -> np.ndarray:  # (..., C', K)
+        return (means[..., 0] - means[..., 1:].max(axis=-1)).mean(axis=-1)
+
+    point = float(lead(stats.mean[present, li])) / scale
+    draws = lead(stats.boot_mean[:, present, li, :].astype(np.float64)) / boot_scale
+    return point, draws
+
+
+def top_components(table: pd.DataFrame, top: int = 3, alpha: float = 0.05) -> pd.DataFrame:
+    """Per (model, layer, category): the top components by mean and by ratio, with p_adj."""
+    keys = ["model", "layer", "category"]
+    cats = table[(table["category"] != ALL) & (table["n_tokens"] > 0)]
+    if cats.empty:
+        return pd.DataFrame()
+    by_mean = cats.sort_values([*keys, "mean"], ascending=[True, True, True, False]).groupby(keys, sort=False).head(top)
+    by_ratio = cats.sort_values([*keys, "ratio"], ascending=[True, True, True, False]).groupby(keys, sort=False).head(top)
+    fmt = by_ratio.assign(r=by_ratio["ratio"].map("{:.3f}".format), q=by_ratio["p_adj"].map("{:.2g}".format))
+    sig = cats.assign(up=(cats["p_adj"] < alpha) & (cats["ratio"] > 1), down=(cats["p_adj"] < alpha) & (cats["ratio"] < 1))
+    out = pd.concat([
+        cats.groupby(keys, sort=False)["n_tokens"].first(),
+        by_mean.groupby(keys, sort=False)["component"].agg(" ".join).rename("top_by_mean"),
+        fmt.groupby(keys, sort=False)["component"].agg(" ".join).rename("top_by_ratio"),
+        fmt.groupby(keys, sort=False)["r"].agg(" ".join).rename("top_ratios"),
+        fmt.groupby(keys, sort=False)["q"].agg(" ".join).rename("top_p_adj"),
+        sig.groupby(keys, sort=False)["up"].sum().rename("n_significant_up"),
+        sig.groupby(keys, sort=False)["down"].sum().rename("n_significant_down"),
+    ], axis=1).reset_index()
+    return out
+
+
+class ReferenceAccumulator(Accumulator):
+    """The accumulator with the old (C, P, LK) running sums and the selection rebuilt per model."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.perm_sum = np.zeros((self.c, self.p, self.lk)) if self.p else None
+        self.perm_n = np.zeros((self.c, self.p)) if self.p else None
+
+    def _add_permutations(self, unit_rows: Sequence[np.ndarray], plan: PermutationPlan) -> None:
+        assert self.perm_sum is not None and self.perm_n is not None
+        if plan.indices.numel():
+            weight = torch.from_numpy(np.concatenate(unit_rows).astype(np.float32))
+            seg = F.embedding_bag(plan.indices, weight, plan.offsets, mode="sum")  # (rows, LK + 1)
+        else:
+            seg = torch.zeros((0, self.lk + 1))
+        # A category's permuted sum in document j is its prefix (the first `cut` segments summed) or
+        # the total minus it (complement). Over the batch that is a signed (C, R) selection of the
+        # segment sums, applied to all replicates in one batched matmul (no per-document prefix
+        # sums or gathers); the totals (complements, categories holding every word) are float64 constants.
+        const = np.zeros((self.c, self.lk + 1))
+        n_segments = sum(n for _, n in plan.out_rows)
+        select = np.zeros((self.c, n_segments), dtype=np.float32)
+        for j, rows in enumerate(unit_rows):
+            total = rows.sum(axis=0)  # (LK + 1,)
+            full = plan.full_cols[j]
+            if len(full):  # a category holding every word is constant under permutation
+                const[full] += total[None, :]
+            first, n_seg = plan.out_rows[j]
+            if n_seg == 0:
+                continue
+            comp = plan.cat_complement[j]
+            cols = plan.cat_cols[j]
+            const[cols[comp]] += total[None, :]
+            upto = (np.arange(n_seg)[None, :] <= plan.cat_cut[j][:, None]).astype(np.float32)
+            np.add.at(select, (cols[:, None], first + np.arange(n_seg)[None, :]),
+                      upto * np.where(comp, -1.0, 1.0).astype(np.float32)[:, None])
+        if n_segments:
+            seg = seg.view(self.p, n_segments, self.lk + 1)
+            perm = torch.matmul(torch.from_numpy(select), seg).numpy()  # (P, C, LK + 1)
+            self.perm_sum += perm[:, :, : self.lk].transpose(1, 0, 2)
+            self.perm_n += perm[:, :, self.lk].T
+        self.perm_sum += const[:, None, : self.lk]
+        self.perm_n += const[:, None, self.lk]
+
+    def finalize(self) -> Accumulated:
+        out = super().finalize()
+        out.perm_sum, out.perm_n = self.perm_sum, self.perm_n
+        return out
