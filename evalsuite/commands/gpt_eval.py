@@ -178,10 +178,10 @@ def gpt_eval(
                                        repeats=repeats, seed=bootstrap_seed, progress=show_progress)
             result = run_validation(vconfig, items=items, on_plan=show_plan)
         else:
-            result = run_gpt_eval(GptEvalConfig(items=items, rubric=rub, settings=settings, cache_path=cache_path,
-                                                free_scores=free_scores, n_resamples=n_bootstrap, seed=bootstrap_seed,
-                                                progress=show_progress),
-                                  on_plan=show_plan)
+            gconfig = GptEvalConfig(items=items, rubric=rub, settings=settings, cache_path=cache_path,
+                                    free_scores=free_scores, n_resamples=n_bootstrap, seed=bootstrap_seed,
+                                    progress=show_progress)
+            result = run_gpt_eval(gconfig, on_plan=show_plan)
     if result.run is None:  # dry run
         return
 
@@ -189,8 +189,7 @@ def gpt_eval(
     if validate:
         _report_validation(result, vconfig, out, console, judge_info)
     else:
-        _report_scores(result, rub, settings, samples.context(), out, console, n_bootstrap, bootstrap_seed, repeats,
-                       cache_path, judge_info)
+        _report_scores(result, gconfig, samples.context(), out, console, repeats, judge_info)
     if embedded is not None and embedded.smoke_test:
         console.print(f"[bold yellow]reminder: {embedded.info['warning']}[/bold yellow]")
 
@@ -365,40 +364,14 @@ def _run_summary_line(run) -> str:
             f"{run.prompt_tokens:,}+{run.completion_tokens:,} tokens{cost}")
 
 
-def _report_scores(result, rub, settings, context, out, console, n_bootstrap, seed, repeats, cache_path,
-                   judge_info=None) -> None:
+def _report_scores(result, config, samples, out, console, repeats, judge_info=None) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from evalsuite.judge.evaluate import gpt_eval_meta, run_meta, write_judgments_jsonl, write_tables
-    from evalsuite.judge.free_scores import free_columns
-    from evalsuite.results import write_meta
+    from evalsuite.judge.evaluate import write_gpt_eval
 
-    run, tables = result.run, result.tables
-    out.mkdir(parents=True, exist_ok=True)
-    write_judgments_jsonl(out / "judgments.jsonl", run.results)
-    frames = {"judgments": tables.judgments.drop(columns=["prompt", "completion"], errors="ignore"),
-              "story_scores": tables.stories, "summary": tables.summary, "categories": tables.categories}
-    if not tables.reliability.empty:
-        frames["reliability"] = tables.reliability
-    free = result.free_summary
-    if result.free_stories is not None:  # judge-free scores beside the rubric, same stories
-        frames["free_story_scores"] = result.free_stories
-    if free is not None:
-        frames["free_scores"] = free
-    write_tables(out, frames)
-    legacy = run_meta(run, rub, settings.public_dict(), {
-        "repeats": repeats, "bootstrap": {"n_resamples": n_bootstrap, "seed": seed},
-        "inputs": context, "cache": str(cache_path), **({"embedded_judge": judge_info} if judge_info else {}),
-    })
-    meta = gpt_eval_meta(legacy, inputs=context["samples_files"],
-                         config={"rubric": rub.identity(), "judge": settings.public_dict(), "repeats": repeats,
-                                 "n_bootstrap": n_bootstrap},
-                         seeds={"bootstrap": seed, "judge": settings.seed if settings.seed is not None else -1},
-                         outputs=[f"{name}.{ext}" for name in frames for ext in ("csv", "parquet")] + ["judgments.jsonl"],
-                         extra_columns=free_columns() if free is not None else None)
-    write_meta(out / "meta.json", meta)
-
+    write_gpt_eval(out, result, config, samples=samples, repeats=repeats, judge_info=judge_info)
+    run, tables, free, rub = result.run, result.tables, result.free_summary, config.rubric
     console.print(_run_summary_line(run))
     if run.stopped_reason:
         console.print(f"[yellow]stopped early: {run.stopped_reason}; rerun to finish (cached results are kept)[/yellow]")

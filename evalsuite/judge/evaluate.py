@@ -173,6 +173,42 @@ def run_gpt_eval(config: GptEvalConfig, *, on_plan: Callable[[JudgePlan], bool] 
     return result
 
 
+def write_gpt_eval(out: Path, result: GptEvalResult, config: GptEvalConfig, *, samples: dict[str, Any],
+                   repeats: int = 1, judge_info: dict[str, Any] | None = None) -> list[Path]:
+    """judgments.jsonl, summary / story_scores / judgments / categories (/ reliability, free scores) as CSV +
+    Parquet, and meta.json (evalsuite.results schema). `samples` is `SampleInputs.context()`."""
+    from evalsuite.judge.free_scores import free_columns
+    from evalsuite.results import write_meta as write_schema_meta
+
+    run, tables = result.run, result.tables
+    if run is None or tables is None:
+        raise ValueError("a dry run, or a run without score=True, has no score tables to write")
+    settings, rubric = config.settings, config.rubric
+    out.mkdir(parents=True, exist_ok=True)
+    written = [write_judgments_jsonl(out / "judgments.jsonl", run.results)]
+    frames = {"judgments": tables.judgments.drop(columns=["prompt", "completion"], errors="ignore"),
+              "story_scores": tables.stories, "summary": tables.summary, "categories": tables.categories}
+    if not tables.reliability.empty:
+        frames["reliability"] = tables.reliability
+    if result.free_stories is not None:  # judge-free scores beside the rubric, same stories
+        frames["free_story_scores"] = result.free_stories
+    if result.free_summary is not None:
+        frames["free_scores"] = result.free_summary
+    written += write_tables(out, frames)
+    legacy = run_meta(run, rubric, settings.public_dict(), {
+        "repeats": repeats, "bootstrap": {"n_resamples": config.n_resamples, "seed": config.seed},
+        "inputs": samples, "cache": str(config.cache_path), **({"embedded_judge": judge_info} if judge_info else {}),
+    })
+    meta = gpt_eval_meta(legacy, inputs=samples["samples_files"],
+                         config={"rubric": rubric.identity(), "judge": settings.public_dict(), "repeats": repeats,
+                                 "n_bootstrap": config.n_resamples},
+                         seeds={"bootstrap": config.seed, "judge": settings.seed if settings.seed is not None else -1},
+                         outputs=[f"{name}.{ext}" for name in frames for ext in ("csv", "parquet")] + ["judgments.jsonl"],
+                         extra_columns=free_columns() if result.free_summary is not None else None)
+    written.append(write_schema_meta(out / "meta.json", meta))
+    return written
+
+
 @dataclass
 class SampleInputs:
     """The judge items of samples.jsonl inputs, and where each sample file came from."""
