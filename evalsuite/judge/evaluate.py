@@ -8,7 +8,6 @@ local judge and judge-free scores); `samples_from_inputs` turns its inputs into 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import platform
 from collections.abc import Callable
@@ -19,6 +18,7 @@ from typing import Any
 import pandas as pd
 
 from corpora.errors import UserError
+from corpora.provenance import file_sha256
 from evalsuite.judge.cache import JudgeCache
 from evalsuite.judge.client import (
     JudgeItem,
@@ -322,14 +322,6 @@ def write_validation(out: Path, result: ValidationResult, config: ValidationConf
     })
     written.append(write_meta(out / "validation_meta.json", meta))
     return written
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def run_meta(run: JudgeRun, rubric: Rubric, settings_public: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
