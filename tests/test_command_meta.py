@@ -132,8 +132,6 @@ def test_every_output_option_is_spelled_out():
     for name, cmd in root.commands.items():
         subs = cmd.commands.items() if isinstance(cmd, click.Group) else [(name, cmd)]
         for sub_name, sub in subs:
-            if sub_name == "gpt-eval":  # its owner rewrites it as one library call (issue 10, item 4)
-                continue
             for param in sub.params:
                 names = set(getattr(param, "opts", []))
                 if names & {"--output", "--out-dir", "--csv"}:

@@ -42,7 +42,8 @@ def register(app: typer.Typer) -> None:
 
 def childes_age(
     paths: list[Path] = typer.Argument(..., help="CHAT .cha files, folders, TalkBank .zip files, or samples.jsonl."),
-    output: Path | None = typer.Option(None, "-o", "--output", help="CSV of predictions (required unless --fit)."),
+    out: Path | None = typer.Option(None, "-o", "--out", help="CSV of predictions (required unless --fit)."),
+    output: Path | None = typer.Option(None, "--output", hidden=True, help="Old spelling of -o/--out."),
     model_dir: Path | None = typer.Option(
         None, "--model", help="Age model folder (written by --fit, read otherwise). Default: results/childes-age/model; "
         "when applying and that holds no model, the model shipped with evalsuite."),
@@ -71,8 +72,10 @@ def childes_age(
 
     from corpora.errors import UserError
     from evalsuite.childes import developmental_age as dev
+    from evalsuite.commands._options import resolve_out
     from evalsuite.results import build_meta, column, write_meta, write_table
 
+    output = resolve_out(out, output, "--output")
     console = Console()
     clan = not keep_unintelligible
     if model_dir is None:

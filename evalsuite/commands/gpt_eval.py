@@ -45,7 +45,7 @@ def gpt_eval(
     price_output: float = typer.Option(None, help="USD per 1M completion tokens, for the cost estimate."),
     retry_invalid: bool = typer.Option(False, help="Ask again for stories whose cached reply was invalid."),
     cache: Path = typer.Option(None, help="SQLite judge cache (default: $EVALSUITE_CACHE/judge_cache.sqlite)."),
-    out: Path = typer.Option(Path("results/gpt_eval"), help="Output folder."),
+    out: Path = typer.Option(Path("results/gpt_eval"), "--out", "-o", help="Output folder."),
     dry_run: bool = typer.Option(False, help="Print the plan and cost estimate, call nothing."),
     progress: bool = typer.Option(None, "--progress/--no-progress", help="Progress bar (default: when stderr is a terminal)."),
     n_bootstrap: int = typer.Option(10_000, help="Bootstrap resamples for the 95% CIs."),
