@@ -108,40 +108,27 @@ def _skip(check: str, reason: str) -> dict[str, Any]:
 # reading the checkpoint and its run
 
 
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise UserError(f"cannot read {path}: {err}") from None
-
-
-def _param_counts_from_safetensors(path: Path) -> tuple[tuple[int, int], int | None]:
+def _param_counts(checkpoint_dir: Path) -> tuple[tuple[int, int], int | None]:
     """(total, embedding) parameter counts and the embedding's row count, from the file header only."""
-    from safetensors import SafetensorError, safe_open
+    from trainers.checkpoint import model_tensor_shapes
 
     total = emb = 0
     rows = None
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            for key in handle.keys():  # noqa: SIM118 (safe_open is not a dict)
-                shape = handle.get_slice(key).get_shape()
-                numel = int(np.prod(shape)) if shape else 1
-                total += numel
-                if key.endswith("wte.weight"):
-                    emb += numel
-                    rows = int(shape[0])
-    except (SafetensorError, OSError) as err:  # a truncated or foreign file: the user's to replace
-        raise UserError(f"cannot read {path}: {err} (truncated or not safetensors)") from None
+    for key, shape in model_tensor_shapes(checkpoint_dir).items():
+        numel = int(np.prod(shape)) if shape else 1
+        total += numel
+        if key.endswith("wte.weight"):
+            emb += numel
+            rows = int(shape[0])
     return (total, emb), rows
 
 
 def _load_context(ckpt_path: str | Path) -> _Context:
     from corpora.tokenizers import load_tokenizer
     from trainers.checkpoint import (
-        CONFIG_FILE,
-        MODEL_FILE,
-        STATE_FILE,
         TOKENIZER_DIR,
+        read_config_dict,
+        read_state,
         resolve_checkpoint,
         verify_model_file,
     )
@@ -155,18 +142,18 @@ def _load_context(ckpt_path: str | Path) -> _Context:
         if candidate.is_dir() and ((candidate / "metrics_stream.jsonl").is_file() or (candidate / "latest").is_dir()):
             run_dir = candidate
             break
-    config = _read_json(ckpt / CONFIG_FILE)
-    state = _read_json(ckpt / STATE_FILE)
+    config = read_config_dict(ckpt)
+    state = read_state(ckpt)
     latest_state = None
     if run_dir is not None:
         try:
             latest = resolve_checkpoint(run_dir, prefer="latest")
-            latest_state = _read_json(latest / STATE_FILE)
+            latest_state = read_state(latest)
         except UserError:
             latest_state = None
     tokenizer = load_tokenizer(ckpt / TOKENIZER_DIR)
     verify_model_file(ckpt)  # a damaged model.safetensors is one clear line (trainers.checkpoint)
-    counts, rows = _param_counts_from_safetensors(ckpt / MODEL_FILE)
+    counts, rows = _param_counts(ckpt)
     metrics = None
     if run_dir is not None and (run_dir / "metrics_stream.jsonl").is_file():
         from trainers.metrics import read_metrics

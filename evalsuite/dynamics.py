@@ -43,7 +43,6 @@ From a checkpoint (a model on the CPU):
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Sequence
@@ -83,14 +82,16 @@ def run_facts(run_dir: str | os.PathLike, run: str | None = None) -> RunFacts:
     """Family, tokenizer and the nats->bpc factors of a run, from latest/ (or best/) and config.yaml."""
     import yaml
 
+    from trainers.checkpoint import CONFIG_FILE, STATE_FILE, read_config_dict, read_state
+
     run_dir = Path(run_dir)
     state: dict[str, Any] = {}
     config: dict[str, Any] | None = None
     for name in ("latest", "best"):
-        if (run_dir / name / "trainer_state.json").is_file():
-            state = json.loads((run_dir / name / "trainer_state.json").read_text(encoding="utf-8"))
-            if (run_dir / name / "config.json").is_file():
-                config = json.loads((run_dir / name / "config.json").read_text(encoding="utf-8"))
+        if (run_dir / name / STATE_FILE).is_file():  # read through the checkpoint format's owner
+            state = read_state(run_dir / name)
+            if (run_dir / name / CONFIG_FILE).is_file():
+                config = read_config_dict(run_dir / name)
             break
     if config is None and (run_dir / "config.yaml").is_file():
         config = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))

@@ -132,8 +132,6 @@ def test_every_output_option_is_spelled_out():
     for name, cmd in root.commands.items():
         subs = cmd.commands.items() if isinstance(cmd, click.Group) else [(name, cmd)]
         for sub_name, sub in subs:
-            if sub_name == "gpt-eval":  # its owner rewrites it as one library call (issue 10, item 4)
-                continue
             for param in sub.params:
                 names = set(getattr(param, "opts", []))
                 if names & {"--output", "--out-dir", "--csv"}:
@@ -150,3 +148,81 @@ def test_validate_meta_reports_the_old_flat_columns_form():
     meta = build_meta("dim-probe", columns={"t.csv": {"mean": {"definition": "d", "computed_by": "x.y"}}})
     meta["columns"] = {"mean": "a note, not a definition + function"}
     assert any("not a mapping" in p for p in validate_meta(meta))
+
+
+def _described_columns_exist(meta: dict, out: Path) -> None:
+    """Every column a meta.json describes is a column of the table it names (nothing invented); a
+    templated name (`n_<CATEGORY>`) stands for the columns it matches."""
+    import re
+
+    for table, described in meta["columns"].items():
+        path = out / table
+        if path.suffix == ".csv" and path.is_file() and path.read_text(encoding="utf-8").strip():
+            columns = list(pd.read_csv(path).columns)
+            for name in described:
+                pattern = re.compile("".join(".+" if part.startswith("<") else re.escape(part)
+                                             for part in re.split(r"(<[^>]+>)", name)))
+                assert any(pattern.fullmatch(c) for c in columns), (table, name, columns)
+
+
+def test_dim_probe_meta(tmp_path, tmp_path_factory):
+    from _tiny_run import tiny_run
+
+    out = tmp_path / "probe"
+    assert run_cli(["dim-probe", str(tiny_run(tmp_path_factory)), "--no-controls", "--permutations", "10",
+                    "--bootstrap", "10", "--out", str(out), "--no-progress"]) == 0
+    meta = _meta(out / "meta.json")
+    assert meta["command"] == "dim-probe" and meta["argv"][:2] == ["evalsuite", "dim-probe"]
+    assert "dim_probe.csv" in meta["columns"]
+    _described_columns_exist(meta, out)
+
+
+def _samples(path: Path) -> Path:
+    rows = [{"prompt_id": f"p{i}", "prompt": "Once upon a time there was a dog.", "checkpoint_id": ck,
+             "completion": " The dog ran to the park. It was happy." if i % 2 else " Dog ran to park. Dog was happy."}
+            for ck in ("ck-a", "ck-b") for i in range(3)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def test_gpt_eval_meta_rubric_offline_and_validity(tmp_path):
+    """gpt-eval's three writers: rubric grades from the loopback scripted judge the judge tests use,
+    judge-free scores (no judge), and the judge-free validity check on a tiny corpus."""
+    from judge_scripted import ScriptedBackend
+
+    from evalsuite.judge.server import ChatServer
+
+    samples = _samples(tmp_path / "samples.jsonl")
+    out = tmp_path / "rubric"
+    with ChatServer(ScriptedBackend()) as server:
+        assert run_cli(["gpt-eval", str(samples), "--base-url", server.base_url, "--model", "scripted-judge",
+                        "--cache", str(tmp_path / "c.sqlite"), "--out", str(out), "--no-progress",
+                        "--n-bootstrap", "200"]) == 0
+    meta = _meta(out / "meta.json")
+    assert meta["command"] == "gpt-eval" and meta["inputs"][0]["sha256"] == file_sha256(samples)
+    assert {"summary.csv", "free_scores.csv", "free_story_scores.csv"} <= set(meta["columns"])
+    assert meta["columns"]["summary.csv"]["ci_low"]["computed_by"] == "evalsuite.stats.bootstrap_ci"
+    _described_columns_exist(meta, out)
+
+    free = tmp_path / "free"
+    assert run_cli(["gpt-eval", str(samples), "--judge-mode", "free", "--no-local-judge", "--out", str(free),
+                    "--no-progress", "--n-bootstrap", "200"]) == 0
+    meta = _meta(free / "meta.json")
+    assert meta["config"]["mode"] == "free" and "summary.csv" not in meta["columns"]
+    _check_columns_cover(meta, "free_scores.csv", [c for c in pd.read_csv(free / "free_scores.csv").columns
+                                                   if c in meta["columns"]["free_scores.csv"]])
+    _described_columns_exist(meta, free)
+
+    corpus = tmp_path / "stories.txt"
+    corpus.write_text("<|endoftext|>".join(
+        f"Once upon a time, {name} had a red ball. {name} went to the park with the dog. The dog saw a cat and ran "
+        f"after it. {name} laughed and threw the ball. She was happy, and they played until the sun went down."
+        for name in ("Lily", "Mia", "Anna")), encoding="utf-8")
+    val = tmp_path / "val"
+    assert run_cli(["gpt-eval", "--validate", "--judge-mode", "free", "--corpus", str(corpus), "--rates", "1.0",
+                    "--out", str(val), "--no-progress"]) == 0
+    meta = _meta(val / "validity_meta.json")
+    assert meta["config"]["mode"] == "validate" and meta["config"]["n_stories"] == 3
+    assert meta["inputs"][0]["sha256"] == file_sha256(corpus)
+    _check_columns_cover(meta, "validity.csv", pd.read_csv(val / "validity.csv").columns)
+    _described_columns_exist(meta, val)

@@ -291,6 +291,25 @@ def read_config(checkpoint_dir: str | os.PathLike) -> RunConfig:
     return config_from_dict(_read_json_object(Path(checkpoint_dir) / CONFIG_FILE))
 
 
+def read_config_dict(checkpoint_dir: str | os.PathLike) -> dict[str, Any]:
+    """config.json as saved, before the strict loader (`read_config`): for readers that check it or
+    only need facts from it."""
+    return _read_json_object(Path(checkpoint_dir) / CONFIG_FILE)
+
+
+def model_tensor_shapes(checkpoint_dir: str | os.PathLike) -> dict[str, tuple[int, ...]]:
+    """Name -> shape of every tensor in model.safetensors, from the file's header only (no weights are
+    read; call `verify_model_file` first where the bytes matter)."""
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(checkpoint_dir) / MODEL_FILE
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return {key: tuple(handle.get_slice(key).get_shape()) for key in handle.keys()}  # noqa: SIM118
+    except (SafetensorError, OSError, ValueError) as err:
+        raise UserError(f"{path} is not a readable safetensors file ({' '.join(str(err).split())})") from None
+
+
 def verify_model_file(checkpoint_dir: str | os.PathLike) -> None:
     """Refuse a model.safetensors that is empty or does not match the sha256 its trainer_state.json
     recorded (checkpoints from before the hash was recorded are checked for emptiness only; their

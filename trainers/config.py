@@ -431,10 +431,6 @@ def config_from_dict(raw: dict[str, Any]) -> RunConfig:
     return RunConfig(model=model, train=train)
 
 
-def model_config_from_dict(raw: dict[str, Any]) -> ModelConfig:
-    return _build_section(ModelConfig, raw, "model")
-
-
 class StrictLoader(yaml.SafeLoader):
     """yaml.SafeLoader that refuses a key given twice in one mapping (plain PyYAML keeps the last
     one silently, so a second `model:` section would drop the first)."""

@@ -34,7 +34,7 @@ import dataclasses
 import math
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -792,10 +792,3 @@ def _progress_bar(enabled: bool, total: int, initial: int) -> Any:
     from tqdm.auto import tqdm
 
     return tqdm(total=total, initial=initial, unit="step", desc="train", dynamic_ncols=True)
-
-
-def iter_metric_values(records: list[dict[str, Any]], key: str) -> Iterator[tuple[int, float]]:
-    """(step, value) for every record where `key` was measured."""
-    for record in records:
-        if record.get(key) is not None:
-            yield record["step"], record[key]

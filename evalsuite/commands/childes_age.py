@@ -72,8 +72,10 @@ def childes_age(
 
     from corpora.errors import UserError
     from evalsuite.childes import developmental_age as dev
+    from evalsuite.commands._options import resolve_out
     from evalsuite.results import build_meta, column, write_meta, write_table
 
+    output = resolve_out(out, output_alias, "--output")
     console = Console()
     clan = not keep_unintelligible
     if model_dir is None:
@@ -122,9 +124,6 @@ def childes_age(
         console.print(table)
         console.print(f"wrote the model and CV tables to {model_dir}")
         return
-    from evalsuite.commands._options import resolve_out
-
-    output = resolve_out(out, output_alias, "--output")
     if output is None:
         raise UserError("give -o OUT.csv for the predictions (or --fit to fit the model)")
     model = dev.load_model(model_dir)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Any
 
 import typer
 
@@ -46,7 +45,7 @@ def gpt_eval(
     price_output: float = typer.Option(None, help="USD per 1M completion tokens, for the cost estimate."),
     retry_invalid: bool = typer.Option(False, help="Ask again for stories whose cached reply was invalid."),
     cache: Path = typer.Option(None, help="SQLite judge cache (default: $EVALSUITE_CACHE/judge_cache.sqlite)."),
-    out: Path = typer.Option(Path("results/gpt_eval"), help="Output folder."),
+    out: Path = typer.Option(Path("results/gpt_eval"), "--out", "-o", help="Output folder."),
     dry_run: bool = typer.Option(False, help="Print the plan and cost estimate, call nothing."),
     progress: bool = typer.Option(None, "--progress/--no-progress", help="Progress bar (default: when stderr is a terminal)."),
     n_bootstrap: int = typer.Option(10_000, help="Bootstrap resamples for the 95% CIs."),
@@ -81,10 +80,12 @@ def gpt_eval(
     from corpora.errors import UserError
     from corpora.paths import cache_dir
     from evalsuite.judge.client import JudgeSettings, probe_judge
-    from evalsuite.judge.evaluate import GptEvalConfig, run_gpt_eval
+    from evalsuite.judge.evaluate import GptEvalConfig, ValidationConfig, run_gpt_eval, run_validation
     from evalsuite.judge.local_model import check_embedded_available, embedded_judge_server
     from evalsuite.judge.offline import OFFLINE_MODES
+    from evalsuite.judge.offline_eval import OfflineJudge
     from evalsuite.judge.rubric import load_rubric
+    from evalsuite.judge.validate import validation_set, variant_items
 
     console = Console(stderr=True)
     rub = load_rubric(rubric)
@@ -107,20 +108,29 @@ def gpt_eval(
         check_embedded_available(judge_gguf, use_packaged=local_judge)
     elif not dry_run:
         console.print(f"judge at {base_url}: {probe_judge(base_url, _api_key(base_url), min(timeout, 10.0))}")
+
+    def sample_inputs(k: int):
+        return _sample_inputs(inputs, out, k, prompts, gen_temperature, gen_top_k, gen_top_p, gen_max_new_tokens,
+                              gen_seed, device, console, show_progress)
+
+    def validation():
+        return validation_set(rub, corpus, data_dir=data_dir, rates=_rates(rates), limit=validate_limit,
+                              seed=validate_seed)
+
+    offline = OfflineJudge(judge_gguf=judge_gguf, use_packaged=local_judge, max_chars=offline_max_chars, cache=cache)
     if validate and (set(modes) <= set(OFFLINE_MODES) or modes == ["free"]):
-        context = _validation_context(rub, corpus, data_dir, rates, validate_limit, validate_seed)
-        _offline_validation(context, [m for m in modes if m != "free"], judge_gguf, local_judge, offline_max_chars,
-                            cache, out, console, show_progress, bootstrap_seed, free_scores or modes == ["free"])
+        _offline_validation(validation(), [m for m in modes if m != "free"], offline, out, console, show_progress,
+                            bootstrap_seed, free_scores or modes == ["free"])
         return
     if not validate and (modes[0] in OFFLINE_MODES or modes == ["free"]):
-        items, context = _sample_items(inputs, out, 1, prompts, gen_temperature, gen_top_k, gen_top_p,
-                                       gen_max_new_tokens, gen_seed, device, console, show_progress)
-        _offline_scoring(items, context, modes[0], judge_gguf, local_judge, offline_max_chars, cache, out, console,
-                         show_progress, n_bootstrap, bootstrap_seed)
+        _offline_scoring(sample_inputs(1), modes[0], offline, out, console, show_progress, n_bootstrap, bootstrap_seed)
         return
-    items, context = (_validation_items(rub, corpus, data_dir, rates, repeats, validate_limit, validate_seed) if validate
-                      else _sample_items(inputs, out, repeats, prompts, gen_temperature, gen_top_k, gen_top_p,
-                                         gen_max_new_tokens, gen_seed, device, console, show_progress))
+    if validate:
+        vset = validation()
+        items = variant_items(vset.variants, repeats)
+    else:
+        samples = sample_inputs(repeats)
+        items = samples.items
 
     import contextlib
 
@@ -164,20 +174,23 @@ def gpt_eval(
                               "nondeterminism; use --temperature > 0 for test-retest of sampled judgments[/yellow]")
             return not dry_run
 
-        result = run_gpt_eval(GptEvalConfig(items=items, rubric=rub, settings=settings, cache_path=cache_path,
-                                            score=not validate, free_scores=free_scores and not validate,
-                                            n_resamples=n_bootstrap, seed=bootstrap_seed, progress=show_progress),
-                              on_plan=show_plan)
+        if validate:
+            vconfig = ValidationConfig(validation=vset, rubric=rub, settings=settings, cache_path=cache_path,
+                                       repeats=repeats, seed=bootstrap_seed, progress=show_progress)
+            result = run_validation(vconfig, items=items, on_plan=show_plan)
+        else:
+            gconfig = GptEvalConfig(items=items, rubric=rub, settings=settings, cache_path=cache_path,
+                                    free_scores=free_scores, n_resamples=n_bootstrap, seed=bootstrap_seed,
+                                    progress=show_progress)
+            result = run_gpt_eval(gconfig, on_plan=show_plan)
     if result.run is None:  # dry run
         return
 
     judge_info = embedded.info if embedded is not None else None
     if validate:
-        _report_validation(result.run, rub, settings, context, out, console, n_bootstrap, bootstrap_seed, cache_path,
-                           judge_info)
+        _report_validation(result, vconfig, out, console, judge_info)
     else:
-        _report_scores(result, rub, settings, context, out, console, n_bootstrap, bootstrap_seed, repeats, cache_path,
-                       judge_info)
+        _report_scores(result, gconfig, samples.context(), out, console, repeats, judge_info)
     if embedded is not None and embedded.smoke_test:
         console.print(f"[bold yellow]reminder: {escape(embedded.info['warning'])}[/bold yellow]")
 
@@ -197,38 +210,32 @@ def _api_key(base_url: str) -> str:
     return key or "EMPTY"  # local servers usually take any key
 
 
-def _sample_items(inputs, out, repeats, prompts, temperature, top_k, top_p, max_new_tokens, seed, device, console,
-                  show_progress=False):
+def _rates(rates: str) -> tuple[float, ...]:
+    from corpora.errors import UserError
+
+    try:
+        return tuple(float(r) for r in rates.split(",") if r.strip())
+    except ValueError:
+        raise UserError(f"--rates must be comma-separated numbers, got {rates!r}") from None
+
+
+def _sample_inputs(inputs, out, repeats, prompts, temperature, top_k, top_p, max_new_tokens, seed, device, console,
+                   show_progress=False):
     """samples.jsonl inputs as they are; checkpoints are turned into samples first (saved under out/)."""
-    import json
+    from evalsuite.judge.evaluate import samples_from_inputs
 
-    from tqdm import tqdm
+    sampling = None
+    if any(p.suffix != ".jsonl" for p in inputs):
+        from evalsuite.generate import SamplingConfig
 
-    from evalsuite.generate import SamplingConfig, iter_samples, load_prompt_set, safe_name
-    from evalsuite.judge.evaluate import load_samples, samples_to_items
-
-    sample_files: list[Path] = []
-    generated: list[dict[str, Any]] = []
-    for path in inputs:
-        if path.suffix == ".jsonl":
-            sample_files.append(path)
-            continue
-        prompt_set = load_prompt_set(prompts)
         sampling = SamplingConfig(temperature=temperature, top_k=top_k or None, top_p=top_p,
                                   max_new_tokens=max_new_tokens, seed=seed)
-        target = out / "samples" / f"{safe_name(str(path))}.jsonl"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        console.print(f"generating {len(prompt_set.prompts)} stories from {path} -> {target}")
-        with target.open("w", encoding="utf-8") as handle, tqdm(
-            total=len(prompt_set.prompts), desc=f"generating {path.name}", unit="story", disable=not show_progress
-        ) as bar:
-            for row in iter_samples(path, prompt_set, sampling, device=device):
-                handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-                bar.update(1)
-        sample_files.append(target)
-        generated.append({"checkpoint": str(path), "samples": str(target)})
-    samples = load_samples(sample_files)
-    return samples_to_items(samples, repeats), {"samples_files": [str(p) for p in sample_files], "generated": generated}
+
+    def tell(path: Path, n: int, target: Path) -> None:
+        console.print(f"generating {n} stories from {path} -> {target}")
+
+    return samples_from_inputs(inputs, out, repeats=repeats, prompts=prompts, sampling=sampling, device=device,
+                               progress=show_progress, on_generate=tell)
 
 
 def _judge_modes(judge_mode: str, validate: bool, embedded: bool) -> list[str]:
@@ -269,119 +276,30 @@ def _auto_mode(base_url, judge_gguf, local_judge, console) -> str:
     return PACKAGED_DEFAULT_MODE
 
 
-def _validation_context(rub, corpus, data_dir, rates, limit, seed):
-    """Real stories (default: a seeded sample of the shared TinyStories subset) and their corruptions."""
-    import random
 
-    from corpora.documents import read_documents
-    from corpora.errors import UserError
-    from corpora.paths import find_data_dir
-    from evalsuite.judge.validate import DEFAULT_MATCH, check_match, make_variants, usable_story
-
-    if corpus is None:
-        corpus = find_data_dir(data_dir) / "tinystories" / "tinystories_subset.jsonl"
-    docs = [d for d in read_documents(corpus) if usable_story(d)]
-    if not docs:
-        raise UserError(f"no story in {corpus} is long enough to validate with")
-    n_corpus = len(docs)
-    if limit and limit < len(docs):
-        # a seeded shuffle, then the first N: a smaller sample is a prefix of a larger one (same seed)
-        order = list(range(len(docs)))
-        random.Random(seed).shuffle(order)
-        docs = [docs[i] for i in order[:limit]]
-    try:
-        rate_values = tuple(float(r) for r in rates.split(",") if r.strip())
-    except ValueError:
-        raise UserError(f"--rates must be comma-separated numbers, got {rates!r}") from None
-    check_match(rub, DEFAULT_MATCH)
-    variants = make_variants(docs, rates=rate_values, seed=seed)
-    return {"corpus": str(corpus), "n_corpus_stories": n_corpus, "n_stories": len(docs), "rates": rate_values,
-            "sample_seed": seed, "variants": variants, "match": DEFAULT_MATCH, "stories": docs}
-
-
-def _validation_items(rub, corpus, data_dir, rates, repeats, limit, seed=0):
-    from evalsuite.judge.validate import variant_items
-
-    context = _validation_context(rub, corpus, data_dir, rates, limit, seed)
-    return variant_items(context["variants"], repeats), context
-
-
-def _offline_validation(context, modes, judge_gguf, local_judge, max_chars, cache, out, console, progress, seed,
-                        with_free_scores) -> None:
+def _offline_validation(vset, modes, offline, out, console, progress, seed, with_free_scores) -> None:
     """--validate with offline modes: each mode's preference for clean text, per corruption and rate."""
-    import pandas as pd
     from rich.console import Console
 
-    from corpora.paths import cache_dir
-    from evalsuite.judge.offline import offline_scorer
-    from evalsuite.judge.validate import method_verdicts, offline_pairs, preference_table
+    from evalsuite.judge.offline_eval import run_offline_validation, write_offline_validation
 
-    variants = context["variants"]
-    longest = max(len(v.beginning) for v in variants) + 2 * max_chars + 1200
-    scores, pairs, info = [], [], {}
-    if modes:
-        with offline_scorer(judge_gguf, use_packaged=local_judge, max_chars=max_chars, cache=cache,
-                            max_prompt_chars=longest, progress=progress) as scorer:
-            console.print(f"offline judge {scorer.model_id}: modes {', '.join(modes)} on {context['n_stories']} "
-                          f"stories of {context['corpus']} x {len(variants) // context['n_stories']} variants")
-            for mode in modes:
-                frame, pair = offline_pairs(variants, scorer, mode, context["match"], progress=progress)
-                scores.append(frame)
-                pairs.append(pair)
-            info = {"offline_judge": {**scorer.info, "model_id": scorer.model_id, **scorer.config.public_dict(),
-                                      "n_computed": scorer.n_computed, "n_cached": scorer.n_cached}}
-    if with_free_scores:
-        free_frame, free_pair = _free_validation(context, progress)
-        scores.append(free_frame)
-        pairs.append(free_pair)
-    all_pairs = pd.concat(pairs, ignore_index=True)
-    table = preference_table(all_pairs, seed=seed)
-    verdicts = method_verdicts(table)
-    cache_path = cache or (cache_dir() / "judge_cache.sqlite")
-    _write_validity(out, context, table, verdicts, all_pairs, pd.concat(scores, ignore_index=True), cache_path, info)
+    def loaded(scorer) -> None:
+        console.print(f"offline judge {scorer.model_id}: modes {', '.join(modes)} on {vset.n_stories} "
+                      f"stories of {vset.corpus} x {len(vset.variants) // vset.n_stories} variants")
+
+    result = run_offline_validation(vset, modes, offline, free_scores=with_free_scores, seed=seed, progress=progress,
+                                    on_scorer=loaded)
+    write_offline_validation(out, result)
     wide = Console()
     if not wide.is_terminal:  # a log file: do not squeeze ten columns into 80 characters
         wide = Console(width=200)
-    wide.print(_validity_table(table))
-    for row in verdicts.itertuples():
+    wide.print(_validity_table(result.table))
+    for row in result.verdicts.itertuples():
         verdict = "PASSES" if row.passes else "FAILS"
         console.print(f"{row.method}: {verdict} (worst at rate 1.0: {row.worst_corruption}, clean preferred "
                       f"in {row.worst_share:.0%} of {row.n_pairs_min} pairs; goal >= 90% for each corruption)")
     console.print(f"wrote {out}/validity.csv, validity_verdicts.csv, validity_pairs.csv, validity_scores.csv, "
                   f"validity_meta.json")
-
-
-def _story_frame(items):
-    """One row per story (repeat 0) of judge items: the fields that identify it, beginning, continuation."""
-    import pandas as pd
-
-    keep = ("checkpoint_id", "checkpoint", "story", "prompt_id", "model_family", "val_loss", "val_bpc", "tokens_seen")
-    rows = [{**{k: it.meta.get(k) for k in keep}, "prompt": it.prompt, "completion": it.completion}
-            for it in items if it.repeat == 0]
-    return pd.DataFrame(rows)
-
-
-def _free_story_scores(stories, progress):
-    from evalsuite.judge.free_scores import free_scores_table
-
-    scores = free_scores_table(list(stories["prompt"]), list(stories["completion"]), progress=progress)
-    return stories.drop(columns=["prompt", "completion"]).reset_index(drop=True).join(scores)
-
-
-FREE_COLUMNS = {"mean": "mean over stories of the score", "ci_low": "bootstrap 95% CI over stories, low end",
-                "ci_high": "bootstrap 95% CI over stories, high end", "n_stories": "stories with the score",
-                "lower_is_better": "direction of the score"}
-
-
-def _free_columns():
-    from evalsuite.judge.free_scores import FREE_SCORES
-    from evalsuite.results import column
-
-    stories = {name: column(definition, "evalsuite.judge.free_scores.free_scores_table")
-               for name, (definition, _) in FREE_SCORES.items()}
-    summary = {c: column(d, "evalsuite.stats.bootstrap_ci" if c != "lower_is_better"
-                         else "evalsuite.judge.free_scores.FREE_SCORES") for c, d in FREE_COLUMNS.items()}
-    return {"free_story_scores.csv": stories, "free_scores.csv": summary}
 
 
 def _print_summary(frame, title):
@@ -398,134 +316,21 @@ def _print_summary(frame, title):
     Console().print(view)
 
 
-def _offline_scoring(items, context, mode, judge_gguf, local_judge, max_chars, cache, out, console, progress,
-                     n_bootstrap, seed) -> None:
+def _offline_scoring(samples, mode, offline, out, console, progress, n_bootstrap, seed) -> None:
     """Samples scored by an offline mode of the local judge (or judge-free scores only, mode 'free')."""
-    import pandas as pd
+    from evalsuite.judge.offline_eval import run_offline_scoring, write_offline_scoring
 
-    from evalsuite.judge.free_scores import free_scores_summary
-    from evalsuite.judge.offline import offline_scorer, score_stories
-    from evalsuite.results import build_meta, column, write_meta, write_table
-    from evalsuite.stats import bootstrap_ci
-
-    stories = _free_story_scores(_story_frame(items), progress)
-    stories_text = _story_frame(items)
-    info: dict = {}
-    judge_rows = []
-    if mode != "free":
-        longest = int(stories_text["prompt"].str.len().max()) + max_chars + 1200
-        with offline_scorer(judge_gguf, use_packaged=local_judge, max_chars=max_chars, cache=cache,
-                            max_prompt_chars=longest, progress=progress) as scorer:
-            judged = score_stories(scorer, mode, list(stories_text["prompt"]), list(stories_text["completion"]),
-                                   progress=progress)
-            info = {"offline_judge": {**scorer.info, "model_id": scorer.model_id, "mode": mode,
-                                      **scorer.config.public_dict(), "n_computed": scorer.n_computed,
-                                      "n_cached": scorer.n_cached}}
-        stories = stories.join(judged)
-        facts = [c for c in ("checkpoint", "model_family", "val_loss", "val_bpc", "tokens_seen") if c in stories]
-        for ckpt, part in stories.groupby("checkpoint_id", sort=True):
-            for col in judged.columns:
-                values = part[col].to_numpy(dtype=float)
-                ci = bootstrap_ci(values, n_boot=n_bootstrap, seed=seed)
-                judge_rows.append({"checkpoint_id": ckpt, "score": col, "mean": ci.estimate, "ci_low": ci.ci_low,
-                                   "ci_high": ci.ci_high, "sd": float(part[col].std(ddof=1)), "n_stories": ci.n,
-                                   "n_judgments_failed": int(len(values) - ci.n),
-                                   **{f: part[f].iloc[0] for f in facts}})
-    free = free_scores_summary(stories, ["checkpoint_id"], n_boot=n_bootstrap, seed=seed)
-    out.mkdir(parents=True, exist_ok=True)
-    write_table(stories, out / "free_story_scores.csv")
-    write_table(free, out / "free_scores.csv")
-    columns = _free_columns()
-    outputs = ["free_story_scores.csv", "free_scores.csv"]
-    if judge_rows:
-        summary = pd.DataFrame(judge_rows)
-        # the same summary.csv shape as the rubric mode, so figures and report read it unchanged
-        write_table(summary, out / "summary.csv", parquet=True)
-        outputs += ["summary.csv", "summary.parquet"]
-        columns["summary.csv"] = {
-            "mean": column(f"mean over stories of the local judge's {mode} score", "evalsuite.judge.offline.score_stories"),
-            "ci_low": column("bootstrap 95% CI over stories, low end", "evalsuite.stats.bootstrap_ci"),
-            "ci_high": column("bootstrap 95% CI over stories, high end", "evalsuite.stats.bootstrap_ci"),
-            "sd": column("standard deviation over stories (ddof 1)", "pandas.Series.std"),
-            "n_stories": column("stories with the score", "evalsuite.stats.bootstrap_ci"),
-            "n_judgments_failed": column("stories without a score (empty continuation)",
-                                         "evalsuite.judge.offline.score_stories")}
-        _print_summary(summary, f"local judge, mode {mode}: mean over stories [95% bootstrap CI]")
-    _print_summary(free, "judge-free scores: mean over stories [95% bootstrap CI]")
+    result = run_offline_scoring(samples.items, mode, offline, samples=samples.context(), n_bootstrap=n_bootstrap,
+                                 seed=seed, progress=progress)
+    write_offline_scoring(out, result)
+    if result.summary is not None:
+        _print_summary(result.summary, f"local judge, mode {mode}: mean over stories [95% bootstrap CI]")
+    _print_summary(result.free, "judge-free scores: mean over stories [95% bootstrap CI]")
     if mode == "loglik":
         console.print("[yellow]judge_bpc = bits per character of the story under the local judge model (lower = "
                       "more expected text). It separates clean from corrupted stories, but degenerate repetition "
                       "is also very expected: read it beside repeated_3gram_share[/yellow]")
-    meta = build_meta("gpt-eval", config={"mode": mode, "n_bootstrap": n_bootstrap}, inputs=context["samples_files"],
-                      seeds={"bootstrap": seed}, columns=columns, outputs=outputs,
-                      extra={"generated": context.get("generated"), **info})
-    write_meta(out / "meta.json", meta)
-    console.print(f"wrote {out}/ ({', '.join(outputs)}, meta.json)")
-
-
-def _free_validation(context, progress):
-    """Judge-free scores of every validation variant, and their clean-vs-corrupted pairs."""
-    from evalsuite.judge.free_scores import free_score_pairs, free_scores_table
-
-    variants = context["variants"]
-    frame = free_scores_table([v.beginning for v in variants], [v.continuation for v in variants], progress=progress)
-    for key in ("story_id", "corruption", "rate"):
-        frame[key] = [getattr(v, key) for v in variants]
-    return frame, free_score_pairs(frame)
-
-
-VALIDITY_COLUMNS = {
-    "method": "offline:<mode> (the local judge's probabilities) or free:<score> (judge-free score)",
-    "score": "the score compared (judge_bpc, p_yes_<dim>, pref_clean_<dim>, or a judge-free score)",
-    "corruption": "the corruption applied to the continuation (evalsuite.judge.validate)",
-    "rate": "the asked corruption rate (share of candidates changed)",
-    "n_pairs": "story pairs (clean, corrupted) with both scores",
-    "clean_preferred": "pairs where the clean text scored better",
-    "ties": "pairs with equal scores",
-    "corrupted_preferred": "pairs where the corrupted text scored better",
-    "share_clean_preferred": "clean_preferred / n_pairs",
-    "share_ci_low": "Wilson 95% CI of share_clean_preferred, low end",
-    "share_ci_high": "Wilson 95% CI of share_clean_preferred, high end",
-    "sign_test_p": "one-sided sign test (binomial, ties dropped) that clean is preferred more than half the time",
-    "mean_diff": "mean over stories of the difference oriented so that > 0 favours clean",
-    "diff_ci_low": "bootstrap 95% CI of mean_diff over stories, low end",
-    "diff_ci_high": "bootstrap 95% CI of mean_diff over stories, high end",
-    "d_z": "mean_diff / sd of the differences (paired standardized effect)",
-    "meets_goal": "rate 1.0 only: share_clean_preferred >= 0.9",
-    "sign_test_p_adj": "sign_test_p after Benjamini-Hochberg adjustment over all rows of this table",
-    "separates": "sign_test_p_adj < 0.05 and the CI of mean_diff above 0: the score tells clean from corrupted",
-}
-_COMPUTED_BY = {"sign_test_p_adj": "evalsuite.stats.adjust_pvalues", "share_ci_low": "evalsuite.stats.wilson_ci", "share_ci_high": "evalsuite.stats.wilson_ci",
-                "diff_ci_low": "evalsuite.stats.bootstrap_ci", "diff_ci_high": "evalsuite.stats.bootstrap_ci",
-                "mean_diff": "evalsuite.stats.bootstrap_ci"}
-
-
-def _write_validity(out, context, table, verdicts, pairs, scores, cache_path, extra) -> None:
-    from evalsuite.results import build_meta, column, write_meta, write_table
-
-    out.mkdir(parents=True, exist_ok=True)
-    write_table(table, out / "validity.csv")
-    write_table(verdicts, out / "validity_verdicts.csv")
-    write_table(pairs, out / "validity_pairs.csv")
-    write_table(scores, out / "validity_scores.csv")
-    columns = {"validity.csv": {c: column(d, _COMPUTED_BY.get(c, "evalsuite.judge.validate.preference_table"))
-                                for c, d in VALIDITY_COLUMNS.items()},
-               "validity_verdicts.csv": {
-                   "passes": column("every corruption at rate 1.0 has share_clean_preferred >= 0.9",
-                                    "evalsuite.judge.validate.method_verdicts"),
-                   "beats_chance": column("every corruption at rate 1.0 has sign_test_p < 0.05",
-                                          "evalsuite.judge.validate.method_verdicts"),
-                   "worst_share": column("lowest share_clean_preferred at rate 1.0",
-                                         "evalsuite.judge.validate.method_verdicts")}}
-    meta = build_meta(
-        "gpt-eval",
-        config={"mode": "validate", "rates": context["rates"], "match": context["match"],
-                "n_stories": context["n_stories"], "n_corpus_stories": context["n_corpus_stories"]},
-        inputs=[context["corpus"]], seeds={"sample_and_corruptions": context["sample_seed"]}, columns=columns,
-        outputs=["validity.csv", "validity_verdicts.csv", "validity_pairs.csv", "validity_scores.csv"],
-        extra={"cache": str(cache_path), **extra},
-    )
-    write_meta(out / "validity_meta.json", meta)
+    console.print(f"wrote {out}/ ({', '.join(result.outputs())}, meta.json)")
 
 
 def _validity_table(table):
@@ -560,41 +365,15 @@ def _run_summary_line(run) -> str:
             f"{run.prompt_tokens:,}+{run.completion_tokens:,} tokens{cost}")
 
 
-def _report_scores(result, rub, settings, context, out, console, n_bootstrap, seed, repeats, cache_path,
-                   judge_info=None) -> None:
+def _report_scores(result, config, samples, out, console, repeats, judge_info=None) -> None:
     from rich.console import Console
+    from rich.markup import escape as rich_escape
     from rich.table import Table
 
-    from evalsuite.judge.evaluate import gpt_eval_meta, run_meta, write_judgments_jsonl, write_tables
-    from evalsuite.results import write_meta
+    from evalsuite.judge.evaluate import write_gpt_eval
 
-    run, tables = result.run, result.tables
-    out.mkdir(parents=True, exist_ok=True)
-    write_judgments_jsonl(out / "judgments.jsonl", run.results)
-    frames = {"judgments": tables.judgments.drop(columns=["prompt", "completion"], errors="ignore"),
-              "story_scores": tables.stories, "summary": tables.summary, "categories": tables.categories}
-    if not tables.reliability.empty:
-        frames["reliability"] = tables.reliability
-    free = result.free_summary
-    if result.free_stories is not None:  # judge-free scores beside the rubric, same stories
-        frames["free_story_scores"] = result.free_stories
-    if free is not None:
-        frames["free_scores"] = free
-    write_tables(out, frames)
-    legacy = run_meta(run, rub, settings.public_dict(), {
-        "repeats": repeats, "bootstrap": {"n_resamples": n_bootstrap, "seed": seed},
-        "inputs": context, "cache": str(cache_path), **({"embedded_judge": judge_info} if judge_info else {}),
-    })
-    meta = gpt_eval_meta(legacy, inputs=context["samples_files"],
-                         config={"rubric": rub.identity(), "judge": settings.public_dict(), "repeats": repeats,
-                                 "n_bootstrap": n_bootstrap},
-                         seeds={"bootstrap": seed, "judge": settings.seed if settings.seed is not None else -1},
-                         outputs=[f"{name}.{ext}" for name in frames for ext in ("csv", "parquet")] + ["judgments.jsonl"],
-                         extra_columns=_free_columns() if free is not None else None)
-    write_meta(out / "meta.json", meta)
-
-    from rich.markup import escape as rich_escape
-
+    write_gpt_eval(out, result, config, samples=samples, repeats=repeats, judge_info=judge_info)
+    run, tables, free, rub = result.run, result.tables, result.free_summary, config.rubric
     console.print(_run_summary_line(run))
     if run.stopped_reason:
         console.print(f"[yellow]stopped early: {rich_escape(str(run.stopped_reason))}; rerun to finish (cached results are kept)[/yellow]")
@@ -645,32 +424,16 @@ def _fail_if_a_checkpoint_failed(failed, out: Path) -> None:
                         f"last failure: {last}")
 
 
-def _report_validation(run, rub, settings, context, out, console, n_bootstrap, seed, cache_path,
-                       judge_info=None) -> None:
+
+def _report_validation(result, vconfig, out, console, judge_info=None) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from evalsuite.judge.evaluate import run_meta, write_judgments_jsonl, write_meta, write_tables
-    from evalsuite.judge.scoring import judgment_table, story_scores
-    from evalsuite.judge.validate import realized_rates_table, validation_report
+    from evalsuite.judge.evaluate import write_validation
 
-    table = judgment_table(run.results, rub)
-    stories = story_scores(table, rub, ["story_id", "corruption", "rate"])
-    realized = realized_rates_table(context["variants"])
-    stories = stories.merge(realized, on=["story_id", "corruption", "rate"], how="left")
-    report = validation_report(stories, context["match"], seed=seed)
-    out.mkdir(parents=True, exist_ok=True)
-    write_judgments_jsonl(out / "validation_judgments.jsonl", run.results)
-    write_tables(out, {"validation_pairs": report.pairs, "validation_trend": report.trend,
-                       "validation_story_scores": stories})
-    meta = run_meta(run, rub, settings.public_dict(), {
-        "command": "gpt-eval --validate", "corpus": context["corpus"], "n_stories": context["n_stories"],
-        "rates": context["rates"], "match": context["match"], "cache": str(cache_path),
-        **({"embedded_judge": judge_info} if judge_info else {}),
-    })
-    write_meta(out / "validation_meta.json", meta)
-
-    console.print(_run_summary_line(run))
+    write_validation(out, result, vconfig, judge_info)
+    report = result.report
+    console.print(_run_summary_line(result.run))
     pairs = Table(title="validity: does the judge grade clean text above corrupted text? (matching dimension)")
     for col in ("corruption", "dimension", "rate", "realised", "n", "clean > corrupted", "ties", "sign p", "mean drop [95% CI]"):
         pairs.add_column(col)
@@ -686,6 +449,4 @@ def _report_validation(run, rub, settings, context, out, console, n_bootstrap, s
         trend.add_row(r.corruption, r.dimension, f"{r.spearman_rate_vs_grade:.2f}", f"{r.spearman_p:.3g}", str(r.n))
     Console().print(trend)
     console.print(f"wrote {out}/validation_*.csv/.parquet and validation_meta.json")
-    from evalsuite.judge.evaluate import failed_checkpoints
-
-    _fail_if_a_checkpoint_failed(failed_checkpoints(run.results), out)
+    _fail_if_a_checkpoint_failed(result.failed, out)

@@ -1,12 +1,13 @@
 """gpt-eval as a library: samples.jsonl -> judge items -> judgments -> tidy tables -> files.
 
-The command (evalsuite/commands/gpt_eval.py) is a thin layer over `load_samples`,
-`samples_to_items`, `plan_judgments`/`execute_plan` (client.py), `score_run` and `write_outputs`.
+The command (evalsuite/commands/gpt_eval.py) is a thin layer over one library call per mode:
+`run_gpt_eval` (rubric grades of samples), `run_validation` (rubric validity check),
+`evalsuite.judge.offline_eval.run_offline_scoring` / `run_offline_validation` (offline modes of the
+local judge and judge-free scores); `samples_from_inputs` turns its inputs into judge items.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import platform
 from collections.abc import Callable
@@ -17,6 +18,7 @@ from typing import Any
 import pandas as pd
 
 from corpora.errors import UserError
+from corpora.provenance import file_sha256
 from evalsuite.judge.cache import JudgeCache
 from evalsuite.judge.client import (
     JudgeItem,
@@ -171,12 +173,155 @@ def run_gpt_eval(config: GptEvalConfig, *, on_plan: Callable[[JudgePlan], bool] 
     return result
 
 
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def write_gpt_eval(out: Path, result: GptEvalResult, config: GptEvalConfig, *, samples: dict[str, Any],
+                   repeats: int = 1, judge_info: dict[str, Any] | None = None) -> list[Path]:
+    """judgments.jsonl, summary / story_scores / judgments / categories (/ reliability, free scores) as CSV +
+    Parquet, and meta.json (evalsuite.results schema). `samples` is `SampleInputs.context()`."""
+    from evalsuite.judge.free_scores import free_columns
+    from evalsuite.results import write_meta as write_schema_meta
+
+    run, tables = result.run, result.tables
+    if run is None or tables is None:
+        raise ValueError("a dry run, or a run without score=True, has no score tables to write")
+    settings, rubric = config.settings, config.rubric
+    out.mkdir(parents=True, exist_ok=True)
+    written = [write_judgments_jsonl(out / "judgments.jsonl", run.results)]
+    frames = {"judgments": tables.judgments.drop(columns=["prompt", "completion"], errors="ignore"),
+              "story_scores": tables.stories, "summary": tables.summary, "categories": tables.categories}
+    if not tables.reliability.empty:
+        frames["reliability"] = tables.reliability
+    if result.free_stories is not None:  # judge-free scores beside the rubric, same stories
+        frames["free_story_scores"] = result.free_stories
+    if result.free_summary is not None:
+        frames["free_scores"] = result.free_summary
+    written += write_tables(out, frames)
+    legacy = run_meta(run, rubric, settings.public_dict(), {
+        "repeats": repeats, "bootstrap": {"n_resamples": config.n_resamples, "seed": config.seed},
+        "inputs": samples, "cache": str(config.cache_path), **({"embedded_judge": judge_info} if judge_info else {}),
+    })
+    meta = gpt_eval_meta(legacy, inputs=samples["samples_files"],
+                         config={"rubric": rubric.identity(), "judge": settings.public_dict(), "repeats": repeats,
+                                 "n_bootstrap": config.n_resamples},
+                         seeds={"bootstrap": config.seed, "judge": settings.seed if settings.seed is not None else -1},
+                         outputs=[f"{name}.{ext}" for name in frames for ext in ("csv", "parquet")] + ["judgments.jsonl"],
+                         extra_columns=free_columns() if result.free_summary is not None else None)
+    written.append(write_schema_meta(out / "meta.json", meta))
+    return written
+
+
+@dataclass
+class SampleInputs:
+    """The judge items of samples.jsonl inputs, and where each sample file came from."""
+
+    items: list[JudgeItem]
+    samples_files: list[str]
+    generated: list[dict[str, str]]  # {checkpoint, samples} for each checkpoint turned into samples here
+
+    def context(self) -> dict[str, Any]:
+        """What meta.json records of the inputs (its `samples` key)."""
+        return {"samples_files": self.samples_files, "generated": self.generated}
+
+
+def samples_from_inputs(inputs: list[Path], out: Path, *, repeats: int = 1, prompts: str = "tinystories",
+                        sampling: Any = None, device: str = "cpu", progress: bool = False,
+                        on_generate: Callable[[Path, int, Path], None] | None = None) -> SampleInputs:
+    """samples.jsonl inputs as they are; checkpoints are turned into samples first, written through
+    evalsuite.samples.SamplesWriter to `out/samples/<checkpoint>.jsonl`. `sampling` is an
+    evalsuite.generate.SamplingConfig; `on_generate(checkpoint, n_prompts, target)` is told before each
+    checkpoint's generation starts (minutes on a CPU)."""
+    from tqdm import tqdm
+
+    from evalsuite.generate import iter_samples, load_prompt_set, safe_name
+    from evalsuite.samples import SamplesWriter
+
+    sample_files: list[Path] = []
+    generated: list[dict[str, str]] = []
+    for path in inputs:
+        if path.suffix == ".jsonl":
+            sample_files.append(path)
+            continue
+        prompt_set = load_prompt_set(prompts)
+        target = out / "samples" / f"{safe_name(str(path))}.jsonl"
+        if on_generate is not None:
+            on_generate(path, len(prompt_set.prompts), target)
+        with SamplesWriter(target) as writer, tqdm(
+            total=len(prompt_set.prompts), desc=f"generating {path.name}", unit="story", disable=not progress
+        ) as bar:
+            for row in iter_samples(path, prompt_set, sampling, device=device):
+                writer.write(row)
+                bar.update(1)
+        sample_files.append(target)
+        generated.append({"checkpoint": str(path), "samples": str(target)})
+    items = samples_to_items(load_samples(sample_files), repeats)
+    return SampleInputs(items=items, samples_files=[str(p) for p in sample_files], generated=generated)
+
+
+@dataclass
+class ValidationConfig:
+    """A rubric validity check (`gpt-eval --validate`): the judge grades real stories and their corruptions."""
+
+    validation: Any  # evalsuite.judge.validate.ValidationSet
+    rubric: Rubric
+    settings: JudgeSettings
+    cache_path: Path
+    repeats: int = 1
+    seed: int = 0  # bootstrap seed of the report's CIs
+    progress: bool = False
+
+    def items(self) -> list[JudgeItem]:
+        from evalsuite.judge.validate import variant_items
+
+        return variant_items(self.validation.variants, self.repeats)
+
+
+@dataclass
+class ValidationResult:
+    plan: JudgePlan
+    run: JudgeRun | None  # None: on_plan stopped the run (dry run)
+    stories: pd.DataFrame | None = None  # one row per (story_id, corruption, rate): grades + realised rate
+    report: Any = None  # evalsuite.judge.validate.ValidationReport (pairs, trend)
+    failed: list[tuple[str, int, str]] | None = None
+
+
+def run_validation(config: ValidationConfig, *, items: list[JudgeItem] | None = None,
+                   on_plan: Callable[[JudgePlan], bool] | None = None) -> ValidationResult:
+    """The rubric validity check as one library call: judge every variant, then per corruption and rate
+    the share of stories graded clean > corrupted on the matching dimension, and the rate-grade trend.
+    `items` (default `config.items()`) lets a caller that already built them pass them in."""
+    from evalsuite.judge.validate import realized_rates_table, validation_report
+
+    items = config.items() if items is None else items
+    judged = run_gpt_eval(GptEvalConfig(items=items, rubric=config.rubric, settings=config.settings,
+                                        cache_path=config.cache_path, score=False, free_scores=False,
+                                        seed=config.seed, progress=config.progress), on_plan=on_plan)
+    result = ValidationResult(plan=judged.plan, run=judged.run, failed=judged.failed)
+    if judged.run is None:
+        return result
+    table = judgment_table(judged.run.results, config.rubric)
+    stories = story_scores(table, config.rubric, ["story_id", "corruption", "rate"])
+    realized = realized_rates_table(config.validation.variants)
+    result.stories = stories.merge(realized, on=["story_id", "corruption", "rate"], how="left")
+    result.report = validation_report(result.stories, config.validation.match, seed=config.seed)
+    return result
+
+
+def write_validation(out: Path, result: ValidationResult, config: ValidationConfig,
+                     judge_info: dict[str, Any] | None = None) -> list[Path]:
+    """validation_judgments.jsonl, validation_{pairs,trend,story_scores}.{csv,parquet}, validation_meta.json."""
+    if result.run is None or result.report is None:
+        raise ValueError("a dry run has nothing to write")
+    vset = config.validation
+    out.mkdir(parents=True, exist_ok=True)
+    written = [write_judgments_jsonl(out / "validation_judgments.jsonl", result.run.results)]
+    written += write_tables(out, {"validation_pairs": result.report.pairs, "validation_trend": result.report.trend,
+                                  "validation_story_scores": result.stories})
+    meta = run_meta(result.run, config.rubric, config.settings.public_dict(), {
+        "command": "gpt-eval --validate", "corpus": vset.corpus, "n_stories": vset.n_stories,
+        "rates": vset.rates, "match": vset.match, "cache": str(config.cache_path),
+        **({"embedded_judge": judge_info} if judge_info else {}),
+    })
+    written.append(write_meta(out / "validation_meta.json", meta))
+    return written
 
 
 def run_meta(run: JudgeRun, rubric: Rubric, settings_public: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:

@@ -136,3 +136,19 @@ def free_scores_summary(stories: pd.DataFrame, group: Sequence[str], *, n_boot: 
                          "ci_low": ci.ci_low, "ci_high": ci.ci_high, "n_stories": ci.n,
                          "lower_is_better": lower_better})
     return pd.DataFrame(rows)
+
+
+FREE_SUMMARY_COLUMNS = {"mean": "mean over stories of the score", "ci_low": "bootstrap 95% CI over stories, low end",
+                        "ci_high": "bootstrap 95% CI over stories, high end", "n_stories": "stories with the score",
+                        "lower_is_better": "direction of the score"}
+
+
+def free_columns() -> dict[str, dict[str, dict[str, str]]]:
+    """meta.json `columns` of free_story_scores.csv and free_scores.csv."""
+    from evalsuite.results import column
+
+    stories = {name: column(definition, "evalsuite.judge.free_scores.free_scores_table")
+               for name, (definition, _) in FREE_SCORES.items()}
+    summary = {c: column(d, "evalsuite.stats.bootstrap_ci" if c != "lower_is_better"
+                         else "evalsuite.judge.free_scores.FREE_SCORES") for c, d in FREE_SUMMARY_COLUMNS.items()}
+    return {"free_story_scores.csv": stories, "free_scores.csv": summary}

@@ -45,6 +45,7 @@ from typing import Any
 
 from corpora.errors import UserError
 from corpora.paths import cache_dir
+from corpora.provenance import file_sha256
 from evalsuite.judge.server import BackendHTTPError
 
 INSTALL_HINT = "pip install -e '.[judge]'"
@@ -200,14 +201,6 @@ def _stamp_matches(dest: Path, sha256: str) -> bool:
 def _write_stamp(dest: Path, sha256: str) -> None:
     st = dest.stat()
     _stamp_path(dest).write_text(json.dumps({"sha256": sha256, "size": st.st_size, "mtime_ns": st.st_mtime_ns}))
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def assemble_gguf(

@@ -23,6 +23,7 @@ between rate (0 = clean) and grade.
 from __future__ import annotations
 
 import math
+import os
 import random
 import re
 from dataclasses import dataclass
@@ -215,6 +216,52 @@ def variant_items(variants: list[Variant], repeats: int = 1) -> list[JudgeItem]:
     return items
 
 
+@dataclass
+class ValidationSet:
+    """The stories a validity check judges: a seeded sample of a corpus and its corrupted variants."""
+
+    corpus: str
+    n_corpus_stories: int  # usable stories in the corpus, before the sample
+    stories: list[str]
+    rates: tuple[float, ...]
+    sample_seed: int
+    variants: list[Variant]
+    match: dict[str, str]
+
+    @property
+    def n_stories(self) -> int:
+        return len(self.stories)
+
+    def config(self) -> dict[str, Any]:
+        """What meta.json records of the sample (the `config` of a validity run)."""
+        return {"rates": self.rates, "match": self.match, "n_stories": self.n_stories,
+                "n_corpus_stories": self.n_corpus_stories}
+
+
+def validation_set(rubric: Rubric, corpus: str | os.PathLike | None, *, data_dir: str | os.PathLike | None = None,
+                   rates: tuple[float, ...] = DEFAULT_RATES, limit: int = 0, seed: int = 0) -> ValidationSet:
+    """Real stories (default: the shared TinyStories subset), a seeded sample of `limit` of them
+    (0 = all), and their corruptions at `rates`."""
+    from corpora.documents import read_documents
+    from corpora.paths import find_data_dir
+
+    if corpus is None:
+        corpus = find_data_dir(data_dir) / "tinystories" / "tinystories_subset.jsonl"
+    docs = [d for d in read_documents(corpus) if usable_story(d)]
+    if not docs:
+        raise UserError(f"no story in {corpus} is long enough to validate with")
+    n_corpus = len(docs)
+    if limit and limit < len(docs):
+        # a seeded shuffle, then the first N: a smaller sample is a prefix of a larger one (same seed)
+        order = list(range(len(docs)))
+        random.Random(seed).shuffle(order)
+        docs = [docs[i] for i in order[:limit]]
+    check_match(rubric, DEFAULT_MATCH)
+    variants = make_variants(docs, rates=tuple(rates), seed=seed)
+    return ValidationSet(corpus=str(corpus), n_corpus_stories=n_corpus, stories=docs, rates=tuple(rates),
+                         sample_seed=seed, variants=variants, match=dict(DEFAULT_MATCH))
+
+
 def check_match(rubric: Rubric, match: dict[str, str]) -> None:
     for corruption, dim in match.items():
         if dim not in rubric.dimension_names:
@@ -269,11 +316,6 @@ def validation_report(stories: pd.DataFrame, match: dict[str, str] | None = None
         trend_rows.append({"corruption": corruption, "dimension": dim, "spearman_rate_vs_grade": float(rho),
                            "spearman_p": float(p), "n": int(len(both))})
     return ValidationReport(pairs=pd.DataFrame(pair_rows), trend=pd.DataFrame(trend_rows))
-
-
-def stories_from_corpus(docs: list[str], limit: int | None = None) -> list[str]:
-    docs = [d for d in docs if d.strip()]
-    return docs[:limit] if limit else docs
 
 
 def realized_rates_table(variants: list[Variant]) -> pd.DataFrame:
