@@ -288,6 +288,8 @@ def _dim_probe(results_dir: Path, exclude: Path) -> list[dict[str, Any]]:
         claims = _table(claims_path)
         if claims.empty or not {"layer", "category", "verdict"} <= set(claims.columns):
             continue
+        if "role" in claims.columns:  # one block per model: the verdicts are the probed model's rows
+            claims = claims[claims["role"] == "probed"]
         last = claims[claims["layer"] == claims["layer"].max()]
         counts = last["verdict"].value_counts()
         verdict = ", ".join(f"{n} {v}" for v, n in counts.items()) + f" of {len(last)} claimed categories " \

@@ -295,3 +295,19 @@ def test_summary_shows_sample_stories_per_checkpoint_with_beginning_and_completi
             assert " ".join(r["prompt"].split()) in text
             assert " ".join(r["completion"].split())[:40] in text
         assert " ".join(mine[3]["prompt"].split()) not in text  # the fourth is left to samples.jsonl
+
+
+def test_summary_counts_only_the_probed_models_claims_not_the_control_rows(tmp_path):
+    """claims.csv v2 holds one block per model; the controls' rows (verdict 'control') are not verdicts."""
+    folder = tmp_path / "results" / "dim-probe"
+    folder.mkdir(parents=True)
+    rows = [{"model": "probe", "role": "probed", "layer": 2, "category": c, "verdict": v}
+            for c, v in (("NOUN", "refuted"), ("VERB", "not_distinguishable_from_control"))]
+    rows += [{"model": m, "role": "control", "layer": 2, "category": c, "verdict": "control"}
+             for m in ("untrained", "baseline") for c in ("NOUN", "VERB")]
+    pd.DataFrame(rows).to_csv(folder / "claims.csv", index=False)
+    out = tmp_path / "report.html"
+    build_report(tmp_path / "results", out, make_figures=False)
+    text = _section_text(out.read_text(encoding="utf-8"), "summary")
+    assert "1 refuted, 1 not_distinguishable_from_control of 2 claimed categories" in text
+    assert "4 control" not in text and " control, " not in text
