@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import inspect
 import json
 import math
 import os
@@ -127,7 +128,9 @@ def load_children(paths: Sequence[str | os.PathLike], config: CompareConfig | No
 
     config = config or CompareConfig()
     loaded = load_child_utterances(paths, progress=progress, n_workers=config.n_workers, use_cache=config.use_cache)
-    if loaded.utterances.empty or loaded.utterances["age_months"].isna().all():
+    if loaded.utterances.empty:
+        raise UserError("no child (CHI) utterances in the given CHAT data")
+    if loaded.utterances["age_months"].isna().all():
         raise UserError("no child age in the @ID headers of the CHAT files: cannot bin by age")
     return loaded
 
@@ -221,9 +224,11 @@ def analyze_stories(samples: pd.DataFrame, config: CompareConfig, nlp=None, prog
 # ----------------------------------------------------------------------------- per-transcript unit cache
 
 UNIT_CACHE_FORMAT = 1
-# the code whose output a cached unit row is: the detectors, the measures, this module (unit records)
-UNIT_CODE_FILES = ("evalsuite/childes/detectors.py", "evalsuite/childes/measures.py", "evalsuite/childes/lexicon.py",
-                   "evalsuite/childes/compare.py")
+# the code whose output a cached unit row is: the detectors, the measures and lexicon they use, and of this
+# module only the two functions that build unit rows (hashed by source), so that editing the tables or the
+# verdict text here does not throw away hours of parsing
+UNIT_CODE_FILES = ("evalsuite/childes/detectors.py", "evalsuite/childes/measures.py", "evalsuite/childes/lexicon.py")
+UNIT_CODE_FUNCTIONS = ("_unit_record", "analyze_child_utterances", "_write_units", "_read_units", "_plain")
 _JSON_COLUMNS = ("words", "hits", "annotations")  # nested Python objects, stored as JSON text
 # below this many uncached utterances, spawning workers (each loads spaCy, ~5-10 s) costs more than it saves
 POOL_MIN_UTTERANCES = 5000
@@ -253,6 +258,10 @@ def unit_code_key(context_window: int) -> str:
                        f"parse={code_key()};context_window={context_window}".encode())
     for rel in UNIT_CODE_FILES:
         h.update(rel.encode() + b"\0" + (_ROOT / rel).read_bytes())
+    for name in UNIT_CODE_FUNCTIONS:
+        h.update(name.encode() + b"\0" + inspect.getsource(globals()[name]).encode())
+    for tsv in sorted((_ROOT / "evalsuite/childes/data").glob("*.tsv")):  # lexicon tables the detectors read
+        h.update(tsv.name.encode() + b"\0" + tsv.read_bytes())
     return h.hexdigest()[:16]
 
 
