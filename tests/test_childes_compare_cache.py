@@ -151,3 +151,57 @@ def test_childes_age_writes_chat_issues_beside_its_output(folder, tmp_path, caps
     assert not validate_meta(meta)
     assert "ages.chat_issues.csv" in meta["outputs"] and meta["chat_transcripts"]["unreadable"] == 1
     assert set(meta["columns"]["ages.chat_issues.csv"]) == set(ISSUE_COLUMNS)
+
+
+def _old_rate_table(units, config):
+    """The per-group loop rate_table replaced (kept here as the reference the fast one must equal)."""
+    import numpy as np
+
+    from evalsuite.childes.compare import SUB_KINDS, _group_keys, _order_columns
+    from evalsuite.childes.detectors import ERROR_TYPES
+    from evalsuite.stats import wilson_ci
+
+    rows = []
+    for key, g in _group_keys(units, config):
+        n = len(g)
+        for t in ERROR_TYPES:
+            entries = [(t, g[f"has_{t}"].to_numpy())]
+            for kind in SUB_KINDS.get(t, ()):
+                entries.append((f"{t}/{kind}", np.array([any(h["error_type"] == t and h["kind"] == kind for h in hs)
+                                                          for hs in g["hits"]])))
+            for name, flags in entries:
+                count = int(flags.sum())
+                lo, hi = wilson_ci(count, n)
+                hits = int(sum(sum(1 for h in hs if h["error_type"] == name.split("/")[0]
+                                   and ("/" not in name or h["kind"] == name.split("/")[1])) for hs in g["hits"]))
+                rows.append({**key, "error_type": name, "rate": 100.0 * count / n, "ci_low": 100.0 * lo,
+                             "ci_high": 100.0 * hi, "n": n, "count": count, "hits": hits})
+    return _order_columns(pd.DataFrame(rows))
+
+
+def _old_hits_table(units):
+    rows = []
+    for idx, row in units.iterrows():
+        for h in row["hits"]:
+            rows.append({"unit_row": idx, "source": row["source"], "doc_id": row["doc_id"],
+                         "checkpoint": row.get("checkpoint_id") if row["source"] == "model" else None,
+                         "child": row.get("child") if row["source"] == "childes" else None,
+                         "age_months": row.get("age_months"), **h, "unit_text": row["text"]})
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.shared_data
+def test_fast_rate_and_hits_tables_equal_the_per_unit_loops(folder):
+    frame = load_children([folder], CompareConfig(n_workers=1)).utterances
+    units = analyze_child_utterances(frame, CompareConfig())
+    # model-side rows too, with sub-kind hits, so every branch is compared
+    story = units.head(30).assign(source="model", checkpoint_id="ck", checkpoint="ck", model_family="baseline",
+                                  val_loss=2.0, val_bpc=0.8)
+    story["hits"] = [[{"error_type": "pronoun_antecedent", "kind": k, "start": 0, "end": 1, "text": "he"}
+                      for k in ("gender_mismatch", "no_antecedent")[: i % 3]] for i in range(len(story))]
+    story["has_pronoun_antecedent"] = story["hits"].map(bool)
+    both = pd.concat([units, story], ignore_index=True)
+    assert sum(map(len, both["hits"])) > 20
+    config = CompareConfig()
+    pd.testing.assert_frame_equal(compare.rate_table(both, config), _old_rate_table(both, config))
+    pd.testing.assert_frame_equal(compare.hits_table(both), _old_hits_table(both))

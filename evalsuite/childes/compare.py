@@ -420,22 +420,38 @@ def _group_keys(units: pd.DataFrame, config: CompareConfig) -> list[tuple[dict, 
     return groups
 
 
+def _hit_counts(units: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per unit (aligned to units.index): hits of each rate name (type, and type/kind for SUB_KINDS), and
+    whether the unit has one of the sub-kinds; one pass over the hits instead of one per group and type."""
+    names = [n for t in ERROR_TYPES for n in (t, *(f"{t}/{k}" for k in SUB_KINDS.get(t, ())))]
+    column = {n: i for i, n in enumerate(names)}
+    counts = np.zeros((len(units), len(names)), dtype=np.int64)
+    for row, hs in enumerate(units["hits"]):
+        for h in hs:
+            t = h["error_type"]
+            if t in column:
+                counts[row, column[t]] += 1
+                sub = column.get(f"{t}/{h['kind']}")
+                if sub is not None:
+                    counts[row, sub] += 1
+    frame = pd.DataFrame(counts, index=units.index, columns=names)
+    return frame, frame > 0
+
+
 def rate_table(units: pd.DataFrame, config: CompareConfig) -> pd.DataFrame:
     rows = []
-    for key, g in _group_keys(units, config):
+    groups = _group_keys(units, config)
+    hit_counts, has_sub = _hit_counts(units) if groups else (None, None)
+    for key, g in groups:
         n = len(g)
+        counts_g, sub_g = hit_counts.loc[g.index].sum(), has_sub.loc[g.index].sum()
         for t in ERROR_TYPES:
-            entries = [(t, g[f"has_{t}"].to_numpy())]
-            for kind in SUB_KINDS.get(t, ()):
-                entries.append((f"{t}/{kind}", np.array([any(h["error_type"] == t and h["kind"] == kind for h in hs)
-                                                          for hs in g["hits"]])))
-            for name, flags in entries:
-                count = int(flags.sum())
+            entries = [(t, int(g[f"has_{t}"].to_numpy().sum()))]
+            entries += [(f"{t}/{kind}", int(sub_g[f"{t}/{kind}"])) for kind in SUB_KINDS.get(t, ())]
+            for name, count in entries:
                 lo, hi = wilson_ci(count, n)
-                hits = int(sum(sum(1 for h in hs if h["error_type"] == name.split("/")[0]
-                                   and ("/" not in name or h["kind"] == name.split("/")[1])) for hs in g["hits"]))
                 rows.append({**key, "error_type": name, "rate": 100.0 * count / n, "ci_low": 100.0 * lo,
-                             "ci_high": 100.0 * hi, "n": n, "count": count, "hits": hits})
+                             "ci_high": 100.0 * hi, "n": n, "count": count, "hits": int(counts_g[name])})
     return _order_columns(pd.DataFrame(rows))
 
 
@@ -477,12 +493,18 @@ def _order_columns(frame: pd.DataFrame) -> pd.DataFrame:
 def hits_table(units: pd.DataFrame) -> pd.DataFrame:
     """Every hit with the unit text it came from (traceability)."""
     rows = []
-    for idx, row in units.iterrows():
-        for h in row["hits"]:
-            rows.append({"unit_row": idx, "source": row["source"], "doc_id": row["doc_id"],
-                         "checkpoint": row.get("checkpoint_id") if row["source"] == "model" else None,
-                         "child": row.get("child") if row["source"] == "childes" else None,
-                         "age_months": row.get("age_months"), **h, "unit_text": row["text"]})
+    if units.empty:
+        return pd.DataFrame(rows)
+    none = [None] * len(units)
+    columns = (units.index, units["source"], units["doc_id"], units.get("checkpoint_id", none), units.get("child", none),
+               units.get("age_months", none), units["hits"], units["text"])
+    # plain column iteration: iterrows builds a Series per unit, minutes at corpus scale
+    for idx, source, doc_id, ckpt, child, age, hs, text in zip(*columns, strict=True):
+        for h in hs:
+            rows.append({"unit_row": idx, "source": source, "doc_id": doc_id,
+                         "checkpoint": ckpt if source == "model" else None,
+                         "child": child if source == "childes" else None,
+                         "age_months": age, **h, "unit_text": text})
     return pd.DataFrame(rows)
 
 
