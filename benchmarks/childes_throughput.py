@@ -155,7 +155,7 @@ def _cached_units(cache: Path) -> tuple[int, int]:
     """(transcripts, child units) in the unit cache so far: the part a cut-off cold pass finished."""
     import pyarrow.parquet as pq
 
-    files = list((cache / "childes_units").glob("*/*/*.parquet"))
+    files = [f for f in (cache / "childes_units").glob("*/*/*.parquet") if f.parent.name != "sources"]  # no shards
     return len(files), sum(pq.ParquetFile(f).metadata.num_rows for f in files)
 
 

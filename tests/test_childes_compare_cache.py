@@ -115,9 +115,16 @@ def test_unit_cache_round_trips_and_is_keyed_by_code_and_settings(folder, tmp_pa
     assert compare.unit_code_key(0) != compare.unit_code_key(3)
     _, stats3 = analyze_children_cached(frame, CompareConfig(n_workers=1, context_window=0), cache_dir=tmp_path)
     assert stats3["computed"] == 2
-    # a damaged cache file is recomputed, never served
-    victim = next(Path(stats["cache"]).glob("*/*.parquet"))
-    victim.write_bytes(b"not parquet")
+    assert stats2["source_shards_read"] == 1  # the warm run read the folder's one shard, no per-transcript file
+    # a damaged cache file is never served: a bad shard falls back to the transcripts' files, a bad
+    # transcript file is recomputed
+    root = Path(stats["cache"])
+    next(root.glob("sources/*.parquet")).write_bytes(b"not parquet")
+    again, stats4 = analyze_children_cached(frame, cfg, cache_dir=tmp_path)
+    assert (stats4["computed"], stats4["source_shards_read"]) == (0, 0)
+    pd.testing.assert_frame_equal(again, direct)
+    next(root.glob("sources/*.parquet")).write_bytes(b"not parquet")
+    next(p for p in root.glob("*/*.parquet") if p.parent.name != "sources").write_bytes(b"not parquet")
     again, stats4 = analyze_children_cached(frame, cfg, cache_dir=tmp_path)
     assert stats4["computed"] == 1
     pd.testing.assert_frame_equal(again, direct)

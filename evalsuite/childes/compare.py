@@ -228,7 +228,7 @@ UNIT_CACHE_FORMAT = 1
 # module only the two functions that build unit rows (hashed by source), so that editing the tables or the
 # verdict text here does not throw away hours of parsing
 UNIT_CODE_FILES = ("evalsuite/childes/detectors.py", "evalsuite/childes/measures.py", "evalsuite/childes/lexicon.py")
-UNIT_CODE_FUNCTIONS = ("_unit_record", "analyze_child_utterances", "_write_units", "_read_units", "_plain")
+UNIT_CODE_FUNCTIONS = ("_unit_record", "analyze_child_utterances", "_write_units", "_read_units", "_plain", "_read_shards")
 _JSON_COLUMNS = ("words", "hits", "annotations")  # nested Python objects, stored as JSON text
 # below this many uncached utterances, spawning workers (each loads spaCy, ~5-10 s) costs more than it saves
 POOL_MIN_UTTERANCES = 5000
@@ -309,6 +309,31 @@ def _read_units(path: Path) -> pd.DataFrame | None:
     return frame
 
 
+def _read_shards(root: Path, groups: list[pd.DataFrame], parts: dict[int, pd.DataFrame]) -> tuple[dict, int]:
+    """Fill `parts` from the per-source shards (one Parquet file per CHAT source holding all its
+    transcripts' units: a warm run reads one file per corpus, not one per transcript). A shard is keyed by
+    the source path and every member's file name and sha256, so a changed or added transcript misses it.
+    Returns ({shard path to write: the group indices of its source}, shards read)."""
+    by_source: dict[str, list[int]] = {}
+    for i, rows in enumerate(groups):
+        by_source.setdefault(str(rows["source"].iloc[0]) if "source" in rows else "", []).append(i)
+    shards: dict[Path, list[int]] = {}
+    n_read = 0
+    for source, members in by_source.items():
+        listing = "\n".join(f"{groups[i]['file'].iloc[0]}\t{groups[i]['sha256'].iloc[0]}" for i in members)
+        key = hashlib.sha256((source + "\n" + listing).encode()).hexdigest()
+        shard = root / "sources" / f"{key}.parquet"
+        cached = _read_units(shard) if shard.exists() else None
+        if cached is None:
+            shards[shard] = members
+            continue
+        by_doc = {doc: g.reset_index(drop=True) for doc, g in cached.groupby("doc_id", sort=False)} if len(cached) else {}
+        for i in members:
+            parts[i] = by_doc.get(str(groups[i]["file"].iloc[0]), pd.DataFrame())
+        n_read += 1
+    return shards, n_read
+
+
 _WORKER_NLP = None
 
 
@@ -343,9 +368,12 @@ def analyze_children_cached(
     keys = ["sha256", "file"] if "sha256" in frame else ["file"]
     groups = [g for _, g in frame.groupby(keys, sort=False)]
     parts: dict[int, pd.DataFrame] = {}
+    shards, shards_read = _read_shards(root, groups, parts) if root is not None else ({}, 0)
     jobs = []
     settings = {k: v for k, v in asdict(config).items()}
     for i, rows in enumerate(groups):
+        if i in parts:
+            continue
         cache_file = ""
         if root is not None:
             path = _unit_file(root, str(rows["sha256"].iloc[0]), str(rows["file"].iloc[0]))
@@ -381,9 +409,13 @@ def analyze_children_cached(
                 bar.update()
     if bar is not None:
         bar.close()
+    for shard, members in shards.items():  # a source read transcript by transcript: write its shard
+        found = [parts[i] for i in members if len(parts[i])]
+        _write_units(shard, pd.concat(found, ignore_index=True) if found else pd.DataFrame())
     frames = [parts[i] for i in range(len(groups)) if len(parts[i])]
     units = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     stats = {"transcripts": len(groups), "from_cache": len(groups) - len(jobs), "computed": len(jobs),
+             "source_shards_read": shards_read,
              "utterances_parsed": n_todo, "worker_processes": config.n_workers if pooled else 0,
              "cache": str(root) if root is not None else None}
     return units, stats
