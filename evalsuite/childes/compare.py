@@ -1,8 +1,17 @@
 """childes-compare as a library: child utterances by age vs model stories by checkpoint.
 
 `childes_compare(childes_paths, samples_paths, config)` returns a `CompareResult` of tidy
-DataFrames and a `CompareSummary`; it never prints. The command in evalsuite/commands/childes.py
-writes the tables and prints them.
+DataFrames and a `CompareSummary`; it never prints. The command in evalsuite/commands/childes_compare.py
+writes the tables (and chat_issues.csv) and prints them.
+
+Child side at corpus scale: the utterances come from the parse cache
+(evalsuite.childes.parse_cache.load_child_utterances: every transcript read or reported, its issues in
+`CompareResult.chat_issues`, counts in meta `chat_transcripts`), and the spaCy parse + detector rows of each
+transcript are cached too (`analyze_children_cached`: Parquet under `<cache>/childes_units/<unit_code_key>/`,
+keyed by the transcript's sha256 and file name; the key hashes the detector/measure code, the unit-building
+functions of this module, spaCy's and its model's versions, the CHAT reading code and context_window), plus
+one shard per source for warm runs. Only uncached transcripts are parsed, by `n_workers` spawned processes;
+a warm run loads no spaCy pipeline.
 
 Units: a child utterance (CHI tier; utterances with any unintelligible word are left out, as in
 Brown's MLU rules) or a story sentence. Rates are per 100 units: the share of units with at least
