@@ -671,6 +671,22 @@ def childes_compare(
     )
 
 
+# column definitions of chat_issues.csv (corpora.chat.ISSUE_COLUMNS), for the commands that write it
+CHAT_ISSUE_DEFS = {
+    "source": ("the CHAT path given (file, folder or TalkBank zip)", "corpora.chat.parse_transcript"),
+    "file": ("transcript inside the source (empty when the whole source could not be read)", "corpora.chat.parse_transcript"),
+    "corpus": ("corpus the transcript belongs to", "corpora.chat.parse_transcript"),
+    "utt_index": ("utterance index in the transcript for a per-utterance issue, else empty", "corpora.chat.parse_transcript"),
+    "speaker": ("speaker of that utterance, else empty", "corpora.chat.parse_transcript"),
+    "severity": ("error: transcript not read; warning: read with a problem; info: read, something a measure "
+                 "needs is absent", "corpora.chat.parse_transcript"),
+    "kind": ("the problem (strict_parse_error, mor_misalignment, no_mor, no_child_age, corrupt_member, ...)",
+             "corpora.chat.parse_transcript"),
+    "message": ("pylangacq's or the reader's message", "corpora.chat.parse_transcript"),
+}
+
+
+
 def transcript_counts(transcripts: pd.DataFrame, issues: pd.DataFrame) -> dict:
     """How many transcripts were found, read, read with a warning, listed with an info note, and not read
     (the numbers a command prints so that a run is never silently over fewer transcripts)."""

@@ -211,31 +211,11 @@ def _dev_age_tables() -> dict[str, dict[str, tuple[str, str]]]:
     return {"dev_age_cv_summary.csv": summary, "checkpoint_dev_ages.csv": ages}
 
 
-CHAT_ISSUES = {
-    "source": ("the CHAT path given (file, folder or TalkBank zip)", "corpora.chat.parse_transcript"),
-    "file": ("transcript inside the source (empty when the whole source could not be read)", "corpora.chat.parse_transcript"),
-    "corpus": ("corpus the transcript belongs to", "corpora.chat.parse_transcript"),
-    "utt_index": ("utterance index in the transcript for a per-utterance issue, else empty", "corpora.chat.parse_transcript"),
-    "speaker": ("speaker of that utterance, else empty", "corpora.chat.parse_transcript"),
-    "severity": ("error: transcript not read; warning: read with a problem; info: read, something a measure "
-                 "needs is absent", "corpora.chat.parse_transcript"),
-    "kind": ("the problem (strict_parse_error, mor_misalignment, no_mor, no_child_age, corrupt_member, ...)",
-             "corpora.chat.parse_transcript"),
-    "message": ("pylangacq's or the reader's message", "corpora.chat.parse_transcript"),
-}
-
-
-def chat_issues_columns(frame) -> dict[str, dict[str, str]]:
-    """`columns` entry of chat_issues.csv (the tidy table of corpora.chat.ISSUE_COLUMNS)."""
-    from evalsuite.results import column, describe_columns
-
-    return describe_columns(frame.columns, {c: column(*e) for c, e in CHAT_ISSUES.items()}, "chat_issues.csv")
-
-
 def childes_columns(frames: dict) -> dict[str, dict[str, dict[str, str]]]:
     """`columns` for the written tables ({file name: DataFrame}); every column must be defined."""
+    from evalsuite.childes.compare import CHAT_ISSUE_DEFS
     from evalsuite.results import column, describe_columns
 
-    tables = _tables() | _dev_age_tables() | {"chat_issues.csv": CHAT_ISSUES}
+    tables = _tables() | _dev_age_tables() | {"chat_issues.csv": CHAT_ISSUE_DEFS}
     return {name: describe_columns(frame.columns, {c: column(*e) for c, e in tables[name].items()}, name)
             for name, frame in frames.items()}

@@ -57,14 +57,14 @@ def _chat_issues(paths: list[Path], target: Path, console) -> tuple[Path, dict] 
 
 
 def _add_issues_meta(meta: dict, issues: tuple[Path, dict] | None) -> None:
-    from evalsuite.commands._childes_columns import CHAT_ISSUES
+    from evalsuite.childes.compare import CHAT_ISSUE_DEFS
     from evalsuite.results import column
 
     if issues is None:
         return
     path, counts = issues
     meta["outputs"] = sorted([*meta["outputs"], path.name])
-    meta["columns"][path.name] = {c: column(*e) for c, e in CHAT_ISSUES.items()}
+    meta["columns"][path.name] = {c: column(*e) for c, e in CHAT_ISSUE_DEFS.items()}
     meta["chat_transcripts"] = counts
 
 
