@@ -135,6 +135,90 @@ def agreement_only(args) -> None:
         per_utt.to_csv(args.out_dir / "childes_mor_spacy_agreement_utterances.csv", index=False)
 
 
+def _tree_cpu(pgid: int) -> float:
+    """utime + stime (and reaped children's) of every live process in a process group, from /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid:  # fields[0] is the state; pgrp is field 5 of stat, index 2 here
+            total += sum(int(fields[i]) for i in (11, 12, 13, 14)) / tick
+    return total
+
+
+def _cached_units(cache: Path) -> tuple[int, int]:
+    """(transcripts, child units) in the unit cache so far: the part a cut-off cold pass finished."""
+    import pyarrow.parquet as pq
+
+    files = [f for f in (cache / "childes_units").glob("*/*/*.parquet") if f.parent.name != "sources"]  # no shards
+    return len(files), sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+
+
+def compare_pass(zips, cache: Path, out: Path, timeout: float, n_bootstrap: int, n_workers: int) -> dict:
+    """Time one `evalsuite childes-compare` over `zips` as a subprocess (its own process group, so the
+    worker pool's CPU is counted while it runs and the whole tree stops at the timeout)."""
+    import signal
+    import subprocess
+    import sys
+
+    env = {**os.environ, "EVALSUITE_CACHE": str(cache)}
+    argv = [sys.executable, "-m", "evalsuite.cli", "childes-compare", "--no-progress", "-o", str(out),
+            "--n-bootstrap", str(n_bootstrap), "--n-workers", str(n_workers)]
+    for z in zips:
+        argv += ["--childes", str(z)]
+    load_before, t0 = _load(), time.perf_counter()
+    kids0 = _cpu_seconds()
+    proc = subprocess.Popen(argv, env=env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    cpu_live, timed_out = 0.0, False
+    while proc.poll() is None:
+        cpu_live = max(cpu_live, _tree_cpu(proc.pid))
+        if time.perf_counter() - t0 > timeout:
+            timed_out = True
+            os.killpg(proc.pid, signal.SIGTERM)
+            break
+        time.sleep(5)
+    output = proc.communicate()[0].decode(errors="replace")
+    seconds = time.perf_counter() - t0
+    cpu = max(cpu_live, _cpu_seconds() - kids0)  # reaped total when it finished, last sample when cut off
+    n_files, n_units = _cached_units(cache)
+    return {"seconds": seconds, "cpu": cpu, "timed_out": timed_out, "rc": proc.returncode, "load_before": load_before,
+            "load_after": _load(), "cached_transcripts": n_files, "cached_units": n_units, "tail": output[-3000:]}
+
+
+def compare_mode(args, zips) -> None:
+    cache = args.cache_dir or Path(tempfile.mkdtemp(prefix="childes_compare_cache_"))
+    out = Path(tempfile.mkdtemp(prefix="childes_compare_out_"))
+    lines = [f"# childes-compare over {len(zips)} shared TalkBank zips ({platform.machine()}, {os.cpu_count()} CPUs "
+             f"visible, {args.n_workers} worker processes, --n-bootstrap {args.n_bootstrap})", "",
+             "| pass | finished | wall seconds | CPU seconds (process tree) | transcripts in unit cache | child units in "
+             "unit cache | units/s (wall) | units per CPU second | load average (1/5/15) before -> after |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+    results = []
+    for label in ("cold (empty caches)", "warm (all cached)"):
+        r = compare_pass(zips, cache, out, args.timeout, args.n_bootstrap, args.n_workers)
+        results.append((label, r))
+        done = "yes" if r["rc"] == 0 else f"no (cut off at the {args.timeout:.0f} s timeout)" if r["timed_out"] else f"no (exit {r['rc']})"
+        lines.append(f"| {label} | {done} | {r['seconds']:.1f} | {r['cpu']:.1f} | {r['cached_transcripts']} | "
+                     f"{r['cached_units']:,} | {r['cached_units'] / r['seconds']:,.0f} | "
+                     f"{r['cached_units'] / max(r['cpu'], 1e-9):,.0f} | {r['load_before']} -> {r['load_after']} |")
+        print(lines[-1], flush=True)
+        if r["rc"] != 0:
+            break  # a warm pass needs a complete cold one
+    lines += ["", "Units/s count the child units the pass left in the unit cache (for a cut-off cold pass: the part "
+              "done, parse + spaCy + detectors, before the tables; the tables' own time is only in a finished row).",
+              "", "Last output of the last pass:", "", "```", results[-1][1]["tail"].strip(), "```"]
+    text = "\n".join(lines)
+    print(text)
+    if args.out_dir:
+        args.out_dir.mkdir(parents=True, exist_ok=True)
+        (args.out_dir / "childes_compare_throughput.md").write_text(text + "\n", encoding="utf-8")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", type=Path, default=None)
@@ -146,7 +230,20 @@ def main() -> None:
     parser.add_argument("--out-dir", type=Path, default=None)
     parser.add_argument("--agreement-only", action="store_true",
                         help="skip the timings: the agreement table on transcripts sampled straight from the zips")
+    parser.add_argument("--compare", action="store_true",
+                        help="time `evalsuite childes-compare` over the zips, cold then warm (table "
+                        "childes_compare_throughput.md)")
+    parser.add_argument("--timeout", type=float, default=1200.0, help="--compare: seconds before a pass is cut off")
+    parser.add_argument("--n-bootstrap", type=int, default=200, help="--compare: childes-compare --n-bootstrap")
     args = parser.parse_args()
+    if args.compare:
+        from corpora.paths import find_data_dir
+
+        zips = sorted((find_data_dir(args.data_dir) / "childes" / "talkbank").glob("*.zip"))
+        if args.zips:
+            zips = [z for z in zips if z.stem in set(args.zips.split(","))]
+        compare_mode(args, zips)
+        return
     if args.agreement_only:
         agreement_only(args)
         return

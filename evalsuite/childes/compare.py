@@ -1,8 +1,17 @@
 """childes-compare as a library: child utterances by age vs model stories by checkpoint.
 
 `childes_compare(childes_paths, samples_paths, config)` returns a `CompareResult` of tidy
-DataFrames and a `CompareSummary`; it never prints. The command in evalsuite/commands/childes.py
-writes the tables and prints them.
+DataFrames and a `CompareSummary`; it never prints. The command in evalsuite/commands/childes_compare.py
+writes the tables (and chat_issues.csv) and prints them.
+
+Child side at corpus scale: the utterances come from the parse cache
+(evalsuite.childes.parse_cache.load_child_utterances: every transcript read or reported, its issues in
+`CompareResult.chat_issues`, counts in meta `chat_transcripts`), and the spaCy parse + detector rows of each
+transcript are cached too (`analyze_children_cached`: Parquet under `<cache>/childes_units/<unit_code_key>/`,
+keyed by the transcript's sha256 and file name; the key hashes the detector/measure code, the unit-building
+functions of this module, spaCy's and its model's versions, the CHAT reading code and context_window), plus
+one shard per source for warm runs. Only uncached transcripts are parsed, by `n_workers` spawned processes;
+a warm run loads no spaCy pipeline.
 
 Units: a child utterance (CHI tier; utterances with any unintelligible word are left out, as in
 Brown's MLU rules) or a story sentence. Rates are per 100 units: the share of units with at least
@@ -15,17 +24,22 @@ but only sentences that start inside the completion are counted.
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import inspect
+import json
 import math
 import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from corpora.errors import UserError
 from evalsuite.childes import age_model, measures, validation
-from evalsuite.childes.detectors import ERROR_TYPES, iter_detect, load_nlp
+from evalsuite.childes.detectors import ERROR_TYPES, SPACY_MODEL, iter_detect, load_nlp
 from evalsuite.childes.samples_frame import SAMPLE_REQUIRED, read_samples  # noqa: F401 (re-exported)
 from evalsuite.hypothesis import HYPOTHESIS, SEED_TOKENS_PER_CHAR, hypothesis_band, seed_nats_to_bpc
 from evalsuite.stats import bootstrap_ci, spearman, wilson_ci
@@ -50,6 +64,8 @@ class CompareConfig:
     context_window: int = 3
     mattr_window: int = 50
     min_units_per_transcript: int = 50
+    n_workers: int = 2  # processes that read transcripts and parse child utterances not yet cached
+    use_cache: bool = True  # the parse cache and the per-transcript unit cache ($EVALSUITE_CACHE)
 
     @classmethod
     def from_dict(cls, values: dict) -> CompareConfig:
@@ -66,6 +82,8 @@ class CompareConfig:
             raise UserError("bin_months must be positive")
         if self.n_bootstrap < 100:
             raise UserError("n_bootstrap must be at least 100")
+        if self.n_workers < 1:
+            raise UserError("n_workers must be at least 1")
         if self.n_process < 1 or self.batch_size < 1 or self.context_window < 0 or self.mattr_window < 2:
             raise UserError("n_process, batch_size >= 1, context_window >= 0, mattr_window >= 2")
 
@@ -105,19 +123,29 @@ class CompareResult:
     meta: dict
     dev_age_cv: pd.DataFrame = field(default_factory=pd.DataFrame)
     dev_checkpoint_ages: pd.DataFrame = field(default_factory=pd.DataFrame)
+    chat_issues: pd.DataFrame = field(default_factory=pd.DataFrame)
+    transcripts: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 # ----------------------------------------------------------------------------- inputs
 
 
-def read_children(paths: Sequence[str | os.PathLike]) -> pd.DataFrame:
-    from corpora.chat import read_chat
+def load_children(paths: Sequence[str | os.PathLike], config: CompareConfig | None = None, progress: bool = False):
+    """Child utterances, chat_issues and transcript list from the parse cache
+    (evalsuite.childes.parse_cache.load_child_utterances: every transcript read or reported)."""
+    from evalsuite.childes.parse_cache import load_child_utterances
 
-    frames = [read_chat(p) for p in paths]
-    frame = pd.concat(frames, ignore_index=True)
-    if frame["age_months"].isna().all():
+    config = config or CompareConfig()
+    loaded = load_child_utterances(paths, progress=progress, n_workers=config.n_workers, use_cache=config.use_cache)
+    if loaded.utterances.empty:
+        raise UserError("no child (CHI) utterances in the given CHAT data")
+    if loaded.utterances["age_months"].isna().all():
         raise UserError("no child age in the @ID headers of the CHAT files: cannot bin by age")
-    return frame
+    return loaded
+
+
+def read_children(paths: Sequence[str | os.PathLike], config: CompareConfig | None = None) -> pd.DataFrame:
+    return load_children(paths, config).utterances
 
 
 # ----------------------------------------------------------------------------- analysis
@@ -158,7 +186,7 @@ def analyze_child_utterances(
         rec = _unit_record(pu, exclude, getattr(row, "compounds", ()))
         rec.update({
             "source": "childes", "file": row.file, "corpus": row.corpus, "child": row.child,
-            "age_months": row.age_months, "utt_index": row.utt_index, "annotations": row.annotations,
+            "age_months": row.age_months, "utt_index": row.utt_index, "annotations": [dict(a) for a in row.annotations],
             "mor_morphemes": measures.mor_morphemes(row.mor, row.mor_words),
             "mor_n_items": len(row.mor), "clan_words": len(row.utterance_clan.split()),
         })
@@ -202,6 +230,206 @@ def analyze_stories(samples: pd.DataFrame, config: CompareConfig, nlp=None, prog
     return pd.DataFrame(records)
 
 
+# ----------------------------------------------------------------------------- per-transcript unit cache
+
+UNIT_CACHE_FORMAT = 1
+# the code whose output a cached unit row is: the detectors, the measures and lexicon they use, and of this
+# module only the two functions that build unit rows (hashed by source), so that editing the tables or the
+# verdict text here does not throw away hours of parsing
+UNIT_CODE_FILES = ("evalsuite/childes/detectors.py", "evalsuite/childes/measures.py", "evalsuite/childes/lexicon.py")
+UNIT_CODE_FUNCTIONS = ("_unit_record", "analyze_child_utterances", "_write_units", "_read_units", "_plain", "_read_shards")
+_JSON_COLUMNS = ("words", "hits", "annotations")  # nested Python objects, stored as JSON text
+# below this many uncached utterances, spawning workers (each loads spaCy, ~5-10 s) costs more than it saves
+POOL_MIN_UTTERANCES = 5000
+_ROOT = Path(__file__).resolve().parents[2]
+
+
+def spacy_model_version() -> str:
+    """`name version` of the spaCy model, read from its meta.json without importing spaCy."""
+    import importlib.util
+
+    spec = importlib.util.find_spec(SPACY_MODEL)
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError(f"spaCy model {SPACY_MODEL} is not installed")
+    meta = json.loads((Path(list(spec.submodule_search_locations)[0]) / "meta.json").read_text(encoding="utf-8"))
+    return f"{meta['name']} {meta['version']}"
+
+
+@functools.lru_cache(maxsize=8)
+def unit_code_key(context_window: int) -> str:
+    """Hash of what a cached unit row depends on: the analysis code, spaCy and its model, the parse
+    cache's code key (CHAT reading) and the one setting that changes detections (context_window)."""
+    from importlib.metadata import version
+
+    from evalsuite.childes.parse_cache import code_key
+
+    h = hashlib.sha256(f"format={UNIT_CACHE_FORMAT};spacy={version('spacy')};model={spacy_model_version()};"
+                       f"parse={code_key()};context_window={context_window}".encode())
+    for rel in UNIT_CODE_FILES:
+        h.update(rel.encode() + b"\0" + (_ROOT / rel).read_bytes())
+    for name in UNIT_CODE_FUNCTIONS:
+        h.update(name.encode() + b"\0" + inspect.getsource(globals()[name]).encode())
+    for tsv in sorted((_ROOT / "evalsuite/childes/data").glob("*.tsv")):  # lexicon tables the detectors read
+        h.update(tsv.name.encode() + b"\0" + tsv.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def unit_cache_root(context_window: int, cache_dir: str | os.PathLike | None = None) -> Path:
+    from corpora.paths import cache_dir as default_cache
+
+    base = Path(cache_dir).expanduser() if cache_dir is not None else default_cache()
+    return base / "childes_units" / unit_code_key(context_window)
+
+
+def _unit_file(root: Path, sha256: str, file: str) -> Path:
+    tag = hashlib.sha1(file.encode()).hexdigest()[:10]
+    return root / sha256[:2] / f"{sha256}-{tag}.parquet"
+
+
+def _write_units(path: Path, units: pd.DataFrame) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    frame = units.copy()
+    for col in _JSON_COLUMNS:
+        if col in frame:
+            frame[col] = [json.dumps(list(v), default=_plain) for v in frame[col]]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), tmp)
+    os.replace(tmp, path)  # atomic: a concurrent reader never sees half a file
+
+
+def _plain(value):
+    """JSON for numpy scalars/arrays that pyarrow hands back inside nested annotations."""
+    return value.tolist() if hasattr(value, "tolist") else str(value)
+
+
+def _read_units(path: Path) -> pd.DataFrame | None:
+    import pyarrow.parquet as pq
+
+    try:
+        frame = pq.read_table(path).to_pandas()
+    except (OSError, ValueError):
+        return None  # absent or unreadable: recompute
+    for col in _JSON_COLUMNS:
+        if col in frame:
+            frame[col] = [json.loads(v) for v in frame[col]]
+    return frame
+
+
+def _read_shards(root: Path, groups: list[pd.DataFrame], parts: dict[int, pd.DataFrame]) -> tuple[dict, int]:
+    """Fill `parts` from the per-source shards (one Parquet file per CHAT source holding all its
+    transcripts' units: a warm run reads one file per corpus, not one per transcript). A shard is keyed by
+    the source path and every member's file name and sha256, so a changed or added transcript misses it.
+    Returns ({shard path to write: the group indices of its source}, shards read)."""
+    by_source: dict[str, list[int]] = {}
+    for i, rows in enumerate(groups):
+        by_source.setdefault(str(rows["source"].iloc[0]) if "source" in rows else "", []).append(i)
+    shards: dict[Path, list[int]] = {}
+    n_read = 0
+    for source, members in by_source.items():
+        listing = "\n".join(f"{groups[i]['file'].iloc[0]}\t{groups[i]['sha256'].iloc[0]}" for i in members)
+        key = hashlib.sha256((source + "\n" + listing).encode()).hexdigest()
+        shard = root / "sources" / f"{key}.parquet"
+        cached = _read_units(shard) if shard.exists() else None
+        if cached is None:
+            shards[shard] = members
+            continue
+        by_doc = {doc: g.reset_index(drop=True) for doc, g in cached.groupby("doc_id", sort=False)} if len(cached) else {}
+        for i in members:
+            parts[i] = by_doc.get(str(groups[i]["file"].iloc[0]), pd.DataFrame())
+        n_read += 1
+    return shards, n_read
+
+
+_WORKER_NLP = None
+
+
+def _unit_worker_init() -> None:
+    global _WORKER_NLP
+    _WORKER_NLP = load_nlp()
+
+
+def _unit_work(job: tuple[int, pd.DataFrame, dict, str]) -> tuple[int, pd.DataFrame]:
+    """Parse and detect one transcript's child utterances (in a worker); writes its cache file."""
+    index, rows, settings, cache_file = job
+    units = analyze_child_utterances(rows, CompareConfig(**{**settings, "n_process": 1}), _WORKER_NLP)
+    if cache_file:
+        _write_units(Path(cache_file), units)
+    return index, units
+
+
+@functools.lru_cache(maxsize=1)
+def _shared_nlp():
+    return load_nlp()
+
+
+def analyze_children_cached(
+    frame: pd.DataFrame, config: CompareConfig, progress: bool = False, cache_dir: str | os.PathLike | None = None
+) -> tuple[pd.DataFrame, dict]:
+    """`analyze_child_utterances` per transcript, cached as Parquet keyed by the transcript's sha256 (and
+    file name) under `<cache>/childes_units/<unit_code_key>/`; only uncached transcripts are parsed, by a
+    pool of `config.n_workers` spawned processes when there are many. Returns (units, stats): the units in
+    the frame's transcript order (the same rows as one `analyze_child_utterances` call: detector context
+    never crosses a transcript) and how many transcripts came from the cache / were computed."""
+    root = unit_cache_root(config.context_window, cache_dir) if config.use_cache and "sha256" in frame else None
+    keys = ["sha256", "file"] if "sha256" in frame else ["file"]
+    groups = [g for _, g in frame.groupby(keys, sort=False)]
+    parts: dict[int, pd.DataFrame] = {}
+    shards, shards_read = _read_shards(root, groups, parts) if root is not None else ({}, 0)
+    jobs = []
+    settings = {k: v for k, v in asdict(config).items()}
+    for i, rows in enumerate(groups):
+        if i in parts:
+            continue
+        cache_file = ""
+        if root is not None:
+            path = _unit_file(root, str(rows["sha256"].iloc[0]), str(rows["file"].iloc[0]))
+            cached = _read_units(path) if path.exists() else None
+            if cached is not None:
+                parts[i] = cached
+                continue
+            cache_file = str(path)
+        jobs.append((i, rows.reset_index(drop=True), settings, cache_file))
+    n_todo = sum(len(j[1]) for j in jobs)
+    pooled = bool(jobs) and config.n_workers > 1 and n_todo >= POOL_MIN_UTTERANCES and len(jobs) > 1
+    bar = None
+    if progress and jobs:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(jobs), desc="parse child utterances (uncached transcripts)", unit="file")
+    if pooled:
+        import multiprocessing as mp
+
+        # spawn, not fork: the parent may hold spaCy/torch threads (scripts need the __main__ guard)
+        with mp.get_context("spawn").Pool(config.n_workers, initializer=_unit_worker_init) as pool:
+            for i, units in pool.imap_unordered(_unit_work, jobs, chunksize=4):
+                parts[i] = units
+                if bar is not None:
+                    bar.update()
+    else:
+        for i, rows, _, cache_file in jobs:
+            units = analyze_child_utterances(rows, config, _shared_nlp())
+            if cache_file:
+                _write_units(Path(cache_file), units)
+            parts[i] = units
+            if bar is not None:
+                bar.update()
+    if bar is not None:
+        bar.close()
+    for shard, members in shards.items():  # a source read transcript by transcript: write its shard
+        found = [parts[i] for i in members if len(parts[i])]
+        _write_units(shard, pd.concat(found, ignore_index=True) if found else pd.DataFrame())
+    frames = [parts[i] for i in range(len(groups)) if len(parts[i])]
+    units = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    stats = {"transcripts": len(groups), "from_cache": len(groups) - len(jobs), "computed": len(jobs),
+             "source_shards_read": shards_read,
+             "utterances_parsed": n_todo, "worker_processes": config.n_workers if pooled else 0,
+             "cache": str(root) if root is not None else None}
+    return units, stats
+
+
 # ----------------------------------------------------------------------------- tables
 
 
@@ -233,22 +461,38 @@ def _group_keys(units: pd.DataFrame, config: CompareConfig) -> list[tuple[dict, 
     return groups
 
 
+def _hit_counts(units: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per unit (aligned to units.index): hits of each rate name (type, and type/kind for SUB_KINDS), and
+    whether the unit has one of the sub-kinds; one pass over the hits instead of one per group and type."""
+    names = [n for t in ERROR_TYPES for n in (t, *(f"{t}/{k}" for k in SUB_KINDS.get(t, ())))]
+    column = {n: i for i, n in enumerate(names)}
+    counts = np.zeros((len(units), len(names)), dtype=np.int64)
+    for row, hs in enumerate(units["hits"]):
+        for h in hs:
+            t = h["error_type"]
+            if t in column:
+                counts[row, column[t]] += 1
+                sub = column.get(f"{t}/{h['kind']}")
+                if sub is not None:
+                    counts[row, sub] += 1
+    frame = pd.DataFrame(counts, index=units.index, columns=names)
+    return frame, frame > 0
+
+
 def rate_table(units: pd.DataFrame, config: CompareConfig) -> pd.DataFrame:
     rows = []
-    for key, g in _group_keys(units, config):
+    groups = _group_keys(units, config)
+    hit_counts, has_sub = _hit_counts(units) if groups else (None, None)
+    for key, g in groups:
         n = len(g)
+        counts_g, sub_g = hit_counts.loc[g.index].sum(), has_sub.loc[g.index].sum()
         for t in ERROR_TYPES:
-            entries = [(t, g[f"has_{t}"].to_numpy())]
-            for kind in SUB_KINDS.get(t, ()):
-                entries.append((f"{t}/{kind}", np.array([any(h["error_type"] == t and h["kind"] == kind for h in hs)
-                                                          for hs in g["hits"]])))
-            for name, flags in entries:
-                count = int(flags.sum())
+            entries = [(t, int(g[f"has_{t}"].to_numpy().sum()))]
+            entries += [(f"{t}/{kind}", int(sub_g[f"{t}/{kind}"])) for kind in SUB_KINDS.get(t, ())]
+            for name, count in entries:
                 lo, hi = wilson_ci(count, n)
-                hits = int(sum(sum(1 for h in hs if h["error_type"] == name.split("/")[0]
-                                   and ("/" not in name or h["kind"] == name.split("/")[1])) for hs in g["hits"]))
                 rows.append({**key, "error_type": name, "rate": 100.0 * count / n, "ci_low": 100.0 * lo,
-                             "ci_high": 100.0 * hi, "n": n, "count": count, "hits": hits})
+                             "ci_high": 100.0 * hi, "n": n, "count": count, "hits": int(counts_g[name])})
     return _order_columns(pd.DataFrame(rows))
 
 
@@ -290,12 +534,18 @@ def _order_columns(frame: pd.DataFrame) -> pd.DataFrame:
 def hits_table(units: pd.DataFrame) -> pd.DataFrame:
     """Every hit with the unit text it came from (traceability)."""
     rows = []
-    for idx, row in units.iterrows():
-        for h in row["hits"]:
-            rows.append({"unit_row": idx, "source": row["source"], "doc_id": row["doc_id"],
-                         "checkpoint": row.get("checkpoint_id") if row["source"] == "model" else None,
-                         "child": row.get("child") if row["source"] == "childes" else None,
-                         "age_months": row.get("age_months"), **h, "unit_text": row["text"]})
+    if units.empty:
+        return pd.DataFrame(rows)
+    none = [None] * len(units)
+    columns = (units.index, units["source"], units["doc_id"], units.get("checkpoint_id", none), units.get("child", none),
+               units.get("age_months", none), units["hits"], units["text"])
+    # plain column iteration: iterrows builds a Series per unit, minutes at corpus scale
+    for idx, source, doc_id, ckpt, child, age, hs, text in zip(*columns, strict=True):
+        for h in hs:
+            rows.append({"unit_row": idx, "source": source, "doc_id": doc_id,
+                         "checkpoint": ckpt if source == "model" else None,
+                         "child": child if source == "childes" else None,
+                         "age_months": age, **h, "unit_text": text})
     return pd.DataFrame(rows)
 
 
@@ -383,12 +633,12 @@ def childes_compare(
     if not childes_paths:
         raise UserError("no CHILDES data given")
     samples = read_samples(samples_paths) if samples_paths else None
-    frame = read_children(childes_paths)
-    nlp = load_nlp()
-    child_units = analyze_child_utterances(frame, config, nlp, progress)
+    loaded = load_children(childes_paths, config, progress)
+    frame = loaded.utterances
+    child_units, unit_stats = analyze_children_cached(frame, config, progress)
     if child_units.empty:
         raise UserError("no analysable child utterances (all empty or unintelligible)")
-    story_units = analyze_stories(samples, config, nlp, progress) if samples is not None else pd.DataFrame()
+    story_units = analyze_stories(samples, config, _shared_nlp(), progress) if samples is not None else pd.DataFrame()
     units = pd.concat([child_units, story_units], ignore_index=True)
 
     summary = CompareSummary(
@@ -410,13 +660,45 @@ def childes_compare(
     _summarise(summary, val, mlu_summary, cv, table, ages, samples)
     dev_cv, dev_ages = _developmental_ages(frame, samples, config, summary)
     meta = _meta(config, childes_paths, samples_paths, summary)
+    meta["chat_transcripts"] = transcript_counts(loaded.transcripts, loaded.issues)
+    meta["unit_cache"] = unit_stats
     return CompareResult(
         rates=rate_table(units, config), measures=measure_table(units, config), units=units,
         hits=hits_table(units), validation=val, disagreements=disagreements, code_inventory=inventory,
         mlu_agreement=mlu_per_file, mlu_summary=mlu_summary, age_features=table, age_cv=cv,
         age_cv_predictions=cv_pred, age_coefficients=coefs, checkpoint_ages=ages, summary=summary, meta=meta,
-        dev_age_cv=dev_cv, dev_checkpoint_ages=dev_ages,
+        dev_age_cv=dev_cv, dev_checkpoint_ages=dev_ages, chat_issues=loaded.issues, transcripts=loaded.transcripts,
     )
+
+
+# column definitions of chat_issues.csv (corpora.chat.ISSUE_COLUMNS), for the commands that write it
+CHAT_ISSUE_DEFS = {
+    "source": ("the CHAT path given (file, folder or TalkBank zip)", "corpora.chat.parse_transcript"),
+    "file": ("transcript inside the source (empty when the whole source could not be read)", "corpora.chat.parse_transcript"),
+    "corpus": ("corpus the transcript belongs to", "corpora.chat.parse_transcript"),
+    "utt_index": ("utterance index in the transcript for a per-utterance issue, else empty", "corpora.chat.parse_transcript"),
+    "speaker": ("speaker of that utterance, else empty", "corpora.chat.parse_transcript"),
+    "severity": ("error: transcript not read; warning: read with a problem; info: read, something a measure "
+                 "needs is absent", "corpora.chat.parse_transcript"),
+    "kind": ("the problem (strict_parse_error, mor_misalignment, no_mor, no_child_age, corrupt_member, ...)",
+             "corpora.chat.parse_transcript"),
+    "message": ("pylangacq's or the reader's message", "corpora.chat.parse_transcript"),
+}
+
+
+
+def transcript_counts(transcripts: pd.DataFrame, issues: pd.DataFrame) -> dict:
+    """How many transcripts were found, read, read with a warning, listed with an info note, and not read
+    (the numbers a command prints so that a run is never silently over fewer transcripts)."""
+    def files(severity: str) -> int:
+        rows = issues[issues["severity"] == severity]
+        return int(rows[["source", "file"]].drop_duplicates().shape[0])
+
+    sources_unreadable = int((issues["kind"] == "unreadable_source").sum())
+    return {"found": len(transcripts), "read": int(transcripts["read"].sum()),
+            "unreadable": int((~transcripts["read"]).sum()), "with_warnings": files("warning"),
+            "with_info": files("info"), "with_issues": int(issues[["source", "file"]].drop_duplicates().shape[0]),
+            "issue_rows": len(issues), "sources_unreadable": sources_unreadable}
 
 
 def _developmental_ages(frame: pd.DataFrame, samples: pd.DataFrame | None, config: CompareConfig,
@@ -511,18 +793,17 @@ def _summarise(summary, val, mlu_summary, cv, table, ages, samples) -> None:
 
 def _meta(config, childes_paths, samples_paths, summary) -> dict:
     import platform
+    from importlib.metadata import version
 
     import pylangacq
     import sklearn
-    import spacy
 
-    nlp = load_nlp()
     return {
         "command": "childes-compare",
         "config": asdict(config),
         "inputs": {"childes": [str(p) for p in childes_paths], "samples": [str(p) for p in samples_paths]},
-        "versions": {"python": platform.python_version(), "spacy": spacy.__version__,
-                     "spacy_model": f"{nlp.meta['name']} {nlp.meta['version']}", "pylangacq": pylangacq.__version__,
+        "versions": {"python": platform.python_version(), "spacy": version("spacy"),
+                     "spacy_model": spacy_model_version(), "pylangacq": pylangacq.__version__,
                      "scikit-learn": sklearn.__version__, "pandas": pd.__version__, "numpy": np.__version__},
         "ci_method": {"rates": "Wilson score 95% over units (independence assumed)",
                       "measures": "percentile bootstrap 95%", "age": "percentile bootstrap over stories"},

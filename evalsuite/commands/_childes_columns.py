@@ -213,8 +213,9 @@ def _dev_age_tables() -> dict[str, dict[str, tuple[str, str]]]:
 
 def childes_columns(frames: dict) -> dict[str, dict[str, dict[str, str]]]:
     """`columns` for the written tables ({file name: DataFrame}); every column must be defined."""
+    from evalsuite.childes.compare import CHAT_ISSUE_DEFS
     from evalsuite.results import column, describe_columns
 
-    tables = _tables() | _dev_age_tables()
+    tables = _tables() | _dev_age_tables() | {"chat_issues.csv": CHAT_ISSUE_DEFS}
     return {name: describe_columns(frame.columns, {c: column(*e) for c, e in tables[name].items()}, name)
             for name, frame in frames.items()}

@@ -35,6 +35,39 @@ COLUMN_DEFS = {
 }
 
 
+def _chat_issues(paths: list[Path], target: Path, console) -> tuple[Path, dict] | None:
+    """Write the chat_issues table of the CHAT inputs to `target` (every transcript read or reported) and
+    print how many transcripts were read / had issues / were unreadable; None without CHAT inputs.
+    Read through the parse cache, so a second run (or childes-compare on the same data) reads no CHAT."""
+    from rich.markup import escape
+
+    from evalsuite.childes.compare import transcript_counts
+    from evalsuite.childes.parse_cache import load_child_utterances, write_chat_issues
+
+    chat = [p for p in paths if Path(p).suffix.lower() != ".jsonl"]
+    if not chat:
+        return None
+    loaded = load_child_utterances(chat)
+    counts = transcript_counts(loaded.transcripts, loaded.issues)
+    path = write_chat_issues(loaded.issues, target)
+    console.print(f"CHILDES: {counts['found']} transcripts found, {counts['read']} read, {counts['unreadable']} "
+                  f"unreadable; {counts['with_warnings']} read with warnings, {counts['with_info']} with notes; "
+                  f"{counts['issue_rows']} issue rows -> {escape(str(path))}")
+    return path, counts
+
+
+def _add_issues_meta(meta: dict, issues: tuple[Path, dict] | None) -> None:
+    from evalsuite.childes.compare import CHAT_ISSUE_DEFS
+    from evalsuite.results import column
+
+    if issues is None:
+        return
+    path, counts = issues
+    meta["outputs"] = sorted([*meta["outputs"], path.name])
+    meta["columns"][path.name] = {c: column(*e) for c, e in CHAT_ISSUE_DEFS.items()}
+    meta["chat_transcripts"] = counts
+
+
 def register(app: typer.Typer) -> None:
     """Add `childes-age` to the root app."""
     app.command("childes-age")(childes_age)
@@ -92,6 +125,7 @@ def childes_age(
             raise UserError("--fit takes CHAT inputs only (children with ages), not samples.jsonl")
         result = dev.fit_and_validate(transcripts, config)
         written = result.model.save(model_dir, result.children)
+        issues = _chat_issues(paths, model_dir / "chat_issues.csv", console)
         for name, frame in (("cv_predictions.csv", result.predictions), ("cv_summary.csv", result.summary),
                             ("coefficients.csv", result.model.coefficients()), ("training_table.csv", result.table)):
             written += write_table(frame, model_dir / name)
@@ -110,6 +144,7 @@ def childes_age(
                           outputs=[p.name for p in written],
                           extra={"n_children": len(result.children), "n_transcripts": len(result.table),
                                  "n_transcripts_read": len(transcripts), "skipped_inputs": skipped})
+        _add_issues_meta(meta, issues)
         write_meta(model_dir, meta)
         table = Table(title=f"Age model CV ({len(result.table)} transcripts, {len(result.children)} children, "
                             f"{min_age:g}-{max_age:g} months); MAE months [95% CI, children resampled]")
@@ -164,6 +199,7 @@ def childes_age(
         }
         console.print(f"register-matched comparison: {len(reg)} rows -> {escape(str(reg_path))}"
                       + ("" if len(reg) else " (no child transcript of the matching register)"))
+    _add_issues_meta(meta, _chat_issues(paths, output.with_suffix(".chat_issues.csv"), console))
     write_meta(output.with_suffix(".meta.json"), meta)
     if loss_age is not None:
         console.print(f"[bold]{escape(loss_age.statement())}[/bold]")

@@ -42,6 +42,10 @@ def childes_compare(
     seed: int = typer.Option(0, help="Seed of the bootstraps."),
     n_process: int = typer.Option(1, help="spaCy worker processes."),
     batch_size: int = typer.Option(256, help="spaCy batch size (utterances)."),
+    n_workers: int = typer.Option(2, "--n-workers", help="Processes that read transcripts and parse the child "
+                                  "utterances not yet cached."),
+    cache: bool = typer.Option(True, "--cache/--no-cache", help="Reuse (and write) the parse and unit caches under "
+                               "$EVALSUITE_CACHE (keyed by transcript sha256 and code hash)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
 ) -> None:
     """Detect child-like errors in CHILDES children (by age) and model stories (by checkpoint); validate
@@ -55,6 +59,7 @@ def childes_compare(
 
     from evalsuite.childes.compare import CompareConfig
     from evalsuite.childes.compare import childes_compare as run
+    from evalsuite.childes.parse_cache import write_chat_issues
     from evalsuite.commands._childes_columns import childes_columns
     from evalsuite.results import build_meta, write_meta, write_parquet, write_table
 
@@ -62,9 +67,14 @@ def childes_compare(
     sources = list(childes) if childes else [_default_childes(data_dir)]
     config = CompareConfig.from_dict(
         {"bin_months": bin_months, "n_bootstrap": n_bootstrap, "seed": seed, "n_process": n_process,
-         "batch_size": batch_size}
+         "batch_size": batch_size, "n_workers": n_workers, "use_cache": cache}
     )
     result = run(sources, list(samples or []), config, progress=progress)
+    counts = result.meta["chat_transcripts"]
+    console.print(f"CHILDES: {counts['found']} transcripts found, {counts['read']} read, {counts['unreadable']} "
+                  f"unreadable; {counts['with_warnings']} read with warnings, {counts['with_info']} with notes "
+                  f"(no %mor / no child age ...); {counts['issue_rows']} rows in chat_issues.csv"
+                  + (f"; {counts['sources_unreadable']} source(s) not readable at all" if counts["sources_unreadable"] else ""))
 
     frames = {
         "rates.csv": result.rates, "measures.csv": result.measures, "validation.csv": result.validation,
@@ -77,16 +87,17 @@ def childes_compare(
     }
     for name, frame in frames.items():
         write_table(frame, out / name)
+    write_chat_issues(result.chat_issues, out / "chat_issues.csv")
     units = result.units.drop(columns=["words"], errors="ignore").copy()
     for col in ("hits", "annotations"):
         if col in units:
             units[col] = units[col].apply(lambda v: json.dumps(v) if isinstance(v, list) else None)
     write_parquet(units, out / "units.parquet")
-    written = [*frames, "units.parquet"]
+    written = [*frames, "chat_issues.csv", "units.parquet"]
     own = dict(result.meta)  # childes-compare's own keys (config, versions, ci_method, summary, ...)
     meta = build_meta(
         "childes-compare", config=own.pop("config"), inputs=[*sources, *(samples or [])], seeds={"seed": seed},
-        columns=childes_columns({**frames, "units.parquet": units}), outputs=written,
+        columns=childes_columns({**frames, "chat_issues.csv": result.chat_issues, "units.parquet": units}), outputs=written,
         extra={k: v for k, v in own.items() if k not in ("command", "inputs")}
         | {"mlu_agreement": result.mlu_summary, "files": written},
     )

@@ -1,0 +1,214 @@
+"""childes-compare at corpus scale: chat_issues.csv and transcript counts from the commands, child units
+from the parse cache, and the per-transcript unit cache (warm run: same tables, no spaCy)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from corpora.chat import ISSUE_COLUMNS
+from evalsuite.childes import compare
+from evalsuite.childes.compare import (
+    CompareConfig,
+    analyze_child_utterances,
+    analyze_children_cached,
+    load_children,
+)
+from evalsuite.cli import main
+from evalsuite.results import validate_meta
+
+REPO = Path(__file__).resolve().parents[1]
+FILES = ["Eve/011000b.cha", "Adam/021128.cha"]
+
+
+def _shorten(src: Path, dst: Path, n_child: int = 60) -> None:
+    """The headers and the first n_child child utterances of a real transcript, closed with @End."""
+    out, seen = [], 0
+    for line in src.read_text(encoding="utf-8").splitlines():
+        if line.startswith("*CHI:"):
+            seen += 1
+            if seen > n_child:
+                break
+        out.append(line)
+    while out and not out[-1].startswith(("*", "%")):
+        out.pop()
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    dst.write_text("\n".join(out + ["@End"]) + "\n", encoding="utf-8")
+
+
+@pytest.fixture(scope="module")
+def folder(shared_data, tmp_path_factory) -> Path:
+    """Two short real Brown transcripts and one that cannot be read (not UTF-8)."""
+    root = tmp_path_factory.mktemp("chat") / "Brown"
+    for rel in FILES:
+        _shorten(shared_data / "childes" / "Brown" / rel, root / rel)
+    (root / "Eve" / "broken.cha").write_bytes(b"@UTF8\n@Begin\n*CHI:\t\xff\xfe caf\xe9 .\n@End\n")
+    return root
+
+
+def _run(argv: list[str]) -> int:
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    return exc.value.code
+
+
+@pytest.mark.slow
+@pytest.mark.shared_data
+def test_compare_writes_chat_issues_counts_and_warm_run_is_cached(folder, tmp_path, capsys):
+    cold, warm = tmp_path / "cold", tmp_path / "warm"
+    assert _run(["childes-compare", "--childes", str(folder), "-o", str(cold), "--n-bootstrap", "100",
+                 "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "3 transcripts found, 2 read, 1 unreadable" in " ".join(printed.split())
+    issues = pd.read_csv(cold / "chat_issues.csv")
+    assert list(issues.columns) == ISSUE_COLUMNS
+    broken = issues[issues["file"].str.endswith("broken.cha")]
+    assert (broken["severity"] == "error").any()
+    meta = json.loads((cold / "meta.json").read_text())
+    assert not validate_meta(meta)
+    assert "chat_issues.csv" in meta["outputs"]
+    assert set(meta["columns"]["chat_issues.csv"]) == set(ISSUE_COLUMNS)
+    assert all(c["definition"] for c in meta["columns"]["chat_issues.csv"].values())
+    counts = meta["chat_transcripts"]
+    assert (counts["found"], counts["read"], counts["unreadable"]) == (3, 2, 1)
+    assert counts["issue_rows"] == len(issues)
+    assert meta["unit_cache"]["computed"] == 2 and meta["unit_cache"]["from_cache"] == 0
+
+    assert _run(["childes-compare", "--childes", str(folder), "-o", str(warm), "--n-bootstrap", "100",
+                 "--no-progress"]) == 0
+    meta = json.loads((warm / "meta.json").read_text())
+    assert meta["unit_cache"]["computed"] == 0 and meta["unit_cache"]["from_cache"] == 2
+    for name in ("rates.csv", "measures.csv", "validation.csv", "hits.csv", "chat_issues.csv", "mlu_agreement.csv"):
+        assert (cold / name).read_bytes() == (warm / name).read_bytes(), name
+    pd.testing.assert_frame_equal(pd.read_parquet(cold / "units.parquet"), pd.read_parquet(warm / "units.parquet"))
+
+    # a warm run parses nothing: in a fresh process on the same cache no spaCy pipeline is loaded (the model
+    # package is never imported; spaCy's package itself is, for the stop-word list of the age features)
+    code = ("import sys; from evalsuite.childes import compare; "
+            f"r = compare.childes_compare([{str(folder)!r}], [], compare.CompareConfig(n_bootstrap=100)); "
+            "print(r.meta['unit_cache']['computed'], compare.SPACY_MODEL in sys.modules, "
+            "compare._shared_nlp.cache_info().currsize > 0)")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split()[-3:] == ["0", "False", "False"]
+
+
+@pytest.mark.shared_data
+def test_unit_cache_round_trips_and_is_keyed_by_code_and_settings(folder, tmp_path):
+    frame = load_children([folder], CompareConfig(n_workers=1)).utterances
+    direct = analyze_child_utterances(frame, CompareConfig())
+    cfg = CompareConfig(n_workers=1)
+    cold, stats = analyze_children_cached(frame, cfg, cache_dir=tmp_path)
+    warm, stats2 = analyze_children_cached(frame, cfg, cache_dir=tmp_path)
+    assert (stats["computed"], stats2["computed"], stats2["from_cache"]) == (2, 0, 2)
+    pd.testing.assert_frame_equal(cold, direct)
+    pd.testing.assert_frame_equal(warm, direct)  # nested hits / annotations / words survive the Parquet trip
+    assert isinstance(warm["hits"].iloc[0], list) and isinstance(warm["annotations"].iloc[0], list)
+    # a setting that changes detections is part of the key: a new context window is computed afresh
+    assert compare.unit_code_key(0) != compare.unit_code_key(3)
+    _, stats3 = analyze_children_cached(frame, CompareConfig(n_workers=1, context_window=0), cache_dir=tmp_path)
+    assert stats3["computed"] == 2
+    assert stats2["source_shards_read"] == 1  # the warm run read the folder's one shard, no per-transcript file
+    # a damaged cache file is never served: a bad shard falls back to the transcripts' files, a bad
+    # transcript file is recomputed
+    root = Path(stats["cache"])
+    next(root.glob("sources/*.parquet")).write_bytes(b"not parquet")
+    again, stats4 = analyze_children_cached(frame, cfg, cache_dir=tmp_path)
+    assert (stats4["computed"], stats4["source_shards_read"]) == (0, 0)
+    pd.testing.assert_frame_equal(again, direct)
+    next(root.glob("sources/*.parquet")).write_bytes(b"not parquet")
+    next(p for p in root.glob("*/*.parquet") if p.parent.name != "sources").write_bytes(b"not parquet")
+    again, stats4 = analyze_children_cached(frame, cfg, cache_dir=tmp_path)
+    assert stats4["computed"] == 1
+    pd.testing.assert_frame_equal(again, direct)
+    # without the cache nothing is read or written
+    _, stats5 = analyze_children_cached(frame, CompareConfig(n_workers=1, use_cache=False), cache_dir=tmp_path / "x")
+    assert stats5["computed"] == 2 and stats5["cache"] is None and not (tmp_path / "x").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.shared_data
+def test_worker_pool_gives_the_same_units(folder, tmp_path, monkeypatch):
+    frame = load_children([folder], CompareConfig(n_workers=1)).utterances
+    direct = analyze_child_utterances(frame, CompareConfig())
+    monkeypatch.setattr(compare, "POOL_MIN_UTTERANCES", 0)
+    pooled, stats = analyze_children_cached(frame, CompareConfig(n_workers=2), cache_dir=tmp_path)
+    assert stats["worker_processes"] == 2 and stats["computed"] == 2
+    pd.testing.assert_frame_equal(pooled, direct)
+    warm, _ = analyze_children_cached(frame, CompareConfig(n_workers=2), cache_dir=tmp_path)
+    pd.testing.assert_frame_equal(warm, direct)
+
+
+@pytest.mark.slow
+@pytest.mark.shared_data
+def test_childes_age_writes_chat_issues_beside_its_output(folder, tmp_path, capsys):
+    out = tmp_path / "ages.csv"
+    assert _run(["childes-age", str(folder), "-o", str(out)]) == 0
+    assert "3 transcripts found, 2 read, 1 unreadable" in " ".join(capsys.readouterr().out.split())
+    issues = pd.read_csv(out.with_suffix(".chat_issues.csv"))
+    assert list(issues.columns) == ISSUE_COLUMNS and (issues["severity"] == "error").sum() == 1
+    meta = json.loads(out.with_suffix(".meta.json").read_text())
+    assert not validate_meta(meta)
+    assert "ages.chat_issues.csv" in meta["outputs"] and meta["chat_transcripts"]["unreadable"] == 1
+    assert set(meta["columns"]["ages.chat_issues.csv"]) == set(ISSUE_COLUMNS)
+
+
+def _old_rate_table(units, config):
+    """The per-group loop rate_table replaced (kept here as the reference the fast one must equal)."""
+    import numpy as np
+
+    from evalsuite.childes.compare import SUB_KINDS, _group_keys, _order_columns
+    from evalsuite.childes.detectors import ERROR_TYPES
+    from evalsuite.stats import wilson_ci
+
+    rows = []
+    for key, g in _group_keys(units, config):
+        n = len(g)
+        for t in ERROR_TYPES:
+            entries = [(t, g[f"has_{t}"].to_numpy())]
+            for kind in SUB_KINDS.get(t, ()):
+                entries.append((f"{t}/{kind}", np.array([any(h["error_type"] == t and h["kind"] == kind for h in hs)
+                                                          for hs in g["hits"]])))
+            for name, flags in entries:
+                count = int(flags.sum())
+                lo, hi = wilson_ci(count, n)
+                hits = int(sum(sum(1 for h in hs if h["error_type"] == name.split("/")[0]
+                                   and ("/" not in name or h["kind"] == name.split("/")[1])) for hs in g["hits"]))
+                rows.append({**key, "error_type": name, "rate": 100.0 * count / n, "ci_low": 100.0 * lo,
+                             "ci_high": 100.0 * hi, "n": n, "count": count, "hits": hits})
+    return _order_columns(pd.DataFrame(rows))
+
+
+def _old_hits_table(units):
+    rows = []
+    for idx, row in units.iterrows():
+        for h in row["hits"]:
+            rows.append({"unit_row": idx, "source": row["source"], "doc_id": row["doc_id"],
+                         "checkpoint": row.get("checkpoint_id") if row["source"] == "model" else None,
+                         "child": row.get("child") if row["source"] == "childes" else None,
+                         "age_months": row.get("age_months"), **h, "unit_text": row["text"]})
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.shared_data
+def test_fast_rate_and_hits_tables_equal_the_per_unit_loops(folder):
+    frame = load_children([folder], CompareConfig(n_workers=1)).utterances
+    units = analyze_child_utterances(frame, CompareConfig())
+    # model-side rows too, with sub-kind hits, so every branch is compared
+    story = units.head(30).assign(source="model", checkpoint_id="ck", checkpoint="ck", model_family="baseline",
+                                  val_loss=2.0, val_bpc=0.8)
+    story["hits"] = [[{"error_type": "pronoun_antecedent", "kind": k, "start": 0, "end": 1, "text": "he"}
+                      for k in ("gender_mismatch", "no_antecedent")[: i % 3]] for i in range(len(story))]
+    story["has_pronoun_antecedent"] = story["hits"].map(bool)
+    both = pd.concat([units, story], ignore_index=True)
+    assert sum(map(len, both["hits"])) > 20
+    config = CompareConfig()
+    pd.testing.assert_frame_equal(compare.rate_table(both, config), _old_rate_table(both, config))
+    pd.testing.assert_frame_equal(compare.hits_table(both), _old_hits_table(both))
