@@ -337,8 +337,9 @@ def load_child_utterances(
     issue_table = chat.issues_frame(issues)
     transcripts = pd.DataFrame(records, columns=TRANSCRIPT_COLUMNS)
     if not len(transcripts) or not transcripts["read"].any():
-        first = issue_table.loc[issue_table["severity"] == "error", "message"]
-        raise UserError(f"no CHAT transcript could be read from the given paths{': ' + first.iloc[0] if len(first) else ''}")
+        errors = issue_table[issue_table["severity"] == "error"]
+        reason = f" ({errors['file'].iloc[0]}: {errors['message'].iloc[0]})" if len(errors) else ""
+        raise UserError(f"no CHAT transcript could be read from the given paths{reason}")
     return ChildUtterances(utterances, issue_table, transcripts)
 
 
