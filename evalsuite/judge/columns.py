@@ -33,6 +33,9 @@ def sample_field_definitions(names: Iterable[str], *, passthrough: bool = False)
     known = sample_columns()
     local = {
         "samples_file": _col("the samples.jsonl file the story came from", "evalsuite.samples.read_samples"),
+        "samples_line": _col("line number of the story in samples_file", "evalsuite.samples.read_samples"),
+        "checkpoint_id_from": _col("where checkpoint_id came from: checkpoint_id, checkpoint or file name (the "
+                                   "samples' defaulting rule)", "evalsuite.samples.read_samples"),
         "story": _col("<prompt_id>#<occurrence>: one story of a checkpoint (several samples per prompt stay apart)",
                       "evalsuite.judge.evaluate.load_samples"),
     }
