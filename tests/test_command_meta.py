@@ -177,6 +177,17 @@ def test_dim_probe_meta(tmp_path, tmp_path_factory):
     _described_columns_exist(meta, out)
 
 
+def _fully_described(meta: dict, out: Path) -> None:
+    """Every CSV table the run wrote into `out` has a columns entry naming each of its columns, in order."""
+    tables = sorted(p.name for p in out.glob("*.csv"))
+    assert tables, out
+    for name in tables:
+        assert name in meta["columns"], (name, sorted(meta["columns"]))
+        _check_columns_cover(meta, name, pd.read_csv(out / name).columns)
+        for entry in meta["columns"][name].values():
+            assert entry["definition"].strip() and "." in entry["computed_by"], (name, entry)
+
+
 def _samples(path: Path) -> Path:
     rows = [{"prompt_id": f"p{i}", "prompt": "Once upon a time there was a dog.", "checkpoint_id": ck,
              "completion": " The dog ran to the park. It was happy." if i % 2 else " Dog ran to park. Dog was happy."}
@@ -202,16 +213,20 @@ def test_gpt_eval_meta_rubric_offline_and_validity(tmp_path):
     assert meta["command"] == "gpt-eval" and meta["inputs"][0]["sha256"] == file_sha256(samples)
     assert {"summary.csv", "free_scores.csv", "free_story_scores.csv"} <= set(meta["columns"])
     assert meta["columns"]["summary.csv"]["ci_low"]["computed_by"] == "evalsuite.stats.bootstrap_ci"
+    assert {"judgments.csv", "story_scores.csv", "categories.csv"} <= set(meta["columns"])
+    for key in ("checkpoint_id", "score", "mean"):
+        assert key in meta["columns"]["summary.csv"]
     _described_columns_exist(meta, out)
+    _fully_described(meta, out)
 
     free = tmp_path / "free"
     assert run_cli(["gpt-eval", str(samples), "--judge-mode", "free", "--no-local-judge", "--out", str(free),
                     "--no-progress", "--n-bootstrap", "200"]) == 0
     meta = _meta(free / "meta.json")
     assert meta["config"]["mode"] == "free" and "summary.csv" not in meta["columns"]
-    _check_columns_cover(meta, "free_scores.csv", [c for c in pd.read_csv(free / "free_scores.csv").columns
-                                                   if c in meta["columns"]["free_scores.csv"]])
+    _check_columns_cover(meta, "free_scores.csv", pd.read_csv(free / "free_scores.csv").columns)
     _described_columns_exist(meta, free)
+    _fully_described(meta, free)
 
     corpus = tmp_path / "stories.txt"
     corpus.write_text("<|endoftext|>".join(
@@ -226,3 +241,26 @@ def test_gpt_eval_meta_rubric_offline_and_validity(tmp_path):
     assert meta["inputs"][0]["sha256"] == file_sha256(corpus)
     _check_columns_cover(meta, "validity.csv", pd.read_csv(val / "validity.csv").columns)
     _described_columns_exist(meta, val)
+    _fully_described(meta, val)
+    assert {"validity_pairs.csv", "validity_scores.csv", "validity_verdicts.csv"} <= set(meta["columns"])
+
+    # the rubric validity check (--validate with a judge): validation_meta.json is the schema's meta, and
+    # keeps its own keys (corpus, n_stories, rates, match, rubric, judge, run) at the top level
+    def grades(completion: str) -> dict:
+        g = 9 if "Once upon a time" in completion or completion.count(" the ") > 1 else 3
+        return {"assessment": "scripted", "grammar": g, "creativity": 5, "consistency": g, "plot": g,
+                "age_group": "C"}
+
+    rub = tmp_path / "rubric_val"
+    with ChatServer(ScriptedBackend(grades=grades)) as server:
+        assert run_cli(["gpt-eval", "--validate", "--corpus", str(corpus), "--base-url", server.base_url,
+                        "--model", "s", "--cache", str(tmp_path / "c.sqlite"), "--out", str(rub), "--no-progress",
+                        "--rates", "1.0", "--n-bootstrap", "200"]) == 0
+    meta = _meta(rub / "validation_meta.json")
+    assert meta["command"] == "gpt-eval" and meta["config"]["mode"] == "validate"
+    assert meta["inputs"][0]["sha256"] == file_sha256(corpus)
+    for key in ("corpus", "n_stories", "rates", "match", "rubric", "judge", "run", "policy", "versions"):
+        assert key in meta, key
+    assert meta["n_stories"] == 3 and meta["run"]["judgments"] == 15
+    assert set(meta["columns"]) == {"validation_pairs.csv", "validation_trend.csv", "validation_story_scores.csv"}
+    _fully_described(meta, rub)

@@ -112,3 +112,70 @@ def test_real_model_forced_decoding_and_first_token_probabilities(tmp_path):
     finally:
         backend.close()
         gguf.unlink(missing_ok=True)  # 1.1 GB
+
+
+def _assert_every_column_described(columns: dict, frames: dict) -> None:
+    for name, frame in frames.items():
+        assert list(columns[name]) == list(frame.columns), name  # every column, in table order
+        assert all(e["definition"] and e["computed_by"].split(".")[0] in ("evalsuite", "corpora", "trainers") for e in columns[name].values())
+
+
+def test_validity_meta_describes_every_column_of_every_mode(scorer):
+    """The offline validity tables of all three modes plus the judge-free scores: meta.json names every column
+    (value / n_tokens / mass of the scores, position_bias of the pairs, n_words of the free scores)."""
+    import pandas as pd
+
+    from evalsuite.judge.free_scores import free_score_pairs, free_scores_table
+    from evalsuite.judge.offline_eval import VALIDITY_OUTPUTS, OfflineValidationResult, validity_columns
+
+    variants = make_variants([STORY, STORY.replace("Lily", "Anna")], rates=(1.0,), corruptions=("drop_articles",))
+    scores, pairs = [], []
+    for mode in ("loglik", "yesno", "pairwise"):
+        frame, pair = offline_pairs(variants, scorer, mode)
+        scores.append(frame)
+        pairs.append(pair)
+    free = free_scores_table([v.beginning for v in variants], [v.continuation for v in variants])
+    for key in ("story_id", "corruption", "rate"):
+        free[key] = [getattr(v, key) for v in variants]
+    scores.append(free)
+    pairs.append(free_score_pairs(free))
+    all_pairs = pd.concat(pairs, ignore_index=True)
+    table = preference_table(all_pairs)
+    result = OfflineValidationResult(table=table, verdicts=method_verdicts(table), pairs=all_pairs,
+                                     scores=pd.concat(scores, ignore_index=True))
+    frames = dict(zip(VALIDITY_OUTPUTS, (result.table, result.verdicts, result.pairs, result.scores), strict=True))
+    assert {"position_bias", "diff"} <= set(result.pairs.columns) and {"value", "mass", "n_tokens"} <= set(result.scores)
+    _assert_every_column_described(validity_columns(result), frames)
+    result.scores["unexplained"] = 1.0  # a column nobody defined fails loudly
+    with pytest.raises(ValueError, match="unexplained"):
+        validity_columns(result)
+
+
+@pytest.mark.parametrize("mode", ["loglik", "yesno"])
+def test_offline_scoring_meta_describes_every_column(scorer, tmp_path, mode):
+    """Samples scored by loglik / yesno: free_story_scores (story fields, free scores, judge_bpc or p_yes_*),
+    free_scores and summary (checkpoint facts included) are fully described in meta.json."""
+    from evalsuite.judge.client import JudgeItem
+    from evalsuite.judge.free_scores import free_scores_summary, free_scores_table
+    from evalsuite.judge.offline_eval import OfflineScoringResult, _scoring_meta, judge_summary, story_frame
+    from evalsuite.results import validate_meta
+
+    samples = tmp_path / "s.jsonl"
+    samples.write_text("{}\n", encoding="utf-8")
+    items = [JudgeItem(prompt="Once upon a time", completion=c, meta={
+        "checkpoint_id": ck, "checkpoint": f"runs/{ck}", "story": f"p{i}#0", "prompt_id": f"p{i}",
+        "model_family": "spinnet", "val_loss": 1.5, "val_bpc": 0.6, "tokens_seen": 1000})
+        for ck in ("a", "b") for i, c in enumerate((" the dog ran to the park.", " dog ran to park.", " the cat sat."))]
+    text = story_frame(items)
+    stories = text.drop(columns=["prompt", "completion"]).join(
+        free_scores_table(list(text["prompt"]), list(text["completion"])))
+    judged = score_stories(scorer, mode, list(text["prompt"]), list(text["completion"]))
+    stories = stories.join(judged)
+    summary = judge_summary(stories, list(judged.columns), n_bootstrap=200)
+    result = OfflineScoringResult(mode=mode, stories=stories, free=free_scores_summary(stories, ["checkpoint_id"]),
+                                  summary=summary)
+    meta = _scoring_meta(result, {"samples_files": [str(samples)], "generated": []}, 200, 0, {})
+    assert validate_meta(meta) == []
+    _assert_every_column_described(meta["columns"], {"free_story_scores.csv": result.stories,
+                                                     "free_scores.csv": result.free, "summary.csv": summary})
+    assert {"val_bpc", "tokens_seen", "model_family"} <= set(meta["columns"]["summary.csv"])

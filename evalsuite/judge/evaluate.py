@@ -177,7 +177,6 @@ def write_gpt_eval(out: Path, result: GptEvalResult, config: GptEvalConfig, *, s
                    repeats: int = 1, judge_info: dict[str, Any] | None = None) -> list[Path]:
     """judgments.jsonl, summary / story_scores / judgments / categories (/ reliability, free scores) as CSV +
     Parquet, and meta.json (evalsuite.results schema). `samples` is `SampleInputs.context()`."""
-    from evalsuite.judge.free_scores import free_columns
     from evalsuite.results import write_meta as write_schema_meta
 
     run, tables = result.run, result.tables
@@ -204,7 +203,7 @@ def write_gpt_eval(out: Path, result: GptEvalResult, config: GptEvalConfig, *, s
                                  "n_bootstrap": config.n_resamples},
                          seeds={"bootstrap": config.seed, "judge": settings.seed if settings.seed is not None else -1},
                          outputs=[f"{name}.{ext}" for name in frames for ext in ("csv", "parquet")] + ["judgments.jsonl"],
-                         extra_columns=free_columns() if result.free_summary is not None else None)
+                         columns=gpt_eval_columns(frames, rubric))
     written.append(write_schema_meta(out / "meta.json", meta))
     return written
 
@@ -313,15 +312,46 @@ def write_validation(out: Path, result: ValidationResult, config: ValidationConf
     vset = config.validation
     out.mkdir(parents=True, exist_ok=True)
     written = [write_judgments_jsonl(out / "validation_judgments.jsonl", result.run.results)]
-    written += write_tables(out, {"validation_pairs": result.report.pairs, "validation_trend": result.report.trend,
-                                  "validation_story_scores": result.stories})
-    meta = run_meta(result.run, config.rubric, config.settings.public_dict(), {
-        "command": "gpt-eval --validate", "corpus": vset.corpus, "n_stories": vset.n_stories,
+    frames = {"validation_pairs": result.report.pairs, "validation_trend": result.report.trend,
+              "validation_story_scores": result.stories}
+    written += write_tables(out, frames)
+    legacy = run_meta(result.run, config.rubric, config.settings.public_dict(), {
+        "corpus": vset.corpus, "n_stories": vset.n_stories,
         "rates": vset.rates, "match": vset.match, "cache": str(config.cache_path),
         **({"embedded_judge": judge_info} if judge_info else {}),
     })
+    settings = config.settings
+    meta = gpt_eval_meta(legacy, inputs=[vset.corpus],
+                         config={"mode": "validate", "rubric": config.rubric.identity(), "judge": settings.public_dict(),
+                                 "repeats": config.repeats, **vset.config()},
+                         seeds={"sample_and_corruptions": vset.sample_seed, "bootstrap": config.seed,
+                                "judge": settings.seed if settings.seed is not None else -1},
+                         outputs=[f"{name}.{ext}" for name in frames for ext in ("csv", "parquet")]
+                         + ["validation_judgments.jsonl"],
+                         columns=validation_columns(frames, config.rubric))
     written.append(write_meta(out / "validation_meta.json", meta))
     return written
+
+
+def validation_columns(frames: dict[str, pd.DataFrame], rubric: Rubric) -> dict[str, dict[str, dict[str, str]]]:
+    """meta.json `columns` of the rubric validity check's tables, every column described."""
+    from evalsuite.judge import columns as cols
+    from evalsuite.results import column
+
+    validate = "evalsuite.judge.validate.validation_report"
+    stories = frames["validation_story_scores"]
+    keys = {c: column(d, f) for c, (d, f) in cols.VALIDATION_STORY_KEYS.items()}
+    definitions = {
+        "validation_pairs.csv": cols.fixed(cols.VALIDATION_PAIR_COLUMNS, validate,
+                                           {"drop_ci_low": "evalsuite.judge.scoring.bootstrap_ci",
+                                            "drop_ci_high": "evalsuite.judge.scoring.bootstrap_ci"}),
+        "validation_trend.csv": cols.fixed(cols.VALIDATION_TREND_COLUMNS, validate,
+                                           {"spearman_rate_vs_grade": "evalsuite.stats.spearman",
+                                            "spearman_p": "evalsuite.stats.spearman"}),
+        "validation_story_scores.csv": {**cols.story_definitions(rubric, [c for c in stories.columns if c not in keys]),
+                                        **keys},
+    }
+    return cols.table_columns({f"{n}.csv": f for n, f in frames.items()}, definitions)
 
 
 def run_meta(run: JudgeRun, rubric: Rubric, settings_public: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
@@ -395,17 +425,46 @@ RELIABILITY_COLUMNS = {
 }
 
 
-def gpt_eval_meta(legacy: dict[str, Any], *, inputs: list[str], config: dict[str, Any], seeds: dict[str, int],
-                  outputs: list[str], extra_columns: dict[str, dict[str, dict[str, str]]] | None = None) -> dict[str, Any]:
-    """meta.json in the project schema (evalsuite.results.build_meta); `legacy` (run_meta's dict: versions,
-    rubric, judge settings, run statistics, policy) stays at the top level under its own keys."""
-    from evalsuite.results import build_meta, column
+def gpt_eval_columns(frames: dict[str, pd.DataFrame], rubric: Rubric) -> dict[str, dict[str, dict[str, str]]]:
+    """meta.json `columns` of the rubric run's tables (`frames`: name without .csv -> frame): every column of
+    every table described (a column without a definition is a ValueError, evalsuite.results.describe_columns)."""
+    from evalsuite.judge import columns as cols
+    from evalsuite.results import column
 
-    columns = {"summary.csv": {c: column(d, f) for c, (d, f) in SUMMARY_COLUMNS.items()},
-               "reliability.csv": {c: column(d, f) for c, (d, f) in RELIABILITY_COLUMNS.items()},
-               **(extra_columns or {})}
+    def make(name: str, frame: pd.DataFrame) -> dict[str, dict[str, str]]:
+        names = list(frame.columns)
+        if name == "judgments":
+            return cols.judgment_definitions(rubric, names)
+        if name == "story_scores":
+            return cols.story_definitions(rubric, names)
+        if name == "summary":
+            return cols.summary_definitions(names, SUMMARY_COLUMNS)
+        if name == "categories":
+            return {**cols.sample_field_definitions(["checkpoint_id"]),
+                    **cols.fixed(cols.CATEGORY_COLUMNS, "evalsuite.judge.scoring.category_shares")}
+        if name == "reliability":
+            return {**cols.fixed(cols.RELIABILITY_EXTRA, "evalsuite.judge.scoring.test_retest"),
+                    **{c: column(d, f) for c, (d, f) in RELIABILITY_COLUMNS.items()}}
+        if name == "free_story_scores":
+            return cols.free_story_definitions(names)
+        if name == "free_scores":
+            return cols.free_summary_definitions(names)
+        raise ValueError(f"no column definitions for the table {name!r}")
+
+    return cols.table_columns({f"{n}.csv": f for n, f in frames.items()},
+                              {f"{n}.csv": make(n, f) for n, f in frames.items()})
+
+
+def gpt_eval_meta(legacy: dict[str, Any], *, inputs: list[str], config: dict[str, Any], seeds: dict[str, int],
+                  outputs: list[str], columns: dict[str, dict[str, dict[str, str]]]) -> dict[str, Any]:
+    """meta.json in the project schema (evalsuite.results.build_meta); `legacy` (run_meta's dict: versions,
+    rubric, judge settings, run statistics, policy, and what the caller adds) stays at the top level under
+    its own keys (`inputs` is kept as `samples`; `command` is the schema's)."""
+    from evalsuite.results import build_meta
+
     extra = {k: v for k, v in legacy.items() if k not in ("command", "inputs")}
-    extra["samples"] = legacy.get("inputs")
+    if "inputs" in legacy:
+        extra["samples"] = legacy["inputs"]
     return build_meta("gpt-eval", config=config, inputs=inputs, seeds=seeds, columns=columns, outputs=outputs,
                       extra=extra)
 

@@ -147,8 +147,9 @@ def free_columns() -> dict[str, dict[str, dict[str, str]]]:
     """meta.json `columns` of free_story_scores.csv and free_scores.csv."""
     from evalsuite.results import column
 
-    stories = {name: column(definition, "evalsuite.judge.free_scores.free_scores_table")
-               for name, (definition, _) in FREE_SCORES.items()}
+    stories = {"n_words": column("words of the continuation", "evalsuite.judge.free_scores.free_scores_table")}
+    stories.update({name: column(definition, "evalsuite.judge.free_scores.free_scores_table")
+                    for name, (definition, _) in FREE_SCORES.items()})
     summary = {c: column(d, "evalsuite.stats.bootstrap_ci" if c != "lower_is_better"
                          else "evalsuite.judge.free_scores.FREE_SCORES") for c, d in FREE_SUMMARY_COLUMNS.items()}
     return {"free_story_scores.csv": stories, "free_scores.csv": summary}

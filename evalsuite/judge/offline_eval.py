@@ -120,22 +120,37 @@ def run_offline_validation(validation: ValidationSet, modes: list[str], judge: O
     table = preference_table(all_pairs, seed=seed)
     result = OfflineValidationResult(table=table, verdicts=method_verdicts(table), pairs=all_pairs,
                                      scores=pd.concat(scores, ignore_index=True))
-    result.meta = _validity_meta(validation, judge.cache_path(), info)
+    result.meta = _validity_meta(validation, judge.cache_path(), info, result)
     return result
 
 
-def _validity_meta(validation: ValidationSet, cache_path: Path, extra: dict[str, Any]) -> dict[str, Any]:
-    from evalsuite.results import build_meta, column
+def validity_columns(result: OfflineValidationResult) -> dict[str, dict[str, dict[str, str]]]:
+    """meta.json `columns` of the four validity tables: every column described (ValueError otherwise)."""
+    from evalsuite.judge import columns as cols
+    from evalsuite.judge.free_scores import free_columns
 
-    columns = {"validity.csv": {c: column(d, _COMPUTED_BY.get(c, "evalsuite.judge.validate.preference_table"))
-                                for c, d in VALIDITY_COLUMNS.items()},
-               "validity_verdicts.csv": {
-                   "passes": column("every corruption at rate 1.0 has share_clean_preferred >= 0.9",
-                                    "evalsuite.judge.validate.method_verdicts"),
-                   "beats_chance": column("every corruption at rate 1.0 has sign_test_p < 0.05",
-                                          "evalsuite.judge.validate.method_verdicts"),
-                   "worst_share": column("lowest share_clean_preferred at rate 1.0",
-                                         "evalsuite.judge.validate.method_verdicts")}}
+    frames = dict(zip(VALIDITY_OUTPUTS, (result.table, result.verdicts, result.pairs, result.scores), strict=True))
+    pairs_by = {"diff": "evalsuite.judge.validate.offline_pairs", "position_bias": "evalsuite.judge.offline.OfflineScorer.preference"}
+    scores = {**cols.fixed(cols.VALIDITY_SCORE_COLUMNS, "evalsuite.judge.validate.offline_pairs",
+                           {"story_id": "evalsuite.judge.validate.validation_set",
+                            "corruption": "evalsuite.judge.validate.validation_set",
+                            "rate": "evalsuite.judge.validate.validation_set"}),
+              **free_columns()["free_story_scores.csv"]}
+    definitions = {
+        "validity.csv": cols.fixed(VALIDITY_COLUMNS, "evalsuite.judge.validate.preference_table", _COMPUTED_BY),
+        "validity_verdicts.csv": cols.fixed(cols.VERDICT_COLUMNS, "evalsuite.judge.validate.method_verdicts"),
+        "validity_pairs.csv": cols.fixed(cols.VALIDITY_PAIR_COLUMNS, "evalsuite.judge.validate.offline_pairs",
+                                         pairs_by),
+        "validity_scores.csv": scores,
+    }
+    return cols.table_columns(frames, definitions)
+
+
+def _validity_meta(validation: ValidationSet, cache_path: Path, extra: dict[str, Any],
+                   result: OfflineValidationResult) -> dict[str, Any]:
+    from evalsuite.results import build_meta
+
+    columns = validity_columns(result)
     return build_meta("gpt-eval", config={"mode": "validate", **validation.config()}, inputs=[validation.corpus],
                       seeds={"sample_and_corruptions": validation.sample_seed}, columns=columns,
                       outputs=list(VALIDITY_OUTPUTS), extra={"cache": str(cache_path), **extra})
@@ -228,20 +243,24 @@ def judge_summary(stories: pd.DataFrame, score_columns: list[str], *, n_bootstra
 
 def _scoring_meta(result: OfflineScoringResult, samples: dict[str, Any], n_bootstrap: int, seed: int,
                   info: dict[str, Any]) -> dict[str, Any]:
-    from evalsuite.judge.free_scores import free_columns
-    from evalsuite.results import build_meta, column
+    from evalsuite.judge import columns as cols
+    from evalsuite.results import build_meta
 
-    columns = free_columns()
+    frames = {"free_story_scores.csv": result.stories, "free_scores.csv": result.free}
+    definitions = {"free_story_scores.csv": cols.free_story_definitions(result.stories.columns),
+                   "free_scores.csv": cols.free_summary_definitions(result.free.columns)}
     if result.summary is not None:
-        columns["summary.csv"] = {
-            "mean": column(f"mean over stories of the local judge's {result.mode} score",
-                           "evalsuite.judge.offline.score_stories"),
-            "ci_low": column("bootstrap 95% CI over stories, low end", "evalsuite.stats.bootstrap_ci"),
-            "ci_high": column("bootstrap 95% CI over stories, high end", "evalsuite.stats.bootstrap_ci"),
-            "sd": column("standard deviation over stories (ddof 1)", "pandas.Series.std"),
-            "n_stories": column("stories with the score", "evalsuite.stats.bootstrap_ci"),
-            "n_judgments_failed": column("stories without a score (empty continuation)",
-                                         "evalsuite.judge.offline.score_stories")}
+        frames["summary.csv"] = result.summary
+        definitions["summary.csv"] = cols.summary_definitions(result.summary.columns, {
+            "score": ("the local judge's score (judge_bpc or p_yes_<dimension>)", "evalsuite.judge.offline.score_stories"),
+            "mean": (f"mean over stories of the local judge's {result.mode} score", "evalsuite.stats.bootstrap_ci"),
+            "ci_low": ("bootstrap 95% CI over stories, low end", "evalsuite.stats.bootstrap_ci"),
+            "ci_high": ("bootstrap 95% CI over stories, high end", "evalsuite.stats.bootstrap_ci"),
+            "sd": ("standard deviation over stories (ddof 1)", "evalsuite.judge.offline_eval.judge_summary"),
+            "n_stories": ("stories with the score", "evalsuite.stats.bootstrap_ci"),
+            "n_judgments_failed": ("stories without a score (empty continuation)",
+                                   "evalsuite.judge.offline.score_stories")})
+    columns = cols.table_columns(frames, definitions)
     return build_meta("gpt-eval", config={"mode": result.mode, "n_bootstrap": n_bootstrap},
                       inputs=samples["samples_files"], seeds={"bootstrap": seed}, columns=columns,
                       outputs=result.outputs(), extra={"generated": samples.get("generated"), **info})
