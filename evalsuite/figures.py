@@ -42,7 +42,7 @@ import pandas as pd
 
 from corpora.errors import UserError
 from evalsuite.hypothesis import HYPOTHESIS as SEED_HYPOTHESIS
-from evalsuite.results import results_dir_for
+from evalsuite.results import read_table, results_dir_for
 
 logger = logging.getLogger("evalsuite.figures")
 
@@ -139,19 +139,6 @@ def _save(fig: Any, out_dir: Path, name: str) -> list[Path]:
     return paths
 
 
-def _read_csv(path: Path) -> pd.DataFrame:
-    """A saved table; an empty file is an empty table (the figure is skipped for lacking columns),
-    a file that is not a UTF-8 CSV is the user's to fix: one error line naming it."""
-    try:
-        return pd.read_csv(path)
-    except pd.errors.EmptyDataError:
-        return pd.DataFrame()
-    except UnicodeDecodeError as err:
-        raise UserError(f"{path}: not UTF-8 text (byte {err.start}); fix or remove the file") from None
-    except pd.errors.ParserError as err:
-        raise UserError(f"{path}: not a readable CSV ({str(err).strip()}); fix or remove the file") from None
-
-
 def _need(frame: pd.DataFrame, columns: list[str], where: Path | str) -> None:
     missing = [c for c in columns if c not in frame.columns]
     if missing:
@@ -207,9 +194,9 @@ def _loss_inputs(results_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame | None, 
 
     curves_files = _find(results_dir, ["curves.csv"], "dynamics")
     if curves_files:
-        curves = pd.concat([_read_csv(p) for p in curves_files], ignore_index=True)
+        curves = pd.concat([read_table(p) for p in curves_files], ignore_index=True)
         gap_files = [p.with_name("gap.csv") for p in curves_files if p.with_name("gap.csv").is_file()]
-        gap = pd.concat([_read_csv(p) for p in gap_files], ignore_index=True) if gap_files else train_val_gap(curves)
+        gap = pd.concat([read_table(p) for p in gap_files], ignore_index=True) if gap_files else train_val_gap(curves)
         return curves, gap, curves_files + gap_files
     streams = sorted(results_dir.rglob(METRICS_FILE))
     if not streams:
@@ -304,7 +291,7 @@ def fig_rubric_scores(results_dir: Path, out_dir: Path) -> FigureResult:
     files = _find(results_dir, ["summary.csv"], "gpt-eval")
     if not files:
         raise _Skip(f"no gpt_eval/summary.csv under {results_dir} (run `evalsuite gpt-eval`)")
-    summary = pd.concat([_read_csv(p) for p in files], ignore_index=True)
+    summary = pd.concat([read_table(p) for p in files], ignore_index=True)
     _need(summary, ["score", "mean", "ci_low", "ci_high"], files[0])
     key = "checkpoint_id" if "checkpoint_id" in summary else ("checkpoint" if "checkpoint" in summary else None)
     if key is None:
@@ -397,7 +384,7 @@ def _probe_table(results_dir: Path) -> tuple[pd.DataFrame, Path]:
     if not files:
         raise _Skip(f"no dim-probe/dim_probe.csv under {results_dir} (run `evalsuite dim-probe`)")
     path = files[0]
-    table = _read_csv(path)
+    table = read_table(path)
     _need(table, ["layer", "component", "category", "ratio", "p_adj"], path)
     if "model" in table:
         model = "probe" if (table["model"] == "probe").any() else table["model"].iloc[0]
@@ -529,7 +516,7 @@ def _childes_rates(results_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, list[
     files = _find(results_dir, ["rates.csv"], "childes-compare")
     if not files:
         raise _Skip(f"no childes-compare/rates.csv under {results_dir} (run `evalsuite childes-compare`)")
-    rates = pd.concat([_read_csv(p) for p in files], ignore_index=True)
+    rates = pd.concat([read_table(p) for p in files], ignore_index=True)
     _need(rates, ["source", "error_type", "rate", "ci_low", "ci_high"], files[0])
     rates = rates[~rates["error_type"].astype(str).str.contains("/")]  # sub-kinds stay in the table
     child = rates[rates["source"] == "childes"]
@@ -610,7 +597,7 @@ def _age_points(results_dir: Path) -> tuple[pd.DataFrame, list[Path]]:
     """Per checkpoint: val_loss, val_bpc, age (years) with CI, and the source of the age estimate."""
     frames, inputs = [], []
     for path in _find(results_dir, ["checkpoint_ages.csv"], "childes-compare"):
-        table = _read_csv(path)
+        table = read_table(path)
         if {"val_loss", "age_months", "ci_low", "ci_high"} <= set(table.columns):
             frames.append(pd.DataFrame({
                 "checkpoint": table.get("checkpoint"), "model_family": table.get("model_family"),
@@ -620,7 +607,7 @@ def _age_points(results_dir: Path) -> tuple[pd.DataFrame, list[Path]]:
                 "source": "error-profile age model (childes-compare)"}))
             inputs.append(path)
     for path in _find(results_dir, ["summary.csv"], "gpt-eval"):
-        table = _read_csv(path)
+        table = read_table(path)
         if not {"score", "mean", "val_loss"} <= set(table.columns):
             continue
         ages = table[table["score"] == "age_group_index"]
@@ -764,13 +751,13 @@ def fig_dynamics(results_dir: Path, out_dir: Path) -> FigureResult:
     ranks_files = _find(results_dir, ["ranks.csv"], "dynamics")
     if not ranks_files:
         raise _Skip(f"no dynamics/ranks.csv under {results_dir} (run `evalsuite dynamics RUN_DIR --checkpoints all`)")
-    ranks = pd.concat([_read_csv(p) for p in ranks_files], ignore_index=True)
+    ranks = pd.concat([read_table(p) for p in ranks_files], ignore_index=True)
     if ranks.empty:
         raise _Skip(f"{ranks_files[0]} is empty (dynamics was run with --checkpoints none)")
     _need(ranks, ["run", "checkpoint", "layer", "scope", "component", "erank", "dim"], ranks_files[0])
     summary_files = [p.with_name("component_summary.csv") for p in ranks_files
                      if p.with_name("component_summary.csv").is_file()]
-    summary = pd.concat([_read_csv(p) for p in summary_files], ignore_index=True) if summary_files else pd.DataFrame()
+    summary = pd.concat([read_table(p) for p in summary_files], ignore_index=True) if summary_files else pd.DataFrame()
     ranks["family"] = _family_of(ranks)
     runs = list(dict.fromkeys(ranks.sort_values("family")["run"]))
     fam_of_run = ranks.groupby("run")["family"].first().to_dict()
@@ -935,7 +922,7 @@ def fig_benchmarks(results_dir: Path, out_dir: Path) -> FigureResult:
     panels: list[tuple[str, pd.DataFrame, str]] = []
     used = []
     for path in files:
-        table = _read_csv(path)
+        table = read_table(path)
         if table.empty:
             continue
         if "tokens_per_s" in table and table["tokens_per_s"].notna().any():

@@ -28,7 +28,7 @@ import pandas as pd
 
 from corpora.errors import UserError
 from evalsuite.figures import FIG_DPI, FigureResult
-from evalsuite.results import results_dir_for
+from evalsuite.results import read_table, results_dir_for
 
 TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
 TEMPLATE = "report.html.j2"
@@ -141,14 +141,7 @@ def _table_entries(files: list[Path], base: Path, results_dir: Path, top_rows: i
     entries = []
     for path in files:
         large = path.stat().st_size > MAX_FULL_READ_BYTES  # only the top rows of a large table are read
-        try:
-            frame = pd.read_csv(path, nrows=top_rows if large else None)
-        except pd.errors.EmptyDataError:
-            frame = pd.DataFrame()
-        except UnicodeDecodeError as err:
-            raise UserError(f"{path}: not UTF-8 text (byte {err.start}); fix or remove the file") from None
-        except pd.errors.ParserError as err:
-            raise UserError(f"{path}: not a readable CSV ({str(err).strip()}); fix or remove the file") from None
+        frame = read_table(path, nrows=top_rows if large else None)
         shown = frame.head(top_rows)
         html = shown.to_html(index=False, escape=True, na_rep="", border=0, classes="data",
                              float_format=lambda v: f"{v:.4g}")
@@ -218,17 +211,6 @@ def _read_json(path: Path) -> Any:
         raise UserError(f"{path}: not valid JSON ({err.msg}, line {err.lineno}); fix or remove the file") from None
 
 
-def _table(path: Path) -> pd.DataFrame:
-    try:
-        return pd.read_csv(path)
-    except pd.errors.EmptyDataError:
-        return pd.DataFrame()
-    except UnicodeDecodeError as err:
-        raise UserError(f"{path}: not UTF-8 text (byte {err.start}); fix or remove the file") from None
-    except pd.errors.ParserError as err:
-        raise UserError(f"{path}: not a readable CSV ({str(err).strip()}); fix or remove the file") from None
-
-
 def _num(value: Any, fmt: str = ".3g") -> str:
     try:
         value = float(value)
@@ -260,7 +242,7 @@ def _loss_to_age(results_dir: Path, exclude: Path) -> list[dict[str, Any]]:
         ages = path.with_name("checkpoint_ages.csv")
         rows = []
         if ages.is_file():
-            table = _table(ages)
+            table = read_table(ages)
             for r in table.to_dict("records"):
                 rows.append({"checkpoint": r.get("checkpoint", ""), "val_bpc": _num(r.get("val_bpc"), ".3f"),
                              "age": f"{_num(r.get('age_months', float('nan')) / 12, '.1f')} y "
@@ -285,7 +267,7 @@ def _dim_probe(results_dir: Path, exclude: Path) -> list[dict[str, Any]]:
     """dim-probe's claims (claims.csv, deepest layer) and how the probe compares with its controls."""
     found = []
     for claims_path in sorted(p for p in results_dir.rglob("claims.csv") if exclude not in p.parents):
-        claims = _table(claims_path)
+        claims = read_table(claims_path)
         if claims.empty or not {"layer", "category", "verdict"} <= set(claims.columns):
             continue
         if "role" in claims.columns:  # one block per model: the verdicts are the probed model's rows
@@ -297,7 +279,7 @@ def _dim_probe(results_dir: Path, exclude: Path) -> list[dict[str, Any]]:
         control = "no controls.csv"
         controls_path = claims_path.with_name("controls.csv")
         if controls_path.is_file():
-            controls = _table(controls_path)
+            controls = read_table(controls_path)
             if {"control", "layer", "exceeds_control"} <= set(controls.columns):
                 deep = controls[controls["layer"] == controls["layer"].max()]
                 control = "; ".join(
@@ -319,7 +301,7 @@ def _judge_validity(results_dir: Path, exclude: Path) -> list[dict[str, Any]]:
     """gpt-eval --validate: does the judge rank clean stories above corrupted ones?"""
     found = []
     for path in sorted(p for p in results_dir.rglob("validation_pairs.csv") if exclude not in p.parents):
-        pairs = _table(path)
+        pairs = read_table(path)
         if pairs.empty or not {"corruption", "clean_higher", "n_pairs"} <= set(pairs.columns):
             continue
         clean, total = int(pairs["clean_higher"].sum()), int(pairs["n_pairs"].sum())
@@ -347,7 +329,7 @@ def _judge_scores(results_dir: Path, exclude: Path) -> list[dict[str, Any]]:
     found = []
     for d in candidate_dirs("gpt-eval"):
         for path in sorted(p for p in results_dir.rglob(f"{d}/summary.csv") if exclude not in p.parents):
-            table = _table(path)
+            table = read_table(path)
             if table.empty or not {"checkpoint_id", "score", "mean"} <= set(table.columns):
                 continue
             rows = [{"checkpoint": r["checkpoint_id"], "score": r["score"],
@@ -446,7 +428,7 @@ def _sample_stories(results_dir: Path, exclude: Path, per_checkpoint: int) -> li
 
     scores: dict[tuple[str, str], dict[str, str]] = {}
     for path in sorted(p for p in results_dir.rglob("story_scores.csv") if exclude not in p.parents):
-        table = _table(path)
+        table = read_table(path)
         if {"checkpoint_id", "story"} <= set(table.columns):
             numeric = [c for c in table.columns if c not in ("checkpoint_id", "story")
                        and pd.api.types.is_numeric_dtype(table[c]) and not c.startswith(("n_", "repeat"))]

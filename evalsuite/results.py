@@ -123,18 +123,26 @@ def write_table(frame: Any, path: str | os.PathLike, *, parquet: bool = False) -
     path = Path(path)
     written = [_atomic_write_bytes(path, frame.to_csv(index=False).encode("utf-8"))]
     if parquet:
-        pq = path.with_suffix(".parquet")
-        pq.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{pq.name}.", suffix=".part", dir=pq.parent)
-        os.close(fd)
-        try:
-            frame.to_parquet(tmp, index=False)
-            os.replace(tmp, pq)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        written.append(pq)
+        written.append(write_parquet(frame, path.with_suffix(".parquet")))
     return written
+
+
+def read_table(path: str | os.PathLike, nrows: int | None = None) -> Any:
+    """A saved results table (CSV) as a DataFrame (its first `nrows` rows when given), for figures,
+    report and the commands that print their own tables: an empty file is an empty table; a file that
+    is not a UTF-8 CSV is the user's to fix, one `UserError` line naming it."""
+    import pandas as pd
+
+    from corpora.errors import UserError
+
+    try:
+        return pd.read_csv(path, nrows=nrows)
+    except pd.errors.EmptyDataError:
+        return pd.DataFrame()
+    except UnicodeDecodeError as err:
+        raise UserError(f"{path}: not UTF-8 text (byte {err.start}); fix or remove the file") from None
+    except pd.errors.ParserError as err:
+        raise UserError(f"{path}: not a readable CSV ({str(err).strip()}); fix or remove the file") from None
 
 
 def _jsonable(value: Any) -> Any:

@@ -24,14 +24,13 @@ def dynamics_command(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
 ) -> None:
     """Training dynamics: train/val gap, loss-curve phases, dead/saturated components, effective ranks."""
-    import pandas as pd
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
 
     from evalsuite.commands._options import resolve_out
     from evalsuite.dynamics import stream_warnings, write_dynamics
-    from evalsuite.results import results_dir_for
+    from evalsuite.results import read_table, results_dir_for
 
     output = resolve_out(out, output, "--output", results_dir_for("results", "dynamics"))
 
@@ -42,10 +41,7 @@ def dynamics_command(
             Console(stderr=True).print(f"[yellow]warning:[/yellow] {escape(warning)}")
     phases_path = output / "phases.csv"
     if phases_path.is_file() and phases_path.stat().st_size > 1:
-        try:
-            phases = pd.read_csv(phases_path)
-        except pd.errors.EmptyDataError:
-            phases = pd.DataFrame()
+        phases = read_table(phases_path)
         if not phases.empty:
             table = Table(title="loss-curve phases (piecewise-linear in log tokens, BIC)")
             for col in ("run", "metric", "phase", "label", "tokens", "slope nats/decade"):
