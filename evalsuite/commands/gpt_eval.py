@@ -298,6 +298,11 @@ def _offline_validation(vset, modes, offline, out, console, progress, seed, with
         verdict = "PASSES" if row.passes else "FAILS"
         console.print(f"{row.method}: {verdict} (worst at rate 1.0: {row.worst_corruption}, clean preferred "
                       f"in {row.worst_share:.0%} of {row.n_pairs_min} pairs; goal >= 90% for each corruption)")
+    # The negative control a reader would ask for has not been run: a pass shows the score reacts to
+    # these corruptions, not that it judges stories better than a trivial scorer would.
+    console.print("control not run: no weaker scorer (an untrained model, unigram word frequencies) was tested on "
+                  "the same pairs, so a pass says the score reacts to these corruptions, not that it beats a "
+                  "trivial scorer")
     console.print(f"wrote {out}/validity.csv, validity_verdicts.csv, validity_pairs.csv, validity_scores.csv, "
                   f"validity_meta.json")
 
