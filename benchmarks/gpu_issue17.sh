@@ -1,38 +1,49 @@
 #!/usr/bin/env bash
-# Issue 17 on one GPU, one command: the step-time breakdown, the levers, the shapes and N runs at once.
-# Each stage writes its tables (.md, .csv/.json) under $OUT/<stage>/; STAGES picks a subset so that the
-# work fits one device call each (the device tool allows 10 minutes a command):
-#   STAGES="profile levers" bash benchmarks/gpu_issue17.sh        # call 1
-#   STAGES="autotune shapes multirun" DATA=devcarry/ts10k/data bash benchmarks/gpu_issue17.sh   # call 2
-# DATA: a tokenized folder with a 10K BPE (train.bin, val.bin, tokenizer/) for the multirun stage.
+# Issue 17 on one GPU, one command: the step-time breakdown, the levers, SpinNet vs baseline at every
+# size, and N runs at once. Each stage writes its tables (.md, .csv/.json) under $OUT/<stage>/; STAGES
+# picks a subset so that the work fits one device call each (the device tool allows 10 minutes a command),
+# and STAGE_TIMEOUT (seconds) ends a stage that runs long; its tables up to then are kept (every script
+# writes after each row):
+#   STAGES="multirun" bash benchmarks/gpu_issue17.sh                   # N study-preset runs, with/without MPS
+#   STAGES="levers autotune sizes" bash benchmarks/gpu_issue17.sh      # MFU levers, SpinNet/baseline per size
+#   STAGES="profile" bash benchmarks/gpu_issue17.sh                    # torch profiler breakdown
+# DATA: a tokenized folder with a 10K BPE (train.bin, val.bin, tokenizer/) for the multirun stage, made by
+#   python benchmarks/train_throughput.py --prepare ../shared/data/tinystories/tinystories_subset.jsonl \
+#       --tokenizer bpe:10000 --out devcarry/ts10k
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 OUT=${OUT:-results/benchmarks/issue17}
-STAGES=${STAGES:-profile levers autotune shapes multirun}
+STAGES=${STAGES:-profile levers autotune sizes multirun}
 DATA=${DATA:-devcarry/ts10k/data}
+STAGE_TIMEOUT=${STAGE_TIMEOUT:-540}
 COMMON="--vocab-size 10000 --block-size 512 --warmup 8 --steps 20"
-LEVERS=${LEVERS:-compile compile-sep-loss compile-loss compile-loss-cdt compile-chunked-ce compile-foreach-adam cudagraphs-loss}
-BEST=${BEST:-compile-loss}
+LEVERS=${LEVERS:-compile-sep-loss compile-loss compile-loss-einsum-mixer}
+AUTOTUNE=${AUTOTUNE:-autotune-loss}
+SIZES=${SIZES:-baseline-1m-shape spinnet-1m baseline-3m-shape spinnet-3m baseline-8m-shape spinnet-8m}
+MR_CONFIGS=${MR_CONFIGS:-spinnet-3m baseline-3m-matched}
 mkdir -p "$OUT"
 python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda, torch.cuda.get_device_name(0))'
 nvidia-smi --query-gpu=name,clocks.sm,clocks.mem,power.draw,temperature.gpu --format=csv
+echo "MPS control: $(command -v nvidia-cuda-mps-control || echo missing)"
 for stage in $STAGES; do
     echo "=== $stage $(date +%T)"
     case $stage in
-        profile) for v in ${PROFILE_VARIANTS:-compile compile-loss}; do
-                     python3 benchmarks/gpu_profile.py --batch-size 128 --vocab-size 10000 --variant "$v" \
-                         --out "$OUT/profile-$v"; done ;;
-        levers) chunk=""; case " $LEVERS " in *" compile-chunked-ce "*) chunk="--chunk-tokens 16384" ;; esac
-                python3 benchmarks/train_throughput.py $COMMON --batch-size 128 --variants $LEVERS $chunk \
-                     --out "$OUT/levers" ;;
-        autotune) python3 benchmarks/train_throughput.py $COMMON --batch-size 128 \
-                     --variants autotune-loss --out "$OUT/autotune" ;;
-        shapes) python3 benchmarks/train_throughput.py $COMMON --batch-size 32 64 256 --variants "$BEST" \
-                     --out "$OUT/shapes" ;;
-        multirun) python3 benchmarks/gpu_multirun.py --data "$DATA" --ns 1 2 4 8 --steps "${MR_STEPS:-1000}" \
-                     --out "$OUT/multirun" ;;
+        profile) for v in ${PROFILE_VARIANTS:-compile-loss}; do
+                     timeout "$STAGE_TIMEOUT" python3 benchmarks/gpu_profile.py --batch-size 128 --vocab-size 10000 \
+                         --variant "$v" --out "$OUT/profile-$v"; done ;;
+        levers) timeout "$STAGE_TIMEOUT" python3 benchmarks/train_throughput.py $COMMON --batch-size 128 \
+                     --variants $LEVERS --out "$OUT/levers" ;;
+        autotune) timeout "$STAGE_TIMEOUT" python3 benchmarks/train_throughput.py $COMMON --batch-size 128 \
+                     --variants $AUTOTUNE --out "$OUT/autotune" ;;
+        sizes) timeout "$STAGE_TIMEOUT" python3 benchmarks/train_throughput.py --presets $SIZES --vocab-size 10000 \
+                     --block-size 256 --batch-size 32 --warmup 8 --steps 20 --variants ${SIZE_VARIANTS:-eager compile-loss} \
+                     --out "$OUT/sizes" ;;
+        multirun) timeout "$STAGE_TIMEOUT" python3 benchmarks/gpu_multirun.py --data "$DATA" --configs $MR_CONFIGS \
+                     --ns ${MR_NS:-1 4 8} --mps ${MR_MPS:-both} --steps "${MR_STEPS:-300}" ${MR_EXTRA:-} \
+                     --out "$OUT/${MR_NAME:-multirun}" ;;
         *) echo "unknown stage $stage" >&2; exit 2 ;;
     esac
+    echo "=== $stage exit $? $(date +%T)"
 done
 echo "=== done $(date +%T)"

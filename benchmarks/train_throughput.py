@@ -110,7 +110,9 @@ def resolve_device(name: str) -> torch.device:
 #   "outside" (eager fp32 CE after the compiled model, as trainers.train did before issue 17),
 #   "separate" (model and CE compiled as two graphs, as trainers.train does with train.compile),
 #   "inside" (model and CE compiled as one graph), "chunked" (trainers.fused.chunked_head_losses, compiled with the model);
-#   adam: "fused" (one multi-tensor kernel, trainers.train's choice on CUDA) or "foreach".
+#   adam: "fused" (one multi-tensor kernel, trainers.train's choice on CUDA) or "foreach";
+#   fold_mixer: False runs SpinNet's octonion head mixer as the einsum over (B, H, T, hd), as before (the
+#   model's default merges it into the output projection's weight, Attention.proj_weight_with_mixer).
 VARIANTS: dict[str, dict[str, Any]] = {
     "eager": {"compile": None, "loss": "outside", "adam": "fused"},
     "compile": {"compile": "default", "loss": "outside", "adam": "fused"},
@@ -120,6 +122,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "compile-loss-cdt": {"compile": "default", "loss": "inside", "adam": "fused",
                          "inductor": {"coordinate_descent_tuning": True}},
     "compile-chunked-ce": {"compile": "default", "loss": "chunked", "adam": "fused"},
+    "compile-loss-einsum-mixer": {"compile": "default", "loss": "inside", "adam": "fused", "fold_mixer": False},
     "autotune-loss": {"compile": "max-autotune-no-cudagraphs", "loss": "inside", "adam": "fused"},
     "cudagraphs-loss": {"compile": "reduce-overhead", "loss": "inside", "adam": "fused"},
     "autotune-cudagraphs-loss": {"compile": "max-autotune", "loss": "inside", "adam": "fused"},
@@ -217,6 +220,9 @@ def _measure(preset: str, batch_size: int, variant_name: str, args: argparse.Nam
     dtype = torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
     torch.manual_seed(0)
     model = build_model(cfg.model).to(device)
+    if "fold_mixer" in variant:
+        for block in model.blocks:
+            block.attn.fold_mixer = variant["fold_mixer"]
     optimizer = make_optimizer(model, cfg, device, variant["adam"])
     loss_fn = loss_function(model, variant, args.chunk_tokens)
     cudagraphs = variant["compile"] in ("reduce-overhead", "max-autotune")
@@ -256,6 +262,10 @@ def _measure(preset: str, batch_size: int, variant_name: str, args: argparse.Nam
         "adam": variant["adam"] if device.type == "cuda" else "foreach/for-loop (CPU)",
         "device": device_name(device), "dtype": str(dtype).replace("torch.", ""), "batch_size": b, "block_size": t,
         "vocab_size": model.wte.weight.shape[0], "n_params": sum(p.numel() for p in model.parameters()),
+        "d_model": cfg.model.d_model, "n_layer": cfg.model.n_layer,
+        "mixer": ("none" if model.blocks[0].attn.mixer is None else
+                  "folded into proj" if model.blocks[0].attn.proj_weight_with_mixer() is not None
+                  and model.blocks[0].attn.fold_mixer else "einsum"),
         "n_params_non_embedding": model.num_parameters(exclude_embeddings=True),
         "flops_per_token": flops_per_token, "warmup_steps": args.warmup, "timed_steps": args.steps,
         "warmup_s": warmup_s, "step_time_ms": 1000 * step_s,
@@ -283,13 +293,14 @@ def pct(value: float | None) -> str:
 
 
 def markdown(rows: list[dict[str, Any]]) -> str:
-    head = ("| preset | compile | batch x ctx | variant | vocab | params | step ms | tokens/s | TFLOP/s | "
-            "MFU (datasheet) | MFU (matmul peak) | step time vs baseline | peak mem GiB |")
-    lines = [head, "|" + "---|" * 13]
+    head = ("| preset | compile | batch x ctx | variant | vocab | params | d x layers | step ms | tokens/s | TFLOP/s | "
+            "MFU (datasheet) | MFU (matmul peak) | step time vs same-shape baseline | peak mem GiB |")
+    lines = [head, "|" + "---|" * 14]
     for r in rows:
         lines.append(
             f"| {r['preset']} | {'on' if r['compile'] else 'off'} | {r['batch_size']} x {r['block_size']} | "
-            f"{r['variant']} | {r['vocab_size']} | {r['n_params'] / 1e6:.2f}M | {r['step_time_ms']:.1f} | "
+            f"{r['variant']} | {r['vocab_size']} | {r['n_params'] / 1e6:.2f}M | {r['d_model']} x {r['n_layer']} | "
+            f"{r['step_time_ms']:.2f} | "
             f"{r['tokens_per_s']:,.0f} | {r['achieved_tflops']:.1f} | {pct(r['mfu'])} | {pct(r['mfu_vs_matmul'])} | "
             f"{fmt(r.get('step_time_ratio_vs_baseline'), '.3f')} | {fmt(r['peak_memory_gib'], '.1f')} |"
         )
@@ -300,8 +311,11 @@ def write_outputs(rows: list[dict[str, Any]], args: argparse.Namespace, variants
                   matmul_peak: float | None, final: bool) -> None:
     """Table, CSV and JSON of the rows so far (written after every row: a run cut short keeps them)."""
     for r in rows:
+        # the baseline of the same shape (d_model, n_layer), variant, batch and context: spinnet-3m is
+        # compared with baseline-3m-shape, spinnet-28m with baseline-28m
         base = [b for b in rows if b["family"] == "baseline" and b["variant"] == r["variant"]
-                and b["batch_size"] == r["batch_size"]]
+                and b["batch_size"] == r["batch_size"] and b["block_size"] == r["block_size"]
+                and (b["d_model"], b["n_layer"]) == (r["d_model"], r["n_layer"])]
         r["step_time_ratio_vs_baseline"] = r["step_time_ms"] / base[0]["step_time_ms"] if base else None
     table = markdown(rows)
     peak_line = next((f"peak used: {r['peak_label']} = {r['peak_tflops']:.0f} TFLOP/s bf16 dense"

@@ -6,6 +6,7 @@ import dataclasses
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from corpora.errors import UserError
@@ -167,3 +168,33 @@ def test_torch_compile_traces_the_spinnet_graph():
     torch.testing.assert_close(out.logits, model(idx).logits)
     out.loss.backward()
     assert all(p.grad is not None for p in model.parameters())
+
+
+
+@pytest.mark.parametrize("n_head", [8, 16])
+def test_mixer_folded_into_proj_matches_the_einsum_mixer(n_head):
+    cfg = tiny("spinnet", n_head=n_head, d_model=64, octonion_attention=True, init_std=0.3)
+    model = build_model(cfg)
+    attn = model.blocks[0].attn
+    y = torch.randn(2, n_head, 5, cfg.d_model // n_head)
+    flat = lambda z: z.transpose(1, 2).reshape(2, 5, cfg.d_model)  # noqa: E731
+    torch.testing.assert_close(F.linear(flat(y), attn.mixer.dense_matrix()), flat(attn.mixer(y)), rtol=1e-5, atol=1e-6)
+    torch.manual_seed(0)
+    idx, targets = torch.randint(0, 50, (2, 12)), torch.randint(0, 50, (2, 12))
+    folded = model(idx, targets)
+    folded.loss.backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad(set_to_none=True)
+    for block in model.blocks:
+        block.attn.fold_mixer = False
+    plain = model(idx, targets)
+    plain.loss.backward()
+    torch.testing.assert_close(folded.logits, plain.logits, rtol=1e-4, atol=1e-5)
+    for name, p in model.named_parameters():
+        torch.testing.assert_close(grads[name], p.grad, rtol=1e-3, atol=1e-6, msg=name)
+    assert grads["blocks.0.attn.mixer.weight"].abs().sum() > 0  # the mixer still learns through the fold
+
+
+def test_mixer_is_not_folded_where_proj_quantises_its_input():
+    model = build_model(tiny("spinnet", octonion_attention=True, act_bits=8))
+    assert model.blocks[0].attn.proj_weight_with_mixer() is None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -71,3 +72,53 @@ def test_a_failing_run_does_not_stop_the_other(sample, tmp_path, monkeypatch):
 def test_cli_needs_configs_and_out_root(capsys):
     assert main([]) == 2
     assert "needs CONFIG" in capsys.readouterr().err
+
+
+FAKE_MPS = """#!/usr/bin/env bash
+# a stand-in for nvidia-cuda-mps-control: records its calls; reports a server once the daemon runs
+echo "${1:-stdin} $CUDA_MPS_PIPE_DIRECTORY $(cat 2>/dev/null | tr -d '\\n')" >> "$FAKE_MPS_LOG"
+[ "$1" = "-d" ] && exit "${FAKE_MPS_EXIT:-0}"
+echo 4242
+"""
+
+
+def _fake_mps(tmp_path, monkeypatch, exit_code=0):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    tool = bin_dir / "nvidia-cuda-mps-control"
+    tool.write_text(FAKE_MPS)
+    tool.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{__import__('os').environ['PATH']}")
+    monkeypatch.setenv("FAKE_MPS_LOG", str(tmp_path / "mps_calls.txt"))
+    monkeypatch.setenv("FAKE_MPS_EXIT", str(exit_code))
+    return tmp_path / "mps_calls.txt"
+
+
+def test_mps_is_refused_without_the_nvidia_tool(sample, tmp_path, monkeypatch):
+    monkeypatch.setattr("trainers.multirun.shutil.which", lambda name: None)
+    specs = _plan(sample, tmp_path, seeds=(1,))
+    with pytest.raises(UserError, match="nvidia-cuda-mps-control is not on PATH"):
+        launch(specs, mps=True)
+    assert not (specs[0].run_dir / LOG_FILE).exists()  # refused before any run started
+
+
+def test_mps_daemon_that_fails_to_start_is_refused(sample, tmp_path, monkeypatch):
+    _fake_mps(tmp_path, monkeypatch, exit_code=1)
+    with pytest.raises(UserError, match="failed"):
+        launch(_plan(sample, tmp_path, seeds=(1,)), mps=True)
+
+
+@pytest.mark.slow
+def test_mps_launch_starts_points_workers_at_and_stops_its_own_daemon(sample, tmp_path, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    calls_file = _fake_mps(tmp_path, monkeypatch)
+    outcomes = launch(_plan(sample, tmp_path, seeds=(1,)), mps=True, time_limit_s=0.0)
+    assert outcomes[0].ok, outcomes[0].log_tail
+    assert outcomes[0].mps_server_seen is True
+    calls = calls_file.read_text().splitlines()
+    pipes = {line.split()[1] for line in calls}
+    assert len(pipes) == 1 and "evalsuite-mps-" in pipes.pop()  # one private daemon, own pipe folder
+    assert calls[0].startswith("-d ") and calls[-1].endswith("quit")  # started first, quit last
+    assert any(line.endswith("get_server_list") for line in calls)
+    assert not any(Path(line.split()[1]).parent.exists() for line in calls)  # its temporary folder is gone
+    assert launch(_plan(sample, tmp_path / "plain", seeds=(1,)), time_limit_s=0.0)[0].mps_server_seen is None

@@ -131,6 +131,15 @@ class OctonionHeadMixer(nn.Module):
         mixed = torch.einsum("gijc,bgjtc->bgitc", self.mixing_matrices().to(y.dtype), groups)
         return mixed.reshape(b, h, t, d)
 
+    def dense_matrix(self) -> torch.Tensor:
+        """The mixer as one (D, D) matrix on the token-major layout (head h's channels at h*hd:(h+1)*hd):
+        forward(y) with heads flattened equals F.linear(y_flat, dense_matrix()). Entry
+        [(g, i, c), (g, j, c)] = mixing_matrices()[g, i, j, c]; zero across groups and channels."""
+        m = self.mixing_matrices()  # (G, i, j, c)
+        width = 8 * self.head_dim
+        blocks = torch.diag_embed(m).permute(0, 1, 3, 2, 4).reshape(self.n_groups, width, width)  # [(i,c), (j,c')]
+        return torch.block_diag(*blocks.unbind(0))
+
 
 class Attention(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
@@ -144,6 +153,9 @@ class Attention(nn.Module):
             OctonionHeadMixer(cfg.n_head, cfg.head_dim, cfg.init_std, layer_table(cfg, 8))
             if cfg.octonion_attention else None
         )
+        # merge the mixer into proj's weight where exact (proj_weight_with_mixer); False keeps the einsum
+        # path (the benchmark's reference)
+        self.fold_mixer = True
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         b, t, d = x.shape
@@ -156,9 +168,26 @@ class Attention(nn.Module):
         y = F.scaled_dot_product_attention(
             q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0
         )
+        folded = self.proj_weight_with_mixer() if self.mixer is not None and self.fold_mixer else None
+        if folded is not None:
+            return F.linear(y.transpose(1, 2).reshape(b, t, d), folded, self.proj.bias)
         if self.mixer is not None:
             y = self.mixer(y)
-        return self.proj(y.transpose(1, 2).reshape(b, t, d))
+        return self.proj(y.transpose(1, 2).reshape(b, t, d))  # token-major: head h at h*hd:(h+1)*hd
+
+    def proj_weight_with_mixer(self) -> torch.Tensor | None:
+        """proj(mixer(y)) is linear in y: its (D, D) weight W_proj @ M_mixer, so the head mixer costs a
+        (D x D x D) weight product per step instead of a reshuffle of every activation (the einsum over
+        (B, H, T, hd) cost as much as the attention). None where proj does more than a matrix product
+        (SubLN or 8-bit activations quantise the mixer's output, so the two cannot be merged)."""
+        proj = self.proj
+        if isinstance(proj, nn.Linear):
+            weight = proj.weight
+        elif proj.in_norm is None and proj.act_bits is None:
+            weight = proj.dense_weight()
+        else:
+            return None
+        return weight @ self.mixer.dense_matrix().to(weight.dtype)
 
 
 class MLP(nn.Module):

@@ -18,6 +18,14 @@ The launcher writes two files into each run directory beside what the trainer wr
 `multirun_config.yaml` (the config the worker loads) and `multirun.log` (the worker's output);
 the worker writes `multirun_result.json` (steps, tokens, losses, wall times) when it finishes.
 A run that fails does not stop the others; its outcome has the return code and the log's tail.
+
+CUDA MPS (`mps=True`, `--mps`): without it, processes time-slice the GPU (kernels of two CUDA contexts
+never run at the same time), so N small runs only fill one run's idle gaps. With MPS, the runs' kernels
+share one server context and run concurrently. The launcher starts its own MPS control daemon (pipe and
+log folders in a fresh temporary folder, so it never talks to a daemon someone else started), points
+every worker at it, checks that an MPS server really served the runs (`RunOutcome.mps_server_seen`),
+and stops only that daemon at the end. Without the NVIDIA tool `nvidia-cuda-mps-control`, or if the
+daemon does not start, `mps=True` is refused (UserError), never silently ignored.
 """
 
 from __future__ import annotations
@@ -25,8 +33,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +48,7 @@ from trainers.config import RunConfig, load_config
 CONFIG_FILE = "multirun_config.yaml"
 LOG_FILE = "multirun.log"
 RESULT_FILE = "multirun_result.json"
+MPS_CONTROL = "nvidia-cuda-mps-control"
 
 
 @dataclass
@@ -58,6 +69,8 @@ class RunOutcome:
     wall_s: float
     result: dict[str, Any] | None  # the worker's multirun_result.json; None when it failed
     log_tail: str
+    # mps=True: whether the launcher saw an MPS server running while this run ran; None without mps
+    mps_server_seen: bool | None = None
 
     @property
     def ok(self) -> bool:
@@ -95,6 +108,51 @@ def _worker_env(n_parallel: int) -> dict[str, str]:
     return env
 
 
+@dataclass
+class MpsDaemon:
+    """A CUDA MPS control daemon that this launcher started; `stop` ends only this one."""
+
+    binary: str
+    root: Path  # the temporary folder holding its pipe and log folders (made by start_mps)
+
+    def env(self) -> dict[str, str]:
+        return {"CUDA_MPS_PIPE_DIRECTORY": str(self.root / "pipe"), "CUDA_MPS_LOG_DIRECTORY": str(self.root / "log")}
+
+    def ask(self, command: str) -> str:
+        """Send one command to the control daemon (`get_server_list`, `quit`, ...); its reply."""
+        done = subprocess.run([self.binary], input=command + "\n", capture_output=True, text=True,
+                              env={**os.environ, **self.env()}, timeout=30)
+        return done.stdout.strip()
+
+    def server_running(self) -> bool:
+        """True while an MPS server (started by the daemon when the first CUDA client connects) runs."""
+        return any(line.strip().isdigit() for line in self.ask("get_server_list").splitlines())
+
+    def stop(self) -> None:
+        try:
+            self.ask("quit")
+        finally:
+            shutil.rmtree(self.root, ignore_errors=True)  # the folder start_mps made, nothing else
+
+
+def start_mps() -> MpsDaemon:
+    """Start a private MPS control daemon (its own pipe/log folders), or raise UserError."""
+    binary = shutil.which(MPS_CONTROL)
+    if binary is None:
+        raise UserError(f"mps: {MPS_CONTROL} is not on PATH (CUDA MPS comes with the NVIDIA driver's tools); "
+                        "run without mps")
+    daemon = MpsDaemon(binary, Path(tempfile.mkdtemp(prefix="evalsuite-mps-")))
+    for folder in daemon.env().values():
+        Path(folder).mkdir()
+    done = subprocess.run([binary, "-d"], capture_output=True, text=True, env={**os.environ, **daemon.env()},
+                          timeout=30)
+    if done.returncode != 0:
+        shutil.rmtree(daemon.root, ignore_errors=True)
+        raise UserError(f"mps: '{MPS_CONTROL} -d' failed (exit {done.returncode}): "
+                        f"{(done.stderr or done.stdout).strip()[:300]}")
+    return daemon
+
+
 def _tail(path: Path, n: int = 20) -> str:
     if not path.is_file():
         return ""
@@ -107,12 +165,14 @@ def launch(
     max_parallel: int | None = None,
     time_limit_s: float | None = None,
     poll_s: float = 0.2,
+    mps: bool = False,
 ) -> list[RunOutcome]:
     """Run every spec as its own process, at most `max_parallel` at a time (default: all), and wait.
 
     Without `resume`, a run directory that already holds a checkpoint is refused up front (before
     any process starts), as `trainers.train.train` would refuse it. time_limit_s is passed to each
-    run (it stops at a checkpoint and can be resumed)."""
+    run (it stops at a checkpoint and can be resumed). mps: the runs share the GPU through a CUDA MPS
+    server this call starts and stops (module docstring)."""
     if not specs:
         raise UserError("multirun: no runs to launch")
     for spec in specs:
@@ -122,9 +182,23 @@ def launch(
     if width < 1:
         raise UserError("multirun: max_parallel must be >= 1")
     env = _worker_env(min(width, len(specs)))
+    daemon = start_mps() if mps else None
+    try:
+        if daemon is not None:
+            env.update(daemon.env())
+        return _run_all(specs, env, width, resume, time_limit_s, poll_s, daemon)
+    finally:
+        if daemon is not None:
+            daemon.stop()
+
+
+def _run_all(specs: list[RunSpec], env: dict[str, str], width: int, resume: bool, time_limit_s: float | None,
+             poll_s: float, daemon: MpsDaemon | None) -> list[RunOutcome]:
     pending = list(specs)
     running: list[tuple[RunSpec, subprocess.Popen, float, Any]] = []
     outcomes: dict[str, RunOutcome] = {}
+    served: set[str] = set()  # runs during which an MPS server was seen
+    last_check = 0.0
     while pending or running:
         while pending and len(running) < width:
             spec = pending.pop(0)
@@ -139,6 +213,10 @@ def launch(
             log = open(spec.run_dir / LOG_FILE, "a")  # noqa: SIM115 (closed when the process ends)
             proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
             running.append((spec, proc, time.time(), log))
+        if daemon is not None and running and time.time() - last_check > 1.0:
+            last_check = time.time()
+            if daemon.server_running():
+                served.update(spec.name for spec, *_ in running)
         still = []
         for spec, proc, started, log in running:
             code = proc.poll()
@@ -149,7 +227,8 @@ def launch(
             result_path = spec.run_dir / RESULT_FILE
             result = json.loads(result_path.read_text()) if code == 0 and result_path.is_file() else None
             outcomes[spec.name] = RunOutcome(spec.name, spec.run_dir, code, time.time() - started, result,
-                                             _tail(spec.run_dir / LOG_FILE))
+                                             _tail(spec.run_dir / LOG_FILE),
+                                             None if daemon is None else spec.name in served)
         running = still
         if running:
             time.sleep(poll_s)
@@ -188,6 +267,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resume", action="store_true", help="continue every run from its latest/")
     parser.add_argument("--max-parallel", type=int, default=None, help="processes at once (default: all)")
     parser.add_argument("--time-limit-s", type=float, default=None, help="each run stops at a checkpoint after this")
+    parser.add_argument("--mps", action="store_true", help="share the GPU through a CUDA MPS server (started and "
+                        "stopped here); refused where nvidia-cuda-mps-control is missing")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     try:
@@ -197,14 +278,15 @@ def main(argv: list[str] | None = None) -> int:
         if not args.configs or not args.out_root:
             raise UserError("multirun needs CONFIG... and --out-root")
         outcomes = launch(plan_runs(args.configs, args.set, args.seeds, args.out_root), resume=args.resume,
-                          max_parallel=args.max_parallel, time_limit_s=args.time_limit_s)
+                          max_parallel=args.max_parallel, time_limit_s=args.time_limit_s, mps=args.mps)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     for o in outcomes:
         status = "ok" if o.ok else f"failed (exit {o.returncode}); log: {o.run_dir / LOG_FILE}"
         steps = o.result["steps"] if o.result else "-"
-        print(f"{o.name}: {status}, steps {steps}, {o.wall_s:.1f} s")
+        mps_note = "" if o.mps_server_seen is None else f", MPS server seen: {o.mps_server_seen}"
+        print(f"{o.name}: {status}, steps {steps}, {o.wall_s:.1f} s{mps_note}")
     return 0 if all(o.ok for o in outcomes) else 1
 
 
