@@ -331,8 +331,9 @@ class PermutationPlan:
 
     For document j: `cuts[j]` (sorted distinct subset sizes needed), `cat_cols[j]` (categories with
     0 < W < U words), `cat_cut[j]` (which cut each of those categories reads), `cat_complement[j]`
-    (read total minus prefix), `full_cols[j]` (categories holding every word). `indices`/`offsets`
-    feed one `embedding_bag` over the batch's concatenated unit rows."""
+    (read total minus prefix), `full_cols[j]` (categories holding every word). `chunks` holds, per
+    block of replicates, the `indices`/`offsets` of one `embedding_bag` over the batch's concatenated
+    unit rows, its bags in (segment, replicate) order (see `_segment_major`)."""
 
     n_permutations: int
     cuts: list[np.ndarray]
@@ -340,8 +341,7 @@ class PermutationPlan:
     cat_cut: list[np.ndarray]
     cat_complement: list[np.ndarray]
     full_cols: list[np.ndarray]
-    indices: torch.Tensor
-    offsets: torch.Tensor
+    chunks: list[tuple[int, int, torch.Tensor, torch.Tensor]]  # (first replicate, replicates, indices, offsets)
     out_rows: list[tuple[int, int]]  # per doc: (first segment within a replicate's R segments, count)
     _selection: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
 
@@ -445,15 +445,40 @@ def plan_permutations(
             out_rows.append((out_row, 0))
         row += n_units
     perm_parts = _batched_partial_permutations(shuffles, p)
-    # bags in (replicate, document, segment) order, so the embedding_bag output is (P, R, LK + 1)
-    # with R = segments of the batch: one replicate's segments of every document are contiguous
+    chunks = []
     if perm_parts:
-        indices = torch.from_numpy(np.concatenate(perm_parts, axis=1).ravel())
-        seg_starts = np.concatenate(seg_parts)
-        offsets = torch.from_numpy((np.arange(p, dtype=np.int64)[:, None] * pos + seg_starts[None, :]).ravel())
-    else:
-        indices = offsets = torch.zeros(0, dtype=torch.long)
-    return PermutationPlan(p, cuts_l, cols_l, cut_l, comp_l, full_l, indices, offsets, out_rows)
+        flat = np.concatenate(perm_parts, axis=1)  # (P, M): replicate p's permuted unit rows, doc after doc
+        lengths = np.diff(np.append(np.concatenate(seg_parts), pos))  # (R,) segment lengths
+        step = max(1, min(p, CHUNK_BAGS // len(lengths)))
+        for first in range(0, p, step):
+            block = flat[first : first + step]
+            indices, offsets = _segment_major(block, lengths)
+            chunks.append((first, block.shape[0], torch.from_numpy(indices), torch.from_numpy(offsets)))
+    return PermutationPlan(p, cuts_l, cols_l, cut_l, comp_l, full_l, chunks, out_rows)
+
+
+# Bags per embedding_bag call: about CHUNK_BAGS x (LK + 1) float32 segment sums (~2.4 MB at 73 columns,
+# so the GEMM reads them from cache) live at once, instead of all P x R of the batch (hundreds of MB).
+CHUNK_BAGS = 1 << 13
+
+
+def _segment_major(block: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Indices and offsets of the bags (segment r, replicate p) over `block` (n, M), segment r being
+    the columns [start_r, start_r + lengths[r]) of every row: bag r * n + p sums block[p, segment r].
+    Segment-major bags make the embedding_bag output an (R, n x (LK + 1)) matrix, so one GEMM with
+    the (C, R) selection gives every replicate's category sums, and consecutive bags read the same
+    document's rows (they stay in cache)."""
+    n, m_total = block.shape
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    sizes = lengths * n  # entries of segment r's n bags
+    first = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    local = np.arange(int(sizes.sum()), dtype=np.int64) - np.repeat(first, sizes)
+    rep_len = np.repeat(lengths, sizes)
+    rows, within = np.divmod(local, rep_len)
+    indices = block.ravel()[rows * m_total + np.repeat(starts, sizes) + within]
+    bag_len = np.tile(lengths[:, None], (1, n)).ravel()
+    offsets = np.concatenate([[0], np.cumsum(bag_len)[:-1]]).astype(np.int64)
+    return indices, offsets
 
 
 # --- accumulation -------------------------------------------------------------------------------
@@ -519,8 +544,8 @@ class Accumulator:
         self.p = n_permutations
         self._doc: dict[str, list[Any]] = defaultdict(list)
         self.cat_sumsq = np.zeros((self.c, self.lk))
-        self._perm_sum = np.zeros((self.p, self.c, self.lk)) if self.p else None  # (P, C, LK)
-        self._perm_n = np.zeros((self.p, self.c)) if self.p else None  # (P, C)
+        self._perm_sum = np.zeros((self.c, self.p, self.lk)) if self.p else None  # (C, P, LK)
+        self._perm_n = np.zeros((self.c, self.p)) if self.p else None  # (C, P)
 
     def add_batch(
         self,
@@ -563,15 +588,11 @@ class Accumulator:
 
     def _add_permutations(self, unit_rows: Sequence[np.ndarray], plan: PermutationPlan) -> None:
         assert self._perm_sum is not None and self._perm_n is not None
-        if plan.indices.numel():
-            weight = torch.from_numpy(np.concatenate(unit_rows).astype(np.float32))
-            seg = F.embedding_bag(plan.indices, weight, plan.offsets, mode="sum")  # (rows, LK + 1)
-        else:
-            seg = torch.zeros((0, self.lk + 1))
         # A category's permuted sum in document j is its prefix (the first `cut` segments summed) or
         # the total minus it (complement). Over the batch that is a signed (C, R) selection of the
-        # segment sums, applied to all replicates in one batched matmul (no per-document prefix
-        # sums or gathers); the totals (complements, categories holding every word) are float64 constants.
+        # segment sums: per block of replicates, one embedding_bag gives the (R, n x (LK + 1)) segment
+        # sums and one GEMM their (C, n x (LK + 1)) category sums, added to the float64 running sums;
+        # the totals (complements, categories holding every word) are float64 constants.
         const = np.zeros((self.c, self.lk + 1))
         for j, rows in enumerate(unit_rows):
             total = rows.sum(axis=0)  # (LK + 1,)
@@ -582,17 +603,17 @@ class Accumulator:
                 continue
             cols = plan.cat_cols[j]
             const[cols[plan.cat_complement[j]]] += total[None, :]
-        select = plan.selection(self.c)
-        n_segments = select.shape[1]
-        # replicate-major (P, C, LK) running sums: the batch's (P, C, LK + 1) product adds in place
-        # without a transposed (strided) write; `finalize` hands out the (C, P, LK) view
-        if n_segments:
-            seg = seg.view(self.p, n_segments, self.lk + 1)
-            perm = torch.matmul(torch.from_numpy(select), seg).numpy()  # (P, C, LK + 1)
-            self._perm_sum += perm[:, :, : self.lk]
-            self._perm_n += perm[:, :, self.lk]
-        self._perm_sum += const[None, :, : self.lk]
-        self._perm_n += const[None, :, self.lk]
+        if plan.chunks:
+            select = torch.from_numpy(plan.selection(self.c))
+            weight = torch.from_numpy(np.concatenate(unit_rows).astype(np.float32))
+            n_segments = select.shape[1]
+            for first, n, indices, offsets in plan.chunks:
+                seg = F.embedding_bag(indices, weight, offsets, mode="sum").view(n_segments, -1)
+                perm = torch.matmul(select, seg).numpy().reshape(self.c, n, self.lk + 1)
+                self._perm_sum[:, first : first + n] += perm[:, :, : self.lk]
+                self._perm_n[:, first : first + n] += perm[:, :, self.lk]
+        self._perm_sum += const[:, None, : self.lk]
+        self._perm_n += const[:, None, self.lk]
 
     def finalize(self) -> Accumulated:
         d = self._doc
@@ -619,6 +640,6 @@ class Accumulator:
             doc_unit_sum=stack("unit_sum", (self.lk,)),
             doc_unit_s2=stack("unit_s2", (self.lk,)),
             doc_unit_sn=stack("unit_sn", (self.lk,)),
-            perm_sum=None if self._perm_sum is None else np.ascontiguousarray(self._perm_sum.transpose(1, 0, 2)),
-            perm_n=None if self._perm_n is None else np.ascontiguousarray(self._perm_n.T),
+            perm_sum=self._perm_sum,
+            perm_n=self._perm_n,
         )
