@@ -10,7 +10,7 @@ Only the definitions that changed are here; they call the module's unchanged hel
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +21,15 @@ import torch.nn.functional as F
 from scipy import stats as sps
 
 from evalsuite.dimprobe.collect import Accumulated, _partial_permutations
-from evalsuite.dimprobe.stats import ALL, ModelStats, _rank_interval, _ranks_desc, adjust_pvalues
+from evalsuite.dimprobe.stats import (
+    ALL,
+    ORIGINAL_CLAIM,
+    ModelStats,
+    _fmt_components,
+    _rank_interval,
+    _ranks_desc,
+    adjust_pvalues,
+)
 
 
 def _interval(draws: np.ndarray, low: float = 2.5, high: float = 97.5) -> tuple[np.ndarray, np.ndarray]:
@@ -275,6 +283,96 @@ def top_components(table: pd.DataFrame, top: int = 3, alpha: float = 0.05) -> pd
         sig.groupby(keys, sort=False)["down"].sum().rename("n_significant_down"),
     ], axis=1).reset_index()
     return out
+
+
+# stats.claims_table before the statistics used the bootstrap ranks (commit cd2be71)
+def claims_table(
+    stats: ModelStats, claims: Mapping[str, Sequence[int]] = ORIGINAL_CLAIM, top: int = 3
+) -> pd.DataFrame:
+    """Claimed top components per category vs measured, per layer, with bootstrap support.
+
+    By mean magnitude (the reading in which "e0 is always most active" is meant):
+    `p_boot_ordered` / `p_boot_set` = share of document resamples whose top-3 equals the claim in
+    order / as a set; `verdict` = supported (measured == claimed and p_boot_ordered >= 0.95),
+    refuted (p_boot_ordered <= 0.05 AND some claimed component's 95% bootstrap rank interval lies
+    wholly outside the claimed positions, i.e. its lower rank bound > 3: the data say confidently
+    that it is not in the top 3; a rare exact ordering alone is not evidence against the claim when
+    the components are indistinguishable), else uncertain. `same_as_overall` flags a top-3 that merely
+    repeats the ranking over all tokens (component scale, not category). By ratio (relative
+    activation) the measured top-3 comes with the claimed components' ratios and p_adj.
+    A last row per layer tests "e0 is the most active component in every category".
+    """
+    rows = []
+    n_k = stats.n_components
+    for li, layer in enumerate(stats.layers):
+        overall_top = list(np.argsort(-stats.overall[li], kind="stable")[:top])
+        for cat, claimed in claims.items():
+            base = {"layer": layer, "category": cat, "claimed": _fmt_components(claimed)}
+            if cat not in stats.categories or max(claimed) >= n_k:
+                rows.append({**base, "verdict": "not testable",
+                             "note": "category absent" if cat not in stats.categories else f"model has {n_k} components"})
+                continue
+            ci = stats.categories.index(cat)
+            if stats.n_tokens[ci] == 0:
+                rows.append({**base, "verdict": "not testable", "note": "no tokens of this category"})
+                continue
+            means = stats.mean[ci, li]
+            measured = list(np.argsort(-means, kind="stable")[:top])
+            boot = stats.boot_mean[:, ci, li, :].astype(np.float64)
+            valid = ~np.isnan(boot).any(axis=1)
+            boot_top = np.argsort(-boot[valid], axis=1, kind="stable")[:, :top]
+            claimed_arr = np.asarray(claimed[:top])
+            p_ordered = float((boot_top == claimed_arr).all(axis=1).mean()) if valid.any() else np.nan
+            p_set = float((np.sort(boot_top, axis=1) == np.sort(claimed_arr)).all(axis=1).mean()) if valid.any() else np.nan
+            rk, rk_lo, rk_hi = stats.rank_mean[ci, li], stats.rank_ci_low[ci, li], stats.rank_ci_high[ci, li]
+            ranks = [f"{int(rk[c])} [{int(rk_lo[c])}-{int(rk_hi[c])}]" if np.isfinite(rk_lo[c]) else str(int(rk[c]))
+                     for c in claimed]
+            ratios = stats.ratio[ci, li]
+            by_ratio = list(np.argsort(-np.nan_to_num(ratios, nan=-np.inf), kind="stable")[:top])
+            confidently_out = [c for c in claimed[:top] if np.isfinite(rk_lo[c]) and rk_lo[c] > top]
+            if measured == list(claimed[:top]) and p_ordered >= 0.95:
+                verdict = "supported"
+            elif p_ordered <= 0.05 and confidently_out:
+                verdict = "refuted"
+            else:
+                verdict = "uncertain"
+            rows.append({
+                **base,
+                "measured_by_mean": _fmt_components(measured),
+                "p_boot_ordered": p_ordered, "p_boot_set": p_set,
+                "claimed_rank_mean_ci": ", ".join(ranks),
+                "overall_top": _fmt_components(overall_top),
+                "same_as_overall": measured == overall_top,
+                "measured_by_ratio": _fmt_components(by_ratio),
+                "claimed_ratio": ", ".join(f"{ratios[c]:.3f}" for c in claimed),
+                "claimed_p_adj": ", ".join(f"{stats.p_adj[ci, li, c]:.3g}" for c in claimed),
+                "n_tokens": int(stats.n_tokens[ci]),
+                "verdict": verdict, "note": "",
+            })
+        # "e0 is always most active": top by mean in every present category
+        present = [ci for ci in range(len(stats.categories)) if stats.n_tokens[ci] > 0]
+        if present:
+            top_is_e0 = [int(np.argmax(stats.mean[ci, li])) == 0 for ci in present]
+            boot = stats.boot_mean[:, present, li, :].astype(np.float64)
+            # only resamples that hold every present category can say "e0 first in every category"
+            valid_all = ~np.isnan(boot).any(axis=(1, 2))
+            boot_all = boot[valid_all].argmax(axis=-1) == 0  # (B', C')
+            share_boot = float(boot_all.all(axis=1).mean()) if valid_all.any() else np.nan
+            all_e0 = all(top_is_e0)
+            # refuted only where, in some category, e0's rank interval excludes first place
+            e0_low = stats.rank_ci_low[present, li, 0]
+            e0_confidently_not_first = bool((e0_low[np.isfinite(e0_low)] > 1).any())
+            rows.append({
+                "layer": layer, "category": "(every category)", "claimed": "e0 first",
+                "measured_by_mean": f"e0 first in {sum(top_is_e0)}/{len(present)} categories",
+                "p_boot_ordered": share_boot, "p_boot_set": np.nan,
+                "overall_top": _fmt_components(overall_top),
+                "verdict": "supported" if all_e0 and share_boot >= 0.95 else
+                           ("refuted" if share_boot <= 0.05 and e0_confidently_not_first else "uncertain"),
+                "note": "p_boot_ordered = share of resamples with e0 first in every category; refuted needs "
+                        "a category whose 95% rank interval for e0 excludes first place",
+            })
+    return pd.DataFrame(rows)
 
 
 # --- collect.py of commit 00e9c6f: the plan (bags in replicate-major order) and the accumulator ---

@@ -50,6 +50,7 @@ def both_runs():
         patch.setattr(probe_mod, "compute_stats", ref.compute_stats)
         patch.setattr(probe_mod, "top_components", ref.top_components)
         patch.setattr(stats_mod, "_claim_scores", ref._claim_scores)
+        patch.setattr(stats_mod, "claims_table", ref.claims_table)
         slow = run_probe(probe, texts, config)
     finally:
         patch.undo()

@@ -92,8 +92,24 @@ def _max_last(values: np.ndarray) -> np.ndarray:
     return out
 
 
+def _boot_ranks(boot: np.ndarray) -> np.ndarray:
+    """(K, B, ...) int8 ranks (1 = largest; NaN as -inf; ties: the earlier component first) of
+    bootstrap draws boot (B, ..., K), exactly the ranks of a stable descending argsort, from one
+    comparison per pair of components (rank_i = 1 + #{j > i: v_j > v_i} + #{j < i: v_j >= v_i})."""
+    k = boot.shape[-1]
+    values = np.moveaxis(boot, -1, 0)  # (K, B, ...)
+    filled = np.where(np.isnan(values), -np.inf, values)
+    ranks = np.ones(filled.shape, dtype=np.int8 if k < 127 else np.int64)
+    for i in range(k):
+        for j in range(i + 1, k):
+            later_above = filled[j] > filled[i]  # then j outranks i; else (ties: the earlier wins) i outranks j
+            ranks[i] += later_above
+            ranks[j] += ~later_above
+    return ranks
+
+
 def _boot_rank_interval(
-    boot: np.ndarray, low: float = 2.5, high: float = 97.5
+    boot: np.ndarray, low: float = 2.5, high: float = 97.5, ranks: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """_rank_interval(np.where(all-NaN row, NaN, _ranks_desc(boot)), K) for bootstrap draws
     boot (B, ..., K), with the ranks from pairwise comparisons (rank_i = 1 + #{j > i: v_j > v_i}
@@ -104,13 +120,7 @@ def _boot_rank_interval(
     rest = boot.shape[1:-1]
     values = np.moveaxis(boot, -1, 0).reshape(k, -1)  # (K, B*M), M = cells per resample
     n_cells = values.shape[1] // max(n_boot, 1)
-    filled = np.where(np.isnan(values), -np.inf, values)
-    ranks = np.ones(filled.shape, dtype=np.int8 if k < 127 else np.int64)
-    for i in range(k):
-        for j in range(i + 1, k):
-            later_above = filled[j] > filled[i]  # then j outranks i; else (ties: the earlier wins) i outranks j
-            ranks[i] += later_above
-            ranks[j] += ~later_above
+    ranks = (_boot_ranks(boot) if ranks is None else ranks).reshape(k, -1)  # `ranks`: _boot_ranks(boot)
     valid = ~np.isnan(values).all(axis=0)  # resamples holding the category (B*M,)
     cell = np.arange(values.shape[1]) % max(n_cells, 1)
     flat = ((ranks.astype(np.int64) - 1) * (k * n_cells) + np.arange(k)[:, None] * n_cells + cell[None, :])[:, valid]
@@ -260,6 +270,7 @@ class ModelStats:
     rank_ci_low: np.ndarray | None = None  # (C, L, K)
     rank_ci_high: np.ndarray | None = None  # (C, L, K)
     p_adj: np.ndarray | None = None  # (C, L, K)
+    boot_ranks: np.ndarray | None = None  # (K, B, C, L) int8: _boot_ranks(boot_mean), for claims_table
     # per layer index: (scale, bootstrap scales) of the claim scores, computed once (_claim_scale)
     claim_scales: dict[int, tuple[float, np.ndarray]] = field(default_factory=dict, repr=False)
 
@@ -360,8 +371,10 @@ def compute_stats(
         # a resample without the category's tokens has no ranking: leave it out (ranking its NaN
         # means would hand out ranks 1..K in component order, e.g. rank 1 to e0). float32 values
         # compare as their float64 casts do, so no cast is needed for the ranks.
-        rk_low, rk_high = _boot_rank_interval(boot_mean.reshape(n_boot, *shape4))
+        boot_ranks = _boot_ranks(boot_mean.reshape(n_boot, *shape4))
+        rk_low, rk_high = _boot_rank_interval(boot_mean.reshape(n_boot, *shape4), ranks=boot_ranks)
     else:
+        boot_ranks = None
         rk_low = rk_high = np.full(shape4, np.nan)
 
     # specialisation
@@ -437,7 +450,7 @@ def compute_stats(
         boot_overall=boot_overall.reshape(n_boot, n_l, n_k),
         boot_spec_excess=boot_spec_excess, spec_excess=spec_excess,
         rank_mean=rank_mean, rank_ci_low=np.asarray(rk_low).reshape(shape4),
-        rank_ci_high=np.asarray(rk_high).reshape(shape4), p_adj=p_adj.reshape(shape4),
+        rank_ci_high=np.asarray(rk_high).reshape(shape4), p_adj=p_adj.reshape(shape4), boot_ranks=boot_ranks,
     )
 
 
@@ -491,6 +504,7 @@ def claims_table(
     """
     rows = []
     n_k = stats.n_components
+    order = stats.boot_ranks if stats.boot_ranks is not None else _boot_ranks(stats.boot_mean)  # (K, B, C, L)
     for li, layer in enumerate(stats.layers):
         overall_top = list(np.argsort(-stats.overall[li], kind="stable")[:top])
         for cat, claimed in claims.items():
@@ -505,12 +519,13 @@ def claims_table(
                 continue
             means = stats.mean[ci, li]
             measured = list(np.argsort(-means, kind="stable")[:top])
-            boot = stats.boot_mean[:, ci, li, :].astype(np.float64)
-            valid = ~np.isnan(boot).any(axis=1)
-            boot_top = np.argsort(-boot[valid], axis=1, kind="stable")[:, :top]
-            claimed_arr = np.asarray(claimed[:top])
-            p_ordered = float((boot_top == claimed_arr).all(axis=1).mean()) if valid.any() else np.nan
-            p_set = float((np.sort(boot_top, axis=1) == np.sort(claimed_arr)).all(axis=1).mean()) if valid.any() else np.nan
+            # a resample's top-`top` (stable descending order) is the claim in order when the claimed
+            # components hold ranks 1..top, and as a set when all their ranks are <= top
+            valid = ~np.isnan(stats.boot_mean[:, ci, li, :]).any(axis=1)
+            claimed_ranks = order[list(claimed[:top]), :, ci, li][:, valid]  # (top, B')
+            in_order = (claimed_ranks == np.arange(1, len(claimed[:top]) + 1)[:, None]).all(axis=0)
+            p_ordered = float(in_order.mean()) if valid.any() else np.nan
+            p_set = float((claimed_ranks <= top).all(axis=0).mean()) if valid.any() else np.nan
             rk, rk_lo, rk_hi = stats.rank_mean[ci, li], stats.rank_ci_low[ci, li], stats.rank_ci_high[ci, li]
             ranks = [f"{int(rk[c])} [{int(rk_lo[c])}-{int(rk_hi[c])}]" if np.isfinite(rk_lo[c]) else str(int(rk[c]))
                      for c in claimed]
@@ -540,11 +555,11 @@ def claims_table(
         present = [ci for ci in range(len(stats.categories)) if stats.n_tokens[ci] > 0]
         if present:
             top_is_e0 = [int(np.argmax(stats.mean[ci, li])) == 0 for ci in present]
-            boot = stats.boot_mean[:, present, li, :].astype(np.float64)
-            # only resamples that hold every present category can say "e0 first in every category"
-            valid_all = ~np.isnan(boot).any(axis=(1, 2))
-            boot_all = boot[valid_all].argmax(axis=-1) == 0  # (B', C')
-            share_boot = float(boot_all.all(axis=1).mean()) if valid_all.any() else np.nan
+            # only resamples that hold every present category can say "e0 first in every category";
+            # e0 is the argmax (first maximum) exactly when its rank is 1
+            valid_all = ~np.isnan(stats.boot_mean[:, present, li, :]).any(axis=(1, 2))
+            e0_first = order[0, :, present, li] == 1  # (C', B)
+            share_boot = float(e0_first[:, valid_all].all(axis=0).mean()) if valid_all.any() else np.nan
             all_e0 = all(top_is_e0)
             # refuted only where, in some category, e0's rank interval excludes first place
             e0_low = stats.rank_ci_low[present, li, 0]
