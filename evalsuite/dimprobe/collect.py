@@ -389,12 +389,18 @@ def _batched_partial_permutations(shuffles: Sequence[tuple[int, int, np.ndarray,
     order = sorted(range(len(shuffles)), key=lambda j: -shuffles[j][1])  # longest prefix first
     sizes = [shuffles[j][0] * p for j in order]
     starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
-    perm = np.concatenate([np.tile(np.arange(shuffles[j][0], dtype=np.int64), p) for j in order])
+    # the unit ids in the smallest integer type that holds them (the swaps move P x U entries per document)
+    most = max(shuffles[j][0] for j in order)
+    dtype = np.int16 if most < 2**15 else (np.int32 if most < 2**31 else np.int64)
+    perm = np.empty(int(sum(sizes)), dtype=dtype)
+    for start, j in zip(starts, order, strict=True):
+        n_units = shuffles[j][0]
+        perm[start : start + n_units * p].reshape(p, n_units)[:] = np.arange(n_units, dtype=dtype)
     base = np.concatenate([start + np.arange(p, dtype=np.int64) * shuffles[j][0]
                            for start, j in zip(starts, order, strict=True)])  # (docs * p,)
     units = np.repeat(np.asarray([shuffles[j][0] for j in order], dtype=np.int64), p)
     steps = np.asarray([shuffles[j][1] for j in order])
-    draws = np.zeros((int(steps[0]), len(order) * p))
+    draws = np.empty((int(steps[0]), len(order) * p))  # step i reads only the documents with m_j > i
     for slot, j in enumerate(order):
         n_steps = shuffles[j][1]
         draws[:n_steps, slot * p : (slot + 1) * p] = shuffles[j][2]
@@ -408,7 +414,7 @@ def _batched_partial_permutations(shuffles: Sequence[tuple[int, int, np.ndarray,
     out: list[np.ndarray] = [np.empty(0)] * len(shuffles)
     for start, j in zip(starts, order, strict=True):
         n_units, m, _draws, row = shuffles[j]
-        out[j] = perm[start : start + n_units * p].reshape(p, n_units)[:, :m] + row
+        out[j] = perm[start : start + n_units * p].reshape(p, n_units)[:, :m].astype(np.int64) + row
     return out
 
 
@@ -450,10 +456,13 @@ def plan_permutations(
         flat = np.concatenate(perm_parts, axis=1)  # (P, M): replicate p's permuted unit rows, doc after doc
         lengths = np.diff(np.append(np.concatenate(seg_parts), pos))  # (R,) segment lengths
         step = max(1, min(p, CHUNK_BAGS // len(lengths)))
+        patterns: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # per block height: the same gather
         for first in range(0, p, step):
             block = flat[first : first + step]
-            indices, offsets = _segment_major(block, lengths)
-            chunks.append((first, block.shape[0], torch.from_numpy(indices), torch.from_numpy(offsets)))
+            if block.shape[0] not in patterns:
+                patterns[block.shape[0]] = _segment_major(block.shape[0], lengths)
+            where, offsets = patterns[block.shape[0]]
+            chunks.append((first, block.shape[0], torch.from_numpy(block.ravel()[where]), torch.from_numpy(offsets)))
     return PermutationPlan(p, cuts_l, cols_l, cut_l, comp_l, full_l, chunks, out_rows)
 
 
@@ -462,23 +471,24 @@ def plan_permutations(
 CHUNK_BAGS = 1 << 13
 
 
-def _segment_major(block: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Indices and offsets of the bags (segment r, replicate p) over `block` (n, M), segment r being
-    the columns [start_r, start_r + lengths[r]) of every row: bag r * n + p sums block[p, segment r].
-    Segment-major bags make the embedding_bag output an (R, n x (LK + 1)) matrix, so one GEMM with
-    the (C, R) selection gives every replicate's category sums, and consecutive bags read the same
-    document's rows (they stay in cache)."""
-    n, m_total = block.shape
+def _segment_major(n: int, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For a block (n, M) of replicates' permuted unit rows, whose segment r is the columns
+    [start_r, start_r + lengths[r]) of every row: the positions in block.ravel() of the bags'
+    entries and the bags' offsets, for the bags (segment r, replicate p), bag r * n + p summing
+    block[p, segment r]. Segment-major bags make the embedding_bag output an (R, n x (LK + 1))
+    matrix, so one GEMM with the (C, R) selection gives every replicate's category sums, and
+    consecutive bags read the same document's rows (they stay in cache)."""
+    m_total = int(lengths.sum())
     starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
     sizes = lengths * n  # entries of segment r's n bags
     first = np.concatenate([[0], np.cumsum(sizes)[:-1]])
     local = np.arange(int(sizes.sum()), dtype=np.int64) - np.repeat(first, sizes)
     rep_len = np.repeat(lengths, sizes)
     rows, within = np.divmod(local, rep_len)
-    indices = block.ravel()[rows * m_total + np.repeat(starts, sizes) + within]
-    bag_len = np.tile(lengths[:, None], (1, n)).ravel()
+    where = rows * m_total + np.repeat(starts, sizes) + within
+    bag_len = np.repeat(lengths, n)
     offsets = np.concatenate([[0], np.cumsum(bag_len)[:-1]]).astype(np.int64)
-    return indices, offsets
+    return where, offsets
 
 
 # --- accumulation -------------------------------------------------------------------------------

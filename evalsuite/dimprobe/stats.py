@@ -332,12 +332,18 @@ def compute_stats(
         n_perm = acc.perm_sum.shape[1]
         # replicates are float32 sums: ties within rounding count as "as extreme"
         tol = 1e-6 * np.abs(expect_s) + 1e-12
-        perm_dev = np.abs(acc.perm_sum - mu0[:, None, :] * acc.perm_n[:, :, None])  # (C, P, LK)
-        exceed = (perm_dev >= (np.abs(dev) - tol)[:, None, :]).sum(axis=1)
+        # one (C, P, LK) work array, reused in place: |D*| = |S* - mu0 n*|, then |S* / n* / overall - 1|
+        work = np.multiply(acc.perm_n[:, :, None], mu0[:, None, :])
+        np.subtract(acc.perm_sum, work, out=work)
+        np.abs(work, out=work)
+        exceed = np.count_nonzero(work >= (np.abs(dev) - tol)[:, None, :], axis=1)
         p_mc = (1.0 + exceed) / (n_perm + 1.0)
         with np.errstate(divide="ignore", invalid="ignore"):
-            perm_ratio = acc.perm_sum / acc.perm_n[:, :, None] / overall[None, None, :]
-        perm_spec = _max_last(np.abs(perm_ratio - 1.0).reshape(n_c, n_perm, n_l, n_k))  # (C, P, L)
+            np.divide(acc.perm_sum, acc.perm_n[:, :, None], out=work)
+            np.divide(work, overall[None, None, :], out=work)
+        np.subtract(work, 1.0, out=work)
+        np.abs(work, out=work)
+        perm_spec = _max_last(work.reshape(n_c, n_perm, n_l, n_k))  # (C, P, L)
         finite = np.isfinite(perm_spec)
         with np.errstate(invalid="ignore", divide="ignore"):
             spec_null = np.where(finite, perm_spec, 0.0).sum(axis=1) / finite.sum(axis=1)
@@ -382,10 +388,14 @@ def compute_stats(
     spec_comp = np.argmax(np.where(np.isnan(spec), -np.inf, spec), axis=-1)  # (C, L)
     spec_val = np.nanmax(np.where(np.isnan(spec), -np.inf, spec), axis=-1)
     spec_val[~present] = np.nan
-    boot_spec = np.abs(boot_ratio.reshape(n_boot, *shape4) - 1.0)
-    with np.errstate(invalid="ignore"):
-        boot_spec = np.where(np.isnan(boot_spec).all(axis=-1), np.nan,
-                             _max_last(np.where(np.isnan(boot_spec), -np.inf, boot_spec)))
+    boot_dev = boot_ratio.reshape(n_boot, *shape4) - 1.0
+    np.abs(boot_dev, out=boot_dev)
+    boot_spec = _max_last(boot_dev)  # NaN wherever a component is NaN (a resample without the category)
+    with_nan = np.isnan(boot_spec)
+    if with_nan.any():  # there: the largest non-NaN component, NaN only when every component is NaN
+        cells = boot_dev[with_nan]  # (n, K)
+        missing = np.isnan(cells)
+        boot_spec[with_nan] = np.where(missing.all(axis=-1), np.nan, np.where(missing, -np.inf, cells).max(axis=-1))
     if acc.perm_sum is not None and acc.perm_sum.shape[1] > 0:
         spec_p = (1.0 + (np.nan_to_num(perm_spec, nan=np.inf) >= (spec_val - 1e-9)[:, None, :]).sum(axis=1)) \
             / (n_perm + 1.0)
