@@ -647,25 +647,24 @@ def top_components(table: pd.DataFrame, top: int = 3, alpha: float = 0.05) -> pd
     by_ratio = cats.sort_values([*keys, "ratio"], ascending=[True, True, True, False]).groupby(keys, sort=False).head(top)
     fmt = by_ratio.assign(r=[f"{v:.3f}" for v in by_ratio["ratio"]], q=[f"{v:.2g}" for v in by_ratio["p_adj"]])
     sig = cats.assign(up=(cats["p_adj"] < alpha) & (cats["ratio"] > 1), down=(cats["p_adj"] < alpha) & (cats["ratio"] < 1))
+    groups = sig.groupby(keys, sort=False)  # one grouping (the key columns factorised once) for three aggregates
     out = pd.concat([
-        cats.groupby(keys, sort=False)["n_tokens"].first(),
-        _join_groups(by_mean, keys, "component", "top_by_mean"),
-        _join_groups(fmt, keys, "component", "top_by_ratio"),
-        _join_groups(fmt, keys, "r", "top_ratios"),
-        _join_groups(fmt, keys, "q", "top_p_adj"),
-        sig.groupby(keys, sort=False)["up"].sum().rename("n_significant_up"),
-        sig.groupby(keys, sort=False)["down"].sum().rename("n_significant_down"),
+        groups["n_tokens"].first(),
+        *_join_groups(by_mean, keys, {"component": "top_by_mean"}),
+        *_join_groups(fmt, keys, {"component": "top_by_ratio", "r": "top_ratios", "q": "top_p_adj"}),
+        groups["up"].sum().rename("n_significant_up"),
+        groups["down"].sum().rename("n_significant_down"),
     ], axis=1).reset_index()
     return out
 
 
-def _join_groups(frame: pd.DataFrame, keys: list[str], col: str, name: str) -> pd.Series:
-    """frame.groupby(keys, sort=False)[col].agg(" ".join).rename(name) for a frame whose groups are
-    contiguous runs of rows (sorted by the keys): the joins in one pass over the runs, without
-    pandas' per-group Python calls."""
+def _join_groups(frame: pd.DataFrame, keys: list[str], columns: dict[str, str]) -> list[pd.Series]:
+    """[frame.groupby(keys, sort=False)[col].agg(" ".join).rename(name) for col, name in columns.items()]
+    for a frame whose groups are contiguous runs of rows (sorted by the keys): the joins in one pass
+    over the runs, without pandas' per-group Python calls, the runs and their index found once."""
     key_frame = frame[keys].reset_index(drop=True)
     if key_frame.empty:
-        return frame.groupby(keys, sort=False)[col].agg(" ".join).rename(name)
+        return [frame.groupby(keys, sort=False)[col].agg(" ".join).rename(name) for col, name in columns.items()]
     change = np.zeros(len(key_frame), dtype=bool)
     change[0] = True
     for key in keys:
@@ -673,10 +672,13 @@ def _join_groups(frame: pd.DataFrame, keys: list[str], col: str, name: str) -> p
         change[1:] |= values[1:] != values[:-1]
     starts = np.flatnonzero(change)
     ends = np.append(starts[1:], len(key_frame))
-    values = frame[col].tolist()
-    joined = [" ".join(values[a:b]) for a, b in zip(starts, ends, strict=True)]
     index = pd.MultiIndex.from_frame(key_frame.iloc[starts])
-    return pd.Series(joined, index=index, name=name, dtype=frame[col].dtype)
+    out = []
+    for col, name in columns.items():
+        values = frame[col].tolist()
+        joined = [" ".join(values[a:b]) for a, b in zip(starts, ends, strict=True)]
+        out.append(pd.Series(joined, index=index, name=name, dtype=frame[col].dtype))
+    return out
 
 
 def _jsonable(value: Any) -> Any:
