@@ -271,8 +271,8 @@ class ModelStats:
     rank_ci_high: np.ndarray | None = None  # (C, L, K)
     p_adj: np.ndarray | None = None  # (C, L, K)
     boot_ranks: np.ndarray | None = None  # (K, B, C, L) int8: _boot_ranks(boot_mean), for claims_table
-    # per layer index: (scale, bootstrap scales) of the claim scores, computed once (_claim_scale)
-    claim_scales: dict[int, tuple[float, np.ndarray]] = field(default_factory=dict, repr=False)
+    # per (category, claimed): (S per layer (L,), bootstrap draws (B, L)), computed once (_claim_scores)
+    claim_draws: dict[tuple, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict, repr=False)
 
 
 def compute_stats(
@@ -515,6 +515,21 @@ def claims_table(
     rows = []
     n_k = stats.n_components
     order = stats.boot_ranks if stats.boot_ranks is not None else _boot_ranks(stats.boot_mean)  # (K, B, C, L)
+    holds = ~np.isnan(stats.boot_mean).any(axis=-1)  # (B, C, L): resamples holding the category
+    shares: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # category: (p_boot_ordered, p_boot_set) per layer
+    for cat, claimed in claims.items():
+        if cat in stats.categories and max(claimed) < n_k:
+            # a resample's top-`top` (stable descending order) is the claim in order when the claimed
+            # components hold ranks 1..top, and as a set when all their ranks are <= top
+            ci = stats.categories.index(cat)
+            claimed_ranks = order[list(claimed[:top]), :, ci, :]  # (top, B, L)
+            valid = holds[:, ci, :]
+            n_valid = valid.sum(axis=0)
+            in_order = (claimed_ranks == np.arange(1, len(claimed[:top]) + 1)[:, None, None]).all(axis=0) & valid
+            in_set = (claimed_ranks <= top).all(axis=0) & valid
+            with np.errstate(invalid="ignore", divide="ignore"):
+                shares[cat] = (np.where(n_valid > 0, in_order.sum(axis=0) / n_valid, np.nan),
+                               np.where(n_valid > 0, in_set.sum(axis=0) / n_valid, np.nan))
     for li, layer in enumerate(stats.layers):
         overall_top = list(np.argsort(-stats.overall[li], kind="stable")[:top])
         for cat, claimed in claims.items():
@@ -529,13 +544,7 @@ def claims_table(
                 continue
             means = stats.mean[ci, li]
             measured = list(np.argsort(-means, kind="stable")[:top])
-            # a resample's top-`top` (stable descending order) is the claim in order when the claimed
-            # components hold ranks 1..top, and as a set when all their ranks are <= top
-            valid = ~np.isnan(stats.boot_mean[:, ci, li, :]).any(axis=1)
-            claimed_ranks = order[list(claimed[:top]), :, ci, li][:, valid]  # (top, B')
-            in_order = (claimed_ranks == np.arange(1, len(claimed[:top]) + 1)[:, None]).all(axis=0)
-            p_ordered = float(in_order.mean()) if valid.any() else np.nan
-            p_set = float((claimed_ranks <= top).all(axis=0).mean()) if valid.any() else np.nan
+            p_ordered, p_set = float(shares[cat][0][li]), float(shares[cat][1][li])
             rk, rk_lo, rk_hi = stats.rank_mean[ci, li], stats.rank_ci_low[ci, li], stats.rank_ci_high[ci, li]
             ranks = [f"{int(rk[c])} [{int(rk_lo[c])}-{int(rk_hi[c])}]" if np.isfinite(rk_lo[c]) else str(int(rk[c]))
                      for c in claimed]
@@ -567,7 +576,7 @@ def claims_table(
             top_is_e0 = [int(np.argmax(stats.mean[ci, li])) == 0 for ci in present]
             # only resamples that hold every present category can say "e0 first in every category";
             # e0 is the argmax (first maximum) exactly when its rank is 1
-            valid_all = ~np.isnan(stats.boot_mean[:, present, li, :]).any(axis=(1, 2))
+            valid_all = holds[:, present, li].all(axis=1)
             e0_first = order[0, :, present, li] == 1  # (C', B)
             share_boot = float(e0_first[:, valid_all].all(axis=0).mean()) if valid_all.any() else np.nan
             all_e0 = all(top_is_e0)
@@ -614,19 +623,24 @@ CLAIM_SCORE = (
 )
 
 
-def _claim_scale(stats: ModelStats, li: int) -> tuple[float, np.ndarray]:
-    """The layer's average component value over all tokens, and its bootstrap draws: the divisor of
-    every claim score at that layer (one computation per model and layer, not per claim)."""
-    if li not in stats.claim_scales:
-        stats.claim_scales[li] = (float(np.nanmean(stats.overall[li])),
-                                  np.nanmean(stats.boot_overall[:, li, :], axis=1))
-    return stats.claim_scales[li]
-
-
 def _claim_scores(stats: ModelStats, layer: int, claimed: Sequence[int] | None, cat: str | None) -> tuple[float, np.ndarray]:
-    """(S, bootstrap draws of S) of one claim on one model (see CLAIM_SCORE)."""
+    """(S, bootstrap draws of S) of one claim on one model (see CLAIM_SCORE); the claim's scores at
+    every layer are computed together, once per model."""
+    key = (cat, None if claimed is None else tuple(claimed))
+    if key not in stats.claim_draws:
+        stats.claim_draws[key] = _claim_scores_by_layer(stats, claimed, cat)
+    points, draws = stats.claim_draws[key]
     li = stats.layers.index(layer)
-    scale, boot_scale = _claim_scale(stats, li)
+    return float(points[li]), draws[:, li]
+
+
+def _claim_scores_by_layer(
+    stats: ModelStats, claimed: Sequence[int] | None, cat: str | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(S (L,), draws (B, L)) of one claim at every layer: per layer the values of the per-layer
+    formula (the same reductions, each over a contiguous last axis)."""
+    scale = np.nanmean(stats.overall, axis=1)  # (L,): the layer's average component value
+    boot_scale = np.nanmean(stats.boot_overall, axis=2)  # (B, L)
     k = stats.n_components
     if claimed is not None and cat is not None:
         ci = stats.categories.index(cat)
@@ -636,17 +650,15 @@ def _claim_scores(stats: ModelStats, layer: int, claimed: Sequence[int] | None, 
         def score(means: np.ndarray) -> np.ndarray:
             return means[..., mask].mean(axis=-1) - means[..., ~mask].mean(axis=-1)
 
-        point = float(score(stats.mean[ci, li])) / scale
-        draws = score(stats.boot_mean[:, ci, li, :].astype(np.float64)) / boot_scale
-        return point, draws
+        return score(stats.mean[ci]) / scale, score(stats.boot_mean[:, ci].astype(np.float64)) / boot_scale
     present = [ci for ci in range(len(stats.categories)) if stats.n_tokens[ci] > 0]
 
     def lead(means: np.ndarray) -> np.ndarray:  # (..., C', K)
         return (means[..., 0] - _max_last(means[..., 1:])).mean(axis=-1)
 
-    point = float(lead(stats.mean[present, li])) / scale
-    draws = lead(stats.boot_mean[:, present, li, :].astype(np.float64)) / boot_scale
-    return point, draws
+    point = lead(np.ascontiguousarray(np.moveaxis(stats.mean[present], 1, 0))) / scale  # (L, C', K) -> (L,)
+    boot = np.ascontiguousarray(np.moveaxis(stats.boot_mean[:, present].astype(np.float64), 2, 1))  # (B, L, C', K)
+    return point, lead(boot) / boot_scale
 
 
 def claims_across_models(
