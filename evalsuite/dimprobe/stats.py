@@ -114,25 +114,23 @@ def _boot_rank_interval(
     """_rank_interval(np.where(all-NaN row, NaN, _ranks_desc(boot)), K) for bootstrap draws
     boot (B, ..., K), with the ranks from pairwise comparisons (rank_i = 1 + #{j > i: v_j > v_i}
     + #{j < i: v_j >= v_i}, NaN as -inf: exactly the stable descending argsort's ranks; one
-    comparison per pair), component-major so every comparison runs over one contiguous vector, and the counts per rank from one
-    bincount, instead of B x ... argsorts of K values."""
+    comparison per pair), component-major so every comparison runs over one contiguous vector, and the
+    cumulative counts per rank from one comparison and one count over the resamples per rank (int8
+    ranks, int32 counts), instead of B x ... argsorts of K values."""
     n_boot, k = boot.shape[0], boot.shape[-1]
     rest = boot.shape[1:-1]
-    values = np.moveaxis(boot, -1, 0).reshape(k, -1)  # (K, B*M), M = cells per resample
-    n_cells = values.shape[1] // max(n_boot, 1)
-    ranks = (_boot_ranks(boot) if ranks is None else ranks).reshape(k, -1)  # `ranks`: _boot_ranks(boot)
-    valid = ~np.isnan(values).all(axis=0)  # resamples holding the category (B*M,)
-    cell = np.arange(values.shape[1]) % max(n_cells, 1)
-    flat = ((ranks.astype(np.int64) - 1) * (k * n_cells) + np.arange(k)[:, None] * n_cells + cell[None, :])[:, valid]
-    counts = np.bincount(flat.ravel(), minlength=k * k * n_cells).reshape(k, k, n_cells)  # (rank, K, M)
-    counts = np.moveaxis(counts, 1, -1).reshape(k, *rest, k)
-    cum = np.cumsum(counts, axis=0)
-    total = cum[-1]
+    ranks = (_boot_ranks(boot) if ranks is None else ranks).reshape(k, n_boot, -1)  # (K, B, M)
+    valid = ~np.isnan(boot).all(axis=-1).reshape(n_boot, -1)  # (B, M): resamples holding the category
+    ranks = np.where(valid[None], ranks, np.asarray(k + 1, dtype=ranks.dtype))  # left out: above every rank
+    total = valid.sum(axis=0)  # (M,)
+    cum = np.empty((k, k, ranks.shape[2]), dtype=np.int64)  # (rank r, K, M): resamples with rank <= r
+    for r in range(k):
+        cum[r] = (ranks <= r + 1).sum(axis=1, dtype=np.int32)
     out = []
     for q, rounding in ((low, np.floor), (high, np.ceil)):
         idx = rounding(q / 100.0 * np.maximum(total - 1, 0))
-        value = 1.0 + (cum <= idx[None]).sum(axis=0)  # the (idx+1)-th smallest rank
-        out.append(np.where(total > 0, value, np.nan))
+        value = 1.0 + (cum <= idx[None, None]).sum(axis=0)  # the (idx+1)-th smallest rank, (K, M)
+        out.append(np.moveaxis(np.where(total[None] > 0, value, np.nan), 0, -1).reshape(*rest, k))
     return out[0], out[1]
 
 
