@@ -398,18 +398,20 @@ def _batched_partial_permutations(shuffles: Sequence[tuple[int, int, np.ndarray,
         perm[start : start + n_units * p].reshape(p, n_units)[:] = np.arange(n_units, dtype=dtype)
     base = np.concatenate([start + np.arange(p, dtype=np.int64) * shuffles[j][0]
                            for start, j in zip(starts, order, strict=True)])  # (docs * p,)
-    units = np.repeat(np.asarray([shuffles[j][0] for j in order], dtype=np.int64), p)
     steps = np.asarray([shuffles[j][1] for j in order])
-    draws = np.empty((int(steps[0]), len(order) * p))  # step i reads only the documents with m_j > i
+    # the swap distances of every step, one document at a time (the same product and truncation as
+    # step by step); step i reads only the documents with m_j > i, so the rest stays unset
+    jumps = np.empty((int(steps[0]), len(order) * p), dtype=np.int64)
     for slot, j in enumerate(order):
-        n_steps = shuffles[j][1]
-        draws[:n_steps, slot * p : (slot + 1) * p] = shuffles[j][2]
+        n_units, n_steps, draws = shuffles[j][0], shuffles[j][1], shuffles[j][2]
+        left = n_units - np.arange(n_steps, dtype=np.int64)  # units not yet placed at step i
+        jumps[:n_steps, slot * p : (slot + 1) * p] = (draws * left[:, None]).astype(np.int64)
     for i in range(int(steps[0])):
         width = int((steps > i).sum()) * p  # the documents still shuffling: a prefix of `order`
         here = base[:width] + i
-        there = here + (draws[i, :width] * (units[:width] - i)).astype(np.int64)
-        swap = perm[here]
-        perm[here] = perm[there]
+        there = here + jumps[i, :width]
+        swap = perm.take(here)
+        perm[here] = perm.take(there)
         perm[there] = swap
     out: list[np.ndarray] = [np.empty(0)] * len(shuffles)
     for start, j in zip(starts, order, strict=True):
