@@ -530,6 +530,16 @@ class Accumulated:
         return len(self.layers) * self.n_components
 
 
+def _segment_sums(values: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Sums of consecutive runs of `counts[j]` rows of `values` (empty runs sum to 0)."""
+    out = np.zeros((len(counts), *values.shape[1:]), dtype=values.dtype)
+    nonempty = counts > 0
+    if nonempty.any():
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        out[nonempty] = np.add.reduceat(values, starts[nonempty], axis=0)
+    return out
+
+
 def _unit_sums(values: np.ndarray, unit: np.ndarray, n_units: int) -> np.ndarray:
     """(n_units, LK) sums of token rows per unit. Tokens of a word are consecutive, so unit ids
     arrive sorted and one reduceat does it; np.add.at covers anything else."""
@@ -568,37 +578,46 @@ class Accumulator:
         plan: PermutationPlan | None,
     ) -> None:
         """Document j: values[j] (N_j, L, K) magnitudes of its analysed tokens, units[j] (N_j,) the
-        word unit of each token (-1 = none), unit_labels[j] (U_j, C)."""
-        unit_rows = []
-        for doc_index, v, unit, ulab in zip(doc_indices, values, units, unit_labels, strict=True):
-            v64 = v.reshape(v.shape[0], self.lk).astype(np.float64)
-            n_units = ulab.shape[0]
-            aligned = unit >= 0
-            unit_sum = _unit_sums(v64[aligned], unit[aligned], n_units)
-            unit_n = np.bincount(unit[aligned], minlength=n_units).astype(np.float64)
-            ulab_f = ulab.astype(np.float64)
-            tok_lab = np.zeros((v.shape[0], self.c))
-            tok_lab[aligned] = ulab_f[unit[aligned]]
-            d = self._doc
-            d["ids"].append(int(doc_index))
-            d["n"].append(v.shape[0])
-            d["n_cat"].append(tok_lab.sum(axis=0).astype(np.int64))
-            d["sum"].append(v64.sum(axis=0))
-            d["sumsq"].append(np.einsum("nl,nl->l", v64, v64))
-            d["cat_sum"].append((ulab_f.T @ unit_sum).astype(np.float32))
-            d["units"].append(n_units)
-            d["units_cat"].append(ulab.sum(axis=0).astype(np.int64))
-            d["unit_n"].append(unit_n.sum())
-            d["unit_n2"].append((unit_n**2).sum())
-            d["unit_sum"].append(unit_sum.sum(axis=0))
-            d["unit_s2"].append(np.einsum("ul,ul->l", unit_sum, unit_sum))
-            d["unit_sn"].append(unit_n @ unit_sum)
-            self.cat_sumsq += tok_lab.T @ (v64 * v64)
-            unit_rows.append(np.column_stack([unit_sum, unit_n]))
+        word unit of each token (-1 = none), unit_labels[j] (U_j, C). The batch's documents are summed
+        together: one token matrix, one unit matrix, and every per-document sum a segment sum."""
+        n_docs = len(doc_indices)
+        if n_docs == 0:
+            return
+        n_tok = np.fromiter((v.shape[0] for v in values), dtype=np.int64, count=n_docs)
+        n_units = np.fromiter((lab.shape[0] for lab in unit_labels), dtype=np.int64, count=n_docs)
+        first_unit = np.concatenate([[0], np.cumsum(n_units)[:-1]]).astype(np.int64)
+        v64 = np.concatenate([v.reshape(v.shape[0], self.lk) for v in values]).astype(np.float64)  # (N, LK)
+        unit = np.concatenate([np.where(u >= 0, u + start, -1) for u, start in zip(units, first_unit, strict=True)])
+        ulab = np.concatenate(unit_labels)  # (U, C): the batch's units, document after document
+        aligned = unit >= 0
+        unit_sum = _unit_sums(v64[aligned], unit[aligned], int(n_units.sum()))  # (U, LK)
+        unit_n = np.bincount(unit[aligned], minlength=int(n_units.sum())).astype(np.float64)
+        ulab_f = ulab.astype(np.float64)
+        tok_lab = np.zeros((v64.shape[0], self.c))
+        tok_lab[aligned] = ulab_f[unit[aligned]]
+        squares = v64 * v64
+        d = self._doc
+        d["ids"].append(np.asarray(doc_indices, dtype=np.int64))
+        d["n"].append(n_tok)
+        d["n_cat"].append(_segment_sums(tok_lab, n_tok).astype(np.int64))
+        d["sum"].append(_segment_sums(v64, n_tok))
+        d["sumsq"].append(_segment_sums(squares, n_tok))
+        d["cat_sum"].append(np.stack([ulab_f[a : a + n].T @ unit_sum[a : a + n]
+                                      for a, n in zip(first_unit, n_units, strict=True)]).astype(np.float32))
+        d["units"].append(n_units)
+        d["units_cat"].append(_segment_sums(ulab.astype(np.int64), n_units))
+        d["unit_n"].append(_segment_sums(unit_n, n_units))
+        d["unit_n2"].append(_segment_sums(unit_n**2, n_units))
+        d["unit_sum"].append(_segment_sums(unit_sum, n_units))
+        d["unit_s2"].append(_segment_sums(unit_sum * unit_sum, n_units))
+        d["unit_sn"].append(_segment_sums(unit_sum * unit_n[:, None], n_units))
+        self.cat_sumsq += tok_lab.T @ squares
         if self.p and plan is not None:
-            self._add_permutations(unit_rows, plan)
+            rows = np.column_stack([unit_sum, unit_n])  # (U, LK + 1): each word's sums and token count
+            self._add_permutations(rows, _segment_sums(rows, n_units), plan)
 
-    def _add_permutations(self, unit_rows: Sequence[np.ndarray], plan: PermutationPlan) -> None:
+    def _add_permutations(self, rows: np.ndarray, totals: np.ndarray, plan: PermutationPlan) -> None:
+        """rows (U, LK + 1): the batch's word rows (sums, token count); totals (D, LK + 1): per document."""
         assert self._perm_sum is not None and self._perm_n is not None
         # A category's permuted sum in document j is its prefix (the first `cut` segments summed) or
         # the total minus it (complement). Over the batch that is a signed (C, R) selection of the
@@ -606,8 +625,7 @@ class Accumulator:
         # sums and one GEMM their (C, n x (LK + 1)) category sums, added to the float64 running sums;
         # the totals (complements, categories holding every word) are float64 constants.
         const = np.zeros((self.c, self.lk + 1))
-        for j, rows in enumerate(unit_rows):
-            total = rows.sum(axis=0)  # (LK + 1,)
+        for j, total in enumerate(totals):
             full = plan.full_cols[j]
             if len(full):  # a category holding every word is constant under permutation
                 const[full] += total[None, :]
@@ -617,7 +635,7 @@ class Accumulator:
             const[cols[plan.cat_complement[j]]] += total[None, :]
         if plan.chunks:
             select = torch.from_numpy(plan.selection(self.c))
-            weight = torch.from_numpy(np.concatenate(unit_rows).astype(np.float32))
+            weight = torch.from_numpy(rows.astype(np.float32))
             n_segments = select.shape[1]
             for first, n, indices, offsets in plan.chunks:
                 seg = F.embedding_bag(indices, weight, offsets, mode="sum").view(n_segments, -1)
@@ -629,26 +647,25 @@ class Accumulator:
 
     def finalize(self) -> Accumulated:
         d = self._doc
-        n_docs = len(d["ids"])
 
-        def stack(key: str, shape: tuple[int, ...], dtype: Any = np.float64) -> np.ndarray:
-            return np.stack(d[key]).astype(dtype, copy=False) if n_docs else np.zeros((0, *shape), dtype=dtype)
+        def stack(key: str, shape: tuple[int, ...] = (), dtype: Any = np.float64) -> np.ndarray:  # per-batch arrays
+            return np.concatenate(d[key]).astype(dtype, copy=False) if d[key] else np.zeros((0, *shape), dtype=dtype)
 
         return Accumulated(
             layers=self.layers,
             n_components=self.k,
             categories=self.categories,
-            doc_ids=np.asarray(d["ids"], dtype=np.int64),
-            doc_n_total=np.asarray(d["n"], dtype=np.int64),
+            doc_ids=stack("ids", (), np.int64),
+            doc_n_total=stack("n", (), np.int64),
             doc_n_cat=stack("n_cat", (self.c,), np.int64),
             doc_sum=stack("sum", (self.lk,)),
             doc_sumsq=stack("sumsq", (self.lk,)),
             doc_cat_sum=stack("cat_sum", (self.c, self.lk), np.float32),
             cat_sumsq=self.cat_sumsq,
-            doc_units=np.asarray(d["units"], dtype=np.int64),
+            doc_units=stack("units", (), np.int64),
             doc_units_cat=stack("units_cat", (self.c,), np.int64),
-            doc_unit_n=np.asarray(d["unit_n"], dtype=np.float64),
-            doc_unit_n2=np.asarray(d["unit_n2"], dtype=np.float64),
+            doc_unit_n=stack("unit_n", (), np.float64),
+            doc_unit_n2=stack("unit_n2", (), np.float64),
             doc_unit_sum=stack("unit_sum", (self.lk,)),
             doc_unit_s2=stack("unit_s2", (self.lk,)),
             doc_unit_sn=stack("unit_sn", (self.lk,)),
