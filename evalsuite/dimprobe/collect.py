@@ -23,8 +23,10 @@ a character-level model.) A word's value is the sum of its tokens' magnitudes an
 count; the permuted category sum S* and token count n* of document d are those of a uniformly random
 subset of W_dc words, independent across documents. For each document and replicate we draw one
 random permutation of its words and read every category's subset off its prefixes (a subset of size
-W is the first W words; when W > U/2 we use the total minus the first U - W), with one fused
-gather-and-sum (`embedding_bag`) per batch of documents. Each category's null distribution is
+W is the first W words; when W > U/2 we use the total minus the first U - W): per block of
+replicates, one fused gather-and-sum (`embedding_bag`) gives the sums of the words between
+consecutive prefix sizes (segments), and one GEMM with a signed (categories x segments) selection
+turns them into every category's permuted sums. Each category's null distribution is
 exactly the within-document permutation distribution; replicates are shared across categories,
 layers and components, which keeps the cost at about P x U/2 x (layers x components) additions per
 document. The permutation of document d, replicate p depends only on (seed, d), so models that

@@ -319,7 +319,7 @@ def one_blas_thread() -> Any:
     multiplicities x per-document sums, per-document label sums) are small: BLAS threads gain
     nothing on them, and on a shared machine OpenBLAS's spinning threads made them 10-100x slower.
     The products' values are unchanged (OpenBLAS splits the output, not the summation, across threads;
-    tests/test_dimprobe_perf.py checks the tables bitwise against the reference implementation)."""
+    tests/test_dimprobe_perf.py checks the tables against the reference implementation)."""
     from threadpoolctl import ThreadpoolController
 
     if not _BLAS:
