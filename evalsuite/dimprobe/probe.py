@@ -655,46 +655,58 @@ def _run_ablation(
 
 
 def top_components(table: pd.DataFrame, top: int = 3, alpha: float = 0.05) -> pd.DataFrame:
-    """Per (model, layer, category): the top components by mean and by ratio, with p_adj."""
-    keys = ["model", "layer", "category"]
+    """Per (model, layer, category): the top components by mean and by ratio, with p_adj.
+
+    The rows of pandas' `sort_values([model, layer, category, value descending]).groupby(...).head(top)`
+    joined per group (groups in the order they first appear in `table`), computed with one stable
+    lexsort per ranking on integer codes instead of pandas sorts and groupbys on string keys."""
     cats = table[(table["category"] != ALL) & (table["n_tokens"] > 0)]
     if cats.empty:
         return pd.DataFrame()
-    by_mean = cats.sort_values([*keys, "mean"], ascending=[True, True, True, False]).groupby(keys, sort=False).head(top)
-    by_ratio = cats.sort_values([*keys, "ratio"], ascending=[True, True, True, False]).groupby(keys, sort=False).head(top)
-    fmt = by_ratio.assign(r=[f"{v:.3f}" for v in by_ratio["ratio"]], q=[f"{v:.2g}" for v in by_ratio["p_adj"]])
-    sig = cats.assign(up=(cats["p_adj"] < alpha) & (cats["ratio"] > 1), down=(cats["p_adj"] < alpha) & (cats["ratio"] < 1))
-    groups = sig.groupby(keys, sort=False)  # one grouping (the key columns factorised once) for three aggregates
-    out = pd.concat([
-        groups["n_tokens"].first(),
-        *_join_groups(by_mean, keys, {"component": "top_by_mean"}),
-        *_join_groups(fmt, keys, {"component": "top_by_ratio", "r": "top_ratios", "q": "top_p_adj"}),
-        groups["up"].sum().rename("n_significant_up"),
-        groups["down"].sum().rename("n_significant_down"),
-    ], axis=1).reset_index()
-    return out
+    n = len(cats)
+    m_code = np.unique(cats["model"].to_numpy(dtype=object), return_inverse=True)[1]  # lexicographic codes
+    c_code = np.unique(cats["category"].to_numpy(dtype=object), return_inverse=True)[1]
+    layer = cats["layer"].to_numpy()
+    by_key = np.lexsort((c_code, layer, m_code))  # rows in (model, layer, category) order, stable
+    sorted_keys = np.stack([m_code[by_key], layer[by_key], c_code[by_key]])
+    starts_new = np.ones(n, dtype=bool)
+    starts_new[1:] = (sorted_keys[:, 1:] != sorted_keys[:, :-1]).any(axis=0)
+    group = np.empty(n, dtype=np.int64)
+    group[by_key] = np.cumsum(starts_new) - 1  # each row's group, numbered in key order
+    n_groups = int(group.max()) + 1
+    first_row = np.full(n_groups, n, dtype=np.int64)
+    np.minimum.at(first_row, group, np.arange(n))
+    shown = np.argsort(first_row, kind="stable")  # groups in order of first appearance (groupby sort=False)
 
+    def leaders(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The `top` rows of largest value per group (ties: table order; NaN last) and their groups."""
+        order = np.lexsort((-values, c_code, layer, m_code))
+        g = group[order]
+        first = np.flatnonzero(np.r_[True, g[1:] != g[:-1]])
+        rank = np.arange(n) - np.repeat(first, np.diff(np.r_[first, n]))
+        keep = order[rank < top]
+        return keep, group[keep]
 
-def _join_groups(frame: pd.DataFrame, keys: list[str], columns: dict[str, str]) -> list[pd.Series]:
-    """[frame.groupby(keys, sort=False)[col].agg(" ".join).rename(name) for col, name in columns.items()]
-    for a frame whose groups are contiguous runs of rows (sorted by the keys): the joins in one pass
-    over the runs, without pandas' per-group Python calls, the runs and their index found once."""
-    key_frame = frame[keys].reset_index(drop=True)
-    if key_frame.empty:
-        return [frame.groupby(keys, sort=False)[col].agg(" ".join).rename(name) for col, name in columns.items()]
-    change = np.zeros(len(key_frame), dtype=bool)
-    change[0] = True
-    for key in keys:
-        values = key_frame[key].to_numpy()
-        change[1:] |= values[1:] != values[:-1]
-    starts = np.flatnonzero(change)
-    ends = np.append(starts[1:], len(key_frame))
-    index = pd.MultiIndex.from_frame(key_frame.iloc[starts])
-    out = []
-    for col, name in columns.items():
-        values = frame[col].tolist()
-        joined = [" ".join(values[a:b]) for a, b in zip(starts, ends, strict=True)]
-        out.append(pd.Series(joined, index=index, name=name, dtype=frame[col].dtype))
+    def joined(rows: np.ndarray, groups: np.ndarray, texts: list[str]) -> list[str]:
+        per_group: list[list[str]] = [[] for _ in range(n_groups)]
+        for g, text in zip(groups.tolist(), texts, strict=True):
+            per_group[g].append(text)
+        return [" ".join(per_group[g]) for g in shown]
+
+    components = cats["component"].to_numpy(dtype=object)
+    mean_rows, mean_groups = leaders(cats["mean"].to_numpy(dtype=np.float64))
+    ratio_rows, ratio_groups = leaders(cats["ratio"].to_numpy(dtype=np.float64))
+    ratio, p_adj = cats["ratio"].to_numpy(dtype=np.float64), cats["p_adj"].to_numpy(dtype=np.float64)
+    significant = p_adj < alpha
+    up = np.bincount(group, weights=significant & (ratio > 1), minlength=n_groups).astype(np.int64)
+    down = np.bincount(group, weights=significant & (ratio < 1), minlength=n_groups).astype(np.int64)
+    out = cats[["model", "layer", "category", "n_tokens"]].iloc[first_row[shown]].reset_index(drop=True)
+    out["top_by_mean"] = joined(mean_rows, mean_groups, components[mean_rows].tolist())
+    out["top_by_ratio"] = joined(ratio_rows, ratio_groups, components[ratio_rows].tolist())
+    out["top_ratios"] = joined(ratio_rows, ratio_groups, [f"{v:.3f}" for v in ratio[ratio_rows]])
+    out["top_p_adj"] = joined(ratio_rows, ratio_groups, [f"{v:.2g}" for v in p_adj[ratio_rows]])
+    out["n_significant_up"] = up[shown]
+    out["n_significant_down"] = down[shown]
     return out
 
 
