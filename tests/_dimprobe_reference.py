@@ -1,7 +1,8 @@
 """Reference implementations for tests/test_dimprobe_perf.py: verbatim copies of the dim-probe code
-before the issue 14 item 7 speed-ups (git commit 00e9c6f), so the test can check that the optimised
-path computes the same numbers, bitwise, in the same process (a stored golden file would differ
-across CPUs through their BLAS kernels).
+before the issue 14 item 7 speed-ups (git commit 00e9c6f: statistics, claim scores, top components,
+the permutation plan and the accumulator; claims_table as of cd2be71), so the test can check that the
+optimised path computes the same numbers, to its stated tolerance, in the same process (a stored
+golden file would differ across CPUs through their BLAS kernels).
 
 Only the definitions that changed are here; they call the module's unchanged helpers."""
 

@@ -3,7 +3,8 @@
 Two probe runs in one process on the same fixture (a tiny SpinNet, the default controls: two
 untrained twins and an untrained baseline, permutations and bootstrap on): one with the package as
 it is, one with the pre-optimisation permutation plan, accumulator, statistics, claim scores and
-top-components table swapped in (tests/_dimprobe_reference.py, verbatim copies of commit 00e9c6f).
+top-components table swapped in (tests/_dimprobe_reference.py, verbatim copies of commit 00e9c6f;
+claims_table of cd2be71).
 
 The permutation draws are the same (same seed, same RNG stream, same words permuted); the sums over
 them may be formed in another floating-point order (other GEMM blocking, float64 running sums), so
