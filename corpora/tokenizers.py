@@ -246,12 +246,12 @@ class ByteBPETokenizer(Tokenizer):
         return [enc.ids for enc in self._tok.encode_batch(list(texts))]
 
     def encode_with_offsets(self, text: str) -> tuple[list[int], Offsets]:
-        enc = self._tok.encode(text)  # the Python binding reports character offsets
-        return list(enc.ids), [(int(a), int(b)) for a, b in enc.offsets]
+        enc = self._tok.encode(text)  # the Python binding reports character offsets (a new list of int pairs)
+        return list(enc.ids), enc.offsets
 
     def encode_batch_with_offsets(self, texts: Sequence[str]) -> list[tuple[list[int], Offsets]]:
         return [
-            (list(enc.ids), [(int(a), int(b)) for a, b in enc.offsets])
+            (list(enc.ids), enc.offsets)
             for enc in self._tok.encode_batch(list(texts))
         ]
 

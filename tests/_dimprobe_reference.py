@@ -1,7 +1,8 @@
 """Reference implementations for tests/test_dimprobe_perf.py: verbatim copies of the dim-probe code
-before the issue 14 item 7 speed-ups (git commit 00e9c6f), so the test can check that the optimised
-path computes the same numbers, bitwise, in the same process (a stored golden file would differ
-across CPUs through their BLAS kernels).
+before the issue 14 item 7 speed-ups (git commit 00e9c6f: statistics, claim scores, top components,
+the permutation plan and the accumulator; claims_table as of cd2be71), so the test can check that the
+optimised path computes the same numbers, to its stated tolerance, in the same process (a stored
+golden file would differ across CPUs through their BLAS kernels).
 
 Only the definitions that changed are here; they call the module's unchanged helpers."""
 
@@ -9,7 +10,10 @@ Only the definitions that changed are here; they call the module's unchanged hel
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -17,8 +21,16 @@ import torch
 import torch.nn.functional as F
 from scipy import stats as sps
 
-from evalsuite.dimprobe.collect import Accumulated, Accumulator, PermutationPlan
-from evalsuite.dimprobe.stats import ALL, ModelStats, _rank_interval, _ranks_desc, adjust_pvalues
+from evalsuite.dimprobe.collect import Accumulated, _partial_permutations
+from evalsuite.dimprobe.stats import (
+    ALL,
+    ORIGINAL_CLAIM,
+    ModelStats,
+    _fmt_components,
+    _rank_interval,
+    _ranks_desc,
+    adjust_pvalues,
+)
 
 
 def _interval(draws: np.ndarray, low: float = 2.5, high: float = 97.5) -> tuple[np.ndarray, np.ndarray]:
@@ -274,15 +286,234 @@ def top_components(table: pd.DataFrame, top: int = 3, alpha: float = 0.05) -> pd
     return out
 
 
-class ReferenceAccumulator(Accumulator):
-    """The accumulator with the old (C, P, LK) running sums and the selection rebuilt per model."""
+# stats.claims_table before the statistics used the bootstrap ranks (commit cd2be71)
+def claims_table(
+    stats: ModelStats, claims: Mapping[str, Sequence[int]] = ORIGINAL_CLAIM, top: int = 3
+) -> pd.DataFrame:
+    """Claimed top components per category vs measured, per layer, with bootstrap support.
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
+    By mean magnitude (the reading in which "e0 is always most active" is meant):
+    `p_boot_ordered` / `p_boot_set` = share of document resamples whose top-3 equals the claim in
+    order / as a set; `verdict` = supported (measured == claimed and p_boot_ordered >= 0.95),
+    refuted (p_boot_ordered <= 0.05 AND some claimed component's 95% bootstrap rank interval lies
+    wholly outside the claimed positions, i.e. its lower rank bound > 3: the data say confidently
+    that it is not in the top 3; a rare exact ordering alone is not evidence against the claim when
+    the components are indistinguishable), else uncertain. `same_as_overall` flags a top-3 that merely
+    repeats the ranking over all tokens (component scale, not category). By ratio (relative
+    activation) the measured top-3 comes with the claimed components' ratios and p_adj.
+    A last row per layer tests "e0 is the most active component in every category".
+    """
+    rows = []
+    n_k = stats.n_components
+    for li, layer in enumerate(stats.layers):
+        overall_top = list(np.argsort(-stats.overall[li], kind="stable")[:top])
+        for cat, claimed in claims.items():
+            base = {"layer": layer, "category": cat, "claimed": _fmt_components(claimed)}
+            if cat not in stats.categories or max(claimed) >= n_k:
+                rows.append({**base, "verdict": "not testable",
+                             "note": "category absent" if cat not in stats.categories else f"model has {n_k} components"})
+                continue
+            ci = stats.categories.index(cat)
+            if stats.n_tokens[ci] == 0:
+                rows.append({**base, "verdict": "not testable", "note": "no tokens of this category"})
+                continue
+            means = stats.mean[ci, li]
+            measured = list(np.argsort(-means, kind="stable")[:top])
+            boot = stats.boot_mean[:, ci, li, :].astype(np.float64)
+            valid = ~np.isnan(boot).any(axis=1)
+            boot_top = np.argsort(-boot[valid], axis=1, kind="stable")[:, :top]
+            claimed_arr = np.asarray(claimed[:top])
+            p_ordered = float((boot_top == claimed_arr).all(axis=1).mean()) if valid.any() else np.nan
+            p_set = float((np.sort(boot_top, axis=1) == np.sort(claimed_arr)).all(axis=1).mean()) if valid.any() else np.nan
+            rk, rk_lo, rk_hi = stats.rank_mean[ci, li], stats.rank_ci_low[ci, li], stats.rank_ci_high[ci, li]
+            ranks = [f"{int(rk[c])} [{int(rk_lo[c])}-{int(rk_hi[c])}]" if np.isfinite(rk_lo[c]) else str(int(rk[c]))
+                     for c in claimed]
+            ratios = stats.ratio[ci, li]
+            by_ratio = list(np.argsort(-np.nan_to_num(ratios, nan=-np.inf), kind="stable")[:top])
+            confidently_out = [c for c in claimed[:top] if np.isfinite(rk_lo[c]) and rk_lo[c] > top]
+            if measured == list(claimed[:top]) and p_ordered >= 0.95:
+                verdict = "supported"
+            elif p_ordered <= 0.05 and confidently_out:
+                verdict = "refuted"
+            else:
+                verdict = "uncertain"
+            rows.append({
+                **base,
+                "measured_by_mean": _fmt_components(measured),
+                "p_boot_ordered": p_ordered, "p_boot_set": p_set,
+                "claimed_rank_mean_ci": ", ".join(ranks),
+                "overall_top": _fmt_components(overall_top),
+                "same_as_overall": measured == overall_top,
+                "measured_by_ratio": _fmt_components(by_ratio),
+                "claimed_ratio": ", ".join(f"{ratios[c]:.3f}" for c in claimed),
+                "claimed_p_adj": ", ".join(f"{stats.p_adj[ci, li, c]:.3g}" for c in claimed),
+                "n_tokens": int(stats.n_tokens[ci]),
+                "verdict": verdict, "note": "",
+            })
+        # "e0 is always most active": top by mean in every present category
+        present = [ci for ci in range(len(stats.categories)) if stats.n_tokens[ci] > 0]
+        if present:
+            top_is_e0 = [int(np.argmax(stats.mean[ci, li])) == 0 for ci in present]
+            boot = stats.boot_mean[:, present, li, :].astype(np.float64)
+            # only resamples that hold every present category can say "e0 first in every category"
+            valid_all = ~np.isnan(boot).any(axis=(1, 2))
+            boot_all = boot[valid_all].argmax(axis=-1) == 0  # (B', C')
+            share_boot = float(boot_all.all(axis=1).mean()) if valid_all.any() else np.nan
+            all_e0 = all(top_is_e0)
+            # refuted only where, in some category, e0's rank interval excludes first place
+            e0_low = stats.rank_ci_low[present, li, 0]
+            e0_confidently_not_first = bool((e0_low[np.isfinite(e0_low)] > 1).any())
+            rows.append({
+                "layer": layer, "category": "(every category)", "claimed": "e0 first",
+                "measured_by_mean": f"e0 first in {sum(top_is_e0)}/{len(present)} categories",
+                "p_boot_ordered": share_boot, "p_boot_set": np.nan,
+                "overall_top": _fmt_components(overall_top),
+                "verdict": "supported" if all_e0 and share_boot >= 0.95 else
+                           ("refuted" if share_boot <= 0.05 and e0_confidently_not_first else "uncertain"),
+                "note": "p_boot_ordered = share of resamples with e0 first in every category; refuted needs "
+                        "a category whose 95% rank interval for e0 excludes first place",
+            })
+    return pd.DataFrame(rows)
+
+
+# --- collect.py of commit 00e9c6f: the plan (bags in replicate-major order) and the accumulator ---
+
+
+@dataclass
+class ReferencePlan:
+    """Random word prefixes for one batch of documents (shared by every model with the same tokenizer).
+
+    For document j: `cuts[j]` (sorted distinct subset sizes needed), `cat_cols[j]` (categories with
+    0 < W < U words), `cat_cut[j]` (which cut each of those categories reads), `cat_complement[j]`
+    (read total minus prefix), `full_cols[j]` (categories holding every word). `indices`/`offsets`
+    feed one `embedding_bag` over the batch's concatenated unit rows."""
+
+    n_permutations: int
+    cuts: list[np.ndarray]
+    cat_cols: list[np.ndarray]
+    cat_cut: list[np.ndarray]
+    cat_complement: list[np.ndarray]
+    full_cols: list[np.ndarray]
+    indices: torch.Tensor
+    offsets: torch.Tensor
+    out_rows: list[tuple[int, int]]  # per doc: (first segment within a replicate's R segments, count)
+
+
+
+def plan_permutations(
+    unit_labels: Sequence[np.ndarray], doc_indices: Sequence[int], n_permutations: int, seed: int
+) -> ReferencePlan:
+    """Draw the permutations of a batch of documents (`unit_labels[j]`: (U_j, C) word labels)."""
+    p = n_permutations
+    cuts_l, cols_l, cut_l, comp_l, full_l = [], [], [], [], []
+    perm_parts: list[np.ndarray] = []  # (P, m_j) unit rows of document j's prefixes
+    seg_parts: list[np.ndarray] = []  # segment starts of document j within one replicate's index run
+    out_rows: list[tuple[int, int]] = []
+    row, pos, out_row = 0, 0, 0
+    for lab, doc_index in zip(unit_labels, doc_indices, strict=True):
+        n_units = lab.shape[0]
+        counts = lab.sum(axis=0)
+        cols = np.flatnonzero((counts > 0) & (counts < n_units))
+        need = np.minimum(counts[cols], n_units - counts[cols])
+        cuts = np.unique(need)
+        cuts_l.append(cuts)
+        cols_l.append(cols)
+        cut_l.append(np.searchsorted(cuts, need))
+        comp_l.append(counts[cols] > n_units - counts[cols])
+        full_l.append(np.flatnonzero((counts == n_units) & (n_units > 0)))
+        if len(cuts):
+            m = int(cuts[-1])
+            rng = np.random.default_rng([seed, doc_index])
+            perm_parts.append(_partial_permutations(rng, n_units, p, m) + row)
+            seg_parts.append(pos + np.concatenate([[0], cuts[:-1]]))
+            pos += m
+            out_rows.append((out_row, len(cuts)))
+            out_row += len(cuts)
+        else:
+            out_rows.append((out_row, 0))
+        row += n_units
+    # bags in (replicate, document, segment) order, so the embedding_bag output is (P, R, LK + 1)
+    # with R = segments of the batch: one replicate's segments of every document are contiguous
+    if perm_parts:
+        indices = torch.from_numpy(np.concatenate(perm_parts, axis=1).ravel())
+        seg_starts = np.concatenate(seg_parts)
+        offsets = torch.from_numpy((np.arange(p, dtype=np.int64)[:, None] * pos + seg_starts[None, :]).ravel())
+    else:
+        indices = offsets = torch.zeros(0, dtype=torch.long)
+    return ReferencePlan(p, cuts_l, cols_l, cut_l, comp_l, full_l, indices, offsets, out_rows)
+
+
+
+def _unit_sums(values: np.ndarray, unit: np.ndarray, n_units: int) -> np.ndarray:
+    """(n_units, LK) sums of token rows per unit. Tokens of a word are consecutive, so unit ids
+    arrive sorted and one reduceat does it; np.add.at covers anything else."""
+    out = np.zeros((n_units, values.shape[1]))
+    if len(unit) == 0:
+        return out
+    if np.all(np.diff(unit) >= 0):
+        starts = np.flatnonzero(np.concatenate([[True], np.diff(unit) > 0]))
+        out[unit[starts]] = np.add.reduceat(values, starts, axis=0)
+    else:
+        np.add.at(out, unit, values)
+    return out
+
+
+
+class ReferenceAccumulator:
+    """collect.Accumulator of commit 00e9c6f."""
+
+    def __init__(self, layers: Sequence[int], n_components: int, categories: Sequence[str], n_permutations: int):
+        self.layers = list(layers)
+        self.k = n_components
+        self.categories = list(categories)
+        self.c = len(self.categories)
+        self.lk = len(self.layers) * n_components
+        self.p = n_permutations
+        self._doc: dict[str, list[Any]] = defaultdict(list)
+        self.cat_sumsq = np.zeros((self.c, self.lk))
         self.perm_sum = np.zeros((self.c, self.p, self.lk)) if self.p else None
         self.perm_n = np.zeros((self.c, self.p)) if self.p else None
 
-    def _add_permutations(self, unit_rows: Sequence[np.ndarray], plan: PermutationPlan) -> None:
+    def add_batch(
+        self,
+        doc_indices: Sequence[int],
+        values: Sequence[np.ndarray],
+        units: Sequence[np.ndarray],
+        unit_labels: Sequence[np.ndarray],
+        plan: ReferencePlan | None,
+    ) -> None:
+        """Document j: values[j] (N_j, L, K) magnitudes of its analysed tokens, units[j] (N_j,) the
+        word unit of each token (-1 = none), unit_labels[j] (U_j, C)."""
+        unit_rows = []
+        for doc_index, v, unit, ulab in zip(doc_indices, values, units, unit_labels, strict=True):
+            v64 = v.reshape(v.shape[0], self.lk).astype(np.float64)
+            n_units = ulab.shape[0]
+            aligned = unit >= 0
+            unit_sum = _unit_sums(v64[aligned], unit[aligned], n_units)
+            unit_n = np.bincount(unit[aligned], minlength=n_units).astype(np.float64)
+            ulab_f = ulab.astype(np.float64)
+            tok_lab = np.zeros((v.shape[0], self.c))
+            tok_lab[aligned] = ulab_f[unit[aligned]]
+            d = self._doc
+            d["ids"].append(int(doc_index))
+            d["n"].append(v.shape[0])
+            d["n_cat"].append(tok_lab.sum(axis=0).astype(np.int64))
+            d["sum"].append(v64.sum(axis=0))
+            d["sumsq"].append(np.einsum("nl,nl->l", v64, v64))
+            d["cat_sum"].append((ulab_f.T @ unit_sum).astype(np.float32))
+            d["units"].append(n_units)
+            d["units_cat"].append(ulab.sum(axis=0).astype(np.int64))
+            d["unit_n"].append(unit_n.sum())
+            d["unit_n2"].append((unit_n**2).sum())
+            d["unit_sum"].append(unit_sum.sum(axis=0))
+            d["unit_s2"].append(np.einsum("ul,ul->l", unit_sum, unit_sum))
+            d["unit_sn"].append(unit_n @ unit_sum)
+            self.cat_sumsq += tok_lab.T @ (v64 * v64)
+            unit_rows.append(np.column_stack([unit_sum, unit_n]))
+        if self.p and plan is not None:
+            self._add_permutations(unit_rows, plan)
+
+    def _add_permutations(self, unit_rows: Sequence[np.ndarray], plan: ReferencePlan) -> None:
         assert self.perm_sum is not None and self.perm_n is not None
         if plan.indices.numel():
             weight = torch.from_numpy(np.concatenate(unit_rows).astype(np.float32))
@@ -319,6 +550,30 @@ class ReferenceAccumulator(Accumulator):
         self.perm_n += const[:, None, self.lk]
 
     def finalize(self) -> Accumulated:
-        out = super().finalize()
-        out.perm_sum, out.perm_n = self.perm_sum, self.perm_n
-        return out
+        d = self._doc
+        n_docs = len(d["ids"])
+
+        def stack(key: str, shape: tuple[int, ...], dtype: Any = np.float64) -> np.ndarray:
+            return np.stack(d[key]).astype(dtype, copy=False) if n_docs else np.zeros((0, *shape), dtype=dtype)
+
+        return Accumulated(
+            layers=self.layers,
+            n_components=self.k,
+            categories=self.categories,
+            doc_ids=np.asarray(d["ids"], dtype=np.int64),
+            doc_n_total=np.asarray(d["n"], dtype=np.int64),
+            doc_n_cat=stack("n_cat", (self.c,), np.int64),
+            doc_sum=stack("sum", (self.lk,)),
+            doc_sumsq=stack("sumsq", (self.lk,)),
+            doc_cat_sum=stack("cat_sum", (self.c, self.lk), np.float32),
+            cat_sumsq=self.cat_sumsq,
+            doc_units=np.asarray(d["units"], dtype=np.int64),
+            doc_units_cat=stack("units_cat", (self.c,), np.int64),
+            doc_unit_n=np.asarray(d["unit_n"], dtype=np.float64),
+            doc_unit_n2=np.asarray(d["unit_n2"], dtype=np.float64),
+            doc_unit_sum=stack("unit_sum", (self.lk,)),
+            doc_unit_s2=stack("unit_s2", (self.lk,)),
+            doc_unit_sn=stack("unit_sn", (self.lk,)),
+            perm_sum=self.perm_sum,
+            perm_n=self.perm_n,
+        )

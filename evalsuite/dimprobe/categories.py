@@ -34,6 +34,7 @@ boolean column per category, in `CategorySet.names` order:
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,6 +64,7 @@ _MATCH_MODES = ("text", "lemma", "both")
 OPEN_QUOTES = {"\u201c"}  # “
 CLOSE_QUOTES = {"\u201d"}  # ”
 STRAIGHT_QUOTE = '"'
+_MARKS = re.compile("[\n" + re.escape("".join(sorted(OPEN_QUOTES | CLOSE_QUOTES)) + STRAIGHT_QUOTE) + "]")
 _BEFORE_OPENER = set("([{,:;\u2014\u2013-")
 _AFTER_CLOSER = set(".,!?;:)]}\u2014\u2013-'\u2019")
 
@@ -148,7 +150,8 @@ def quoted_spans(text: str) -> list[tuple[int, int]]:
     spans: list[tuple[int, int]] = []
     open_at: int | None = None
     n = len(text)
-    for i, ch in enumerate(text):
+    for mark in _MARKS.finditer(text):  # only newlines and quotation marks change the state
+        i, ch = mark.start(), mark.group()
         if ch == "\n":
             open_at = None
         elif ch in OPEN_QUOTES:
@@ -312,10 +315,12 @@ class CategorySet:
 
     def label_doc(self, doc: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(word_starts, word_ends, labels[n_words, n_categories]) for a tagged spaCy Doc."""
+        from spacy.attrs import IDX, LENGTH
+
         n_words = len(doc)
-        starts = np.fromiter((t.idx for t in doc), dtype=np.int64, count=n_words)
-        lengths = np.fromiter((len(t.text) for t in doc), dtype=np.int64, count=n_words)
-        ends = starts + lengths
+        where = doc.to_array([IDX, LENGTH]).astype(np.int64).reshape(n_words, 2)  # character offset, length
+        starts = where[:, 0]
+        ends = starts + where[:, 1]
         labels = np.zeros((n_words, self.n), dtype=bool)
         lexicon = self.lexicon.words
         emotion_col = self._index[EMOTION]

@@ -23,8 +23,10 @@ a character-level model.) A word's value is the sum of its tokens' magnitudes an
 count; the permuted category sum S* and token count n* of document d are those of a uniformly random
 subset of W_dc words, independent across documents. For each document and replicate we draw one
 random permutation of its words and read every category's subset off its prefixes (a subset of size
-W is the first W words; when W > U/2 we use the total minus the first U - W), with one fused
-gather-and-sum (`embedding_bag`) per batch of documents. Each category's null distribution is
+W is the first W words; when W > U/2 we use the total minus the first U - W): per block of
+replicates, one fused gather-and-sum (`embedding_bag`) gives the sums of the words between
+consecutive prefix sizes (segments), and one GEMM with a signed (categories x segments) selection
+turns them into every category's permuted sums. Each category's null distribution is
 exactly the within-document permutation distribution; replicates are shared across categories,
 layers and components, which keeps the cost at about P x U/2 x (layers x components) additions per
 document. The permutation of document d, replicate p depends only on (seed, d), so models that
@@ -331,8 +333,9 @@ class PermutationPlan:
 
     For document j: `cuts[j]` (sorted distinct subset sizes needed), `cat_cols[j]` (categories with
     0 < W < U words), `cat_cut[j]` (which cut each of those categories reads), `cat_complement[j]`
-    (read total minus prefix), `full_cols[j]` (categories holding every word). `indices`/`offsets`
-    feed one `embedding_bag` over the batch's concatenated unit rows."""
+    (read total minus prefix), `full_cols[j]` (categories holding every word). `chunks` holds, per
+    block of replicates, the `indices`/`offsets` of one `embedding_bag` over the batch's concatenated
+    unit rows, its bags in (segment, replicate) order (see `_segment_major`)."""
 
     n_permutations: int
     cuts: list[np.ndarray]
@@ -340,8 +343,7 @@ class PermutationPlan:
     cat_cut: list[np.ndarray]
     cat_complement: list[np.ndarray]
     full_cols: list[np.ndarray]
-    indices: torch.Tensor
-    offsets: torch.Tensor
+    chunks: list[tuple[int, int, torch.Tensor, torch.Tensor]]  # (first replicate, replicates, indices, offsets)
     out_rows: list[tuple[int, int]]  # per doc: (first segment within a replicate's R segments, count)
     _selection: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
 
@@ -389,26 +391,34 @@ def _batched_partial_permutations(shuffles: Sequence[tuple[int, int, np.ndarray,
     order = sorted(range(len(shuffles)), key=lambda j: -shuffles[j][1])  # longest prefix first
     sizes = [shuffles[j][0] * p for j in order]
     starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
-    perm = np.concatenate([np.tile(np.arange(shuffles[j][0], dtype=np.int64), p) for j in order])
+    # the unit ids in the smallest integer type that holds them (the swaps move P x U entries per document)
+    most = max(shuffles[j][0] for j in order)
+    dtype = np.int16 if most < 2**15 else (np.int32 if most < 2**31 else np.int64)
+    perm = np.empty(int(sum(sizes)), dtype=dtype)
+    for start, j in zip(starts, order, strict=True):
+        n_units = shuffles[j][0]
+        perm[start : start + n_units * p].reshape(p, n_units)[:] = np.arange(n_units, dtype=dtype)
     base = np.concatenate([start + np.arange(p, dtype=np.int64) * shuffles[j][0]
                            for start, j in zip(starts, order, strict=True)])  # (docs * p,)
-    units = np.repeat(np.asarray([shuffles[j][0] for j in order], dtype=np.int64), p)
     steps = np.asarray([shuffles[j][1] for j in order])
-    draws = np.zeros((int(steps[0]), len(order) * p))
+    # the swap distances of every step, one document at a time (the same product and truncation as
+    # step by step); step i reads only the documents with m_j > i, so the rest stays unset
+    jumps = np.empty((int(steps[0]), len(order) * p), dtype=np.int64)
     for slot, j in enumerate(order):
-        n_steps = shuffles[j][1]
-        draws[:n_steps, slot * p : (slot + 1) * p] = shuffles[j][2]
+        n_units, n_steps, draws = shuffles[j][0], shuffles[j][1], shuffles[j][2]
+        left = n_units - np.arange(n_steps, dtype=np.int64)  # units not yet placed at step i
+        jumps[:n_steps, slot * p : (slot + 1) * p] = (draws * left[:, None]).astype(np.int64)
     for i in range(int(steps[0])):
         width = int((steps > i).sum()) * p  # the documents still shuffling: a prefix of `order`
         here = base[:width] + i
-        there = here + (draws[i, :width] * (units[:width] - i)).astype(np.int64)
-        swap = perm[here]
-        perm[here] = perm[there]
+        there = here + jumps[i, :width]
+        swap = perm.take(here)
+        perm[here] = perm.take(there)
         perm[there] = swap
     out: list[np.ndarray] = [np.empty(0)] * len(shuffles)
     for start, j in zip(starts, order, strict=True):
         n_units, m, _draws, row = shuffles[j]
-        out[j] = perm[start : start + n_units * p].reshape(p, n_units)[:, :m] + row
+        out[j] = perm[start : start + n_units * p].reshape(p, n_units)[:, :m].astype(np.int64) + row
     return out
 
 
@@ -445,15 +455,44 @@ def plan_permutations(
             out_rows.append((out_row, 0))
         row += n_units
     perm_parts = _batched_partial_permutations(shuffles, p)
-    # bags in (replicate, document, segment) order, so the embedding_bag output is (P, R, LK + 1)
-    # with R = segments of the batch: one replicate's segments of every document are contiguous
+    chunks = []
     if perm_parts:
-        indices = torch.from_numpy(np.concatenate(perm_parts, axis=1).ravel())
-        seg_starts = np.concatenate(seg_parts)
-        offsets = torch.from_numpy((np.arange(p, dtype=np.int64)[:, None] * pos + seg_starts[None, :]).ravel())
-    else:
-        indices = offsets = torch.zeros(0, dtype=torch.long)
-    return PermutationPlan(p, cuts_l, cols_l, cut_l, comp_l, full_l, indices, offsets, out_rows)
+        flat = np.concatenate(perm_parts, axis=1)  # (P, M): replicate p's permuted unit rows, doc after doc
+        lengths = np.diff(np.append(np.concatenate(seg_parts), pos))  # (R,) segment lengths
+        step = max(1, min(p, CHUNK_BAGS // len(lengths)))
+        patterns: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # per block height: the same gather
+        for first in range(0, p, step):
+            block = flat[first : first + step]
+            if block.shape[0] not in patterns:
+                patterns[block.shape[0]] = _segment_major(block.shape[0], lengths)
+            where, offsets = patterns[block.shape[0]]
+            chunks.append((first, block.shape[0], torch.from_numpy(block.ravel()[where]), torch.from_numpy(offsets)))
+    return PermutationPlan(p, cuts_l, cols_l, cut_l, comp_l, full_l, chunks, out_rows)
+
+
+# Bags per embedding_bag call: about CHUNK_BAGS x (LK + 1) float32 segment sums (~2.4 MB at 73 columns,
+# so the GEMM reads them from cache) live at once, instead of all P x R of the batch (hundreds of MB).
+CHUNK_BAGS = 1 << 13
+
+
+def _segment_major(n: int, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For a block (n, M) of replicates' permuted unit rows, whose segment r is the columns
+    [start_r, start_r + lengths[r]) of every row: the positions in block.ravel() of the bags'
+    entries and the bags' offsets, for the bags (segment r, replicate p), bag r * n + p summing
+    block[p, segment r]. Segment-major bags make the embedding_bag output an (R, n x (LK + 1))
+    matrix, so one GEMM with the (C, R) selection gives every replicate's category sums, and
+    consecutive bags read the same document's rows (they stay in cache)."""
+    m_total = int(lengths.sum())
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    sizes = lengths * n  # entries of segment r's n bags
+    first = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    local = np.arange(int(sizes.sum()), dtype=np.int64) - np.repeat(first, sizes)
+    rep_len = np.repeat(lengths, sizes)
+    rows, within = np.divmod(local, rep_len)
+    where = rows * m_total + np.repeat(starts, sizes) + within
+    bag_len = np.repeat(lengths, n)
+    offsets = np.concatenate([[0], np.cumsum(bag_len)[:-1]]).astype(np.int64)
+    return where, offsets
 
 
 # --- accumulation -------------------------------------------------------------------------------
@@ -493,6 +532,16 @@ class Accumulated:
         return len(self.layers) * self.n_components
 
 
+def _segment_sums(values: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Sums of consecutive runs of `counts[j]` rows of `values` (empty runs sum to 0)."""
+    out = np.zeros((len(counts), *values.shape[1:]), dtype=values.dtype)
+    nonempty = counts > 0
+    if nonempty.any():
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        out[nonempty] = np.add.reduceat(values, starts[nonempty], axis=0)
+    return out
+
+
 def _unit_sums(values: np.ndarray, unit: np.ndarray, n_units: int) -> np.ndarray:
     """(n_units, LK) sums of token rows per unit. Tokens of a word are consecutive, so unit ids
     arrive sorted and one reduceat does it; np.add.at covers anything else."""
@@ -519,8 +568,8 @@ class Accumulator:
         self.p = n_permutations
         self._doc: dict[str, list[Any]] = defaultdict(list)
         self.cat_sumsq = np.zeros((self.c, self.lk))
-        self._perm_sum = np.zeros((self.p, self.c, self.lk)) if self.p else None  # (P, C, LK)
-        self._perm_n = np.zeros((self.p, self.c)) if self.p else None  # (P, C)
+        self._perm_sum = np.zeros((self.c, self.p, self.lk)) if self.p else None  # (C, P, LK)
+        self._perm_n = np.zeros((self.c, self.p)) if self.p else None  # (C, P)
 
     def add_batch(
         self,
@@ -531,50 +580,54 @@ class Accumulator:
         plan: PermutationPlan | None,
     ) -> None:
         """Document j: values[j] (N_j, L, K) magnitudes of its analysed tokens, units[j] (N_j,) the
-        word unit of each token (-1 = none), unit_labels[j] (U_j, C)."""
-        unit_rows = []
-        for doc_index, v, unit, ulab in zip(doc_indices, values, units, unit_labels, strict=True):
-            v64 = v.reshape(v.shape[0], self.lk).astype(np.float64)
-            n_units = ulab.shape[0]
-            aligned = unit >= 0
-            unit_sum = _unit_sums(v64[aligned], unit[aligned], n_units)
-            unit_n = np.bincount(unit[aligned], minlength=n_units).astype(np.float64)
-            ulab_f = ulab.astype(np.float64)
-            tok_lab = np.zeros((v.shape[0], self.c))
-            tok_lab[aligned] = ulab_f[unit[aligned]]
-            d = self._doc
-            d["ids"].append(int(doc_index))
-            d["n"].append(v.shape[0])
-            d["n_cat"].append(tok_lab.sum(axis=0).astype(np.int64))
-            d["sum"].append(v64.sum(axis=0))
-            d["sumsq"].append(np.einsum("nl,nl->l", v64, v64))
-            d["cat_sum"].append((ulab_f.T @ unit_sum).astype(np.float32))
-            d["units"].append(n_units)
-            d["units_cat"].append(ulab.sum(axis=0).astype(np.int64))
-            d["unit_n"].append(unit_n.sum())
-            d["unit_n2"].append((unit_n**2).sum())
-            d["unit_sum"].append(unit_sum.sum(axis=0))
-            d["unit_s2"].append(np.einsum("ul,ul->l", unit_sum, unit_sum))
-            d["unit_sn"].append(unit_n @ unit_sum)
-            self.cat_sumsq += tok_lab.T @ (v64 * v64)
-            unit_rows.append(np.column_stack([unit_sum, unit_n]))
+        word unit of each token (-1 = none), unit_labels[j] (U_j, C). The batch's documents are summed
+        together: one token matrix, one unit matrix, and every per-document sum a segment sum."""
+        n_docs = len(doc_indices)
+        if n_docs == 0:
+            return
+        n_tok = np.fromiter((v.shape[0] for v in values), dtype=np.int64, count=n_docs)
+        n_units = np.fromiter((lab.shape[0] for lab in unit_labels), dtype=np.int64, count=n_docs)
+        first_unit = np.concatenate([[0], np.cumsum(n_units)[:-1]]).astype(np.int64)
+        v64 = np.concatenate([v.reshape(v.shape[0], self.lk) for v in values]).astype(np.float64)  # (N, LK)
+        unit = np.concatenate([np.where(u >= 0, u + start, -1) for u, start in zip(units, first_unit, strict=True)])
+        ulab = np.concatenate(unit_labels)  # (U, C): the batch's units, document after document
+        aligned = unit >= 0
+        unit_sum = _unit_sums(v64[aligned], unit[aligned], int(n_units.sum()))  # (U, LK)
+        unit_n = np.bincount(unit[aligned], minlength=int(n_units.sum())).astype(np.float64)
+        ulab_f = ulab.astype(np.float64)
+        tok_lab = np.zeros((v64.shape[0], self.c))
+        tok_lab[aligned] = ulab_f[unit[aligned]]
+        squares = v64 * v64
+        d = self._doc
+        d["ids"].append(np.asarray(doc_indices, dtype=np.int64))
+        d["n"].append(n_tok)
+        d["n_cat"].append(_segment_sums(tok_lab, n_tok).astype(np.int64))
+        d["sum"].append(_segment_sums(v64, n_tok))
+        d["sumsq"].append(_segment_sums(squares, n_tok))
+        d["cat_sum"].append(np.stack([ulab_f[a : a + n].T @ unit_sum[a : a + n]
+                                      for a, n in zip(first_unit, n_units, strict=True)]).astype(np.float32))
+        d["units"].append(n_units)
+        d["units_cat"].append(_segment_sums(ulab.astype(np.int64), n_units))
+        d["unit_n"].append(_segment_sums(unit_n, n_units))
+        d["unit_n2"].append(_segment_sums(unit_n**2, n_units))
+        d["unit_sum"].append(_segment_sums(unit_sum, n_units))
+        d["unit_s2"].append(_segment_sums(unit_sum * unit_sum, n_units))
+        d["unit_sn"].append(_segment_sums(unit_sum * unit_n[:, None], n_units))
+        self.cat_sumsq += tok_lab.T @ squares
         if self.p and plan is not None:
-            self._add_permutations(unit_rows, plan)
+            rows = np.column_stack([unit_sum, unit_n])  # (U, LK + 1): each word's sums and token count
+            self._add_permutations(rows, _segment_sums(rows, n_units), plan)
 
-    def _add_permutations(self, unit_rows: Sequence[np.ndarray], plan: PermutationPlan) -> None:
+    def _add_permutations(self, rows: np.ndarray, totals: np.ndarray, plan: PermutationPlan) -> None:
+        """rows (U, LK + 1): the batch's word rows (sums, token count); totals (D, LK + 1): per document."""
         assert self._perm_sum is not None and self._perm_n is not None
-        if plan.indices.numel():
-            weight = torch.from_numpy(np.concatenate(unit_rows).astype(np.float32))
-            seg = F.embedding_bag(plan.indices, weight, plan.offsets, mode="sum")  # (rows, LK + 1)
-        else:
-            seg = torch.zeros((0, self.lk + 1))
         # A category's permuted sum in document j is its prefix (the first `cut` segments summed) or
         # the total minus it (complement). Over the batch that is a signed (C, R) selection of the
-        # segment sums, applied to all replicates in one batched matmul (no per-document prefix
-        # sums or gathers); the totals (complements, categories holding every word) are float64 constants.
+        # segment sums: per block of replicates, one embedding_bag gives the (R, n x (LK + 1)) segment
+        # sums and one GEMM their (C, n x (LK + 1)) category sums, added to the float64 running sums;
+        # the totals (complements, categories holding every word) are float64 constants.
         const = np.zeros((self.c, self.lk + 1))
-        for j, rows in enumerate(unit_rows):
-            total = rows.sum(axis=0)  # (LK + 1,)
+        for j, total in enumerate(totals):
             full = plan.full_cols[j]
             if len(full):  # a category holding every word is constant under permutation
                 const[full] += total[None, :]
@@ -582,43 +635,42 @@ class Accumulator:
                 continue
             cols = plan.cat_cols[j]
             const[cols[plan.cat_complement[j]]] += total[None, :]
-        select = plan.selection(self.c)
-        n_segments = select.shape[1]
-        # replicate-major (P, C, LK) running sums: the batch's (P, C, LK + 1) product adds in place
-        # without a transposed (strided) write; `finalize` hands out the (C, P, LK) view
-        if n_segments:
-            seg = seg.view(self.p, n_segments, self.lk + 1)
-            perm = torch.matmul(torch.from_numpy(select), seg).numpy()  # (P, C, LK + 1)
-            self._perm_sum += perm[:, :, : self.lk]
-            self._perm_n += perm[:, :, self.lk]
-        self._perm_sum += const[None, :, : self.lk]
-        self._perm_n += const[None, :, self.lk]
+        if plan.chunks:
+            select = torch.from_numpy(plan.selection(self.c))
+            weight = torch.from_numpy(rows.astype(np.float32))
+            n_segments = select.shape[1]
+            for first, n, indices, offsets in plan.chunks:
+                seg = F.embedding_bag(indices, weight, offsets, mode="sum").view(n_segments, -1)
+                perm = torch.matmul(select, seg).numpy().reshape(self.c, n, self.lk + 1)
+                self._perm_sum[:, first : first + n] += perm[:, :, : self.lk]
+                self._perm_n[:, first : first + n] += perm[:, :, self.lk]
+        self._perm_sum += const[:, None, : self.lk]
+        self._perm_n += const[:, None, self.lk]
 
     def finalize(self) -> Accumulated:
         d = self._doc
-        n_docs = len(d["ids"])
 
-        def stack(key: str, shape: tuple[int, ...], dtype: Any = np.float64) -> np.ndarray:
-            return np.stack(d[key]).astype(dtype, copy=False) if n_docs else np.zeros((0, *shape), dtype=dtype)
+        def stack(key: str, shape: tuple[int, ...] = (), dtype: Any = np.float64) -> np.ndarray:  # per-batch arrays
+            return np.concatenate(d[key]).astype(dtype, copy=False) if d[key] else np.zeros((0, *shape), dtype=dtype)
 
         return Accumulated(
             layers=self.layers,
             n_components=self.k,
             categories=self.categories,
-            doc_ids=np.asarray(d["ids"], dtype=np.int64),
-            doc_n_total=np.asarray(d["n"], dtype=np.int64),
+            doc_ids=stack("ids", (), np.int64),
+            doc_n_total=stack("n", (), np.int64),
             doc_n_cat=stack("n_cat", (self.c,), np.int64),
             doc_sum=stack("sum", (self.lk,)),
             doc_sumsq=stack("sumsq", (self.lk,)),
             doc_cat_sum=stack("cat_sum", (self.c, self.lk), np.float32),
             cat_sumsq=self.cat_sumsq,
-            doc_units=np.asarray(d["units"], dtype=np.int64),
+            doc_units=stack("units", (), np.int64),
             doc_units_cat=stack("units_cat", (self.c,), np.int64),
-            doc_unit_n=np.asarray(d["unit_n"], dtype=np.float64),
-            doc_unit_n2=np.asarray(d["unit_n2"], dtype=np.float64),
+            doc_unit_n=stack("unit_n", (), np.float64),
+            doc_unit_n2=stack("unit_n2", (), np.float64),
             doc_unit_sum=stack("unit_sum", (self.lk,)),
             doc_unit_s2=stack("unit_s2", (self.lk,)),
             doc_unit_sn=stack("unit_sn", (self.lk,)),
-            perm_sum=None if self._perm_sum is None else np.ascontiguousarray(self._perm_sum.transpose(1, 0, 2)),
-            perm_n=None if self._perm_n is None else np.ascontiguousarray(self._perm_n.T),
+            perm_sum=self._perm_sum,
+            perm_n=self._perm_n,
         )

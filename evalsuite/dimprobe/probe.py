@@ -152,6 +152,7 @@ class ProbeSummary:
     statistic: str = "share"
     layer_kinds: dict[int, str] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)  # mixer setting, training corpus, per model
+    cpu_timings: dict[str, float] = field(default_factory=dict)  # this thread's CPU seconds per stage
 
     @property
     def tokens_per_second(self) -> float:
@@ -248,12 +249,27 @@ def validation_texts(probe: ModelUnderProbe) -> tuple[list[ProbeText], dict[str,
 
 
 class _Timer:
+    """Wall seconds per stage, and the calling thread's CPU seconds (time.thread_time) per stage: on a
+    machine shared with other jobs the wall time of a stage also counts the time other processes
+    held the core, the CPU time only what the stage itself used (every stage runs in this thread:
+    torch and BLAS are held to one thread where it matters)."""
+
     def __init__(self) -> None:
         self.seconds: dict[str, float] = defaultdict(float)
+        self.cpu: dict[str, float] = defaultdict(float)
+        self._cpu_mark = time.thread_time()
+
+    def mark(self) -> float:
+        """Start timing (wall and CPU) from now; returns the wall start for `add`."""
+        self._cpu_mark = time.thread_time()
+        return time.perf_counter()
 
     def add(self, stage: str, start: float) -> float:
         now = time.perf_counter()
+        cpu = time.thread_time()
         self.seconds[stage] += now - start
+        self.cpu[stage] += cpu - self._cpu_mark
+        self._cpu_mark = cpu
         return now
 
 
@@ -319,7 +335,7 @@ def one_blas_thread() -> Any:
     multiplicities x per-document sums, per-document label sums) are small: BLAS threads gain
     nothing on them, and on a shared machine OpenBLAS's spinning threads made them 10-100x slower.
     The products' values are unchanged (OpenBLAS splits the output, not the summation, across threads;
-    tests/test_dimprobe_perf.py checks the tables bitwise against the reference implementation)."""
+    tests/test_dimprobe_perf.py checks the tables against the reference implementation)."""
     from threadpoolctl import ThreadpoolController
 
     if not _BLAS:
@@ -429,7 +445,7 @@ def run_probe(
             if config.max_tokens is not None and n_tokens[probe.name] >= config.max_tokens:
                 break
             batch = texts[position : position + _batch_len(texts, position, config.doc_batch)]
-            start = time.perf_counter()
+            start = timer.mark()
             spacy_docs = list(islice(pipe, len(batch)))
             start = timer.add("spacy", start)
             word_info = [categories.label_doc(doc) for doc in spacy_docs]
@@ -509,7 +525,7 @@ def run_probe(
     if n_skipped:
         warnings.append(f"{n_skipped} documents skipped (empty, or no analysed token for some tokenizer)")
 
-    start = time.perf_counter()
+    start = timer.mark()
     weights = bootstrap_weights(n_docs, config.bootstrap, config.seed)
     with one_blas_thread():
         all_stats = {
@@ -545,14 +561,14 @@ def run_probe(
     timer.add("statistics", start)
     ablation = None
     if ablations:
-        start = time.perf_counter()
+        start = timer.mark()
         ablation = _run_ablation(probe, ablation_docs, ablations, ablate_layers, config, categories.names, weights)
         timer.add("ablation", start)
     selectivity = None
     if config.selectivity:
         from evalsuite.dimprobe.selectivity import selectivity_table
 
-        start = time.perf_counter()
+        start = timer.mark()
         wanted = config.selectivity_categories or [c for c in ORIGINAL_CLAIM if c in categories.names]
         unknown = [c for c in wanted if c not in categories.names]
         if unknown:
@@ -575,6 +591,7 @@ def run_probe(
                          "layers": model_layers[m.name], **_jsonable(m.info)} for m in models},
         config=dataclasses.asdict(config),
         timings={s: round(timer.seconds.get(s, 0.0), 4) for s in STAGES},
+        cpu_timings={s: round(timer.cpu.get(s, 0.0), 4) for s in STAGES},
         wall_seconds=time.perf_counter() - wall_start,
         warnings=warnings, category_info=categories.describe(), text_source=text_source or {},
         statistic=config.statistic, layer_kinds=layer_kinds,
@@ -638,45 +655,59 @@ def _run_ablation(
 
 
 def top_components(table: pd.DataFrame, top: int = 3, alpha: float = 0.05) -> pd.DataFrame:
-    """Per (model, layer, category): the top components by mean and by ratio, with p_adj."""
-    keys = ["model", "layer", "category"]
+    """Per (model, layer, category): the top components by mean and by ratio, with p_adj.
+
+    The rows of pandas' `sort_values([model, layer, category, value descending]).groupby(...).head(top)`
+    joined per group (groups in the order they first appear in `table`), computed with one stable
+    lexsort per ranking on integer codes instead of pandas sorts and groupbys on string keys."""
     cats = table[(table["category"] != ALL) & (table["n_tokens"] > 0)]
     if cats.empty:
         return pd.DataFrame()
-    by_mean = cats.sort_values([*keys, "mean"], ascending=[True, True, True, False]).groupby(keys, sort=False).head(top)
-    by_ratio = cats.sort_values([*keys, "ratio"], ascending=[True, True, True, False]).groupby(keys, sort=False).head(top)
-    fmt = by_ratio.assign(r=[f"{v:.3f}" for v in by_ratio["ratio"]], q=[f"{v:.2g}" for v in by_ratio["p_adj"]])
-    sig = cats.assign(up=(cats["p_adj"] < alpha) & (cats["ratio"] > 1), down=(cats["p_adj"] < alpha) & (cats["ratio"] < 1))
-    out = pd.concat([
-        cats.groupby(keys, sort=False)["n_tokens"].first(),
-        _join_groups(by_mean, keys, "component", "top_by_mean"),
-        _join_groups(fmt, keys, "component", "top_by_ratio"),
-        _join_groups(fmt, keys, "r", "top_ratios"),
-        _join_groups(fmt, keys, "q", "top_p_adj"),
-        sig.groupby(keys, sort=False)["up"].sum().rename("n_significant_up"),
-        sig.groupby(keys, sort=False)["down"].sum().rename("n_significant_down"),
-    ], axis=1).reset_index()
+    n = len(cats)
+    m_code = np.unique(cats["model"].to_numpy(dtype=object), return_inverse=True)[1]  # lexicographic codes
+    c_code = np.unique(cats["category"].to_numpy(dtype=object), return_inverse=True)[1]
+    layer = cats["layer"].to_numpy()
+    by_key = np.lexsort((c_code, layer, m_code))  # rows in (model, layer, category) order, stable
+    sorted_keys = np.stack([m_code[by_key], layer[by_key], c_code[by_key]])
+    starts_new = np.ones(n, dtype=bool)
+    starts_new[1:] = (sorted_keys[:, 1:] != sorted_keys[:, :-1]).any(axis=0)
+    group = np.empty(n, dtype=np.int64)
+    group[by_key] = np.cumsum(starts_new) - 1  # each row's group, numbered in key order
+    n_groups = int(group.max()) + 1
+    first_row = np.full(n_groups, n, dtype=np.int64)
+    np.minimum.at(first_row, group, np.arange(n))
+    shown = np.argsort(first_row, kind="stable")  # groups in order of first appearance (groupby sort=False)
+
+    def leaders(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The `top` rows of largest value per group (ties: table order; NaN last) and their groups."""
+        order = np.lexsort((-values, c_code, layer, m_code))
+        g = group[order]
+        first = np.flatnonzero(np.r_[True, g[1:] != g[:-1]])
+        rank = np.arange(n) - np.repeat(first, np.diff(np.r_[first, n]))
+        keep = order[rank < top]
+        return keep, group[keep]
+
+    def joined(rows: np.ndarray, groups: np.ndarray, texts: list[str]) -> list[str]:
+        per_group: list[list[str]] = [[] for _ in range(n_groups)]
+        for g, text in zip(groups.tolist(), texts, strict=True):
+            per_group[g].append(text)
+        return [" ".join(per_group[g]) for g in shown]
+
+    components = cats["component"].to_numpy(dtype=object)
+    mean_rows, mean_groups = leaders(cats["mean"].to_numpy(dtype=np.float64))
+    ratio_rows, ratio_groups = leaders(cats["ratio"].to_numpy(dtype=np.float64))
+    ratio, p_adj = cats["ratio"].to_numpy(dtype=np.float64), cats["p_adj"].to_numpy(dtype=np.float64)
+    significant = p_adj < alpha
+    up = np.bincount(group, weights=significant & (ratio > 1), minlength=n_groups).astype(np.int64)
+    down = np.bincount(group, weights=significant & (ratio < 1), minlength=n_groups).astype(np.int64)
+    out = cats[["model", "layer", "category", "n_tokens"]].iloc[first_row[shown]].reset_index(drop=True)
+    out["top_by_mean"] = joined(mean_rows, mean_groups, components[mean_rows].tolist())
+    out["top_by_ratio"] = joined(ratio_rows, ratio_groups, components[ratio_rows].tolist())
+    out["top_ratios"] = joined(ratio_rows, ratio_groups, [f"{v:.3f}" for v in ratio[ratio_rows]])
+    out["top_p_adj"] = joined(ratio_rows, ratio_groups, [f"{v:.2g}" for v in p_adj[ratio_rows]])
+    out["n_significant_up"] = up[shown]
+    out["n_significant_down"] = down[shown]
     return out
-
-
-def _join_groups(frame: pd.DataFrame, keys: list[str], col: str, name: str) -> pd.Series:
-    """frame.groupby(keys, sort=False)[col].agg(" ".join).rename(name) for a frame whose groups are
-    contiguous runs of rows (sorted by the keys): the joins in one pass over the runs, without
-    pandas' per-group Python calls."""
-    key_frame = frame[keys].reset_index(drop=True)
-    if key_frame.empty:
-        return frame.groupby(keys, sort=False)[col].agg(" ".join).rename(name)
-    change = np.zeros(len(key_frame), dtype=bool)
-    change[0] = True
-    for key in keys:
-        values = key_frame[key].to_numpy()
-        change[1:] |= values[1:] != values[:-1]
-    starts = np.flatnonzero(change)
-    ends = np.append(starts[1:], len(key_frame))
-    values = frame[col].tolist()
-    joined = [" ".join(values[a:b]) for a, b in zip(starts, ends, strict=True)]
-    index = pd.MultiIndex.from_frame(key_frame.iloc[starts])
-    return pd.Series(joined, index=index, name=name, dtype=frame[col].dtype)
 
 
 def _jsonable(value: Any) -> Any:

@@ -92,18 +92,12 @@ def _max_last(values: np.ndarray) -> np.ndarray:
     return out
 
 
-def _boot_rank_interval(
-    boot: np.ndarray, low: float = 2.5, high: float = 97.5
-) -> tuple[np.ndarray, np.ndarray]:
-    """_rank_interval(np.where(all-NaN row, NaN, _ranks_desc(boot)), K) for bootstrap draws
-    boot (B, ..., K), with the ranks from pairwise comparisons (rank_i = 1 + #{j > i: v_j > v_i}
-    + #{j < i: v_j >= v_i}, NaN as -inf: exactly the stable descending argsort's ranks; one
-    comparison per pair), component-major so every comparison runs over one contiguous vector, and the counts per rank from one
-    bincount, instead of B x ... argsorts of K values."""
-    n_boot, k = boot.shape[0], boot.shape[-1]
-    rest = boot.shape[1:-1]
-    values = np.moveaxis(boot, -1, 0).reshape(k, -1)  # (K, B*M), M = cells per resample
-    n_cells = values.shape[1] // max(n_boot, 1)
+def _boot_ranks(boot: np.ndarray) -> np.ndarray:
+    """(K, B, ...) int8 ranks (1 = largest; NaN as -inf; ties: the earlier component first) of
+    bootstrap draws boot (B, ..., K), exactly the ranks of a stable descending argsort, from one
+    comparison per pair of components (rank_i = 1 + #{j > i: v_j > v_i} + #{j < i: v_j >= v_i})."""
+    k = boot.shape[-1]
+    values = np.moveaxis(boot, -1, 0)  # (K, B, ...)
     filled = np.where(np.isnan(values), -np.inf, values)
     ranks = np.ones(filled.shape, dtype=np.int8 if k < 127 else np.int64)
     for i in range(k):
@@ -111,18 +105,32 @@ def _boot_rank_interval(
             later_above = filled[j] > filled[i]  # then j outranks i; else (ties: the earlier wins) i outranks j
             ranks[i] += later_above
             ranks[j] += ~later_above
-    valid = ~np.isnan(values).all(axis=0)  # resamples holding the category (B*M,)
-    cell = np.arange(values.shape[1]) % max(n_cells, 1)
-    flat = ((ranks.astype(np.int64) - 1) * (k * n_cells) + np.arange(k)[:, None] * n_cells + cell[None, :])[:, valid]
-    counts = np.bincount(flat.ravel(), minlength=k * k * n_cells).reshape(k, k, n_cells)  # (rank, K, M)
-    counts = np.moveaxis(counts, 1, -1).reshape(k, *rest, k)
-    cum = np.cumsum(counts, axis=0)
-    total = cum[-1]
+    return ranks
+
+
+def _boot_rank_interval(
+    boot: np.ndarray, low: float = 2.5, high: float = 97.5, ranks: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """_rank_interval(np.where(all-NaN row, NaN, _ranks_desc(boot)), K) for bootstrap draws
+    boot (B, ..., K), with the ranks from pairwise comparisons (rank_i = 1 + #{j > i: v_j > v_i}
+    + #{j < i: v_j >= v_i}, NaN as -inf: exactly the stable descending argsort's ranks; one
+    comparison per pair), component-major so every comparison runs over one contiguous vector, and the
+    cumulative counts per rank from one comparison and one count over the resamples per rank (int8
+    ranks, int32 counts), instead of B x ... argsorts of K values."""
+    n_boot, k = boot.shape[0], boot.shape[-1]
+    rest = boot.shape[1:-1]
+    ranks = (_boot_ranks(boot) if ranks is None else ranks).reshape(k, n_boot, -1)  # (K, B, M)
+    valid = ~np.isnan(boot).all(axis=-1).reshape(n_boot, -1)  # (B, M): resamples holding the category
+    ranks = np.where(valid[None], ranks, np.asarray(k + 1, dtype=ranks.dtype))  # left out: above every rank
+    total = valid.sum(axis=0)  # (M,)
+    cum = np.empty((k, k, ranks.shape[2]), dtype=np.int64)  # (rank r, K, M): resamples with rank <= r
+    for r in range(k):
+        cum[r] = (ranks <= r + 1).sum(axis=1, dtype=np.int32)
     out = []
     for q, rounding in ((low, np.floor), (high, np.ceil)):
         idx = rounding(q / 100.0 * np.maximum(total - 1, 0))
-        value = 1.0 + (cum <= idx[None]).sum(axis=0)  # the (idx+1)-th smallest rank
-        out.append(np.where(total > 0, value, np.nan))
+        value = 1.0 + (cum <= idx[None, None]).sum(axis=0)  # the (idx+1)-th smallest rank, (K, M)
+        out.append(np.moveaxis(np.where(total[None] > 0, value, np.nan), 0, -1).reshape(*rest, k))
     return out[0], out[1]
 
 
@@ -260,8 +268,9 @@ class ModelStats:
     rank_ci_low: np.ndarray | None = None  # (C, L, K)
     rank_ci_high: np.ndarray | None = None  # (C, L, K)
     p_adj: np.ndarray | None = None  # (C, L, K)
-    # per layer index: (scale, bootstrap scales) of the claim scores, computed once (_claim_scale)
-    claim_scales: dict[int, tuple[float, np.ndarray]] = field(default_factory=dict, repr=False)
+    boot_ranks: np.ndarray | None = None  # (K, B, C, L) int8: _boot_ranks(boot_mean), for claims_table
+    # per (category, claimed): (S per layer (L,), bootstrap draws (B, L)), computed once (_claim_scores)
+    claim_draws: dict[tuple, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict, repr=False)
 
 
 def compute_stats(
@@ -321,12 +330,18 @@ def compute_stats(
         n_perm = acc.perm_sum.shape[1]
         # replicates are float32 sums: ties within rounding count as "as extreme"
         tol = 1e-6 * np.abs(expect_s) + 1e-12
-        perm_dev = np.abs(acc.perm_sum - mu0[:, None, :] * acc.perm_n[:, :, None])  # (C, P, LK)
-        exceed = (perm_dev >= (np.abs(dev) - tol)[:, None, :]).sum(axis=1)
+        # one (C, P, LK) work array, reused in place: |D*| = |S* - mu0 n*|, then |S* / n* / overall - 1|
+        work = np.multiply(acc.perm_n[:, :, None], mu0[:, None, :])
+        np.subtract(acc.perm_sum, work, out=work)
+        np.abs(work, out=work)
+        exceed = np.count_nonzero(work >= (np.abs(dev) - tol)[:, None, :], axis=1)
         p_mc = (1.0 + exceed) / (n_perm + 1.0)
         with np.errstate(divide="ignore", invalid="ignore"):
-            perm_ratio = acc.perm_sum / acc.perm_n[:, :, None] / overall[None, None, :]
-        perm_spec = _max_last(np.abs(perm_ratio - 1.0).reshape(n_c, n_perm, n_l, n_k))  # (C, P, L)
+            np.divide(acc.perm_sum, acc.perm_n[:, :, None], out=work)
+            np.divide(work, overall[None, None, :], out=work)
+        np.subtract(work, 1.0, out=work)
+        np.abs(work, out=work)
+        perm_spec = _max_last(work.reshape(n_c, n_perm, n_l, n_k))  # (C, P, L)
         finite = np.isfinite(perm_spec)
         with np.errstate(invalid="ignore", divide="ignore"):
             spec_null = np.where(finite, perm_spec, 0.0).sum(axis=1) / finite.sum(axis=1)
@@ -360,8 +375,10 @@ def compute_stats(
         # a resample without the category's tokens has no ranking: leave it out (ranking its NaN
         # means would hand out ranks 1..K in component order, e.g. rank 1 to e0). float32 values
         # compare as their float64 casts do, so no cast is needed for the ranks.
-        rk_low, rk_high = _boot_rank_interval(boot_mean.reshape(n_boot, *shape4))
+        boot_ranks = _boot_ranks(boot_mean.reshape(n_boot, *shape4))
+        rk_low, rk_high = _boot_rank_interval(boot_mean.reshape(n_boot, *shape4), ranks=boot_ranks)
     else:
+        boot_ranks = None
         rk_low = rk_high = np.full(shape4, np.nan)
 
     # specialisation
@@ -369,10 +386,14 @@ def compute_stats(
     spec_comp = np.argmax(np.where(np.isnan(spec), -np.inf, spec), axis=-1)  # (C, L)
     spec_val = np.nanmax(np.where(np.isnan(spec), -np.inf, spec), axis=-1)
     spec_val[~present] = np.nan
-    boot_spec = np.abs(boot_ratio.reshape(n_boot, *shape4) - 1.0)
-    with np.errstate(invalid="ignore"):
-        boot_spec = np.where(np.isnan(boot_spec).all(axis=-1), np.nan,
-                             _max_last(np.where(np.isnan(boot_spec), -np.inf, boot_spec)))
+    boot_dev = boot_ratio.reshape(n_boot, *shape4) - 1.0
+    np.abs(boot_dev, out=boot_dev)
+    boot_spec = _max_last(boot_dev)  # NaN wherever a component is NaN (a resample without the category)
+    with_nan = np.isnan(boot_spec)
+    if with_nan.any():  # there: the largest non-NaN component, NaN only when every component is NaN
+        cells = boot_dev[with_nan]  # (n, K)
+        missing = np.isnan(cells)
+        boot_spec[with_nan] = np.where(missing.all(axis=-1), np.nan, np.where(missing, -np.inf, cells).max(axis=-1))
     if acc.perm_sum is not None and acc.perm_sum.shape[1] > 0:
         spec_p = (1.0 + (np.nan_to_num(perm_spec, nan=np.inf) >= (spec_val - 1e-9)[:, None, :]).sum(axis=1)) \
             / (n_perm + 1.0)
@@ -437,7 +458,7 @@ def compute_stats(
         boot_overall=boot_overall.reshape(n_boot, n_l, n_k),
         boot_spec_excess=boot_spec_excess, spec_excess=spec_excess,
         rank_mean=rank_mean, rank_ci_low=np.asarray(rk_low).reshape(shape4),
-        rank_ci_high=np.asarray(rk_high).reshape(shape4), p_adj=p_adj.reshape(shape4),
+        rank_ci_high=np.asarray(rk_high).reshape(shape4), p_adj=p_adj.reshape(shape4), boot_ranks=boot_ranks,
     )
 
 
@@ -491,6 +512,22 @@ def claims_table(
     """
     rows = []
     n_k = stats.n_components
+    order = stats.boot_ranks if stats.boot_ranks is not None else _boot_ranks(stats.boot_mean)  # (K, B, C, L)
+    holds = ~np.isnan(stats.boot_mean).any(axis=-1)  # (B, C, L): resamples holding the category
+    shares: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # category: (p_boot_ordered, p_boot_set) per layer
+    for cat, claimed in claims.items():
+        if cat in stats.categories and max(claimed) < n_k:
+            # a resample's top-`top` (stable descending order) is the claim in order when the claimed
+            # components hold ranks 1..top, and as a set when all their ranks are <= top
+            ci = stats.categories.index(cat)
+            claimed_ranks = order[list(claimed[:top]), :, ci, :]  # (top, B, L)
+            valid = holds[:, ci, :]
+            n_valid = valid.sum(axis=0)
+            in_order = (claimed_ranks == np.arange(1, len(claimed[:top]) + 1)[:, None, None]).all(axis=0) & valid
+            in_set = (claimed_ranks <= top).all(axis=0) & valid
+            with np.errstate(invalid="ignore", divide="ignore"):
+                shares[cat] = (np.where(n_valid > 0, in_order.sum(axis=0) / n_valid, np.nan),
+                               np.where(n_valid > 0, in_set.sum(axis=0) / n_valid, np.nan))
     for li, layer in enumerate(stats.layers):
         overall_top = list(np.argsort(-stats.overall[li], kind="stable")[:top])
         for cat, claimed in claims.items():
@@ -505,12 +542,7 @@ def claims_table(
                 continue
             means = stats.mean[ci, li]
             measured = list(np.argsort(-means, kind="stable")[:top])
-            boot = stats.boot_mean[:, ci, li, :].astype(np.float64)
-            valid = ~np.isnan(boot).any(axis=1)
-            boot_top = np.argsort(-boot[valid], axis=1, kind="stable")[:, :top]
-            claimed_arr = np.asarray(claimed[:top])
-            p_ordered = float((boot_top == claimed_arr).all(axis=1).mean()) if valid.any() else np.nan
-            p_set = float((np.sort(boot_top, axis=1) == np.sort(claimed_arr)).all(axis=1).mean()) if valid.any() else np.nan
+            p_ordered, p_set = float(shares[cat][0][li]), float(shares[cat][1][li])
             rk, rk_lo, rk_hi = stats.rank_mean[ci, li], stats.rank_ci_low[ci, li], stats.rank_ci_high[ci, li]
             ranks = [f"{int(rk[c])} [{int(rk_lo[c])}-{int(rk_hi[c])}]" if np.isfinite(rk_lo[c]) else str(int(rk[c]))
                      for c in claimed]
@@ -540,11 +572,11 @@ def claims_table(
         present = [ci for ci in range(len(stats.categories)) if stats.n_tokens[ci] > 0]
         if present:
             top_is_e0 = [int(np.argmax(stats.mean[ci, li])) == 0 for ci in present]
-            boot = stats.boot_mean[:, present, li, :].astype(np.float64)
-            # only resamples that hold every present category can say "e0 first in every category"
-            valid_all = ~np.isnan(boot).any(axis=(1, 2))
-            boot_all = boot[valid_all].argmax(axis=-1) == 0  # (B', C')
-            share_boot = float(boot_all.all(axis=1).mean()) if valid_all.any() else np.nan
+            # only resamples that hold every present category can say "e0 first in every category";
+            # e0 is the argmax (first maximum) exactly when its rank is 1
+            valid_all = holds[:, present, li].all(axis=1)
+            e0_first = order[0, :, present, li] == 1  # (C', B)
+            share_boot = float(e0_first[:, valid_all].all(axis=0).mean()) if valid_all.any() else np.nan
             all_e0 = all(top_is_e0)
             # refuted only where, in some category, e0's rank interval excludes first place
             e0_low = stats.rank_ci_low[present, li, 0]
@@ -589,19 +621,24 @@ CLAIM_SCORE = (
 )
 
 
-def _claim_scale(stats: ModelStats, li: int) -> tuple[float, np.ndarray]:
-    """The layer's average component value over all tokens, and its bootstrap draws: the divisor of
-    every claim score at that layer (one computation per model and layer, not per claim)."""
-    if li not in stats.claim_scales:
-        stats.claim_scales[li] = (float(np.nanmean(stats.overall[li])),
-                                  np.nanmean(stats.boot_overall[:, li, :], axis=1))
-    return stats.claim_scales[li]
-
-
 def _claim_scores(stats: ModelStats, layer: int, claimed: Sequence[int] | None, cat: str | None) -> tuple[float, np.ndarray]:
-    """(S, bootstrap draws of S) of one claim on one model (see CLAIM_SCORE)."""
+    """(S, bootstrap draws of S) of one claim on one model (see CLAIM_SCORE); the claim's scores at
+    every layer are computed together, once per model."""
+    key = (cat, None if claimed is None else tuple(claimed))
+    if key not in stats.claim_draws:
+        stats.claim_draws[key] = _claim_scores_by_layer(stats, claimed, cat)
+    points, draws = stats.claim_draws[key]
     li = stats.layers.index(layer)
-    scale, boot_scale = _claim_scale(stats, li)
+    return float(points[li]), draws[:, li]
+
+
+def _claim_scores_by_layer(
+    stats: ModelStats, claimed: Sequence[int] | None, cat: str | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(S (L,), draws (B, L)) of one claim at every layer: per layer the values of the per-layer
+    formula (the same reductions, each over a contiguous last axis)."""
+    scale = np.nanmean(stats.overall, axis=1)  # (L,): the layer's average component value
+    boot_scale = np.nanmean(stats.boot_overall, axis=2)  # (B, L)
     k = stats.n_components
     if claimed is not None and cat is not None:
         ci = stats.categories.index(cat)
@@ -611,17 +648,15 @@ def _claim_scores(stats: ModelStats, layer: int, claimed: Sequence[int] | None, 
         def score(means: np.ndarray) -> np.ndarray:
             return means[..., mask].mean(axis=-1) - means[..., ~mask].mean(axis=-1)
 
-        point = float(score(stats.mean[ci, li])) / scale
-        draws = score(stats.boot_mean[:, ci, li, :].astype(np.float64)) / boot_scale
-        return point, draws
+        return score(stats.mean[ci]) / scale, score(stats.boot_mean[:, ci].astype(np.float64)) / boot_scale
     present = [ci for ci in range(len(stats.categories)) if stats.n_tokens[ci] > 0]
 
     def lead(means: np.ndarray) -> np.ndarray:  # (..., C', K)
         return (means[..., 0] - _max_last(means[..., 1:])).mean(axis=-1)
 
-    point = float(lead(stats.mean[present, li])) / scale
-    draws = lead(stats.boot_mean[:, present, li, :].astype(np.float64)) / boot_scale
-    return point, draws
+    point = lead(np.ascontiguousarray(np.moveaxis(stats.mean[present], 1, 0))) / scale  # (L, C', K) -> (L,)
+    boot = np.ascontiguousarray(np.moveaxis(stats.boot_mean[:, present].astype(np.float64), 2, 1))  # (B, L, C', K)
+    return point, lead(boot) / boot_scale
 
 
 def claims_across_models(
