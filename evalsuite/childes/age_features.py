@@ -47,6 +47,8 @@ from evalsuite.childes import lexicon
 
 FEATURES: tuple[str, ...] = ("mlu_m", "overreg_rate", "mean_aoa", "ndw_100")
 NDW_TOKENS = 100
+LATE_AOA_YEARS = 6.0  # a word rated as learned at 6 years or later counts as a late word (late_word_rate)
+LENGTH_QUANTILE = 0.9  # len_p90_m: the 90th percentile of utterance length in morphemes
 FILLERS = frozenset({"um", "uh", "er", "erm", "hm", "hmm", "mm", "ah", "uhm", "uhhuh", "mhm", "eh", "oh_oh"})
 CLITICS = ("n't", "'s", "'m", "'ll", "'re", "'ve", "'d")
 ONE_UNIT = frozenset({"gonna", "wanna", "gotta", "hafta", "lemme", "gimme", "dunno"})
@@ -162,15 +164,17 @@ def _token_table(texts: pd.Series) -> tuple[np.ndarray, pd.Series]:
 
 
 def _word_table(words: pd.Index) -> np.ndarray:
-    """(morphemes, over-regularisation, irregular context, AoA rating or NaN) per distinct word."""
+    """(morphemes, over-regularisation, irregular context, AoA rating or NaN, content word 0/1) per
+    distinct word; a content word is one that is not a function word (lexicon.function_words)."""
     from evalsuite.aoa import aoa_norms
 
     norms = aoa_norms()
-    out = np.empty((len(words), 4), dtype=float)
+    function = lexicon.function_words()
+    out = np.empty((len(words), 5), dtype=float)
     for i, w in enumerate(words):
         m, o, c = word_analysis(w)
         rating = norms.get(w.replace("_", " ")) if "_" in w else norms.get(w)
-        out[i] = (m, o, c, math.nan if rating is None else rating)
+        out[i] = (m, o, c, math.nan if rating is None else rating, float(w not in function and "'" not in w))
     return out
 
 
@@ -181,8 +185,10 @@ def utterance_stats(utterances: pd.DataFrame, tokens: tuple[np.ndarray, pd.Serie
     n = len(utterances)
     pos, words = tokens if tokens is not None else _token_table(utterances["utterance"].astype(str).reset_index(drop=True))
     codes, uniques = pd.factorize(words)
-    per_word = _word_table(pd.Index(uniques))[codes] if len(words) else np.zeros((0, 4))
+    per_word = _word_table(pd.Index(uniques))[codes] if len(words) else np.zeros((0, 5))
     rated = np.isfinite(per_word[:, 3])
+    content = rated & (per_word[:, 4] > 0)
+    late = rated & (per_word[:, 3] >= LATE_AOA_YEARS)
     cols = {
         "n_words": np.bincount(pos, minlength=n),
         "n_morphemes": np.bincount(pos, per_word[:, 0], minlength=n),
@@ -190,9 +196,12 @@ def utterance_stats(utterances: pd.DataFrame, tokens: tuple[np.ndarray, pd.Serie
         "n_irregular_context": np.bincount(pos, per_word[:, 2], minlength=n),
         "aoa_sum": np.bincount(pos[rated], per_word[rated, 3], minlength=n),
         "n_aoa": np.bincount(pos[rated], minlength=n),
+        "content_aoa_sum": np.bincount(pos[content], per_word[content, 3], minlength=n),
+        "n_content_aoa": np.bincount(pos[content], minlength=n),
+        "n_late_aoa": np.bincount(pos[late], minlength=n),
     }
     frame = pd.DataFrame(cols, index=utterances.index)
-    for c in ("n_morphemes", "n_overreg", "n_irregular_context", "n_aoa"):
+    for c in ("n_morphemes", "n_overreg", "n_irregular_context", "n_aoa", "n_content_aoa", "n_late_aoa"):
         frame[c] = frame[c].astype(np.int64)
     return frame
 
@@ -204,7 +213,7 @@ def utterance_stats(utterances: pd.DataFrame, tokens: tuple[np.ndarray, pd.Serie
 _NP_INNER = frozenset({"ADJ", "NOUN"})
 _MAX_NP_SCAN = 4
 MOR_FEATURES: tuple[str, ...] = ("art_omission_rate", "plural_rate", "past_rate", "s3_rate", "prog_rate",
-                                 "aux_per_utt", "verbs_per_utt")
+                                 "aux_per_utt", "verbs_per_utt", "sconj_per_utt")
 
 
 def _mor_flags(item: str) -> tuple[bool, bool, bool, bool, bool, bool, bool]:
@@ -241,7 +250,8 @@ def mor_stats(utterances: pd.DataFrame) -> pd.DataFrame:
     Inflection counts: `n_nouns` (common nouns), `n_plural`; `n_verbs` (VERB items), `n_past`,
     `n_s3`, `n_prog`; `n_aux` (AUX items)."""
     n = len(utterances)
-    names = ("art_contexts", "art_omitted", "n_nouns", "n_plural", "n_verbs", "n_past", "n_s3", "n_prog", "n_aux")
+    names = ("art_contexts", "art_omitted", "n_nouns", "n_plural", "n_verbs", "n_past", "n_s3", "n_prog", "n_aux",
+             "n_sconj")
     out = {k: np.zeros(n, dtype=np.int64) for k in names}
     has = np.zeros(n, dtype=bool)
     if "mor" not in utterances or "pos" not in utterances or n == 0:
@@ -274,6 +284,7 @@ def mor_stats(utterances: pd.DataFrame) -> pd.DataFrame:
     out["n_s3"] = np.bincount(utt[verb & s3], minlength=n)
     out["n_prog"] = np.bincount(utt[verb & prog], minlength=n)
     out["n_aux"] = np.bincount(utt[tags == "AUX"], minlength=n)
+    out["n_sconj"] = np.bincount(utt[tags == "SCONJ"], minlength=n)
     m = len(items)
     same_next = np.zeros(m, dtype=bool)
     same_next[:-1] = utt[1:] == utt[:-1]
@@ -311,6 +322,11 @@ def analysable(utterances: pd.DataFrame, clan_unintelligible: bool = False) -> p
     return keep
 
 
+_INTERNAL_COUNTS = ("n_questions", "n_one_word", "n_mor_utterances", "content_aoa_sum", "n_content_aoa", "n_late_aoa",
+                    "art_contexts", "art_omitted", "n_nouns", "n_plural", "n_verbs", "n_past", "n_s3", "n_prog", "n_aux",
+                    "n_sconj")
+
+
 def _rate(num: pd.Series, den: pd.Series) -> pd.Series:
     return (num / den.where(den > 0)).astype(float)
 
@@ -339,14 +355,18 @@ def document_features(
         n_utterances=("n_words", "size"), words=("n_words", "sum"), morphemes=("n_morphemes", "sum"),
         n_overreg=("n_overreg", "sum"), n_irregular_context=("n_irregular_context", "sum"),
         aoa_sum=("aoa_sum", "sum"), n_aoa=("n_aoa", "sum"), n_questions=("question", "sum"),
+        content_aoa_sum=("content_aoa_sum", "sum"), n_content_aoa=("n_content_aoa", "sum"),
+        n_late_aoa=("n_late_aoa", "sum"), len_p90_m=("n_morphemes", lambda v: float(np.quantile(v, LENGTH_QUANTILE))),
         n_one_word=("one_word", "sum"), n_mor_utterances=("has_mor", "sum"),
         **{c: (c, "sum") for c in ("art_contexts", "art_omitted", "n_nouns", "n_plural", "n_verbs", "n_past",
-                                   "n_s3", "n_prog", "n_aux")},
+                                   "n_s3", "n_prog", "n_aux", "n_sconj")},
     )
     agg["mlu_m"] = agg["morphemes"] / agg["n_utterances"]
     agg["mlu_w"] = agg["words"] / agg["n_utterances"]
     agg["overreg_rate"] = _rate(agg["n_overreg"], agg["n_irregular_context"])
     agg["mean_aoa"] = _rate(agg["aoa_sum"], agg["n_aoa"])
+    agg["content_aoa"] = _rate(agg["content_aoa_sum"], agg["n_content_aoa"])
+    agg["late_word_rate"] = _rate(agg["n_late_aoa"], agg["n_aoa"])
     agg["question_rate"] = agg["n_questions"] / agg["n_utterances"]
     agg["one_word_rate"] = agg["n_one_word"] / agg["n_utterances"]
     # %mor features: only over documents where at least half the utterances have an aligned %mor tier
@@ -358,8 +378,10 @@ def document_features(
     agg["prog_rate"] = _rate(agg["n_prog"], agg["n_verbs"]).where(mor_ok)
     agg["aux_per_utt"] = _rate(agg["n_aux"], agg["n_mor_utterances"]).where(mor_ok)
     agg["verbs_per_utt"] = _rate(agg["n_verbs"], agg["n_mor_utterances"]).where(mor_ok)
+    agg["sconj_per_utt"] = _rate(agg["n_sconj"], agg["n_mor_utterances"]).where(mor_ok)
     agg["ndw_100"] = _ndw_first(frame[doc_key].to_numpy(), tokens).reindex(agg.index)
     agg["brown_stage"] = [brown_stage(v) for v in agg["mlu_m"]]
+    agg = agg.drop(columns=list(_INTERNAL_COUNTS))  # the rates stay; mor_stats gives these counts per utterance
     meta_cols = [c for c in ("corpus", "child", "age_months", "checkpoint_id", "run", "val_loss", "val_bpc",
                              "model_family", "register") if c in frame and c != doc_key]
     if meta_cols:

@@ -1,25 +1,36 @@
 """The age model: transcript features -> child age in months, fit on many children, tested on unseen ones.
 
-Features come from `evalsuite.childes.age_features.document_features` (MLU in morphemes, over-
-regularisations per opportunity, mean age of acquisition of the words used). The model is a ridge
-regression on standardised inputs [MLU-m, log MLU-m, mean AoA, NDW in 100 words, over-regularisation
-rate] (the
-rate is imputed with the training median where a transcript has no irregular context, and that
-is an input too). The specification was fixed before the cross-validation was run; nothing is
-tuned on test folds (ridge's alpha is chosen by an inner CV on the training part only).
+Features come from `evalsuite.childes.age_features.document_features`: MLU in morphemes, over-
+regularisations per opportunity, age of acquisition of the words used (all words, content words, share
+of late words), NDW in 100 words, the 90th percentile of utterance length, question and one-word
+rates, and from %mor article omission per obligatory context, inflection rates (plural, past,
+3rd singular, progressive), auxiliaries, verbs and subordinating conjunctions per utterance.
+
+The model is a ridge regression on standardised inputs, one of the pre-declared SPECS (base or full
+inputs, age or log age as the target, squares of MLU-m / NDW / AoA). Which spec, and ridge's alpha, are
+chosen by an inner by-child CV on the training part only (`select_spec`, `fit_linear`): an outer test
+fold never chooses anything. Rates that are NaN (no irregular context, no %mor) are filled with the
+training median (overreg_rate also gets a missing flag); inputs are clipped to the training range
+(central 99 %) before the dot product, so no input extrapolates.
+
+Children: `real_child_id` derives the child from each corpus's naming rules (not the folder: the same
+Bates child is in four task folders, a Champaign folder holds 44 children); every CV below groups by it.
 
 Validation, on the same folds for every method:
-- by child: GroupKFold over children (no child in both train and test),
+- by child: GroupKFold over real children (no child in both train and test),
 - by corpus: leave one corpus out,
 against two baselines: a linear fit of age on MLU-m alone (fit on the same training folds), and
 the Miller & Chapman (1981) MLU-for-age norm inverted (no fitting).
 
+Design choices fixed before fitting (AgeFitConfig): transcripts of children aged 18-60 months with at
+least 50 analysable utterances and at least 100 words (NDW needs them); no corpus or child is dropped
+otherwise.
+
 Prediction intervals: split-conformal by child: the 95 % quantile of the absolute out-of-fold
 residuals of the by-child CV on the training children, added either side (`interval_halfwidth`).
-`in_range`: a document whose features lie outside the training transcripts' range (the central
-99 % of each feature, RANGE_QUANTILES), or with too
-few utterances, or whose point prediction falls outside the training ages, gets no age: the
-model never returns an extrapolated number.
+`in_range`: a document whose core features (FEATURES) lie outside the training transcripts' range (the
+central 99 % of each feature, RANGE_QUANTILES), or with too few utterances, or whose point prediction
+falls outside the training ages, gets no age: the model never returns an extrapolated number.
 """
 
 from __future__ import annotations
@@ -225,8 +236,9 @@ class ModelSpec:
 
 
 BASE_INPUTS = ("mlu_m", "log_mlu_m", "mean_aoa", "ndw_100", "overreg_rate", "overreg_missing")
-FULL_INPUTS = (*BASE_INPUTS, "question_rate", "one_word_rate", "art_omission_rate", "plural_rate", "past_rate",
-               "s3_rate", "prog_rate", "aux_per_utt", "verbs_per_utt")
+FULL_INPUTS = (*BASE_INPUTS, "content_aoa", "late_word_rate", "len_p90_m", "question_rate", "one_word_rate",
+               "art_omission_rate", "plural_rate", "past_rate", "s3_rate", "prog_rate", "aux_per_utt", "verbs_per_utt",
+               "sconj_per_utt")
 # squares of the three strongest graded measures: a bend in the age curve without a black box
 QUAD_INPUTS = (*FULL_INPUTS, "mlu_m_sq", "ndw_100_sq", "mean_aoa_sq")
 # The candidates, declared before any cross-validation; which one a fit uses is chosen by an inner
@@ -239,6 +251,9 @@ SPECS: tuple[ModelSpec, ...] = (
     ModelSpec("full_quad_log_age", QUAD_INPUTS, "log_age"),
 )
 INPUTS = QUAD_INPUTS  # every input any spec uses
+# the raw document features behind INPUTS that are not range-checked FEATURES (written beside predictions)
+MODEL_RAW_FEATURES: tuple[str, ...] = ("content_aoa", "late_word_rate", "len_p90_m", "question_rate", "one_word_rate",
+                                        *MOR_FEATURES)
 ALPHAS = np.logspace(-2, 3, 11)
 INNER_SPLITS = 5
 
@@ -264,7 +279,7 @@ def _design(docs: pd.DataFrame, inputs: tuple[str, ...], fill: dict[str, float])
 
 def _fills(train: pd.DataFrame) -> dict[str, float]:
     out = {}
-    for name in (*RATE_FEATURES, "question_rate", "one_word_rate"):
+    for name in (*RATE_FEATURES, "content_aoa", "late_word_rate", "len_p90_m", "question_rate", "one_word_rate"):
         values = train[name].to_numpy(dtype=float) if name in train else np.array([np.nan])
         out[name] = float(np.nanmedian(values)) if np.isfinite(values).any() else 0.0
     return out
@@ -582,7 +597,10 @@ def fit_and_validate(docs: pd.DataFrame, config: AgeFitConfig | None = None) -> 
     predictions = cross_validate(table, config)
     summary = cv_summary(predictions, config)
     model = fit_linear(table, config)
-    model.extra = {"cv": summary.to_dict("records"), "config": asdict(config)}
+    model.extra.update({"cv": summary.to_dict("records"), "config": asdict(config),
+                        "specs": [asdict(spec) for spec in SPECS],
+                        "spec_chosen_per_fold": predictions.groupby(["scheme", "fold"])["spec"].first()
+                        .value_counts().to_dict() if "spec" in predictions else {}})
     return AgeFitResult(model, table, predictions, summary, children_table(table))
 
 
@@ -590,14 +608,13 @@ def fit_and_validate(docs: pd.DataFrame, config: AgeFitConfig | None = None) -> 
 
 
 def documents_from_paths(
-    paths, *, clan_unintelligible: bool = True, skipped: list[dict] | None = None
+    paths, *, clan_unintelligible: bool = True, skipped: list[dict] | None = None, n_workers: int = 2
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(transcript features, checkpoint features) of CHAT sources (.cha, folders, zips) and samples.jsonl
     files: one row per transcript (`file`, `child`, `age_months` ...) and one per checkpoint (`checkpoint_id`,
     `val_loss`, `val_bpc`, `run` ...); either may be empty. With a `skipped` list, a CHAT source that
     holds no child (CHI) utterance is recorded there ({path, reason}) instead of stopping the run
     (some TalkBank corpora transcribe only adults); any other problem still raises."""
-    from corpora.chat import read_chat
     from evalsuite.childes.age_features import document_features, sentences_frame
 
     if not paths:
@@ -610,18 +627,19 @@ def documents_from_paths(
         (samples if path.suffix.lower() == ".jsonl" else chat).append(path)
     transcripts = pd.DataFrame()
     if chat:
-        frames = []
+        from evalsuite.childes.parse_cache import load_child_utterances
+
+        # through the parse cache: CHAT is read once, and the frame carries %mor for the %mor features
+        utterances = load_child_utterances(chat, n_workers=n_workers).utterances
+        given = set(utterances["source"].astype(str)) if len(utterances) else set()
         for p in chat:
-            try:
-                utterances = read_chat(p)
-            except UserError as err:
-                if skipped is None or not str(err).startswith("no utterances of"):
-                    raise
-                skipped.append({"path": str(p), "reason": str(err)})
-                continue
-            frames.append(document_features(utterances, "file", clan_unintelligible=clan_unintelligible))
-        if frames:
-            transcripts = pd.concat(frames, ignore_index=True)
+            if str(p) not in given:
+                reason = f"no utterances of the target child (CHI) in {p}"
+                if skipped is None:
+                    raise UserError(reason)
+                skipped.append({"path": str(p), "reason": reason})
+        if len(utterances):
+            transcripts = document_features(utterances, "file", clan_unintelligible=clan_unintelligible)
     checkpoints = pd.DataFrame()
     if samples:
         from evalsuite.childes.samples_frame import read_samples
@@ -655,10 +673,12 @@ def apply_model(model: LinearAgeModel, transcripts: pd.DataFrame, checkpoints: p
             "file": docs["file"] if key == "file" else None,
             "checkpoint_id": docs["checkpoint_id"] if key == "checkpoint_id" else None,
             "child": docs.get("child", None),
+            "child_id": child_id(docs) if key == "file" and "file" in docs else None,
             "age_months": docs.get("age_months", math.nan),
         })
         out = pd.concat([out, pred], axis=1)
-        for col in ("run", "val_loss", "val_bpc", "n_utterances", *FEATURES, "mlu_w", "brown_stage"):
+        for col in ("run", "val_loss", "val_bpc", "n_utterances", *FEATURES, *MODEL_RAW_FEATURES, "mlu_w",
+                    "brown_stage"):
             if col in docs:
                 out[col] = docs[col]
         frames.append(out)
