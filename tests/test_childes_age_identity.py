@@ -55,6 +55,7 @@ def test_real_child_id_keeps_children_apart():
     assert len(ids) == 10
     # a folder given as input (no corpus folder in the path): the @ID corpus names it
     assert dev.real_child_id("Eve/010600.cha", "Brown") == "Brown/Eve"
+    assert dev.real_child_id("010600a.cha", "Brown", "Eve") == "Brown/Eve"  # the Eve folder itself as input
     # an unknown corpus: a real @Participants name, else the folder (merge rather than split)
     assert dev.real_child_id("NewCorpus/kids/a1.cha", "NewCorpus", "Maria") == "NewCorpus/maria"
     assert dev.real_child_id("NewCorpus/kids/a1.cha", "NewCorpus", "Target_Child") == "NewCorpus/kids"

@@ -168,12 +168,16 @@ def real_child_id(file: str, corpus: str, name: str = "") -> str:
     else (a file in the corpus folder itself) the corpus for date-named files, else the file stem without
     trailing digits. Lower case, except a folder name keeps its spelling."""
     corpus = str(corpus or Path(str(file)).parts[0])
+    name = str(name or "")
     inner = _inside_corpus(file, corpus)
     folders, stem = inner[:-1], Path(inner[-1]).stem if inner else ""
     if corpus in ONE_CHILD_CORPORA:
         return f"{corpus}/{corpus}"
-    if corpus in FOLDER_CHILD_CORPORA and len(folders) >= FOLDER_CHILD_CORPORA[corpus]:
-        return f"{corpus}/{folders[FOLDER_CHILD_CORPORA[corpus] - 1]}"
+    if corpus in FOLDER_CHILD_CORPORA:
+        if len(folders) >= FOLDER_CHILD_CORPORA[corpus]:
+            return f"{corpus}/{folders[FOLDER_CHILD_CORPORA[corpus] - 1]}"
+        if name and name.lower() not in _GENERIC_CHILD:  # the child's folder given as input: its CHI name
+            return f"{corpus}/{name}"
     rule = STEM_CHILD_RULES.get(corpus)
     if rule is not None:
         low = stem.lower()
@@ -184,7 +188,6 @@ def real_child_id(file: str, corpus: str, name: str = "") -> str:
         scope = f"{folders[0]}/" if corpus in STUDY_SCOPED and folders else ""
         return f"{corpus}/{scope}{child}"
     parent = folders[-1] if folders else ""
-    name = str(name or "")
     if name.lower() not in _GENERIC_CHILD and name != parent:
         return f"{corpus}/{name.lower()}"
     if parent:  # unknown layout: the folder (merges the children of a cross-sectional folder: conservative)
