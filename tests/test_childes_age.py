@@ -317,7 +317,12 @@ def test_shipped_model_lists_its_children_and_beats_both_baselines():
 
     model = dev.load_model(PACKAGED_MODEL)
     children = pd.read_csv(PACKAGED_MODEL / dev.CHILDREN_FILE)
-    assert len(model.training_children) == len(children) >= 100
+    assert len(model.training_children) == len(children) >= 500  # real children, not ~125 folders
+    # the same Bates child's task folders are one child; a cross-sectional folder is many children
+    keith = children.set_index("child_id").loc["Bates/keith"]  # Free28/keith28.cha + Story28/keithst.cha
+    assert keith["n_transcripts"] == 2 and not any(c.startswith("Bates/Free") for c in children["child_id"])
+    assert sum(c.startswith("Champaign/") for c in children["child_id"]) > 20
+    assert children["child_id"].is_unique
     assert model.age_range == (18.0, 60.0) and model.interval_halfwidth > 0
     cv = pd.read_csv(PACKAGED_MODEL / "cv_summary.csv").set_index(["scheme", "method"])
     for scheme in ("by_child", "by_corpus"):

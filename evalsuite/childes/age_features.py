@@ -22,10 +22,16 @@ Features (chosen for robustness: one length measure, rates per opportunity, word
 - `ndw_100`: number of different words in the first 100 word tokens of the document (NDW on a
   fixed-size sample, so it does not grow with transcript length as a plain type count does);
   NaN for a document with fewer than 100 words.
+- `question_rate` (utterances ending in "?"), `one_word_rate` (utterances of one word): text only.
+- From the %mor tier where the frame has one (`mor`, `pos` columns of corpora.chat / the parse cache;
+  NaN for a document where fewer than half the utterances have an aligned %mor, and for model text):
+  `art_omission_rate` (article omission per obligatory context, defined in `mor_stats`),
+  `plural_rate` (plural common nouns per common noun), `past_rate`, `s3_rate`, `prog_rate` (past,
+  3rd-singular present, progressive/gerund verb forms per verb), `aux_per_utt`, `verbs_per_utt`.
 Also returned (for tables, not as model inputs): counts behind each feature and `mlu_w`.
 
-Not a feature: article omission per obligatory context needs a parse (what is a singular count
-noun in an argument slot); it stays with the spaCy detectors of childes-compare.
+Everything is vectorised (tokens exploded once, each distinct word and %mor item analysed once, sums
+by bincount): ~1 s per 50 k utterances, so childes-compare can call it on every child utterance.
 """
 
 from __future__ import annotations
@@ -41,6 +47,8 @@ from evalsuite.childes import lexicon
 
 FEATURES: tuple[str, ...] = ("mlu_m", "overreg_rate", "mean_aoa", "ndw_100")
 NDW_TOKENS = 100
+LATE_AOA_YEARS = 6.0  # a word rated as learned at 6 years or later counts as a late word (late_word_rate)
+LENGTH_QUANTILE = 0.9  # len_p90_m: the 90th percentile of utterance length in morphemes
 FILLERS = frozenset({"um", "uh", "er", "erm", "hm", "hmm", "mm", "ah", "uhm", "uhhuh", "mhm", "eh", "oh_oh"})
 CLITICS = ("n't", "'s", "'m", "'ll", "'re", "'ve", "'d")
 ONE_UNIT = frozenset({"gonna", "wanna", "gotta", "hafta", "lemme", "gimme", "dunno"})
@@ -147,27 +155,161 @@ def _bound_morpheme(form: str) -> int:
     return 0
 
 
-def utterance_stats(utterances: pd.DataFrame) -> pd.DataFrame:
-    """Per-utterance counts: words, morphemes, over-regularisations, irregular contexts, AoA sum/count.
-    Rows with no word (empty, or fillers only) get n_words 0 and are left out of every MLU."""
+def _token_table(texts: pd.Series) -> tuple[np.ndarray, pd.Series]:
+    """(utterance position of each word token, the tokens) of lower-cased texts, fillers dropped, in order."""
+    tokens = texts.str.lower().str.findall(_WORD_RE).explode()
+    tokens = tokens[tokens.notna()]
+    tokens = tokens[~tokens.isin(FILLERS)]
+    return tokens.index.to_numpy(dtype=np.int64), tokens.astype(str).reset_index(drop=True)
+
+
+def _word_table(words: pd.Index) -> np.ndarray:
+    """(morphemes, over-regularisation, irregular context, AoA rating or NaN, content word 0/1) per
+    distinct word; a content word is one that is not a function word (lexicon.function_words)."""
     from evalsuite.aoa import aoa_norms
 
     norms = aoa_norms()
-    cols: dict[str, list] = {k: [] for k in ("n_words", "n_morphemes", "n_overreg", "n_irregular_context",
-                                             "aoa_sum", "n_aoa")}
-    for text in utterances["utterance"].astype(str):
-        words = words_of(text)
-        m = o = c = na = 0
-        s = 0.0
-        for w in words:
-            wm, wo, wc = word_analysis(w)
-            m, o, c = m + wm, o + wo, c + wc
-            rating = norms.get(w.replace("_", " ")) if "_" in w else norms.get(w)
-            if rating is not None:
-                s, na = s + rating, na + 1
-        for key, value in zip(cols, (len(words), m, o, c, s, na), strict=True):
-            cols[key].append(value)
-    return pd.DataFrame(cols, index=utterances.index)
+    function = lexicon.function_words()
+    out = np.empty((len(words), 5), dtype=float)
+    for i, w in enumerate(words):
+        m, o, c = word_analysis(w)
+        rating = norms.get(w.replace("_", " ")) if "_" in w else norms.get(w)
+        out[i] = (m, o, c, math.nan if rating is None else rating, float(w not in function and "'" not in w))
+    return out
+
+
+def utterance_stats(utterances: pd.DataFrame, tokens: tuple[np.ndarray, pd.Series] | None = None) -> pd.DataFrame:
+    """Per-utterance counts: words, morphemes, over-regularisations, irregular contexts, AoA sum/count.
+    Rows with no word (empty, or fillers only) get n_words 0 and are left out of every MLU.
+    Vectorised: each distinct word is analysed once (`word_analysis`), counts are summed by bincount."""
+    n = len(utterances)
+    pos, words = tokens if tokens is not None else _token_table(utterances["utterance"].astype(str).reset_index(drop=True))
+    codes, uniques = pd.factorize(words)
+    per_word = _word_table(pd.Index(uniques))[codes] if len(words) else np.zeros((0, 5))
+    rated = np.isfinite(per_word[:, 3])
+    content = rated & (per_word[:, 4] > 0)
+    late = rated & (per_word[:, 3] >= LATE_AOA_YEARS)
+    cols = {
+        "n_words": np.bincount(pos, minlength=n),
+        "n_morphemes": np.bincount(pos, per_word[:, 0], minlength=n),
+        "n_overreg": np.bincount(pos, per_word[:, 1], minlength=n),
+        "n_irregular_context": np.bincount(pos, per_word[:, 2], minlength=n),
+        "aoa_sum": np.bincount(pos[rated], per_word[rated, 3], minlength=n),
+        "n_aoa": np.bincount(pos[rated], minlength=n),
+        "content_aoa_sum": np.bincount(pos[content], per_word[content, 3], minlength=n),
+        "n_content_aoa": np.bincount(pos[content], minlength=n),
+        "n_late_aoa": np.bincount(pos[late], minlength=n),
+    }
+    frame = pd.DataFrame(cols, index=utterances.index)
+    for c in ("n_morphemes", "n_overreg", "n_irregular_context", "n_aoa", "n_content_aoa", "n_late_aoa"):
+        frame[c] = frame[c].astype(np.int64)
+    return frame
+
+
+# ----------------------------------------------------------------------------- features from %mor
+
+# Coarse UD POS (corpora.mor.coarse_pos, both %mor styles) that may stand between a determiner and its
+# noun ("the big red ball", "a toy car"): the scan for a determiner walks left over these.
+_NP_INNER = frozenset({"ADJ", "NOUN"})
+_MAX_NP_SCAN = 4
+MOR_FEATURES: tuple[str, ...] = ("art_omission_rate", "plural_rate", "past_rate", "s3_rate", "prog_rate",
+                                 "aux_per_utt", "verbs_per_utt", "sconj_per_utt")
+
+
+def _mor_flags(item: str) -> tuple[bool, bool, bool, bool, bool, bool, bool]:
+    """(plural, past, 3rd-singular present, progressive/gerund, possessive/genitive, capitalised lemma, the
+    lemma is the possessive 's) of one
+    %mor item, both styles: UD features (noun|dog-Plur, verb|go-Fin-Ind-Past-S3, verb|run-Part-Pres-S,
+    pron|my-Prs-Gen-S1) and CLAN suffixes/fusions (n|dog-PL, v|go&PAST, v|want-3S, v|run-PRESP, det:poss|my)."""
+    _, _, rest = item.partition("|")
+    lemma = rest.split("-", 1)[0].split("&", 1)[0]
+    feats = rest[len(lemma):]
+    up = feats.upper()
+    plural = "PLUR" in up or "-PL" in up
+    past = "PAST" in up
+    s3 = "PRES-S3" in up or "3S" in up
+    prog = "PART-PRES" in up or "GER" in up or "PRESP" in up
+    poss = "GEN" in up or "POSS" in item.upper()
+    return plural, past, s3, prog, poss, bool(lemma[:1].isupper()), lemma == "'s"
+
+
+def mor_stats(utterances: pd.DataFrame) -> pd.DataFrame:
+    """Per-utterance counts from the %mor tier (`mor` list of items and `pos` list of coarse UD POS,
+    as corpora.chat / the parse cache give them); all zero and `has_mor` False without a %mor tier.
+
+    Article omission per obligatory context (`art_contexts`, `art_omitted`), defined on %mor:
+    an obligatory context is a singular common noun (POS NOUN, no plural feature, lower-case lemma:
+    names and family terms written as names, Mummy, are left out) that heads its noun phrase (the next
+    item is not a NOUN: in "toy car" only "car" counts) in an utterance of at least two %mor items (a
+    one-word naming utterance, "ball!", is not a context). Walking left from the noun over adjectives
+    and nouns (at most 4 items), the article is supplied when the first other item is a determiner
+    (DET: a, the, this, that, some, my in CLAN style ...), a numeral, a possessive/genitive (my, Daddy's)
+    or the possessive 's; otherwise it is omitted ("want ball", "big ball"). Mass nouns and idioms
+    without an article (juice, at home, in bed) are counted as contexts too: the rate is a bare
+    singular common-noun rate, high early and falling with age, not an error rate that adults score 0 on.
+    Inflection counts: `n_nouns` (common nouns), `n_plural`; `n_verbs` (VERB items), `n_past`,
+    `n_s3`, `n_prog`; `n_aux` (AUX items)."""
+    n = len(utterances)
+    names = ("art_contexts", "art_omitted", "n_nouns", "n_plural", "n_verbs", "n_past", "n_s3", "n_prog", "n_aux",
+             "n_sconj")
+    out = {k: np.zeros(n, dtype=np.int64) for k in names}
+    has = np.zeros(n, dtype=bool)
+    if "mor" not in utterances or "pos" not in utterances or n == 0:
+        frame = pd.DataFrame(out, index=utterances.index)
+        frame["has_mor"] = has
+        return frame
+    mor = utterances["mor"].reset_index(drop=True)
+    pos = utterances["pos"].reset_index(drop=True)
+    lengths_mor = mor.map(lambda v: len(v) if v is not None and not isinstance(v, float) else 0).to_numpy()
+    lengths_pos = pos.map(lambda v: len(v) if v is not None and not isinstance(v, float) else 0).to_numpy()
+    ok = (lengths_mor > 0) & (lengths_mor == lengths_pos)
+    has[:] = ok
+    if not ok.any():
+        frame = pd.DataFrame(out, index=utterances.index)
+        frame["has_mor"] = has
+        return frame
+    items = pd.Series(mor[ok].explode().to_numpy(dtype=object)).astype(str)
+    tags = pd.Series(pos[ok].explode().to_numpy(dtype=object)).astype(str).to_numpy()
+    utt = np.repeat(np.flatnonzero(ok), lengths_mor[ok])
+    codes, uniques = pd.factorize(items)
+    flags = np.array([_mor_flags(u) for u in uniques], dtype=bool).reshape(-1, 7)[codes]
+    plural, past, s3, prog, poss, capital, lemma_is_s = (flags[:, k] for k in range(7))
+    noun = tags == "NOUN"
+    verb = tags == "VERB"
+    common = noun & ~capital
+    out["n_nouns"] = np.bincount(utt[common], minlength=n)
+    out["n_plural"] = np.bincount(utt[common & plural], minlength=n)
+    out["n_verbs"] = np.bincount(utt[verb], minlength=n)
+    out["n_past"] = np.bincount(utt[verb & past], minlength=n)
+    out["n_s3"] = np.bincount(utt[verb & s3], minlength=n)
+    out["n_prog"] = np.bincount(utt[verb & prog], minlength=n)
+    out["n_aux"] = np.bincount(utt[tags == "AUX"], minlength=n)
+    out["n_sconj"] = np.bincount(utt[tags == "SCONJ"], minlength=n)
+    m = len(items)
+    same_next = np.zeros(m, dtype=bool)
+    same_next[:-1] = utt[1:] == utt[:-1]
+    next_noun = np.zeros(m, dtype=bool)
+    next_noun[:-1] = noun[1:] & same_next[:-1]
+    context = common & ~plural & ~next_noun & (lengths_mor[utt] >= 2)
+    supplied = np.zeros(m, dtype=bool)
+    open_ = context.copy()  # still scanning left
+    inner = np.isin(tags, list(_NP_INNER))
+    marks = (tags == "DET") | (tags == "NUM") | poss | lemma_is_s
+    for k in range(1, _MAX_NP_SCAN + 1):
+        idx = np.arange(m) - k
+        valid = (idx >= 0)
+        valid[valid] &= utt[idx[valid]] == utt[valid]
+        prev_mark = np.zeros(m, dtype=bool)
+        prev_inner = np.zeros(m, dtype=bool)
+        prev_mark[valid] = marks[idx[valid]]
+        prev_inner[valid] = inner[idx[valid]] & ~marks[idx[valid]]
+        supplied |= open_ & prev_mark
+        open_ &= prev_inner
+    out["art_contexts"] = np.bincount(utt[context], minlength=n)
+    out["art_omitted"] = np.bincount(utt[context & ~supplied], minlength=n)
+    frame = pd.DataFrame(out, index=utterances.index)
+    frame["has_mor"] = has
+    return frame
 
 
 def analysable(utterances: pd.DataFrame, clan_unintelligible: bool = False) -> pd.Series:
@@ -180,46 +322,83 @@ def analysable(utterances: pd.DataFrame, clan_unintelligible: bool = False) -> p
     return keep
 
 
+_INTERNAL_COUNTS = ("n_questions", "n_one_word", "n_mor_utterances", "content_aoa_sum", "n_content_aoa", "n_late_aoa",
+                    "art_contexts", "art_omitted", "n_nouns", "n_plural", "n_verbs", "n_past", "n_s3", "n_prog", "n_aux",
+                    "n_sconj")
+
+
+def _rate(num: pd.Series, den: pd.Series) -> pd.Series:
+    return (num / den.where(den > 0)).astype(float)
+
+
 def document_features(
     utterances: pd.DataFrame, doc_key: str = "file", *, clan_unintelligible: bool = True
 ) -> pd.DataFrame:
-    """One row per document: n_utterances and the FEATURES (+ the counts behind them), plus the first
-    value of `child`, `corpus`, `age_months`, `checkpoint_id` ... columns when the frame has them."""
+    """One row per document: n_utterances and the FEATURES (+ the counts behind them), the %mor features
+    (MOR_FEATURES: NaN for a document without %mor, e.g. model text), plus the first value of `child`,
+    `corpus`, `age_months`, `checkpoint_id` ... columns when the frame has them. Vectorised (one pass of
+    bincounts; each distinct word analysed once), so it runs on the 1.8 M CHILDES child utterances."""
     if doc_key not in utterances:
         raise KeyError(f"utterances have no column {doc_key!r}")
-    frame = utterances[analysable(utterances, clan_unintelligible)]
-    stats = utterance_stats(frame)
+    frame = utterances[analysable(utterances, clan_unintelligible)].reset_index(drop=True)
+    tokens = _token_table(frame["utterance"].astype(str))
+    stats = utterance_stats(frame, tokens)
+    mor = mor_stats(frame)
+    keep = (stats["n_words"] > 0).to_numpy()
+    text = frame["utterance"].astype(str)
+    stats = pd.concat([stats, mor], axis=1)
+    stats["question"] = text.str.rstrip().str.endswith("?").to_numpy()
+    stats["one_word"] = stats["n_words"] == 1
     stats[doc_key] = frame[doc_key].to_numpy()
-    stats = stats[stats["n_words"] > 0]
+    stats = stats[keep]
     agg = stats.groupby(doc_key, sort=False).agg(
         n_utterances=("n_words", "size"), words=("n_words", "sum"), morphemes=("n_morphemes", "sum"),
         n_overreg=("n_overreg", "sum"), n_irregular_context=("n_irregular_context", "sum"),
-        aoa_sum=("aoa_sum", "sum"), n_aoa=("n_aoa", "sum"),
+        aoa_sum=("aoa_sum", "sum"), n_aoa=("n_aoa", "sum"), n_questions=("question", "sum"),
+        content_aoa_sum=("content_aoa_sum", "sum"), n_content_aoa=("n_content_aoa", "sum"),
+        n_late_aoa=("n_late_aoa", "sum"), len_p90_m=("n_morphemes", lambda v: float(np.quantile(v, LENGTH_QUANTILE))),
+        n_one_word=("one_word", "sum"), n_mor_utterances=("has_mor", "sum"),
+        **{c: (c, "sum") for c in ("art_contexts", "art_omitted", "n_nouns", "n_plural", "n_verbs", "n_past",
+                                   "n_s3", "n_prog", "n_aux", "n_sconj")},
     )
     agg["mlu_m"] = agg["morphemes"] / agg["n_utterances"]
     agg["mlu_w"] = agg["words"] / agg["n_utterances"]
-    agg["overreg_rate"] = np.where(agg["n_irregular_context"] > 0,
-                                   agg["n_overreg"] / agg["n_irregular_context"].where(agg["n_irregular_context"] > 0),
-                                   np.nan)
-    agg["mean_aoa"] = agg["aoa_sum"] / agg["n_aoa"].where(agg["n_aoa"] > 0)
-    first_words = frame.assign(_w=[words_of(str(u)) for u in frame["utterance"]]).groupby(doc_key, sort=False)["_w"]
-    agg["ndw_100"] = first_words.agg(_ndw).reindex(agg.index)
+    agg["overreg_rate"] = _rate(agg["n_overreg"], agg["n_irregular_context"])
+    agg["mean_aoa"] = _rate(agg["aoa_sum"], agg["n_aoa"])
+    agg["content_aoa"] = _rate(agg["content_aoa_sum"], agg["n_content_aoa"])
+    agg["late_word_rate"] = _rate(agg["n_late_aoa"], agg["n_aoa"])
+    agg["question_rate"] = agg["n_questions"] / agg["n_utterances"]
+    agg["one_word_rate"] = agg["n_one_word"] / agg["n_utterances"]
+    # %mor features: only over documents where at least half the utterances have an aligned %mor tier
+    mor_ok = agg["n_mor_utterances"] >= 0.5 * agg["n_utterances"]
+    agg["art_omission_rate"] = _rate(agg["art_omitted"], agg["art_contexts"]).where(mor_ok)
+    agg["plural_rate"] = _rate(agg["n_plural"], agg["n_nouns"]).where(mor_ok)
+    agg["past_rate"] = _rate(agg["n_past"], agg["n_verbs"]).where(mor_ok)
+    agg["s3_rate"] = _rate(agg["n_s3"], agg["n_verbs"]).where(mor_ok)
+    agg["prog_rate"] = _rate(agg["n_prog"], agg["n_verbs"]).where(mor_ok)
+    agg["aux_per_utt"] = _rate(agg["n_aux"], agg["n_mor_utterances"]).where(mor_ok)
+    agg["verbs_per_utt"] = _rate(agg["n_verbs"], agg["n_mor_utterances"]).where(mor_ok)
+    agg["sconj_per_utt"] = _rate(agg["n_sconj"], agg["n_mor_utterances"]).where(mor_ok)
+    agg["ndw_100"] = _ndw_first(frame[doc_key].to_numpy(), tokens).reindex(agg.index)
     agg["brown_stage"] = [brown_stage(v) for v in agg["mlu_m"]]
+    agg = agg.drop(columns=list(_INTERNAL_COUNTS))  # the rates stay; mor_stats gives these counts per utterance
     meta_cols = [c for c in ("corpus", "child", "age_months", "checkpoint_id", "run", "val_loss", "val_bpc",
                              "model_family", "register") if c in frame and c != doc_key]
     if meta_cols:
-        first = frame.groupby(doc_key, sort=False)[meta_cols].first()
+        first = frame[keep].groupby(doc_key, sort=False)[meta_cols].first()
         agg = agg.join(first)
     return agg.reset_index()
 
 
-def _ndw(word_lists: pd.Series) -> float:
-    words: list[str] = []
-    for ws in word_lists:
-        words.extend(ws)
-        if len(words) >= NDW_TOKENS:
-            return float(len(set(words[:NDW_TOKENS])))
-    return math.nan
+def _ndw_first(doc_of_utterance: np.ndarray, tokens: tuple[np.ndarray, pd.Series]) -> pd.Series:
+    """Number of different words among each document's first NDW_TOKENS word tokens (NaN with fewer)."""
+    pos, words = tokens
+    table = pd.DataFrame({"doc": doc_of_utterance[pos], "word": words.to_numpy()})
+    rank = table.groupby("doc", sort=False).cumcount().to_numpy()
+    total = table.groupby("doc", sort=False).size()
+    first = table[rank < NDW_TOKENS].drop_duplicates()
+    ndw = first.groupby("doc", sort=False).size().astype(float)
+    return ndw.where(total.reindex(ndw.index) >= NDW_TOKENS)
 
 
 def sentences_frame(samples: pd.DataFrame) -> pd.DataFrame:

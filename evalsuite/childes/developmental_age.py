@@ -1,25 +1,36 @@
 """The age model: transcript features -> child age in months, fit on many children, tested on unseen ones.
 
-Features come from `evalsuite.childes.age_features.document_features` (MLU in morphemes, over-
-regularisations per opportunity, mean age of acquisition of the words used). The model is a ridge
-regression on standardised inputs [MLU-m, log MLU-m, mean AoA, NDW in 100 words, over-regularisation
-rate] (the
-rate is imputed with the training median where a transcript has no irregular context, and that
-is an input too). The specification was fixed before the cross-validation was run; nothing is
-tuned on test folds (ridge's alpha is chosen by an inner CV on the training part only).
+Features come from `evalsuite.childes.age_features.document_features`: MLU in morphemes, over-
+regularisations per opportunity, age of acquisition of the words used (all words, content words, share
+of late words), NDW in 100 words, the 90th percentile of utterance length, question and one-word
+rates, and from %mor article omission per obligatory context, inflection rates (plural, past,
+3rd singular, progressive), auxiliaries, verbs and subordinating conjunctions per utterance.
+
+The model is a ridge regression on standardised inputs, one of the pre-declared SPECS (base or full
+inputs, age or log age as the target, squares of MLU-m / NDW / AoA). Which spec, and ridge's alpha, are
+chosen by an inner by-child CV on the training part only (`select_spec`, `fit_linear`): an outer test
+fold never chooses anything. Rates that are NaN (no irregular context, no %mor) are filled with the
+training median (overreg_rate also gets a missing flag); inputs are clipped to the training range
+(central 99 %) before the dot product, so no input extrapolates.
+
+Children: `real_child_id` derives the child from each corpus's naming rules (not the folder: the same
+Bates child is in four task folders, a Champaign folder holds 44 children); every CV below groups by it.
 
 Validation, on the same folds for every method:
-- by child: GroupKFold over children (no child in both train and test),
+- by child: GroupKFold over real children (no child in both train and test),
 - by corpus: leave one corpus out,
 against two baselines: a linear fit of age on MLU-m alone (fit on the same training folds), and
 the Miller & Chapman (1981) MLU-for-age norm inverted (no fitting).
 
+Design choices fixed before fitting (AgeFitConfig): transcripts of children aged 18-60 months with at
+least 50 analysable utterances and at least 100 words (NDW needs them); no corpus or child is dropped
+otherwise.
+
 Prediction intervals: split-conformal by child: the 95 % quantile of the absolute out-of-fold
 residuals of the by-child CV on the training children, added either side (`interval_halfwidth`).
-`in_range`: a document whose features lie outside the training transcripts' range (the central
-99 % of each feature, RANGE_QUANTILES), or with too
-few utterances, or whose point prediction falls outside the training ages, gets no age: the
-model never returns an extrapolated number.
+`in_range`: a document whose core features (FEATURES) lie outside the training transcripts' range (the
+central 99 % of each feature, RANGE_QUANTILES), or with too few utterances, or whose point prediction
+falls outside the training ages, gets no age: the model never returns an extrapolated number.
 """
 
 from __future__ import annotations
@@ -27,6 +38,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -34,15 +46,14 @@ import numpy as np
 import pandas as pd
 
 from corpora.errors import UserError
-from evalsuite.childes.age_features import FEATURES
+from evalsuite.childes.age_features import FEATURES, MOR_FEATURES
 
-SCHEMA = "evalsuite.childes.age_model/2"
+SCHEMA = "evalsuite.childes.age_model/3"
 MODEL_FILE = "age_model.json"
 CHILDREN_FILE = "training_children.csv"
 # The training range of a feature is its central 99 % over the training transcripts: one odd
 # transcript (an MLU of 15 in a monologue) must not stretch the range in which ages are given.
 RANGE_QUANTILES = (0.005, 0.995)
-INPUTS: tuple[str, ...] = ("mlu_m", "log_mlu_m", "mean_aoa", "ndw_100", "overreg_rate", "overreg_missing")
 
 # Miller, J. F. & Chapman, R. S. (1981). The relation between age and mean length of utterance in
 # morphemes. Journal of Speech and Hearing Research 24(2), 154-161, doi:10.1044/jshr.2402.154
@@ -94,11 +105,107 @@ def corpus_of(frame: pd.DataFrame) -> pd.Series:
     return corpus.where(corpus != "", from_path)
 
 
+# ----------------------------------------------------------------------------- child identity
+#
+# A by-child cross-validation is only by child if its groups are children. The folder is not: Bates keeps
+# the same children in Free20/Free28/Snack28/Story28 (amy.cha, amy28.cha, amyst.cha), Demetras2 splits
+# each child into father/ and mother/ folders, Braunwald and Lara put one child's diary in a subfolder,
+# and cross-sectional corpora hold many children in one folder (Champaign/24P/57B.cha is child 57B, who
+# is also in 21P ... 36X). The rules below were read off each corpus's file names and @Participants / @ID
+# headers in the shared TalkBank zips (childes/talkbank/CATALOGUE.tsv lists the folders). Where a rule
+# cannot tell two children apart it merges them (McMillan's triplets, MacWhinney's whole corpus): a merged
+# group is conservative for cross-validation (never the same child on both sides), a split one leaks.
+
+# One child per corpus: Braunwald (Laura, incl. 0diary/), Demetras1, Lara (incl. Lara-Diary/), MacWhinney
+# (CHI is always Ross; Mark is MAR), Nelson (Emily), Peters (Seth), Thomas, Feldman; McMillan's three files
+# are triplets whose CHI differs and cannot be told apart: merged.
+ONE_CHILD_CORPORA = frozenset({"Braunwald", "Demetras1", "Lara", "MacWhinney", "Nelson", "Peters", "Thomas",
+                               "Feldman", "McMillan"})
+# The child is a folder: its depth below the corpus folder (Brown/Adam/..., Bernstein/Children/Alice/...,
+# Demetras2/Jimmy/father/..., Bohannon/Nat/elliott.cha: the files are named after the visitors).
+FOLDER_CHILD_CORPORA = {"Belfast": 1, "Bloom": 1, "Bohannon": 1, "Brent": 1, "Brown": 1, "Demetras2": 1,
+                        "Higginson": 1, "Manchester": 1, "McCune": 1, "Post": 1, "Providence": 1, "Sekali": 1,
+                        "Bernstein": 2}
+# The child is read off the file stem (regex group `c`), across all folders of the corpus unless the corpus
+# is in STUDY_SCOPED (then within its first folder, a separate study).
+STEM_CHILD_RULES: dict[str, str] = {
+    "Bates": r"^(?P<c>[a-z]+?)(?:28|_snack)?$",     # amy, amy28, ed_snack; Story28's 'st' suffix below
+    "HSLLD": r"^(?P<c>[a-z]{3})",                   # nedmd7: child ned, task md, visit 7 (HV1..HV7)
+    "Garvey": r"^(?P<c>[a-z]{3})",                  # halpat: CHI is hal (the other child is PAT)
+    "VanHouten": r"^(?P<c>[a-z]+?)[flt]$",          # marshf / marshl / marsht: free play, lunch, teaching
+    "VanKleeck": r"^(?P<c>[a-z]+)",                 # nikki1a, nikki2b
+    "Morisset": r"^(?P<c>\d+)",                     # 101m30t, 101m36: child 101 at 30 and 36 months
+    "Gelman": r"^(?P<c>\d+)",                       # 2014-IndDiff/01C-P1, 01P-R2: child 01 of that study
+    "Tardif": r"^(?P<c>[a-z]\d+)",                  # e26book
+    "TD": r"-(?P<c>[a-z]+)$",                       # nh36f-lorraine
+    "Rollins": r"^(?P<c>[a-z]+)",                   # af06, af12: child af at 6 and 12 months
+    "Tommerdahl": r"^(?P<c>[a-z]+)",                # megan1, ajc2
+    "Howe": r"^(?P<c>[a-z]+)",                      # faye1, faye2
+    "Edinburgh": r"^(?P<c>[a-z]+)",                 # alistair1507
+    "Champaign": r"^(?P<c>.+)$", "NewEngland": r"^(?P<c>.+)$", "NewmanRatner": r"^(?P<c>.+)$",
+    "OCSC": r"^(?P<c>.+)$", "Hall": r"^(?P<c>.+)$", "Gleason": r"^(?P<c>.+)$", "Warren": r"^(?P<c>.+)$",
+    "Bliss": r"^(?P<c>.+)$", "KellyQuigley": r"^(?P<c>.+)$", "Nuffield": r"^(?P<c>.+)$",
+    "Gathercole": r"^(?P<c>.+)$", "Gathburn": r"^(?P<c>.+)$",
+}
+STUDY_SCOPED = frozenset({"Gelman", "KellyQuigley"})
+_GENERIC_CHILD = frozenset({"", "target_child", "child", "chi"})
+_DATE_STEM = re.compile(r"^\d{4,8}[a-z]?$", re.I)
+
+
+def _inside_corpus(file: str, corpus: str) -> list[str]:
+    """The path parts of `file` below its corpus folder (the whole relative path when none is named so)."""
+    parts = [p for p in Path(str(file).replace("\\", "/")).parts if p not in ("/", "")]
+    for i in range(len(parts) - 1, -1, -1):
+        if parts[i] == corpus and i < len(parts) - 1:
+            return parts[i + 1:]
+    return parts[1:] if len(parts) > 1 and parts[0] == corpus else parts
+
+
+def real_child_id(file: str, corpus: str, name: str = "") -> str:
+    """`corpus/child` of one transcript: by the corpus's rule (ONE_CHILD_CORPORA, FOLDER_CHILD_CORPORA,
+    STEM_CHILD_RULES); for a corpus without a rule, the @Participants name of CHI when it is a name
+    (not Target_Child, not the folder), else the folder holding the file (merging rather than splitting),
+    else (a file in the corpus folder itself) the corpus for date-named files, else the file stem without
+    trailing digits. Lower case, except a folder name keeps its spelling."""
+    corpus = str(corpus or Path(str(file)).parts[0])
+    name = str(name or "")
+    inner = _inside_corpus(file, corpus)
+    folders, stem = inner[:-1], Path(inner[-1]).stem if inner else ""
+    if corpus in ONE_CHILD_CORPORA:
+        return f"{corpus}/{corpus}"
+    if corpus in FOLDER_CHILD_CORPORA:
+        if len(folders) >= FOLDER_CHILD_CORPORA[corpus]:
+            return f"{corpus}/{folders[FOLDER_CHILD_CORPORA[corpus] - 1]}"
+        if name and name.lower() not in _GENERIC_CHILD:  # the child's folder given as input: its CHI name
+            return f"{corpus}/{name}"
+    rule = STEM_CHILD_RULES.get(corpus)
+    if rule is not None:
+        low = stem.lower()
+        if corpus == "Bates" and folders and folders[-1].lower().startswith("story") and low.endswith("st"):
+            low = low[:-2]
+        m = re.search(rule, low)
+        child = m.group("c") if m else low
+        scope = f"{folders[0]}/" if corpus in STUDY_SCOPED and folders else ""
+        return f"{corpus}/{scope}{child}"
+    parent = folders[-1] if folders else ""
+    if name.lower() not in _GENERIC_CHILD and name != parent:
+        return f"{corpus}/{name.lower()}"
+    if parent:  # unknown layout: the folder (merges the children of a cross-sectional folder: conservative)
+        return f"{corpus}/{parent}"
+    if _DATE_STEM.match(stem):  # date-named files in the corpus folder: one child's diary
+        return f"{corpus}/{corpus}"
+    return f"{corpus}/{(stem.rstrip('0123456789_-') or stem).lower()}"
+
+
 def child_id(frame: pd.DataFrame) -> pd.Series:
-    """A child's identity across transcripts: corpus + child name from corpora.chat (never the file path,
-    which for a folder of one child's files is the file itself). Folder-named children, e.g. all of
-    Bates/Free20, form one group: conservative for CV (never the same child on both sides)."""
-    return corpus_of(frame) + "/" + frame["child"].astype(str)
+    """A child's identity across transcripts (`real_child_id` of each row's file, corpus and child name)."""
+    corpus = corpus_of(frame)
+    names = frame["child"] if "child" in frame else pd.Series("", index=frame.index)
+    files = frame["file"] if "file" in frame else pd.Series("", index=frame.index)
+    if not files.astype(str).str.len().any():  # no file paths (synthetic tables): corpus + child name
+        return corpus + "/" + names.astype(str)
+    return pd.Series([real_child_id(f, c, n) for f, c, n in zip(files, corpus, names, strict=True)],
+                     index=frame.index, dtype=object)
 
 
 def training_table(docs: pd.DataFrame, config: AgeFitConfig) -> pd.DataFrame:
@@ -116,17 +223,83 @@ def training_table(docs: pd.DataFrame, config: AgeFitConfig) -> pd.DataFrame:
     return table.reset_index(drop=True)
 
 
-def _design(docs: pd.DataFrame, overreg_fill: float) -> np.ndarray:
-    mlu = docs["mlu_m"].to_numpy(dtype=float)
-    rate = docs["overreg_rate"].to_numpy(dtype=float)
-    missing = np.isnan(rate)
-    return np.column_stack([mlu, np.log(mlu), docs["mean_aoa"].to_numpy(dtype=float),
-                            docs["ndw_100"].to_numpy(dtype=float), np.where(missing, overreg_fill, rate), missing.astype(float)])
+# Raw document features a model may use (age_features.document_features computes them); derived inputs
+# (log_mlu_m, the missing flags) are made by _design. Rates that are NaN (no irregular context, no %mor)
+# are filled with the training median and flagged.
+RATE_FEATURES: tuple[str, ...] = ("overreg_rate", *MOR_FEATURES)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One pre-declared candidate: its inputs and whether it predicts age or log age (months)."""
+
+    name: str
+    inputs: tuple[str, ...]
+    target: str = "age"  # "age" or "log_age"
+
+
+BASE_INPUTS = ("mlu_m", "log_mlu_m", "mean_aoa", "ndw_100", "overreg_rate", "overreg_missing")
+FULL_INPUTS = (*BASE_INPUTS, "content_aoa", "late_word_rate", "len_p90_m", "question_rate", "one_word_rate",
+               "art_omission_rate", "plural_rate", "past_rate", "s3_rate", "prog_rate", "aux_per_utt", "verbs_per_utt",
+               "sconj_per_utt")
+# squares of the three strongest graded measures: a bend in the age curve without a black box
+QUAD_INPUTS = (*FULL_INPUTS, "mlu_m_sq", "ndw_100_sq", "mean_aoa_sq")
+# The candidates, declared before any cross-validation; which one a fit uses is chosen by an inner
+# by-child CV on its training part only (select_spec), so an outer test fold never picks it.
+SPECS: tuple[ModelSpec, ...] = (
+    ModelSpec("base_age", BASE_INPUTS, "age"),
+    ModelSpec("base_log_age", BASE_INPUTS, "log_age"),
+    ModelSpec("full_age", FULL_INPUTS, "age"),
+    ModelSpec("full_log_age", FULL_INPUTS, "log_age"),
+    ModelSpec("full_quad_log_age", QUAD_INPUTS, "log_age"),
+)
+INPUTS = QUAD_INPUTS  # every input any spec uses
+# the raw document features behind INPUTS that are not range-checked FEATURES (written beside predictions)
+MODEL_RAW_FEATURES: tuple[str, ...] = ("content_aoa", "late_word_rate", "len_p90_m", "question_rate", "one_word_rate",
+                                        *MOR_FEATURES)
+ALPHAS = np.logspace(-2, 3, 11)
+INNER_SPLITS = 5
+
+
+def _design(docs: pd.DataFrame, inputs: tuple[str, ...], fill: dict[str, float]) -> np.ndarray:
+    """The input matrix: raw features, log MLU-m, rates with NaN filled by `fill`, missing flags."""
+    cols = []
+    for name in inputs:
+        if name == "log_mlu_m":
+            cols.append(np.log(docs["mlu_m"].to_numpy(dtype=float)))
+        elif name == "overreg_missing":
+            cols.append(docs["overreg_rate"].isna().to_numpy(dtype=float))
+        elif name == "mor_missing":
+            cols.append(docs["art_omission_rate"].isna().to_numpy(dtype=float) if "art_omission_rate" in docs
+                        else np.ones(len(docs)))
+        else:
+            base = name[:-3] if name.endswith("_sq") else name
+            values = docs[base].to_numpy(dtype=float) if base in docs else np.full(len(docs), np.nan)
+            values = np.where(np.isnan(values), fill.get(base, 0.0), values)
+            cols.append(values ** 2 if name.endswith("_sq") else values)
+    return np.column_stack(cols) if cols else np.zeros((len(docs), 0))
+
+
+def _fills(train: pd.DataFrame) -> dict[str, float]:
+    out = {}
+    for name in (*RATE_FEATURES, "content_aoa", "late_word_rate", "len_p90_m", "question_rate", "one_word_rate"):
+        values = train[name].to_numpy(dtype=float) if name in train else np.array([np.nan])
+        out[name] = float(np.nanmedian(values)) if np.isfinite(values).any() else 0.0
+    return out
+
+
+def _to_target(age: np.ndarray, target: str) -> np.ndarray:
+    return np.log(age) if target == "log_age" else age
+
+
+def _from_target(value: np.ndarray, target: str) -> np.ndarray:
+    return np.exp(value) if target == "log_age" else value
 
 
 @dataclass
 class LinearAgeModel:
-    """A fitted model in plain numbers (saved as JSON, no pickle): standardise, dot, add."""
+    """A fitted model in plain numbers (saved as JSON, no pickle): fill, clip to the training range,
+    standardise, dot, add (and exp when the target is log age)."""
 
     inputs: tuple[str, ...]
     mean: list[float]
@@ -134,11 +307,15 @@ class LinearAgeModel:
     coef: list[float]
     intercept: float
     alpha: float
-    overreg_fill: float
+    fill: dict[str, float]
+    clip_low: list[float]
+    clip_high: list[float]
     feature_min: dict[str, float]
     feature_max: dict[str, float]
     age_range: tuple[float, float]
     min_utterances: int
+    target: str = "age"
+    spec: str = ""
     interval_halfwidth: float = math.nan
     coverage: float = 0.95
     training_children: list[str] = field(default_factory=list)
@@ -146,9 +323,9 @@ class LinearAgeModel:
     extra: dict = field(default_factory=dict)
 
     def predict_point(self, docs: pd.DataFrame) -> np.ndarray:
-        x = _design(docs, self.overreg_fill)
+        x = np.clip(_design(docs, self.inputs, self.fill), self.clip_low, self.clip_high)
         z = (x - np.asarray(self.mean)) / np.asarray(self.scale)
-        return z @ np.asarray(self.coef) + self.intercept
+        return _from_target(z @ np.asarray(self.coef) + self.intercept, self.target)
 
     def outside(self, docs: pd.DataFrame) -> list[str]:
         """Per document: ';'-joined reasons it gets no age ('' = in range)."""
@@ -168,7 +345,7 @@ class LinearAgeModel:
     def predict(self, docs: pd.DataFrame) -> pd.DataFrame:
         """predicted_age_months, ci_low, ci_high, in_range, out_of_range_reason; no number when out of range."""
         reasons = self.outside(docs)
-        ok = np.array([r == "" for r in reasons])
+        ok = np.array([r == "" for r in reasons], dtype=bool)
         point = np.full(len(docs), np.nan)
         if ok.any():
             point[ok] = self.predict_point(docs[ok])
@@ -185,7 +362,8 @@ class LinearAgeModel:
         }, index=docs.index)
 
     def coefficients(self) -> pd.DataFrame:
-        return pd.DataFrame({"input": list(self.inputs), "coefficient_months_per_sd": self.coef,
+        unit = "log_months_per_sd" if self.target == "log_age" else "months_per_sd"
+        return pd.DataFrame({"input": list(self.inputs), "coefficient": self.coef, "unit": unit,
                              "mean": self.mean, "sd": self.scale})
 
     def save(self, directory: str | os.PathLike, children: pd.DataFrame | None = None) -> list[Path]:
@@ -221,68 +399,111 @@ def load_model(directory: str | os.PathLike) -> LinearAgeModel:
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise UserError(f"{path} is not an age model (bad JSON: {err})") from err
     if data.pop("schema", None) != SCHEMA:
-        raise UserError(f"{path} is not an age model of schema {SCHEMA}")
+        raise UserError(f"{path} is not an age model of schema {SCHEMA} (refit it with `evalsuite childes-age --fit`)")
     data["inputs"] = tuple(data["inputs"])
     data["age_range"] = tuple(data["age_range"])
     data["interval_halfwidth"] = math.nan if data.get("interval_halfwidth") is None else data["interval_halfwidth"]
     return LinearAgeModel(**data)
 
 
-def fit_linear(train: pd.DataFrame, config: AgeFitConfig, with_interval: bool = True) -> LinearAgeModel:
-    """Ridge on standardised INPUTS; alpha by an inner grouped CV over the training children only."""
-    from sklearn.linear_model import RidgeCV
+def _inner_folds(groups: np.ndarray, n_splits: int = INNER_SPLITS) -> list:
     from sklearn.model_selection import GroupKFold
 
-    rate = train["overreg_rate"].to_numpy(dtype=float)
-    fill = float(np.nanmedian(rate)) if np.isfinite(rate).any() else 0.0
-    x = _design(train, fill)
-    y = train["age_months"].to_numpy(dtype=float)
+    n_groups = len(np.unique(groups))
+    if n_groups < 3:
+        return []
+    return list(GroupKFold(n_splits=min(n_splits, n_groups)).split(groups, groups=groups))
+
+
+def _standardise(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     mean, scale = x.mean(axis=0), x.std(axis=0)
     scale[scale == 0] = 1.0
-    z = (x - mean) / scale
+    return (x - mean) / scale, mean, scale
+
+
+def ridge_path(z: np.ndarray, y: np.ndarray, alphas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Ridge regression with an intercept for every alpha at once, from one SVD of the centred inputs:
+    coef = V diag(s / (s^2 + alpha)) U' (y - mean y), intercept = mean y - mean z . coef (the same
+    minimiser as sklearn's Ridge, without its per-fit overhead). Returns (coefs [alphas x inputs], intercepts)."""
+    z_mean, y_mean = z.mean(axis=0), y.mean()
+    u, sing, vt = np.linalg.svd(z - z_mean, full_matrices=False)
+    uty = u.T @ (y - y_mean)
+    shrink = sing[None, :] / (sing[None, :] ** 2 + np.asarray(alphas, dtype=float)[:, None])
+    coefs = (shrink * uty[None, :]) @ vt
+    return coefs, y_mean - coefs @ z_mean
+
+
+def _ridge_path_errors(x: np.ndarray, age: np.ndarray, target: str, folds: list) -> np.ndarray:
+    """Summed absolute error in months, per alpha of ALPHAS, over the inner folds (standardised per fold)."""
+    y = _to_target(age, target)
+    errors = np.zeros(len(ALPHAS))
+    for tr, te in folds:
+        lo, hi = np.quantile(x[tr], RANGE_QUANTILES[0], axis=0), np.quantile(x[tr], RANGE_QUANTILES[1], axis=0)
+        z_tr, mean, scale = _standardise(np.clip(x[tr], lo, hi))
+        z_te = (np.clip(x[te], lo, hi) - mean) / scale
+        coefs, intercepts = ridge_path(z_tr, y[tr], ALPHAS)
+        pred = _from_target(z_te @ coefs.T + intercepts[None, :], target)
+        errors += np.abs(pred - age[te][:, None]).sum(axis=0)
+    return errors
+
+
+def select_spec(train: pd.DataFrame, specs: tuple[ModelSpec, ...] = SPECS) -> tuple[ModelSpec, pd.DataFrame]:
+    """The spec with the lowest inner by-child CV MAE on `train` (each at its best alpha), and the table of
+    all specs' inner MAEs. Uses the training part only: an outer test fold never chooses."""
     groups = train["child_id"].to_numpy()
-    n_groups = len(np.unique(groups))
-    alphas = np.logspace(-2, 3, 11)
-    if n_groups >= 3:
-        cv = list(GroupKFold(n_splits=min(5, n_groups)).split(z, y, groups))
-        ridge = _ridge_grouped(z, y, alphas, cv)
-    else:
-        ridge = RidgeCV(alphas=alphas).fit(z, y)  # too few children for a grouped inner CV
-        ridge.alpha = float(ridge.alpha_)
+    folds = _inner_folds(groups)
+    if not folds or len(specs) == 1:
+        return specs[0], pd.DataFrame()
+    age = train["age_months"].to_numpy(dtype=float)
+    fill = _fills(train)
+    rows = []
+    for spec in specs:
+        errors = _ridge_path_errors(_design(train, spec.inputs, fill), age, spec.target, folds)
+        rows.append({"spec": spec.name, "inner_mae": float(errors.min() / len(train)),
+                     "alpha": float(ALPHAS[int(np.argmin(errors))])})
+    table = pd.DataFrame(rows)
+    return specs[int(table["inner_mae"].idxmin())], table
+
+
+def fit_linear(train: pd.DataFrame, config: AgeFitConfig, with_interval: bool = True,
+               spec: ModelSpec | None = None) -> LinearAgeModel:
+    """Ridge on the spec's standardised inputs (spec: chosen by select_spec on `train` when not given);
+    alpha by an inner grouped CV over the training children only."""
+    selection = pd.DataFrame()
+    if spec is None:
+        spec, selection = select_spec(train)
+    fill = _fills(train)
+    x = _design(train, spec.inputs, fill)
+    age = train["age_months"].to_numpy(dtype=float)
+    groups = train["child_id"].to_numpy()
+    folds = _inner_folds(groups)
+    alpha = float(ALPHAS[int(np.argmin(_ridge_path_errors(x, age, spec.target, folds)))]) if folds else 1.0
+    lo, hi = np.quantile(x, RANGE_QUANTILES[0], axis=0), np.quantile(x, RANGE_QUANTILES[1], axis=0)
+    z, mean, scale = _standardise(np.clip(x, lo, hi))
+    coefs, intercepts = ridge_path(z, _to_target(age, spec.target), np.array([alpha]))
     model = LinearAgeModel(
-        inputs=INPUTS, mean=mean.tolist(), scale=scale.tolist(), coef=[float(c) for c in ridge.coef_],
-        intercept=float(ridge.intercept_), alpha=float(ridge.alpha), overreg_fill=fill,
+        inputs=spec.inputs, mean=mean.tolist(), scale=scale.tolist(), coef=[float(c) for c in coefs[0]],
+        intercept=float(intercepts[0]), alpha=alpha, fill=fill, clip_low=lo.tolist(), clip_high=hi.tolist(),
         feature_min={f: float(train[f].quantile(RANGE_QUANTILES[0])) for f in FEATURES},
         feature_max={f: float(train[f].quantile(RANGE_QUANTILES[1])) for f in FEATURES},
-        age_range=(float(y.min()), float(y.max())), min_utterances=config.min_utterances, coverage=config.coverage,
+        age_range=(float(age.min()), float(age.max())), min_utterances=config.min_utterances,
+        target=spec.target, spec=spec.name, coverage=config.coverage,
         training_children=sorted(set(groups)), n_transcripts=len(train),
     )
-    if with_interval and n_groups >= 3:
-        resid = np.abs(_oof_predictions(train, config, n_splits=min(config.n_splits, n_groups)) - y)
+    if not selection.empty:
+        model.extra["spec_selection"] = selection.to_dict("records")
+    if with_interval and len(np.unique(groups)) >= 3:
+        resid = np.abs(_oof_predictions(train, config, min(config.n_splits, len(np.unique(groups))), spec) - age)
         model.interval_halfwidth = float(np.quantile(resid[np.isfinite(resid)], config.coverage))
     return model
 
 
-def _ridge_grouped(z: np.ndarray, y: np.ndarray, alphas: np.ndarray, cv: list):
-    from sklearn.linear_model import Ridge
-
-    errors = []
-    for a in alphas:
-        err = 0.0
-        for tr, te in cv:
-            err += float(np.abs(Ridge(alpha=a).fit(z[tr], y[tr]).predict(z[te]) - y[te]).sum())
-        errors.append(err)
-    best = Ridge(alpha=float(alphas[int(np.argmin(errors))])).fit(z, y)
-    best.alpha = float(alphas[int(np.argmin(errors))])
-    return best
-
-
-def _oof_predictions(table: pd.DataFrame, config: AgeFitConfig, n_splits: int) -> np.ndarray:
+def _oof_predictions(table: pd.DataFrame, config: AgeFitConfig, n_splits: int, spec: ModelSpec) -> np.ndarray:
     from sklearn.model_selection import GroupKFold
 
     pred = np.full(len(table), np.nan)
     for tr, te in GroupKFold(n_splits=n_splits).split(table, groups=table["child_id"]):
-        m = fit_linear(table.iloc[tr], config, with_interval=False)
+        m = fit_linear(table.iloc[tr], config, with_interval=False, spec=spec)
         pred[te] = m.predict_point(table.iloc[te])
     return pred
 
@@ -320,6 +541,7 @@ def cross_validate(table: pd.DataFrame, config: AgeFitConfig) -> pd.DataFrame:
             out.insert(0, "scheme", scheme)
             out.insert(1, "fold", k if scheme == "by_child" else str(test["corpus_key"].iloc[0]))
             out["pred_age_model"] = point
+            out["spec"] = model.spec
             out["pred_mlu_only"] = _mlu_only(train, test)
             out["pred_miller_chapman"] = miller_chapman_age(test["mlu_m"])
             out["ci_low"] = point - model.interval_halfwidth
@@ -386,7 +608,10 @@ def fit_and_validate(docs: pd.DataFrame, config: AgeFitConfig | None = None) -> 
     predictions = cross_validate(table, config)
     summary = cv_summary(predictions, config)
     model = fit_linear(table, config)
-    model.extra = {"cv": summary.to_dict("records"), "config": asdict(config)}
+    model.extra.update({"cv": summary.to_dict("records"), "config": asdict(config),
+                        "specs": [asdict(spec) for spec in SPECS],
+                        "spec_chosen_per_fold": predictions.groupby(["scheme", "fold"])["spec"].first()
+                        .value_counts().to_dict() if "spec" in predictions else {}})
     return AgeFitResult(model, table, predictions, summary, children_table(table))
 
 
@@ -394,14 +619,13 @@ def fit_and_validate(docs: pd.DataFrame, config: AgeFitConfig | None = None) -> 
 
 
 def documents_from_paths(
-    paths, *, clan_unintelligible: bool = True, skipped: list[dict] | None = None
+    paths, *, clan_unintelligible: bool = True, skipped: list[dict] | None = None, n_workers: int = 2
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(transcript features, checkpoint features) of CHAT sources (.cha, folders, zips) and samples.jsonl
     files: one row per transcript (`file`, `child`, `age_months` ...) and one per checkpoint (`checkpoint_id`,
     `val_loss`, `val_bpc`, `run` ...); either may be empty. With a `skipped` list, a CHAT source that
     holds no child (CHI) utterance is recorded there ({path, reason}) instead of stopping the run
     (some TalkBank corpora transcribe only adults); any other problem still raises."""
-    from corpora.chat import read_chat
     from evalsuite.childes.age_features import document_features, sentences_frame
 
     if not paths:
@@ -414,18 +638,19 @@ def documents_from_paths(
         (samples if path.suffix.lower() == ".jsonl" else chat).append(path)
     transcripts = pd.DataFrame()
     if chat:
-        frames = []
+        from evalsuite.childes.parse_cache import load_child_utterances
+
+        # through the parse cache: CHAT is read once, and the frame carries %mor for the %mor features
+        utterances = load_child_utterances(chat, n_workers=n_workers).utterances
+        given = set(utterances["source"].astype(str)) if len(utterances) else set()
         for p in chat:
-            try:
-                utterances = read_chat(p)
-            except UserError as err:
-                if skipped is None or not str(err).startswith("no utterances of"):
-                    raise
-                skipped.append({"path": str(p), "reason": str(err)})
-                continue
-            frames.append(document_features(utterances, "file", clan_unintelligible=clan_unintelligible))
-        if frames:
-            transcripts = pd.concat(frames, ignore_index=True)
+            if str(p) not in given:
+                reason = f"no utterances of the target child (CHI) in {p}"
+                if skipped is None:
+                    raise UserError(reason)
+                skipped.append({"path": str(p), "reason": reason})
+        if len(utterances):
+            transcripts = document_features(utterances, "file", clan_unintelligible=clan_unintelligible)
     checkpoints = pd.DataFrame()
     if samples:
         from evalsuite.childes.samples_frame import read_samples
@@ -459,10 +684,12 @@ def apply_model(model: LinearAgeModel, transcripts: pd.DataFrame, checkpoints: p
             "file": docs["file"] if key == "file" else None,
             "checkpoint_id": docs["checkpoint_id"] if key == "checkpoint_id" else None,
             "child": docs.get("child", None),
+            "child_id": child_id(docs) if key == "file" and "file" in docs else None,
             "age_months": docs.get("age_months", math.nan),
         })
         out = pd.concat([out, pred], axis=1)
-        for col in ("run", "val_loss", "val_bpc", "n_utterances", *FEATURES, "mlu_w", "brown_stage"):
+        for col in ("run", "val_loss", "val_bpc", "n_utterances", *FEATURES, *MODEL_RAW_FEATURES, "mlu_w",
+                    "brown_stage"):
             if col in docs:
                 out[col] = docs[col]
         frames.append(out)

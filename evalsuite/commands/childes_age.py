@@ -21,6 +21,8 @@ COLUMN_DEFS = {
     "file": "transcript path inside its source (CHAT input); empty for model text",
     "checkpoint_id": "checkpoint whose samples were pooled (samples.jsonl input); empty for transcripts",
     "child": "child name from @Participants, else the folder holding the transcript",
+    "child_id": "corpus/child: the real child across transcripts, by each corpus's naming rule "
+                "(evalsuite.childes.developmental_age.real_child_id); empty for model text",
     "age_months": "child's age from the @ID header (months, days / 30.44); empty for model text",
     "predicted_age_months": "age model's point prediction; empty when in_range is false (never extrapolated)",
     "ci_low": "lower end of the prediction interval (split-conformal by child: 95% quantile of |out-of-fold residual|)",
@@ -31,6 +33,20 @@ COLUMN_DEFS = {
     "overreg_rate": "over-regularised forms per irregular past/plural context",
     "mean_aoa": "mean Kuperman et al. (2012) age of acquisition of the word tokens with a rating (years)",
     "ndw_100": "number of different words in the first 100 word tokens",
+    "content_aoa": "mean Kuperman et al. (2012) AoA of the rated content (non-function) word tokens (years)",
+    "late_word_rate": "share of rated word tokens with an AoA of 6 years or more",
+    "len_p90_m": "90th percentile of utterance length in morphemes",
+    "sconj_per_utt": "subordinating conjunctions per utterance with %mor; empty without %mor",
+    "question_rate": "utterances ending in '?' per utterance",
+    "one_word_rate": "one-word utterances per utterance",
+    "art_omission_rate": "bare singular common nouns per obligatory article context, from %mor (age_features.mor_stats); "
+                         "empty without %mor",
+    "plural_rate": "plural common nouns per common noun, from %mor; empty without %mor",
+    "past_rate": "past-tense/participle verb forms per verb, from %mor; empty without %mor",
+    "s3_rate": "3rd-person-singular present verb forms per verb, from %mor; empty without %mor",
+    "prog_rate": "progressive/gerund verb forms per verb, from %mor; empty without %mor",
+    "aux_per_utt": "auxiliaries per utterance with %mor; empty without %mor",
+    "verbs_per_utt": "verbs per utterance with %mor; empty without %mor",
     "brown_stage": "Brown's (1973) stage of the MLU-m (I < 2.0, II < 2.5, III < 3.0, IV < 3.75, V < 4.5, V+)",
 }
 
