@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 
 from corpora.errors import UserError
-from evalsuite.childes import age_model, measures, validation
+from evalsuite.childes import age_model, detectors, measures, validation
 from evalsuite.childes.detectors import ERROR_TYPES, SPACY_MODEL, iter_detect, load_nlp
 from evalsuite.childes.samples_frame import SAMPLE_REQUIRED, read_samples  # noqa: F401 (re-exported)
 from evalsuite.hypothesis import HYPOTHESIS, SEED_TOKENS_PER_CHAR, hypothesis_band, seed_nats_to_bpc
@@ -194,6 +194,71 @@ def analyze_child_utterances(
     return pd.DataFrame(records)
 
 
+def _text_key(utterance: str, annotations, compounds) -> tuple:
+    """What a child unit's row depends on besides its context: the text, the `[/]` spans MLU leaves out and
+    the `_` compounds it counts as one word."""
+    exclude = tuple((int(a["start"]), int(a["end"])) for a in annotations if a["code"] == "[/]")
+    return utterance, exclude, tuple(tuple(int(x) for x in c) for c in (compounds if compounds is not None else ()))
+
+
+def analyze_texts(keys: Sequence[tuple], nlp, batch_size: int = 256) -> list[dict]:
+    """The context-free part of a child unit's row for each distinct `_text_key`: one spaCy parse per
+    distinct text, the unit measures, the hits of every detector except pronoun_antecedent (split around
+    it, to keep detect_span's order), that detector's candidates and the unit's mention genders (the
+    context of the next units). `_assemble_units` resolves the pronouns per unit against its context."""
+    texts = list(dict.fromkeys(k[0] for k in keys))
+    docs = dict(zip(texts, nlp.pipe(texts, batch_size=batch_size), strict=True))
+    out = []
+    for text, exclude, compounds in keys:
+        span = docs[text][:]
+        before = [asdict(h) for h in detectors.detect_article_omission(span, 0) + detectors.detect_pronoun_case(span, 0)]
+        after = [asdict(h) for h in (
+            detectors.detect_agreement(span, 0) + detectors.detect_overregularization(span, 0)
+            + detectors.detect_missing_copula_aux(span, 0) + detectors.detect_missing_morpheme(span, 0)
+            + detectors.detect_repetition(span, 0))]
+        out.append({
+            "text": span.text, "n_words": measures.text_words(span, exclude, 0, compounds),
+            "n_morphemes": measures.text_morphemes(span, exclude, 0, compounds),
+            "n_clauses": measures.clause_count(span), "words": measures.word_types(span),
+            "before": before, "after": after, "pronouns": detectors.pronoun_candidates(span, 0),
+            "mentions": frozenset(m.gender for m in detectors.unit_mentions(span)),
+        })
+    return out
+
+
+def _assemble_units(rows: pd.DataFrame, keys: list[tuple], analyses: dict[tuple, dict], context_window: int) -> pd.DataFrame:
+    """One transcript's unit rows (the columns and values of `analyze_child_utterances`) from the per-text
+    analyses: pronoun_antecedent resolved against the mention genders of the `context_window` previous
+    units of the transcript (detectors.iter_detect's context, which never crosses a document)."""
+    from collections import deque
+
+    history: deque[frozenset] = deque(maxlen=context_window)
+    cols: dict[str, list] = {c: [] for c in ("doc_id", "unit_index", "text", "n_words", "n_morphemes", "n_clauses",
+                                             "words", "hits", *(f"has_{t}" for t in ERROR_TYPES))}
+    for index, (key, doc_id) in enumerate(zip(keys, rows["file"], strict=True)):
+        a = analyses[key]
+        context = frozenset().union(*history) if history else frozenset()
+        hits = a["before"] + [asdict(h) for h in detectors.resolve_pronouns(a["pronouns"], context)] + a["after"]
+        history.append(a["mentions"])
+        types = {h["error_type"] for h in hits}
+        for col, value in (("doc_id", doc_id), ("unit_index", index), ("text", a["text"]), ("n_words", a["n_words"]),
+                           ("n_morphemes", a["n_morphemes"]), ("n_clauses", a["n_clauses"]), ("words", a["words"]),
+                           ("hits", hits)):
+            cols[col].append(value)
+        for t in ERROR_TYPES:
+            cols[f"has_{t}"].append(t in types)
+    if not cols["doc_id"]:
+        return pd.DataFrame()
+    cols["source"] = ["childes"] * len(keys)
+    for col in ("file", "corpus", "child", "age_months", "utt_index"):
+        cols[col] = rows[col].tolist()
+    cols["annotations"] = [[dict(a) for a in anns] for anns in rows["annotations"]]
+    cols["mor_morphemes"] = [measures.mor_morphemes(m, w) for m, w in zip(rows["mor"], rows["mor_words"], strict=True)]
+    cols["mor_n_items"] = [len(m) for m in rows["mor"]]
+    cols["clan_words"] = [len(u.split()) for u in rows["utterance_clan"]]
+    return pd.DataFrame(cols)
+
+
 def analyze_stories(samples: pd.DataFrame, config: CompareConfig, nlp=None, progress: bool = False) -> pd.DataFrame:
     """Parse each story (prompt + completion) and detect per sentence; keep sentences of the completion."""
     nlp = nlp or load_nlp()
@@ -237,7 +302,8 @@ UNIT_CACHE_FORMAT = 1
 # module only the two functions that build unit rows (hashed by source), so that editing the tables or the
 # verdict text here does not throw away hours of parsing
 UNIT_CODE_FILES = ("evalsuite/childes/detectors.py", "evalsuite/childes/measures.py", "evalsuite/childes/lexicon.py")
-UNIT_CODE_FUNCTIONS = ("_unit_record", "analyze_child_utterances", "_write_units", "_read_units", "_plain", "_read_shards")
+UNIT_CODE_FUNCTIONS = ("_unit_record", "analyze_child_utterances", "_write_units", "_read_units", "_plain", "_read_shards",
+                       "_text_key", "analyze_texts", "_assemble_units", "_analysable")
 _JSON_COLUMNS = ("words", "hits", "annotations")  # nested Python objects, stored as JSON text
 # below this many uncached utterances, spawning workers (each loads spaCy, ~5-10 s) costs more than it saves
 POOL_MIN_UTTERANCES = 5000
@@ -351,13 +417,10 @@ def _unit_worker_init() -> None:
     _WORKER_NLP = load_nlp()
 
 
-def _unit_work(job: tuple[int, pd.DataFrame, dict, str]) -> tuple[int, pd.DataFrame]:
-    """Parse and detect one transcript's child utterances (in a worker); writes its cache file."""
-    index, rows, settings, cache_file = job
-    units = analyze_child_utterances(rows, CompareConfig(**{**settings, "n_process": 1}), _WORKER_NLP)
-    if cache_file:
-        _write_units(Path(cache_file), units)
-    return index, units
+def _texts_work(job: tuple[int, list[tuple], int]) -> tuple[int, list[dict]]:
+    """`analyze_texts` on one chunk of distinct texts (in a worker)."""
+    index, keys, batch_size = job
+    return index, analyze_texts(keys, _WORKER_NLP, batch_size)
 
 
 @functools.lru_cache(maxsize=1)
@@ -365,21 +428,32 @@ def _shared_nlp():
     return load_nlp()
 
 
+# distinct texts per job sent to a worker: big enough for spaCy's batching, small enough to balance two workers
+TEXT_CHUNK = 2000
+
+
+def _analysable(rows: pd.DataFrame) -> pd.DataFrame:
+    """The child utterances that are units: >= 1 word and no unintelligible word."""
+    return rows[(rows["n_words"] > 0) & ~rows["unintelligible"]].reset_index(drop=True)
+
+
 def analyze_children_cached(
     frame: pd.DataFrame, config: CompareConfig, progress: bool = False, cache_dir: str | os.PathLike | None = None
 ) -> tuple[pd.DataFrame, dict]:
-    """`analyze_child_utterances` per transcript, cached as Parquet keyed by the transcript's sha256 (and
-    file name) under `<cache>/childes_units/<unit_code_key>/`; only uncached transcripts are parsed, by a
-    pool of `config.n_workers` spawned processes when there are many. Returns (units, stats): the units in
-    the frame's transcript order (the same rows as one `analyze_child_utterances` call: detector context
-    never crosses a transcript) and how many transcripts came from the cache / were computed."""
+    """The rows of `analyze_child_utterances` per transcript, cached as Parquet keyed by the transcript's
+    sha256 (and file name) under `<cache>/childes_units/<unit_code_key>/`. Only uncached transcripts are
+    analysed, and each distinct (text, `[/]` spans, compounds) of all of them is parsed and run through the
+    detectors once (`analyze_texts`, by a pool of `config.n_workers` spawned processes when there are many);
+    the rows are then assembled per transcript with their own context (`_assemble_units`). Returns (units,
+    stats): the units in the frame's transcript order (the same rows as one `analyze_child_utterances` call:
+    detector context never crosses a transcript), how many transcripts came from the cache / were computed,
+    how many utterances they had and how many distinct texts spaCy parsed."""
     root = unit_cache_root(config.context_window, cache_dir) if config.use_cache and "sha256" in frame else None
     keys = ["sha256", "file"] if "sha256" in frame else ["file"]
     groups = [g for _, g in frame.groupby(keys, sort=False)]
     parts: dict[int, pd.DataFrame] = {}
     shards, shards_read = _read_shards(root, groups, parts) if root is not None else ({}, 0)
-    jobs = []
-    settings = {k: v for k, v in asdict(config).items()}
+    todo: list[tuple[int, pd.DataFrame, list[tuple], str]] = []  # group index, analysable rows, text keys, cache file
     for i, rows in enumerate(groups):
         if i in parts:
             continue
@@ -391,41 +465,56 @@ def analyze_children_cached(
                 parts[i] = cached
                 continue
             cache_file = str(path)
-        jobs.append((i, rows.reset_index(drop=True), settings, cache_file))
-    n_todo = sum(len(j[1]) for j in jobs)
-    pooled = bool(jobs) and config.n_workers > 1 and n_todo >= POOL_MIN_UTTERANCES and len(jobs) > 1
+        units = _analysable(rows)
+        text_keys = [_text_key(u, a, c) for u, a, c in zip(
+            units["utterance"], units["annotations"], units["compounds"] if "compounds" in units else [()] * len(units),
+            strict=True)]
+        todo.append((i, units, text_keys, cache_file))
+    distinct = list(dict.fromkeys(k for _, _, text_keys, _ in todo for k in text_keys))
+    distinct.sort(key=lambda k: k[0])
+    chunks: list[list[tuple]] = []
+    for k in distinct:  # a new chunk only between two texts: the variants of one text are parsed once
+        if not chunks or (len(chunks[-1]) >= TEXT_CHUNK and chunks[-1][-1][0] != k[0]):
+            chunks.append([])
+        chunks[-1].append(k)
+    n_todo = sum(len(t[1]) for t in todo)
+    pooled = len(chunks) > 1 and config.n_workers > 1 and len(distinct) >= POOL_MIN_UTTERANCES
+    analyses: dict[tuple, dict] = {}
     bar = None
-    if progress and jobs:
+    if progress and distinct:
         from tqdm import tqdm
 
-        bar = tqdm(total=len(jobs), desc="parse child utterances (uncached transcripts)", unit="file")
+        bar = tqdm(total=len(distinct), desc="parse distinct child utterances (uncached transcripts)", unit="text")
+    jobs = [(j, chunk, config.batch_size) for j, chunk in enumerate(chunks)]
     if pooled:
         import multiprocessing as mp
 
         # spawn, not fork: the parent may hold spaCy/torch threads (scripts need the __main__ guard)
         with mp.get_context("spawn").Pool(config.n_workers, initializer=_unit_worker_init) as pool:
-            for i, units in pool.imap_unordered(_unit_work, jobs, chunksize=4):
-                parts[i] = units
+            for j, result in pool.imap_unordered(_texts_work, jobs):
+                analyses.update(zip(chunks[j], result, strict=True))
                 if bar is not None:
-                    bar.update()
+                    bar.update(len(result))
     else:
-        for i, rows, _, cache_file in jobs:
-            units = analyze_child_utterances(rows, config, _shared_nlp())
-            if cache_file:
-                _write_units(Path(cache_file), units)
-            parts[i] = units
+        for _, chunk, batch_size in jobs:
+            analyses.update(zip(chunk, analyze_texts(chunk, _shared_nlp(), batch_size), strict=True))
             if bar is not None:
-                bar.update()
+                bar.update(len(chunk))
     if bar is not None:
         bar.close()
+    for i, units, text_keys, cache_file in todo:
+        parts[i] = _assemble_units(units, text_keys, analyses, config.context_window)
+        if cache_file:
+            _write_units(Path(cache_file), parts[i])
     for shard, members in shards.items():  # a source read transcript by transcript: write its shard
         found = [parts[i] for i in members if len(parts[i])]
         _write_units(shard, pd.concat(found, ignore_index=True) if found else pd.DataFrame())
     frames = [parts[i] for i in range(len(groups)) if len(parts[i])]
     units = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-    stats = {"transcripts": len(groups), "from_cache": len(groups) - len(jobs), "computed": len(jobs),
-             "source_shards_read": shards_read,
-             "utterances_parsed": n_todo, "worker_processes": config.n_workers if pooled else 0,
+    stats = {"transcripts": len(groups), "from_cache": len(groups) - len(todo), "computed": len(todo),
+             "source_shards_read": shards_read, "utterances_parsed": n_todo, "distinct_texts_parsed": len(distinct),
+             "spacy_docs_parsed": len({k[0] for k in distinct}),
+             "worker_processes": config.n_workers if pooled else 0,
              "cache": str(root) if root is not None else None}
     return units, stats
 
