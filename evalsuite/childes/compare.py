@@ -38,11 +38,11 @@ import numpy as np
 import pandas as pd
 
 from corpora.errors import UserError
-from evalsuite.childes import age_model, detectors, measures, validation
+from evalsuite.childes import detectors, measures, validation
 from evalsuite.childes.detectors import ERROR_TYPES, SPACY_MODEL, iter_detect, load_nlp
 from evalsuite.childes.samples_frame import SAMPLE_REQUIRED, read_samples  # noqa: F401 (re-exported)
-from evalsuite.hypothesis import HYPOTHESIS, SEED_TOKENS_PER_CHAR, hypothesis_band, seed_nats_to_bpc
-from evalsuite.stats import bootstrap_ci, spearman, wilson_ci
+from evalsuite.hypothesis import HYPOTHESIS, SEED_TOKENS_PER_CHAR, seed_nats_to_bpc
+from evalsuite.stats import bootstrap_ci, wilson_ci
 
 SUB_KINDS = {"pronoun_antecedent": ("gender_mismatch", "no_antecedent")}
 GENRE_CAVEAT = (
@@ -96,8 +96,6 @@ class CompareSummary:
     n_checkpoints: int = 0
     n_story_sentences: int = 0
     verdict: str = ""
-    spearman_bpc: dict | None = None
-    spearman_loss: dict | None = None
     statements: list[str] = field(default_factory=list)
     caveats: list[str] = field(default_factory=list)
     loss_age: dict | None = None
@@ -114,11 +112,6 @@ class CompareResult:
     code_inventory: pd.DataFrame
     mlu_agreement: pd.DataFrame
     mlu_summary: dict
-    age_features: pd.DataFrame
-    age_cv: pd.DataFrame
-    age_cv_predictions: pd.DataFrame
-    age_coefficients: pd.DataFrame
-    checkpoint_ages: pd.DataFrame
     summary: CompareSummary
     meta: dict
     dev_age_cv: pd.DataFrame = field(default_factory=pd.DataFrame)
@@ -638,76 +631,6 @@ def hits_table(units: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-# ----------------------------------------------------------------------------- hypothesis
-
-
-def checkpoint_age_table(model: age_model.AgeModel | None, story_units: pd.DataFrame, config: CompareConfig) -> pd.DataFrame:
-    rows = []
-    if model is None or story_units.empty:
-        return pd.DataFrame(rows)
-    for ckpt, g in story_units.groupby("checkpoint_id", sort=False):
-        docs = age_model.document_stats(g, "doc_id", config.mattr_window)
-        point, lo, hi, feats = age_model.bootstrap_age(model, docs, config.n_bootstrap, config.seed)
-        band, a_lo, a_hi = hypothesis_band(float(g["val_loss"].iloc[0]), float(g["val_bpc"].iloc[0]))
-        outside = model.outside_range(feats)
-        overlaps = bool(a_lo == a_lo and hi >= a_lo and lo <= a_hi)
-        rows.append({
-            "checkpoint": ckpt, "model_family": g["model_family"].iloc[0], "val_loss": g["val_loss"].iloc[0],
-            "val_bpc": g["val_bpc"].iloc[0], "n_stories": len(docs), "n_sentences": len(g),
-            "age_months": point, "ci_low": lo, "ci_high": hi, "hypothesised_band": band,
-            "band_low_months": a_lo, "band_high_months": a_hi, "ci_overlaps_band": overlaps,
-            "extrapolated": bool(outside) or not (model.age_range[0] <= point <= model.age_range[1]),
-            "features_outside_training_range": ",".join(outside), **feats,
-        })
-    return pd.DataFrame(rows).sort_values("val_loss", ascending=False).reset_index(drop=True)
-
-
-def _verdict(ages: pd.DataFrame, summary: CompareSummary) -> None:
-    n = len(ages)
-    if n < 3:
-        summary.verdict = "cannot be tested"
-        summary.statements.append(
-            f"The loss-to-age hypothesis cannot be tested: {n} checkpoint(s) given; a rank correlation needs at least 3."
-        )
-        return
-    # exact permutation p for n <= 10 (evalsuite.stats.spearman), t approximation above
-    summary.spearman_bpc = spearman(ages["val_bpc"], ages["age_months"]).as_dict()
-    summary.spearman_loss = spearman(ages["val_loss"], ages["age_months"]).as_dict()
-    sb, sl = summary.spearman_bpc, summary.spearman_loss
-    summary.statements.append(
-        f"Spearman(val_bpc, developmental age) = {sb['rho']:.2f} (p = {sb['p']:.3g}, {sb['p_method']}, n = {sb['n']}); "
-        f"Spearman(val_loss, age) = {sl['rho']:.2f} (p = {sl['p']:.3g}, n = {sl['n']}; nats/token, comparable only "
-        "when all checkpoints share a tokenizer)."
-    )
-    in_band = ages["hypothesised_band"] != "not in the seed's table"
-    overlap = int(ages.loc[in_band, "ci_overlaps_band"].sum())
-    n_extrap = int(ages["extrapolated"].sum())
-    summary.statements.append(
-        f"{overlap} of {int(in_band.sum())} checkpoints with a hypothesised band have an age CI that overlaps it; "
-        f"{n_extrap} of {n} predictions extrapolate beyond the children's feature or age range."
-    )
-    if sb["n"] < 3:
-        summary.verdict = "cannot be tested"
-        summary.statements.append("Fewer than 3 checkpoints carry val_bpc: the test in bits per character cannot be run.")
-        return
-    direction = sb["rho"] < 0 and sb["p"] < 0.05
-    contrary = sb["rho"] > 0 and sb["p"] < 0.05
-    level = in_band.sum() > 0 and overlap >= 0.5 * in_band.sum() and n_extrap < n / 2
-    if n_extrap >= n / 2:
-        summary.statements.append(
-            "Most predicted ages lie outside the children's range (18-62 months in Brown) or rest on features "
-            "outside it: the levels are extrapolations, so only the rank order against loss is informative.")
-    if direction and level:
-        summary.verdict = "supported"
-    elif direction:
-        summary.verdict = "partly supported: lower loss goes with older age, but the ages do not match the bands"
-    elif contrary:
-        summary.verdict = "not supported: lower loss goes with younger developmental age"
-    else:
-        summary.verdict = "not supported: no significant monotone relation between loss and developmental age"
-    summary.statements.append(f"Hypothesis (lower bpc -> older developmental age, seed's bands): {summary.verdict}.")
-
-
 # ----------------------------------------------------------------------------- entry point
 
 
@@ -740,13 +663,7 @@ def childes_compare(
     inventory = validation.code_inventory(child_units)
     mlu_per_file, mlu_summary = validation.mlu_agreement(child_units)
 
-    table = age_model.transcript_features(child_units, config.min_units_per_transcript, config.mattr_window)
-    cv, cv_pred = age_model.cross_validate_by_child(table) if len(table) >= 3 else (pd.DataFrame(), pd.DataFrame())
-    model = age_model.fit_age_model(table) if len(table) >= 3 else None
-    coefs = model.coefficients() if model is not None else pd.DataFrame()
-    ages = checkpoint_age_table(model, story_units, config)
-
-    _summarise(summary, val, mlu_summary, cv, table, ages, samples)
+    _summarise(summary, val, mlu_summary, samples)
     dev_cv, dev_ages = _developmental_ages(frame, samples, config, summary)
     meta = _meta(config, childes_paths, samples_paths, summary)
     meta["chat_transcripts"] = transcript_counts(loaded.transcripts, loaded.issues)
@@ -754,8 +671,7 @@ def childes_compare(
     return CompareResult(
         rates=rate_table(units, config), measures=measure_table(units, config), units=units,
         hits=hits_table(units), validation=val, disagreements=disagreements, code_inventory=inventory,
-        mlu_agreement=mlu_per_file, mlu_summary=mlu_summary, age_features=table, age_cv=cv,
-        age_cv_predictions=cv_pred, age_coefficients=coefs, checkpoint_ages=ages, summary=summary, meta=meta,
+        mlu_agreement=mlu_per_file, mlu_summary=mlu_summary, summary=summary, meta=meta,
         dev_age_cv=dev_cv, dev_checkpoint_ages=dev_ages, chat_issues=loaded.issues, transcripts=loaded.transcripts,
     )
 
@@ -822,14 +738,11 @@ def _developmental_ages(frame: pd.DataFrame, samples: pd.DataFrame | None, confi
     result = loss_age_test(ages, LossAgeConfig(seed=config.seed))
     summary.loss_age = result.as_dict()
     summary.statements.append(result.statement())
-    summary.statements.append(
-        "The Spearman statements above use the error-profile age model of the seed, whose ages extrapolate; "
-        "the verdict is the loss-to-age test of the robust age model (in-range ages only).")
     summary.verdict = result.verdict
     return cv, ages
 
 
-def _summarise(summary, val, mlu_summary, cv, table, ages, samples) -> None:
+def _summarise(summary, val, mlu_summary, samples) -> None:
     s = summary.statements
     s.append(f"CHILDES: {summary.n_child_utterances} analysable CHI utterances from {summary.n_transcripts} "
              f"transcripts of {summary.n_children} child(ren).")
@@ -846,33 +759,13 @@ def _summarise(summary, val, mlu_summary, cv, table, ages, samples) -> None:
                  f"{m['pearson_r']:.3f}, Lin's CCC = {m['ccc']:.3f}, mean difference {m['mean_diff']:+.3f}, "
                  f"mean |difference| {m['mean_abs_diff']:.3f} morphemes ({100 * m['mean_abs_rel_diff']:.1f} %); "
                  f"{100 * m['utterances_exact']:.1f} % of utterances count identically.")
-    for _, row in cv.iterrows():
-        s.append(f"Age model, {row['fold']}: MAE {row['mae_months']:.1f} months, bias {row['bias_months']:+.1f}, "
-                 f"Spearman {row['spearman_rho']:.2f} (p = {row['spearman_p']:.3g}, n = {row['n_test']}); train ages "
-                 f"{row['train_age_range']}, test ages {row['test_age_range']} (overlap {row['age_range_overlap_months']} months).")
-    if len(table) and table["child"].nunique() < 2:
-        summary.caveats.append("Only one child: cross-validation by child is impossible; only pooled CV is reported.")
-    if cv is not None and len(cv) and (cv["age_range_overlap_months"] < 6).any():
-        summary.caveats.append(
-            "The children's age ranges barely overlap, so each leave-one-child-out fold extrapolates in age: "
-            "its error measures transfer to an unseen age range as much as to an unseen child.")
     if samples is None:
         summary.verdict = "cannot be tested"
         s.append("No model samples given: the loss-to-age hypothesis cannot be tested.")
-    elif ages.empty:  # no age model (too few transcripts) or no checkpoint with an analysable sentence
-        summary.verdict = "cannot be tested"
-        s.append("No checkpoint got a developmental age (too few child transcripts for the age model, or no "
-                 "analysable sentence in the samples): the loss-to-age hypothesis cannot be tested.")
-    else:
-        _verdict(ages, summary)
-        if ages["val_bpc"].isna().any():
-            summary.caveats.append("Some checkpoints have no val_bpc: they are left out of the Spearman test in bits per character.")
-        if ages["model_family"].nunique() > 1:
-            summary.caveats.append("Several model families: compare them in val_bpc only (their tokenizers may differ).")
+    else:  # the verdict is the loss-to-age test's (_developmental_ages)
         summary.caveats.append(
-            "The seed's bands are in nats/token of GPT-2 on TinyStories; the band column compares val_bpc with the "
-            f"bands converted to bits per character ({SEED_TOKENS_PER_CHAR:.4f} GPT-2 tokens per character, measured "
-            "on 5 TinyStories stories), and falls back to val_loss in nats/token only where val_bpc is missing.")
+            "The seed's bands are in nats/token of GPT-2 on TinyStories; they are compared with val_bpc in bits per "
+            f"character ({SEED_TOKENS_PER_CHAR:.4f} GPT-2 tokens per character, measured on 5 TinyStories stories).")
     summary.caveats.append(GENRE_CAVEAT)
     summary.caveats.append("Rates: share of units with >= 1 hit, x100; Wilson 95 % CI treating units as independent "
                            "(units cluster within transcripts/stories, so the true interval is wider).")
@@ -895,7 +788,8 @@ def _meta(config, childes_paths, samples_paths, summary) -> dict:
                      "spacy_model": spacy_model_version(), "pylangacq": pylangacq.__version__,
                      "scikit-learn": sklearn.__version__, "pandas": pd.__version__, "numpy": np.__version__},
         "ci_method": {"rates": "Wilson score 95% over units (independence assumed)",
-                      "measures": "percentile bootstrap 95%", "age": "percentile bootstrap over stories"},
+                      "measures": "percentile bootstrap 95%",
+                      "age": "evalsuite.childes.developmental_age prediction interval (checkpoint_dev_ages.csv)"},
         "hypothesis_bands_nats_per_token": [list(b) for b in HYPOTHESIS],
         "hypothesis_bands_bits_per_char": [[seed_nats_to_bpc(b[0]), seed_nats_to_bpc(b[1]), *b[2:]] for b in HYPOTHESIS],
         "seed_tokens_per_char": SEED_TOKENS_PER_CHAR,
