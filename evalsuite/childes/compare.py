@@ -395,10 +395,16 @@ def _read_shards(root: Path, groups: list[pd.DataFrame], parts: dict[int, pd.Dat
         if cached is None:
             shards[shard] = members
             continue
+        n_read += 1
+        if members == list(range(members[0], members[0] + len(members))):
+            # the shard holds its members' rows in member order, and the members are consecutive transcripts:
+            # its rows are already the concatenation the caller builds (no split into thousands of frames)
+            parts[members[0]] = cached
+            parts.update((i, pd.DataFrame()) for i in members[1:])
+            continue
         by_doc = {doc: g.reset_index(drop=True) for doc, g in cached.groupby("doc_id", sort=False)} if len(cached) else {}
         for i in members:
             parts[i] = by_doc.get(str(groups[i]["file"].iloc[0]), pd.DataFrame())
-        n_read += 1
     return shards, n_read
 
 
@@ -530,8 +536,8 @@ def _group_keys(units: pd.DataFrame, config: CompareConfig) -> list[tuple[dict, 
         labels = [age_bin_label(a, config.bin_months) if a == a else (math.nan, "age unknown")
                   for a in child["age_months"]]
         child = child.assign(age_bin_start=[lo for lo, _ in labels], age_bin=[lab for _, lab in labels])
-        for who in [*sorted(child["child"].unique()), "all"]:
-            sub = child if who == "all" else child[child["child"] == who]
+        # one groupby, not one boolean mask per child (thousands of children at corpus scale)
+        for who, sub in [*child.groupby("child", sort=True), ("all", child)]:
             for (start, label), g in sub.groupby(["age_bin_start", "age_bin"], dropna=False):
                 groups.append(({"source": "childes", "child": who, "age_bin": label, "age_bin_start": start,
                                 "unit": "utterance"}, g))
@@ -644,14 +650,24 @@ def childes_compare(
     config.validate()
     if not childes_paths:
         raise UserError("no CHILDES data given")
+    import time
+
+    clock = {"start": time.perf_counter()}
+
+    def lap(stage: str) -> None:  # wall seconds per stage, in meta `stage_seconds` (what a slow run spent on what)
+        clock[stage] = time.perf_counter()
+
     samples = read_samples(samples_paths) if samples_paths else None
     loaded = load_children(childes_paths, config, progress)
     frame = loaded.utterances
+    lap("read_chat")
     child_units, unit_stats = analyze_children_cached(frame, config, progress)
     if child_units.empty:
         raise UserError("no analysable child utterances (all empty or unintelligible)")
+    lap("child_units")
     story_units = analyze_stories(samples, config, _shared_nlp(), progress) if samples is not None else pd.DataFrame()
     units = pd.concat([child_units, story_units], ignore_index=True)
+    lap("story_units")
 
     summary = CompareSummary(
         n_children=int(child_units["child"].nunique()), n_transcripts=int(child_units["file"].nunique()),
@@ -662,15 +678,21 @@ def childes_compare(
     val, disagreements = validation.validate_by_split(child_units, n_boot=config.n_bootstrap, seed=config.seed)
     inventory = validation.code_inventory(child_units)
     mlu_per_file, mlu_summary = validation.mlu_agreement(child_units)
+    lap("validation")
 
     _summarise(summary, val, mlu_summary, samples)
     dev_cv, dev_ages = _developmental_ages(frame, samples, config, summary)
+    lap("age_model")
+    rates, measure_rows, hits = rate_table(units, config), measure_table(units, config), hits_table(units)
+    lap("tables")
     meta = _meta(config, childes_paths, samples_paths, summary)
     meta["chat_transcripts"] = transcript_counts(loaded.transcripts, loaded.issues)
     meta["unit_cache"] = unit_stats
+    names = list(clock)
+    meta["stage_seconds"] = {b: round(clock[b] - clock[a], 2) for a, b in zip(names, names[1:], strict=False)}
     return CompareResult(
-        rates=rate_table(units, config), measures=measure_table(units, config), units=units,
-        hits=hits_table(units), validation=val, disagreements=disagreements, code_inventory=inventory,
+        rates=rates, measures=measure_rows, units=units,
+        hits=hits, validation=val, disagreements=disagreements, code_inventory=inventory,
         mlu_agreement=mlu_per_file, mlu_summary=mlu_summary, summary=summary, meta=meta,
         dev_age_cv=dev_cv, dev_checkpoint_ages=dev_ages, chat_issues=loaded.issues, transcripts=loaded.transcripts,
     )
