@@ -106,7 +106,7 @@ def validate_detectors(
     rows, disagreements = [], []
     groups = units[cluster].to_numpy() if cluster in units else np.arange(len(units))
     # one row per cluster for the bootstrap: the statistic is a ratio of sums, so a cluster's sums carry all
-    # a resample needs (bootstrap_ci draws the same clusters, in np.unique order, as from the unit rows)
+    # a resample needs (clusters in np.unique order, as bootstrap_ci orders groups)
     labels, codes_of_row = np.unique(groups.astype(str), return_inverse=True)
     # only units with a human code or a hit can count anything: at corpus scale most have neither
     texts, all_anns, all_hits = units["text"].to_numpy(), units["annotations"].to_numpy(), units["hits"].to_numpy()
@@ -145,8 +145,10 @@ def validate_detectors(
         per_cluster = np.zeros((len(labels), 4))
         np.add.at(per_cluster, codes_of_row, per_unit)
         tp_hits, n_hits, tp_codes, n_codes = (int(v) for v in per_unit.sum(axis=0))
-        prec = bootstrap_ci(per_cluster[:, :2], _ratio, groups=labels, n_boot=n_boot, seed=seed)
-        rec = bootstrap_ci(per_cluster[:, 2:], _ratio, groups=labels, n_boot=n_boot, seed=seed)
+        # one row per cluster: resampling rows is resampling clusters (the same draws as groups= would make,
+        # without concatenating thousands of one-row groups per resample)
+        prec = bootstrap_ci(per_cluster[:, :2], _ratio, n_boot=n_boot, seed=seed)
+        rec = bootstrap_ci(per_cluster[:, 2:], _ratio, n_boot=n_boot, seed=seed)
         enough = n_codes >= MIN_CODES_FOR_ESTIMATE
         rows.append({
             "target": target.name.strip(), "detector": target.detector, "codes": " ".join(sorted(target.codes)),
