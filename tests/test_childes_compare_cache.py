@@ -161,16 +161,38 @@ def test_childes_age_writes_chat_issues_beside_its_output(folder, tmp_path, caps
     assert set(meta["columns"]["ages.chat_issues.csv"]) == set(ISSUE_COLUMNS)
 
 
+def _old_group_keys(units, config):
+    """_group_keys before it grouped by child once and kept only the needed columns (the reference)."""
+    import math
+
+    from evalsuite.childes.compare import age_bin_label
+
+    groups = []
+    child = units[units["source"] == "childes"]
+    labels = [age_bin_label(a, config.bin_months) if a == a else (math.nan, "age unknown") for a in child["age_months"]]
+    child = child.assign(age_bin_start=[lo for lo, _ in labels], age_bin=[lab for _, lab in labels])
+    for who in [*sorted(child["child"].unique()), "all"]:
+        sub = child if who == "all" else child[child["child"] == who]
+        for (start, label), g in sub.groupby(["age_bin_start", "age_bin"], dropna=False):
+            groups.append(({"source": "childes", "child": who, "age_bin": label, "age_bin_start": start,
+                            "unit": "utterance"}, g))
+    model = units[units["source"] == "model"]
+    for ckpt, g in model.groupby("checkpoint_id", sort=False) if not model.empty else []:
+        groups.append(({"source": "model", "checkpoint": ckpt, "model_family": g["model_family"].iloc[0],
+                        "val_loss": g["val_loss"].iloc[0], "val_bpc": g["val_bpc"].iloc[0], "unit": "sentence"}, g))
+    return groups
+
+
 def _old_rate_table(units, config):
     """The per-group loop rate_table replaced (kept here as the reference the fast one must equal)."""
     import numpy as np
 
-    from evalsuite.childes.compare import SUB_KINDS, _group_keys, _order_columns
+    from evalsuite.childes.compare import SUB_KINDS, _order_columns
     from evalsuite.childes.detectors import ERROR_TYPES
     from evalsuite.stats import wilson_ci
 
     rows = []
-    for key, g in _group_keys(units, config):
+    for key, g in _old_group_keys(units, config):
         n = len(g)
         for t in ERROR_TYPES:
             entries = [(t, g[f"has_{t}"].to_numpy())]
@@ -211,8 +233,18 @@ def test_fast_rate_and_hits_tables_equal_the_per_unit_loops(folder):
     both = pd.concat([units, story], ignore_index=True)
     assert sum(map(len, both["hits"])) > 20
     config = CompareConfig()
+    # two children, and one transcript without an age (its own "age unknown" bin)
+    both.loc[both["file"] == both["file"].iloc[0], "age_months"] = float("nan")
+    assert both["child"].nunique() >= 2
     pd.testing.assert_frame_equal(compare.rate_table(both, config), _old_rate_table(both, config))
     pd.testing.assert_frame_equal(compare.hits_table(both), _old_hits_table(both))
+    new_groups = compare._group_keys(both, config, ["n_words"])
+    old_groups = _old_group_keys(both, config)
+    assert [k for k, _ in new_groups] == [k for k, _ in old_groups] or all(
+        str(a) == str(b) for a, b in zip([k for k, _ in new_groups], [k for k, _ in old_groups], strict=True))
+    for (_, a), (_, b) in zip(new_groups, old_groups, strict=True):
+        assert list(a.index) == list(b.index)
+        pd.testing.assert_series_equal(a["n_words"], b["n_words"])
 
 
 def _synthetic_children(texts_by_file: dict[str, list[str]]) -> pd.DataFrame:

@@ -526,15 +526,26 @@ def age_bin_label(age: float, width: int) -> tuple[int, str]:
     return start, f"{start}-{start + width}"
 
 
-def _group_keys(units: pd.DataFrame, config: CompareConfig) -> list[tuple[dict, pd.DataFrame]]:
+GROUP_COLUMNS = ("source", "child", "age_months", "checkpoint_id", "model_family", "val_loss", "val_bpc")
+
+
+def _group_keys(units: pd.DataFrame, config: CompareConfig, columns: Sequence[str] | None = None
+                ) -> list[tuple[dict, pd.DataFrame]]:
+    """(group key, its units) per child x age bin, all children x age bin, and checkpoint; `columns`: the
+    unit columns a caller needs in the groups (all when None: at corpus scale, copying the nested columns
+    into thousands of sub-frames costs more than the statistics)."""
     groups: list[tuple[dict, pd.DataFrame]] = []
     if "source" not in units:
         return groups
+    if columns is not None:
+        units = units[[c for c in dict.fromkeys((*GROUP_COLUMNS, *columns)) if c in units]]
     child = units[units["source"] == "childes"]
     if not child.empty:
         # a transcript without a CHI age in its @ID header gets its own bin rather than a crash
-        labels = [age_bin_label(a, config.bin_months) if a == a else (math.nan, "age unknown")
-                  for a in child["age_months"]]
+        by_age = {a: age_bin_label(a, config.bin_months) if a == a else (math.nan, "age unknown")
+                  for a in child["age_months"].unique()}
+        nan_label = next((v for a, v in by_age.items() if a != a), None)  # NaN is no dict key to look up
+        labels = [by_age[a] if a == a else nan_label for a in child["age_months"]]
         child = child.assign(age_bin_start=[lo for lo, _ in labels], age_bin=[lab for _, lab in labels])
         # one groupby, not one boolean mask per child (thousands of children at corpus scale)
         for who, sub in [*child.groupby("child", sort=True), ("all", child)]:
@@ -569,7 +580,7 @@ def _hit_counts(units: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 def rate_table(units: pd.DataFrame, config: CompareConfig) -> pd.DataFrame:
     rows = []
-    groups = _group_keys(units, config)
+    groups = _group_keys(units, config, [f"has_{t}" for t in ERROR_TYPES])
     hit_counts, has_sub = _hit_counts(units) if groups else (None, None)
     for key, g in groups:
         n = len(g)
@@ -593,7 +604,7 @@ def _mean_ci(values, config: CompareConfig) -> tuple[float, float, float, int]:
 def measure_table(units: pd.DataFrame, config: CompareConfig) -> pd.DataFrame:
     rows = []
     doc_col = {"childes": "file", "model": "doc_id"}
-    for key, g in _group_keys(units, config):
+    for key, g in _group_keys(units, config, ["n_morphemes", "n_words", "n_clauses", "words", "file", "doc_id"]):
         for name, col in (("mlu_morphemes", "n_morphemes"), ("mlu_words", "n_words"), ("clause_density", "n_clauses")):
             value, lo, hi, _ = _mean_ci(g[col], config)
             rows.append({**key, "measure": name, "value": value, "ci_low": lo, "ci_high": hi, "n": len(g),
