@@ -173,17 +173,21 @@ def compare_pass(zips, cache: Path, out: Path, timeout: float, n_bootstrap: int,
         argv += ["--childes", str(z)]
     load_before, t0 = _load(), time.perf_counter()
     kids0 = _cpu_seconds()
-    proc = subprocess.Popen(argv, env=env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    cpu_live, timed_out = 0.0, False
-    while proc.poll() is None:
-        cpu_live = max(cpu_live, _tree_cpu(proc.pid))
-        if time.perf_counter() - t0 > timeout:
-            timed_out = True
-            os.killpg(proc.pid, signal.SIGTERM)
-            break
-        time.sleep(5)
-    output = proc.communicate()[0].decode(errors="replace")
-    seconds = time.perf_counter() - t0
+    # the console output goes to a file: an undrained pipe fills (64 KB) and blocks the command at corpus scale
+    with tempfile.TemporaryFile() as log:
+        proc = subprocess.Popen(argv, env=env, start_new_session=True, stdout=log, stderr=subprocess.STDOUT)
+        cpu_live, timed_out = 0.0, False
+        while proc.poll() is None:
+            cpu_live = max(cpu_live, _tree_cpu(proc.pid))
+            if time.perf_counter() - t0 > timeout:
+                timed_out = True
+                os.killpg(proc.pid, signal.SIGTERM)
+                break
+            time.sleep(5)
+        proc.wait()
+        seconds = time.perf_counter() - t0
+        log.seek(0)
+        output = log.read().decode(errors="replace")
     cpu = max(cpu_live, _cpu_seconds() - kids0)  # reaped total when it finished, last sample when cut off
     n_files, n_units = _cached_units(cache)
     meta = {}
