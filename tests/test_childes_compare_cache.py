@@ -312,3 +312,16 @@ def test_unit_cache_key_changes_with_the_code_that_builds_units(monkeypatch, tmp
     finally:
         monkeypatch.undo()
         compare.unit_code_key.cache_clear()
+
+
+def test_the_distinct_text_path_runs_every_detector_of_detect_span_in_its_order():
+    """analyze_texts splits detect_span around pronoun_antecedent: a detector added to detect_span must be
+    added there too (a structural guard; the equality tests above only see detectors that fire)."""
+    import inspect
+    import re
+
+    from evalsuite.childes import detectors
+
+    in_span = re.findall(r"\b(detect_\w+)\(", inspect.getsource(detectors.detect_span))
+    in_texts = re.findall(r"detectors\.(detect_\w+)\(", inspect.getsource(compare.analyze_texts))
+    assert in_span[0] == "detect_span" and in_span[1:] == [*in_texts[:2], "detect_pronoun_antecedent", *in_texts[2:]]
