@@ -635,9 +635,12 @@ def hits_table(units: pd.DataFrame) -> pd.DataFrame:
     rows = []
     if units.empty:
         return pd.DataFrame(rows)
+    # only units with a hit give rows (a minority at corpus scale); plain lists, not element-wise iteration over
+    # Arrow-backed columns
+    units = units[[len(hs) > 0 for hs in units["hits"]]]
     none = [None] * len(units)
-    columns = (units.index, units["source"], units["doc_id"], units.get("checkpoint_id", none), units.get("child", none),
-               units.get("age_months", none), units["hits"], units["text"])
+    columns = (list(units.index), *(units[c].tolist() if c in units else none for c in (
+        "source", "doc_id", "checkpoint_id", "child", "age_months", "hits", "text")))
     # plain column iteration: iterrows builds a Series per unit, minutes at corpus scale
     for idx, source, doc_id, ckpt, child, age, hs, text in zip(*columns, strict=True):
         for h in hs:
