@@ -173,21 +173,31 @@ def compare_pass(zips, cache: Path, out: Path, timeout: float, n_bootstrap: int,
         argv += ["--childes", str(z)]
     load_before, t0 = _load(), time.perf_counter()
     kids0 = _cpu_seconds()
-    proc = subprocess.Popen(argv, env=env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    cpu_live, timed_out = 0.0, False
-    while proc.poll() is None:
-        cpu_live = max(cpu_live, _tree_cpu(proc.pid))
-        if time.perf_counter() - t0 > timeout:
-            timed_out = True
-            os.killpg(proc.pid, signal.SIGTERM)
-            break
-        time.sleep(5)
-    output = proc.communicate()[0].decode(errors="replace")
-    seconds = time.perf_counter() - t0
+    # the console output goes to a file: an undrained pipe fills (64 KB) and blocks the command at corpus scale
+    with tempfile.TemporaryFile() as log:
+        proc = subprocess.Popen(argv, env=env, start_new_session=True, stdout=log, stderr=subprocess.STDOUT)
+        cpu_live, timed_out = 0.0, False
+        while proc.poll() is None:
+            cpu_live = max(cpu_live, _tree_cpu(proc.pid))
+            if time.perf_counter() - t0 > timeout:
+                timed_out = True
+                os.killpg(proc.pid, signal.SIGTERM)
+                break
+            time.sleep(5)
+        proc.wait()
+        seconds = time.perf_counter() - t0
+        log.seek(0)
+        output = log.read().decode(errors="replace")
     cpu = max(cpu_live, _cpu_seconds() - kids0)  # reaped total when it finished, last sample when cut off
     n_files, n_units = _cached_units(cache)
+    meta = {}
+    if proc.returncode == 0 and (out / "meta.json").is_file():
+        import json
+
+        meta = json.loads((out / "meta.json").read_text(encoding="utf-8"))
     return {"seconds": seconds, "cpu": cpu, "timed_out": timed_out, "rc": proc.returncode, "load_before": load_before,
-            "load_after": _load(), "cached_transcripts": n_files, "cached_units": n_units, "tail": output[-3000:]}
+            "load_after": _load(), "cached_transcripts": n_files, "cached_units": n_units, "tail": output[-3000:],
+            "unit_cache": meta.get("unit_cache", {}), "stages": meta.get("stage_seconds", {})}
 
 
 def compare_mode(args, zips) -> None:
@@ -196,19 +206,31 @@ def compare_mode(args, zips) -> None:
     lines = [f"# childes-compare over {len(zips)} shared TalkBank zips ({platform.machine()}, {os.cpu_count()} CPUs "
              f"visible, {args.n_workers} worker processes, --n-bootstrap {args.n_bootstrap})", "",
              "| pass | finished | wall seconds | CPU seconds (process tree) | transcripts in unit cache | child units in "
-             "unit cache | units/s (wall) | units per CPU second | load average (1/5/15) before -> after |",
-             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+             "unit cache | units/s (wall) | units per CPU second | utterances analysed this pass | spaCy docs parsed "
+             "(distinct texts) | load average (1/5/15) before -> after |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
     results = []
     for label in ("cold (empty caches)", "warm (all cached)"):
         r = compare_pass(zips, cache, out, args.timeout, args.n_bootstrap, args.n_workers)
         results.append((label, r))
         done = "yes" if r["rc"] == 0 else f"no (cut off at the {args.timeout:.0f} s timeout)" if r["timed_out"] else f"no (exit {r['rc']})"
+        uc = r["unit_cache"]
+        parsed = f"{uc['utterances_parsed']:,}" if "utterances_parsed" in uc else "n/a"
+        docs = f"{uc['spacy_docs_parsed']:,}" if "spacy_docs_parsed" in uc else "n/a"
         lines.append(f"| {label} | {done} | {r['seconds']:.1f} | {r['cpu']:.1f} | {r['cached_transcripts']} | "
                      f"{r['cached_units']:,} | {r['cached_units'] / r['seconds']:,.0f} | "
-                     f"{r['cached_units'] / max(r['cpu'], 1e-9):,.0f} | {r['load_before']} -> {r['load_after']} |")
+                     f"{r['cached_units'] / max(r['cpu'], 1e-9):,.0f} | {parsed} | {docs} | "
+                     f"{r['load_before']} -> {r['load_after']} |")
         print(lines[-1], flush=True)
         if r["rc"] != 0:
             break  # a warm pass needs a complete cold one
+    stages = [(label, r["stages"]) for label, r in results if r["stages"]]
+    if stages:
+        names = list(dict.fromkeys(k for _, st in stages for k in st))
+        lines += ["", "Wall seconds per stage (meta.json `stage_seconds`; writing the tables and printing come after):", "",
+                  "| pass | " + " | ".join(names) + " |", "| --- |" + " ---: |" * len(names)]
+        lines += [f"| {label} | " + " | ".join(f"{st.get(n, float('nan')):.1f}" for n in names) + " |"
+                  for label, st in stages]
     lines += ["", "Units/s count the child units the pass left in the unit cache (for a cut-off cold pass: the part "
               "done, parse + spaCy + detectors, before the tables; the tables' own time is only in a finished row).",
               "", "Last output of the last pass:", "", "```", results[-1][1]["tail"].strip(), "```"]

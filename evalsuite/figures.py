@@ -15,7 +15,8 @@ Figures and their inputs (paths relative to `results_dir`; `*` = any subfolder):
                      each category at the last probed layer, significance marks from p_adj.
 - dimprobe_layers    the same per layer, for the categories of the original claim.
 - error_rates        childes-compare/rates.csv: error-type rates by child age bin and by model checkpoint.
-- age_vs_loss        childes-compare/checkpoint_ages.csv (error-profile age model) and the judge's
+- age_vs_loss        childes-compare/checkpoint_dev_ages.csv (childes-age model; checkpoints out of its
+                     range have no age and are not drawn) and the judge's
                      age-group guess (gpt_eval/summary.csv): developmental age vs validation loss,
                      beside the hypothesised loss -> age table, with a bits-per-character panel.
 - dynamics           dynamics/ranks.csv + component_summary.csv: effective rank per layer and
@@ -596,15 +597,16 @@ def fig_error_rates(results_dir: Path, out_dir: Path) -> FigureResult:
 def _age_points(results_dir: Path) -> tuple[pd.DataFrame, list[Path]]:
     """Per checkpoint: val_loss, val_bpc, age (years) with CI, and the source of the age estimate."""
     frames, inputs = [], []
-    for path in _find(results_dir, ["checkpoint_ages.csv"], "childes-compare"):
+    for path in _find(results_dir, ["checkpoint_dev_ages.csv"], "childes-compare"):
         table = read_table(path)
-        if {"val_loss", "age_months", "ci_low", "ci_high"} <= set(table.columns):
+        if {"val_loss", "predicted_age_months", "ci_low", "ci_high"} <= set(table.columns):
             frames.append(pd.DataFrame({
-                "checkpoint": table.get("checkpoint"), "model_family": table.get("model_family"),
-                "val_loss": table["val_loss"], "val_bpc": table.get("val_bpc"), "age": table["age_months"] / 12.0,
+                "checkpoint": table.get("checkpoint_id"), "model_family": table.get("model_family"),
+                "val_loss": table["val_loss"], "val_bpc": table.get("val_bpc"),
+                "age": table["predicted_age_months"] / 12.0,
                 "age_low": table["ci_low"] / 12.0, "age_high": table["ci_high"] / 12.0,
-                "extrapolated": table.get("extrapolated", False),
-                "source": "error-profile age model (childes-compare)"}))
+                "extrapolated": False,  # the childes-age model gives no age outside its range (empty instead)
+                "source": "childes-age model (childes-compare)"}))
             inputs.append(path)
     for path in _find(results_dir, ["summary.csv"], "gpt-eval"):
         table = read_table(path)
@@ -732,8 +734,8 @@ def fig_age_vs_loss(results_dir: Path, out_dir: Path) -> FigureResult:
     tab.scale(1.0, 1.6)
     ax_tab.set_title("hypothesis (loss -> age)")
     paths = _save(fig, out_dir, "age_vs_loss")
-    caption = ("Estimated developmental age of each checkpoint's stories (95% CI; hollow: extrapolated beyond "
-               "the age model's training range) against its validation loss in nats/token (each model's own "
+    caption = ("Estimated developmental age of each checkpoint's stories (95% interval; the childes-age model gives "
+               "no age outside its range, so such checkpoints are not drawn) against its validation loss in nats/token (each model's own "
                "tokenizer, so no bands) and in bits per character (the tokenizer-independent unit; shaded: the "
                "seed's GPT-2 nats/token bands converted with GPT-2's tokens per character on TinyStories, "
                "evalsuite.hypothesis; hatched: 3.0-3.5 nats/token, which the hypothesis leaves open)"

@@ -229,36 +229,54 @@ def _metas_of(results_dir: Path, exclude: Path, command: str) -> list[tuple[Path
 
 
 def _loss_to_age(results_dir: Path, exclude: Path) -> list[dict[str, Any]]:
-    """childes-compare's verdict on the loss -> age hypothesis, its Spearman test, and the per-checkpoint
-    ages with intervals it rests on."""
+    """childes-compare's verdict on the loss -> age hypothesis, its test, and the per-checkpoint ages with
+    intervals it rests on: the loss-to-age test (meta summary `loss_age`) over checkpoint_dev_ages.csv (the
+    childes-age model, which gives no age outside its range). A folder written before that model
+    (checkpoint_ages.csv of the old error-profile model only) is shown as such, labelled superseded."""
     found = []
     for path, meta in _metas_of(results_dir, exclude, "childes-compare"):
         summary = meta.get("summary") or {}
-        test = summary.get("spearman_bpc") or summary.get("spearman_loss") or {}
-        unit = "bits per character" if summary.get("spearman_bpc") else "nats/token"
-        evidence = (f"Spearman rho = {_num(test.get('rho'), '.2f')} between validation loss ({unit}) and estimated "
-                    f"age, p = {_num(test.get('p'), '.2g')} ({test.get('p_method', 'method not recorded')}), "
-                    f"n = {test.get('n', '?')} checkpoints" if test else "no test: " + str(summary.get("verdict")))
-        ages = path.with_name("checkpoint_ages.csv")
         rows = []
-        if ages.is_file():
-            table = read_table(ages)
-            for r in table.to_dict("records"):
+        dev_ages, old_ages = path.with_name("checkpoint_dev_ages.csv"), path.with_name("checkpoint_ages.csv")
+        test = summary.get("loss_age") or {}
+        if test or dev_ages.is_file() or not old_ages.is_file():
+            evidence = (f"within-run Spearman rho = {_num(test.get('combined_rho'), '+.2f')} between validation loss "
+                        f"(bits per character) and predicted age, one-sided p = {_num(test.get('p_negative'), '.2g')} "
+                        f"(stratified permutation), n = {test.get('n_checkpoints', '?')} in-range checkpoints of "
+                        f"{test.get('n_runs', '?')} run(s), power {_num(test.get('power'), '.2f')}; "
+                        f"{test.get('reason', '')}" if test else "no test: " + str(summary.get("verdict")))
+            study = "loss -> developmental age (childes-compare, childes-age model)"
+            if dev_ages.is_file():
+                for r in read_table(dev_ages).to_dict("records"):
+                    rows.append({"checkpoint": r.get("checkpoint_id", ""), "val_bpc": _num(r.get("val_bpc"), ".3f"),
+                                 "age": f"{_num(r.get('predicted_age_months', float('nan')) / 12, '.1f')} y "
+                                        f"[{_num(r.get('ci_low', float('nan')) / 12, '.1f')}, "
+                                        f"{_num(r.get('ci_high', float('nan')) / 12, '.1f')}]",
+                                 "note": "" if r.get("in_range") in (True, "True") else
+                                         f"no age: {r.get('out_of_range_reason') or 'out of range'}"})
+            columns = ["checkpoint", "val_bpc", "age", "note"]
+        else:  # written before the childes-age model: the old error-profile model's ages, superseded
+            old = summary.get("spearman_bpc") or summary.get("spearman_loss") or {}
+            unit = "bits per character" if summary.get("spearman_bpc") else "nats/token"
+            evidence = (f"Spearman rho = {_num(old.get('rho'), '.2f')} between validation loss ({unit}) and estimated "
+                        f"age, p = {_num(old.get('p'), '.2g')} ({old.get('p_method', 'method not recorded')}), "
+                        f"n = {old.get('n', '?')} checkpoints" if old else "no test: " + str(summary.get("verdict")))
+            study = "loss -> developmental age (childes-compare, superseded error-profile age model)"
+            for r in read_table(old_ages).to_dict("records"):
                 rows.append({"checkpoint": r.get("checkpoint", ""), "val_bpc": _num(r.get("val_bpc"), ".3f"),
                              "age": f"{_num(r.get('age_months', float('nan')) / 12, '.1f')} y "
                                     f"[{_num(r.get('ci_low', float('nan')) / 12, '.1f')}, "
                                     f"{_num(r.get('ci_high', float('nan')) / 12, '.1f')}]",
                              "band": r.get("hypothesised_band", ""),
                              "note": "extrapolated" if r.get("extrapolated") is True else ""})
+            columns = ["checkpoint", "val_bpc", "age", "band", "note"]
         found.append({
-            "study": "loss -> developmental age (childes-compare)", "verdict": str(summary.get("verdict", "not recorded")),
-            "evidence": evidence,
+            "study": study, "verdict": str(summary.get("verdict", "not recorded")), "evidence": evidence,
             "control": (f"CHILDES reference: {summary.get('n_children', '?')} children, "
                         f"{summary.get('n_child_utterances', '?')} utterances in {summary.get('n_transcripts', '?')} "
                         "transcripts; detectors validated against the transcribers' codes (validation.csv)"),
             "caveats": [str(c) for c in summary.get("caveats") or []],
-            "rows": rows, "row_columns": ["checkpoint", "val_bpc", "age", "band", "note"],
-            "source": _rel(path, results_dir),
+            "rows": rows, "row_columns": columns, "source": _rel(path, results_dir),
         })
     return found
 

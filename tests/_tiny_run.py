@@ -117,8 +117,8 @@ def _dim_probe(out_dir):
 
 
 def _childes(out_dir):
-    """rates.csv computed by childes-compare's own rate_table from analysed units, and checkpoint_ages.csv
-    with the columns its age model writes."""
+    """rates.csv computed by childes-compare's own rate_table from analysed units, and checkpoint_dev_ages.csv
+    with the columns its age model (evalsuite.childes.developmental_age.apply_model) writes."""
     from evalsuite.childes.compare import CompareConfig, rate_table
     from evalsuite.childes.detectors import ERROR_TYPES
 
@@ -137,11 +137,12 @@ def _childes(out_dir):
                                                           for t in ERROR_TYPES}})
     out_dir.mkdir(parents=True)
     rate_table(pd.DataFrame(units), CompareConfig()).to_csv(out_dir / "rates.csv", index=False)
-    pd.DataFrame([{"checkpoint": f"spinnet-tiny/step_{s}-abc{s}", "model_family": "spinnet",
-                   "val_loss": 3.6 - 0.6 * s, "val_bpc": 2.4 - 0.4 * s, "n_stories": 30, "n_sentences": 120,
-                   "age_months": 30.0 + 8 * s, "ci_low": 26.0 + 8 * s, "ci_high": 35.0 + 8 * s,
-                   "hypothesised_band": "", "extrapolated": s == 2} for s in range(3)]).to_csv(
-        out_dir / "checkpoint_ages.csv", index=False)
+    pd.DataFrame([{"file": None, "checkpoint_id": f"spinnet-tiny/step_{s}-abc{s}", "child": None,
+                   "age_months": float("nan"), "predicted_age_months": 30.0 + 8 * s if s < 2 else float("nan"),
+                   "ci_low": 26.0 + 8 * s if s < 2 else float("nan"), "ci_high": 35.0 + 8 * s if s < 2 else float("nan"),
+                   "in_range": s < 2, "out_of_range_reason": "" if s < 2 else "mlu_m above the training range",
+                   "run": "spinnet-tiny", "val_loss": 3.6 - 0.6 * s, "val_bpc": 2.4 - 0.4 * s,
+                   "model_family": "spinnet"} for s in range(3)]).to_csv(out_dir / "checkpoint_dev_ages.csv", index=False)
 
 
 def tiny_results(tmp_path_factory) -> Path:

@@ -14,15 +14,13 @@ from corpora.errors import UserError
 from evalsuite.childes.compare import (
     SEED_TOKENS_PER_CHAR,
     CompareConfig,
-    CompareSummary,
-    _verdict,
-    hypothesis_band,
     read_samples,
     seed_nats_to_bpc,
 )
 from evalsuite.childes.corruptions import corrupt_span
 from evalsuite.childes.detectors import load_nlp
 from evalsuite.cli import main
+from evalsuite.hypothesis import hypothesis_band
 
 SHORT_FILES = ["Eve/011000b.cha", "Eve/020000a.cha", "Adam/021128.cha", "Adam/030707.cha"]
 CHECKPOINTS = [  # (id, injected article-drop rate, val_loss nats/token, val_bpc as GPT-2 on TinyStories gives)
@@ -91,9 +89,13 @@ def cli_out(inputs, tmp_path_factory):
 @pytest.mark.slow
 @pytest.mark.shared_data
 def test_cli_writes_tidy_tables_and_meta(cli_out):
-    for name in ("rates.csv", "measures.csv", "validation.csv", "mlu_agreement.csv", "age_model_cv.csv",
-                 "checkpoint_ages.csv", "hits.csv", "units.parquet", "meta.json"):
+    for name in ("rates.csv", "measures.csv", "validation.csv", "mlu_agreement.csv", "dev_age_cv_summary.csv",
+                 "checkpoint_dev_ages.csv", "hits.csv", "units.parquet", "meta.json"):
         assert (cli_out / name).is_file(), name
+    # the old two-MLU error-profile age model is gone (issue 13): none of its tables is written
+    for name in ("checkpoint_ages.csv", "age_model_cv.csv", "age_model_cv_predictions.csv",
+                 "age_model_coefficients.csv", "age_features.csv"):
+        assert not (cli_out / name).exists(), name
     rates = pd.read_csv(cli_out / "rates.csv")
     for col in ("source", "age_bin", "checkpoint", "val_loss", "val_bpc", "error_type", "rate", "ci_low",
                 "ci_high", "n", "count"):
@@ -125,63 +127,19 @@ def test_injected_article_drops_show_up_by_checkpoint(cli_out):
 
 @pytest.mark.slow
 @pytest.mark.shared_data
-def test_age_model_and_hypothesis_table(cli_out):
-    ages = pd.read_csv(cli_out / "checkpoint_ages.csv").set_index("checkpoint")
-    assert ages.loc["ckpt-early", "hypothesised_band"] == "2-3 y"
-    assert ages.loc["ckpt-mid", "hypothesised_band"] == "3-4 y"
-    assert ages.loc["ckpt-late", "hypothesised_band"] == "4-5 y"
-    assert ((ages["ci_low"] <= ages["age_months"]) & (ages["age_months"] <= ages["ci_high"])).all()
-    cv = pd.read_csv(cli_out / "age_model_cv.csv")
-    folds = set(cv["fold"])
-    assert any("-> test Eve" in f for f in folds) and any("-> test Adam" in f for f in folds)
+def test_the_verdict_is_the_loss_age_test_on_the_childes_age_model(cli_out):
     meta = json.loads((cli_out / "meta.json").read_text())
-    spearman = meta["summary"]["spearman_bpc"]
-    assert spearman["n"] == 3 and -1 <= spearman["rho"] <= 1
+    assert "spearman_bpc" not in meta["summary"] and "checkpoint_ages.csv" not in meta["outputs"]
     # two children cannot train the robust age model (>= 3 needed), and 3 checkpoints of one run have
     # no power: the loss-to-age test says so instead of "not supported"
     assert meta["summary"]["verdict"] == "not testable with this design"
     assert meta["summary"]["loss_age"]["n_checkpoints"] == 0
+    assert any(s.startswith("loss-to-age: not testable") for s in meta["summary"]["statements"])
+    assert not any("error-profile" in s for s in meta["summary"]["statements"])
     dev_ages = pd.read_csv(cli_out / "checkpoint_dev_ages.csv")
     assert len(dev_ages) == 3 and not dev_ages["in_range"].any() and dev_ages["predicted_age_months"].isna().all()
+    assert set(meta["columns"]["checkpoint_dev_ages.csv"]) == set(dev_ages.columns)
     assert any("Genre differs" in c for c in meta["summary"]["caveats"])
-
-
-def test_fewer_than_three_checkpoints_cannot_test_the_hypothesis():
-    ages = pd.DataFrame({"val_bpc": [1.2, 1.0], "val_loss": [2.7, 2.2], "age_months": [40.0, 50.0],
-                         "hypothesised_band": ["3-4 y", "4-5 y"], "ci_overlaps_band": [True, True],
-                         "extrapolated": [False, False]})
-    summary = CompareSummary()
-    _verdict(ages, summary)
-    assert summary.verdict == "cannot be tested"
-    assert summary.spearman_bpc is None
-    assert "cannot be tested" in summary.statements[-1] and "2 checkpoint" in summary.statements[-1]
-
-
-def _ages(age_months, overlaps):
-    n = len(age_months)
-    return pd.DataFrame({"hypothesised_band": ["2-3 y", "3-4 y", "4-5 y", "5-6 y", "6+ y"][:n],
-                         "extrapolated": [False] * n, "val_loss": [3.6, 2.7, 2.2, 1.7, 1.2][:n],
-                         "val_bpc": [1.6, 1.2, 1.0, 0.8, 0.6][:n], "age_months": age_months,
-                         "ci_overlaps_band": overlaps})
-
-
-def test_verdict_supported_and_contrary():
-    summary = CompareSummary()
-    _verdict(_ages([30.0, 42.0, 54.0, 66.0, 80.0], [True] * 5), summary)
-    assert summary.spearman_bpc["rho"] == pytest.approx(-1.0)
-    assert summary.spearman_bpc["p"] == pytest.approx(2 / 120)  # exact: 2 of 5! orderings are as extreme
-    assert summary.verdict == "supported"
-    summary = CompareSummary()
-    _verdict(_ages([80.0, 66.0, 54.0, 42.0, 30.0], [False] * 5), summary)
-    assert summary.verdict.startswith("not supported: lower loss goes with younger")
-
-
-def test_three_perfectly_ordered_checkpoints_are_not_significant():
-    summary = CompareSummary()
-    _verdict(_ages([30.0, 42.0, 54.0], [True] * 3), summary)
-    # scipy's approximation would say p = 0; with 3 points a perfect order has exact p = 2/6
-    assert summary.spearman_bpc["p"] == pytest.approx(1 / 3)
-    assert summary.verdict.startswith("not supported: no significant")
 
 
 def test_hypothesis_bands():
@@ -245,15 +203,6 @@ def test_missing_childes_says_how_to_get_it(tmp_path, capsys):
     assert "evalsuite corpora fetch childes-brown" in capsys.readouterr().err
 
 
-def test_constant_bpc_has_no_spearman_p():
-    summary = CompareSummary()
-    ages = _ages([30.0, 42.0, 54.0], [True] * 3).assign(val_bpc=[1.2, 1.2, 1.2])
-    _verdict(ages, summary)
-    # rho is undefined for a constant variable; its p must not be reported as 0
-    assert math.isnan(summary.spearman_bpc["rho"]) and math.isnan(summary.spearman_bpc["p"])
-    assert "p = 0," not in summary.statements[0]
-
-
 def _child_units(ages_by_file: dict[str, float], n_units: int = 4) -> pd.DataFrame:
     from evalsuite.childes.detectors import ERROR_TYPES
 
@@ -266,8 +215,7 @@ def _child_units(ages_by_file: dict[str, float], n_units: int = 4) -> pd.DataFra
     return pd.DataFrame(rows)
 
 
-def test_transcripts_without_age_get_their_own_bin_and_stay_out_of_the_age_model():
-    from evalsuite.childes.age_model import transcript_features
+def test_transcripts_without_age_get_their_own_bin():
     from evalsuite.childes.compare import rate_table
 
     units = _child_units({"a.cha": 27.1, "b.cha": float("nan"), "c.cha": 33.0})
@@ -275,14 +223,3 @@ def test_transcripts_without_age_get_their_own_bin_and_stay_out_of_the_age_model
     kid = rates[(rates["child"] == "Kid") & (rates["error_type"] == rates["error_type"].iloc[0])]
     assert list(kid["age_bin"]) == ["24-30", "30-36", "age unknown"]
     assert list(kid["n"]) == [4, 4, 4]  # no utterance lost
-    table = transcript_features(units, min_units=1)
-    assert list(table["file"]) == ["a.cha", "c.cha"]
-
-
-def test_age_model_fold_spearman_is_exact_for_a_small_test_child():
-    from evalsuite.childes.age_model import _fold_row
-
-    table = pd.DataFrame({"age_months": [20.0, 22.0, 24.0]})
-    row = _fold_row("t", table, table, pd.Series([1.0, 2.0, 3.0]).to_numpy())
-    assert row["spearman_rho"] == pytest.approx(1.0)
-    assert row["spearman_p"] == pytest.approx(1 / 3)  # scipy's t approximation says 0

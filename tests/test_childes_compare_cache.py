@@ -139,6 +139,7 @@ def test_worker_pool_gives_the_same_units(folder, tmp_path, monkeypatch):
     frame = load_children([folder], CompareConfig(n_workers=1)).utterances
     direct = analyze_child_utterances(frame, CompareConfig())
     monkeypatch.setattr(compare, "POOL_MIN_UTTERANCES", 0)
+    monkeypatch.setattr(compare, "TEXT_CHUNK", 20)  # several jobs, so that the pool is used
     pooled, stats = analyze_children_cached(frame, CompareConfig(n_workers=2), cache_dir=tmp_path)
     assert stats["worker_processes"] == 2 and stats["computed"] == 2
     pd.testing.assert_frame_equal(pooled, direct)
@@ -160,16 +161,38 @@ def test_childes_age_writes_chat_issues_beside_its_output(folder, tmp_path, caps
     assert set(meta["columns"]["ages.chat_issues.csv"]) == set(ISSUE_COLUMNS)
 
 
+def _old_group_keys(units, config):
+    """_group_keys before it grouped by child once and kept only the needed columns (the reference)."""
+    import math
+
+    from evalsuite.childes.compare import age_bin_label
+
+    groups = []
+    child = units[units["source"] == "childes"]
+    labels = [age_bin_label(a, config.bin_months) if a == a else (math.nan, "age unknown") for a in child["age_months"]]
+    child = child.assign(age_bin_start=[lo for lo, _ in labels], age_bin=[lab for _, lab in labels])
+    for who in [*sorted(child["child"].unique()), "all"]:
+        sub = child if who == "all" else child[child["child"] == who]
+        for (start, label), g in sub.groupby(["age_bin_start", "age_bin"], dropna=False):
+            groups.append(({"source": "childes", "child": who, "age_bin": label, "age_bin_start": start,
+                            "unit": "utterance"}, g))
+    model = units[units["source"] == "model"]
+    for ckpt, g in model.groupby("checkpoint_id", sort=False) if not model.empty else []:
+        groups.append(({"source": "model", "checkpoint": ckpt, "model_family": g["model_family"].iloc[0],
+                        "val_loss": g["val_loss"].iloc[0], "val_bpc": g["val_bpc"].iloc[0], "unit": "sentence"}, g))
+    return groups
+
+
 def _old_rate_table(units, config):
     """The per-group loop rate_table replaced (kept here as the reference the fast one must equal)."""
     import numpy as np
 
-    from evalsuite.childes.compare import SUB_KINDS, _group_keys, _order_columns
+    from evalsuite.childes.compare import SUB_KINDS, _order_columns
     from evalsuite.childes.detectors import ERROR_TYPES
     from evalsuite.stats import wilson_ci
 
     rows = []
-    for key, g in _group_keys(units, config):
+    for key, g in _old_group_keys(units, config):
         n = len(g)
         for t in ERROR_TYPES:
             entries = [(t, g[f"has_{t}"].to_numpy())]
@@ -210,5 +233,95 @@ def test_fast_rate_and_hits_tables_equal_the_per_unit_loops(folder):
     both = pd.concat([units, story], ignore_index=True)
     assert sum(map(len, both["hits"])) > 20
     config = CompareConfig()
+    # two children, and one transcript without an age (its own "age unknown" bin)
+    both.loc[both["file"] == both["file"].iloc[0], "age_months"] = float("nan")
+    assert both["child"].nunique() >= 2
     pd.testing.assert_frame_equal(compare.rate_table(both, config), _old_rate_table(both, config))
     pd.testing.assert_frame_equal(compare.hits_table(both), _old_hits_table(both))
+    new_groups = compare._group_keys(both, config, ["n_words"])
+    old_groups = _old_group_keys(both, config)
+    assert [k for k, _ in new_groups] == [k for k, _ in old_groups] or all(
+        str(a) == str(b) for a, b in zip([k for k, _ in new_groups], [k for k, _ in old_groups], strict=True))
+    for (_, a), (_, b) in zip(new_groups, old_groups, strict=True):
+        assert list(a.index) == list(b.index)
+        pd.testing.assert_series_equal(a["n_words"], b["n_words"])
+
+
+def _synthetic_children(texts_by_file: dict[str, list[str]]) -> pd.DataFrame:
+    """A parse-cache-like frame of child utterances (the columns analyze_child_utterances reads)."""
+    rows = []
+    for file, texts in texts_by_file.items():
+        for i, text in enumerate(texts):
+            anns = [{"start": 0, "end": 3, "word": "the", "target": "", "code": "[/]"}] if text.startswith("the the") else []
+            rows.append({"file": file, "corpus": "Syn", "child": file[:3], "age_months": 30.0 + len(file), "utt_index": i,
+                         "utterance": text, "utterance_clan": text, "n_words": len(text.split()), "unintelligible": False,
+                         "annotations": anns, "compounds": [[0, 9]] if text.startswith("thank you") else [],
+                         "mor": ["pron|he", "aux|be"][: i % 3], "mor_words": ["he", "is"][: i % 3]})
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.shared_data  # the spaCy model is part of the environment the shared data tests assume
+def test_distinct_texts_are_parsed_once_and_pronouns_keep_their_own_context():
+    # the same "he is happy" after a male, a female and no mention: three different pronoun_antecedent results
+    frame = _synthetic_children({
+        "Aaa/1.cha": ["the boy ran .", "he is happy .", "he is happy .", "the the dog runs .", "thank you ."],
+        "Bbb/2.cha": ["Mommy is here .", "he is happy .", "no .", "no .", "no .", "he is happy ."],
+        "Ccc/3.cha": ["he is happy .", "the dog the dog runs home .", "no .", "thank you ."],
+    })
+    for window in (3, 1, 0):
+        config = CompareConfig(n_workers=1, use_cache=False, context_window=window)
+        direct = pd.concat([analyze_child_utterances(g, config) for _, g in frame.groupby("file", sort=False)],
+                           ignore_index=True)
+        fast, stats = analyze_children_cached(frame, config)
+        pd.testing.assert_frame_equal(fast, direct)
+        assert stats["utterances_parsed"] == len(frame) == 15
+        assert stats["spacy_docs_parsed"] == 7 and stats["distinct_texts_parsed"] == 7
+        kinds = [[h["kind"] for h in hs if h["error_type"] == "pronoun_antecedent"] for hs in fast["hits"]]
+        assert kinds[11] == ["no_antecedent"]  # the first utterance of Ccc: no context
+        if window:
+            assert kinds[1] == kinds[2] == [] and kinds[6] == ["gender_mismatch"]  # after "the boy" / "Mommy"
+        else:
+            assert kinds[1] == ["no_antecedent"]
+
+
+def test_unit_cache_key_changes_with_the_code_that_builds_units(monkeypatch, tmp_path):
+    compare.unit_code_key.cache_clear()
+    before = compare.unit_code_key(3)
+    try:
+        # an edited unit-building function of compare.py
+        def analyze_texts(keys, nlp, batch_size=256):  # a different body: a different key
+            return []
+
+        monkeypatch.setattr(compare, "analyze_texts", analyze_texts)
+        compare.unit_code_key.cache_clear()
+        assert compare.unit_code_key(3) != before
+        monkeypatch.undo()
+        compare.unit_code_key.cache_clear()
+        assert compare.unit_code_key(3) == before
+        # an edited detector module
+        root = tmp_path / "repo"
+        for rel in (*compare.UNIT_CODE_FILES, *(p.relative_to(REPO) for p in (REPO / "evalsuite/childes/data").glob("*.tsv"))):
+            (root / rel).parent.mkdir(parents=True, exist_ok=True)
+            (root / rel).write_bytes((REPO / rel).read_bytes())
+        monkeypatch.setattr(compare, "_ROOT", root)
+        compare.unit_code_key.cache_clear()
+        assert compare.unit_code_key(3) == before
+        (root / "evalsuite/childes/detectors.py").write_text((REPO / "evalsuite/childes/detectors.py").read_text() + "\n# edit\n")
+        compare.unit_code_key.cache_clear()
+        assert compare.unit_code_key(3) != before
+    finally:
+        monkeypatch.undo()
+        compare.unit_code_key.cache_clear()
+
+
+def test_the_distinct_text_path_runs_every_detector_of_detect_span_in_its_order():
+    """analyze_texts splits detect_span around pronoun_antecedent: a detector added to detect_span must be
+    added there too (a structural guard; the equality tests above only see detectors that fire)."""
+    import inspect
+    import re
+
+    from evalsuite.childes import detectors
+
+    in_span = re.findall(r"\b(detect_\w+)\(", inspect.getsource(detectors.detect_span))
+    in_texts = re.findall(r"detectors\.(detect_\w+)\(", inspect.getsource(compare.analyze_texts))
+    assert in_span[0] == "detect_span" and in_span[1:] == [*in_texts[:2], "detect_pronoun_antecedent", *in_texts[2:]]

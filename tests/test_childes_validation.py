@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -21,6 +22,7 @@ from evalsuite.childes import validation
 from evalsuite.childes.compare import CompareConfig, analyze_child_utterances
 from evalsuite.childes.corruptions import CORRUPTIONS, injection_curve, story_sentences
 from evalsuite.childes.detectors import load_nlp
+from evalsuite.stats import bootstrap_ci
 
 # the six Brown transcripts with the most [* ...] codes on the child tier
 CODED_FILES = ["Adam/030707.cha", "Eve/020200a.cha", "Eve/020100b.cha", "Eve/020000a.cha",
@@ -107,3 +109,77 @@ def test_detector_rate_tracks_injected_rate(story_sents, kind):
     assert at_zero.eq(curve.base_rate).all()  # nothing injected: the clean rate, every replicate
     assert abs(curve.intercept - curve.base_rate) < 0.02
     assert curve.base_rate < 0.1  # the clean human-written stories rarely trigger the detector
+
+
+def _old_validate_detectors(
+    units: pd.DataFrame, cluster: str = "file", n_boot: int = 1000, seed: int = 0
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """validate_detectors before it skipped units with no code and no hit and bootstrapped per-transcript
+    sums (kept as the reference the fast one must equal)."""
+    rows, disagreements = [], []
+    groups = units[cluster].to_numpy() if cluster in units else np.arange(len(units))
+    for target in validation.TARGETS:
+        per_unit = np.zeros((len(units), 4))  # tp_hits, n_hits, tp_codes, n_codes
+        hits_on_other_codes = 0
+        for i, (idx, text, anns, hits) in enumerate(zip(
+            units.index, units["text"], units["annotations"], units["hits"], strict=True
+        )):
+            codes = [a for a in anns if a["code"] in target.codes and target.keeps(a["word"])]
+            mine = [
+                h for h in hits
+                if h["error_type"] == target.detector and (target.kinds is None or h["kind"] in target.kinds)
+                and target.keeps(h["text"])
+            ]
+            for ann in codes:
+                per_unit[i, 3] += 1
+                if any(validation._overlap(h, ann) for h in mine):
+                    per_unit[i, 2] += 1
+                else:
+                    disagreements.append({"target": target.name.strip(), "unit": idx, "text": text,
+                                          "missed": "false_negative", "span": ann["word"], "code": ann["code"]})
+            others = [a for a in anns if a["code"] not in target.codes and a["code"] != "[/]"]
+            for hit in mine:
+                per_unit[i, 1] += 1
+                if any(validation._overlap(hit, ann) for ann in codes):
+                    per_unit[i, 0] += 1
+                else:
+                    on_other = any(validation._overlap(hit, ann) for ann in others)
+                    hits_on_other_codes += on_other
+                    disagreements.append({"target": target.name.strip(), "unit": idx, "text": text,
+                                          "missed": "false_positive", "span": hit["text"], "code": hit["kind"],
+                                          "file": units[cluster].iloc[i] if cluster in units else None,
+                                          "on_other_code": on_other})
+        tp_hits, n_hits, tp_codes, n_codes = (int(v) for v in per_unit.sum(axis=0))
+        prec = bootstrap_ci(per_unit[:, :2], validation._ratio, groups=groups, n_boot=n_boot, seed=seed)
+        rec = bootstrap_ci(per_unit[:, 2:], validation._ratio, groups=groups, n_boot=n_boot, seed=seed)
+        enough = n_codes >= validation.MIN_CODES_FOR_ESTIMATE
+        rows.append({
+            "target": target.name.strip(), "detector": target.detector, "codes": " ".join(sorted(target.codes)),
+            "n_codes": n_codes, "n_hits": n_hits, "tp_codes": tp_codes, "tp_hits": tp_hits,
+            "precision": tp_hits / n_hits if n_hits else float("nan"), "precision_ci_low": prec.ci_low,
+            "precision_ci_high": prec.ci_high,
+            "recall": tp_codes / n_codes if n_codes else float("nan"), "recall_ci_low": rec.ci_low,
+            "recall_ci_high": rec.ci_high, "n_transcripts": int(len(np.unique(groups.astype(str)))),
+            "ci_method": "cluster bootstrap over transcripts (evalsuite.stats.bootstrap_ci)",
+            "hits_on_other_codes": hits_on_other_codes,
+            # a hit on another code (often a bare [*] of unspecified type) is a coded error all the same
+            "precision_any_code": (tp_hits + hits_on_other_codes) / n_hits if n_hits else float("nan"),
+            "note": "" if enough else f"only {n_codes} human code(s): no reliable estimate",
+        })
+    for name in validation.UNVALIDATED:
+        n_hits = int(sum(any(h["error_type"] == name for h in hits) for hits in units["hits"]))
+        rows.append({"target": name, "detector": name, "codes": "", "n_codes": 0, "n_hits": n_hits,
+                     "note": "no human codes for this error type in these transcripts: not validated"})
+    return pd.DataFrame(rows), pd.DataFrame(disagreements)
+
+
+@pytest.mark.slow
+@pytest.mark.shared_data
+def test_fast_validation_equals_the_per_unit_loop(brown_units):
+    units = brown_units.set_index(brown_units.index + 1000)  # positions and labels differ
+    assert sum(map(len, units["annotations"])) > 20
+    for frame in (units, units.drop(columns=[c for c in units if c.startswith("has_")])):
+        new_table, new_dis = validation.validate_detectors(frame, n_boot=200)
+        old_table, old_dis = _old_validate_detectors(frame, n_boot=200)
+        pd.testing.assert_frame_equal(new_table, old_table)
+        pd.testing.assert_frame_equal(new_dis, old_dis)

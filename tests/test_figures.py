@@ -71,10 +71,10 @@ def test_a_manifest_records_inputs_and_captions(drawn, results_dir):
 def test_figures_read_only_their_inputs(drawn, results_dir):
     assert drawn["loss_curves"].inputs[0] == results_dir / "dynamics" / "curves.csv"
     assert drawn["rubric_scores"].inputs == [results_dir / "gpt_eval" / "summary.csv"]
-    assert drawn["age_vs_loss"].inputs == [results_dir / "childes-compare" / "checkpoint_ages.csv",
+    assert drawn["age_vs_loss"].inputs == [results_dir / "childes-compare" / "checkpoint_dev_ages.csv",
                                            results_dir / "gpt_eval" / "summary.csv"]
     assert "judge's age-group guess" in drawn["age_vs_loss"].caption
-    assert "error-profile age model" in drawn["age_vs_loss"].caption
+    assert "childes-age model" in drawn["age_vs_loss"].caption
     assert drawn["error_rates"].inputs == [results_dir / "childes-compare" / "rates.csv"]
     assert drawn["benchmarks"].inputs == [results_dir / "benchmarks" / "compression.csv"]
 
@@ -207,9 +207,9 @@ def test_dynamics_third_panel_has_data_when_only_best_was_analysed(results_dir, 
 
 def test_age_vs_loss_shows_negative_estimates_and_marks_them(results_dir, tmp_path, monkeypatch):
     res = _copy_results(results_dir, tmp_path / "res")
-    path = res / "childes-compare" / "checkpoint_ages.csv"
+    path = res / "childes-compare" / "checkpoint_dev_ages.csv"
     ages = pd.read_csv(path)
-    ages.loc[0, ["age_months", "ci_low", "ci_high"]] = [-6.0, -30.0, 10.0]
+    ages.loc[0, ["predicted_age_months", "ci_low", "ci_high"]] = [-6.0, -30.0, 10.0]
     ages.to_csv(path, index=False)
     result, fig = _draw_capturing("age_vs_loss", res, tmp_path / "f", monkeypatch)
     ax_loss, ax_bpc = _data_panels(fig)[:2]

@@ -311,3 +311,34 @@ def test_summary_counts_only_the_probed_models_claims_not_the_control_rows(tmp_p
     text = _section_text(out.read_text(encoding="utf-8"), "summary")
     assert "1 refuted, 1 not_distinguishable_from_control of 2 claimed categories" in text
     assert "4 control" not in text and " control, " not in text
+
+
+def test_summary_quotes_the_childes_age_model_ages_and_labels_an_old_folder_superseded(tmp_path):
+    """childes-compare's verdict rests on checkpoint_dev_ages.csv (the childes-age model) and the loss-to-age
+    test in meta summary `loss_age`; a folder of the old error-profile model (checkpoint_ages.csv only) is
+    shown labelled as superseded, never as the current model."""
+    new, old = tmp_path / "results" / "new" / "childes-compare", tmp_path / "results" / "old" / "childes-compare"
+    new.mkdir(parents=True)
+    old.mkdir(parents=True)
+    loss_age = {"verdict": "not testable with this design", "reason": "1 checkpoint(s) in range", "n_checkpoints": 1,
+                "n_runs": 1, "combined_rho": float("nan"), "p_negative": float("nan"), "power": float("nan")}
+    (new / "meta.json").write_text(json.dumps({"command": "childes-compare", "summary": {
+        "verdict": loss_age["verdict"], "loss_age": loss_age, "caveats": []}}), encoding="utf-8")
+    pd.DataFrame([{"checkpoint_id": "run/step_1", "val_bpc": 1.1, "predicted_age_months": 36.0, "ci_low": 30.0,
+                   "ci_high": 42.0, "in_range": True, "out_of_range_reason": ""},
+                  {"checkpoint_id": "run/step_2", "val_bpc": 0.9, "predicted_age_months": float("nan"),
+                   "ci_low": float("nan"), "ci_high": float("nan"), "in_range": False,
+                   "out_of_range_reason": "mlu_m above the training range"}]).to_csv(new / "checkpoint_dev_ages.csv",
+                                                                                    index=False)
+    (old / "meta.json").write_text(json.dumps({"command": "childes-compare", "summary": {
+        "verdict": "supported", "spearman_bpc": {"rho": -1.0, "p": 0.0167, "n": 5, "p_method": "exact"}}}),
+        encoding="utf-8")
+    pd.DataFrame([{"checkpoint": "x", "val_bpc": 1.0, "age_months": 48.0, "ci_low": 40.0, "ci_high": 56.0,
+                   "hypothesised_band": "4-5 y", "extrapolated": True}]).to_csv(old / "checkpoint_ages.csv", index=False)
+    out = tmp_path / "report.html"
+    build_report(tmp_path / "results", out, make_figures=False)
+    text = _section_text(out.read_text(encoding="utf-8"), "summary")
+    assert "childes-age model" in text and "run/step_1" in text and "3.0 y [2.5, 3.5]" in text
+    assert "no age: mlu_m above the training range" in text
+    assert "n = 1 in-range checkpoints of 1 run(s)" in text
+    assert "superseded error-profile age model" in text and "Spearman rho = -1.00" in text

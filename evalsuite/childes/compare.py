@@ -38,11 +38,11 @@ import numpy as np
 import pandas as pd
 
 from corpora.errors import UserError
-from evalsuite.childes import age_model, measures, validation
+from evalsuite.childes import detectors, measures, validation
 from evalsuite.childes.detectors import ERROR_TYPES, SPACY_MODEL, iter_detect, load_nlp
 from evalsuite.childes.samples_frame import SAMPLE_REQUIRED, read_samples  # noqa: F401 (re-exported)
-from evalsuite.hypothesis import HYPOTHESIS, SEED_TOKENS_PER_CHAR, hypothesis_band, seed_nats_to_bpc
-from evalsuite.stats import bootstrap_ci, spearman, wilson_ci
+from evalsuite.hypothesis import HYPOTHESIS, SEED_TOKENS_PER_CHAR, seed_nats_to_bpc
+from evalsuite.stats import bootstrap_ci, wilson_ci
 
 SUB_KINDS = {"pronoun_antecedent": ("gender_mismatch", "no_antecedent")}
 GENRE_CAVEAT = (
@@ -96,8 +96,6 @@ class CompareSummary:
     n_checkpoints: int = 0
     n_story_sentences: int = 0
     verdict: str = ""
-    spearman_bpc: dict | None = None
-    spearman_loss: dict | None = None
     statements: list[str] = field(default_factory=list)
     caveats: list[str] = field(default_factory=list)
     loss_age: dict | None = None
@@ -114,11 +112,6 @@ class CompareResult:
     code_inventory: pd.DataFrame
     mlu_agreement: pd.DataFrame
     mlu_summary: dict
-    age_features: pd.DataFrame
-    age_cv: pd.DataFrame
-    age_cv_predictions: pd.DataFrame
-    age_coefficients: pd.DataFrame
-    checkpoint_ages: pd.DataFrame
     summary: CompareSummary
     meta: dict
     dev_age_cv: pd.DataFrame = field(default_factory=pd.DataFrame)
@@ -194,6 +187,71 @@ def analyze_child_utterances(
     return pd.DataFrame(records)
 
 
+def _text_key(utterance: str, annotations, compounds) -> tuple:
+    """What a child unit's row depends on besides its context: the text, the `[/]` spans MLU leaves out and
+    the `_` compounds it counts as one word."""
+    exclude = tuple((int(a["start"]), int(a["end"])) for a in annotations if a["code"] == "[/]")
+    return utterance, exclude, tuple(tuple(int(x) for x in c) for c in (compounds if compounds is not None else ()))
+
+
+def analyze_texts(keys: Sequence[tuple], nlp, batch_size: int = 256) -> list[dict]:
+    """The context-free part of a child unit's row for each distinct `_text_key`: one spaCy parse per
+    distinct text, the unit measures, the hits of every detector except pronoun_antecedent (split around
+    it, to keep detect_span's order), that detector's candidates and the unit's mention genders (the
+    context of the next units). `_assemble_units` resolves the pronouns per unit against its context."""
+    texts = list(dict.fromkeys(k[0] for k in keys))
+    docs = dict(zip(texts, nlp.pipe(texts, batch_size=batch_size), strict=True))
+    out = []
+    for text, exclude, compounds in keys:
+        span = docs[text][:]
+        before = [asdict(h) for h in detectors.detect_article_omission(span, 0) + detectors.detect_pronoun_case(span, 0)]
+        after = [asdict(h) for h in (
+            detectors.detect_agreement(span, 0) + detectors.detect_overregularization(span, 0)
+            + detectors.detect_missing_copula_aux(span, 0) + detectors.detect_missing_morpheme(span, 0)
+            + detectors.detect_repetition(span, 0))]
+        out.append({
+            "text": span.text, "n_words": measures.text_words(span, exclude, 0, compounds),
+            "n_morphemes": measures.text_morphemes(span, exclude, 0, compounds),
+            "n_clauses": measures.clause_count(span), "words": measures.word_types(span),
+            "before": before, "after": after, "pronouns": detectors.pronoun_candidates(span, 0),
+            "mentions": frozenset(m.gender for m in detectors.unit_mentions(span)),
+        })
+    return out
+
+
+def _assemble_units(rows: pd.DataFrame, keys: list[tuple], analyses: dict[tuple, dict], context_window: int) -> pd.DataFrame:
+    """One transcript's unit rows (the columns and values of `analyze_child_utterances`) from the per-text
+    analyses: pronoun_antecedent resolved against the mention genders of the `context_window` previous
+    units of the transcript (detectors.iter_detect's context, which never crosses a document)."""
+    from collections import deque
+
+    history: deque[frozenset] = deque(maxlen=context_window)
+    cols: dict[str, list] = {c: [] for c in ("doc_id", "unit_index", "text", "n_words", "n_morphemes", "n_clauses",
+                                             "words", "hits", *(f"has_{t}" for t in ERROR_TYPES))}
+    for index, (key, doc_id) in enumerate(zip(keys, rows["file"], strict=True)):
+        a = analyses[key]
+        context = frozenset().union(*history) if history else frozenset()
+        hits = a["before"] + [asdict(h) for h in detectors.resolve_pronouns(a["pronouns"], context)] + a["after"]
+        history.append(a["mentions"])
+        types = {h["error_type"] for h in hits}
+        for col, value in (("doc_id", doc_id), ("unit_index", index), ("text", a["text"]), ("n_words", a["n_words"]),
+                           ("n_morphemes", a["n_morphemes"]), ("n_clauses", a["n_clauses"]), ("words", a["words"]),
+                           ("hits", hits)):
+            cols[col].append(value)
+        for t in ERROR_TYPES:
+            cols[f"has_{t}"].append(t in types)
+    if not cols["doc_id"]:
+        return pd.DataFrame()
+    cols["source"] = ["childes"] * len(keys)
+    for col in ("file", "corpus", "child", "age_months", "utt_index"):
+        cols[col] = rows[col].tolist()
+    cols["annotations"] = [[dict(a) for a in anns] for anns in rows["annotations"]]
+    cols["mor_morphemes"] = [measures.mor_morphemes(m, w) for m, w in zip(rows["mor"], rows["mor_words"], strict=True)]
+    cols["mor_n_items"] = [len(m) for m in rows["mor"]]
+    cols["clan_words"] = [len(u.split()) for u in rows["utterance_clan"]]
+    return pd.DataFrame(cols)
+
+
 def analyze_stories(samples: pd.DataFrame, config: CompareConfig, nlp=None, progress: bool = False) -> pd.DataFrame:
     """Parse each story (prompt + completion) and detect per sentence; keep sentences of the completion."""
     nlp = nlp or load_nlp()
@@ -237,7 +295,8 @@ UNIT_CACHE_FORMAT = 1
 # module only the two functions that build unit rows (hashed by source), so that editing the tables or the
 # verdict text here does not throw away hours of parsing
 UNIT_CODE_FILES = ("evalsuite/childes/detectors.py", "evalsuite/childes/measures.py", "evalsuite/childes/lexicon.py")
-UNIT_CODE_FUNCTIONS = ("_unit_record", "analyze_child_utterances", "_write_units", "_read_units", "_plain", "_read_shards")
+UNIT_CODE_FUNCTIONS = ("_unit_record", "analyze_child_utterances", "_write_units", "_read_units", "_plain", "_read_shards",
+                       "_text_key", "analyze_texts", "_assemble_units", "_analysable")
 _JSON_COLUMNS = ("words", "hits", "annotations")  # nested Python objects, stored as JSON text
 # below this many uncached utterances, spawning workers (each loads spaCy, ~5-10 s) costs more than it saves
 POOL_MIN_UTTERANCES = 5000
@@ -336,10 +395,16 @@ def _read_shards(root: Path, groups: list[pd.DataFrame], parts: dict[int, pd.Dat
         if cached is None:
             shards[shard] = members
             continue
+        n_read += 1
+        if members == list(range(members[0], members[0] + len(members))):
+            # the shard holds its members' rows in member order, and the members are consecutive transcripts:
+            # its rows are already the concatenation the caller builds (no split into thousands of frames)
+            parts[members[0]] = cached
+            parts.update((i, pd.DataFrame()) for i in members[1:])
+            continue
         by_doc = {doc: g.reset_index(drop=True) for doc, g in cached.groupby("doc_id", sort=False)} if len(cached) else {}
         for i in members:
             parts[i] = by_doc.get(str(groups[i]["file"].iloc[0]), pd.DataFrame())
-        n_read += 1
     return shards, n_read
 
 
@@ -351,13 +416,10 @@ def _unit_worker_init() -> None:
     _WORKER_NLP = load_nlp()
 
 
-def _unit_work(job: tuple[int, pd.DataFrame, dict, str]) -> tuple[int, pd.DataFrame]:
-    """Parse and detect one transcript's child utterances (in a worker); writes its cache file."""
-    index, rows, settings, cache_file = job
-    units = analyze_child_utterances(rows, CompareConfig(**{**settings, "n_process": 1}), _WORKER_NLP)
-    if cache_file:
-        _write_units(Path(cache_file), units)
-    return index, units
+def _texts_work(job: tuple[int, list[tuple], int]) -> tuple[int, list[dict]]:
+    """`analyze_texts` on one chunk of distinct texts (in a worker)."""
+    index, keys, batch_size = job
+    return index, analyze_texts(keys, _WORKER_NLP, batch_size)
 
 
 @functools.lru_cache(maxsize=1)
@@ -365,21 +427,32 @@ def _shared_nlp():
     return load_nlp()
 
 
+# distinct texts per job sent to a worker: big enough for spaCy's batching, small enough to balance two workers
+TEXT_CHUNK = 2000
+
+
+def _analysable(rows: pd.DataFrame) -> pd.DataFrame:
+    """The child utterances that are units: >= 1 word and no unintelligible word."""
+    return rows[(rows["n_words"] > 0) & ~rows["unintelligible"]].reset_index(drop=True)
+
+
 def analyze_children_cached(
     frame: pd.DataFrame, config: CompareConfig, progress: bool = False, cache_dir: str | os.PathLike | None = None
 ) -> tuple[pd.DataFrame, dict]:
-    """`analyze_child_utterances` per transcript, cached as Parquet keyed by the transcript's sha256 (and
-    file name) under `<cache>/childes_units/<unit_code_key>/`; only uncached transcripts are parsed, by a
-    pool of `config.n_workers` spawned processes when there are many. Returns (units, stats): the units in
-    the frame's transcript order (the same rows as one `analyze_child_utterances` call: detector context
-    never crosses a transcript) and how many transcripts came from the cache / were computed."""
+    """The rows of `analyze_child_utterances` per transcript, cached as Parquet keyed by the transcript's
+    sha256 (and file name) under `<cache>/childes_units/<unit_code_key>/`. Only uncached transcripts are
+    analysed, and each distinct (text, `[/]` spans, compounds) of all of them is parsed and run through the
+    detectors once (`analyze_texts`, by a pool of `config.n_workers` spawned processes when there are many);
+    the rows are then assembled per transcript with their own context (`_assemble_units`). Returns (units,
+    stats): the units in the frame's transcript order (the same rows as one `analyze_child_utterances` call:
+    detector context never crosses a transcript), how many transcripts came from the cache / were computed,
+    how many utterances they had and how many distinct texts spaCy parsed."""
     root = unit_cache_root(config.context_window, cache_dir) if config.use_cache and "sha256" in frame else None
     keys = ["sha256", "file"] if "sha256" in frame else ["file"]
     groups = [g for _, g in frame.groupby(keys, sort=False)]
     parts: dict[int, pd.DataFrame] = {}
     shards, shards_read = _read_shards(root, groups, parts) if root is not None else ({}, 0)
-    jobs = []
-    settings = {k: v for k, v in asdict(config).items()}
+    todo: list[tuple[int, pd.DataFrame, list[tuple], str]] = []  # group index, analysable rows, text keys, cache file
     for i, rows in enumerate(groups):
         if i in parts:
             continue
@@ -391,41 +464,56 @@ def analyze_children_cached(
                 parts[i] = cached
                 continue
             cache_file = str(path)
-        jobs.append((i, rows.reset_index(drop=True), settings, cache_file))
-    n_todo = sum(len(j[1]) for j in jobs)
-    pooled = bool(jobs) and config.n_workers > 1 and n_todo >= POOL_MIN_UTTERANCES and len(jobs) > 1
+        units = _analysable(rows)
+        text_keys = [_text_key(u, a, c) for u, a, c in zip(
+            units["utterance"], units["annotations"], units["compounds"] if "compounds" in units else [()] * len(units),
+            strict=True)]
+        todo.append((i, units, text_keys, cache_file))
+    distinct = list(dict.fromkeys(k for _, _, text_keys, _ in todo for k in text_keys))
+    distinct.sort(key=lambda k: k[0])
+    chunks: list[list[tuple]] = []
+    for k in distinct:  # a new chunk only between two texts: the variants of one text are parsed once
+        if not chunks or (len(chunks[-1]) >= TEXT_CHUNK and chunks[-1][-1][0] != k[0]):
+            chunks.append([])
+        chunks[-1].append(k)
+    n_todo = sum(len(t[1]) for t in todo)
+    pooled = len(chunks) > 1 and config.n_workers > 1 and len(distinct) >= POOL_MIN_UTTERANCES
+    analyses: dict[tuple, dict] = {}
     bar = None
-    if progress and jobs:
+    if progress and distinct:
         from tqdm import tqdm
 
-        bar = tqdm(total=len(jobs), desc="parse child utterances (uncached transcripts)", unit="file")
+        bar = tqdm(total=len(distinct), desc="parse distinct child utterances (uncached transcripts)", unit="text")
+    jobs = [(j, chunk, config.batch_size) for j, chunk in enumerate(chunks)]
     if pooled:
         import multiprocessing as mp
 
         # spawn, not fork: the parent may hold spaCy/torch threads (scripts need the __main__ guard)
         with mp.get_context("spawn").Pool(config.n_workers, initializer=_unit_worker_init) as pool:
-            for i, units in pool.imap_unordered(_unit_work, jobs, chunksize=4):
-                parts[i] = units
+            for j, result in pool.imap_unordered(_texts_work, jobs):
+                analyses.update(zip(chunks[j], result, strict=True))
                 if bar is not None:
-                    bar.update()
+                    bar.update(len(result))
     else:
-        for i, rows, _, cache_file in jobs:
-            units = analyze_child_utterances(rows, config, _shared_nlp())
-            if cache_file:
-                _write_units(Path(cache_file), units)
-            parts[i] = units
+        for _, chunk, batch_size in jobs:
+            analyses.update(zip(chunk, analyze_texts(chunk, _shared_nlp(), batch_size), strict=True))
             if bar is not None:
-                bar.update()
+                bar.update(len(chunk))
     if bar is not None:
         bar.close()
+    for i, units, text_keys, cache_file in todo:
+        parts[i] = _assemble_units(units, text_keys, analyses, config.context_window)
+        if cache_file:
+            _write_units(Path(cache_file), parts[i])
     for shard, members in shards.items():  # a source read transcript by transcript: write its shard
         found = [parts[i] for i in members if len(parts[i])]
         _write_units(shard, pd.concat(found, ignore_index=True) if found else pd.DataFrame())
     frames = [parts[i] for i in range(len(groups)) if len(parts[i])]
     units = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-    stats = {"transcripts": len(groups), "from_cache": len(groups) - len(jobs), "computed": len(jobs),
-             "source_shards_read": shards_read,
-             "utterances_parsed": n_todo, "worker_processes": config.n_workers if pooled else 0,
+    stats = {"transcripts": len(groups), "from_cache": len(groups) - len(todo), "computed": len(todo),
+             "source_shards_read": shards_read, "utterances_parsed": n_todo, "distinct_texts_parsed": len(distinct),
+             "spacy_docs_parsed": len({k[0] for k in distinct}),
+             "worker_processes": config.n_workers if pooled else 0,
              "cache": str(root) if root is not None else None}
     return units, stats
 
@@ -438,18 +526,29 @@ def age_bin_label(age: float, width: int) -> tuple[int, str]:
     return start, f"{start}-{start + width}"
 
 
-def _group_keys(units: pd.DataFrame, config: CompareConfig) -> list[tuple[dict, pd.DataFrame]]:
+GROUP_COLUMNS = ("source", "child", "age_months", "checkpoint_id", "model_family", "val_loss", "val_bpc")
+
+
+def _group_keys(units: pd.DataFrame, config: CompareConfig, columns: Sequence[str] | None = None
+                ) -> list[tuple[dict, pd.DataFrame]]:
+    """(group key, its units) per child x age bin, all children x age bin, and checkpoint; `columns`: the
+    unit columns a caller needs in the groups (all when None: at corpus scale, copying the nested columns
+    into thousands of sub-frames costs more than the statistics)."""
     groups: list[tuple[dict, pd.DataFrame]] = []
     if "source" not in units:
         return groups
+    if columns is not None:
+        units = units[[c for c in dict.fromkeys((*GROUP_COLUMNS, *columns)) if c in units]]
     child = units[units["source"] == "childes"]
     if not child.empty:
         # a transcript without a CHI age in its @ID header gets its own bin rather than a crash
-        labels = [age_bin_label(a, config.bin_months) if a == a else (math.nan, "age unknown")
-                  for a in child["age_months"]]
+        by_age = {a: age_bin_label(a, config.bin_months) if a == a else (math.nan, "age unknown")
+                  for a in child["age_months"].unique()}
+        nan_label = next((v for a, v in by_age.items() if a != a), None)  # NaN is no dict key to look up
+        labels = [by_age[a] if a == a else nan_label for a in child["age_months"]]
         child = child.assign(age_bin_start=[lo for lo, _ in labels], age_bin=[lab for _, lab in labels])
-        for who in [*sorted(child["child"].unique()), "all"]:
-            sub = child if who == "all" else child[child["child"] == who]
+        # one groupby, not one boolean mask per child (thousands of children at corpus scale)
+        for who, sub in [*child.groupby("child", sort=True), ("all", child)]:
             for (start, label), g in sub.groupby(["age_bin_start", "age_bin"], dropna=False):
                 groups.append(({"source": "childes", "child": who, "age_bin": label, "age_bin_start": start,
                                 "unit": "utterance"}, g))
@@ -481,7 +580,7 @@ def _hit_counts(units: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 def rate_table(units: pd.DataFrame, config: CompareConfig) -> pd.DataFrame:
     rows = []
-    groups = _group_keys(units, config)
+    groups = _group_keys(units, config, [f"has_{t}" for t in ERROR_TYPES])
     hit_counts, has_sub = _hit_counts(units) if groups else (None, None)
     for key, g in groups:
         n = len(g)
@@ -505,7 +604,7 @@ def _mean_ci(values, config: CompareConfig) -> tuple[float, float, float, int]:
 def measure_table(units: pd.DataFrame, config: CompareConfig) -> pd.DataFrame:
     rows = []
     doc_col = {"childes": "file", "model": "doc_id"}
-    for key, g in _group_keys(units, config):
+    for key, g in _group_keys(units, config, ["n_morphemes", "n_words", "n_clauses", "words", "file", "doc_id"]):
         for name, col in (("mlu_morphemes", "n_morphemes"), ("mlu_words", "n_words"), ("clause_density", "n_clauses")):
             value, lo, hi, _ = _mean_ci(g[col], config)
             rows.append({**key, "measure": name, "value": value, "ci_low": lo, "ci_high": hi, "n": len(g),
@@ -536,9 +635,12 @@ def hits_table(units: pd.DataFrame) -> pd.DataFrame:
     rows = []
     if units.empty:
         return pd.DataFrame(rows)
+    # only units with a hit give rows (a minority at corpus scale); plain lists, not element-wise iteration over
+    # Arrow-backed columns
+    units = units[[len(hs) > 0 for hs in units["hits"]]]
     none = [None] * len(units)
-    columns = (units.index, units["source"], units["doc_id"], units.get("checkpoint_id", none), units.get("child", none),
-               units.get("age_months", none), units["hits"], units["text"])
+    columns = (list(units.index), *(units[c].tolist() if c in units else none for c in (
+        "source", "doc_id", "checkpoint_id", "child", "age_months", "hits", "text")))
     # plain column iteration: iterrows builds a Series per unit, minutes at corpus scale
     for idx, source, doc_id, ckpt, child, age, hs, text in zip(*columns, strict=True):
         for h in hs:
@@ -547,76 +649,6 @@ def hits_table(units: pd.DataFrame) -> pd.DataFrame:
                          "child": child if source == "childes" else None,
                          "age_months": age, **h, "unit_text": text})
     return pd.DataFrame(rows)
-
-
-# ----------------------------------------------------------------------------- hypothesis
-
-
-def checkpoint_age_table(model: age_model.AgeModel | None, story_units: pd.DataFrame, config: CompareConfig) -> pd.DataFrame:
-    rows = []
-    if model is None or story_units.empty:
-        return pd.DataFrame(rows)
-    for ckpt, g in story_units.groupby("checkpoint_id", sort=False):
-        docs = age_model.document_stats(g, "doc_id", config.mattr_window)
-        point, lo, hi, feats = age_model.bootstrap_age(model, docs, config.n_bootstrap, config.seed)
-        band, a_lo, a_hi = hypothesis_band(float(g["val_loss"].iloc[0]), float(g["val_bpc"].iloc[0]))
-        outside = model.outside_range(feats)
-        overlaps = bool(a_lo == a_lo and hi >= a_lo and lo <= a_hi)
-        rows.append({
-            "checkpoint": ckpt, "model_family": g["model_family"].iloc[0], "val_loss": g["val_loss"].iloc[0],
-            "val_bpc": g["val_bpc"].iloc[0], "n_stories": len(docs), "n_sentences": len(g),
-            "age_months": point, "ci_low": lo, "ci_high": hi, "hypothesised_band": band,
-            "band_low_months": a_lo, "band_high_months": a_hi, "ci_overlaps_band": overlaps,
-            "extrapolated": bool(outside) or not (model.age_range[0] <= point <= model.age_range[1]),
-            "features_outside_training_range": ",".join(outside), **feats,
-        })
-    return pd.DataFrame(rows).sort_values("val_loss", ascending=False).reset_index(drop=True)
-
-
-def _verdict(ages: pd.DataFrame, summary: CompareSummary) -> None:
-    n = len(ages)
-    if n < 3:
-        summary.verdict = "cannot be tested"
-        summary.statements.append(
-            f"The loss-to-age hypothesis cannot be tested: {n} checkpoint(s) given; a rank correlation needs at least 3."
-        )
-        return
-    # exact permutation p for n <= 10 (evalsuite.stats.spearman), t approximation above
-    summary.spearman_bpc = spearman(ages["val_bpc"], ages["age_months"]).as_dict()
-    summary.spearman_loss = spearman(ages["val_loss"], ages["age_months"]).as_dict()
-    sb, sl = summary.spearman_bpc, summary.spearman_loss
-    summary.statements.append(
-        f"Spearman(val_bpc, developmental age) = {sb['rho']:.2f} (p = {sb['p']:.3g}, {sb['p_method']}, n = {sb['n']}); "
-        f"Spearman(val_loss, age) = {sl['rho']:.2f} (p = {sl['p']:.3g}, n = {sl['n']}; nats/token, comparable only "
-        "when all checkpoints share a tokenizer)."
-    )
-    in_band = ages["hypothesised_band"] != "not in the seed's table"
-    overlap = int(ages.loc[in_band, "ci_overlaps_band"].sum())
-    n_extrap = int(ages["extrapolated"].sum())
-    summary.statements.append(
-        f"{overlap} of {int(in_band.sum())} checkpoints with a hypothesised band have an age CI that overlaps it; "
-        f"{n_extrap} of {n} predictions extrapolate beyond the children's feature or age range."
-    )
-    if sb["n"] < 3:
-        summary.verdict = "cannot be tested"
-        summary.statements.append("Fewer than 3 checkpoints carry val_bpc: the test in bits per character cannot be run.")
-        return
-    direction = sb["rho"] < 0 and sb["p"] < 0.05
-    contrary = sb["rho"] > 0 and sb["p"] < 0.05
-    level = in_band.sum() > 0 and overlap >= 0.5 * in_band.sum() and n_extrap < n / 2
-    if n_extrap >= n / 2:
-        summary.statements.append(
-            "Most predicted ages lie outside the children's range (18-62 months in Brown) or rest on features "
-            "outside it: the levels are extrapolations, so only the rank order against loss is informative.")
-    if direction and level:
-        summary.verdict = "supported"
-    elif direction:
-        summary.verdict = "partly supported: lower loss goes with older age, but the ages do not match the bands"
-    elif contrary:
-        summary.verdict = "not supported: lower loss goes with younger developmental age"
-    else:
-        summary.verdict = "not supported: no significant monotone relation between loss and developmental age"
-    summary.statements.append(f"Hypothesis (lower bpc -> older developmental age, seed's bands): {summary.verdict}.")
 
 
 # ----------------------------------------------------------------------------- entry point
@@ -632,14 +664,24 @@ def childes_compare(
     config.validate()
     if not childes_paths:
         raise UserError("no CHILDES data given")
+    import time
+
+    clock = {"start": time.perf_counter()}
+
+    def lap(stage: str) -> None:  # wall seconds per stage, in meta `stage_seconds` (what a slow run spent on what)
+        clock[stage] = time.perf_counter()
+
     samples = read_samples(samples_paths) if samples_paths else None
     loaded = load_children(childes_paths, config, progress)
     frame = loaded.utterances
+    lap("read_chat")
     child_units, unit_stats = analyze_children_cached(frame, config, progress)
     if child_units.empty:
         raise UserError("no analysable child utterances (all empty or unintelligible)")
+    lap("child_units")
     story_units = analyze_stories(samples, config, _shared_nlp(), progress) if samples is not None else pd.DataFrame()
     units = pd.concat([child_units, story_units], ignore_index=True)
+    lap("story_units")
 
     summary = CompareSummary(
         n_children=int(child_units["child"].nunique()), n_transcripts=int(child_units["file"].nunique()),
@@ -650,23 +692,22 @@ def childes_compare(
     val, disagreements = validation.validate_by_split(child_units, n_boot=config.n_bootstrap, seed=config.seed)
     inventory = validation.code_inventory(child_units)
     mlu_per_file, mlu_summary = validation.mlu_agreement(child_units)
+    lap("validation")
 
-    table = age_model.transcript_features(child_units, config.min_units_per_transcript, config.mattr_window)
-    cv, cv_pred = age_model.cross_validate_by_child(table) if len(table) >= 3 else (pd.DataFrame(), pd.DataFrame())
-    model = age_model.fit_age_model(table) if len(table) >= 3 else None
-    coefs = model.coefficients() if model is not None else pd.DataFrame()
-    ages = checkpoint_age_table(model, story_units, config)
-
-    _summarise(summary, val, mlu_summary, cv, table, ages, samples)
+    _summarise(summary, val, mlu_summary, samples)
     dev_cv, dev_ages = _developmental_ages(frame, samples, config, summary)
+    lap("age_model")
+    rates, measure_rows, hits = rate_table(units, config), measure_table(units, config), hits_table(units)
+    lap("tables")
     meta = _meta(config, childes_paths, samples_paths, summary)
     meta["chat_transcripts"] = transcript_counts(loaded.transcripts, loaded.issues)
     meta["unit_cache"] = unit_stats
+    names = list(clock)
+    meta["stage_seconds"] = {b: round(clock[b] - clock[a], 2) for a, b in zip(names, names[1:], strict=False)}
     return CompareResult(
-        rates=rate_table(units, config), measures=measure_table(units, config), units=units,
-        hits=hits_table(units), validation=val, disagreements=disagreements, code_inventory=inventory,
-        mlu_agreement=mlu_per_file, mlu_summary=mlu_summary, age_features=table, age_cv=cv,
-        age_cv_predictions=cv_pred, age_coefficients=coefs, checkpoint_ages=ages, summary=summary, meta=meta,
+        rates=rates, measures=measure_rows, units=units,
+        hits=hits, validation=val, disagreements=disagreements, code_inventory=inventory,
+        mlu_agreement=mlu_per_file, mlu_summary=mlu_summary, summary=summary, meta=meta,
         dev_age_cv=dev_cv, dev_checkpoint_ages=dev_ages, chat_issues=loaded.issues, transcripts=loaded.transcripts,
     )
 
@@ -733,14 +774,11 @@ def _developmental_ages(frame: pd.DataFrame, samples: pd.DataFrame | None, confi
     result = loss_age_test(ages, LossAgeConfig(seed=config.seed))
     summary.loss_age = result.as_dict()
     summary.statements.append(result.statement())
-    summary.statements.append(
-        "The Spearman statements above use the error-profile age model of the seed, whose ages extrapolate; "
-        "the verdict is the loss-to-age test of the robust age model (in-range ages only).")
     summary.verdict = result.verdict
     return cv, ages
 
 
-def _summarise(summary, val, mlu_summary, cv, table, ages, samples) -> None:
+def _summarise(summary, val, mlu_summary, samples) -> None:
     s = summary.statements
     s.append(f"CHILDES: {summary.n_child_utterances} analysable CHI utterances from {summary.n_transcripts} "
              f"transcripts of {summary.n_children} child(ren).")
@@ -757,33 +795,13 @@ def _summarise(summary, val, mlu_summary, cv, table, ages, samples) -> None:
                  f"{m['pearson_r']:.3f}, Lin's CCC = {m['ccc']:.3f}, mean difference {m['mean_diff']:+.3f}, "
                  f"mean |difference| {m['mean_abs_diff']:.3f} morphemes ({100 * m['mean_abs_rel_diff']:.1f} %); "
                  f"{100 * m['utterances_exact']:.1f} % of utterances count identically.")
-    for _, row in cv.iterrows():
-        s.append(f"Age model, {row['fold']}: MAE {row['mae_months']:.1f} months, bias {row['bias_months']:+.1f}, "
-                 f"Spearman {row['spearman_rho']:.2f} (p = {row['spearman_p']:.3g}, n = {row['n_test']}); train ages "
-                 f"{row['train_age_range']}, test ages {row['test_age_range']} (overlap {row['age_range_overlap_months']} months).")
-    if len(table) and table["child"].nunique() < 2:
-        summary.caveats.append("Only one child: cross-validation by child is impossible; only pooled CV is reported.")
-    if cv is not None and len(cv) and (cv["age_range_overlap_months"] < 6).any():
-        summary.caveats.append(
-            "The children's age ranges barely overlap, so each leave-one-child-out fold extrapolates in age: "
-            "its error measures transfer to an unseen age range as much as to an unseen child.")
     if samples is None:
         summary.verdict = "cannot be tested"
         s.append("No model samples given: the loss-to-age hypothesis cannot be tested.")
-    elif ages.empty:  # no age model (too few transcripts) or no checkpoint with an analysable sentence
-        summary.verdict = "cannot be tested"
-        s.append("No checkpoint got a developmental age (too few child transcripts for the age model, or no "
-                 "analysable sentence in the samples): the loss-to-age hypothesis cannot be tested.")
-    else:
-        _verdict(ages, summary)
-        if ages["val_bpc"].isna().any():
-            summary.caveats.append("Some checkpoints have no val_bpc: they are left out of the Spearman test in bits per character.")
-        if ages["model_family"].nunique() > 1:
-            summary.caveats.append("Several model families: compare them in val_bpc only (their tokenizers may differ).")
+    else:  # the verdict is the loss-to-age test's (_developmental_ages)
         summary.caveats.append(
-            "The seed's bands are in nats/token of GPT-2 on TinyStories; the band column compares val_bpc with the "
-            f"bands converted to bits per character ({SEED_TOKENS_PER_CHAR:.4f} GPT-2 tokens per character, measured "
-            "on 5 TinyStories stories), and falls back to val_loss in nats/token only where val_bpc is missing.")
+            "The seed's bands are in nats/token of GPT-2 on TinyStories; they are compared with val_bpc in bits per "
+            f"character ({SEED_TOKENS_PER_CHAR:.4f} GPT-2 tokens per character, measured on 5 TinyStories stories).")
     summary.caveats.append(GENRE_CAVEAT)
     summary.caveats.append("Rates: share of units with >= 1 hit, x100; Wilson 95 % CI treating units as independent "
                            "(units cluster within transcripts/stories, so the true interval is wider).")
@@ -806,7 +824,8 @@ def _meta(config, childes_paths, samples_paths, summary) -> dict:
                      "spacy_model": spacy_model_version(), "pylangacq": pylangacq.__version__,
                      "scikit-learn": sklearn.__version__, "pandas": pd.__version__, "numpy": np.__version__},
         "ci_method": {"rates": "Wilson score 95% over units (independence assumed)",
-                      "measures": "percentile bootstrap 95%", "age": "percentile bootstrap over stories"},
+                      "measures": "percentile bootstrap 95%",
+                      "age": "evalsuite.childes.developmental_age prediction interval (checkpoint_dev_ages.csv)"},
         "hypothesis_bands_nats_per_token": [list(b) for b in HYPOTHESIS],
         "hypothesis_bands_bits_per_char": [[seed_nats_to_bpc(b[0]), seed_nats_to_bpc(b[1]), *b[2:]] for b in HYPOTHESIS],
         "seed_tokens_per_char": SEED_TOKENS_PER_CHAR,

@@ -519,20 +519,46 @@ def mention_gender(tok) -> str | None:
     return None
 
 
-def detect_pronoun_antecedent(span, offset: int, context: Sequence[Mention]) -> list[Hit]:
-    hits = []
-    mentions = list(context)
+@dataclass(frozen=True)
+class PronounCandidate:
+    """A gendered 3rd-person pronoun of a unit and the genders of the unit's own mentions before it: all
+    that pronoun_antecedent needs from the parse, so that a unit parsed once can be resolved against
+    any context (`resolve_pronouns`)."""
+
+    gender: str
+    before: frozenset[str]  # genders of the mentions earlier in the same unit
+    start: int
+    end: int
+    text: str
+
+
+def pronoun_candidates(span, offset: int) -> list[PronounCandidate]:
+    out = []
+    before: set[str] = set()
     for tok in span:
         low = tok.lower_
         if tok.pos_ == "PRON" and (low in MALE_PRONOUNS or low in FEMALE_PRONOUNS):
-            gender = "m" if low in MALE_PRONOUNS else "f"
-            if not any(m.gender in (gender, "u") for m in mentions):
-                kind = "gender_mismatch" if mentions else "no_antecedent"
-                hits.append(_hit("pronoun_antecedent", kind, [tok], offset))
+            h = _hit("pronoun_antecedent", "", [tok], offset)
+            out.append(PronounCandidate("m" if low in MALE_PRONOUNS else "f", frozenset(before), h.start, h.end, h.text))
         gender = mention_gender(tok)
         if gender is not None:
-            mentions.append(Mention(tok.text, gender))
+            before.add(gender)
+    return out
+
+
+def resolve_pronouns(candidates: Sequence[PronounCandidate], context_genders: frozenset[str] | set[str]) -> list[Hit]:
+    """pronoun_antecedent hits of a unit's candidates, given the genders of the context's mentions (the
+    `context_window` previous units): a pronoun with no compatible mention (same gender or 'u') before it."""
+    hits = []
+    for c in candidates:
+        seen = context_genders | c.before
+        if c.gender not in seen and "u" not in seen:
+            hits.append(Hit("pronoun_antecedent", "gender_mismatch" if seen else "no_antecedent", c.start, c.end, c.text))
     return hits
+
+
+def detect_pronoun_antecedent(span, offset: int, context: Sequence[Mention]) -> list[Hit]:
+    return resolve_pronouns(pronoun_candidates(span, offset), frozenset(m.gender for m in context))
 
 
 def unit_mentions(span) -> list[Mention]:

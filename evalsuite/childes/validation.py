@@ -105,12 +105,18 @@ def validate_detectors(
     (transcripts); the second frame lists every disagreement for inspection."""
     rows, disagreements = [], []
     groups = units[cluster].to_numpy() if cluster in units else np.arange(len(units))
+    # one row per cluster for the bootstrap: the statistic is a ratio of sums, so a cluster's sums carry all
+    # a resample needs (clusters in np.unique order, as bootstrap_ci orders groups)
+    labels, codes_of_row = np.unique(groups.astype(str), return_inverse=True)
+    # only units with a human code or a hit can count anything: at corpus scale most have neither
+    texts, all_anns, all_hits = units["text"].to_numpy(), units["annotations"].to_numpy(), units["hits"].to_numpy()
+    active = [i for i in range(len(units)) if len(all_anns[i]) or len(all_hits[i])]
+    files = units[cluster].to_numpy() if cluster in units else None
     for target in TARGETS:
         per_unit = np.zeros((len(units), 4))  # tp_hits, n_hits, tp_codes, n_codes
         hits_on_other_codes = 0
-        for i, (idx, text, anns, hits) in enumerate(zip(
-            units.index, units["text"], units["annotations"], units["hits"], strict=True
-        )):
+        for i in active:
+            idx, text, anns, hits = units.index[i], texts[i], all_anns[i], all_hits[i]
             codes = [a for a in anns if a["code"] in target.codes and target.keeps(a["word"])]
             mine = [
                 h for h in hits
@@ -134,11 +140,15 @@ def validate_detectors(
                     hits_on_other_codes += on_other
                     disagreements.append({"target": target.name.strip(), "unit": idx, "text": text,
                                           "missed": "false_positive", "span": hit["text"], "code": hit["kind"],
-                                          "file": units[cluster].iloc[i] if cluster in units else None,
+                                          "file": files[i] if files is not None else None,
                                           "on_other_code": on_other})
+        per_cluster = np.zeros((len(labels), 4))
+        np.add.at(per_cluster, codes_of_row, per_unit)
         tp_hits, n_hits, tp_codes, n_codes = (int(v) for v in per_unit.sum(axis=0))
-        prec = bootstrap_ci(per_unit[:, :2], _ratio, groups=groups, n_boot=n_boot, seed=seed)
-        rec = bootstrap_ci(per_unit[:, 2:], _ratio, groups=groups, n_boot=n_boot, seed=seed)
+        # one row per cluster: resampling rows is resampling clusters (the same draws as groups= would make,
+        # without concatenating thousands of one-row groups per resample)
+        prec = bootstrap_ci(per_cluster[:, :2], _ratio, n_boot=n_boot, seed=seed)
+        rec = bootstrap_ci(per_cluster[:, 2:], _ratio, n_boot=n_boot, seed=seed)
         enough = n_codes >= MIN_CODES_FOR_ESTIMATE
         rows.append({
             "target": target.name.strip(), "detector": target.detector, "codes": " ".join(sorted(target.codes)),
@@ -146,7 +156,7 @@ def validate_detectors(
             "precision": tp_hits / n_hits if n_hits else float("nan"), "precision_ci_low": prec.ci_low,
             "precision_ci_high": prec.ci_high,
             "recall": tp_codes / n_codes if n_codes else float("nan"), "recall_ci_low": rec.ci_low,
-            "recall_ci_high": rec.ci_high, "n_transcripts": int(len(np.unique(groups.astype(str)))),
+            "recall_ci_high": rec.ci_high, "n_transcripts": len(labels),
             "ci_method": "cluster bootstrap over transcripts (evalsuite.stats.bootstrap_ci)",
             "hits_on_other_codes": hits_on_other_codes,
             # a hit on another code (often a bare [*] of unspecified type) is a coded error all the same
@@ -154,7 +164,9 @@ def validate_detectors(
             "note": "" if enough else f"only {n_codes} human code(s): no reliable estimate",
         })
     for name in UNVALIDATED:
-        n_hits = int(sum(any(h["error_type"] == name for h in hits) for hits in units["hits"]))
+        has = f"has_{name}"  # the unit flags iter_detect / _assemble_units set: a unit with >= 1 hit of the type
+        n_hits = int(units[has].sum()) if has in units else int(sum(any(h["error_type"] == name for h in hits)
+                                                                    for hits in units["hits"]))
         rows.append({"target": name, "detector": name, "codes": "", "n_codes": 0, "n_hits": n_hits,
                      "note": "no human codes for this error type in these transcripts: not validated"})
     return pd.DataFrame(rows), pd.DataFrame(disagreements)

@@ -1,13 +1,12 @@
 """meta.json `columns` of childes-compare's tables: what each column is and which function computed it.
 
 Kept beside the command (the command writes the files); the functions named are in
-evalsuite.childes (compare, age_model, validation) and evalsuite.stats.
+evalsuite.childes (compare, validation, developmental_age) and evalsuite.stats.
 """
 
 from __future__ import annotations
 
 _C = "evalsuite.childes.compare"
-_A = "evalsuite.childes.age_model"
 _V = "evalsuite.childes.validation"
 _WILSON = "evalsuite.stats.wilson_ci"
 _BOOT = "evalsuite.stats.bootstrap_ci"
@@ -25,18 +24,9 @@ _GROUP = {
     "unit": ("unit of analysis (utterance for children, sentence for stories)", f"{_C}.rate_table"),
     "file": ("CHAT transcript file", "corpora.chat.read_chat"),
     "age_months": ("child age in months from the transcript header", "corpora.chat.read_chat"),
-    "n_units": ("units in the transcript", f"{_A}.transcript_features"),
     "doc_id": ("document: transcript file or checkpoint#sample", f"{_C}.analyze_stories"),
     "text": ("the unit's text", f"{_C}.analyze_stories"),
 }
-_FEATURES = {
-    "mlu_morphemes": ("mean length of unit in morphemes", f"{_A}.features_from_stats"),
-    "mlu_words": ("mean length of unit in words", f"{_A}.features_from_stats"),
-    "clause_density": ("clauses per unit", f"{_A}.features_from_stats"),
-    "mattr": ("moving-average type-token ratio (window mattr_window)", f"{_A}.features_from_stats"),
-}
-
-
 def _error_columns(prefix: str, definition: str, computed_by: str) -> dict[str, tuple[str, str]]:
     from evalsuite.childes.detectors import ERROR_TYPES
 
@@ -58,8 +48,6 @@ def _tables() -> dict[str, dict[str, tuple[str, str]]]:
                 "ci_high": ("percentile bootstrap 95% upper bound", _BOOT),
                 "n": ("units (or documents) averaged", f"{_C}.measure_table"),
                 "ci_method": ("what was resampled", f"{_C}.measure_table")}
-    rate_features = _error_columns("rate_", "share of units with a {t} hit", f"{_A}.features_from_stats")
-    age_features = {**_FEATURES, **rate_features}
     return {
         "rates.csv": {**_GROUP, **rates},
         "measures.csv": {**_GROUP, **measures},
@@ -107,41 +95,6 @@ def _tables() -> dict[str, dict[str, tuple[str, str]]]:
             "mlu_w_chat": ("MLU in words as CLAN counts them", f"{_V}.mlu_agreement"),
             "diff_m": ("mlu_m_text - mlu_m_mor", f"{_V}.mlu_agreement"),
             "diff_w": ("mlu_w_text - mlu_w_chat", f"{_V}.mlu_agreement")},
-        "age_features.csv": {**_GROUP, **age_features},
-        "age_model_cv.csv": {
-            "fold": ("cross-validation fold (leave one child out, or pooled)", f"{_A}.cross_validate_by_child"),
-            "n_train": ("training transcripts", f"{_A}._fold_row"),
-            "n_test": ("test transcripts", f"{_A}._fold_row"),
-            "train_age_range": ("ages of the training transcripts, months", f"{_A}._fold_row"),
-            "test_age_range": ("ages of the test transcripts, months", f"{_A}._fold_row"),
-            "age_range_overlap_months": ("overlap of the two ranges", f"{_A}._fold_row"),
-            "mae_months": ("mean absolute error of the predicted age", f"{_A}._fold_row"),
-            "rmse_months": ("root mean squared error", f"{_A}._fold_row"),
-            "bias_months": ("mean error (predicted - true)", f"{_A}._fold_row"),
-            "spearman_rho": ("Spearman rho, predicted vs true age", "evalsuite.stats.spearman"),
-            "spearman_p": ("two-sided p (exact for n <= 10)", "evalsuite.stats.spearman")},
-        "age_model_cv_predictions.csv": {
-            **_GROUP, **age_features,
-            "predicted_age": ("age predicted by the fold's model, months", f"{_A}.cross_validate_by_child"),
-            "fold": ("fold", f"{_A}.cross_validate_by_child")},
-        "age_model_coefficients.csv": {
-            "feature": ("age-model feature", f"{_A}.fit_age_model"),
-            "coefficient_per_sd": ("ridge coefficient per standard deviation of the feature, months",
-                                   f"{_A}.fit_age_model"),
-            "alpha": ("ridge penalty chosen", f"{_A}.fit_age_model")},
-        "checkpoint_ages.csv": {
-            **_GROUP, **age_features,
-            "n_stories": ("stories of the checkpoint", f"{_C}.checkpoint_age_table"),
-            "n_sentences": ("sentences of those stories", f"{_C}.checkpoint_age_table"),
-            "age_months": ("developmental age the age model assigns the stories, months", f"{_A}.bootstrap_age"),
-            "ci_low": ("percentile bootstrap 95% lower bound over stories", f"{_A}.bootstrap_age"),
-            "ci_high": ("percentile bootstrap 95% upper bound over stories", f"{_A}.bootstrap_age"),
-            "hypothesised_band": ("the seed's loss-to-age band of the checkpoint", f"{_C}.hypothesis_band"),
-            "band_low_months": ("band's lower age", f"{_C}.hypothesis_band"),
-            "band_high_months": ("band's upper age", f"{_C}.hypothesis_band"),
-            "ci_overlaps_band": ("whether the CI overlaps the band", f"{_C}.checkpoint_age_table"),
-            "extrapolated": ("features or age outside the training range", f"{_C}.checkpoint_age_table"),
-            "features_outside_training_range": ("which features", f"{_C}.checkpoint_age_table")},
         "hits.csv": {
             **_GROUP,
             "unit_row": ("row of the unit in units.parquet", f"{_C}.hits_table"),

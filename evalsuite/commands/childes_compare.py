@@ -49,7 +49,8 @@ def childes_compare(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
 ) -> None:
     """Detect child-like errors in CHILDES children (by age) and model stories (by checkpoint); validate
-    the detectors against the transcribers' codes; fit an age model and test the loss-to-age hypothesis."""
+    the detectors against the transcribers' codes; fit the childes-age model on the children and test the loss-to-age
+    hypothesis on the checkpoints' predicted ages."""
     import json
     import math
 
@@ -79,10 +80,7 @@ def childes_compare(
     frames = {
         "rates.csv": result.rates, "measures.csv": result.measures, "validation.csv": result.validation,
         "validation_disagreements.csv": result.disagreements, "human_codes.csv": result.code_inventory,
-        "mlu_agreement.csv": result.mlu_agreement, "age_features.csv": result.age_features,
-        "age_model_cv.csv": result.age_cv, "age_model_cv_predictions.csv": result.age_cv_predictions,
-        "age_model_coefficients.csv": result.age_coefficients, "checkpoint_ages.csv": result.checkpoint_ages,
-        "hits.csv": result.hits, "dev_age_cv_summary.csv": result.dev_age_cv,
+        "mlu_agreement.csv": result.mlu_agreement, "hits.csv": result.hits, "dev_age_cv_summary.csv": result.dev_age_cv,
         "checkpoint_dev_ages.csv": result.dev_checkpoint_ages,
     }
     for name, frame in frames.items():
@@ -137,23 +135,15 @@ def childes_compare(
                     escape(str(r.get("note") or "")))
     console.print(val)
 
-    if not result.age_cv.empty:
-        cv = Table(title="Age model cross-validation")
-        for col in ("fold", "train ages", "test ages", "MAE (mo)", "bias", "Spearman (p, n)"):
-            cv.add_column(col)
-        for _, r in result.age_cv.iterrows():
-            cv.add_row(escape(r["fold"]), r["train_age_range"], r["test_age_range"], fmt(r["mae_months"]),
-                       fmt(r["bias_months"], "+.1f"), f"{fmt(r['spearman_rho'], '.2f')} ({fmt(r['spearman_p'], '.2g')}, {r['n_test']})")
-        console.print(cv)
-
-    if not result.checkpoint_ages.empty:
-        hyp = Table(title="Loss-to-age hypothesis (seed's table) vs measured developmental age")
-        for col in ("checkpoint", "val_loss", "val_bpc", "hypothesised", "measured age (mo) [95% CI]", "extrapolated"):
+    if not result.dev_checkpoint_ages.empty:
+        hyp = Table(title="Developmental age of each checkpoint (childes-age model fit on these children; "
+                          "no age outside its range)")
+        for col in ("checkpoint", "val_loss", "val_bpc", "age (mo) [95% interval]", "in range"):
             hyp.add_column(col)
-        for _, r in result.checkpoint_ages.iterrows():
-            hyp.add_row(escape(str(r["checkpoint"])), fmt(r["val_loss"], ".3f"), fmt(r["val_bpc"], ".3f"), r["hypothesised_band"],
-                        f"{fmt(r['age_months'])} [{fmt(r['ci_low'])}, {fmt(r['ci_high'])}]",
-                        "yes: " + r["features_outside_training_range"] if r["extrapolated"] else "no")
+        for _, r in result.dev_checkpoint_ages.iterrows():
+            hyp.add_row(escape(str(r["checkpoint_id"])), fmt(r.get("val_loss"), ".3f"), fmt(r.get("val_bpc"), ".3f"),
+                        f"{fmt(r['predicted_age_months'])} [{fmt(r['ci_low'])}, {fmt(r['ci_high'])}]",
+                        "yes" if r["in_range"] else "no: " + escape(str(r.get("out_of_range_reason") or "")))
         console.print(hyp)
 
     console.print(f"[bold]Verdict:[/bold] {escape(result.summary.verdict)}")
