@@ -198,3 +198,17 @@ def test_mixer_folded_into_proj_matches_the_einsum_mixer(n_head):
 def test_mixer_is_not_folded_where_proj_quantises_its_input():
     model = build_model(tiny("spinnet", octonion_attention=True, act_bits=8))
     assert model.blocks[0].attn.proj_weight_with_mixer() is None
+
+
+def test_a_hook_on_proj_sees_its_input_and_the_same_logits():
+    model = build_model(tiny("spinnet", octonion_attention=True)).eval()
+    idx = torch.randint(0, 50, (1, 9))
+    folded = model(idx).logits
+    seen = []
+    handle = model.blocks[0].attn.proj.register_forward_pre_hook(lambda _m, inputs: seen.append(inputs[0]))
+    try:
+        hooked = model(idx).logits
+    finally:
+        handle.remove()
+    assert len(seen) == 1 and seen[0].shape[-1] == model.config.d_model  # proj ran as a module: its input seen
+    torch.testing.assert_close(hooked, folded, rtol=1e-4, atol=1e-5)

@@ -168,7 +168,10 @@ class Attention(nn.Module):
         y = F.scaled_dot_product_attention(
             q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0
         )
-        folded = self.proj_weight_with_mixer() if self.mixer is not None and self.fold_mixer else None
+        # a hook on proj or the mixer (evalsuite.dynamics reads proj's input) sees the modules run as written
+        hooked = any(m._forward_pre_hooks or m._forward_hooks for m in (self.proj, self.mixer) if m is not None)
+        fold = self.mixer is not None and self.fold_mixer and not hooked
+        folded = self.proj_weight_with_mixer() if fold else None
         if folded is not None:
             return F.linear(y.transpose(1, 2).reshape(b, t, d), folded, self.proj.bias)
         if self.mixer is not None:
