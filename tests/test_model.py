@@ -201,7 +201,7 @@ def test_mixer_is_not_folded_where_proj_quantises_its_input():
 
 
 def test_a_hook_on_proj_sees_its_input_and_the_same_logits():
-    model = build_model(tiny("spinnet", octonion_attention=True)).eval()
+    model = build_model(tiny("spinnet", octonion_attention=True, dropout=0.0)).train()  # training folds
     idx = torch.randint(0, 50, (1, 9))
     folded = model(idx).logits
     seen = []
@@ -212,3 +212,18 @@ def test_a_hook_on_proj_sees_its_input_and_the_same_logits():
         handle.remove()
     assert len(seen) == 1 and seen[0].shape[-1] == model.config.d_model  # proj ran as a module: its input seen
     torch.testing.assert_close(hooked, folded, rtol=1e-4, atol=1e-5)
+
+
+
+def test_only_training_folds_the_mixer_and_evaluation_gives_the_same_logits(monkeypatch):
+    model = build_model(tiny("spinnet", octonion_attention=True, dropout=0.0))
+    idx = torch.randint(0, 50, (2, 9))
+    folds = []
+    fold = type(model.blocks[0].attn).proj_weight_with_mixer
+    monkeypatch.setattr(type(model.blocks[0].attn), "proj_weight_with_mixer",
+                        lambda self: folds.append(self.training) or fold(self))
+    trained = model.train()(idx).logits
+    assert folds == [True] * len(model.blocks)
+    evaluated = model.eval()(idx).logits
+    assert folds == [True] * len(model.blocks)  # evaluation did not fold
+    torch.testing.assert_close(evaluated, trained, rtol=1e-4, atol=1e-5)

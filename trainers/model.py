@@ -153,8 +153,8 @@ class Attention(nn.Module):
             OctonionHeadMixer(cfg.n_head, cfg.head_dim, cfg.init_std, layer_table(cfg, 8))
             if cfg.octonion_attention else None
         )
-        # merge the mixer into proj's weight where exact (proj_weight_with_mixer); False keeps the einsum
-        # path (the benchmark's reference)
+        # in training, merge the mixer into proj's weight where exact (proj_weight_with_mixer); False keeps
+        # the einsum path (the benchmark's reference)
         self.fold_mixer = True
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -168,9 +168,11 @@ class Attention(nn.Module):
         y = F.scaled_dot_product_attention(
             q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0
         )
-        # a hook on proj or the mixer (evalsuite.dynamics reads proj's input) sees the modules run as written
+        # Training only: there a step's many tokens make the D x D x D weight product cheap beside the einsum
+        # over every activation; generation and evaluation (few tokens, often on a CPU) keep the einsum.
+        # A hook on proj or the mixer (evalsuite.dynamics reads proj's input) sees the modules run as written.
         hooked = any(m._forward_pre_hooks or m._forward_hooks for m in (self.proj, self.mixer) if m is not None)
-        fold = self.mixer is not None and self.fold_mixer and not hooked
+        fold = self.training and self.mixer is not None and self.fold_mixer and not hooked
         folded = self.proj_weight_with_mixer() if fold else None
         if folded is not None:
             return F.linear(y.transpose(1, 2).reshape(b, t, d), folded, self.proj.bias)
