@@ -315,13 +315,19 @@ def test_unit_cache_key_changes_with_the_code_that_builds_units(monkeypatch, tmp
 
 
 def test_the_distinct_text_path_runs_every_detector_of_detect_span_in_its_order():
-    """analyze_texts splits detect_span around pronoun_antecedent: a detector added to detect_span must be
-    added there too (a structural guard; the equality tests above only see detectors that fire)."""
+    """analyze_texts and detect_span share one split of the detectors around pronoun_antecedent
+    (detectors.context_free_hits): every detect_* function of the module is in it, in detect_span's order
+    (a structural guard; the equality tests above only see detectors that fire)."""
     import inspect
     import re
 
     from evalsuite.childes import detectors
 
-    in_span = re.findall(r"\b(detect_\w+)\(", inspect.getsource(detectors.detect_span))
-    in_texts = re.findall(r"detectors\.(detect_\w+)\(", inspect.getsource(compare.analyze_texts))
-    assert in_span[0] == "detect_span" and in_span[1:] == [*in_texts[:2], "detect_pronoun_antecedent", *in_texts[2:]]
+    split = [d.__name__ for d in (*detectors._BEFORE_PRONOUNS, *detectors._AFTER_PRONOUNS)]
+    every = {name for name, fn in inspect.getmembers(detectors, inspect.isfunction)  # the per-unit detectors
+             if name.startswith("detect_") and list(inspect.signature(fn).parameters) == ["span", "offset"]}
+    assert set(split) == every and len(split) == len(every)
+    assert split[:2] == ["detect_article_omission", "detect_pronoun_case"]  # the two detect_span ran before pronouns
+    assert "context_free_hits(" in inspect.getsource(compare.analyze_texts)
+    assert re.findall(r"\b(context_free_hits|detect_pronoun_antecedent)\(", inspect.getsource(detectors.detect_span)) == [
+        "context_free_hits", "detect_pronoun_antecedent"]

@@ -196,19 +196,15 @@ def _text_key(utterance: str, annotations, compounds) -> tuple:
 
 def analyze_texts(keys: Sequence[tuple], nlp, batch_size: int = 256) -> list[dict]:
     """The context-free part of a child unit's row for each distinct `_text_key`: one spaCy parse per
-    distinct text, the unit measures, the hits of every detector except pronoun_antecedent (split around
-    it, to keep detect_span's order), that detector's candidates and the unit's mention genders (the
-    context of the next units). `_assemble_units` resolves the pronouns per unit against its context."""
+    distinct text, the unit measures, the hits of every detector except pronoun_antecedent
+    (`detectors.context_free_hits`, split around it as detect_span runs them), that detector's candidates
+    and the unit's mention genders (the context of the next units). `_assemble_units` resolves the pronouns per unit against its context."""
     texts = list(dict.fromkeys(k[0] for k in keys))
     docs = dict(zip(texts, nlp.pipe(texts, batch_size=batch_size), strict=True))
     out = []
     for text, exclude, compounds in keys:
         span = docs[text][:]
-        before = [asdict(h) for h in detectors.detect_article_omission(span, 0) + detectors.detect_pronoun_case(span, 0)]
-        after = [asdict(h) for h in (
-            detectors.detect_agreement(span, 0) + detectors.detect_overregularization(span, 0)
-            + detectors.detect_missing_copula_aux(span, 0) + detectors.detect_missing_morpheme(span, 0)
-            + detectors.detect_repetition(span, 0))]
+        before, after = ([asdict(h) for h in hits] for hits in detectors.context_free_hits(span, 0))
         out.append({
             "text": span.text, "n_words": measures.text_words(span, exclude, 0, compounds),
             "n_morphemes": measures.text_morphemes(span, exclude, 0, compounds),

@@ -565,18 +565,23 @@ def unit_mentions(span) -> list[Mention]:
     return [Mention(t.text, g) for t in span if (g := mention_gender(t)) is not None]
 
 
+# The detectors in detect_span's order, split around pronoun_antecedent, the only one that reads context.
+_BEFORE_PRONOUNS = (detect_article_omission, detect_pronoun_case)
+_AFTER_PRONOUNS = (detect_agreement, detect_overregularization, detect_missing_copula_aux, detect_missing_morpheme,
+                   detect_repetition)
+
+
+def context_free_hits(span, offset: int) -> tuple[list[Hit], list[Hit]]:
+    """(hits of the detectors before pronoun_antecedent, hits of those after it): everything detect_span
+    finds that does not depend on the preceding units, so a text's hits can be computed once."""
+    return ([h for d in _BEFORE_PRONOUNS for h in d(span, offset)],
+            [h for d in _AFTER_PRONOUNS for h in d(span, offset)])
+
+
 def detect_span(span, offset: int, context: Sequence[Mention] = ()) -> list[Hit]:
     """All detectors on one unit (a spaCy Span or Doc); offsets relative to `offset` (the unit's first char)."""
-    hits: list[Hit] = []
-    hits += detect_article_omission(span, offset)
-    hits += detect_pronoun_case(span, offset)
-    hits += detect_pronoun_antecedent(span, offset, context)
-    hits += detect_agreement(span, offset)
-    hits += detect_overregularization(span, offset)
-    hits += detect_missing_copula_aux(span, offset)
-    hits += detect_missing_morpheme(span, offset)
-    hits += detect_repetition(span, offset)
-    return hits
+    before, after = context_free_hits(span, offset)
+    return before + detect_pronoun_antecedent(span, offset, context) + after
 
 
 @dataclass
