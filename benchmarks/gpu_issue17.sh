@@ -20,6 +20,7 @@ STAGE_TIMEOUT=${STAGE_TIMEOUT:-540}
 COMMON="--vocab-size 10000 --block-size 512 --warmup 8 --steps 20"
 LEVERS=${LEVERS:-compile-sep-loss compile-loss compile-loss-einsum-mixer}
 AUTOTUNE=${AUTOTUNE:-autotune-loss}
+LEVER_PRESETS=${LEVER_PRESETS:-baseline-28m spinnet-28m}  # the levers and autotune stages (128 x 512)
 SIZES=${SIZES:-baseline-1m-shape spinnet-1m baseline-3m-shape spinnet-3m baseline-8m-shape spinnet-8m}
 MR_CONFIGS=${MR_CONFIGS:-spinnet-3m baseline-3m-matched}
 mkdir -p "$OUT"
@@ -33,12 +34,12 @@ for stage in $STAGES; do
                      timeout "$STAGE_TIMEOUT" python3 benchmarks/gpu_profile.py --batch-size 128 --vocab-size 10000 \
                          --variant "$v" --out "$OUT/profile-$v"; done ;;
         levers) timeout "$STAGE_TIMEOUT" python3 benchmarks/train_throughput.py $COMMON --batch-size 128 \
-                     --variants $LEVERS --out "$OUT/levers" ;;
+                     --presets $LEVER_PRESETS --variants $LEVERS --out "$OUT/levers" ;;
         autotune) timeout "$STAGE_TIMEOUT" python3 benchmarks/train_throughput.py $COMMON --batch-size 128 \
-                     --variants $AUTOTUNE --out "$OUT/autotune" ;;
+                     --presets $LEVER_PRESETS --variants $AUTOTUNE --out "$OUT/autotune" ;;
         sizes) timeout "$STAGE_TIMEOUT" python3 benchmarks/train_throughput.py --presets $SIZES --vocab-size 10000 \
                      --block-size 256 --batch-size 32 --warmup 8 --steps 20 --variants ${SIZE_VARIANTS:-eager compile-loss} \
-                     --out "$OUT/sizes" ;;
+                     --out "$OUT/${SIZE_NAME:-sizes}" ;;
         multirun) timeout "$STAGE_TIMEOUT" python3 benchmarks/gpu_multirun.py --data "$DATA" --configs $MR_CONFIGS \
                      --ns ${MR_NS:-1 4 8} --mps ${MR_MPS:-both} --steps "${MR_STEPS:-300}" ${MR_EXTRA:-} \
                      --out "$OUT/${MR_NAME:-multirun}" ;;

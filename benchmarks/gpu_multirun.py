@@ -112,6 +112,13 @@ def measure(config: str, n: int, mps: bool, args: argparse.Namespace, root: Path
     }
 
 
+def _compile_label(row: dict[str, Any]) -> str:
+    if not row["compile"]:
+        return "off"
+    mode = row.get("compile_mode", "default")
+    return "on" if mode == "default" else f"on ({mode})"
+
+
 def markdown(rows: list[dict[str, Any]]) -> str:
     lines = ["| config | non-emb params | N runs | MPS | batch x ctx | compile | per-run tokens/s (median) | "
              "aggregate tokens/s (steady) | speed-up vs one plain run | aggregate tokens/s (wall, incl. compile/eval) "
@@ -121,7 +128,7 @@ def markdown(rows: list[dict[str, Any]]) -> str:
         per = statistics.median([x for x in r["per_run_steady_tokens_per_s"] if x])
         lines.append(f"| {r['config']} | {r['n_params_non_embedding'] / 1e6:.2f}M | {r['n_runs']} | "
                      f"{'on' if r['mps'] else 'off'} | {r['batch_size']} x {r['block_size']} | "
-                     f"{'on' if r['compile'] else 'off'} | {per:,.0f} | {r['aggregate_steady_tokens_per_s']:,.0f} | "
+                     f"{_compile_label(r)} | {per:,.0f} | {r['aggregate_steady_tokens_per_s']:,.0f} | "
                      f"{r['speedup_vs_1']:.2f}x | {r['aggregate_wall_tokens_per_s']:,.0f} | {r['launch_wall_s']:.0f} |")
     return "\n".join(lines)
 

@@ -126,6 +126,15 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "autotune-loss": {"compile": "max-autotune-no-cudagraphs", "loss": "inside", "adam": "fused"},
     "cudagraphs-loss": {"compile": "reduce-overhead", "loss": "inside", "adam": "fused"},
     "autotune-cudagraphs-loss": {"compile": "max-autotune", "loss": "inside", "adam": "fused"},
+    # inductor knobs on top: coordinate-descent tuning of the fused elementwise/reduction kernels' launch
+    # configs (a quarter of the 28M step is such memory-bound kernels), and combo kernels, which fuse
+    # independent small kernels horizontally (SpinNet's per-matrix ternarise + block assembly at 1m)
+    "autotune-loss-cdt": {"compile": "max-autotune-no-cudagraphs", "loss": "inside", "adam": "fused",
+                          "inductor": {"coordinate_descent_tuning": True}},
+    "cudagraphs-loss-cdt": {"compile": "reduce-overhead", "loss": "inside", "adam": "fused",
+                            "inductor": {"coordinate_descent_tuning": True}},
+    "cudagraphs-loss-combo": {"compile": "reduce-overhead", "loss": "inside", "adam": "fused",
+                              "inductor": {"combo_kernels": True}},
 }
 
 
