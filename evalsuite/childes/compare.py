@@ -66,6 +66,8 @@ class CompareConfig:
     min_units_per_transcript: int = 50
     n_workers: int = 2  # processes that read transcripts and parse child utterances not yet cached
     use_cache: bool = True  # the parse cache and the per-transcript unit cache ($EVALSUITE_CACHE)
+    age_model: str = ""  # folder of a saved childes-age model; "" = the shipped one (SHIPPED_AGE_MODEL)
+    refit_age_model: bool = False  # fit and cross-validate the age model on the given children instead
 
     @classmethod
     def from_dict(cls, values: dict) -> CompareConfig:
@@ -84,6 +86,8 @@ class CompareConfig:
             raise UserError("n_bootstrap must be at least 100")
         if self.n_workers < 1:
             raise UserError("n_workers must be at least 1")
+        if self.age_model and self.refit_age_model:
+            raise UserError("give either an age model folder or refit_age_model, not both")
         if self.n_process < 1 or self.batch_size < 1 or self.context_window < 0 or self.mattr_window < 2:
             raise UserError("n_process, batch_size >= 1, context_window >= 0, mattr_window >= 2")
 
@@ -691,13 +695,14 @@ def childes_compare(
     lap("validation")
 
     _summarise(summary, val, mlu_summary, samples)
-    dev_cv, dev_ages = _developmental_ages(frame, samples, config, summary)
+    dev_cv, dev_ages, age_model_info = _developmental_ages(frame, samples, config, summary)
     lap("age_model")
     rates, measure_rows, hits = rate_table(units, config), measure_table(units, config), hits_table(units)
     lap("tables")
     meta = _meta(config, childes_paths, samples_paths, summary)
     meta["chat_transcripts"] = transcript_counts(loaded.transcripts, loaded.issues)
     meta["unit_cache"] = unit_stats
+    meta["age_model"] = age_model_info
     names = list(clock)
     meta["stage_seconds"] = {b: round(clock[b] - clock[a], 2) for a, b in zip(names, names[1:], strict=False)}
     return CompareResult(
@@ -738,40 +743,83 @@ def transcript_counts(transcripts: pd.DataFrame, issues: pd.DataFrame) -> dict:
             "issue_rows": len(issues), "sources_unreadable": sources_unreadable}
 
 
+# the age model shipped with the package (`evalsuite childes-age --fit` on every shared CHILDES child; its
+# cv_summary.csv and meta.json lie beside it): childes-compare applies it instead of refitting on every run
+SHIPPED_AGE_MODEL = Path(__file__).resolve().parent / "data" / "age_model"
+
+
+def _saved_model_info(directory: Path) -> dict:
+    """What meta.json records of a saved age model: where it is, the code version and training set it came from."""
+    info: dict = {"source": "saved", "path": str(directory)}
+    meta_file = directory / "meta.json"
+    if meta_file.is_file():
+        meta = json.loads(meta_file.read_text(encoding="utf-8"))
+        info |= {"code_version": meta.get("code_version"), "created_utc": meta.get("created_utc"),
+                 "n_training_children": meta.get("n_children"), "n_training_transcripts": meta.get("n_transcripts"),
+                 "fit_config": meta.get("config")}
+    return info
+
+
 def _developmental_ages(frame: pd.DataFrame, samples: pd.DataFrame | None, config: CompareConfig,
-                        summary: CompareSummary) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The robust age model (evalsuite.childes.developmental_age) fit on these children, applied to the
-    checkpoints, and the loss-to-age test of evalsuite.childes.loss_age: its verdict is the verdict."""
+                        summary: CompareSummary) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """The childes-age model (evalsuite.childes.developmental_age) applied to the checkpoints, and the
+    loss-to-age test of evalsuite.childes.loss_age: its verdict is the verdict. By default the model is the
+    shipped one (or `config.age_model`), with the by-child/by-corpus CV saved beside it; with
+    `config.refit_age_model` it is fit and cross-validated on these children (minutes at corpus scale).
+    Returns (CV summary, checkpoint ages, meta `age_model`)."""
     from evalsuite.childes import developmental_age as dev
     from evalsuite.childes.age_features import document_features, sentences_frame
     from evalsuite.childes.loss_age import LossAgeConfig, loss_age_test
 
     fit_config = dev.AgeFitConfig(min_utterances=config.min_units_per_transcript, n_boot=config.n_bootstrap,
                                   seed=config.seed)
-    docs = document_features(frame, "file")
-    n_children = dev.training_table(docs, fit_config)["child_id"].nunique()
-    fit = dev.fit_and_validate(docs, fit_config) if n_children >= 3 else None
-    cv = fit.summary if fit is not None else pd.DataFrame()
-    for row in cv.itertuples(index=False) if fit is not None else []:
+    model, no_model_reason = None, ""
+    if config.refit_age_model:
+        docs = document_features(frame, "file")
+        n_children = dev.training_table(docs, fit_config)["child_id"].nunique()
+        fit = dev.fit_and_validate(docs, fit_config) if n_children >= 3 else None
+        cv = fit.summary if fit is not None else pd.DataFrame()
+        model = fit.model if fit is not None else None
+        ages_range = (fit_config.min_age_months, fit_config.max_age_months)
+        info = {"source": "refit on the given children", "n_training_children": int(n_children),
+                "fit_config": asdict(fit_config)}
+        described = "fit on these children"
+        no_model_reason = (f"no age model: {n_children} child(ren) with ages {ages_range[0]:g}-{ages_range[1]:g} "
+                           "months (needs >= 3)")
+    else:
+        directory = Path(config.age_model).expanduser() if config.age_model else SHIPPED_AGE_MODEL
+        model = dev.load_model(directory)
+        directory = directory if directory.is_dir() else directory.parent
+        info = _saved_model_info(directory)
+        info["source"] = "shipped" if directory == SHIPPED_AGE_MODEL else "saved"
+        cv_file = directory / "cv_summary.csv"
+        cv = pd.read_csv(cv_file) if cv_file.is_file() else pd.DataFrame()
+        info["cv_summary"] = str(cv_file) if cv_file.is_file() else None
+        fitted = info.get("fit_config") or {}
+        ages_range = (fitted.get("min_age_months", fit_config.min_age_months),
+                      fitted.get("max_age_months", fit_config.max_age_months))
+        commit = (info.get("code_version") or {}).get("git_commit") or "unknown"
+        described = (f"{info['source']} model {directory.name}, fit at commit {commit[:10]} on "
+                     f"{info.get('n_training_children', '?')} children; its own CV, not refit on these children")
+    for row in cv.itertuples(index=False):
         summary.statements.append(
-            f"Age model ({row.scheme}, {row.n_children} children, {row.n_transcripts} transcripts aged "
-            f"{fit_config.min_age_months:g}-{fit_config.max_age_months:g} months): {row.method} MAE {row.mae_months:.1f} "
+            f"Age model ({described}; {row.scheme}, {row.n_children} children, {row.n_transcripts} transcripts aged "
+            f"{ages_range[0]:g}-{ages_range[1]:g} months): {row.method} MAE {row.mae_months:.1f} "
             f"[{row.mae_ci_low:.1f}, {row.mae_ci_high:.1f}] months.")
     if samples is None:
-        return cv, pd.DataFrame()
+        return cv, pd.DataFrame(), info
     table = samples.assign(run=[dev.run_of(c, f) for c, f in zip(samples["checkpoint"], samples["samples_file"], strict=True)])
     ckpt_docs = document_features(sentences_frame(table), "checkpoint_id", clan_unintelligible=False)
-    if fit is not None:
-        ages = dev.apply_model(fit.model, pd.DataFrame(), ckpt_docs)
+    if model is not None:
+        ages = dev.apply_model(model, pd.DataFrame(), ckpt_docs)
     else:
         ages = ckpt_docs.assign(predicted_age_months=math.nan, ci_low=math.nan, ci_high=math.nan, in_range=False,
-                                out_of_range_reason=f"no age model: {n_children} child(ren) with ages "
-                                f"{fit_config.min_age_months:g}-{fit_config.max_age_months:g} months (needs >= 3)")
+                                out_of_range_reason=no_model_reason)
     result = loss_age_test(ages, LossAgeConfig(seed=config.seed))
     summary.loss_age = result.as_dict()
     summary.statements.append(result.statement())
     summary.verdict = result.verdict
-    return cv, ages
+    return cv, ages, info
 
 
 def _summarise(summary, val, mlu_summary, samples) -> None:

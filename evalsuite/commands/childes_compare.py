@@ -46,11 +46,18 @@ def childes_compare(
                                   "utterances not yet cached."),
     cache: bool = typer.Option(True, "--cache/--no-cache", help="Reuse (and write) the parse and unit caches under "
                                "$EVALSUITE_CACHE (keyed by transcript sha256 and code hash)."),
+    age_model: Path = typer.Option(
+        None, "--age-model", help="Folder of a saved childes-age model to apply to the checkpoints (default: the model "
+        "shipped in evalsuite/childes/data/age_model; its cv_summary.csv is reported as dev_age_cv_summary.csv)."),
+    refit_age_model: bool = typer.Option(
+        False, "--refit-age-model", help="Fit and cross-validate the childes-age model on the given children instead "
+        "of applying a saved one (minutes at corpus scale)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
 ) -> None:
     """Detect child-like errors in CHILDES children (by age) and model stories (by checkpoint); validate
-    the detectors against the transcribers' codes; fit the childes-age model on the children and test the loss-to-age
-    hypothesis on the checkpoints' predicted ages."""
+    the detectors against the transcribers' codes; apply the childes-age model (the shipped one, --age-model DIR, or
+    one fit on these children with --refit-age-model) and test the loss-to-age hypothesis on the checkpoints'
+    predicted ages."""
     import json
     import math
 
@@ -68,7 +75,8 @@ def childes_compare(
     sources = list(childes) if childes else [_default_childes(data_dir)]
     config = CompareConfig.from_dict(
         {"bin_months": bin_months, "n_bootstrap": n_bootstrap, "seed": seed, "n_process": n_process,
-         "batch_size": batch_size, "n_workers": n_workers, "use_cache": cache}
+         "batch_size": batch_size, "n_workers": n_workers, "use_cache": cache,
+         "age_model": str(age_model) if age_model is not None else "", "refit_age_model": refit_age_model}
     )
     result = run(sources, list(samples or []), config, progress=progress)
     counts = result.meta["chat_transcripts"]
@@ -136,8 +144,9 @@ def childes_compare(
     console.print(val)
 
     if not result.dev_checkpoint_ages.empty:
-        hyp = Table(title="Developmental age of each checkpoint (childes-age model fit on these children; "
-                          "no age outside its range)")
+        which = ("fit on these children" if refit_age_model
+                 else f"{result.meta['age_model']['source']} model {result.meta['age_model']['path']}")
+        hyp = Table(title=f"Developmental age of each checkpoint (childes-age model {which}; no age outside its range)")
         for col in ("checkpoint", "val_loss", "val_bpc", "age (mo) [95% interval]", "in range"):
             hyp.add_column(col)
         for _, r in result.dev_checkpoint_ages.iterrows():
