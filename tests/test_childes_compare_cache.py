@@ -100,6 +100,28 @@ def test_compare_writes_chat_issues_counts_and_warm_run_is_cached(folder, tmp_pa
     assert done.stdout.split()[-3:] == ["0", "False", "False"]
 
 
+def _as_lists(units: pd.DataFrame) -> pd.DataFrame:
+    """The nested columns as Python lists (a cached frame holds the numpy arrays pyarrow returns)."""
+    return units.assign(**{c: [list(v) for v in units[c]] for c in compare._LIST_COLUMNS if c in units})
+
+
+def test_list_columns_round_trip_every_field_and_empty_lists(tmp_path):
+    units = pd.DataFrame({
+        "doc_id": ["a", "b", "c"], "n_words": [2, 0, 1],
+        "words": [["I", "goed"], [], ["yes"]],
+        "hits": [[{"error_type": "overregularization", "kind": "past", "start": 2, "end": 6, "text": "goed"}], [],
+                 [{"error_type": "x", "kind": "", "start": 0, "end": 0, "text": ""},
+                  {"error_type": "y", "kind": "k", "start": 1, "end": 3, "text": "yes"}]],
+        "annotations": [[], [{"start": 0, "end": 0, "word": "", "target": "is", "code": "[* m]"}], []]})
+    path = tmp_path / "u.parquet"
+    compare._write_units(path, units)
+    back = compare._read_units(path)
+    assert list(back.columns) == list(units.columns)
+    pd.testing.assert_frame_equal(_as_lists(back), units)
+    compare._write_units(path, units.iloc[[1]])  # every hits list empty: still the fixed struct type
+    assert list(compare._read_units(path)["hits"].iloc[0]) == []
+
+
 @pytest.mark.shared_data
 def test_unit_cache_round_trips_and_is_keyed_by_code_and_settings(folder, tmp_path):
     frame = load_children([folder], CompareConfig(n_workers=1)).utterances
@@ -109,8 +131,15 @@ def test_unit_cache_round_trips_and_is_keyed_by_code_and_settings(folder, tmp_pa
     warm, stats2 = analyze_children_cached(frame, cfg, cache_dir=tmp_path)
     assert (stats["computed"], stats2["computed"], stats2["from_cache"]) == (2, 0, 2)
     pd.testing.assert_frame_equal(cold, direct)
-    pd.testing.assert_frame_equal(warm, direct)  # nested hits / annotations / words survive the Parquet trip
-    assert isinstance(warm["hits"].iloc[0], list) and isinstance(warm["annotations"].iloc[0], list)
+    # nested hits / annotations / words survive the Parquet trip: stored as Parquet lists (not JSON text), they come
+    # back as arrays with the same elements, dicts with the same keys and values
+    pd.testing.assert_frame_equal(_as_lists(warm), direct)
+    assert warm.drop(columns=list(compare._LIST_COLUMNS)).equals(direct.drop(columns=list(compare._LIST_COLUMNS)))
+    assert sum(map(len, direct["hits"])) > 5 and sum(map(len, direct["annotations"])) > 5
+    import pyarrow.parquet as pq
+
+    shard = pq.read_schema(next(Path(stats["cache"]).glob("sources/*.parquet")))
+    assert all(str(shard.field(c).type).startswith("list<") for c in compare._LIST_COLUMNS)
     # a setting that changes detections is part of the key: a new context window is computed afresh
     assert compare.unit_code_key(0) != compare.unit_code_key(3)
     _, stats3 = analyze_children_cached(frame, CompareConfig(n_workers=1, context_window=0), cache_dir=tmp_path)
@@ -122,12 +151,12 @@ def test_unit_cache_round_trips_and_is_keyed_by_code_and_settings(folder, tmp_pa
     next(root.glob("sources/*.parquet")).write_bytes(b"not parquet")
     again, stats4 = analyze_children_cached(frame, cfg, cache_dir=tmp_path)
     assert (stats4["computed"], stats4["source_shards_read"]) == (0, 0)
-    pd.testing.assert_frame_equal(again, direct)
+    pd.testing.assert_frame_equal(_as_lists(again), direct)
     next(root.glob("sources/*.parquet")).write_bytes(b"not parquet")
     next(p for p in root.glob("*/*.parquet") if p.parent.name != "sources").write_bytes(b"not parquet")
     again, stats4 = analyze_children_cached(frame, cfg, cache_dir=tmp_path)
     assert stats4["computed"] == 1
-    pd.testing.assert_frame_equal(again, direct)
+    pd.testing.assert_frame_equal(_as_lists(again), direct)
     # without the cache nothing is read or written
     _, stats5 = analyze_children_cached(frame, CompareConfig(n_workers=1, use_cache=False), cache_dir=tmp_path / "x")
     assert stats5["computed"] == 2 and stats5["cache"] is None and not (tmp_path / "x").exists()
@@ -144,7 +173,7 @@ def test_worker_pool_gives_the_same_units(folder, tmp_path, monkeypatch):
     assert stats["worker_processes"] == 2 and stats["computed"] == 2
     pd.testing.assert_frame_equal(pooled, direct)
     warm, _ = analyze_children_cached(frame, CompareConfig(n_workers=2), cache_dir=tmp_path)
-    pd.testing.assert_frame_equal(warm, direct)
+    pd.testing.assert_frame_equal(_as_lists(warm), direct)
 
 
 @pytest.mark.slow

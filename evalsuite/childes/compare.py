@@ -290,14 +290,14 @@ def analyze_stories(samples: pd.DataFrame, config: CompareConfig, nlp=None, prog
 
 # ----------------------------------------------------------------------------- per-transcript unit cache
 
-UNIT_CACHE_FORMAT = 1
+UNIT_CACHE_FORMAT = 2  # 2: words / hits / annotations as Parquet lists, not JSON text
 # the code whose output a cached unit row is: the detectors, the measures and lexicon they use, and of this
 # module only the two functions that build unit rows (hashed by source), so that editing the tables or the
 # verdict text here does not throw away hours of parsing
 UNIT_CODE_FILES = ("evalsuite/childes/detectors.py", "evalsuite/childes/measures.py", "evalsuite/childes/lexicon.py")
-UNIT_CODE_FUNCTIONS = ("_unit_record", "analyze_child_utterances", "_write_units", "_read_units", "_plain", "_read_shards",
+UNIT_CODE_FUNCTIONS = ("_unit_record", "analyze_child_utterances", "_list_types", "_write_units", "_read_units", "_read_shards",
                        "_text_key", "analyze_texts", "_assemble_units", "_analysable")
-_JSON_COLUMNS = ("words", "hits", "annotations")  # nested Python objects, stored as JSON text
+_LIST_COLUMNS = ("words", "hits", "annotations")  # nested Python objects, stored as Parquet lists (_list_types)
 # below this many uncached utterances, spawning workers (each loads spaCy, ~5-10 s) costs more than it saves
 POOL_MIN_UTTERANCES = 5000
 _ROOT = Path(__file__).resolve().parents[2]
@@ -345,36 +345,42 @@ def _unit_file(root: Path, sha256: str, file: str) -> Path:
     return root / sha256[:2] / f"{sha256}-{tag}.parquet"
 
 
+def _list_types() -> dict:
+    """Arrow types of the nested unit columns: stored as native Parquet lists (format 2; format 1 stored JSON
+    text, whose decoding was a third of a warm corpus-scale run)."""
+    import pyarrow as pa
+
+    s, i = pa.string(), pa.int64()
+    return {"words": pa.list_(s),
+            "hits": pa.list_(pa.struct([("error_type", s), ("kind", s), ("start", i), ("end", i), ("text", s)])),
+            "annotations": pa.list_(pa.struct([("start", i), ("end", i), ("word", s), ("target", s), ("code", s)]))}
+
+
 def _write_units(path: Path, units: pd.DataFrame) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    frame = units.copy()
-    for col in _JSON_COLUMNS:
-        if col in frame:
-            frame[col] = [json.dumps(list(v), default=_plain) for v in frame[col]]
+    types = _list_types()
+    nested = [c for c in _LIST_COLUMNS if c in units]
+    table = pa.Table.from_pandas(units.drop(columns=nested), preserve_index=False)
+    for col in nested:  # fixed types: an all-empty column would otherwise be list<null>
+        table = table.append_column(col, pa.array(units[col].tolist(), type=types[col]))
+    table = table.select([c for c in units.columns])
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{os.getpid()}")
-    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), tmp)
+    pq.write_table(table, tmp)
     os.replace(tmp, path)  # atomic: a concurrent reader never sees half a file
 
 
-def _plain(value):
-    """JSON for numpy scalars/arrays that pyarrow hands back inside nested annotations."""
-    return value.tolist() if hasattr(value, "tolist") else str(value)
-
-
 def _read_units(path: Path) -> pd.DataFrame | None:
+    """A cached unit frame; the nested columns come back as numpy object arrays (of str / of dicts with the
+    fields of `_list_types`), which every consumer iterates like the lists that were written."""
     import pyarrow.parquet as pq
 
     try:
-        frame = pq.read_table(path).to_pandas()
+        return pq.read_table(path).to_pandas()
     except (OSError, ValueError):
         return None  # absent or unreadable: recompute
-    for col in _JSON_COLUMNS:
-        if col in frame:
-            frame[col] = [json.loads(v) for v in frame[col]]
-    return frame
 
 
 def _read_shards(root: Path, groups: list[pd.DataFrame], parts: dict[int, pd.DataFrame]) -> tuple[dict, int]:

@@ -61,6 +61,7 @@ def childes_compare(
     import json
     import math
 
+    import numpy as np
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
@@ -97,7 +98,8 @@ def childes_compare(
     units = result.units.drop(columns=["words"], errors="ignore").copy()
     for col in ("hits", "annotations"):
         if col in units:
-            units[col] = units[col].apply(lambda v: json.dumps(v) if isinstance(v, list) else None)
+            # cached child units hold numpy arrays (Parquet lists), fresh ones Python lists: both are JSON lists here
+            units[col] = [json.dumps(list(v)) if isinstance(v, (list, np.ndarray)) else None for v in units[col]]
     write_parquet(units, out / "units.parquet")
     written = [*frames, "chat_issues.csv", "units.parquet"]
     own = dict(result.meta)  # childes-compare's own keys (config, versions, ci_method, summary, ...)
