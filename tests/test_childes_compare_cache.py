@@ -249,6 +249,59 @@ def _old_hits_table(units):
     return pd.DataFrame(rows)
 
 
+def _old_measure_table(units, config):
+    """measure_table before it shared the bootstrap draws across the three unit measures and reused a
+    transcript's MATTR / TTR across groups (the reference the fast one must equal)."""
+    from evalsuite.childes import measures
+    from evalsuite.childes.compare import _group_keys, _mean_ci, _order_columns
+
+    rows = []
+    doc_col = {"childes": "file", "model": "doc_id"}
+    for key, g in _group_keys(units, config, ["n_morphemes", "n_words", "n_clauses", "words", "file", "doc_id"]):
+        for name, col in (("mlu_morphemes", "n_morphemes"), ("mlu_words", "n_words"), ("clause_density", "n_clauses")):
+            value, lo, hi, _ = _mean_ci(g[col], config)
+            rows.append({**key, "measure": name, "value": value, "ci_low": lo, "ci_high": hi, "n": len(g),
+                         "ci_method": "percentile bootstrap over units"})
+        per_doc = g.groupby(doc_col[key["source"]])["words"].agg(lambda s: [w for ws in s for w in ws])
+        for name, fn in (("mattr", lambda w: measures.mattr(w, config.mattr_window)), ("ttr", measures.ttr)):
+            vals = [fn(w) for w in per_doc]
+            value, lo, hi, _ = _mean_ci(vals, config)
+            rows.append({**key, "measure": name, "value": value, "ci_low": lo, "ci_high": hi, "n": len(vals),
+                         "ci_method": "mean over documents, percentile bootstrap over documents"})
+    return _order_columns(pd.DataFrame(rows))
+
+
+def test_shared_bootstrap_draws_equal_bootstrap_ci_exactly():
+    import numpy as np
+
+    from evalsuite.stats import bootstrap_ci
+
+    rng = np.random.default_rng(7)
+    cases = []
+    for n in (0, 1, 2, 3, 17, 500, 3000):
+        # counts (the packed single-gather path: small non-negative integers), then a float, a negative and a
+        # too-large column (each makes the set take the per-column gathers)
+        counts = [rng.integers(0, 9, n), rng.integers(0, 40, n), np.full(n, 2.0)]
+        cases += [counts, [*counts, rng.normal(size=n)], [*counts[:2], -counts[2]],
+                  [counts[0], rng.integers(0, 70000, n)]]
+        if n == 17:
+            with_nan = [c.astype(float) for c in counts]
+            with_nan[1][4] = np.nan  # a NaN: that column drops a row, so every column goes through bootstrap_ci
+            cases.append(with_nan)
+    # both paths are exercised: the counts pack, the others do not
+    assert compare._packable([c.astype(float) for c in cases[-4]])
+    assert not any(compare._packable([c.astype(float) for c in case]) for case in cases[-3:])
+    for columns in cases:
+        for seed, n_boot in ((0, 200), (3, 101)):
+            config = CompareConfig(seed=seed, n_bootstrap=n_boot)
+            got = compare._mean_cis(columns, config)
+            for col, (value, lo, hi, k) in zip(columns, got, strict=True):
+                ci = bootstrap_ci(col.astype(float), n_boot=n_boot, seed=seed)
+                # bit for bit (NaN where bootstrap_ci gives NaN)
+                assert [value, lo, hi, k] == pytest.approx([ci.estimate, ci.ci_low, ci.ci_high, ci.n], rel=0, abs=0,
+                                                           nan_ok=True)
+
+
 @pytest.mark.shared_data
 def test_fast_rate_and_hits_tables_equal_the_per_unit_loops(folder):
     frame = load_children([folder], CompareConfig(n_workers=1)).utterances
@@ -267,6 +320,18 @@ def test_fast_rate_and_hits_tables_equal_the_per_unit_loops(folder):
     assert both["child"].nunique() >= 2
     pd.testing.assert_frame_equal(compare.rate_table(both, config), _old_rate_table(both, config))
     pd.testing.assert_frame_equal(compare.hits_table(both), _old_hits_table(both))
+    # measures too, exactly (check_exact: the bootstrap bounds are the same floats, not merely close); with a
+    # model document id shared by two checkpoints, so that a document split across groups is computed per group
+    shared = both.copy()
+    shared.loc[shared["source"] == "model", "doc_id"] = "story-0"
+    shared.loc[shared.index[-5:], "checkpoint_id"] = "ck2"
+    for frame in (both, shared):
+        new, old = compare.measure_table(frame, config), _old_measure_table(frame, config)
+        assert len(new) > 20 and new["ci_low"].notna().sum() > 10
+        pd.testing.assert_frame_equal(new, old, check_exact=True)
+    # a non-default index (units of a caller's own frame) gives the same rates
+    shifted = both.set_axis(both.index * 3 + 11)
+    pd.testing.assert_frame_equal(compare.rate_table(shifted, config), _old_rate_table(shifted, config))
     new_groups = compare._group_keys(both, config, ["n_words"])
     old_groups = _old_group_keys(both, config)
     assert [k for k, _ in new_groups] == [k for k, _ in old_groups] or all(

@@ -586,18 +586,30 @@ def _hit_counts(units: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 def rate_table(units: pd.DataFrame, config: CompareConfig) -> pd.DataFrame:
     rows = []
+    units = units.reset_index(drop=True)  # group indices are then row positions (the index is not in the output)
     groups = _group_keys(units, config, [f"has_{t}" for t in ERROR_TYPES])
-    hit_counts, has_sub = _hit_counts(units) if groups else (None, None)
+    if not groups:
+        return _order_columns(pd.DataFrame(rows))
+    hit_counts, has_sub = _hit_counts(units)
+    # one integer matrix (units x [has_<type>..., hits per rate name..., has_<sub-kind>...]) summed over each group's
+    # rows by position: thousands of groups, so no per-group pandas .loc / Series sums (the same integer sums)
+    names = list(hit_counts.columns)
+    subs = [f"{t}/{kind}" for t in ERROR_TYPES for kind in SUB_KINDS.get(t, ())]
+    matrix = np.column_stack([units[f"has_{t}"].to_numpy(dtype=np.int64) for t in ERROR_TYPES]
+                             + [hit_counts.to_numpy(dtype=np.int64), has_sub[subs].to_numpy(dtype=np.int64)])
+    at_has = {t: j for j, t in enumerate(ERROR_TYPES)}
+    at_hits = {n: len(ERROR_TYPES) + j for j, n in enumerate(names)}
+    at_sub = {n: len(ERROR_TYPES) + len(names) + j for j, n in enumerate(subs)}
     for key, g in groups:
         n = len(g)
-        counts_g, sub_g = hit_counts.loc[g.index].sum(), has_sub.loc[g.index].sum()
+        sums = matrix[g.index.to_numpy()].sum(axis=0)
         for t in ERROR_TYPES:
-            entries = [(t, int(g[f"has_{t}"].to_numpy().sum()))]
-            entries += [(f"{t}/{kind}", int(sub_g[f"{t}/{kind}"])) for kind in SUB_KINDS.get(t, ())]
+            entries = [(t, int(sums[at_has[t]]))]
+            entries += [(f"{t}/{kind}", int(sums[at_sub[f"{t}/{kind}"]])) for kind in SUB_KINDS.get(t, ())]
             for name, count in entries:
                 lo, hi = wilson_ci(count, n)
                 rows.append({**key, "error_type": name, "rate": 100.0 * count / n, "ci_low": 100.0 * lo,
-                             "ci_high": 100.0 * hi, "n": n, "count": count, "hits": int(counts_g[name])})
+                             "ci_high": 100.0 * hi, "n": n, "count": count, "hits": int(sums[at_hits[name]])})
     return _order_columns(pd.DataFrame(rows))
 
 
@@ -607,17 +619,90 @@ def _mean_ci(values, config: CompareConfig) -> tuple[float, float, float, int]:
     return ci.estimate, ci.ci_low, ci.ci_high, ci.n
 
 
+def _mean_cis(columns: Sequence[np.ndarray], config: CompareConfig) -> list[tuple[float, float, float, int]]:
+    """`_mean_ci` of each of several equally long columns with one draw of the resampling indices.
+
+    bootstrap_ci of a mean draws `default_rng(seed).integers(0, n, size=(n_boot, n))` and averages each row of
+    `values[idx]`; with the same seed and the same n (no NaN to drop) that draw is the same for every column, so
+    drawing it once and repeating the rest of bootstrap_ci's steps per column gives the same numbers (tested
+    against bootstrap_ci), with one random draw instead of one per column (the draws were most of the time of
+    the measure table at corpus scale). Any NaN, or fewer than 2 rows: bootstrap_ci itself, per column."""
+    from evalsuite.stats import ALPHA, _mean_rows, _quantiles
+
+    arrays = [np.asarray(c, dtype=float) for c in columns]
+    n = len(arrays[0]) if arrays else 0
+    if n < 2 or any(len(a) != n or np.isnan(a).any() for a in arrays):
+        return [_mean_ci(a, config) for a in arrays]
+    idx = np.random.default_rng(config.seed).integers(0, n, size=(config.n_bootstrap, n))
+    confidence = 1 - ALPHA  # bootstrap_ci's default, and its rounding of alpha
+    alpha = round(1 - confidence, 12)
+    out = []
+    for a, draws in zip(arrays, _resampled_means(arrays, idx), strict=True):
+        lo, hi = _quantiles(draws, alpha / 2, 1 - alpha / 2)
+        out.append((float(_mean_rows(a)), lo, hi, n))
+    return out
+
+
+_FIELD_BITS = 16
+
+
+def _packable(arrays: list[np.ndarray]) -> bool:
+    """Whether `_resampled_means` can pack the arrays: at most 4, all integers in [0, 2**16)."""
+    return len(arrays) <= 64 // _FIELD_BITS and all(
+        a.size and a.min() >= 0 and a.max() < (1 << _FIELD_BITS) and np.array_equal(a, np.floor(a)) for a in arrays)
+
+
+def _resampled_means(arrays: list[np.ndarray], idx: np.ndarray) -> list[np.ndarray]:
+    """`a[idx].mean(axis=1)` for each array. Counts (MLU numerators, clauses) are small non-negative integers:
+    then up to 4 of them are packed into one uint64 and gathered once instead of once per column (the random
+    gather is the cost), and each row's sum of a field is an exact integer; np.mean of integer-valued floats
+    is that exact sum divided by n (every partial sum is an integer below 2**53, so summation order cannot
+    round), hence the same floats as the per-column means."""
+    n = idx.shape[1]
+    limit = 1 << _FIELD_BITS
+    if not _packable(arrays):
+        return [a[idx].mean(axis=1) for a in arrays]
+    packed = np.zeros(n, dtype=np.uint64)
+    for j, a in enumerate(arrays):
+        packed |= a.astype(np.uint64) << np.uint64(_FIELD_BITS * j)
+    sums = np.empty((len(arrays), idx.shape[0]), dtype=np.int64)
+    mask = np.uint64(limit - 1)
+    step = max(1, (1 << 22) // n)  # rows of draws per block: a few MB of temporaries, not GB
+    for b in range(0, idx.shape[0], step):
+        block = packed[idx[b:b + step]]
+        for j in range(len(arrays)):
+            sums[j, b:b + step] = ((block >> np.uint64(_FIELD_BITS * j)) & mask).sum(axis=1, dtype=np.int64)
+    return [sums[j].astype(float) / n for j in range(len(arrays))]
+
+
 def measure_table(units: pd.DataFrame, config: CompareConfig) -> pd.DataFrame:
     rows = []
     doc_col = {"childes": "file", "model": "doc_id"}
-    for key, g in _group_keys(units, config, ["n_morphemes", "n_words", "n_clauses", "words", "file", "doc_id"]):
-        for name, col in (("mlu_morphemes", "n_morphemes"), ("mlu_words", "n_words"), ("clause_density", "n_clauses")):
-            value, lo, hi, _ = _mean_ci(g[col], config)
+    groups = _group_keys(units, config, ["n_morphemes", "n_words", "n_clauses", "words", "file", "doc_id"])
+    # a transcript lies whole in its child's age-bin group and in the all-children group: its MATTR / TTR are
+    # computed once and reused when a group holds all of its units (same words in the same order, so the same value)
+    totals = {src: units.loc[units["source"] == src, col].value_counts(dropna=True).to_dict()
+              for src, col in doc_col.items() if col in units} if groups else {}
+    lexical: dict[tuple[str, object], tuple[float, float]] = {}
+    for key, g in groups:
+        cols = (("mlu_morphemes", "n_morphemes"), ("mlu_words", "n_words"), ("clause_density", "n_clauses"))
+        for (name, _), (value, lo, hi, _) in zip(cols, _mean_cis([g[c].to_numpy() for _, c in cols], config), strict=True):
             rows.append({**key, "measure": name, "value": value, "ci_low": lo, "ci_high": hi, "n": len(g),
                          "ci_method": "percentile bootstrap over units"})
-        per_doc = g.groupby(doc_col[key["source"]])["words"].agg(lambda s: [w for ws in s for w in ws])
-        for name, fn in (("mattr", lambda w: measures.mattr(w, config.mattr_window)), ("ttr", measures.ttr)):
-            vals = [fn(w) for w in per_doc]
+        source, col = key["source"], doc_col[key["source"]]
+        sizes = g.groupby(col).size()  # the documents in groupby order, as the per-document lists were built
+        total = totals.get(source, {})
+        todo = [d for d, k in sizes.items() if (source, d) not in lexical or k != total.get(d)]
+        values: dict[object, tuple[float, float]] = {}
+        if todo:
+            sub = g if len(todo) == len(sizes) else g[g[col].isin(todo)]
+            for d, words in sub.groupby(col)["words"].agg(lambda s: [w for ws in s for w in ws]).items():
+                values[d] = (measures.mattr(words, config.mattr_window), measures.ttr(words))
+                if sizes[d] == total.get(d):
+                    lexical[(source, d)] = values[d]
+        per_doc = [values[d] if d in values else lexical[(source, d)] for d in sizes.index]
+        for j, name in enumerate(("mattr", "ttr")):
+            vals = [v[j] for v in per_doc]
             value, lo, hi, _ = _mean_ci(vals, config)
             rows.append({**key, "measure": name, "value": value, "ci_low": lo, "ci_high": hi, "n": len(vals),
                          "ci_method": "mean over documents, percentile bootstrap over documents"})
