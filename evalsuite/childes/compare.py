@@ -949,7 +949,6 @@ def _meta(config, childes_paths, samples_paths, summary) -> dict:
     from importlib.metadata import version
 
     import pylangacq
-    import sklearn
 
     return {
         "command": "childes-compare",
@@ -957,7 +956,7 @@ def _meta(config, childes_paths, samples_paths, summary) -> dict:
         "inputs": {"childes": [str(p) for p in childes_paths], "samples": [str(p) for p in samples_paths]},
         "versions": {"python": platform.python_version(), "spacy": version("spacy"),
                      "spacy_model": spacy_model_version(), "pylangacq": pylangacq.__version__,
-                     "scikit-learn": sklearn.__version__, "pandas": pd.__version__, "numpy": np.__version__},
+                     "scikit-learn": version("scikit-learn"), "pandas": pd.__version__, "numpy": np.__version__},
         "ci_method": {"rates": "Wilson score 95% over units (independence assumed)",
                       "measures": "percentile bootstrap 95%",
                       "age": "evalsuite.childes.developmental_age prediction interval (checkpoint_dev_ages.csv)"},

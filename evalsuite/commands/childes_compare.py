@@ -99,7 +99,9 @@ def childes_compare(
     for col in ("hits", "annotations"):
         if col in units:
             # cached child units hold numpy arrays (Parquet lists), fresh ones Python lists: both are JSON lists here
-            units[col] = [json.dumps(list(v)) if isinstance(v, (list, np.ndarray)) else None for v in units[col]]
+            # (most units have none: "[]", what json.dumps gives for an empty list, without a call per unit)
+            units[col] = [(json.dumps(list(v)) if len(v) else "[]") if isinstance(v, (list, np.ndarray)) else None
+                          for v in units[col]]
     write_parquet(units, out / "units.parquet")
     written = [*frames, "chat_issues.csv", "units.parquet"]
     own = dict(result.meta)  # childes-compare's own keys (config, versions, ci_method, summary, ...)
@@ -124,15 +126,23 @@ def childes_compare(
     types = list(dict.fromkeys(rates["error_type"]))
     for t in types:
         table.add_column(t.replace("_", " "), justify="right")
+    # the groups in order of first appearance with NaN as a key of its own (groupby(sort=False, dropna=False)),
+    # from plain column lists: one boolean mask per group and type took seconds for thousands of child x age groups
     keys = ["source", "child", "age_bin", "checkpoint"]
-    for key, g in rates.groupby(keys, dropna=False, sort=False):
-        source, child, age_bin, ckpt = key
-        label = f"{child} {age_bin} mo" if source == "childes" else f"{ckpt} (bpc {fmt(g['val_bpc'].iloc[0], '.3f')})"
+    columns = {c: rates[c].tolist() for c in (*keys, "val_bpc", "n", "error_type", "rate", "ci_low", "ci_high")}
+    groups: dict[tuple, dict] = {}
+    for i, values in enumerate(zip(*(columns[k] for k in keys), strict=True)):
+        group = groups.setdefault(tuple(None if v != v else v for v in values), {"first": i, "by_type": {}})
+        group["by_type"].setdefault(columns["error_type"][i], i)  # the group's first row of each type
+    for group in groups.values():
+        first = group["first"]
+        source, child, age_bin, ckpt = (columns[k][first] for k in keys)
+        label = f"{child} {age_bin} mo" if source == "childes" else f"{ckpt} (bpc {fmt(columns['val_bpc'][first], '.3f')})"
         cells = []
         for t in types:
-            r = g[g["error_type"] == t].iloc[0]
-            cells.append(f"{r['rate']:.1f} ({r['ci_low']:.1f}-{r['ci_high']:.1f})")
-        table.add_row(escape(label), str(int(g["n"].iloc[0])), *cells)
+            r = group["by_type"][t]
+            cells.append(f"{columns['rate'][r]:.1f} ({columns['ci_low'][r]:.1f}-{columns['ci_high'][r]:.1f})")
+        table.add_row(escape(label), str(int(columns["n"][first])), *cells)
     console.print(table)
 
     val = Table(title="Detectors vs transcribers' codes (CHI tier; 95% CI resampling transcripts; Brown = development set, scored apart; precision is a lower bound: coding is not exhaustive)")
