@@ -329,6 +329,15 @@ def test_fast_rate_and_hits_tables_equal_the_per_unit_loops(folder):
         new, old = compare.measure_table(frame, config), _old_measure_table(frame, config)
         assert len(new) > 20 and new["ci_low"].notna().sum() > 10
         pd.testing.assert_frame_equal(new, old, check_exact=True)
+    # one grouping shared by both tables (what childes_compare passes) gives the same tables
+    shared_groups = compare._group_keys(both, config, (*compare.RATE_COLUMNS, *compare.MEASURE_COLUMNS))
+    pd.testing.assert_frame_equal(compare.rate_table(both, config, shared_groups), compare.rate_table(both, config))
+    pd.testing.assert_frame_equal(compare.measure_table(both, config, shared_groups), compare.measure_table(both, config),
+                                  check_exact=True)
+    # hit counts visit only units with a has_ flag: the same counts as visiting every unit
+    for a, b in zip(compare._hit_counts(both), compare._hit_counts(both.drop(columns=list(compare.RATE_COLUMNS))),
+                    strict=True):
+        pd.testing.assert_frame_equal(a, b)
     # a non-default index (units of a caller's own frame) gives the same rates
     shifted = both.set_axis(both.index * 3 + 11)
     pd.testing.assert_frame_equal(compare.rate_table(shifted, config), _old_rate_table(shifted, config))

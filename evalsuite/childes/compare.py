@@ -572,8 +572,14 @@ def _hit_counts(units: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     names = [n for t in ERROR_TYPES for n in (t, *(f"{t}/{k}" for k in SUB_KINDS.get(t, ())))]
     column = {n: i for i, n in enumerate(names)}
     counts = np.zeros((len(units), len(names)), dtype=np.int64)
-    for row, hs in enumerate(units["hits"]):
-        for h in hs:
+    flags = [f"has_{t}" for t in ERROR_TYPES]
+    # a unit with a hit of a counted type has that type's has_ flag (iter_detect / _assemble_units set them from
+    # the hits): only those units are visited, not every unit of the corpus
+    rows = (np.flatnonzero(units[flags].to_numpy(dtype=bool).any(axis=1)) if all(f in units for f in flags)
+            else range(len(units)))
+    all_hits = units["hits"].to_numpy()
+    for row in rows:
+        for h in all_hits[row]:
             t = h["error_type"]
             if t in column:
                 counts[row, column[t]] += 1
@@ -584,10 +590,18 @@ def _hit_counts(units: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     return frame, frame > 0
 
 
-def rate_table(units: pd.DataFrame, config: CompareConfig) -> pd.DataFrame:
+RATE_COLUMNS = tuple(f"has_{t}" for t in ERROR_TYPES)
+MEASURE_COLUMNS = ("n_morphemes", "n_words", "n_clauses", "words", "file", "doc_id")
+
+
+def rate_table(units: pd.DataFrame, config: CompareConfig, groups: list[tuple[dict, pd.DataFrame]] | None = None
+               ) -> pd.DataFrame:
+    """Rates per group; `groups`: `_group_keys(units, config, <columns incl. RATE_COLUMNS>)` of a units frame with
+    a RangeIndex, when the caller has them already (childes_compare shares one grouping with measure_table)."""
     rows = []
-    units = units.reset_index(drop=True)  # group indices are then row positions (the index is not in the output)
-    groups = _group_keys(units, config, [f"has_{t}" for t in ERROR_TYPES])
+    if groups is None or not isinstance(units.index, pd.RangeIndex) or units.index.start != 0 or units.index.step != 1:
+        units = units.reset_index(drop=True)  # group indices are then row positions (the index is not in the output)
+        groups = _group_keys(units, config, RATE_COLUMNS)
     if not groups:
         return _order_columns(pd.DataFrame(rows))
     hit_counts, has_sub = _hit_counts(units)
@@ -675,10 +689,14 @@ def _resampled_means(arrays: list[np.ndarray], idx: np.ndarray) -> list[np.ndarr
     return [sums[j].astype(float) / n for j in range(len(arrays))]
 
 
-def measure_table(units: pd.DataFrame, config: CompareConfig) -> pd.DataFrame:
+def measure_table(units: pd.DataFrame, config: CompareConfig, groups: list[tuple[dict, pd.DataFrame]] | None = None
+                  ) -> pd.DataFrame:
+    """Measures per group; `groups`: `_group_keys(units, config, <columns incl. MEASURE_COLUMNS>)`, when the caller
+    has them already."""
     rows = []
     doc_col = {"childes": "file", "model": "doc_id"}
-    groups = _group_keys(units, config, ["n_morphemes", "n_words", "n_clauses", "words", "file", "doc_id"])
+    if groups is None:
+        groups = _group_keys(units, config, MEASURE_COLUMNS)
     # a transcript lies whole in its child's age-bin group and in the all-children group: its MATTR / TTR are
     # computed once and reused when a group holds all of its units (same words in the same order, so the same value)
     totals = {src: units.loc[units["source"] == src, col].value_counts(dropna=True).to_dict()
@@ -788,7 +806,10 @@ def childes_compare(
     _summarise(summary, val, mlu_summary, samples)
     dev_cv, dev_ages, age_model_info = _developmental_ages(frame, samples, config, summary)
     lap("age_model")
-    rates, measure_rows, hits = rate_table(units, config), measure_table(units, config), hits_table(units)
+    # one grouping (child x age bin, checkpoint) for both tables: splitting 1.4 M units into groups costs seconds
+    groups = _group_keys(units, config, (*RATE_COLUMNS, *MEASURE_COLUMNS))
+    rates, measure_rows = rate_table(units, config, groups), measure_table(units, config, groups)
+    hits = hits_table(units)
     lap("tables")
     meta = _meta(config, childes_paths, samples_paths, summary)
     meta["chat_transcripts"] = transcript_counts(loaded.transcripts, loaded.issues)
