@@ -455,13 +455,20 @@ def analyze_children_cached(
     how many utterances they had and how many distinct texts spaCy parsed."""
     root = unit_cache_root(config.context_window, cache_dir) if config.use_cache and "sha256" in frame else None
     keys = ["sha256", "file"] if "sha256" in frame else ["file"]
-    groups = [g for _, g in frame.groupby(keys, sort=False)]
+    # the transcripts (groupby(keys, sort=False) order) as row positions: a warm run needs only each transcript's
+    # first row (its file, sha256 and source: the shard and cache keys), not thousands of sub-frames of every column
+    ids = frame.groupby(keys, sort=False).ngroup().to_numpy(dtype=np.int64, na_value=-1)  # -1: a NaN key, dropped
+    order = np.argsort(ids, kind="stable")  # stable: a transcript's rows keep their order
+    bounds = np.searchsorted(ids[order], np.arange((ids.max() if len(ids) else -1) + 2))
+    heads = frame[[c for c in ("sha256", "file", "source") if c in frame]].iloc[order[bounds[:-1]]]
+    groups = [heads.iloc[[i]] for i in range(len(bounds) - 1)]
     parts: dict[int, pd.DataFrame] = {}
     shards, shards_read = _read_shards(root, groups, parts) if root is not None else ({}, 0)
     todo: list[tuple[int, pd.DataFrame, list[tuple], str]] = []  # group index, analysable rows, text keys, cache file
-    for i, rows in enumerate(groups):
+    for i in range(len(groups)):
         if i in parts:
             continue
+        rows = frame.iloc[order[bounds[i]:bounds[i + 1]]]
         cache_file = ""
         if root is not None:
             path = _unit_file(root, str(rows["sha256"].iloc[0]), str(rows["file"].iloc[0]))
