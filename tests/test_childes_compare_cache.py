@@ -271,6 +271,21 @@ def _old_measure_table(units, config):
     return _order_columns(pd.DataFrame(rows))
 
 
+def test_fast_mattr_equals_measures_mattr_exactly():
+    import random
+
+    from evalsuite.childes import measures
+
+    rng = random.Random(3)
+    vocab = [f"w{k}" for k in range(40)]
+    for n in (0, 1, 5, 49, 50, 51, 52, 120, 1000):
+        for vocab_size in (1, 3, 40):
+            words = [rng.choice(vocab[:vocab_size]) for _ in range(n)]
+            for window in (2, 10, 50):
+                fast, slow = compare._mattr(words, window), measures.mattr(words, window)
+                assert fast == slow or (fast != fast and slow != slow), (n, vocab_size, window)
+
+
 def test_shared_bootstrap_draws_equal_bootstrap_ci_exactly():
     import numpy as np
 
