@@ -465,10 +465,15 @@ def analyze_children_cached(
     parts: dict[int, pd.DataFrame] = {}
     shards, shards_read = _read_shards(root, groups, parts) if root is not None else ({}, 0)
     todo: list[tuple[int, pd.DataFrame, list[tuple], str]] = []  # group index, analysable rows, text keys, cache file
+    transcripts: list[pd.DataFrame] | None = None
     for i in range(len(groups)):
         if i in parts:
             continue
-        rows = frame.iloc[order[bounds[i]:bounds[i + 1]]]
+        if transcripts is None:
+            # a transcript to compute: split the frame once, as groupby does (a take per transcript instead would
+            # concatenate every chunk of the frame's chunked Arrow string columns each time: quadratic)
+            transcripts = [g for _, g in frame.groupby(keys, sort=False)]
+        rows = transcripts[i]
         cache_file = ""
         if root is not None:
             path = _unit_file(root, str(rows["sha256"].iloc[0]), str(rows["file"].iloc[0]))
