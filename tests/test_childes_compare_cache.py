@@ -271,6 +271,18 @@ def _old_measure_table(units, config):
     return _order_columns(pd.DataFrame(rows))
 
 
+def test_vectorised_wilson_equals_wilson_ci_exactly():
+    import numpy as np
+
+    from evalsuite.stats import wilson_ci
+
+    pairs = [(c, n) for n in (1, 2, 3, 7, 50, 999, 123457) for c in sorted({0, 1, n // 3, n // 2, n - 1, n}) if c <= n]
+    pairs.append((0, 0))
+    los, his = compare._wilson_cis(np.array([c for c, _ in pairs]), np.array([n for _, n in pairs]))
+    for (c, n), lo, hi in zip(pairs, los, his, strict=True):
+        assert [lo, hi] == pytest.approx(list(wilson_ci(c, n)), rel=0, abs=0, nan_ok=True), (c, n)
+
+
 def test_fast_mattr_equals_measures_mattr_exactly():
     import random
 
@@ -333,7 +345,7 @@ def test_fast_rate_and_hits_tables_equal_the_per_unit_loops(folder):
     # two children, and one transcript without an age (its own "age unknown" bin)
     both.loc[both["file"] == both["file"].iloc[0], "age_months"] = float("nan")
     assert both["child"].nunique() >= 2
-    pd.testing.assert_frame_equal(compare.rate_table(both, config), _old_rate_table(both, config))
+    pd.testing.assert_frame_equal(compare.rate_table(both, config), _old_rate_table(both, config), check_exact=True)
     pd.testing.assert_frame_equal(compare.hits_table(both), _old_hits_table(both))
     # measures too, exactly (check_exact: the bootstrap bounds are the same floats, not merely close); with a
     # model document id shared by two checkpoints, so that a document split across groups is computed per group
