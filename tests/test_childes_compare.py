@@ -13,6 +13,7 @@ import pytest
 from corpora.errors import UserError
 from evalsuite.childes.compare import (
     SEED_TOKENS_PER_CHAR,
+    SHIPPED_AGE_MODEL,
     CompareConfig,
     read_samples,
     seed_nats_to_bpc,
@@ -127,19 +128,68 @@ def test_injected_article_drops_show_up_by_checkpoint(cli_out):
 
 @pytest.mark.slow
 @pytest.mark.shared_data
-def test_the_verdict_is_the_loss_age_test_on_the_childes_age_model(cli_out):
+def test_the_verdict_is_the_loss_age_test_on_the_shipped_childes_age_model(cli_out):
     meta = json.loads((cli_out / "meta.json").read_text())
     assert "spearman_bpc" not in meta["summary"] and "checkpoint_ages.csv" not in meta["outputs"]
-    # two children cannot train the robust age model (>= 3 needed), and 3 checkpoints of one run have
-    # no power: the loss-to-age test says so instead of "not supported"
+    # 3 checkpoints of one run have no power: the loss-to-age test says so instead of "not supported"
     assert meta["summary"]["verdict"] == "not testable with this design"
-    assert meta["summary"]["loss_age"]["n_checkpoints"] == 0
     assert any(s.startswith("loss-to-age: not testable") for s in meta["summary"]["statements"])
     assert not any("error-profile" in s for s in meta["summary"]["statements"])
+    # the default applies the shipped model (not refit on these 2 children) and reports the shipped model's own CV
+    info = meta["age_model"]
+    assert info["source"] == "shipped" and Path(info["path"]) == SHIPPED_AGE_MODEL
+    shipped_meta = json.loads((SHIPPED_AGE_MODEL / "meta.json").read_text())
+    assert info["n_training_children"] == shipped_meta["n_children"] > 100
+    assert info["code_version"] == shipped_meta["code_version"]
+    cv = pd.read_csv(cli_out / "dev_age_cv_summary.csv")
+    pd.testing.assert_frame_equal(cv, pd.read_csv(SHIPPED_AGE_MODEL / "cv_summary.csv"))
+    assert any("shipped model age_model" in s and "not refit" in s for s in meta["summary"]["statements"])
     dev_ages = pd.read_csv(cli_out / "checkpoint_dev_ages.csv")
-    assert len(dev_ages) == 3 and not dev_ages["in_range"].any() and dev_ages["predicted_age_months"].isna().all()
+    assert len(dev_ages) == 3 and set(dev_ages["checkpoint_id"]) == {c[0] for c in CHECKPOINTS}
+    # the shipped model gives an age to a checkpoint inside its range, else none (never extrapolated)
+    assert (dev_ages["in_range"] == dev_ages["predicted_age_months"].notna()).all()
     assert set(meta["columns"]["checkpoint_dev_ages.csv"]) == set(dev_ages.columns)
     assert any("Genre differs" in c for c in meta["summary"]["caveats"])
+
+
+@pytest.mark.slow
+@pytest.mark.shared_data
+def test_refit_age_model_fits_on_the_given_children(inputs):
+    from evalsuite.childes.compare import CompareSummary, _developmental_ages, load_children
+
+    childes, samples = inputs
+    config = CompareConfig(n_bootstrap=100, refit_age_model=True)
+    frame = load_children([childes], config).utterances
+    summary = CompareSummary()
+    cv, ages, info = _developmental_ages(frame, read_samples([samples]), config, summary)
+    # two children cannot train the robust age model (>= 3 needed): no CV, no checkpoint age, and it says why
+    assert info["source"] == "refit on the given children" and info["n_training_children"] == 2
+    assert cv.empty and len(ages) == 3 and not ages["in_range"].any() and ages["predicted_age_months"].isna().all()
+    assert ages["out_of_range_reason"].str.contains("needs >= 3").all()
+    assert summary.verdict == "not testable with this design" and summary.loss_age["n_checkpoints"] == 0
+
+
+def test_age_model_settings_are_checked(tmp_path):
+    with pytest.raises(UserError, match="not both"):
+        CompareConfig.from_dict({"age_model": str(tmp_path), "refit_age_model": True})
+    from evalsuite.childes.compare import CompareSummary, _developmental_ages
+
+    with pytest.raises(UserError, match="no age model"):  # a folder without a model is an error, not a silent refit
+        _developmental_ages(pd.DataFrame(), None, CompareConfig(age_model=str(tmp_path)), CompareSummary())
+
+
+def test_a_saved_age_model_folder_is_applied_and_recorded(tmp_path):
+    import shutil
+
+    from evalsuite.childes.compare import CompareSummary, _developmental_ages
+
+    saved = tmp_path / "my_model"
+    shutil.copytree(SHIPPED_AGE_MODEL, saved)
+    summary = CompareSummary()
+    cv, ages, info = _developmental_ages(pd.DataFrame(), None, CompareConfig(age_model=str(saved)), summary)
+    assert info["source"] == "saved" and info["path"] == str(saved) and info["cv_summary"] == str(saved / "cv_summary.csv")
+    assert len(cv) == 6 and ages.empty
+    assert len([s for s in summary.statements if s.startswith("Age model (saved model my_model")]) == 6
 
 
 def test_hypothesis_bands():

