@@ -448,7 +448,7 @@ def run_probe(
             start = timer.mark()
             spacy_docs = list(islice(pipe, len(batch)))
             start = timer.add("spacy", start)
-            word_info = [categories.label_doc(doc) for doc in spacy_docs]
+            word_info = [categories.label_doc(doc, t.text) for doc, t in zip(spacy_docs, batch, strict=True)]
             start = timer.add("labels", start)
             prepared: dict[str, list[PreparedDoc]] = {}
             for identity, members in groups.items():
