@@ -396,7 +396,8 @@ def compute_stats(
     spec_comp = np.argmax(np.where(np.isnan(spec), -np.inf, spec), axis=-1)  # (C, L)
     spec_val = np.nanmax(np.where(np.isnan(spec), -np.inf, spec), axis=-1)
     spec_val[~present] = np.nan
-    boot_dev = boot_ratio.reshape(n_boot, *shape4) - 1.0
+    boot_dev = boot_ratio.reshape(n_boot, *shape4)  # boot_ratio's buffer: it is not needed any more
+    np.subtract(boot_dev, 1.0, out=boot_dev)
     np.abs(boot_dev, out=boot_dev)
     boot_spec = _max_last(boot_dev)  # NaN wherever a component is NaN (a resample without the category)
     with_nan = np.isnan(boot_spec)
