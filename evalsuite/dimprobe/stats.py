@@ -675,8 +675,15 @@ def _claim_scores_by_layer(
         return (means[..., 0] - _max_last(means[..., 1:])).mean(axis=-1)
 
     point = lead(np.ascontiguousarray(np.moveaxis(stats.mean[present], 1, 0))) / scale  # (L, C', K) -> (L,)
-    boot = np.ascontiguousarray(np.moveaxis(stats.boot_mean[:, present].astype(np.float64), 2, 1))  # (B, L, C', K)
-    return point, lead(boot) / boot_scale
+    # the draws: lead() of the float64 (B, L, C', K) means, with e0 and the largest other component taken
+    # in float32 (a cast keeps order and NaN) and only those two (B, L, C') arrays cast, laid out as there
+    boot = stats.boot_mean if len(present) == len(stats.categories) else stats.boot_mean[:, present]  # (B, C', L, K)
+
+    def as_blc(values: np.ndarray) -> np.ndarray:  # (B, C', L) float32 -> contiguous (B, L, C') float64
+        return np.ascontiguousarray(np.moveaxis(values, 2, 1), dtype=np.float64)
+
+    draws = (as_blc(boot[..., 0]) - as_blc(_max_last(boot[..., 1:]))).mean(axis=-1)
+    return point, draws / boot_scale
 
 
 def claims_across_models(
