@@ -476,14 +476,6 @@ class ReferenceAccumulator:
         self.perm_sum = np.zeros((self.c, self.p, self.lk)) if self.p else None
         self.perm_n = np.zeros((self.c, self.p)) if self.p else None
 
-    @staticmethod
-    def add_batches(accumulators: Sequence[Any], doc_indices: Sequence[int], values: Sequence[Any],
-                    units: Sequence[np.ndarray], unit_labels: Sequence[np.ndarray], plan: Any) -> None:
-        """(Not part of the old code: run_probe's call for the models of one tokenizer, here one model at
-        a time as the old run_probe did.)"""
-        for acc, v in zip(accumulators, values, strict=True):
-            acc.add_batch(doc_indices, v, units, unit_labels, plan)
-
     def add_batch(
         self,
         doc_indices: Sequence[int],

@@ -326,34 +326,3 @@ def test_fast_interval_and_rank_interval_equal_the_sorted_percentiles():
     lo, hi = _rank_interval(ranks, 8)
     assert np.array_equal(lo, _rank_percentile(ranks, 2.5, "lower"), equal_nan=True)
     assert np.array_equal(hi, _rank_percentile(ranks, 97.5, "higher"), equal_nan=True)
-
-
-def test_models_of_one_tokenizer_together_equal_one_at_a_time():
-    """Accumulator.add_batches (run_probe's call for the models of one tokenizer: one embedding_bag and
-    one GEMM over their word rows side by side) gives every model exactly the sums of add_batch alone,
-    including a model with other layers (another width)."""
-    import dataclasses
-
-    rng = np.random.default_rng(12)
-    docs = word_docs(20, rng)
-    k = docs[0][0].shape[2]
-    others = [(v * rng.uniform(0.5, 2.0, size=(1, 1, k))).astype(np.float32) for v, _, _ in docs]
-    wide = [np.concatenate([v, o], axis=1) for (v, _, _), o in zip(docs, others, strict=True)]  # 2 layers
-    models = [([0], [v for v, _, _ in docs]), ([0], others), ([0, 1], wide)]
-    alone = [Accumulator(layers, k, CATS, 300) for layers, _ in models]
-    together = [Accumulator(layers, k, CATS, 300) for layers, _ in models]
-    for start in range(0, len(docs), 8):
-        ids = list(range(start, min(start + 8, len(docs))))
-        units = [docs[i][1] for i in ids]
-        ulabels = [docs[i][2] for i in ids]
-        plan = plan_permutations(ulabels, ids, 300, 5)
-        for acc, (_, values) in zip(alone, models, strict=True):
-            acc.add_batch(ids, [values[i] for i in ids], units, ulabels, plan)
-        Accumulator.add_batches(together, ids, [[values[i] for i in ids] for _, values in models], units, ulabels,
-                                plan)
-    for a, b in zip(alone, together, strict=True):
-        fa, fb = a.finalize(), b.finalize()
-        for f in dataclasses.fields(fa):
-            x, y = getattr(fa, f.name), getattr(fb, f.name)
-            assert np.array_equal(np.asarray(x), np.asarray(y)), f.name
-        assert fa.perm_sum is not None and np.abs(fa.perm_sum).sum() > 0

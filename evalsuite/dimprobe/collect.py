@@ -30,8 +30,7 @@ turns them into every category's permuted sums. Each category's null distributio
 exactly the within-document permutation distribution; replicates are shared across categories,
 layers and components, which keeps the cost at about P x U/2 x (layers x components) additions per
 document. The permutation of document d, replicate p depends only on (seed, d), so models that
-share a tokenizer are tested against the same permutations (a paired design), and their permuted
-sums come from one pass over the models' word rows side by side (`Accumulator.add_batches`). Model tokens that
+share a tokenizer are tested against the same permutations (a paired design). Model tokens that
 belong to no word (whitespace) carry no label and are no unit; they count only in the overall mean.
 """
 
@@ -587,39 +586,9 @@ class Accumulator:
         """Document j: values[j] (N_j, L, K) magnitudes of its analysed tokens, units[j] (N_j,) the
         word unit of each token (-1 = none), unit_labels[j] (U_j, C). The batch's documents are summed
         together: one token matrix, one unit matrix, and every per-document sum a segment sum."""
-        Accumulator.add_batches([self], doc_indices, [values], units, unit_labels, plan)
-
-    @staticmethod
-    def add_batches(
-        accumulators: Sequence[Accumulator],
-        doc_indices: Sequence[int],
-        values: Sequence[Sequence[np.ndarray]],
-        units: Sequence[np.ndarray],
-        unit_labels: Sequence[np.ndarray],
-        plan: PermutationPlan | None,
-    ) -> None:
-        """`add_batch` for several models on the same documents (models of one tokenizer: the same
-        units and permutation plan); values[i] is model i's `values`. Each model's sums are its own;
-        the permutation sums of all of them come from one embedding_bag and one GEMM per block of
-        replicates over their word rows side by side (every column is summed as it is alone)."""
-        with_rows = [(acc, acc._add_sums(doc_indices, v, units, unit_labels))
-                     for acc, v in zip(accumulators, values, strict=True)]
-        together = [(acc, rows) for acc, rows in with_rows if rows is not None and acc.p and plan is not None]
-        if together and plan is not None:
-            _add_permutations(together, plan)
-
-    def _add_sums(
-        self,
-        doc_indices: Sequence[int],
-        values: Sequence[np.ndarray],
-        units: Sequence[np.ndarray],
-        unit_labels: Sequence[np.ndarray],
-    ) -> tuple[np.ndarray, np.ndarray] | None:
-        """Every sum of add_batch but the permutations'; returns the batch's word rows (U, LK + 1) (sums,
-        token count) and per-document totals (D, LK + 1) for them (None without documents)."""
         n_docs = len(doc_indices)
         if n_docs == 0:
-            return None
+            return
         n_tok = np.fromiter((v.shape[0] for v in values), dtype=np.int64, count=n_docs)
         n_units = np.fromiter((lab.shape[0] for lab in unit_labels), dtype=np.int64, count=n_docs)
         first_unit = np.concatenate([[0], np.cumsum(n_units)[:-1]]).astype(np.int64)
@@ -649,8 +618,38 @@ class Accumulator:
         d["unit_s2"].append(_segment_sums(unit_sum * unit_sum, n_units))
         d["unit_sn"].append(_segment_sums(unit_sum * unit_n[:, None], n_units))
         self.cat_sumsq += tok_lab.T @ squares
-        rows = np.column_stack([unit_sum, unit_n])  # (U, LK + 1): each word's sums and token count
-        return rows, _segment_sums(rows, n_units)
+        if self.p and plan is not None:
+            rows = np.column_stack([unit_sum, unit_n])  # (U, LK + 1): each word's sums and token count
+            self._add_permutations(rows, _segment_sums(rows, n_units), plan)
+
+    def _add_permutations(self, rows: np.ndarray, totals: np.ndarray, plan: PermutationPlan) -> None:
+        """rows (U, LK + 1): the batch's word rows (sums, token count); totals (D, LK + 1): per document."""
+        assert self._perm_sum is not None and self._perm_n is not None
+        # A category's permuted sum in document j is its prefix (the first `cut` segments summed) or
+        # the total minus it (complement). Over the batch that is a signed (C, R) selection of the
+        # segment sums: per block of replicates, one embedding_bag gives the (R, n x (LK + 1)) segment
+        # sums and one GEMM their (C, n x (LK + 1)) category sums, added to the float64 running sums;
+        # the totals (complements, categories holding every word) are float64 constants.
+        const = np.zeros((self.c, self.lk + 1))
+        for j, total in enumerate(totals):
+            full = plan.full_cols[j]
+            if len(full):  # a category holding every word is constant under permutation
+                const[full] += total[None, :]
+            if plan.out_rows[j][1] == 0:
+                continue
+            cols = plan.cat_cols[j]
+            const[cols[plan.cat_complement[j]]] += total[None, :]
+        if plan.chunks:
+            select = torch.from_numpy(plan.selection(self.c))
+            weight = torch.from_numpy(rows.astype(np.float32))
+            n_segments = select.shape[1]
+            for first, n, indices, offsets in plan.chunks:
+                seg = F.embedding_bag(indices, weight, offsets, mode="sum").view(n_segments, -1)
+                perm = torch.matmul(select, seg).numpy().reshape(self.c, n, self.lk + 1)
+                self._perm_sum[:, first : first + n] += perm[:, :, : self.lk]
+                self._perm_n[:, first : first + n] += perm[:, :, self.lk]
+        self._perm_sum += const[:, None, : self.lk]
+        self._perm_n += const[:, None, self.lk]
 
     def finalize(self) -> Accumulated:
         d = self._doc
@@ -679,49 +678,3 @@ class Accumulator:
             perm_sum=self._perm_sum,
             perm_n=self._perm_n,
         )
-
-
-def _add_permutations(
-    models: Sequence[tuple[Accumulator, tuple[np.ndarray, np.ndarray]]], plan: PermutationPlan
-) -> None:
-    """Per model (accumulator, (rows (U, LK + 1): the batch's word rows (sums, token count), totals
-    (D, LK + 1): per document)), all on the same documents and plan.
-
-    A category's permuted sum in document j is its prefix (the first `cut` segments summed) or the
-    total minus it (complement). Over the batch that is a signed (C, R) selection of the segment
-    sums: per block of replicates, one embedding_bag gives the (R, n x W) segment sums of the models'
-    rows side by side (W = the sum of their LK + 1) and one GEMM their (C, n x W) category sums, added
-    to each model's float64 running sums; the totals (complements, categories holding every word)
-    are float64 constants. Every column of the embedding_bag and of the GEMM is summed as it is for
-    one model alone (the same order; tests/test_dimprobe_perf.py)."""
-    consts = []
-    running: list[tuple[np.ndarray, np.ndarray, int]] = []  # per model: its running sums and LK
-    for acc, (_rows, totals) in models:
-        assert acc._perm_sum is not None and acc._perm_n is not None
-        running.append((acc._perm_sum, acc._perm_n, acc.lk))
-        const = np.zeros((acc.c, acc.lk + 1))
-        for j, total in enumerate(totals):
-            full = plan.full_cols[j]
-            if len(full):  # a category holding every word is constant under permutation
-                const[full] += total[None, :]
-            if plan.out_rows[j][1] == 0:
-                continue
-            cols = plan.cat_cols[j]
-            const[cols[plan.cat_complement[j]]] += total[None, :]
-        consts.append(const)
-    if plan.chunks:
-        n_cat = models[0][0].c
-        select = torch.from_numpy(plan.selection(n_cat))
-        blocks = [rows.astype(np.float32) for _acc, (rows, _totals) in models]
-        weight = torch.from_numpy(blocks[0] if len(blocks) == 1 else np.concatenate(blocks, axis=1))
-        starts = np.concatenate([[0], np.cumsum([b.shape[1] for b in blocks])[:-1]]).tolist()
-        n_segments = select.shape[1]
-        for first, n, indices, offsets in plan.chunks:
-            seg = F.embedding_bag(indices, weight, offsets, mode="sum").view(n_segments, -1)
-            perm = torch.matmul(select, seg).numpy().reshape(n_cat, n, weight.shape[1])
-            for (perm_sum, perm_n, lk), at in zip(running, starts, strict=True):
-                perm_sum[:, first : first + n] += perm[:, :, at : at + lk]
-                perm_n[:, first : first + n] += perm[:, :, at + lk]
-    for (perm_sum, perm_n, lk), const in zip(running, consts, strict=True):
-        perm_sum += const[:, None, :lk]
-        perm_n += const[:, None, lk]

@@ -468,28 +468,24 @@ def run_probe(
                     plan = plan_permutations([u[1] for u in units], [d.index for d in docs],
                                              config.permutations, config.seed)
                 start = timer.add("accumulate", start)
-                outputs_of: dict[str, tuple[list[Any], list[int]]] = {}
                 for m in members:
                     want_sel = [la for la in sel_layers if la <= m.n_layers] \
                         if sel_count[m.name] < config.selectivity_tokens else []
-                    outputs_of[m.name] = forward_docs(
+                    outputs = forward_docs(
                         m, docs, model_layers[m.name], need_mags=True, batch_tokens=config.batch_tokens,
                         stride=config.stride, statistic=config.statistic, feature_layers=want_sel,
-                    ), want_sel
-                    start = timer.add("forward", start)
-                with one_blas_thread():  # the models of one tokenizer together (one permutation pass)
-                    Accumulator.add_batches(
-                        [accumulators[m.name] for m in members], [d.index for d in docs],
-                        [[o.mags for o in outputs_of[m.name][0]] for m in members], [u[0] for u in units],
-                        [u[1] for u in units], plan,
                     )
-                for m in members:
+                    start = timer.add("forward", start)
+                    with one_blas_thread():
+                        accumulators[m.name].add_batch(
+                            [d.index for d in docs], [o.mags for o in outputs], [u[0] for u in units],
+                            [u[1] for u in units], plan,
+                        )
                     n_tokens[m.name] += sum(len(lab) for lab in labels)
                     n_unaligned[m.name] += sum(d.n_unaligned for d in docs)
-                start = timer.add("accumulate", start)
-                for m in members:
-                    outputs, want_sel = outputs_of[m.name]
+                    start = timer.add("accumulate", start)
                     if want_sel:
+                        start = timer.add("accumulate", start)
                         for j, (d, o) in enumerate(zip(docs, outputs, strict=True)):
                             if sel_count[m.name] >= config.selectivity_tokens:
                                 break
