@@ -26,7 +26,9 @@ from evalsuite.dimprobe.stats import (
     ALL,
     ORIGINAL_CLAIM,
     ModelStats,
+    _compare_claim,
     _fmt_components,
+    _intervals1,
     _rank_interval,
     _ranks_desc,
     adjust_pvalues,
@@ -577,3 +579,67 @@ class ReferenceAccumulator:
             perm_sum=self.perm_sum,
             perm_n=self.perm_n,
         )
+
+
+# stats.claims_across_models of 3c08621 (before it built its rows without per-model DataFrames),
+# with this module's claims_table and _claim_scores
+def claims_across_models(
+    stats: Mapping[str, ModelStats],
+    probe_name: str,
+    claims: Mapping[str, Sequence[int]] = ORIGINAL_CLAIM,
+    *,
+    n_docs: int,
+    min_docs: int,
+    n_docs_by_category: Mapping[str, int] | None = None,
+    exclude_layers: Sequence[int] = (0,),
+    top: int = 3,
+) -> pd.DataFrame:
+    """The claims tested on every model (one block of rows per model, a `model` column), with the
+    within-model verdict of `claims_table` as `verdict_within_model`, the claim score S with its
+    bootstrap interval, and for the probed model the verdict against the controls (CLAIM_RULE)."""
+    probe = stats[probe_name]
+    controls = [s for name, s in stats.items() if name != probe_name and s.n_components == probe.n_components]
+    layers = [layer for layer in probe.layers if layer not in exclude_layers]
+    per_model: dict[str, pd.DataFrame] = {}
+    draws: dict[tuple[str, int, str], np.ndarray] = {}
+    points: dict[tuple[str, int, str], float] = {}
+    for name, st in stats.items():
+        if st.n_components != probe.n_components:
+            continue
+        table = claims_table(st, claims, top=top)
+        table = table[table["layer"].isin(layers)].reset_index(drop=True)
+        table = table.rename(columns={"verdict": "verdict_within_model"})
+        scores, lows, highs = [], [], []
+        pending: list[tuple[int, np.ndarray]] = []  # (row, draws) whose interval is computed after the loop
+        for row in table.to_dict("records"):  # plain dicts: iterrows builds a Series per row
+            if row["verdict_within_model"] == "not testable" or row["layer"] not in st.layers:
+                scores.append(np.nan), lows.append(np.nan), highs.append(np.nan)
+                continue
+            cat = None if row["category"] == "(every category)" else row["category"]
+            claimed = claims[cat][:top] if cat is not None else None
+            point, boot = _claim_scores(st, int(row["layer"]), claimed, cat)
+            draws[(name, int(row["layer"]), row["category"])] = boot
+            points[(name, int(row["layer"]), row["category"])] = point
+            scores.append(point)
+            lows.append(None), highs.append(None)
+            pending.append((len(lows) - 1, boot))
+        for (i, _), (low, high) in zip(pending, _intervals1([b for _, b in pending]), strict=True):
+            lows[i], highs[i] = low, high
+        table.insert(0, "model", name)
+        table.insert(1, "role", "probed" if name == probe_name else "control")
+        table["claim_score"], table["claim_score_ci_low"], table["claim_score_ci_high"] = scores, lows, highs
+        per_model[name] = table
+    probe_rows = per_model[probe_name]
+    verdicts, notes, spreads, margins, diffs = [], [], [], [], []
+    for row in probe_rows.to_dict("records"):
+        key = (int(row["layer"]), row["category"])
+        own = row["verdict_within_model"]
+        verdict, note, spread, margin, diff_txt = _compare_claim(
+            own, key, probe_name, [c.name for c in controls], draws, points,
+            n_docs=n_docs, min_docs=min_docs, n_docs_category=(n_docs_by_category or {}).get(row["category"]))
+        verdicts.append(verdict), notes.append(note), spreads.append(spread), margins.append(margin)
+        diffs.append(diff_txt)
+    probe_rows = probe_rows.assign(verdict=verdicts, control_spread=spreads, min_margin=margins,
+                                   diff_vs_controls=diffs, rule_note=notes)
+    rows = [probe_rows] + [t.assign(verdict="control") for n, t in per_model.items() if n != probe_name]
+    return pd.concat(rows, ignore_index=True)

@@ -52,6 +52,7 @@ def both_runs():
         patch.setattr(probe_mod, "top_components", ref.top_components)
         patch.setattr(stats_mod, "_claim_scores", ref._claim_scores)
         patch.setattr(stats_mod, "claims_table", ref.claims_table)
+        patch.setattr(probe_mod, "claims_across_models", ref.claims_across_models)
         slow = run_probe(probe, texts, config)
     finally:
         patch.undo()

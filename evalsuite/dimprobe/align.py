@@ -9,7 +9,6 @@ non-ASCII character over two tokens; both report that character's span and both 
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from functools import lru_cache
 from typing import Any
@@ -44,7 +43,9 @@ def _load_spacy(model: str, extra_pipes: frozenset[str]) -> Any:
     return nlp
 
 
-_SPACE = re.compile(r"\s")
+# whitespace characters (what the regex \s matches in a str: str.isspace, both Py_UNICODE_ISSPACE); every one
+# of them is <= U+3000
+_IS_SPACE = np.array([chr(c).isspace() for c in range(0x3001)])
 
 
 def char_owner(word_starts: np.ndarray, word_ends: np.ndarray, text: str) -> np.ndarray:
@@ -56,9 +57,8 @@ def char_owner(word_starts: np.ndarray, word_ends: np.ndarray, text: str) -> np.
     inside = owner >= 0
     inside[inside] = positions[inside] < word_ends[owner[inside]]
     owner[~inside] = -1
-    spaces = [m.start() for m in _SPACE.finditer(text)]
-    if spaces:
-        owner[spaces] = -1
+    codes = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)  # one code point per character
+    owner[(codes <= 0x3000) & _IS_SPACE[np.minimum(codes, 0x3000)]] = -1
     return owner
 
 

@@ -279,6 +279,7 @@ class CategorySet:
         self.names = names
         self._index = {n: i for i, n in enumerate(names)}
         self._matchers: tuple[Any, Any] | None = None
+        self._word_cache: dict[tuple[int, int], tuple[int, ...]] = {}  # (LOWER, LEMMA) hashes: columns
 
     @property
     def n(self) -> int:
@@ -313,36 +314,43 @@ class CategorySet:
                 phrase_matcher.add(cat.name, [Doc(vocab, words=p.split()) for p in cat.phrases])
         self._matchers = (matcher, phrase_matcher)
 
-    def label_doc(self, doc: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(word_starts, word_ends, labels[n_words, n_categories]) for a tagged spaCy Doc."""
-        from spacy.attrs import IDX, LENGTH
+    def label_doc(self, doc: Any, text: str | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(word_starts, word_ends, labels[n_words, n_categories]) for a tagged spaCy Doc; `text`: the
+        string it was made from, if at hand (spaCy's tokenization keeps every character, so it is
+        `doc.text`, which otherwise is joined from the tokens).
+
+        Read from `Doc.to_array` (no Token objects): the POS column per distinct tag, and the
+        lexicon / user-word columns once per distinct (lower form, lemma) pair of the run
+        (`_word_columns`), the same test as per token."""
+        from spacy.attrs import IDX, IS_SPACE, LEMMA, LENGTH, LOWER, POS
 
         n_words = len(doc)
-        where = doc.to_array([IDX, LENGTH]).astype(np.int64).reshape(n_words, 2)  # character offset, length
+        arr = doc.to_array([IDX, LENGTH, POS, IS_SPACE, LOWER, LEMMA]).reshape(n_words, 6)
+        where = arr[:, :2].astype(np.int64)  # character offset, length
         starts = where[:, 0]
         ends = starts + where[:, 1]
         labels = np.zeros((n_words, self.n), dtype=bool)
-        lexicon = self.lexicon.words
-        emotion_col = self._index[EMOTION]
-        user_words = [(self._index[c.name], c) for c in self.user if c.words]
-        for i, tok in enumerate(doc):
-            col = self._index.get(tok.pos_)
+        strings = doc.vocab.strings
+        pos = arr[:, 2]
+        for pos_id in np.unique(pos).tolist():
+            col = self._index.get(strings[pos_id] if pos_id else "")
             if col is not None:
-                labels[i, col] = True
-            if tok.is_space:
-                continue
-            lower = tok.lower_
-            lemma = tok.lemma_.lower()
-            emotions = lexicon.get(lower) or lexicon.get(lemma)
-            if emotions:
-                labels[i, emotion_col] = True
-                if self.emotion_subcategories:
-                    for e in emotions:
-                        labels[i, self._index[f"{EMOTION}:{e}"]] = True
-            for col_u, cat in user_words:
-                if (cat.match != "lemma" and lower in cat.words) or (cat.match != "text" and lemma in cat.words):
-                    labels[i, col_u] = True
-        labels[:, self._index[DIALOGUE]] = inside_spans(starts, ends, quoted_spans(doc.text))
+                labels[pos == pos_id, col] = True
+        words = np.flatnonzero(arr[:, 3] == 0)  # not whitespace
+        rows: list[int] = []
+        cols: list[int] = []
+        cache = self._word_cache
+        for i, key in zip(words.tolist(), zip(arr[words, 4].tolist(), arr[words, 5].tolist(), strict=True), strict=True):
+            hit = cache.get(key)
+            if hit is None:
+                hit = cache[key] = self._word_columns(strings[key[0]] if key[0] else "",
+                                                      (strings[key[1]] if key[1] else "").lower())
+            for col in hit:
+                rows.append(i)
+                cols.append(col)
+        if rows:
+            labels[rows, cols] = True
+        labels[:, self._index[DIALOGUE]] = inside_spans(starts, ends, quoted_spans(doc.text if text is None else text))
         if self.user and any(c.patterns or c.phrases for c in self.user):
             if self._matchers is None:
                 self.build_matchers(doc.vocab)
@@ -351,6 +359,20 @@ class CategorySet:
                 for match_id, a, b in m(doc):
                     labels[a:b, self._index[doc.vocab.strings[match_id]]] = True
         return starts, ends, labels
+
+    def _word_columns(self, lower: str, lemma: str) -> tuple[int, ...]:
+        """The lexicon and user-word columns of a non-space word with this lower form and lemma."""
+        cols: list[int] = []
+        emotions = self.lexicon.words.get(lower) or self.lexicon.words.get(lemma)
+        if emotions:
+            cols.append(self._index[EMOTION])
+            if self.emotion_subcategories:
+                cols.extend(self._index[f"{EMOTION}:{e}"] for e in emotions)
+        for cat in self.user:
+            if cat.words and ((cat.match != "lemma" and lower in cat.words)
+                              or (cat.match != "text" and lemma in cat.words)):
+                cols.append(self._index[cat.name])
+        return tuple(cols)
 
     def describe(self) -> dict[str, Any]:
         return {

@@ -448,7 +448,7 @@ def run_probe(
             start = timer.mark()
             spacy_docs = list(islice(pipe, len(batch)))
             start = timer.add("spacy", start)
-            word_info = [categories.label_doc(doc) for doc in spacy_docs]
+            word_info = [categories.label_doc(doc, t.text) for doc, t in zip(spacy_docs, batch, strict=True)]
             start = timer.add("labels", start)
             prepared: dict[str, list[PreparedDoc]] = {}
             for identity, members in groups.items():
@@ -660,13 +660,18 @@ def top_components(table: pd.DataFrame, top: int = 3, alpha: float = 0.05) -> pd
     The rows of pandas' `sort_values([model, layer, category, value descending]).groupby(...).head(top)`
     joined per group (groups in the order they first appear in `table`), computed with one stable
     lexsort per ranking on integer codes instead of pandas sorts and groupbys on string keys."""
-    cats = table[(table["category"] != ALL) & (table["n_tokens"] > 0)]
-    if cats.empty:
+    category = table["category"].to_numpy(dtype=object)
+    rows = np.flatnonzero((category != ALL) & (table["n_tokens"].to_numpy() > 0))  # no copy of the whole table
+    if not len(rows):
         return pd.DataFrame()
-    n = len(cats)
-    m_code = np.unique(cats["model"].to_numpy(dtype=object), return_inverse=True)[1]  # lexicographic codes
-    c_code = np.unique(cats["category"].to_numpy(dtype=object), return_inverse=True)[1]
-    layer = cats["layer"].to_numpy()
+    n = len(rows)
+
+    def col(name: str, dtype: Any = None) -> np.ndarray:
+        return table[name].to_numpy(dtype=dtype)[rows]
+
+    m_code = np.unique(col("model", object), return_inverse=True)[1]  # lexicographic codes
+    c_code = np.unique(category[rows], return_inverse=True)[1]
+    layer = col("layer")
     by_key = np.lexsort((c_code, layer, m_code))  # rows in (model, layer, category) order, stable
     sorted_keys = np.stack([m_code[by_key], layer[by_key], c_code[by_key]])
     starts_new = np.ones(n, dtype=bool)
@@ -693,14 +698,14 @@ def top_components(table: pd.DataFrame, top: int = 3, alpha: float = 0.05) -> pd
             per_group[g].append(text)
         return [" ".join(per_group[g]) for g in shown]
 
-    components = cats["component"].to_numpy(dtype=object)
-    mean_rows, mean_groups = leaders(cats["mean"].to_numpy(dtype=np.float64))
-    ratio_rows, ratio_groups = leaders(cats["ratio"].to_numpy(dtype=np.float64))
-    ratio, p_adj = cats["ratio"].to_numpy(dtype=np.float64), cats["p_adj"].to_numpy(dtype=np.float64)
+    components = col("component", object)
+    mean_rows, mean_groups = leaders(col("mean", np.float64))
+    ratio, p_adj = col("ratio", np.float64), col("p_adj", np.float64)
+    ratio_rows, ratio_groups = leaders(ratio)
     significant = p_adj < alpha
     up = np.bincount(group, weights=significant & (ratio > 1), minlength=n_groups).astype(np.int64)
     down = np.bincount(group, weights=significant & (ratio < 1), minlength=n_groups).astype(np.int64)
-    out = cats[["model", "layer", "category", "n_tokens"]].iloc[first_row[shown]].reset_index(drop=True)
+    out = table[["model", "layer", "category", "n_tokens"]].iloc[rows[first_row[shown]]].reset_index(drop=True)
     out["top_by_mean"] = joined(mean_rows, mean_groups, components[mean_rows].tolist())
     out["top_by_ratio"] = joined(ratio_rows, ratio_groups, components[ratio_rows].tolist())
     out["top_ratios"] = joined(ratio_rows, ratio_groups, [f"{v:.3f}" for v in ratio[ratio_rows]])

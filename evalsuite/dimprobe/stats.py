@@ -157,13 +157,15 @@ def _interval(draws: np.ndarray, low: float = 2.5, high: float = 97.5) -> tuple[
     order statistics, which gave the same values); with one, each column counts its valid draws."""
     n = draws.shape[0]
     if n > 1 and not np.isnan(draws).any():
-        ordered = np.sort(draws, axis=0)
+        # each column's draws sorted as one contiguous row (faster than numpy's sort along axis 0)
+        ordered = draws.reshape(n, -1).T.copy()
+        ordered.sort(axis=-1)
         out = []
         for q in (low, high):
             pos = q / 100.0 * (n - 1)
             lo = int(np.floor(pos))
             hi = min(lo + 1, n - 1)
-            out.append(ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo))
+            out.append((ordered[:, lo] + (ordered[:, hi] - ordered[:, lo]) * (pos - lo)).reshape(draws.shape[1:]))
         return out[0], out[1]
     return _interval_sorted(draws, low, high)
 
@@ -330,18 +332,26 @@ def compute_stats(
         n_perm = acc.perm_sum.shape[1]
         # replicates are float32 sums: ties within rounding count as "as extreme"
         tol = 1e-6 * np.abs(expect_s) + 1e-12
-        # one (C, P, LK) work array, reused in place: |D*| = |S* - mu0 n*|, then |S* / n* / overall - 1|
-        work = np.multiply(acc.perm_n[:, :, None], mu0[:, None, :])
-        np.subtract(acc.perm_sum, work, out=work)
-        np.abs(work, out=work)
-        exceed = np.count_nonzero(work >= (np.abs(dev) - tol)[:, None, :], axis=1)
+        # one category at a time, in one (P, LK) work array reused in place (it stays in cache):
+        # |D*| = |S* - mu0 n*|, then |S* / n* / overall - 1| (the same elementwise operations)
+        work = np.empty((n_perm, lk))
+        above = np.empty((n_perm, lk), dtype=bool)
+        bound = np.abs(dev) - tol
+        exceed = np.empty((n_c, lk), dtype=np.intp)
+        perm_spec = np.empty((n_c, n_perm, n_l))  # (C, P, L)
+        for c in range(n_c):
+            np.multiply(acc.perm_n[c][:, None], mu0[c][None, :], out=work)
+            np.subtract(acc.perm_sum[c], work, out=work)
+            np.abs(work, out=work)
+            np.greater_equal(work, bound[c], out=above)
+            exceed[c] = np.count_nonzero(above, axis=0)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                np.divide(acc.perm_sum[c], acc.perm_n[c][:, None], out=work)
+                np.divide(work, overall[None, :], out=work)
+            np.subtract(work, 1.0, out=work)
+            np.abs(work, out=work)
+            perm_spec[c] = _max_last(work.reshape(n_perm, n_l, n_k))
         p_mc = (1.0 + exceed) / (n_perm + 1.0)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            np.divide(acc.perm_sum, acc.perm_n[:, :, None], out=work)
-            np.divide(work, overall[None, None, :], out=work)
-        np.subtract(work, 1.0, out=work)
-        np.abs(work, out=work)
-        perm_spec = _max_last(work.reshape(n_c, n_perm, n_l, n_k))  # (C, P, L)
         finite = np.isfinite(perm_spec)
         with np.errstate(invalid="ignore", divide="ignore"):
             spec_null = np.where(finite, perm_spec, 0.0).sum(axis=1) / finite.sum(axis=1)
@@ -386,7 +396,8 @@ def compute_stats(
     spec_comp = np.argmax(np.where(np.isnan(spec), -np.inf, spec), axis=-1)  # (C, L)
     spec_val = np.nanmax(np.where(np.isnan(spec), -np.inf, spec), axis=-1)
     spec_val[~present] = np.nan
-    boot_dev = boot_ratio.reshape(n_boot, *shape4) - 1.0
+    boot_dev = boot_ratio.reshape(n_boot, *shape4)  # boot_ratio's buffer: it is not needed any more
+    np.subtract(boot_dev, 1.0, out=boot_dev)
     np.abs(boot_dev, out=boot_dev)
     boot_spec = _max_last(boot_dev)  # NaN wherever a component is NaN (a resample without the category)
     with_nan = np.isnan(boot_spec)
@@ -510,6 +521,13 @@ def claims_table(
     activation) the measured top-3 comes with the claimed components' ratios and p_adj.
     A last row per layer tests "e0 is the most active component in every category".
     """
+    return pd.DataFrame(_claims_rows(stats, claims, top))
+
+
+def _claims_rows(
+    stats: ModelStats, claims: Mapping[str, Sequence[int]], top: int, layers: Sequence[int] | None = None
+) -> list[dict]:
+    """The rows of claims_table (one dict per row), only at `layers` (None: every layer)."""
     rows = []
     n_k = stats.n_components
     order = stats.boot_ranks if stats.boot_ranks is not None else _boot_ranks(stats.boot_mean)  # (K, B, C, L)
@@ -529,6 +547,8 @@ def claims_table(
                 shares[cat] = (np.where(n_valid > 0, in_order.sum(axis=0) / n_valid, np.nan),
                                np.where(n_valid > 0, in_set.sum(axis=0) / n_valid, np.nan))
     for li, layer in enumerate(stats.layers):
+        if layers is not None and layer not in layers:
+            continue
         overall_top = list(np.argsort(-stats.overall[li], kind="stable")[:top])
         for cat, claimed in claims.items():
             base = {"layer": layer, "category": cat, "claimed": _fmt_components(claimed)}
@@ -591,7 +611,7 @@ def claims_table(
                 "note": "p_boot_ordered = share of resamples with e0 first in every category; refuted needs "
                         "a category whose 95% rank interval for e0 excludes first place",
             })
-    return pd.DataFrame(rows)
+    return rows
 
 
 # --- claims across models ------------------------------------------------------------------------
@@ -655,8 +675,15 @@ def _claim_scores_by_layer(
         return (means[..., 0] - _max_last(means[..., 1:])).mean(axis=-1)
 
     point = lead(np.ascontiguousarray(np.moveaxis(stats.mean[present], 1, 0))) / scale  # (L, C', K) -> (L,)
-    boot = np.ascontiguousarray(np.moveaxis(stats.boot_mean[:, present].astype(np.float64), 2, 1))  # (B, L, C', K)
-    return point, lead(boot) / boot_scale
+    # the draws: lead() of the float64 (B, L, C', K) means, with e0 and the largest other component taken
+    # in float32 (a cast keeps order and NaN) and only those two (B, L, C') arrays cast, laid out as there
+    boot = stats.boot_mean if len(present) == len(stats.categories) else stats.boot_mean[:, present]  # (B, C', L, K)
+
+    def as_blc(values: np.ndarray) -> np.ndarray:  # (B, C', L) float32 -> contiguous (B, L, C') float64
+        return np.ascontiguousarray(np.moveaxis(values, 2, 1), dtype=np.float64)
+
+    draws = (as_blc(boot[..., 0]) - as_blc(_max_last(boot[..., 1:]))).mean(axis=-1)
+    return point, draws / boot_scale
 
 
 def claims_across_models(
@@ -672,53 +699,57 @@ def claims_across_models(
 ) -> pd.DataFrame:
     """The claims tested on every model (one block of rows per model, a `model` column), with the
     within-model verdict of `claims_table` as `verdict_within_model`, the claim score S with its
-    bootstrap interval, and for the probed model the verdict against the controls (CLAIM_RULE)."""
+    bootstrap interval, and for the probed model the verdict against the controls (CLAIM_RULE).
+
+    Built from `_claims_rows` (claims_table's rows, only at the layers kept) and one DataFrame per
+    model: the columns, order and dtypes of claims_table's frame filtered to those layers, with
+    `model` and `role` in front and the claim-score columns at the end."""
     probe = stats[probe_name]
     controls = [s for name, s in stats.items() if name != probe_name and s.n_components == probe.n_components]
     layers = [layer for layer in probe.layers if layer not in exclude_layers]
-    per_model: dict[str, pd.DataFrame] = {}
+    per_model: dict[str, tuple[list[dict], list[str]]] = {}
     draws: dict[tuple[str, int, str], np.ndarray] = {}
     points: dict[tuple[str, int, str], float] = {}
     for name, st in stats.items():
         if st.n_components != probe.n_components:
             continue
-        table = claims_table(st, claims, top=top)
-        table = table[table["layer"].isin(layers)].reset_index(drop=True)
-        table = table.rename(columns={"verdict": "verdict_within_model"})
-        scores, lows, highs = [], [], []
-        pending: list[tuple[int, np.ndarray]] = []  # (row, draws) whose interval is computed after the loop
-        for row in table.to_dict("records"):  # plain dicts: iterrows builds a Series per row
-            if row["verdict_within_model"] == "not testable" or row["layer"] not in st.layers:
-                scores.append(np.nan), lows.append(np.nan), highs.append(np.nan)
+        role = "probed" if name == probe_name else "control"
+        records: list[dict] = []
+        pending: list[tuple[dict, np.ndarray]] = []  # (record, draws) whose interval is computed after the loop
+        for row in _claims_rows(st, claims, top, layers=layers):
+            record = {"model": name, "role": role}
+            record.update(("verdict_within_model" if k == "verdict" else k, v) for k, v in row.items())
+            records.append(record)
+            if record["verdict_within_model"] == "not testable" or row["layer"] not in st.layers:
+                record["claim_score"] = record["claim_score_ci_low"] = record["claim_score_ci_high"] = np.nan
                 continue
             cat = None if row["category"] == "(every category)" else row["category"]
             claimed = claims[cat][:top] if cat is not None else None
             point, boot = _claim_scores(st, int(row["layer"]), claimed, cat)
             draws[(name, int(row["layer"]), row["category"])] = boot
             points[(name, int(row["layer"]), row["category"])] = point
-            scores.append(point)
-            lows.append(None), highs.append(None)
-            pending.append((len(lows) - 1, boot))
-        for (i, _), (low, high) in zip(pending, _intervals1([b for _, b in pending]), strict=True):
-            lows[i], highs[i] = low, high
-        table.insert(0, "model", name)
-        table.insert(1, "role", "probed" if name == probe_name else "control")
-        table["claim_score"], table["claim_score_ci_low"], table["claim_score_ci_high"] = scores, lows, highs
-        per_model[name] = table
-    probe_rows = per_model[probe_name]
-    verdicts, notes, spreads, margins, diffs = [], [], [], [], []
-    for row in probe_rows.to_dict("records"):
-        key = (int(row["layer"]), row["category"])
-        own = row["verdict_within_model"]
+            record["claim_score"] = point
+            pending.append((record, boot))
+        for (record, _), (low, high) in zip(pending, _intervals1([b for _, b in pending]), strict=True):
+            record["claim_score_ci_low"], record["claim_score_ci_high"] = low, high
+        columns = list(dict.fromkeys(k for r in records for k in r if not k.startswith("claim_score")))
+        per_model[name] = records, [*columns, "claim_score", "claim_score_ci_low", "claim_score_ci_high"]
+    probe_records, probe_columns = per_model[probe_name]
+    for record in probe_records:
+        key = (int(record["layer"]), record["category"])
         verdict, note, spread, margin, diff_txt = _compare_claim(
-            own, key, probe_name, [c.name for c in controls], draws, points,
-            n_docs=n_docs, min_docs=min_docs, n_docs_category=(n_docs_by_category or {}).get(row["category"]))
-        verdicts.append(verdict), notes.append(note), spreads.append(spread), margins.append(margin)
-        diffs.append(diff_txt)
-    probe_rows = probe_rows.assign(verdict=verdicts, control_spread=spreads, min_margin=margins,
-                                   diff_vs_controls=diffs, rule_note=notes)
-    rows = [probe_rows] + [t.assign(verdict="control") for n, t in per_model.items() if n != probe_name]
-    return pd.concat(rows, ignore_index=True)
+            record["verdict_within_model"], key, probe_name, [c.name for c in controls], draws, points,
+            n_docs=n_docs, min_docs=min_docs, n_docs_category=(n_docs_by_category or {}).get(record["category"]))
+        record.update(verdict=verdict, control_spread=spread, min_margin=margin, diff_vs_controls=diff_txt,
+                      rule_note=note)
+    extra = ["verdict", "control_spread", "min_margin", "diff_vs_controls", "rule_note"]
+    frames = [pd.DataFrame(probe_records, columns=[*probe_columns, *extra])]
+    for name, (records, columns) in per_model.items():
+        if name != probe_name:
+            for record in records:
+                record["verdict"] = "control"
+            frames.append(pd.DataFrame(records, columns=[*columns, "verdict"]))
+    return pd.concat(frames, ignore_index=True)
 
 
 def _compare_claim(
