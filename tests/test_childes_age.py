@@ -185,7 +185,7 @@ def test_cli_fit_then_apply_to_transcripts_and_samples(shared_data, tmp_path):
     assert len(saved["training_children"]) >= 3 and "Brown/Eve" in saved["training_children"]
     assert not validate_meta(json.loads((model_dir / "meta.json").read_text()))
     cv = pd.read_csv(model_dir / "cv_summary.csv")
-    assert set(cv["method"]) == {"age_model", "mlu_only", "miller_chapman"}
+    assert set(cv["method"]) == {"age_model", "mlu_only", "miller_chapman", "constant"}
 
     stories = [json.loads(line)["text"] for line in
                (shared_data / "tinystories" / "tinystories_subset.jsonl").read_text().splitlines()[:30]]
