@@ -328,6 +328,8 @@ def test_shipped_model_lists_its_children_and_beats_both_baselines():
     for scheme in ("by_child", "by_corpus"):
         ours = cv.loc[(scheme, "age_model"), "mae_months"]
         assert ours < cv.loc[(scheme, "mlu_only"), "mae_months"] and ours < cv.loc[(scheme, "miller_chapman"), "mae_months"]
+        # ... and the negative control (every transcript gets the training fold's mean age), paired CI above 0
+        assert ours < cv.loc[(scheme, "constant"), "mae_months"] and cv.loc[(scheme, "constant"), "diff_ci_low"] > 0
     # written stories: sentences of 11 morphemes lie beyond the children: no age
     story = pd.DataFrame([{"mlu_m": 11.0, "overreg_rate": 0.0, "mean_aoa": 4.4, "ndw_100": 55.0, "n_utterances": 200}])
     assert not model.predict(story)["in_range"].iloc[0]
