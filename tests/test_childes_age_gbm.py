@@ -111,6 +111,13 @@ def test_gbm_age_model_saves_loads_and_withholds_out_of_range(tmp_path):
     probe.loc[probe.index[1], "mlu_m"] = 11.0
     out = loaded.predict(probe)
     assert out["in_range"].tolist() == [True, False, True] and np.isnan(out["predicted_age_months"].iloc[1])
+    # a growth measure the trees use beyond the training children is out of range too (when it was trained on)
+    spread = docs.assign(len_sd_w=np.linspace(1, 3, len(docs)))
+    ranged = dev.fit_linear(spread, dev.AgeFitConfig(n_splits=5), with_interval=False, spec=GBM)
+    wide = spread.iloc[[90, 91]].copy()
+    wide.loc[wide.index[1], "len_sd_w"] = 9.0
+    assert ranged.predict(wide)["in_range"].tolist() == [True, False]
+    assert "len_sd_w" in ranged.predict(wide)["out_of_range_reason"].iloc[1]
     # a prediction outside the training ages is withheld for trees too
     point = loaded.predict_point(probe.iloc[[0]])[0]
     loaded.age_range = (point + 1.0, 60.0)

@@ -34,8 +34,8 @@ otherwise.
 Prediction intervals: split-conformal by child: the 95 % quantile of the absolute out-of-fold
 residuals of a by-child CV on the training children, added either side (`interval_halfwidth`; a ridge
 refits GroupKFold(n_splits), the trees reuse the 5 inner folds of the selection).
-`in_range`: a document whose core features (FEATURES) lie outside the training transcripts' range (the
-central 99 % of each feature, RANGE_QUANTILES), or with too few utterances, or whose point prediction
+`in_range`: a document whose core features (RANGE_FEATURES: FEATURES, utterance-length spread, MATTR) lie
+outside the training transcripts' range (the central 99 % of each feature, RANGE_QUANTILES), or with too few utterances, or whose point prediction
 falls outside the training ages, gets no age: the model never returns an extrapolated number.
 """
 
@@ -62,6 +62,10 @@ CHILDREN_FILE = "training_children.csv"
 # The training range of a feature is its central 99 % over the training transcripts: one odd
 # transcript (an MLU of 15 in a monologue) must not stretch the range in which ages are given.
 RANGE_QUANTILES = (0.005, 0.995)
+# Range-checked features (in_range): the core FEATURES, and the two growth measures the trees lean on most
+# (utterance-length spread and MATTR; also computed on model text), so that a document beyond the training
+# children on those gets no age either. A model saved without them checks the core FEATURES only.
+RANGE_FEATURES: tuple[str, ...] = (*FEATURES, "len_sd_w", "mattr_100")
 
 # Miller, J. F. & Chapman, R. S. (1981). The relation between age and mean length of utterance in
 # morphemes. Journal of Speech and Hearing Research 24(2), 154-161, doi:10.1044/jshr.2402.154
@@ -402,7 +406,8 @@ class AgeModel:
         reasons = []
         for _, row in docs.iterrows():
             why = [f"{f} {row[f]:.3g} outside [{self.feature_min[f]:.3g}, {self.feature_max[f]:.3g}]"
-                   for f in FEATURES if row[f] == row[f] and not self.feature_min[f] <= row[f] <= self.feature_max[f]]
+                   for f in self.feature_min if f in row and row[f] == row[f]
+                   and not self.feature_min[f] <= row[f] <= self.feature_max[f]]
             if row["mlu_m"] != row["mlu_m"] or row["mean_aoa"] != row["mean_aoa"]:
                 why.append("no MLU or no rated word")
             if row["ndw_100"] != row["ndw_100"]:
@@ -608,9 +613,10 @@ def fit_linear(train: pd.DataFrame, config: AgeFitConfig, with_interval: bool = 
     x = _design(train, spec.inputs, fill)
     age = train["age_months"].to_numpy(dtype=float)
     groups = train["child_id"].to_numpy()
+    checked = [f for f in RANGE_FEATURES if f in train and train[f].notna().any()]
     common = dict(inputs=spec.inputs, fill=fill,
-                  feature_min={f: float(train[f].quantile(RANGE_QUANTILES[0])) for f in FEATURES},
-                  feature_max={f: float(train[f].quantile(RANGE_QUANTILES[1])) for f in FEATURES},
+                  feature_min={f: float(train[f].quantile(RANGE_QUANTILES[0])) for f in checked},
+                  feature_max={f: float(train[f].quantile(RANGE_QUANTILES[1])) for f in checked},
                   age_range=(float(age.min()), float(age.max())), min_utterances=config.min_utterances,
                   target=spec.target, spec=spec.name, coverage=config.coverage,
                   training_children=sorted(set(groups)), n_transcripts=len(train))

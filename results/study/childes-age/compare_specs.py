@@ -10,6 +10,7 @@ same number as evalsuite/childes/data/age_model/cv_summary.csv.
 
     PYTHONPATH=. python results/study/childes-age/compare_specs.py TRAINING_TABLE.csv CV_PREDICTIONS.csv OUT.csv
 
+An optional 4th argument (by_child or by_corpus) runs one scheme only.
 TRAINING_TABLE.csv, CV_PREDICTIONS.csv: what `evalsuite childes-age --fit` writes beside the model.
 """
 
@@ -26,7 +27,7 @@ from evalsuite.childes import developmental_age as dev
 from evalsuite.stats import bootstrap_ci
 
 
-def main(table_path: str, predictions_path: str, out_path: str) -> None:
+def main(table_path: str, predictions_path: str, out_path: str, only: str = "") -> None:
     table = pd.read_csv(table_path)
     shipped = pd.read_csv(predictions_path)
     cfg = dev.AgeFitConfig()
@@ -51,6 +52,8 @@ def main(table_path: str, predictions_path: str, out_path: str) -> None:
         print(rows[-1], flush=True)
 
     for scheme, folds in schemes.items():
+        if only and scheme != only:  # one scheme per process (run both at once on a machine with cores)
+            continue
         nested = shipped[shipped["scheme"] == scheme].set_index("file").reindex(table["file"])
         add(scheme, "nested selection among the specs (shipped)", nested["pred_age_model"].to_numpy(float), 0.0)
         for name, fit_predict in methods.items():
@@ -63,4 +66,4 @@ def main(table_path: str, predictions_path: str, out_path: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2], sys.argv[3])
+    main(*sys.argv[1:5])
