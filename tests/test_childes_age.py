@@ -185,7 +185,7 @@ def test_cli_fit_then_apply_to_transcripts_and_samples(shared_data, tmp_path):
     assert len(saved["training_children"]) >= 3 and "Brown/Eve" in saved["training_children"]
     assert not validate_meta(json.loads((model_dir / "meta.json").read_text()))
     cv = pd.read_csv(model_dir / "cv_summary.csv")
-    assert set(cv["method"]) == {"age_model", "mlu_only", "miller_chapman"}
+    assert set(cv["method"]) == {"age_model", "mlu_only", "miller_chapman", "constant"}
 
     stories = [json.loads(line)["text"] for line in
                (shared_data / "tinystories" / "tinystories_subset.jsonl").read_text().splitlines()[:30]]
@@ -328,6 +328,8 @@ def test_shipped_model_lists_its_children_and_beats_both_baselines():
     for scheme in ("by_child", "by_corpus"):
         ours = cv.loc[(scheme, "age_model"), "mae_months"]
         assert ours < cv.loc[(scheme, "mlu_only"), "mae_months"] and ours < cv.loc[(scheme, "miller_chapman"), "mae_months"]
+        # ... and the negative control (every transcript gets the training fold's mean age), paired CI above 0
+        assert ours < cv.loc[(scheme, "constant"), "mae_months"] and cv.loc[(scheme, "constant"), "diff_ci_low"] > 0
     # written stories: sentences of 11 morphemes lie beyond the children: no age
     story = pd.DataFrame([{"mlu_m": 11.0, "overreg_rate": 0.0, "mean_aoa": 4.4, "ndw_100": 55.0, "n_utterances": 200}])
     assert not model.predict(story)["in_range"].iloc[0]

@@ -213,7 +213,24 @@ def utterance_stats(utterances: pd.DataFrame, tokens: tuple[np.ndarray, pd.Serie
 _NP_INNER = frozenset({"ADJ", "NOUN"})
 _MAX_NP_SCAN = 4
 MOR_FEATURES: tuple[str, ...] = ("art_omission_rate", "plural_rate", "past_rate", "s3_rate", "prog_rate",
-                                 "aux_per_utt", "verbs_per_utt", "sconj_per_utt")
+                                 "aux_per_utt", "verbs_per_utt", "sconj_per_utt", "rel_per_utt", "comp_per_utt",
+                                 "inf_per_utt", "multi_verb_rate")
+# Clause markers on %mor (the parse cache carries %mor, not %gra): a relative pronoun/determiner/adverb (UD
+# feature Rel: pron|who-Rel-S1, pron|that-Rel-S1; CLAN pro:rel|who), a complementiser (UD sconj|that,
+# sconj|if, sconj|whether; CLAN comp|that) and an infinitival to (UD part|to, CLAN inf|to).
+_COMPLEMENTISERS = frozenset({"that", "if", "whether"})
+
+
+def _clause_flags(item: str, tag: str) -> tuple[bool, bool, bool]:
+    """(relative, complementiser, infinitival to) of one %mor item and its coarse POS, both %mor styles."""
+    head, _, rest = item.partition("|")
+    lemma = rest.split("-", 1)[0].split("&", 1)[0].lower()
+    feats = rest[len(lemma):].upper()
+    head = head.lower()
+    relative = head == "pro:rel" or "-REL" in feats
+    complementiser = head == "comp" or (tag == "SCONJ" and lemma in _COMPLEMENTISERS)
+    infinitive = lemma == "to" and head in ("part", "inf")
+    return relative, complementiser, infinitive
 
 
 def _mor_flags(item: str) -> tuple[bool, bool, bool, bool, bool, bool, bool]:
@@ -248,10 +265,12 @@ def mor_stats(utterances: pd.DataFrame) -> pd.DataFrame:
     without an article (juice, at home, in bed) are counted as contexts too: the rate is a bare
     singular common-noun rate, high early and falling with age, not an error rate that adults score 0 on.
     Inflection counts: `n_nouns` (common nouns), `n_plural`; `n_verbs` (VERB items), `n_past`,
-    `n_s3`, `n_prog`; `n_aux` (AUX items)."""
+    `n_s3`, `n_prog`; `n_aux` (AUX items), `n_sconj` (SCONJ items).
+    Clause markers (`_clause_flags`): `n_rel` relative pronouns, `n_comp` complementisers, `n_inf` infinitival
+    to; `n_verbs` >= 2 in one utterance is read at document level as a multi-clause utterance."""
     n = len(utterances)
     names = ("art_contexts", "art_omitted", "n_nouns", "n_plural", "n_verbs", "n_past", "n_s3", "n_prog", "n_aux",
-             "n_sconj")
+             "n_sconj", "n_rel", "n_comp", "n_inf")
     out = {k: np.zeros(n, dtype=np.int64) for k in names}
     has = np.zeros(n, dtype=bool)
     if "mor" not in utterances or "pos" not in utterances or n == 0:
@@ -285,6 +304,11 @@ def mor_stats(utterances: pd.DataFrame) -> pd.DataFrame:
     out["n_prog"] = np.bincount(utt[verb & prog], minlength=n)
     out["n_aux"] = np.bincount(utt[tags == "AUX"], minlength=n)
     out["n_sconj"] = np.bincount(utt[tags == "SCONJ"], minlength=n)
+    pair_codes, pair_uniques = pd.factorize(pd.Series(items.to_numpy() + "\t" + tags))
+    clause = np.array([_clause_flags(*u.split("\t", 1)) for u in pair_uniques], dtype=bool).reshape(-1, 3)[pair_codes]
+    out["n_rel"] = np.bincount(utt[clause[:, 0]], minlength=n)
+    out["n_comp"] = np.bincount(utt[clause[:, 1]], minlength=n)
+    out["n_inf"] = np.bincount(utt[clause[:, 2]], minlength=n)
     m = len(items)
     same_next = np.zeros(m, dtype=bool)
     same_next[:-1] = utt[1:] == utt[:-1]
@@ -324,7 +348,14 @@ def analysable(utterances: pd.DataFrame, clan_unintelligible: bool = False) -> p
 
 _INTERNAL_COUNTS = ("n_questions", "n_one_word", "n_mor_utterances", "content_aoa_sum", "n_content_aoa", "n_late_aoa",
                     "art_contexts", "art_omitted", "n_nouns", "n_plural", "n_verbs", "n_past", "n_s3", "n_prog", "n_aux",
-                    "n_sconj")
+                    "n_sconj", "n_rel", "n_comp", "n_inf", "n_multi_verb", "n_sub_words", "words_sq")
+MATTR_WINDOW = 100  # mattr_100: the moving-average type-token ratio over windows of 100 word tokens
+# Words that open a subordinate clause, read off the text (so model text has them too); counted outside
+# questions only, where who/which/when/whose are relatives or subordinators rather than question words.
+SUBORDINATORS = frozenset({"because", "cause", "cuz", "if", "when", "whenever", "while", "after", "before", "until",
+                           "till", "unless", "since", "although", "though", "whether", "which", "who", "whose", "whom"})
+# Features that keep growing after 4 years (issue 13): text ones for every document, %mor ones in MOR_FEATURES.
+TEXT_FEATURES: tuple[str, ...] = ("mattr_100", "len_sd_w", "sub_words_per_utt")
 
 
 def _rate(num: pd.Series, den: pd.Series) -> pd.Series:
@@ -349,6 +380,11 @@ def document_features(
     stats = pd.concat([stats, mor], axis=1)
     stats["question"] = text.str.rstrip().str.endswith("?").to_numpy()
     stats["one_word"] = stats["n_words"] == 1
+    stats["words_sq"] = stats["n_words"].astype(float) ** 2
+    stats["n_multi_verb"] = stats["has_mor"] & (stats["n_verbs"] >= 2)
+    pos, words = tokens
+    sub = words.isin(SUBORDINATORS).to_numpy()
+    stats["n_sub_words"] = np.where(stats["question"], 0, np.bincount(pos[sub], minlength=len(frame)))
     stats[doc_key] = frame[doc_key].to_numpy()
     stats = stats[keep]
     agg = stats.groupby(doc_key, sort=False).agg(
@@ -359,7 +395,8 @@ def document_features(
         n_late_aoa=("n_late_aoa", "sum"), len_p90_m=("n_morphemes", lambda v: float(np.quantile(v, LENGTH_QUANTILE))),
         n_one_word=("one_word", "sum"), n_mor_utterances=("has_mor", "sum"),
         **{c: (c, "sum") for c in ("art_contexts", "art_omitted", "n_nouns", "n_plural", "n_verbs", "n_past",
-                                   "n_s3", "n_prog", "n_aux", "n_sconj")},
+                                   "n_s3", "n_prog", "n_aux", "n_sconj", "n_rel", "n_comp", "n_inf", "n_multi_verb",
+                                   "n_sub_words", "words_sq")},
     )
     agg["mlu_m"] = agg["morphemes"] / agg["n_utterances"]
     agg["mlu_w"] = agg["words"] / agg["n_utterances"]
@@ -379,6 +416,14 @@ def document_features(
     agg["aux_per_utt"] = _rate(agg["n_aux"], agg["n_mor_utterances"]).where(mor_ok)
     agg["verbs_per_utt"] = _rate(agg["n_verbs"], agg["n_mor_utterances"]).where(mor_ok)
     agg["sconj_per_utt"] = _rate(agg["n_sconj"], agg["n_mor_utterances"]).where(mor_ok)
+    agg["rel_per_utt"] = _rate(agg["n_rel"], agg["n_mor_utterances"]).where(mor_ok)
+    agg["comp_per_utt"] = _rate(agg["n_comp"], agg["n_mor_utterances"]).where(mor_ok)
+    agg["inf_per_utt"] = _rate(agg["n_inf"], agg["n_mor_utterances"]).where(mor_ok)
+    agg["multi_verb_rate"] = _rate(agg["n_multi_verb"], agg["n_mor_utterances"]).where(mor_ok)
+    # spread of utterance length in words (population SD), and text subordinators per utterance
+    agg["len_sd_w"] = np.sqrt(np.maximum(agg["words_sq"] / agg["n_utterances"] - agg["mlu_w"] ** 2, 0.0))
+    agg["sub_words_per_utt"] = agg["n_sub_words"] / agg["n_utterances"]
+    agg["mattr_100"] = mattr(frame[doc_key].to_numpy(), tokens).reindex(agg.index)
     agg["ndw_100"] = _ndw_first(frame[doc_key].to_numpy(), tokens).reindex(agg.index)
     agg["brown_stage"] = [brown_stage(v) for v in agg["mlu_m"]]
     agg = agg.drop(columns=list(_INTERNAL_COUNTS))  # the rates stay; mor_stats gives these counts per utterance
@@ -399,6 +444,29 @@ def _ndw_first(doc_of_utterance: np.ndarray, tokens: tuple[np.ndarray, pd.Series
     first = table[rank < NDW_TOKENS].drop_duplicates()
     ndw = first.groupby("doc", sort=False).size().astype(float)
     return ndw.where(total.reindex(ndw.index) >= NDW_TOKENS)
+
+
+def mattr(doc_of_utterance: np.ndarray, tokens: tuple[np.ndarray, pd.Series],
+          window: int = MATTR_WINDOW) -> pd.Series:
+    """Moving-average type-token ratio (Covington & McFall 2010) of each document's word tokens in order:
+    the mean over every window of `window` consecutive tokens of (distinct words / window); NaN for a
+    document with fewer tokens. Vectorised: token i is the first of its word in the windows starting at
+    s in [max(prev_i + 1, i - window + 1), min(i, n - window)] (prev_i: its word's previous position)."""
+    pos, words = tokens
+    doc = pd.Series(doc_of_utterance[pos])
+    codes = pd.factorize(words)[0]
+    table = pd.DataFrame({"doc": doc.to_numpy(), "word": codes})
+    table["i"] = table.groupby("doc", sort=False).cumcount()
+    prev = table.groupby(["doc", "word"], sort=False)["i"].shift(1).fillna(-1).to_numpy(dtype=np.int64)
+    i = table["i"].to_numpy(dtype=np.int64)
+    n = table.groupby("doc", sort=False)["i"].transform("size").to_numpy(dtype=np.int64)
+    first = np.maximum(prev + 1, i - window + 1)
+    last = np.minimum(i, n - window)
+    table["distinct"] = np.maximum(last - first + 1, 0)
+    total = table.groupby("doc", sort=False)["distinct"].sum().astype(float)
+    size = table.groupby("doc", sort=False).size()
+    n_windows = (size - window + 1).astype(float)
+    return (total / (window * n_windows)).where(size >= window)
 
 
 def sentences_frame(samples: pd.DataFrame) -> pd.DataFrame:

@@ -4,10 +4,14 @@ Features come from `evalsuite.childes.age_features.document_features`: MLU in mo
 regularisations per opportunity, age of acquisition of the words used (all words, content words, share
 of late words), NDW in 100 words, the 90th percentile of utterance length, question and one-word
 rates, and from %mor article omission per obligatory context, inflection rates (plural, past,
-3rd singular, progressive), auxiliaries, verbs and subordinating conjunctions per utterance.
+3rd singular, progressive), auxiliaries, verbs and subordinating conjunctions per utterance; measures
+that keep growing after 4 years (MATTR over 100-word windows, the spread of utterance length, text
+subordinators, and from %mor relatives, complementisers, infinitival to and multi-verb utterances).
 
-The model is a ridge regression on standardised inputs, one of the pre-declared SPECS (base or full
-inputs, age or log age as the target, squares of MLU-m / NDW / AoA). Which spec, and ridge's alpha, are
+The model is one of the pre-declared SPECS: a ridge regression on standardised inputs (base, full or rich
+inputs, age or log age as the target, squares of MLU-m / NDW / AoA), or gradient boosting with fixed
+GBM_PARAMS whose trees are exported as plain numbers (`export_gbm`) and applied by a small numpy
+evaluator (`tree_ensemble_predict`, equal to sklearn's predict). Which spec, and ridge's alpha, are
 chosen by an inner by-child CV on the training part only (`select_spec`, `fit_linear`): an outer test
 fold never chooses anything. Rates that are NaN (no irregular context, no %mor) are filled with the
 training median (overreg_rate also gets a missing flag); inputs are clipped to the training range
@@ -20,16 +24,18 @@ Validation, on the same folds for every method:
 - by child: GroupKFold over real children (no child in both train and test),
 - by corpus: leave one corpus out,
 against two baselines: a linear fit of age on MLU-m alone (fit on the same training folds), and
-the Miller & Chapman (1981) MLU-for-age norm inverted (no fitting).
+the Miller & Chapman (1981) MLU-for-age norm inverted (no fitting), and a negative control: the
+training fold's mean age for every test transcript (`constant`).
 
 Design choices fixed before fitting (AgeFitConfig): transcripts of children aged 18-60 months with at
 least 50 analysable utterances and at least 100 words (NDW needs them); no corpus or child is dropped
 otherwise.
 
 Prediction intervals: split-conformal by child: the 95 % quantile of the absolute out-of-fold
-residuals of the by-child CV on the training children, added either side (`interval_halfwidth`).
-`in_range`: a document whose core features (FEATURES) lie outside the training transcripts' range (the
-central 99 % of each feature, RANGE_QUANTILES), or with too few utterances, or whose point prediction
+residuals of a by-child CV on the training children, added either side (`interval_halfwidth`; a ridge
+refits GroupKFold(n_splits), the trees reuse the 5 inner folds of the selection).
+`in_range`: a document whose core features (RANGE_FEATURES: FEATURES, utterance-length spread, MATTR) lie
+outside the training transcripts' range (the central 99 % of each feature, RANGE_QUANTILES), or with too few utterances, or whose point prediction
 falls outside the training ages, gets no age: the model never returns an extrapolated number.
 """
 
@@ -46,14 +52,20 @@ import numpy as np
 import pandas as pd
 
 from corpora.errors import UserError
-from evalsuite.childes.age_features import FEATURES, MOR_FEATURES
+from evalsuite.childes.age_features import FEATURES, MOR_FEATURES, TEXT_FEATURES
 
-SCHEMA = "evalsuite.childes.age_model/3"
+SCHEMA = "evalsuite.childes.age_model/4"
+# A saved ridge model of the previous schema (no `kind`, no trees) still loads, as a ridge model.
+OLD_RIDGE_SCHEMAS = frozenset({"evalsuite.childes.age_model/3"})
 MODEL_FILE = "age_model.json"
 CHILDREN_FILE = "training_children.csv"
 # The training range of a feature is its central 99 % over the training transcripts: one odd
 # transcript (an MLU of 15 in a monologue) must not stretch the range in which ages are given.
 RANGE_QUANTILES = (0.005, 0.995)
+# Range-checked features (in_range): the core FEATURES, and the two growth measures the trees lean on most
+# (utterance-length spread and MATTR; also computed on model text), so that a document beyond the training
+# children on those gets no age either. A model saved without them checks the core FEATURES only.
+RANGE_FEATURES: tuple[str, ...] = (*FEATURES, "len_sd_w", "mattr_100")
 
 # Miller, J. F. & Chapman, R. S. (1981). The relation between age and mean length of utterance in
 # morphemes. Journal of Speech and Hearing Research 24(2), 154-161, doi:10.1044/jshr.2402.154
@@ -236,6 +248,7 @@ class ModelSpec:
     name: str
     inputs: tuple[str, ...]
     target: str = "age"  # "age" or "log_age"
+    kind: str = "ridge"  # "ridge" (alpha chosen inside) or "gbm" (GBM_PARAMS, fixed a priori)
 
 
 BASE_INPUTS = ("mlu_m", "log_mlu_m", "mean_aoa", "ndw_100", "overreg_rate", "overreg_missing")
@@ -244,6 +257,18 @@ FULL_INPUTS = (*BASE_INPUTS, "content_aoa", "late_word_rate", "len_p90_m", "ques
                "sconj_per_utt")
 # squares of the three strongest graded measures: a bend in the age curve without a black box
 QUAD_INPUTS = (*FULL_INPUTS, "mlu_m_sq", "ndw_100_sq", "mean_aoa_sq")
+# measures that keep growing after 4 years (issue 13): vocabulary diversity over the whole transcript
+# (MATTR), spread of utterance length, subordinators in the text, and clause markers on %mor (relatives,
+# complementisers, infinitival to, utterances with two or more verbs)
+GROWTH_INPUTS = (*TEXT_FEATURES, "rel_per_utt", "comp_per_utt", "inf_per_utt", "multi_verb_rate")
+RICH_INPUTS = (*QUAD_INPUTS, *GROWTH_INPUTS)
+# the trees need no log or squares; mor_missing tells them which documents had their %mor rates filled
+GBM_INPUTS = (*(i for i in FULL_INPUTS if i != "log_mlu_m"), *GROWTH_INPUTS, "mor_missing")
+# Gradient boosting (sklearn GradientBoostingRegressor, squared error), fixed before any CV: 300 trees of
+# depth 3, learning rate 0.05, >= 40 transcripts per leaf, each tree on half the transcripts and each split
+# on half the inputs (stochastic boosting, Friedman 2002; it also halves the fit time). Not tuned.
+GBM_PARAMS: dict[str, float | int] = {"n_estimators": 300, "max_depth": 3, "learning_rate": 0.05,
+                                      "min_samples_leaf": 40, "subsample": 0.5, "max_features": 0.5}
 # The candidates, declared before any cross-validation; which one a fit uses is chosen by an inner
 # by-child CV on its training part only (select_spec), so an outer test fold never picks it.
 SPECS: tuple[ModelSpec, ...] = (
@@ -252,11 +277,14 @@ SPECS: tuple[ModelSpec, ...] = (
     ModelSpec("full_age", FULL_INPUTS, "age"),
     ModelSpec("full_log_age", FULL_INPUTS, "log_age"),
     ModelSpec("full_quad_log_age", QUAD_INPUTS, "log_age"),
+    # added for issue 13 (declared before their CV): the growth measures, in a ridge and in boosted trees
+    ModelSpec("rich_quad_log_age", RICH_INPUTS, "log_age"),
+    ModelSpec("gbm_log_age", GBM_INPUTS, "log_age", "gbm"),
 )
-INPUTS = QUAD_INPUTS  # every input any spec uses
+INPUTS = tuple(dict.fromkeys(i for spec in SPECS for i in spec.inputs))  # every input any spec uses
 # the raw document features behind INPUTS that are not range-checked FEATURES (written beside predictions)
 MODEL_RAW_FEATURES: tuple[str, ...] = ("content_aoa", "late_word_rate", "len_p90_m", "question_rate", "one_word_rate",
-                                        *MOR_FEATURES)
+                                        *TEXT_FEATURES, *MOR_FEATURES)
 ALPHAS = np.logspace(-2, 3, 11)
 INNER_SPLITS = 5
 
@@ -282,7 +310,8 @@ def _design(docs: pd.DataFrame, inputs: tuple[str, ...], fill: dict[str, float])
 
 def _fills(train: pd.DataFrame) -> dict[str, float]:
     out = {}
-    for name in (*RATE_FEATURES, "content_aoa", "late_word_rate", "len_p90_m", "question_rate", "one_word_rate"):
+    for name in (*RATE_FEATURES, "content_aoa", "late_word_rate", "len_p90_m", "question_rate", "one_word_rate",
+                 *TEXT_FEATURES):
         values = train[name].to_numpy(dtype=float) if name in train else np.array([np.nan])
         out[name] = float(np.nanmedian(values)) if np.isfinite(values).any() else 0.0
     return out
@@ -296,10 +325,50 @@ def _from_target(value: np.ndarray, target: str) -> np.ndarray:
     return np.exp(value) if target == "log_age" else value
 
 
+def export_gbm(model) -> dict:
+    """A fitted sklearn GradientBoostingRegressor (squared error, one output) as plain numbers: the initial
+    prediction, the learning rate and, per tree, the public arrays of `estimators_[i, 0].tree_`
+    (children_left/right, feature, threshold, leaf value). `tree_ensemble_predict` applies them."""
+    init = float(np.asarray(model.init_.constant_, dtype=float).ravel()[0])
+    trees = []
+    for est in model.estimators_[:, 0]:
+        t = est.tree_
+        trees.append({"children_left": t.children_left.astype(int).tolist(),
+                      "children_right": t.children_right.astype(int).tolist(),
+                      "feature": t.feature.astype(int).tolist(), "threshold": t.threshold.astype(float).tolist(),
+                      "value": t.value[:, 0, 0].astype(float).tolist()})
+    return {"init": init, "learning_rate": float(model.learning_rate), "trees": trees}
+
+
+def tree_ensemble_predict(ensemble: dict, x: np.ndarray) -> np.ndarray:
+    """The raw prediction of an exported ensemble (`export_gbm`): init + learning_rate * sum of the leaf
+    values. Inputs are cast to float32 and a row goes left when x[feature] <= threshold, as sklearn's trees
+    do, so the result equals sklearn's `predict` (tests/test_childes_age_gbm.py)."""
+    x = np.asarray(x, dtype=np.float32)
+    n = len(x)
+    rows = np.arange(n)
+    out = np.full(n, float(ensemble["init"]))
+    rate = float(ensemble["learning_rate"])
+    for tree in ensemble["trees"]:
+        left, right = np.asarray(tree["children_left"]), np.asarray(tree["children_right"])
+        feature, threshold = np.asarray(tree["feature"]), np.asarray(tree["threshold"], dtype=float)
+        value = np.asarray(tree["value"], dtype=float)
+        node = np.zeros(n, dtype=np.int64)
+        while True:
+            inner = left[node] != -1
+            if not inner.any():
+                break
+            go_left = x[rows, np.where(inner, feature[node], 0)] <= threshold[node]
+            node = np.where(inner, np.where(go_left, left[node], right[node]), node)
+        out += rate * value[node]
+    return out
+
+
 @dataclass
-class LinearAgeModel:
-    """A fitted model in plain numbers (saved as JSON, no pickle): fill, clip to the training range,
-    standardise, dot, add (and exp when the target is log age)."""
+class AgeModel:
+    """A fitted model in plain numbers (saved as JSON, no pickle). kind "ridge": fill, clip to the training
+    range, standardise, dot, add; kind "gbm": fill, then the exported trees (`trees`, applied by
+    `tree_ensemble_predict`); exp when the target is log age. Ridge-only fields are empty for a gbm."""
 
     inputs: tuple[str, ...]
     mean: list[float]
@@ -321,8 +390,13 @@ class LinearAgeModel:
     training_children: list[str] = field(default_factory=list)
     n_transcripts: int = 0
     extra: dict = field(default_factory=dict)
+    kind: str = "ridge"
+    trees: dict = field(default_factory=dict)
+    importance: list[float] = field(default_factory=list)
 
     def predict_point(self, docs: pd.DataFrame) -> np.ndarray:
+        if self.kind == "gbm":
+            return _from_target(tree_ensemble_predict(self.trees, _design(docs, self.inputs, self.fill)), self.target)
         x = np.clip(_design(docs, self.inputs, self.fill), self.clip_low, self.clip_high)
         z = (x - np.asarray(self.mean)) / np.asarray(self.scale)
         return _from_target(z @ np.asarray(self.coef) + self.intercept, self.target)
@@ -332,7 +406,8 @@ class LinearAgeModel:
         reasons = []
         for _, row in docs.iterrows():
             why = [f"{f} {row[f]:.3g} outside [{self.feature_min[f]:.3g}, {self.feature_max[f]:.3g}]"
-                   for f in FEATURES if row[f] == row[f] and not self.feature_min[f] <= row[f] <= self.feature_max[f]]
+                   for f in self.feature_min if f in row and row[f] == row[f]
+                   and not self.feature_min[f] <= row[f] <= self.feature_max[f]]
             if row["mlu_m"] != row["mlu_m"] or row["mean_aoa"] != row["mean_aoa"]:
                 why.append("no MLU or no rated word")
             if row["ndw_100"] != row["ndw_100"]:
@@ -362,6 +437,9 @@ class LinearAgeModel:
         }, index=docs.index)
 
     def coefficients(self) -> pd.DataFrame:
+        if self.kind == "gbm":  # no coefficients: each input's share of the trees' squared-error reduction
+            return pd.DataFrame({"input": list(self.inputs), "coefficient": self.importance,
+                                 "unit": "share_of_impurity_decrease"})
         unit = "log_months_per_sd" if self.target == "log_age" else "months_per_sd"
         return pd.DataFrame({"input": list(self.inputs), "coefficient": self.coef, "unit": unit,
                              "mean": self.mean, "sd": self.scale})
@@ -370,8 +448,15 @@ class LinearAgeModel:
         from evalsuite.results import write_table, write_text_atomic
 
         directory = Path(directory)
-        payload = {"schema": SCHEMA, **asdict(self)}
-        written = [write_text_atomic(directory / MODEL_FILE, json.dumps(_finite(payload), indent=2) + "\n")]
+        payload = _finite({"schema": SCHEMA, **asdict(self), "trees": "@TREES@"})
+        text = json.dumps(payload, indent=2)
+        if self.trees:  # one line per tree, not one per number
+            trees = ",\n      ".join(json.dumps(_finite(t), separators=(",", ":")) for t in self.trees["trees"])
+            head = {k: v for k, v in self.trees.items() if k != "trees"}
+            text = text.replace('"@TREES@"', json.dumps(_finite(head))[:-1] + ', "trees": [\n      ' + trees + "\n  ]}")
+        else:
+            text = text.replace('"@TREES@"', "{}")
+        written = [write_text_atomic(directory / MODEL_FILE, text + "\n")]
         if children is not None:
             written += write_table(children, directory / CHILDREN_FILE)
         return written
@@ -389,7 +474,11 @@ def _finite(value):
     return value
 
 
-def load_model(directory: str | os.PathLike) -> LinearAgeModel:
+# the name of the class before gradient boosting joined the ridge (kept for callers and old pickles of code)
+LinearAgeModel = AgeModel
+
+
+def load_model(directory: str | os.PathLike) -> AgeModel:
     path = Path(directory).expanduser()
     path = path / MODEL_FILE if path.is_dir() else path
     if not path.is_file():
@@ -398,12 +487,23 @@ def load_model(directory: str | os.PathLike) -> LinearAgeModel:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise UserError(f"{path} is not an age model (bad JSON: {err})") from err
-    if data.pop("schema", None) != SCHEMA:
-        raise UserError(f"{path} is not an age model of schema {SCHEMA} (refit it with `evalsuite childes-age --fit`)")
+    schema = data.pop("schema", None)
+    if schema != SCHEMA and schema not in OLD_RIDGE_SCHEMAS:
+        raise UserError(f"{path} is not an age model of schema {SCHEMA} (found {schema!r}; refit it with "
+                        "`evalsuite childes-age --fit`)")
+    if schema in OLD_RIDGE_SCHEMAS:
+        data["kind"] = "ridge"
+    known = set(AgeModel.__dataclass_fields__)
+    unknown = sorted(set(data) - known)
+    if unknown or data.get("kind", "ridge") not in ("ridge", "gbm"):
+        raise UserError(f"{path}: unknown age-model field(s) {', '.join(unknown) or data.get('kind')!s} "
+                        "(written by a newer evalsuite? refit it with `evalsuite childes-age --fit`)")
+    if data.get("kind") == "gbm" and not (data.get("trees") or {}).get("trees"):
+        raise UserError(f"{path}: a gradient-boosting age model without trees")
     data["inputs"] = tuple(data["inputs"])
     data["age_range"] = tuple(data["age_range"])
     data["interval_halfwidth"] = math.nan if data.get("interval_halfwidth") is None else data["interval_halfwidth"]
-    return LinearAgeModel(**data)
+    return AgeModel(**data)
 
 
 def _inner_folds(groups: np.ndarray, n_splits: int = INNER_SPLITS) -> list:
@@ -433,10 +533,13 @@ def ridge_path(z: np.ndarray, y: np.ndarray, alphas: np.ndarray) -> tuple[np.nda
     return coefs, y_mean - coefs @ z_mean
 
 
-def _ridge_path_errors(x: np.ndarray, age: np.ndarray, target: str, folds: list) -> np.ndarray:
-    """Summed absolute error in months, per alpha of ALPHAS, over the inner folds (standardised per fold)."""
+def _ridge_path_errors(x: np.ndarray, age: np.ndarray, target: str, folds: list,
+                       return_predictions: bool = False):
+    """Summed absolute error in months, per alpha of ALPHAS, over the inner folds (standardised per fold);
+    with return_predictions, also the out-of-fold predictions [transcripts x alphas]."""
     y = _to_target(age, target)
     errors = np.zeros(len(ALPHAS))
+    preds = np.full((len(age), len(ALPHAS)), np.nan)
     for tr, te in folds:
         lo, hi = np.quantile(x[tr], RANGE_QUANTILES[0], axis=0), np.quantile(x[tr], RANGE_QUANTILES[1], axis=0)
         z_tr, mean, scale = _standardise(np.clip(x[tr], lo, hi))
@@ -444,58 +547,109 @@ def _ridge_path_errors(x: np.ndarray, age: np.ndarray, target: str, folds: list)
         coefs, intercepts = ridge_path(z_tr, y[tr], ALPHAS)
         pred = _from_target(z_te @ coefs.T + intercepts[None, :], target)
         errors += np.abs(pred - age[te][:, None]).sum(axis=0)
-    return errors
+        preds[te] = pred
+    return (errors, preds) if return_predictions else errors
 
 
-def select_spec(train: pd.DataFrame, specs: tuple[ModelSpec, ...] = SPECS) -> tuple[ModelSpec, pd.DataFrame]:
-    """The spec with the lowest inner by-child CV MAE on `train` (each at its best alpha), and the table of
-    all specs' inner MAEs. Uses the training part only: an outer test fold never chooses."""
+def _fit_gbm(x: np.ndarray, age: np.ndarray, target: str, seed: int):
+    """sklearn's GradientBoostingRegressor with GBM_PARAMS on (x, target of age)."""
+    from sklearn.ensemble import GradientBoostingRegressor
+
+    return GradientBoostingRegressor(**GBM_PARAMS, random_state=seed).fit(x, _to_target(age, target))
+
+
+def _inner_oof(train: pd.DataFrame, spec: ModelSpec, folds: list, seed: int) -> tuple[np.ndarray, float]:
+    """Out-of-fold predictions (months) of `spec` over the inner by-child folds of `train`, and ridge's alpha
+    (the one with the lowest summed error over these folds; NaN for a gbm). Medians and ranges per fold."""
+    age = train["age_months"].to_numpy(dtype=float)
+    pred = np.full(len(train), np.nan)
+    if spec.kind == "gbm":
+        for tr, te in folds:
+            fill = _fills(train.iloc[tr])
+            model = _fit_gbm(_design(train.iloc[tr], spec.inputs, fill), age[tr], spec.target, seed)
+            pred[te] = _from_target(tree_ensemble_predict(export_gbm(model), _design(train.iloc[te], spec.inputs, fill)),
+                                    spec.target)
+        return pred, math.nan
+    x = _design(train, spec.inputs, _fills(train))
+    errors, preds = _ridge_path_errors(x, age, spec.target, folds, return_predictions=True)
+    best = int(np.argmin(errors))
+    return preds[:, best], float(ALPHAS[best])
+
+
+def select_spec(train: pd.DataFrame, specs: tuple[ModelSpec, ...] = SPECS,
+                seed: int = 0) -> tuple[ModelSpec, pd.DataFrame]:
+    """The spec with the lowest inner by-child CV MAE on `train` (a ridge at its best alpha, a gbm with its
+    fixed GBM_PARAMS), and the table of all specs' inner MAEs. Uses the training part only: an outer test
+    fold never chooses. The chosen spec's inner out-of-fold predictions are in table.attrs["oof"]."""
     groups = train["child_id"].to_numpy()
     folds = _inner_folds(groups)
     if not folds or len(specs) == 1:
         return specs[0], pd.DataFrame()
     age = train["age_months"].to_numpy(dtype=float)
-    fill = _fills(train)
-    rows = []
+    rows, oof = [], {}
     for spec in specs:
-        errors = _ridge_path_errors(_design(train, spec.inputs, fill), age, spec.target, folds)
-        rows.append({"spec": spec.name, "inner_mae": float(errors.min() / len(train)),
-                     "alpha": float(ALPHAS[int(np.argmin(errors))])})
+        pred, alpha = _inner_oof(train, spec, folds, seed)
+        oof[spec.name] = pred
+        rows.append({"spec": spec.name, "kind": spec.kind, "inner_mae": float(np.mean(np.abs(pred - age))),
+                     "alpha": alpha})
     table = pd.DataFrame(rows)
-    return specs[int(table["inner_mae"].idxmin())], table
+    chosen = specs[int(table["inner_mae"].idxmin())]
+    table.attrs["oof"] = oof[chosen.name]
+    return chosen, table
 
 
 def fit_linear(train: pd.DataFrame, config: AgeFitConfig, with_interval: bool = True,
-               spec: ModelSpec | None = None) -> LinearAgeModel:
-    """Ridge on the spec's standardised inputs (spec: chosen by select_spec on `train` when not given);
-    alpha by an inner grouped CV over the training children only."""
+               spec: ModelSpec | None = None) -> AgeModel:
+    """The age model on `train`: the spec chosen by select_spec on `train` when not given (nested: the
+    training part only); a ridge on the spec's standardised inputs with alpha from an inner grouped CV over
+    the training children, or gradient boosting (GBM_PARAMS). (The name predates the trees: fit_model.)
+    Interval half-width: split-conformal by child, the `coverage` quantile of |out-of-fold residual| over
+    the training children (a ridge: GroupKFold(n_splits) refits; a gbm: the inner CV's 5-fold predictions,
+    which need no refit as nothing was tuned on them)."""
     selection = pd.DataFrame()
     if spec is None:
-        spec, selection = select_spec(train)
+        spec, selection = select_spec(train, seed=config.seed)
     fill = _fills(train)
     x = _design(train, spec.inputs, fill)
     age = train["age_months"].to_numpy(dtype=float)
     groups = train["child_id"].to_numpy()
-    folds = _inner_folds(groups)
-    alpha = float(ALPHAS[int(np.argmin(_ridge_path_errors(x, age, spec.target, folds)))]) if folds else 1.0
-    lo, hi = np.quantile(x, RANGE_QUANTILES[0], axis=0), np.quantile(x, RANGE_QUANTILES[1], axis=0)
-    z, mean, scale = _standardise(np.clip(x, lo, hi))
-    coefs, intercepts = ridge_path(z, _to_target(age, spec.target), np.array([alpha]))
-    model = LinearAgeModel(
-        inputs=spec.inputs, mean=mean.tolist(), scale=scale.tolist(), coef=[float(c) for c in coefs[0]],
-        intercept=float(intercepts[0]), alpha=alpha, fill=fill, clip_low=lo.tolist(), clip_high=hi.tolist(),
-        feature_min={f: float(train[f].quantile(RANGE_QUANTILES[0])) for f in FEATURES},
-        feature_max={f: float(train[f].quantile(RANGE_QUANTILES[1])) for f in FEATURES},
-        age_range=(float(age.min()), float(age.max())), min_utterances=config.min_utterances,
-        target=spec.target, spec=spec.name, coverage=config.coverage,
-        training_children=sorted(set(groups)), n_transcripts=len(train),
-    )
+    checked = [f for f in RANGE_FEATURES if f in train and train[f].notna().any()]
+    common = dict(inputs=spec.inputs, fill=fill,
+                  feature_min={f: float(train[f].quantile(RANGE_QUANTILES[0])) for f in checked},
+                  feature_max={f: float(train[f].quantile(RANGE_QUANTILES[1])) for f in checked},
+                  age_range=(float(age.min()), float(age.max())), min_utterances=config.min_utterances,
+                  target=spec.target, spec=spec.name, coverage=config.coverage,
+                  training_children=sorted(set(groups)), n_transcripts=len(train))
+    if spec.kind == "gbm":
+        gbm = _fit_gbm(x, age, spec.target, config.seed)
+        model = AgeModel(mean=[], scale=[], coef=[], intercept=math.nan, alpha=math.nan, clip_low=[], clip_high=[],
+                         kind="gbm", trees=export_gbm(gbm), importance=[float(v) for v in gbm.feature_importances_],
+                         **common)
+        model.extra["gbm_params"] = dict(GBM_PARAMS)
+    else:
+        folds = _inner_folds(groups)
+        alpha = float(ALPHAS[int(np.argmin(_ridge_path_errors(x, age, spec.target, folds)))]) if folds else 1.0
+        lo, hi = np.quantile(x, RANGE_QUANTILES[0], axis=0), np.quantile(x, RANGE_QUANTILES[1], axis=0)
+        z, mean, scale = _standardise(np.clip(x, lo, hi))
+        coefs, intercepts = ridge_path(z, _to_target(age, spec.target), np.array([alpha]))
+        model = AgeModel(mean=mean.tolist(), scale=scale.tolist(), coef=[float(c) for c in coefs[0]],
+                         intercept=float(intercepts[0]), alpha=alpha, clip_low=lo.tolist(), clip_high=hi.tolist(),
+                         **common)
     if not selection.empty:
         model.extra["spec_selection"] = selection.to_dict("records")
     if with_interval and len(np.unique(groups)) >= 3:
-        resid = np.abs(_oof_predictions(train, config, min(config.n_splits, len(np.unique(groups))), spec) - age)
+        if spec.kind == "gbm":
+            oof = selection.attrs.get("oof") if not selection.empty else None
+            if oof is None:
+                oof, _ = _inner_oof(train, spec, _inner_folds(groups), config.seed)
+        else:
+            oof = _oof_predictions(train, config, min(config.n_splits, len(np.unique(groups))), spec)
+        resid = np.abs(oof - age)
         model.interval_halfwidth = float(np.quantile(resid[np.isfinite(resid)], config.coverage))
     return model
+
+
+fit_model = fit_linear
 
 
 def _oof_predictions(table: pd.DataFrame, config: AgeFitConfig, n_splits: int, spec: ModelSpec) -> np.ndarray:
@@ -513,7 +667,11 @@ def _mlu_only(train: pd.DataFrame, test: pd.DataFrame) -> np.ndarray:
     return intercept + slope * test["mlu_m"].to_numpy(float)
 
 
-METHODS = ("age_model", "mlu_only", "miller_chapman")
+METHODS = ("age_model", "mlu_only", "miller_chapman", "constant")
+# what each method is, for tables (cv_summary's method_label)
+METHOD_LABELS = {"age_model": "age model (spec chosen by inner by-child CV)", "mlu_only": "MLU-m only (linear fit)",
+                 "miller_chapman": "Miller & Chapman (1981), inverted",
+                 "constant": "constant (training-fold mean age)"}
 
 
 def cross_validate(table: pd.DataFrame, config: AgeFitConfig) -> pd.DataFrame:
@@ -544,6 +702,7 @@ def cross_validate(table: pd.DataFrame, config: AgeFitConfig) -> pd.DataFrame:
             out["spec"] = model.spec
             out["pred_mlu_only"] = _mlu_only(train, test)
             out["pred_miller_chapman"] = miller_chapman_age(test["mlu_m"])
+            out["pred_constant"] = float(train["age_months"].mean())  # the negative control
             out["ci_low"] = point - model.interval_halfwidth
             out["ci_high"] = point + model.interval_halfwidth
             out["in_range"] = pred["in_range"].to_numpy()
@@ -566,7 +725,8 @@ def cv_summary(predictions: pd.DataFrame, config: AgeFitConfig) -> pd.DataFrame:
             mae = bootstrap_ci(err, groups=groups, n_boot=config.n_boot, seed=config.seed)
             diff = bootstrap_ci(err - err_model, groups=groups, n_boot=config.n_boot, seed=config.seed)
             per_child = pd.Series(err).groupby(groups).mean()
-            row = {"scheme": scheme, "method": method, "n_transcripts": len(g), "n_children": int(len(per_child)),
+            row = {"scheme": scheme, "method": method, "method_label": METHOD_LABELS[method],
+                   "n_transcripts": len(g), "n_children": int(len(per_child)),
                    "n_folds": int(g["fold"].nunique()), "mae_months": mae.estimate, "mae_ci_low": mae.ci_low,
                    "mae_ci_high": mae.ci_high, "mae_mean_over_children": float(per_child.mean()),
                    "bias_months": float(np.mean(g[f"pred_{method}"].to_numpy(float) - y)),
@@ -590,7 +750,7 @@ def children_table(table: pd.DataFrame) -> pd.DataFrame:
 
 @dataclass
 class AgeFitResult:
-    model: LinearAgeModel
+    model: AgeModel
     table: pd.DataFrame
     predictions: pd.DataFrame
     summary: pd.DataFrame
@@ -609,7 +769,7 @@ def fit_and_validate(docs: pd.DataFrame, config: AgeFitConfig | None = None) -> 
     summary = cv_summary(predictions, config)
     model = fit_linear(table, config)
     model.extra.update({"cv": summary.to_dict("records"), "config": asdict(config),
-                        "specs": [asdict(spec) for spec in SPECS],
+                        "specs": [asdict(spec) for spec in SPECS], "gbm_params": dict(GBM_PARAMS),
                         "spec_chosen_per_fold": predictions.groupby(["scheme", "fold"])["spec"].first()
                         .value_counts().to_dict() if "spec" in predictions else {}})
     return AgeFitResult(model, table, predictions, summary, children_table(table))
@@ -672,7 +832,7 @@ def run_of(checkpoint: str, samples_file: str) -> str:
     return str(samples_file)
 
 
-def apply_model(model: LinearAgeModel, transcripts: pd.DataFrame, checkpoints: pd.DataFrame) -> pd.DataFrame:
+def apply_model(model: AgeModel, transcripts: pd.DataFrame, checkpoints: pd.DataFrame) -> pd.DataFrame:
     """One row per transcript or checkpoint: file / checkpoint_id, child, age_months (empty for model
     text), predicted_age_months, ci_low, ci_high, in_range, then the features and the reason for no age."""
     frames = []

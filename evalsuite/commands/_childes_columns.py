@@ -131,7 +131,9 @@ def _dev_age_tables() -> dict[str, dict[str, tuple[str, str]]]:
     summary = {
         "scheme": ("cross-validation scheme: by child (grouped K-fold) or by corpus (leave one corpus out)",
                    f"{_D}.cross_validate"),
-        "method": ("age_model, mlu_only (MLU-m alone) or miller_chapman (the 1981 MLU-for-age norm)", f"{_D}.cv_summary"),
+        "method": ("age_model, mlu_only (MLU-m alone), miller_chapman (the 1981 MLU-for-age norm) or constant (the "
+                   "negative control: every test transcript gets the training fold's mean age)", f"{_D}.cv_summary"),
+        "method_label": ("the method in words (developmental_age.METHOD_LABELS)", f"{_D}.cv_summary"),
         "n_transcripts": ("test transcripts", f"{_D}.cv_summary"),
         "n_children": ("test children (groups)", f"{_D}.cv_summary"),
         "n_folds": ("folds", f"{_D}.cv_summary"),

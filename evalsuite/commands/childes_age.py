@@ -47,6 +47,14 @@ COLUMN_DEFS = {
     "prog_rate": "progressive/gerund verb forms per verb, from %mor; empty without %mor",
     "aux_per_utt": "auxiliaries per utterance with %mor; empty without %mor",
     "verbs_per_utt": "verbs per utterance with %mor; empty without %mor",
+    "rel_per_utt": "relative pronouns per utterance with %mor (UD Rel feature, CLAN pro:rel); empty without %mor",
+    "comp_per_utt": "complementisers (that/if/whether as SCONJ, CLAN comp) per utterance with %mor; empty without %mor",
+    "inf_per_utt": "infinitival to (UD part|to, CLAN inf|to) per utterance with %mor; empty without %mor",
+    "multi_verb_rate": "share of utterances with %mor that have two or more verbs; empty without %mor",
+    "mattr_100": "moving-average type-token ratio over windows of 100 word tokens (empty under 100 words)",
+    "len_sd_w": "standard deviation of utterance length in words",
+    "sub_words_per_utt": "subordinating words in the text (because, if, when, who, which ...) per utterance, "
+                         "questions excluded",
     "brown_stage": "Brown's (1973) stage of the MLU-m (I < 2.0, II < 2.5, III < 3.0, IV < 3.75, V < 4.5, V+)",
 }
 
