@@ -188,8 +188,10 @@ def test_a_saved_age_model_folder_is_applied_and_recorded(tmp_path):
     summary = CompareSummary()
     cv, ages, info = _developmental_ages(pd.DataFrame(), None, CompareConfig(age_model=str(saved)), summary)
     assert info["source"] == "saved" and info["path"] == str(saved) and info["cv_summary"] == str(saved / "cv_summary.csv")
-    assert len(cv) == 6 and ages.empty
-    assert len([s for s in summary.statements if s.startswith("Age model (saved model my_model")]) == 6
+    shipped_rows = len(pd.read_csv(saved / "cv_summary.csv"))  # 2 schemes x (model, 2 baselines, constant control)
+    assert shipped_rows >= 6 and len(cv) == shipped_rows and ages.empty
+    assert len([s for s in summary.statements if s.startswith("Age model (saved model my_model")]) == shipped_rows
+    assert any("constant" in s for s in summary.statements)  # the negative control is reported beside the model
 
 
 def test_hypothesis_bands():
