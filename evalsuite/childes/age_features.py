@@ -44,6 +44,7 @@ import numpy as np
 import pandas as pd
 
 from evalsuite.childes import lexicon
+from evalsuite.childes.measures import windows_first_of_word
 
 FEATURES: tuple[str, ...] = ("mlu_m", "overreg_rate", "mean_aoa", "ndw_100")
 NDW_TOKENS = 100
@@ -450,8 +451,8 @@ def mattr(doc_of_utterance: np.ndarray, tokens: tuple[np.ndarray, pd.Series],
           window: int = MATTR_WINDOW) -> pd.Series:
     """Moving-average type-token ratio (Covington & McFall 2010) of each document's word tokens in order:
     the mean over every window of `window` consecutive tokens of (distinct words / window); NaN for a
-    document with fewer tokens. Vectorised: token i is the first of its word in the windows starting at
-    s in [max(prev_i + 1, i - window + 1), min(i, n - window)] (prev_i: its word's previous position)."""
+    document with fewer tokens (measures.mattr, for one document, gives plain TTR there). Vectorised over
+    documents: measures.windows_first_of_word counts each token's windows."""
     pos, words = tokens
     doc = pd.Series(doc_of_utterance[pos])
     codes = pd.factorize(words)[0]
@@ -460,9 +461,7 @@ def mattr(doc_of_utterance: np.ndarray, tokens: tuple[np.ndarray, pd.Series],
     prev = table.groupby(["doc", "word"], sort=False)["i"].shift(1).fillna(-1).to_numpy(dtype=np.int64)
     i = table["i"].to_numpy(dtype=np.int64)
     n = table.groupby("doc", sort=False)["i"].transform("size").to_numpy(dtype=np.int64)
-    first = np.maximum(prev + 1, i - window + 1)
-    last = np.minimum(i, n - window)
-    table["distinct"] = np.maximum(last - first + 1, 0)
+    table["distinct"] = windows_first_of_word(i, prev, n, window)
     total = table.groupby("doc", sort=False)["distinct"].sum().astype(float)
     size = table.groupby("doc", sort=False).size()
     n_windows = (size - window + 1).astype(float)

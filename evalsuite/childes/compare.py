@@ -725,25 +725,6 @@ def _resampled_means(arrays: list[np.ndarray], idx: np.ndarray) -> list[np.ndarr
     return [sums[j].astype(float) / n for j in range(len(arrays))]
 
 
-def _mattr(words: Sequence[str], window: int) -> float:
-    """measures.mattr without the per-token Python loop (the same float: see below). The sum over all windows of
-    their distinct types is an integer: token j is new in window i (starts i..i+window-1 hold it) exactly when its
-    previous occurrence lies before i, so it counts in max(0, min(j, n - window) - max(j - window + 1,
-    prev_j + 1, 0) + 1) windows. That total, divided as measures.mattr divides it, is measures.mattr's value."""
-    n = len(words)
-    if n <= window:  # empty (NaN) or plain TTR: measures.mattr itself
-        return measures.mattr(words, window)
-    codes = pd.factorize(np.asarray(words, dtype=object))[0]
-    order = np.argsort(codes, kind="stable")  # each type's positions in increasing order
-    same = codes[order[1:]] == codes[order[:-1]]
-    prev = np.full(n, -1, dtype=np.int64)
-    prev[order[1:][same]] = order[:-1][same]
-    j = np.arange(n, dtype=np.int64)
-    first_window = np.maximum(np.maximum(j - window + 1, prev + 1), 0)
-    total = int(np.maximum(np.minimum(j, n - window) - first_window + 1, 0).sum())
-    return total / ((n - window + 1) * window)
-
-
 def measure_table(units: pd.DataFrame, config: CompareConfig, groups: list[tuple[dict, pd.DataFrame]] | None = None
                   ) -> pd.DataFrame:
     """Measures per group; `groups`: `_group_keys(units, config, <columns incl. MEASURE_COLUMNS>)`, when the caller
@@ -770,7 +751,7 @@ def measure_table(units: pd.DataFrame, config: CompareConfig, groups: list[tuple
         if todo:
             sub = g if len(todo) == len(sizes) else g[g[col].isin(todo)]
             for d, words in sub.groupby(col)["words"].agg(lambda s: [w for ws in s for w in ws]).items():
-                values[d] = (_mattr(words, config.mattr_window), measures.ttr(words))
+                values[d] = (measures.mattr(words, config.mattr_window), measures.ttr(words))
                 if sizes[d] == total.get(d):
                     lexical[(source, d)] = values[d]
         per_doc = [values[d] if d in values else lexical[(source, d)] for d in sizes.index]

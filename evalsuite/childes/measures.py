@@ -19,6 +19,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
+import pandas as pd
+
 from corpora import mor as mor_styles
 from evalsuite.childes import lexicon
 from evalsuite.childes.detectors import FILLERS, is_word
@@ -177,24 +180,29 @@ def ttr(words: Sequence[str]) -> float:
     return len(set(words)) / len(words) if words else float("nan")
 
 
+def windows_first_of_word(i: np.ndarray, prev: np.ndarray, n: np.ndarray | int, window: int) -> np.ndarray:
+    """For token i of a document of n tokens whose word last occurred at position prev (-1: not before): in how
+    many windows of `window` consecutive tokens (starts 0 .. n - window) it is the first of its word, i.e. the
+    starts s in [max(prev + 1, i - window + 1), min(i, n - window)]. Summed over a document's tokens this is the
+    sum over all windows of their distinct words: MATTR's numerator, an exact integer."""
+    first = np.maximum(prev + 1, i - window + 1)
+    return np.maximum(np.minimum(i, n - window) - first + 1, 0)
+
+
 def mattr(words: Sequence[str], window: int = 50) -> float:
-    """Moving-average type-token ratio (Covington & McFall 2010); plain TTR when shorter than the window."""
+    """Moving-average type-token ratio (Covington & McFall 2010); plain TTR when shorter than the window.
+    The distinct words of every window are counted at once (windows_first_of_word), not by sliding a counter."""
     n = len(words)
     if n == 0:
         return float("nan")
     if n <= window:
         return ttr(words)
-    counts: dict[str, int] = {}
-    for w in words[:window]:
-        counts[w] = counts.get(w, 0) + 1
-    total = len(counts)
-    for i in range(window, n):
-        old, new = words[i - window], words[i]
-        counts[old] -= 1
-        if counts[old] == 0:
-            del counts[old]
-        counts[new] = counts.get(new, 0) + 1
-        total += len(counts)
+    codes = pd.factorize(np.asarray(words, dtype=object))[0]
+    order = np.argsort(codes, kind="stable")  # each word's positions in increasing order
+    same = codes[order[1:]] == codes[order[:-1]]
+    prev = np.full(n, -1, dtype=np.int64)
+    prev[order[1:][same]] = order[:-1][same]
+    total = int(windows_first_of_word(np.arange(n, dtype=np.int64), prev, n, window).sum())
     return total / ((n - window + 1) * window)
 
 
