@@ -42,7 +42,7 @@ from evalsuite.childes import detectors, measures, validation
 from evalsuite.childes.detectors import ERROR_TYPES, SPACY_MODEL, iter_detect, load_nlp
 from evalsuite.childes.samples_frame import SAMPLE_REQUIRED, read_samples  # noqa: F401 (re-exported)
 from evalsuite.hypothesis import HYPOTHESIS, SEED_TOKENS_PER_CHAR, seed_nats_to_bpc
-from evalsuite.stats import bootstrap_ci
+from evalsuite.stats import bootstrap_ci, wilson_cis
 
 SUB_KINDS = {"pronoun_antecedent": ("gender_mismatch", "no_antecedent")}
 GENRE_CAVEAT = (
@@ -635,32 +635,10 @@ def rate_table(units: pd.DataFrame, config: CompareConfig, groups: list[tuple[di
             for name, count in entries:
                 rows.append(({**key, "error_type": name}, count, n, int(sums[at_hits[name]])))
     # one vectorised Wilson call for every row (thousands of scalar statsmodels calls took seconds)
-    los, his = _wilson_cis(np.array([r[1] for r in rows]), np.array([r[2] for r in rows]))
+    los, his = wilson_cis(np.array([r[1] for r in rows]), np.array([r[2] for r in rows]))
     return _order_columns(pd.DataFrame([
         {**key, "rate": 100.0 * count / n, "ci_low": 100.0 * lo, "ci_high": 100.0 * hi, "n": n, "count": count,
          "hits": hits} for (key, count, n, hits), lo, hi in zip(rows, los, his, strict=True)]))
-
-
-def _wilson_cis(counts: np.ndarray, ns: np.ndarray) -> tuple[list[float], list[float]]:
-    """evalsuite.stats.wilson_ci of each (count, n) (tested equal, float for float): statsmodels' Wilson interval
-    computed on the arrays at once, then wilson_ci's clamping per element."""
-    from statsmodels.stats.proportion import proportion_confint
-
-    from evalsuite.stats import ALPHA
-
-    if not len(counts):
-        return [], []
-    ok = ns > 0
-    lo_all, hi_all = proportion_confint(counts[ok].astype(np.int64), ns[ok].astype(np.int64), alpha=ALPHA,
-                                        method="wilson")
-    los, his = [math.nan] * len(counts), [math.nan] * len(counts)
-    for k, i in enumerate(np.flatnonzero(ok)):
-        count, n = int(counts[i]), int(ns[i])
-        p = count / n
-        lo = 0.0 if count == 0 else max(0.0, float(lo_all[k]))
-        hi = 1.0 if count == n else min(1.0, float(hi_all[k]))
-        los[i], his[i] = float(min(lo, p)), float(max(hi, p))
-    return los, his
 
 
 def _mean_ci(values, config: CompareConfig) -> tuple[float, float, float, int]:
