@@ -339,6 +339,7 @@ def test_mattr_equals_the_sliding_counter_exactly():
 def test_shared_bootstrap_draws_equal_bootstrap_ci_exactly():
     import numpy as np
 
+    from evalsuite import stats
     from evalsuite.stats import bootstrap_ci
 
     rng = np.random.default_rng(7)
@@ -354,8 +355,8 @@ def test_shared_bootstrap_draws_equal_bootstrap_ci_exactly():
             with_nan[1][4] = np.nan  # a NaN: that column drops a row, so every column goes through bootstrap_ci
             cases.append(with_nan)
     # both paths are exercised: the counts pack, the others do not
-    assert compare._packable([c.astype(float) for c in cases[-4]])
-    assert not any(compare._packable([c.astype(float) for c in case]) for case in cases[-3:])
+    assert stats._packable([c.astype(float) for c in cases[-4]])
+    assert not any(stats._packable([c.astype(float) for c in case]) for case in cases[-3:])
     for columns in cases:
         for seed, n_boot in ((0, 200), (3, 101)):
             config = CompareConfig(seed=seed, n_bootstrap=n_boot)

@@ -42,7 +42,7 @@ from evalsuite.childes import detectors, measures, validation
 from evalsuite.childes.detectors import ERROR_TYPES, SPACY_MODEL, iter_detect, load_nlp
 from evalsuite.childes.samples_frame import SAMPLE_REQUIRED, read_samples  # noqa: F401 (re-exported)
 from evalsuite.hypothesis import HYPOTHESIS, SEED_TOKENS_PER_CHAR, seed_nats_to_bpc
-from evalsuite.stats import bootstrap_ci, wilson_cis
+from evalsuite.stats import bootstrap_ci, bootstrap_mean_cis, wilson_cis
 
 SUB_KINDS = {"pronoun_antecedent": ("gender_mismatch", "no_antecedent")}
 GENRE_CAVEAT = (
@@ -648,59 +648,9 @@ def _mean_ci(values, config: CompareConfig) -> tuple[float, float, float, int]:
 
 
 def _mean_cis(columns: Sequence[np.ndarray], config: CompareConfig) -> list[tuple[float, float, float, int]]:
-    """`_mean_ci` of each of several equally long columns with one draw of the resampling indices.
-
-    bootstrap_ci of a mean draws `default_rng(seed).integers(0, n, size=(n_boot, n))` and averages each row of
-    `values[idx]`; with the same seed and the same n (no NaN to drop) that draw is the same for every column, so
-    drawing it once and repeating the rest of bootstrap_ci's steps per column gives the same numbers (tested
-    against bootstrap_ci), with one random draw instead of one per column (the draws were most of the time of
-    the measure table at corpus scale). Any NaN, or fewer than 2 rows: bootstrap_ci itself, per column."""
-    from evalsuite.stats import ALPHA, _mean_rows, _quantiles
-
-    arrays = [np.asarray(c, dtype=float) for c in columns]
-    n = len(arrays[0]) if arrays else 0
-    if n < 2 or any(len(a) != n or np.isnan(a).any() for a in arrays):
-        return [_mean_ci(a, config) for a in arrays]
-    idx = np.random.default_rng(config.seed).integers(0, n, size=(config.n_bootstrap, n))
-    confidence = 1 - ALPHA  # bootstrap_ci's default, and its rounding of alpha
-    alpha = round(1 - confidence, 12)
-    out = []
-    for a, draws in zip(arrays, _resampled_means(arrays, idx), strict=True):
-        lo, hi = _quantiles(draws, alpha / 2, 1 - alpha / 2)
-        out.append((float(_mean_rows(a)), lo, hi, n))
-    return out
-
-
-_FIELD_BITS = 16
-
-
-def _packable(arrays: list[np.ndarray]) -> bool:
-    """Whether `_resampled_means` can pack the arrays: at most 4, all integers in [0, 2**16)."""
-    return len(arrays) <= 64 // _FIELD_BITS and all(
-        a.size and a.min() >= 0 and a.max() < (1 << _FIELD_BITS) and np.array_equal(a, np.floor(a)) for a in arrays)
-
-
-def _resampled_means(arrays: list[np.ndarray], idx: np.ndarray) -> list[np.ndarray]:
-    """`a[idx].mean(axis=1)` for each array. Counts (MLU numerators, clauses) are small non-negative integers:
-    then up to 4 of them are packed into one uint64 and gathered once instead of once per column (the random
-    gather is the cost), and each row's sum of a field is an exact integer; np.mean of integer-valued floats
-    is that exact sum divided by n (every partial sum is an integer below 2**53, so summation order cannot
-    round), hence the same floats as the per-column means."""
-    n = idx.shape[1]
-    limit = 1 << _FIELD_BITS
-    if not _packable(arrays):
-        return [a[idx].mean(axis=1) for a in arrays]
-    packed = np.zeros(n, dtype=np.uint64)
-    for j, a in enumerate(arrays):
-        packed |= a.astype(np.uint64) << np.uint64(_FIELD_BITS * j)
-    sums = np.empty((len(arrays), idx.shape[0]), dtype=np.int64)
-    mask = np.uint64(limit - 1)
-    step = max(1, (1 << 22) // n)  # rows of draws per block: a few MB of temporaries, not GB
-    for b in range(0, idx.shape[0], step):
-        block = packed[idx[b:b + step]]
-        for j in range(len(arrays)):
-            sums[j, b:b + step] = ((block >> np.uint64(_FIELD_BITS * j)) & mask).sum(axis=1, dtype=np.int64)
-    return [sums[j].astype(float) / n for j in range(len(arrays))]
+    """`_mean_ci` of each of several equally long columns, from one shared draw (evalsuite.stats.bootstrap_mean_cis)."""
+    return [(ci.estimate, ci.ci_low, ci.ci_high, ci.n)
+            for ci in bootstrap_mean_cis(columns, n_boot=config.n_bootstrap, seed=config.seed)]
 
 
 def measure_table(units: pd.DataFrame, config: CompareConfig, groups: list[tuple[dict, pd.DataFrame]] | None = None
