@@ -409,18 +409,8 @@ def document_features(
     agg["one_word_rate"] = agg["n_one_word"] / agg["n_utterances"]
     # %mor features: only over documents where at least half the utterances have an aligned %mor tier
     mor_ok = agg["n_mor_utterances"] >= 0.5 * agg["n_utterances"]
-    agg["art_omission_rate"] = _rate(agg["art_omitted"], agg["art_contexts"]).where(mor_ok)
-    agg["plural_rate"] = _rate(agg["n_plural"], agg["n_nouns"]).where(mor_ok)
-    agg["past_rate"] = _rate(agg["n_past"], agg["n_verbs"]).where(mor_ok)
-    agg["s3_rate"] = _rate(agg["n_s3"], agg["n_verbs"]).where(mor_ok)
-    agg["prog_rate"] = _rate(agg["n_prog"], agg["n_verbs"]).where(mor_ok)
-    agg["aux_per_utt"] = _rate(agg["n_aux"], agg["n_mor_utterances"]).where(mor_ok)
-    agg["verbs_per_utt"] = _rate(agg["n_verbs"], agg["n_mor_utterances"]).where(mor_ok)
-    agg["sconj_per_utt"] = _rate(agg["n_sconj"], agg["n_mor_utterances"]).where(mor_ok)
-    agg["rel_per_utt"] = _rate(agg["n_rel"], agg["n_mor_utterances"]).where(mor_ok)
-    agg["comp_per_utt"] = _rate(agg["n_comp"], agg["n_mor_utterances"]).where(mor_ok)
-    agg["inf_per_utt"] = _rate(agg["n_inf"], agg["n_mor_utterances"]).where(mor_ok)
-    agg["multi_verb_rate"] = _rate(agg["n_multi_verb"], agg["n_mor_utterances"]).where(mor_ok)
+    for name, count, per in MOR_RATES:
+        agg[name] = _rate(agg[count], agg[per]).where(mor_ok)
     # spread of utterance length in words (population SD), and text subordinators per utterance
     agg["len_sd_w"] = np.sqrt(np.maximum(agg["words_sq"] / agg["n_utterances"] - agg["mlu_w"] ** 2, 0.0))
     agg["sub_words_per_utt"] = agg["n_sub_words"] / agg["n_utterances"]
@@ -445,6 +435,23 @@ def _ndw_first(doc_of_utterance: np.ndarray, tokens: tuple[np.ndarray, pd.Series
     first = table[rank < NDW_TOKENS].drop_duplicates()
     ndw = first.groupby("doc", sort=False).size().astype(float)
     return ndw.where(total.reindex(ndw.index) >= NDW_TOKENS)
+
+
+# the %mor features of document_features: (feature, count, the count it is per), each NaN where %mor is too thin
+MOR_RATES = (
+    ("art_omission_rate", "art_omitted", "art_contexts"),
+    ("plural_rate", "n_plural", "n_nouns"),
+    ("past_rate", "n_past", "n_verbs"),
+    ("s3_rate", "n_s3", "n_verbs"),
+    ("prog_rate", "n_prog", "n_verbs"),
+    ("aux_per_utt", "n_aux", "n_mor_utterances"),
+    ("verbs_per_utt", "n_verbs", "n_mor_utterances"),
+    ("sconj_per_utt", "n_sconj", "n_mor_utterances"),
+    ("rel_per_utt", "n_rel", "n_mor_utterances"),
+    ("comp_per_utt", "n_comp", "n_mor_utterances"),
+    ("inf_per_utt", "n_inf", "n_mor_utterances"),
+    ("multi_verb_rate", "n_multi_verb", "n_mor_utterances"),
+)
 
 
 def mattr(doc_of_utterance: np.ndarray, tokens: tuple[np.ndarray, pd.Series],
