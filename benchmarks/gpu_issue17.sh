@@ -7,6 +7,9 @@
 #   STAGES="multirun" bash benchmarks/gpu_issue17.sh                   # N study-preset runs, with/without MPS
 #   STAGES="levers autotune sizes" bash benchmarks/gpu_issue17.sh      # MFU levers, SpinNet/baseline per size
 #   STAGES="profile" bash benchmarks/gpu_issue17.sh                    # torch profiler breakdown
+#   STAGES="interleave" bash benchmarks/gpu_issue17.sh                 # SpinNet vs baseline, interleaved rounds
+#   STAGES="losscheck" bash benchmarks/gpu_issue17.sh                  # baseline-28m loss, fp32 vs bf16 residual
+# LEVER_REPEATS=R times the levers in R interleaved rounds (train_throughput.py --repeats).
 # DATA: a tokenized folder with a 10K BPE (train.bin, val.bin, tokenizer/) for the multirun stage, made by
 #   python benchmarks/train_throughput.py --prepare ../shared/data/tinystories/tinystories_subset.jsonl \
 #       --tokenizer bpe:10000 --out devcarry/ts10k
@@ -34,12 +37,26 @@ for stage in $STAGES; do
                      timeout "$STAGE_TIMEOUT" python3 benchmarks/gpu_profile.py --batch-size 128 --vocab-size 10000 \
                          --variant "$v" --out "$OUT/profile-$v"; done ;;
         levers) timeout "$STAGE_TIMEOUT" python3 benchmarks/train_throughput.py $COMMON --batch-size 128 \
-                     --presets $LEVER_PRESETS --variants $LEVERS --out "$OUT/levers" ;;
+                     --presets $LEVER_PRESETS --variants $LEVERS ${LEVER_REPEATS:+--repeats $LEVER_REPEATS} \
+                     --out "$OUT/${LEVER_NAME:-levers}" ;;
         autotune) timeout "$STAGE_TIMEOUT" python3 benchmarks/train_throughput.py $COMMON --batch-size 128 \
                      --presets $LEVER_PRESETS --variants $AUTOTUNE --out "$OUT/autotune" ;;
         sizes) timeout "$STAGE_TIMEOUT" python3 benchmarks/train_throughput.py --presets $SIZES --vocab-size 10000 \
                      --block-size 256 --batch-size 32 --warmup 8 --steps 20 --variants ${SIZE_VARIANTS:-eager compile-loss} \
                      --out "$OUT/${SIZE_NAME:-sizes}" ;;
+        interleave) timeout "$STAGE_TIMEOUT" python3 benchmarks/train_throughput.py --presets $SIZES --vocab-size 10000 \
+                     --block-size 256 --batch-size 32 --warmup 8 --steps 20 --repeats "${IL_REPEATS:-5}" \
+                     --variants ${SIZE_VARIANTS:-cudagraphs-loss} --out "$OUT/${SIZE_NAME:-interleave}" ;;
+        # real 10K-BPE data, baseline-28m at the MFU shape (128 x 512), compiled as trainers.train compiles
+        # it, once per residual stream dtype; the runs (checkpoints) stay in /tmp, the curves go to $OUT
+        losscheck) for rd in float32 autocast; do
+                     timeout "$STAGE_TIMEOUT" python3 benchmarks/train_throughput.py --train --data "$DATA" \
+                         --presets baseline-28m --vocab-size 10000 --batch-size 128 --block-size 512 \
+                         --tokens "${LC_TOKENS:-20e6}" --set train.compile=true --set "model.residual_dtype=$rd" \
+                         --no-progress --out "/tmp/losscheck-$rd"
+                     mkdir -p "$OUT/losscheck-$rd"
+                     cp "/tmp/losscheck-$rd/loss_curves.csv" "/tmp/losscheck-$rd/train_summary.json" "$OUT/losscheck-$rd/"
+                 done ;;
         multirun) timeout "$STAGE_TIMEOUT" python3 benchmarks/gpu_multirun.py --data "$DATA" --configs $MR_CONFIGS \
                      --ns ${MR_NS:-1 4 8} --mps ${MR_MPS:-both} --steps "${MR_STEPS:-300}" ${MR_EXTRA:-} \
                      --out "$OUT/${MR_NAME:-multirun}" ;;

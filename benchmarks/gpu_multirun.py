@@ -167,6 +167,14 @@ def write_outputs(rows: list[dict[str, Any]], args: argparse.Namespace, final: b
         "rows": rows}, indent=2) + "\n")
 
 
+def mps_settings(n: int, mps: str) -> list[bool]:
+    """The MPS settings measured for N runs: N = 1 always runs plain (one run alone has nothing to share
+    the GPU with, and it is every row's reference); N > 1 as --mps says."""
+    if n == 1:
+        return [False]
+    return {"off": [False], "on": [True], "both": [False, True]}[mps]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", required=True, help="tokenized folder (train.bin, val.bin, tokenizer/)")
@@ -180,7 +188,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                         help="default: on (local configs), the preset's")
     parser.add_argument("--mps", choices=["off", "on", "both"], default="off",
-                        help="run the N runs through a CUDA MPS server (on), or measure each N both ways")
+                        help="run the N runs through a CUDA MPS server (on), or measure each N both ways; N = 1 "
+                        "always runs plain (the reference)")
     parser.add_argument("--device", default="cuda", help="train.device of every run (cpu for a smoke test)")
     parser.add_argument("--compile-mode", default="default", help="train.compile_mode of every run (needs --compile)")
     parser.add_argument("--set", action="append", default=[], help="override for every run: section.key=value")
@@ -194,11 +203,8 @@ def main(argv: list[str] | None = None) -> int:
             root = Path(args.work) if args.work else Path(tmp)
             for name in args.configs:
                 config = write_config(name, root)
-                modes = {"off": [False], "on": [True], "both": [False, True]}[args.mps]
                 for n in args.ns:
-                    for mps in modes:
-                        if mps and n == 1 and args.mps == "both":
-                            continue  # one run alone has nothing to share the GPU with
+                    for mps in mps_settings(n, args.mps):
                         row = measure(config, n, mps, args, root / name)
                         rows.append(row)
                         write_outputs(rows, args, final=False)

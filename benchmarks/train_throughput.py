@@ -5,6 +5,9 @@ variant (--variants: a lever setting, see VARIANTS: eager, compiled, CE inside t
 chunked CE, foreach vs fused AdamW, max-autotune, CUDA graphs) at the SAME context, build the model
 and its AdamW as trainers.train does, run `--warmup` steps (which also absorb torch.compile), then
 time `--steps` steps, each between two device events; the step time is their median.
+--repeats R (R > 1) interleaves: every case is built and warmed up first, then R rounds time each case
+in turn, and each row reports the pooled median and the ratio to its baseline within each round (min-max),
+so that a machine's slow spell cannot favour one case (small steps moved ~10% between calls).
 A step = forward under bf16 autocast (CUDA; fp32 on CPU), fp32 cross-entropy, backward, grad
 clipping, AdamW. Batches are random token ids already on the device: data loading is excluded.
 Every flag either takes effect in the chosen mode or is refused (MODE_FLAGS); --vocab-size sets
@@ -135,6 +138,14 @@ VARIANTS: dict[str, dict[str, Any]] = {
                             "inductor": {"coordinate_descent_tuning": True}},
     "cudagraphs-loss-combo": {"compile": "reduce-overhead", "loss": "inside", "adam": "fused",
                               "inductor": {"combo_kernels": True}},
+    # a bf16 residual stream (model.residual_dtype=autocast, Megatron-LM's default): the norms and residual
+    # adds move half the bytes; "set" = config overrides of the built model (the row reads them back)
+    "compile-loss-cdt-bf16res": {"compile": "default", "loss": "inside", "adam": "fused",
+                                 "inductor": {"coordinate_descent_tuning": True},
+                                 "set": ["model.residual_dtype=autocast"]},
+    "autotune-loss-cdt-bf16res": {"compile": "max-autotune-no-cudagraphs", "loss": "inside", "adam": "fused",
+                                  "inductor": {"coordinate_descent_tuning": True},
+                                  "set": ["model.residual_dtype=autocast"]},
 }
 
 
@@ -186,11 +197,14 @@ def measure_matmul_peak(device: torch.device, n: int = 8192, reps: int = 20) -> 
     return 2 * n**3 / sorted(times)[len(times) // 2]
 
 
-def build_case(preset: str, batch_size: int, args: argparse.Namespace) -> Any:
+def build_case(preset: str, batch_size: int, args: argparse.Namespace, variant_set: list[str] = ()) -> Any:
     overrides = [f"train.batch_size={batch_size}", f"train.block_size={args.block_size}", "train.grad_accum=1"]
     if args.vocab_size is not None:
         overrides.append(f"model.vocab_size={args.vocab_size}")
-    cfg = load_config(preset, overrides + args.set)
+    clash = {o.split("=", 1)[0] for o in variant_set} & {o.split("=", 1)[0] for o in args.set}
+    if clash:
+        raise UserError(f"--set {', '.join(sorted(clash))} clashes with a variant's own setting: leave it out")
+    cfg = load_config(preset, overrides + list(variant_set) + args.set)
     if cfg.model.vocab_size is None:
         raise UserError(f"{preset} takes its vocabulary from the tokenizer: pass --vocab-size")
     return cfg
@@ -216,16 +230,23 @@ def timed_steps(step: Any, n: int, device: torch.device) -> list[float]:
 
 def measure(preset: str, batch_size: int, variant_name: str, args: argparse.Namespace,
             device: torch.device, matmul_peak: float | None) -> dict[str, Any]:
+    case = prepare(preset, batch_size, variant_name, args, device)
+    return case_row(case, timed_steps(case["step"], args.steps, device), args, matmul_peak)
+
+
+def prepare(preset: str, batch_size: int, variant_name: str, args: argparse.Namespace,
+            device: torch.device) -> dict[str, Any]:
+    """Build the case (model, optimizer, step) and run its warm-up steps (which compile it)."""
     import torch._inductor.config as inductor_config
 
     with inductor_config.patch(VARIANTS[variant_name].get("inductor", {})):  # compilation happens inside
-        return _measure(preset, batch_size, variant_name, args, device, matmul_peak)
+        return _prepare(preset, batch_size, variant_name, args, device)
 
 
-def _measure(preset: str, batch_size: int, variant_name: str, args: argparse.Namespace,
-             device: torch.device, matmul_peak: float | None) -> dict[str, Any]:
+def _prepare(preset: str, batch_size: int, variant_name: str, args: argparse.Namespace,
+             device: torch.device) -> dict[str, Any]:
     variant = VARIANTS[variant_name]
-    cfg = build_case(preset, batch_size, args)
+    cfg = build_case(preset, batch_size, args, variant.get("set", []))
     dtype = torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
     torch.manual_seed(0)
     model = build_model(cfg.model).to(device)
@@ -250,14 +271,25 @@ def _measure(preset: str, batch_size: int, variant_name: str, args: argparse.Nam
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
+    before = 0
     if device.type == "cuda":
+        before = torch.cuda.memory_allocated(device)  # the cases kept alive by --repeats
         torch.cuda.reset_peak_memory_stats(device)
     compile_start = time.perf_counter()
     for _ in range(args.warmup):
         step()
     sync(device)
-    warmup_s = time.perf_counter() - compile_start
-    times = timed_steps(step, args.steps, device)
+    peak = (torch.cuda.max_memory_allocated(device) - before) / 2**30 if device.type == "cuda" else None
+    return {"preset": preset, "variant_name": variant_name, "cfg": cfg, "model": model, "step": step,
+            "device": device, "dtype": dtype, "warmup_s": time.perf_counter() - compile_start, "peak_gib": peak}
+
+
+def case_row(case: dict[str, Any], times: list[float], args: argparse.Namespace,
+             matmul_peak: float | None, round_times: list[list[float]] | None = None) -> dict[str, Any]:
+    """The table row of a prepared case from its timed steps (all rounds pooled with --repeats)."""
+    preset, variant_name, cfg, model = case["preset"], case["variant_name"], case["cfg"], case["model"]
+    device, dtype, variant = case["device"], case["dtype"], VARIANTS[case["variant_name"]]
+    b, t = cfg.train.batch_size, cfg.train.block_size
     step_s = sorted(times)[len(times) // 2]
     tokens_per_s = b * t / step_s
     flops_per_token = model.estimate_flops_per_token(t)
@@ -275,15 +307,18 @@ def _measure(preset: str, batch_size: int, variant_name: str, args: argparse.Nam
         "mixer": ("none" if model.blocks[0].attn.mixer is None else
                   "folded into proj" if model.blocks[0].attn.proj_weight_with_mixer() is not None
                   and model.blocks[0].attn.fold_mixer else "einsum"),
+        "residual_dtype": cfg.model.residual_dtype,
         "n_params_non_embedding": model.num_parameters(exclude_embeddings=True),
-        "flops_per_token": flops_per_token, "warmup_steps": args.warmup, "timed_steps": args.steps,
-        "warmup_s": warmup_s, "step_time_ms": 1000 * step_s,
+        "flops_per_token": flops_per_token, "warmup_steps": args.warmup, "timed_steps": len(times),
+        "rounds": len(round_times) if round_times else 1,
+        "round_step_ms": [1000 * sorted(r)[len(r) // 2] for r in round_times] if round_times else None,
+        "warmup_s": case["warmup_s"], "step_time_ms": 1000 * step_s,
         "step_time_ms_min": 1000 * min(times), "step_time_ms_max": 1000 * max(times),
         "tokens_per_s": tokens_per_s, "achieved_tflops": achieved / 1e12, "peak_label": label,
         "peak_tflops": peak / 1e12 if peak else None, "mfu": achieved / peak if peak else None,
         "matmul_peak_tflops": matmul_peak / 1e12 if matmul_peak else None,
         "mfu_vs_matmul": achieved / matmul_peak if matmul_peak else None,
-        "peak_memory_gib": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None,
+        "peak_memory_gib": case["peak_gib"],
     }
 
 
@@ -302,16 +337,20 @@ def pct(value: float | None) -> str:
 
 
 def markdown(rows: list[dict[str, Any]]) -> str:
+    rounds = any(r["rounds"] > 1 for r in rows)
     head = ("| preset | compile | batch x ctx | variant | vocab | params | d x layers | step ms | tokens/s | TFLOP/s | "
-            "MFU (datasheet) | MFU (matmul peak) | step time vs same-shape baseline | peak mem GiB |")
-    lines = [head, "|" + "---|" * 14]
+            "MFU (datasheet) | MFU (matmul peak) | step time vs same-shape baseline |"
+            + (" per round (min-max) |" if rounds else "") + " peak mem GiB |")
+    lines = [head, "|" + "---|" * (15 if rounds else 14)]
     for r in rows:
+        spread = r.get("round_ratios_vs_baseline")
+        per_round = (f" {min(spread):.3f}-{max(spread):.3f} |" if spread else " n/a |") if rounds else ""
         lines.append(
             f"| {r['preset']} | {'on' if r['compile'] else 'off'} | {r['batch_size']} x {r['block_size']} | "
             f"{r['variant']} | {r['vocab_size']} | {r['n_params'] / 1e6:.2f}M | {r['d_model']} x {r['n_layer']} | "
             f"{r['step_time_ms']:.2f} | "
             f"{r['tokens_per_s']:,.0f} | {r['achieved_tflops']:.1f} | {pct(r['mfu'])} | {pct(r['mfu_vs_matmul'])} | "
-            f"{fmt(r.get('step_time_ratio_vs_baseline'), '.3f')} | {fmt(r['peak_memory_gib'], '.1f')} |"
+            f"{fmt(r.get('step_time_ratio_vs_baseline'), '.3f')} |{per_round} {fmt(r['peak_memory_gib'], '.1f')} |"
         )
     return "\n".join(lines)
 
@@ -326,15 +365,21 @@ def write_outputs(rows: list[dict[str, Any]], args: argparse.Namespace, variants
                 and b["batch_size"] == r["batch_size"] and b["block_size"] == r["block_size"]
                 and (b["d_model"], b["n_layer"]) == (r["d_model"], r["n_layer"])]
         r["step_time_ratio_vs_baseline"] = r["step_time_ms"] / base[0]["step_time_ms"] if base else None
+        # --repeats: the same ratio within each round (the cases ran interleaved), to show its spread
+        r["round_ratios_vs_baseline"] = ([a / b for a, b in zip(r["round_step_ms"], base[0]["round_step_ms"], strict=True)]
+                                         if base and r["round_step_ms"] else None)
     table = markdown(rows)
     peak_line = next((f"peak used: {r['peak_label']} = {r['peak_tflops']:.0f} TFLOP/s bf16 dense"
                       for r in rows if r["peak_tflops"]), "peak: unknown for this device (MFU not reported)")
     if matmul_peak:
         peak_line += (f"; bf16 8192^3 matmul measured in this run: {matmul_peak / 1e12:.0f} TFLOP/s "
                       "(median of 20, random data) = the 'matmul peak' column's denominator")
+    timing = (f"median of {args.steps} event-timed steps after {args.warmup} warm-up steps" if args.repeats == 1 else
+              f"median of {args.repeats} rounds x {args.steps} event-timed steps; every case was built and warmed up "
+              f"({args.warmup} steps) first, then the rounds ran the cases in turn (interleaved, {ROUND_WARMUP} "
+              "untimed steps before each case's turn); 'per round' = the ratio within each round, min-max")
     header = (f"device: {rows[0]['device']}; torch {torch.__version__} (CUDA {torch.version.cuda}); "
-              f"dtype {rows[0]['dtype']}; step time = median of {args.steps} event-timed steps after "
-              f"{args.warmup} warm-up steps; random token ids on the device (data loading excluded)")
+              f"dtype {rows[0]['dtype']}; step time = {timing}; random token ids on the device (data loading excluded)")
     command = "python benchmarks/train_throughput.py " + " ".join(args.argv)
     out = out_dir(args.out)
     with open(out / "train_throughput.csv", "w", newline="") as handle:
@@ -376,7 +421,12 @@ def run_throughput(args: argparse.Namespace) -> int:
             raise UserError(f"unknown variant {name!r}; choose from {', '.join(VARIANTS)}")
         if device.type != "cuda" and VARIANTS[name]["compile"] not in (None, "default"):
             raise UserError(f"variant {name} needs CUDA (compile mode {VARIANTS[name]['compile']})")
+        if device.type != "cuda" and "model.residual_dtype=autocast" in VARIANTS[name].get("set", []):
+            raise UserError(f"variant {name} needs CUDA (a bf16 residual stream needs the bf16 autocast, "
+                            "which this benchmark runs on CUDA only)")
     matmul_peak = measure_matmul_peak(device)
+    if args.repeats > 1:
+        return run_interleaved(args, variants, device, matmul_peak)
     rows = []
     for batch_size in args.batch_size:
         for name in variants:
@@ -388,6 +438,40 @@ def run_throughput(args: argparse.Namespace) -> int:
                 write_outputs(rows, args, variants, matmul_peak, final=False)
                 print(f"measured {preset} {name} b={batch_size}: {rows[-1]['step_time_ms']:.1f} ms/step, "
                       f"{rows[-1]['tokens_per_s']:,.0f} tokens/s, MFU {pct(rows[-1]['mfu'])}", flush=True)
+    write_outputs(rows, args, variants, matmul_peak, final=True)
+    print(f"wrote {out_dir(args.out) / 'train_throughput.csv'}, .json, .md")
+    return 0
+
+
+ROUND_WARMUP = 3  # untimed steps before each case's turn in a round (a switch of compiled graphs settles)
+
+
+def run_interleaved(args: argparse.Namespace, variants: list[str], device: torch.device,
+                    matmul_peak: float | None) -> int:
+    """--repeats R: build and warm up every case first, then R rounds that time each case in turn, so
+    that a slow spell of the machine lands on every case alike (a 6 ms step moved ~10% between calls)."""
+    import torch._dynamo.config as dynamo_config
+
+    keys = [(b, name, preset) for b in args.batch_size for name in variants for preset in args.presets]
+    # every live case keeps its compiled code: room for all of them in dynamo's per-function cache
+    dynamo_config.cache_size_limit = max(dynamo_config.cache_size_limit, 2 * len(keys))
+    cases = []
+    for b, name, preset in keys:
+        cases.append(prepare(preset, b, name, args, device))
+        print(f"prepared {preset} {name} b={b} ({cases[-1]['warmup_s']:.0f} s warm-up)", flush=True)
+    round_times: list[list[list[float]]] = [[] for _ in cases]
+    rows: list[dict[str, Any]] = []
+    for r in range(args.repeats):
+        for case, times in zip(cases, round_times, strict=True):
+            for _ in range(ROUND_WARMUP):
+                case["step"]()
+            times.append(timed_steps(case["step"], args.steps, device))
+        rows = [case_row(case, [t for rt in times for t in rt], args, matmul_peak, round_times=times)
+                for case, times in zip(cases, round_times, strict=True)]
+        write_outputs(rows, args, variants, matmul_peak, final=False)
+        print(f"round {r + 1}/{args.repeats}: " + ", ".join(
+            f"{c['preset']} {c['variant_name']} {row['round_step_ms'][-1]:.2f} ms" for c, row in zip(cases, rows, strict=True)),
+            flush=True)
     write_outputs(rows, args, variants, matmul_peak, final=True)
     print(f"wrote {out_dir(args.out) / 'train_throughput.csv'}, .json, .md")
     return 0
@@ -491,13 +575,14 @@ def train_overrides(args: argparse.Namespace) -> list[str]:
 # recorded that did not take effect); the JSON records exactly the settings of its mode.
 MODE_FLAGS = {
     "throughput": {"presets", "batch_size", "block_size", "warmup", "steps", "variants", "device", "vocab_size",
-                   "peak_tflops", "chunk_tokens", "set", "out"},
+                   "peak_tflops", "chunk_tokens", "set", "out", "repeats"},
     "train": {"presets", "batch_size", "block_size", "device", "vocab_size", "set", "out", "train", "data",
               "tokens", "time_limit_s", "resume", "no_progress"},
     "prepare": {"prepare", "tokenizer", "val_fraction", "seed", "out"},
 }
 DEFAULTS: dict[str, Any] = {
     "presets": ["baseline-28m", "spinnet-28m"], "batch_size": [32], "block_size": 512, "warmup": 10, "steps": 30,
+    "repeats": 1,
     "variants": [], "device": "auto", "chunk_tokens": 8192, "set": [], "tokens": 20e6, "tokenizer": "gpt2",
     "val_fraction": 0.01, "seed": 1337, "train": False, "resume": False, "no_progress": False,
 }
@@ -510,7 +595,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add("--batch-size", type=int, nargs="+", default=None, help="throughput: one or more (default 32); --train: one")
     add("--block-size", type=int, default=None, help="default 512 (throughput); --train: the preset's unless given")
     add("--warmup", type=int, default=None, help="untimed steps, include compilation (default 10)")
-    add("--steps", type=int, default=None, help="timed steps (default 30)")
+    add("--steps", type=int, default=None, help="timed steps (default 30; per round with --repeats)")
+    add("--repeats", type=int, default=None, help="rounds of timed steps, every case in turn each round "
+        "(interleaved: all cases stay built; default 1 = one case after another)")
     add("--variants", nargs="+", default=None, help=f"levers to measure: {', '.join(VARIANTS)} (default eager "
         "compile on CUDA, eager on CPU)")
     add("--chunk-tokens", type=int, default=None, help="tokens per chunk of the compile-chunked-ce variant (8192)")
@@ -536,6 +623,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if refused:
         flags = ", ".join("--" + k.replace("_", "-") for k in refused)
         raise UserError(f"{flags} has no effect in {mode} mode: leave it out")
+    if args.repeats is not None and args.repeats < 1:
+        raise UserError("--repeats must be >= 1")
     if mode == "throughput" and args.chunk_tokens is not None and "compile-chunked-ce" not in (args.variants or []):
         raise UserError("--chunk-tokens applies only to the compile-chunked-ce variant: add it to --variants")
     args.mode, args.argv = mode, list(sys.argv[1:] if argv is None else argv)

@@ -89,3 +89,29 @@ def test_compile_mode_needs_compile_and_does_not_block_resume():
     with pytest.raises(UserError):
         load_config("baseline-tiny", ["train.compile=true", "train.compile_mode=fast"])
     assert "compile_mode" in RESUMABLE_CHANGES  # how it is compiled does not change what is computed
+
+
+def test_repeats_interleave_rounds_and_report_each_rounds_ratio(bench, tmp_path):
+    assert bench.main(["--presets", "baseline-tiny", "spinnet-tiny", "--device", "cpu", "--vocab-size", "48",
+                       "--batch-size", "1", "--block-size", "8", "--warmup", "1", "--steps", "2", "--repeats", "3",
+                       "--out", str(tmp_path)]) == 0
+    meta = json.loads((tmp_path / "train_throughput.json").read_text())
+    assert meta["settings"]["repeats"] == 3
+    base, spin = meta["rows"]
+    assert base["rounds"] == spin["rounds"] == 3 and base["timed_steps"] == 6 and len(spin["round_step_ms"]) == 3
+    # the tiny presets share d_model x n_layer: spinnet-tiny's ratio to baseline-tiny within each round
+    assert spin["round_ratios_vs_baseline"] == [a / b for a, b in zip(spin["round_step_ms"], base["round_step_ms"], strict=True)]
+    assert base["round_ratios_vs_baseline"] == [1.0, 1.0, 1.0]
+    assert "3 rounds x 2 event-timed steps" in (tmp_path / "train_throughput.md").read_text()
+    assert bench.main(["--repeats", "0"]) == 2
+
+
+def test_a_variants_own_setting_reaches_the_model_and_clashes_are_refused(bench):
+    args = bench.parse_args(["--vocab-size", "48", "--block-size", "8"])
+    cfg = bench.build_case("baseline-tiny", 1, args, bench.VARIANTS["compile-loss-cdt-bf16res"]["set"])
+    assert cfg.model.residual_dtype == "autocast"
+    clash = bench.parse_args(["--vocab-size", "48", "--set", "model.residual_dtype=float32"])
+    with pytest.raises(UserError, match="clashes"):
+        bench.build_case("baseline-tiny", 1, clash, ["model.residual_dtype=autocast"])
+    assert bench.main(["--presets", "baseline-tiny", "--device", "cpu", "--vocab-size", "32",
+                       "--variants", "compile-loss-cdt-bf16res"]) == 2  # no bf16 autocast on the CPU here

@@ -227,3 +227,40 @@ def test_only_training_folds_the_mixer_and_evaluation_gives_the_same_logits(monk
     evaluated = model.eval()(idx).logits
     assert folds == [True] * len(model.blocks)  # evaluation did not fold
     torch.testing.assert_close(evaluated, trained, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("family", ["spinnet", "baseline"])
+def test_residual_dtype_autocast_keeps_the_stream_in_bf16_only_under_autocast(family):
+    """model.residual_dtype=autocast: under bf16 autocast every hidden state (the residual stream) is bf16
+    and the loss and gradients stay within bf16 rounding of the float32 stream; without autocast nothing
+    changes, bit for bit."""
+    idx, targets = torch.randint(0, 50, (2, 12), generator=torch.Generator().manual_seed(1)).unbind(0)
+    idx, targets = idx[None], targets[None]
+    runs = {}
+    for residual in ("float32", "autocast"):
+        torch.manual_seed(0)
+        model = build_model(tiny(family, residual_dtype=residual))
+        plain = model(idx, targets, return_hidden=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            mixed = model(idx, targets, return_hidden=True)
+        mixed.loss.backward()
+        grad = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+        runs[residual] = (plain, mixed, grad)
+    (plain32, mixed32, grad32), (plain16, mixed16, grad16) = runs["float32"], runs["autocast"]
+    assert torch.equal(plain32.logits, plain16.logits) and plain16.hidden[-1].dtype == torch.float32
+    assert {h.dtype for h in mixed32.hidden} == {torch.float32}
+    assert {h.dtype for h in mixed16.hidden} == {torch.bfloat16}
+    assert abs(mixed16.loss.item() - mixed32.loss.item()) < 0.02
+    assert not torch.equal(grad16, grad32)  # the setting took effect ...
+    assert (grad16 - grad32).norm() < 0.05 * grad32.norm()  # ... within bf16 rounding
+    with pytest.raises(UserError, match="residual_dtype"):
+        load_config(f"{family}-tiny", ["model.residual_dtype=bfloat16"])
+
+
+def test_training_refuses_a_bf16_residual_stream_without_autocast(tmp_path):
+    from trainers.train import train
+
+    cfg = load_config("baseline-tiny", ["model.residual_dtype=autocast", "train.device=cpu", "train.dtype=float32",
+                                        f"train.out_dir={tmp_path}", "train.data=unused.txt"])
+    with pytest.raises(UserError, match="residual_dtype=autocast"):
+        train(cfg)

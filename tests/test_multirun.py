@@ -122,3 +122,15 @@ def test_mps_launch_starts_points_workers_at_and_stops_its_own_daemon(sample, tm
     assert any(line.endswith("get_server_list") for line in calls)
     assert not any(Path(line.split()[1]).parent.exists() for line in calls)  # its temporary folder is gone
     assert launch(_plan(sample, tmp_path / "plain", seeds=(1,)), time_limit_s=0.0)[0].mps_server_seen is None
+
+
+def test_the_multirun_benchmark_always_measures_its_plain_one_run_reference():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_multirun.py"
+    spec = importlib.util.spec_from_file_location("gpu_multirun", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert [bench.mps_settings(n, "on") for n in (1, 8)] == [[False], [True]]  # N = 1 plain: the reference
+    assert [bench.mps_settings(n, "both") for n in (1, 4)] == [[False], [False, True]]
+    assert [bench.mps_settings(n, "off") for n in (1, 4)] == [[False], [False]]

@@ -46,7 +46,10 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)
+        # a bf16 input (model.residual_dtype=autocast) takes the gain in its dtype: torch's fused kernel
+        # needs equal dtypes; a float32 input is unchanged
+        weight = self.weight if x.dtype == torch.float32 else self.weight.to(x.dtype)
+        return F.rms_norm(x, (x.shape[-1],), weight, self.eps)
 
 
 def ternarize(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -263,6 +263,8 @@ class Transformer(nn.Module):
         cos, sin = self.rope_cos[:t], self.rope_sin[:t]
         emb = self.embedding_weight()
         x = self.drop(F.embedding(idx, emb))
+        if self.config.residual_dtype == "autocast" and torch.is_autocast_enabled(x.device.type):
+            x = x.to(torch.get_autocast_dtype(x.device.type))  # then every block's sum stays in it
         hidden = [x] if return_hidden else None
         for block in self.blocks:
             x = block(x, cos, sin)

@@ -465,6 +465,9 @@ def _train(
         )
     device = resolve_device(cfg.device, d)
     dtype = resolve_dtype(cfg.dtype, device)
+    if run_config.model.residual_dtype == "autocast" and dtype == torch.float32:
+        raise UserError("model.residual_dtype=autocast keeps the residual stream in the autocast dtype, but this run "
+                        "trains in float32 (no autocast): set train.dtype=bfloat16, or leave residual_dtype float32")
     run_dir = Path(cfg.out_dir).expanduser()
     notes: list[str] = []
     if d.is_main:
