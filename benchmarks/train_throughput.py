@@ -143,9 +143,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "compile-loss-cdt-bf16res": {"compile": "default", "loss": "inside", "adam": "fused",
                                  "inductor": {"coordinate_descent_tuning": True},
                                  "set": ["model.residual_dtype=autocast"]},
-    "autotune-loss-cdt-bf16res": {"compile": "max-autotune-no-cudagraphs", "loss": "inside", "adam": "fused",
-                                  "inductor": {"coordinate_descent_tuning": True},
-                                  "set": ["model.residual_dtype=autocast"]},
+    "compile-loss-bf16res": {"compile": "default", "loss": "inside", "adam": "fused",
+                             "set": ["model.residual_dtype=autocast"]},
 }
 
 
