@@ -145,6 +145,14 @@ VARIANTS: dict[str, dict[str, Any]] = {
                                  "set": ["model.residual_dtype=autocast"]},
     "compile-loss-bf16res": {"compile": "default", "loss": "inside", "adam": "fused",
                              "set": ["model.residual_dtype=autocast"]},
+    # SpinNet only (skipped for baseline presets): each block linear ternarises and assembles its own weight, as
+    # before the batched quantisation (Transformer.batch_quantize); its ratio is taken against the baseline's
+    # row of `baseline_variant` (the setting does not touch a baseline)
+    "cudagraphs-loss-perlayer-quant": {"compile": "reduce-overhead", "loss": "inside", "adam": "fused",
+                                       "batch_quantize": False, "spinnet_only": True,
+                                       "baseline_variant": "cudagraphs-loss"},
+    "compile-loss-perlayer-quant": {"compile": "default", "loss": "inside", "adam": "fused",
+                                    "batch_quantize": False, "spinnet_only": True, "baseline_variant": "compile-loss"},
 }
 
 
@@ -252,6 +260,8 @@ def _prepare(preset: str, batch_size: int, variant_name: str, args: argparse.Nam
     if "fold_mixer" in variant:
         for block in model.blocks:
             block.attn.fold_mixer = variant["fold_mixer"]
+    if "batch_quantize" in variant:
+        model.batch_quantize = variant["batch_quantize"]
     optimizer = make_optimizer(model, cfg, device, variant["adam"])
     loss_fn = loss_function(model, variant, args.chunk_tokens)
     cudagraphs = variant["compile"] in ("reduce-overhead", "max-autotune")
@@ -307,6 +317,8 @@ def case_row(case: dict[str, Any], times: list[float], args: argparse.Namespace,
                   "folded into proj" if model.blocks[0].attn.proj_weight_with_mixer() is not None
                   and model.blocks[0].attn.fold_mixer else "einsum"),
         "residual_dtype": cfg.model.residual_dtype,
+        "quantisation": ("n/a" if cfg.model.family != "spinnet" else
+                         "batched" if model.batch_quantize else "per layer"),
         "n_params_non_embedding": model.num_parameters(exclude_embeddings=True),
         "flops_per_token": flops_per_token, "warmup_steps": args.warmup, "timed_steps": len(times),
         "rounds": len(round_times) if round_times else 1,
@@ -360,7 +372,8 @@ def write_outputs(rows: list[dict[str, Any]], args: argparse.Namespace, variants
     for r in rows:
         # the baseline of the same shape (d_model, n_layer), variant, batch and context: spinnet-3m is
         # compared with baseline-3m-shape, spinnet-28m with baseline-28m
-        base = [b for b in rows if b["family"] == "baseline" and b["variant"] == r["variant"]
+        wanted = VARIANTS[r["variant"]].get("baseline_variant", r["variant"])
+        base = [b for b in rows if b["family"] == "baseline" and b["variant"] == wanted
                 and b["batch_size"] == r["batch_size"] and b["block_size"] == r["block_size"]
                 and (b["d_model"], b["n_layer"]) == (r["d_model"], r["n_layer"])]
         r["step_time_ratio_vs_baseline"] = r["step_time_ms"] / base[0]["step_time_ms"] if base else None
@@ -429,7 +442,7 @@ def run_throughput(args: argparse.Namespace) -> int:
     rows = []
     for batch_size in args.batch_size:
         for name in variants:
-            for preset in args.presets:
+            for preset in applicable(args.presets, name):
                 rows.append(measure(preset, batch_size, name, args, device, matmul_peak))
                 torch._dynamo.reset()  # each case compiles its own model; keep the caches from piling up
                 if device.type == "cuda":
@@ -442,6 +455,13 @@ def run_throughput(args: argparse.Namespace) -> int:
     return 0
 
 
+def applicable(presets: list[str], variant: str) -> list[str]:
+    """The presets a variant is measured on: a SpinNet-only setting is not run (nor recorded) on a baseline."""
+    if not VARIANTS[variant].get("spinnet_only"):
+        return presets
+    return [p for p in presets if load_config(p).model.family == "spinnet"]
+
+
 ROUND_WARMUP = 3  # untimed steps before each case's turn in a round (a switch of compiled graphs settles)
 
 
@@ -451,7 +471,7 @@ def run_interleaved(args: argparse.Namespace, variants: list[str], device: torch
     that a slow spell of the machine lands on every case alike (a 6 ms step moved ~10% between calls)."""
     import torch._dynamo.config as dynamo_config
 
-    keys = [(b, name, preset) for b in args.batch_size for name in variants for preset in args.presets]
+    keys = [(b, name, preset) for b in args.batch_size for name in variants for preset in applicable(args.presets, name)]
     # every live case keeps its compiled code: room for all of them in dynamo's per-function cache
     dynamo_config.cache_size_limit = max(dynamo_config.cache_size_limit, 2 * len(keys))
     cases = []

@@ -221,7 +221,7 @@ def test_only_training_folds_the_mixer_and_evaluation_gives_the_same_logits(monk
     folds = []
     fold = type(model.blocks[0].attn).proj_weight_with_mixer
     monkeypatch.setattr(type(model.blocks[0].attn), "proj_weight_with_mixer",
-                        lambda self: folds.append(self.training) or fold(self))
+                        lambda self, proj_dense=None: folds.append(self.training) or fold(self, proj_dense))
     trained = model.train()(idx).logits
     assert folds == [True] * len(model.blocks)
     evaluated = model.eval()(idx).logits
@@ -264,3 +264,35 @@ def test_training_refuses_a_bf16_residual_stream_without_autocast(tmp_path):
                                         f"train.out_dir={tmp_path}", "train.data=unused.txt"])
     with pytest.raises(UserError, match="residual_dtype=autocast"):
         train(cfg)
+
+
+@pytest.mark.parametrize("changes", [
+    {}, {"ternary": False, "ablations": ["ternary-off"]}, {"mlp": "swiglu"}, {"subln": True, "act_bits": 8},
+    {"algebra_n": 4}, {"algebra_table": "shuffled", "ablations": ["shuffled-table"]},
+])
+def test_batched_quantisation_gives_each_layers_weights_logits_and_gradients(changes):
+    """Training quantises and assembles all block linears of one shape at once (batched_block_weights); the
+    per-layer path (batch_quantize=False) is the reference: the same trits, logits and gradients (gamma's sum
+    may run in another order, so equal to float rounding)."""
+    torch.manual_seed(0)
+    batched = build_model(tiny("spinnet", **changes)).train()
+    single = build_model(tiny("spinnet", **changes)).train()
+    single.load_state_dict(batched.state_dict())
+    single.batch_quantize = False
+    assert single.batched_block_weights() is None
+    dense = batched.batched_block_weights()
+    for i, block in enumerate(batched.blocks):
+        names = [name for name, m in block.named_modules() if isinstance(m, HypercomplexLinear)]
+        assert sorted(dense[i]) == sorted(names) and len(names) == (7 if changes.get("mlp") == "swiglu" else 6)
+        for name in names:
+            own = block.get_submodule(name).dense_weight()
+            assert torch.equal(dense[i][name].sign(), own.sign())
+            torch.testing.assert_close(dense[i][name], own, rtol=1e-6, atol=0)
+    idx, targets = torch.randint(0, 50, (2, 2, 9), generator=torch.Generator().manual_seed(3)).unbind(0)
+    out_b, out_s = batched(idx, targets), single(idx, targets)
+    out_b.loss.backward()
+    out_s.loss.backward()
+    torch.testing.assert_close(out_b.logits, out_s.logits, rtol=1e-5, atol=1e-6)
+    for (name, p_b), p_s in zip(batched.named_parameters(), single.parameters(), strict=True):
+        torch.testing.assert_close(p_b.grad, p_s.grad, rtol=1e-4, atol=1e-7, msg=name)
+    assert batched.eval().batched_block_weights() is None  # evaluation: each layer computes its own

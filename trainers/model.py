@@ -42,7 +42,7 @@ from torch import nn
 from corpora.errors import UserError
 from trainers.algebra import block_table_from, product_table
 from trainers.config import ModelConfig
-from trainers.layers import HypercomplexLinear, RMSNorm
+from trainers.layers import HypercomplexLinear, RMSNorm, batched_dense_weights
 
 __all__ = ["RMSNorm", "build_model", "split_components", "ModelOutput", "Transformer"]
 
@@ -141,6 +141,16 @@ class OctonionHeadMixer(nn.Module):
         return torch.block_diag(*blocks.unbind(0))
 
 
+# The dense weights of one block's HypercomplexLinears ("attn.q", ..., "mlp.down"), computed for all blocks at
+# once by Transformer.batched_block_weights; None: each layer computes its own.
+BlockWeights = dict[str, torch.Tensor] | None
+
+
+def run_linear(layer: nn.Module, x: torch.Tensor, dense: BlockWeights, name: str) -> torch.Tensor:
+    """layer(x), handing a HypercomplexLinear its precomputed dense weight (called as a module: hooks still run)."""
+    return layer(x) if dense is None else layer(x, dense[name])
+
+
 class Attention(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
@@ -157,13 +167,14 @@ class Attention(nn.Module):
         # the einsum path (the benchmark's reference)
         self.fold_mixer = True
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, dense: BlockWeights = None) -> torch.Tensor:
         b, t, d = x.shape
 
         def heads(z: torch.Tensor) -> torch.Tensor:
             return z.view(b, t, self.n_head, self.head_dim).transpose(1, 2)  # (B, H, T, hd)
 
-        q, k, v = heads(self.q(x)), heads(self.k(x)), heads(self.v(x))
+        q, k, v = (heads(run_linear(layer, x, dense, f"attn.{name}"))
+                   for name, layer in (("q", self.q), ("k", self.k), ("v", self.v)))
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         y = F.scaled_dot_product_attention(
             q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0
@@ -173,14 +184,14 @@ class Attention(nn.Module):
         # A hook on proj or the mixer (evalsuite.dynamics reads proj's input) sees the modules run as written.
         hooked = any(m._forward_pre_hooks or m._forward_hooks for m in (self.proj, self.mixer) if m is not None)
         fold = self.training and self.mixer is not None and self.fold_mixer and not hooked
-        folded = self.proj_weight_with_mixer() if fold else None
+        folded = self.proj_weight_with_mixer(None if dense is None else dense["attn.proj"]) if fold else None
         if folded is not None:
             return F.linear(y.transpose(1, 2).reshape(b, t, d), folded, self.proj.bias)
         if self.mixer is not None:
             y = self.mixer(y)
-        return self.proj(y.transpose(1, 2).reshape(b, t, d))  # token-major: head h at h*hd:(h+1)*hd
+        return run_linear(self.proj, y.transpose(1, 2).reshape(b, t, d), dense, "attn.proj")  # head h at h*hd:(h+1)*hd
 
-    def proj_weight_with_mixer(self) -> torch.Tensor | None:
+    def proj_weight_with_mixer(self, proj_dense: torch.Tensor | None = None) -> torch.Tensor | None:
         """proj(mixer(y)) is linear in y: its (D, D) weight W_proj @ M_mixer, so the head mixer costs a
         (D x D x D) weight product per step instead of a reshuffle of every activation (the einsum over
         (B, H, T, hd) cost as much as the attention). None where proj does more than a matrix product
@@ -189,7 +200,7 @@ class Attention(nn.Module):
         if isinstance(proj, nn.Linear):
             weight = proj.weight
         elif proj.in_norm is None and proj.act_bits is None:
-            weight = proj.dense_weight()
+            weight = proj.dense_weight() if proj_dense is None else proj_dense
         else:
             return None
         return weight @ self.mixer.dense_matrix().to(weight.dtype)
@@ -203,10 +214,10 @@ class MLP(nn.Module):
         self.gate = make_linear(cfg, cfg.d_model, hidden) if cfg.mlp == "swiglu" else None
         self.down = make_linear(cfg, hidden, cfg.d_model)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.gate is not None:
-            return self.down(F.silu(self.gate(x)) * self.up(x))
-        return self.down(F.gelu(self.up(x)))
+    def forward(self, x: torch.Tensor, dense: BlockWeights = None) -> torch.Tensor:
+        up = run_linear(self.up, x, dense, "mlp.up")
+        hidden = F.gelu(up) if self.gate is None else F.silu(run_linear(self.gate, x, dense, "mlp.gate")) * up
+        return run_linear(self.down, hidden, dense, "mlp.down")
 
 
 class Block(nn.Module):
@@ -218,9 +229,9 @@ class Block(nn.Module):
         self.mlp = MLP(cfg)
         self.drop = nn.Dropout(cfg.dropout)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        x = x + self.drop(self.attn(self.attn_norm(x), cos, sin))
-        return x + self.drop(self.mlp(self.mlp_norm(x)))
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, dense: BlockWeights = None) -> torch.Tensor:
+        x = x + self.drop(self.attn(self.attn_norm(x), cos, sin, dense))
+        return x + self.drop(self.mlp(self.mlp_norm(x), dense))
 
 
 class Transformer(nn.Module):
@@ -234,6 +245,9 @@ class Transformer(nn.Module):
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
         self.norm = RMSNorm(cfg.d_model, cfg.norm_eps)
+        # in training, quantise and assemble all block linears in one batch per weight shape (SpinNet); False
+        # lets each layer do its own (the benchmark's reference; same values up to the order of a sum)
+        self.batch_quantize = True
         cos, sin = rotary_tables(cfg.head_dim, cfg.max_seq_len, cfg.rope_base)
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
@@ -257,19 +271,9 @@ class Transformer(nn.Module):
     def forward(
         self, idx: torch.Tensor, targets: torch.Tensor | None = None, return_hidden: bool = False
     ) -> ModelOutput:
-        t = idx.shape[1]
-        if t > self.config.max_seq_len:
-            raise ValueError(f"sequence length {t} exceeds model.max_seq_len={self.config.max_seq_len}")
-        cos, sin = self.rope_cos[:t], self.rope_sin[:t]
         emb = self.embedding_weight()
-        x = self.drop(F.embedding(idx, emb))
-        if self.config.residual_dtype == "autocast" and torch.is_autocast_enabled(x.device.type):
-            x = x.to(torch.get_autocast_dtype(x.device.type))  # then every block's sum stays in it
-        hidden = [x] if return_hidden else None
-        for block in self.blocks:
-            x = block(x, cos, sin)
-            if hidden is not None:
-                hidden.append(x)
+        hidden: list[torch.Tensor] | None = [] if return_hidden else None
+        x = self.trunk(idx, emb, hidden)
         logits = F.linear(self.norm(x), emb)  # tied head
         loss = None
         if targets is not None:
@@ -312,14 +316,45 @@ class Transformer(nn.Module):
         For losses that fuse the head into the cross-entropy (trainers.fused.chunked_head_losses);
         tests/test_fused_ce.py checks that it matches forward.
         """
+        return self.norm(self.trunk(idx, self.embedding_weight()))
+
+    def trunk(self, idx: torch.Tensor, emb: torch.Tensor, hidden: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """The residual stream after the last block (embedding `emb`); `hidden` collects it before each block
+        and after the last."""
         t = idx.shape[1]
         if t > self.config.max_seq_len:
             raise ValueError(f"sequence length {t} exceeds model.max_seq_len={self.config.max_seq_len}")
         cos, sin = self.rope_cos[:t], self.rope_sin[:t]
-        x = self.drop(F.embedding(idx, self.embedding_weight()))
-        for block in self.blocks:
-            x = block(x, cos, sin)
-        return self.norm(x)
+        x = self.drop(F.embedding(idx, emb))
+        if self.config.residual_dtype == "autocast" and torch.is_autocast_enabled(x.device.type):
+            x = x.to(torch.get_autocast_dtype(x.device.type))  # then every block's sum stays in it
+        dense = self.batched_block_weights()
+        if hidden is not None:
+            hidden.append(x)
+        for i, block in enumerate(self.blocks):
+            x = block(x, cos, sin, None if dense is None else dense[i])
+            if hidden is not None:
+                hidden.append(x)
+        return x
+
+    def batched_block_weights(self) -> list[dict[str, torch.Tensor]] | None:
+        """Training a SpinNet: every block linear's dense weight, quantised and assembled in one batch per weight
+        shape (layers.batched_dense_weights); None where each layer computes its own (a baseline, evaluation,
+        weights frozen from a .spinnet file, or `batch_quantize` off: the benchmark's per-layer reference)."""
+        if not (self.training and self.batch_quantize) or self.config.family != "spinnet":
+            return None
+        layers = [(i, name, m) for i, block in enumerate(self.blocks)
+                  for name, m in block.named_modules() if isinstance(m, HypercomplexLinear)]
+        if any(m.weight is None for _, _, m in layers):
+            return None
+        by_shape: dict[tuple[int, ...], list[tuple[int, str, HypercomplexLinear]]] = {}
+        for item in layers:
+            by_shape.setdefault(tuple(item[2].weight.shape), []).append(item)
+        dense: list[dict[str, torch.Tensor]] = [{} for _ in self.blocks]
+        for group in by_shape.values():
+            for (i, name, _), weight in zip(group, batched_dense_weights([m for _, _, m in group]), strict=True):
+                dense[i][name] = weight
+        return dense
 
     def num_parameters(self, exclude_embeddings: bool = False) -> int:
         total = sum(p.numel() for p in self.parameters())
