@@ -318,7 +318,7 @@ def case_row(case: dict[str, Any], times: list[float], args: argparse.Namespace,
                   and model.blocks[0].attn.fold_mixer else "einsum"),
         "residual_dtype": cfg.model.residual_dtype,
         "quantisation": ("n/a" if cfg.model.family != "spinnet" else
-                         "batched" if model.batch_quantize else "per layer"),
+                         "batched" if model.batched_block_weights() is not None else "per layer"),
         "n_params_non_embedding": model.num_parameters(exclude_embeddings=True),
         "flops_per_token": flops_per_token, "warmup_steps": args.warmup, "timed_steps": len(times),
         "rounds": len(round_times) if round_times else 1,

@@ -278,7 +278,8 @@ def test_batched_quantisation_gives_each_layers_weights_logits_and_gradients(cha
     batched = build_model(tiny("spinnet", **changes)).train()
     single = build_model(tiny("spinnet", **changes)).train()
     single.load_state_dict(batched.state_dict())
-    single.batch_quantize = False
+    assert batched.batched_block_weights() is None  # the default batches on CUDA only
+    batched.batch_quantize, single.batch_quantize = True, False
     assert single.batched_block_weights() is None
     dense = batched.batched_block_weights()
     for i, block in enumerate(batched.blocks):

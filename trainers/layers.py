@@ -167,11 +167,13 @@ def batched_dense_weights(layers: list[HypercomplexLinear]) -> list[torch.Tensor
     same-shape baseline's 366, most of the difference these per-layer ones). Each layer's gamma is still
     the mean over its own weights; only the order of that sum may differ from ternarize's (last bit)."""
     first = layers[0]
-    w = torch.stack([layer.weight for layer in layers])  # (L, n, o, p)
+    # layers on dim 1: the gather below then runs over dim 0, whose backward (index_add) has the fast path
+    w = torch.stack([layer.weight for layer in layers], dim=1)  # (n, L, o, p)
     if first.ternary:
-        gamma = w.abs().mean(dim=(1, 2, 3), keepdim=True).clamp(min=SCALE_EPS)
+        gamma = w.abs().mean(dim=(0, 2, 3), keepdim=True).clamp(min=SCALE_EPS)  # one per layer
         trits = (w / gamma).round().clamp(-1, 1)
         w = (trits * gamma).detach() + (w - w.detach())  # straight-through, as component_weight()
-    n_layers, n, o, p = w.shape
-    blocks = w.index_select(1, first.block_source) * first.block_sign.to(w.dtype)[:, None, None]
-    return list(blocks.view(n_layers, n, n, o, p).permute(0, 1, 3, 2, 4).reshape(n_layers, n * o, n * p).unbind(0))
+    n, n_layers, o, p = w.shape
+    blocks = w.index_select(0, first.block_source) * first.block_sign.to(w.dtype)[:, None, None, None]
+    dense = blocks.view(n, n, n_layers, o, p).permute(2, 0, 3, 1, 4).reshape(n_layers, n * o, n * p)
+    return list(dense.unbind(0))
