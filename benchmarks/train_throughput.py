@@ -151,6 +151,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "cudagraphs-loss-perlayer-quant": {"compile": "reduce-overhead", "loss": "inside", "adam": "fused",
                                        "batch_quantize": False, "spinnet_only": True,
                                        "baseline_variant": "cudagraphs-loss"},
+    "eager-perlayer-quant": {"compile": None, "loss": "outside", "adam": "fused",
+                             "batch_quantize": False, "spinnet_only": True, "baseline_variant": "eager"},
     "compile-loss-perlayer-quant": {"compile": "default", "loss": "inside", "adam": "fused",
                                     "batch_quantize": False, "spinnet_only": True, "baseline_variant": "compile-loss"},
 }
