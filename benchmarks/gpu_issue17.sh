@@ -53,6 +53,7 @@ for stage in $STAGES; do
                      timeout "$STAGE_TIMEOUT" python3 benchmarks/train_throughput.py --train --data "$DATA" \
                          --presets baseline-28m --vocab-size 10000 --batch-size 128 --block-size 512 \
                          --tokens "${LC_TOKENS:-20e6}" --set train.compile=true --set "model.residual_dtype=$rd" \
+                         --set "train.tokenizer=${LC_TOKENIZER:-bpe:10000}" \
                          --no-progress --out "/tmp/losscheck-$rd"
                      mkdir -p "$OUT/losscheck-$rd"
                      cp "/tmp/losscheck-$rd/loss_curves.csv" "/tmp/losscheck-$rd/train_summary.json" "$OUT/losscheck-$rd/"
