@@ -43,6 +43,7 @@ every control's by more than the controls differ from each other (CLAIM_RULE), n
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -108,6 +109,25 @@ def _boot_ranks(boot: np.ndarray) -> np.ndarray:
     return ranks
 
 
+def _all_nan_last(values: np.ndarray) -> np.ndarray:
+    """np.isnan(values).all(axis=-1), from pairwise np.fmax (NaN only where both are NaN) over the few
+    last-axis entries: numpy's all() over a short innermost axis is slow."""
+    out = values[..., 0].copy()
+    for k in range(1, values.shape[-1]):
+        np.fmax(out, values[..., k], out=out)
+    return np.isnan(out)
+
+
+def _cumulative_rank_counts(ranks: np.ndarray) -> np.ndarray:
+    """(K, K, M) int64: [r, k, m] = #{b: ranks[k, b, m] <= r + 1} for ranks (K, B, M) in 1..K + 1, from
+    one bincount over (component, column, rank) cells instead of K comparisons and counts of the
+    whole array (the same integer counts)."""
+    k, _, m = ranks.shape
+    cells = (np.arange(k)[:, None, None] * m + np.arange(m)[None, None, :]) * (k + 2)  # (K, 1, M)
+    counts = np.bincount((cells + ranks).ravel(), minlength=k * m * (k + 2)).reshape(k, m, k + 2)
+    return np.ascontiguousarray(np.cumsum(counts[:, :, 1 : k + 1], axis=2).transpose(2, 0, 1))
+
+
 def _boot_rank_interval(
     boot: np.ndarray, low: float = 2.5, high: float = 97.5, ranks: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -115,17 +135,15 @@ def _boot_rank_interval(
     boot (B, ..., K), with the ranks from pairwise comparisons (rank_i = 1 + #{j > i: v_j > v_i}
     + #{j < i: v_j >= v_i}, NaN as -inf: exactly the stable descending argsort's ranks; one
     comparison per pair), component-major so every comparison runs over one contiguous vector, and the
-    cumulative counts per rank from one comparison and one count over the resamples per rank (int8
-    ranks, int32 counts), instead of B x ... argsorts of K values."""
+    cumulative counts per rank from one bincount (`_cumulative_rank_counts`), instead of B x ...
+    argsorts of K values."""
     n_boot, k = boot.shape[0], boot.shape[-1]
     rest = boot.shape[1:-1]
     ranks = (_boot_ranks(boot) if ranks is None else ranks).reshape(k, n_boot, -1)  # (K, B, M)
-    valid = ~np.isnan(boot).all(axis=-1).reshape(n_boot, -1)  # (B, M): resamples holding the category
+    valid = ~_all_nan_last(boot).reshape(n_boot, -1)  # (B, M): resamples holding the category
     ranks = np.where(valid[None], ranks, np.asarray(k + 1, dtype=ranks.dtype))  # left out: above every rank
     total = valid.sum(axis=0)  # (M,)
-    cum = np.empty((k, k, ranks.shape[2]), dtype=np.int64)  # (rank r, K, M): resamples with rank <= r
-    for r in range(k):
-        cum[r] = (ranks <= r + 1).sum(axis=1, dtype=np.int32)
+    cum = _cumulative_rank_counts(ranks)  # (rank r, K, M): resamples with rank <= r
     out = []
     for q, rounding in ((low, np.floor), (high, np.ceil)):
         idx = rounding(q / 100.0 * np.maximum(total - 1, 0))
@@ -171,19 +189,26 @@ def _interval(draws: np.ndarray, low: float = 2.5, high: float = 97.5) -> tuple[
 
 
 def _interval_sorted(draws: np.ndarray, low: float, high: float) -> tuple[np.ndarray, np.ndarray]:
-    """_interval by a full sort (NaN draws sort last and are left out of the count)."""
-    ordered = np.sort(draws, axis=0)
-    valid = (~np.isnan(draws)).sum(axis=0)
+    """_interval by a full sort (NaN draws sort last and are left out of the count): each column's
+    draws sorted as one contiguous row, the order statistics read per row (the same values as a
+    sort along axis 0 and take_along_axis, without the strided passes)."""
+    n = draws.shape[0]
+    flat = draws.reshape(n, -1)
+    ordered = flat.T.copy()  # (M, B)
+    ordered.sort(axis=-1)
+    valid = n - np.isnan(flat).sum(axis=0)
+    rows = np.arange(ordered.shape[0])
+    top = np.maximum(valid - 1, 0)
     out = []
     for q in (low, high):
-        pos = q / 100.0 * np.maximum(valid - 1, 0)
+        pos = q / 100.0 * top
         lo = np.floor(pos).astype(np.int64)
-        hi = np.minimum(lo + 1, np.maximum(valid - 1, 0))
-        lo_val = np.take_along_axis(ordered, lo[None], axis=0)[0]
-        hi_val = np.take_along_axis(ordered, hi[None], axis=0)[0]
+        hi = np.minimum(lo + 1, top)
+        lo_val = ordered[rows, lo]
+        hi_val = ordered[rows, hi]
         with np.errstate(invalid="ignore"):
             value = lo_val + (hi_val - lo_val) * (pos - lo)
-        out.append(np.where(valid > 0, value, np.nan))
+        out.append(np.where(valid > 0, value, np.nan).reshape(draws.shape[1:]))
     return out[0], out[1]
 
 
@@ -273,6 +298,8 @@ class ModelStats:
     boot_ranks: np.ndarray | None = None  # (K, B, C, L) int8: _boot_ranks(boot_mean), for claims_table
     # per (category, claimed): (S per layer (L,), bootstrap draws (B, L)), computed once (_claim_scores)
     claim_draws: dict[tuple, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict, repr=False)
+    # (scale (L,), bootstrap scale (B, L)): the layers' average component value, shared by every claim
+    claim_scale: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)
 
 
 def compute_stats(
@@ -531,7 +558,9 @@ def _claims_rows(
     rows = []
     n_k = stats.n_components
     order = stats.boot_ranks if stats.boot_ranks is not None else _boot_ranks(stats.boot_mean)  # (K, B, C, L)
-    holds = ~np.isnan(stats.boot_mean).any(axis=-1)  # (B, C, L): resamples holding the category
+    # (B, C, L): resamples holding the category (no NaN component; np.maximum propagates NaN, so the
+    # pairwise max is NaN exactly where a component is: numpy's any() over the short last axis is slow)
+    holds = ~np.isnan(_max_last(stats.boot_mean))
     shares: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # category: (p_boot_ordered, p_boot_set) per layer
     for cat, claimed in claims.items():
         if cat in stats.categories and max(claimed) < n_k:
@@ -657,8 +686,10 @@ def _claim_scores_by_layer(
 ) -> tuple[np.ndarray, np.ndarray]:
     """(S (L,), draws (B, L)) of one claim at every layer: per layer the values of the per-layer
     formula (the same reductions, each over a contiguous last axis)."""
-    scale = np.nanmean(stats.overall, axis=1)  # (L,): the layer's average component value
-    boot_scale = np.nanmean(stats.boot_overall, axis=2)  # (B, L)
+    if stats.claim_scale is None:  # the same for every claim of the model: computed once
+        stats.claim_scale = (np.nanmean(stats.overall, axis=1),  # (L,): the layer's average component value
+                             np.nanmean(stats.boot_overall, axis=2))  # (B, L)
+    scale, boot_scale = stats.claim_scale
     k = stats.n_components
     if claimed is not None and cat is not None:
         ci = stats.categories.index(cat)
@@ -735,11 +766,14 @@ def claims_across_models(
         columns = list(dict.fromkeys(k for r in records for k in r if not k.startswith("claim_score")))
         per_model[name] = records, [*columns, "claim_score", "claim_score_ci_low", "claim_score_ci_high"]
     probe_records, probe_columns = per_model[probe_name]
-    for record in probe_records:
-        key = (int(record["layer"]), record["category"])
+    control_names = [c.name for c in controls]
+    keys = [(int(r["layer"]), r["category"]) for r in probe_records]
+    bounds = _comparison_bounds([k for k in keys if (probe_name, *k) in draws], probe_name, control_names, draws)
+    for record, key in zip(probe_records, keys, strict=True):
         verdict, note, spread, margin, diff_txt = _compare_claim(
-            record["verdict_within_model"], key, probe_name, [c.name for c in controls], draws, points,
-            n_docs=n_docs, min_docs=min_docs, n_docs_category=(n_docs_by_category or {}).get(record["category"]))
+            record["verdict_within_model"], key, probe_name, control_names, draws, points,
+            n_docs=n_docs, min_docs=min_docs, n_docs_category=(n_docs_by_category or {}).get(record["category"]),
+            bounds=bounds)
         record.update(verdict=verdict, control_spread=spread, min_margin=margin, diff_vs_controls=diff_txt,
                       rule_note=note)
     extra = ["verdict", "control_spread", "min_margin", "diff_vs_controls", "rule_note"]
@@ -752,11 +786,62 @@ def claims_across_models(
     return pd.concat(frames, ignore_index=True)
 
 
+@functools.lru_cache(maxsize=64)
+def _t975(df: int) -> float:
+    """sps.t.ppf(0.975, df), once per df (scipy's ppf costs ~0.1 ms a call; every claim row asks)."""
+    return sps.t.ppf(0.975, df)
+
+
+def _gap_bound(gap: np.ndarray) -> float | None:
+    """97.5th percentile of the finite entries of |S_ci - S_cj|'s draws (None: no finite draw)."""
+    finite = gap[np.isfinite(gap)]
+    return float(np.percentile(finite, 97.5)) if len(finite) else None
+
+
+def _comparison_bounds(
+    keys: Sequence[tuple[int, str]], probe_name: str, control_names: Sequence[str],
+    draws: Mapping[tuple[str, int, str], np.ndarray],
+) -> dict[tuple, object]:
+    """The percentiles _compare_claim needs for every claim row at once: per (control, layer, category)
+    the 95% interval of the paired difference S_probe - S_c (`_interval1`), per (control a, control b,
+    layer, category) the upper bound `_gap_bound` of |S_a - S_b|. One np.percentile call over the
+    columns whose draws are all finite (the same order statistics and interpolation per column as one
+    call each, as in `_intervals1`) instead of about 6 calls per row."""
+    diff_keys, diffs = [], []
+    gap_keys, gaps = [], []
+    for layer, cat in keys:
+        p_draws = draws[(probe_name, layer, cat)]
+        available = [c for c in control_names if (c, layer, cat) in draws]
+        for c in available:
+            diff_keys.append(("diff", c, layer, cat))
+            diffs.append(p_draws - draws[(c, layer, cat)])
+        for i, a in enumerate(available):
+            for b in available[i + 1 :]:
+                gap_keys.append(("gap", a, b, layer, cat))
+                gaps.append(np.abs(draws[(a, layer, cat)] - draws[(b, layer, cat)]))
+    out: dict[tuple, object] = dict(zip(diff_keys, _intervals1(diffs), strict=True))
+    if gaps and len({len(g) for g in gaps}) == 1 and len(gaps[0]):
+        stacked = np.stack(gaps, axis=1)  # (B, M)
+        clean = np.isfinite(stacked).all(axis=0)
+        upper = np.percentile(stacked[:, clean], 97.5, axis=0) if clean.any() else []
+        values: list[float | None] = [None] * len(gaps)
+        for i, value in zip(np.flatnonzero(clean), upper, strict=True):
+            values[i] = float(value)
+        for i in np.flatnonzero(~clean):
+            values[i] = _gap_bound(stacked[:, i])
+    else:
+        values = [_gap_bound(g) for g in gaps]
+    out.update(zip(gap_keys, values, strict=True))
+    return out
+
+
 def _compare_claim(
     own: str, key: tuple[int, str], probe_name: str, control_names: Sequence[str],
     draws: Mapping[tuple[str, int, str], np.ndarray], points: Mapping[tuple[str, int, str], float],
-    *, n_docs: int, min_docs: int, n_docs_category: int | None,
+    *, n_docs: int, min_docs: int, n_docs_category: int | None, bounds: Mapping[tuple, object] | None = None,
 ) -> tuple[str, str, float, float, str]:
+    """The probed model's verdict on one claim row (CLAIM_RULE). `bounds`: the percentiles from
+    `_comparison_bounds` (computed here when absent)."""
     layer, cat = key
     if own == "not testable":
         return own, "", np.nan, np.nan, ""
@@ -767,13 +852,13 @@ def _compare_claim(
     available = [c for c in control_names if (c, layer, cat) in draws]
     if not available:
         return "uncertain", "no control has this layer: nothing to compare with", np.nan, np.nan, ""
-    p_draws = draws[(probe_name, layer, cat)]
     p_point = points[(probe_name, layer, cat)]
     signs, margins, texts = [], [], []
+    if bounds is None:
+        bounds = _comparison_bounds([key], probe_name, control_names, draws)
     for c in available:
         c_point = points[(c, layer, cat)]
-        d = p_draws - draws[(c, layer, cat)]
-        low, high = _interval1(d)
+        low, high = bounds[("diff", c, layer, cat)]  # type: ignore[misc]
         sign = 1 if low > 0 else (-1 if high < 0 else 0)
         signs.append(sign)
         margins.append(low if sign > 0 else (-high if sign < 0 else 0.0))
@@ -781,10 +866,9 @@ def _compare_claim(
     spread = 0.0
     for i, a in enumerate(available):
         for b in available[i + 1 :]:
-            gap = np.abs(draws[(a, layer, cat)] - draws[(b, layer, cat)])
-            finite = gap[np.isfinite(gap)]
-            if len(finite):
-                spread = max(spread, float(np.percentile(finite, 97.5)))
+            bound = bounds[("gap", a, b, layer, cat)]
+            if bound is not None:
+                spread = max(spread, bound)  # type: ignore[call-overload]
     margin = float(min(margins))
     c_points = np.array([points[(c, layer, cat)] for c in available], dtype=float)
     c_points = c_points[np.isfinite(c_points)]
@@ -792,7 +876,7 @@ def _compare_claim(
         return ("uncertain", "fewer than 2 controls: their spread (the prediction interval) cannot be estimated",
                 spread, margin, "; ".join(texts))
     k = len(c_points)
-    halfwidth = float(sps.t.ppf(0.975, k - 1) * np.std(c_points, ddof=1) * np.sqrt(1 + 1 / k)) if k >= 2 else np.nan
+    halfwidth = float(_t975(k - 1) * np.std(c_points, ddof=1) * np.sqrt(1 + 1 / k)) if k >= 2 else np.nan
     outside = bool(abs(p_point - float(np.mean(c_points))) > halfwidth) if k >= 2 else False
     texts.append(f"controls' 95% prediction interval {float(np.mean(c_points)) if k else np.nan:+.4f} +- {halfwidth:.4f}")
     beyond = margin > spread and outside
