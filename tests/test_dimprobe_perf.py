@@ -59,6 +59,57 @@ def both_runs():
     return fast, slow
 
 
+TABLES = ("table", "specialisation", "controls", "claims", "top", "documents")
+
+
+@pytest.fixture(scope="module")
+def main_runs():
+    """The package's run and a run with main's (e822e81) versions of the functions the controls pass
+    changed (tests/_dimprobe_reference_main.py), on the fixture of `both_runs` with its 4 models."""
+    import tests._dimprobe_reference_main as ref
+    from evalsuite.dimprobe import collect as collect_mod
+    from evalsuite.dimprobe import probe as probe_mod
+    from evalsuite.dimprobe import stats as stats_mod
+    from evalsuite.dimprobe.collect import ProbeText
+    from evalsuite.dimprobe.probe import ProbeConfig, run_probe
+
+    tok = word_tokenizer(DOCS)
+    probe = tiny_probe_model(tok, seed=5)
+    config = ProbeConfig(permutations=PERMUTATIONS, bootstrap=200, seed=3, min_docs=5, batch_tokens=512,
+                         doc_batch=7)
+    texts = [ProbeText(d) for d in DOCS]
+    fast = run_probe(probe, texts, config)
+    patch = pytest.MonkeyPatch()
+    try:
+        for module, names in ((stats_mod, ("_boot_rank_interval", "_interval_sorted")),
+                              (probe_mod, ("compare_with_control", "claims_across_models")),
+                              (collect_mod, MAIN_COLLECT)):
+            for name in names:
+                patch.setattr(module, name, getattr(ref, name))
+        slow = run_probe(probe, texts, config)
+    finally:
+        patch.undo()
+    return fast, slow
+
+
+MAIN_COLLECT: tuple[str, ...] = ()  # collect.py functions swapped in from the e822e81 copies
+
+
+@pytest.mark.slow
+def test_tables_are_bit_identical_to_main(main_runs):
+    """The controls pass (shared work, batched percentiles, ...) changes no output: every table of a
+    run with the default controls equals, exactly, main's (e822e81) on the same fixture, the NaN
+    paths included (categories absent from some resamples)."""
+    fast, slow = main_runs
+    assert len(fast.summary.models) == 4  # probed + 2 untrained twins + baseline
+    assert np.isnan(fast.stats["probe"].boot_mean).any() and (fast.claims["role"] == "control").any()
+    for table in TABLES:
+        pd.testing.assert_frame_equal(getattr(fast, table), getattr(slow, table), check_exact=True, obj=table)
+    for name, st in fast.stats.items():
+        for field in ("mean", "ratio", "boot_mean", "boot_overall", "boot_spec_excess", "rank_ci_low", "rank_ci_high"):
+            assert np.array_equal(getattr(st, field), getattr(slow.stats[name], field), equal_nan=True), (name, field)
+
+
 def assert_tables_agree(got: pd.DataFrame, want: pd.DataFrame, p_step: float) -> dict[str, int]:
     """The tolerance of the module docstring; returns {column: cells that differ at all}."""
     assert list(got.columns) == list(want.columns) and len(got) == len(want)
