@@ -10,12 +10,17 @@ through this module."""
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
+import torch.nn.functional as F
 from scipy import stats as sps
 
+from evalsuite.dimprobe.collect import Accumulated, PermutationPlan, _segment_sums
 from evalsuite.dimprobe.stats import (
     ORIGINAL_CLAIM,
     ModelStats,
@@ -352,3 +357,137 @@ def _compare_claim(
     return ("not_distinguishable_from_control",
             f"within-model verdict {own}, but the probed model does not differ from every control by more than "
             "the controls differ from each other", spread, margin, "; ".join(texts))
+
+
+def _unit_sums(values: np.ndarray, unit: np.ndarray, n_units: int) -> np.ndarray:
+    """(n_units, LK) sums of token rows per unit. Tokens of a word are consecutive, so unit ids
+    arrive sorted and one reduceat does it; np.add.at covers anything else."""
+    out = np.zeros((n_units, values.shape[1]))
+    if len(unit) == 0:
+        return out
+    if np.all(np.diff(unit) >= 0):
+        starts = np.flatnonzero(np.concatenate([[True], np.diff(unit) > 0]))
+        out[unit[starts]] = np.add.reduceat(values, starts, axis=0)
+    else:
+        np.add.at(out, unit, values)
+    return out
+
+
+class Accumulator:
+    """Streaming sums for one model (see the module docstring)."""
+
+    def __init__(self, layers: Sequence[int], n_components: int, categories: Sequence[str], n_permutations: int):
+        self.layers = list(layers)
+        self.k = n_components
+        self.categories = list(categories)
+        self.c = len(self.categories)
+        self.lk = len(self.layers) * n_components
+        self.p = n_permutations
+        self._doc: dict[str, list[Any]] = defaultdict(list)
+        self.cat_sumsq = np.zeros((self.c, self.lk))
+        self._perm_sum = np.zeros((self.c, self.p, self.lk)) if self.p else None  # (C, P, LK)
+        self._perm_n = np.zeros((self.c, self.p)) if self.p else None  # (C, P)
+
+    def add_batch(
+        self,
+        doc_indices: Sequence[int],
+        values: Sequence[np.ndarray],
+        units: Sequence[np.ndarray],
+        unit_labels: Sequence[np.ndarray],
+        plan: PermutationPlan | None,
+    ) -> None:
+        """Document j: values[j] (N_j, L, K) magnitudes of its analysed tokens, units[j] (N_j,) the
+        word unit of each token (-1 = none), unit_labels[j] (U_j, C). The batch's documents are summed
+        together: one token matrix, one unit matrix, and every per-document sum a segment sum."""
+        n_docs = len(doc_indices)
+        if n_docs == 0:
+            return
+        n_tok = np.fromiter((v.shape[0] for v in values), dtype=np.int64, count=n_docs)
+        n_units = np.fromiter((lab.shape[0] for lab in unit_labels), dtype=np.int64, count=n_docs)
+        first_unit = np.concatenate([[0], np.cumsum(n_units)[:-1]]).astype(np.int64)
+        v64 = np.concatenate([v.reshape(v.shape[0], self.lk) for v in values]).astype(np.float64)  # (N, LK)
+        unit = np.concatenate([np.where(u >= 0, u + start, -1) for u, start in zip(units, first_unit, strict=True)])
+        ulab = np.concatenate(unit_labels)  # (U, C): the batch's units, document after document
+        aligned = unit >= 0
+        unit_sum = _unit_sums(v64[aligned], unit[aligned], int(n_units.sum()))  # (U, LK)
+        unit_n = np.bincount(unit[aligned], minlength=int(n_units.sum())).astype(np.float64)
+        ulab_f = ulab.astype(np.float64)
+        tok_lab = np.zeros((v64.shape[0], self.c))
+        tok_lab[aligned] = ulab_f[unit[aligned]]
+        squares = v64 * v64
+        d = self._doc
+        d["ids"].append(np.asarray(doc_indices, dtype=np.int64))
+        d["n"].append(n_tok)
+        d["n_cat"].append(_segment_sums(tok_lab, n_tok).astype(np.int64))
+        d["sum"].append(_segment_sums(v64, n_tok))
+        d["sumsq"].append(_segment_sums(squares, n_tok))
+        d["cat_sum"].append(np.stack([ulab_f[a : a + n].T @ unit_sum[a : a + n]
+                                      for a, n in zip(first_unit, n_units, strict=True)]).astype(np.float32))
+        d["units"].append(n_units)
+        d["units_cat"].append(_segment_sums(ulab.astype(np.int64), n_units))
+        d["unit_n"].append(_segment_sums(unit_n, n_units))
+        d["unit_n2"].append(_segment_sums(unit_n**2, n_units))
+        d["unit_sum"].append(_segment_sums(unit_sum, n_units))
+        d["unit_s2"].append(_segment_sums(unit_sum * unit_sum, n_units))
+        d["unit_sn"].append(_segment_sums(unit_sum * unit_n[:, None], n_units))
+        self.cat_sumsq += tok_lab.T @ squares
+        if self.p and plan is not None:
+            rows = np.column_stack([unit_sum, unit_n])  # (U, LK + 1): each word's sums and token count
+            self._add_permutations(rows, _segment_sums(rows, n_units), plan)
+
+    def _add_permutations(self, rows: np.ndarray, totals: np.ndarray, plan: PermutationPlan) -> None:
+        """rows (U, LK + 1): the batch's word rows (sums, token count); totals (D, LK + 1): per document."""
+        assert self._perm_sum is not None and self._perm_n is not None
+        # A category's permuted sum in document j is its prefix (the first `cut` segments summed) or
+        # the total minus it (complement). Over the batch that is a signed (C, R) selection of the
+        # segment sums: per block of replicates, one embedding_bag gives the (R, n x (LK + 1)) segment
+        # sums and one GEMM their (C, n x (LK + 1)) category sums, added to the float64 running sums;
+        # the totals (complements, categories holding every word) are float64 constants.
+        const = np.zeros((self.c, self.lk + 1))
+        for j, total in enumerate(totals):
+            full = plan.full_cols[j]
+            if len(full):  # a category holding every word is constant under permutation
+                const[full] += total[None, :]
+            if plan.out_rows[j][1] == 0:
+                continue
+            cols = plan.cat_cols[j]
+            const[cols[plan.cat_complement[j]]] += total[None, :]
+        if plan.chunks:
+            select = torch.from_numpy(plan.selection(self.c))
+            weight = torch.from_numpy(rows.astype(np.float32))
+            n_segments = select.shape[1]
+            for first, n, indices, offsets in plan.chunks:
+                seg = F.embedding_bag(indices, weight, offsets, mode="sum").view(n_segments, -1)
+                perm = torch.matmul(select, seg).numpy().reshape(self.c, n, self.lk + 1)
+                self._perm_sum[:, first : first + n] += perm[:, :, : self.lk]
+                self._perm_n[:, first : first + n] += perm[:, :, self.lk]
+        self._perm_sum += const[:, None, : self.lk]
+        self._perm_n += const[:, None, self.lk]
+
+    def finalize(self) -> Accumulated:
+        d = self._doc
+
+        def stack(key: str, shape: tuple[int, ...] = (), dtype: Any = np.float64) -> np.ndarray:  # per-batch arrays
+            return np.concatenate(d[key]).astype(dtype, copy=False) if d[key] else np.zeros((0, *shape), dtype=dtype)
+
+        return Accumulated(
+            layers=self.layers,
+            n_components=self.k,
+            categories=self.categories,
+            doc_ids=stack("ids", (), np.int64),
+            doc_n_total=stack("n", (), np.int64),
+            doc_n_cat=stack("n_cat", (self.c,), np.int64),
+            doc_sum=stack("sum", (self.lk,)),
+            doc_sumsq=stack("sumsq", (self.lk,)),
+            doc_cat_sum=stack("cat_sum", (self.c, self.lk), np.float32),
+            cat_sumsq=self.cat_sumsq,
+            doc_units=stack("units", (), np.int64),
+            doc_units_cat=stack("units_cat", (self.c,), np.int64),
+            doc_unit_n=stack("unit_n", (), np.float64),
+            doc_unit_n2=stack("unit_n2", (), np.float64),
+            doc_unit_sum=stack("unit_sum", (self.lk,)),
+            doc_unit_s2=stack("unit_s2", (self.lk,)),
+            doc_unit_sn=stack("unit_sn", (self.lk,)),
+            perm_sum=self._perm_sum,
+            perm_n=self._perm_n,
+        )
