@@ -239,3 +239,26 @@ def test_batched_permutations_equal_one_document_at_a_time():
     assert all(np.array_equal(a, b) for a, b in zip(got, want, strict=True))
     # and each row is a partial permutation: distinct unit rows of its document
     assert all(len(set(r)) == len(r) for g in got for r in g)
+
+
+@pytest.mark.slow
+def test_control_comparison_equals_main_with_other_layers_and_category_order(main_runs):
+    """compare_with_control (gathered at once) equals main's row-by-row version exactly where the
+    control has fewer layers and its categories in another order (the index paths of the gather)."""
+    import dataclasses
+
+    import tests._dimprobe_reference_main as ref
+    from evalsuite.dimprobe.stats import compare_with_control
+
+    fast, _ = main_runs
+    probe, control = fast.stats["probe"], fast.stats["untrained"]
+    order = list(range(len(control.categories)))[::-1]
+    keep = list(range(1, len(control.layers)))
+    other = dataclasses.replace(
+        control, layers=[control.layers[i] for i in keep], categories=[control.categories[i] for i in order[1:]],
+        spec_excess=control.spec_excess[order[1:]][:, keep],
+        boot_spec_excess=control.boot_spec_excess[:, order[1:]][:, :, keep], n_tokens=control.n_tokens[order[1:]])
+    for a, b in ((probe, other), (other, probe), (probe, control)):
+        got, want = compare_with_control(a, b), ref.compare_with_control(a, b)
+        assert len(got) > 0
+        pd.testing.assert_frame_equal(got, want, check_exact=True)

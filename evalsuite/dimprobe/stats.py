@@ -230,7 +230,12 @@ def _intervals1(draws: Sequence[np.ndarray]) -> list[tuple[float, float]]:
     lengths = {len(d) for d in draws}
     if len(lengths) != 1:
         return [_interval1(d) for d in draws]
-    stacked = np.stack([np.asarray(d, dtype=np.float64) for d in draws], axis=1)  # (B, M)
+    return _column_intervals(np.stack([np.asarray(d, dtype=np.float64) for d in draws], axis=1))
+
+
+def _column_intervals(stacked: np.ndarray) -> list[tuple[float, float]]:
+    """_intervals1 of the columns of stacked (B, M) float64 draws."""
+    out: list[tuple[float, float]] = [(np.nan, np.nan)] * stacked.shape[1]
     clean = np.isfinite(stacked).all(axis=0) & (stacked.shape[0] > 0)
     if clean.any():
         low, high = np.percentile(stacked[:, clean], [2.5, 97.5], axis=0)
@@ -501,31 +506,33 @@ def compute_stats(
 
 
 def compare_with_control(probe: ModelStats, control: ModelStats) -> pd.DataFrame:
-    """Paired bootstrap difference of spec_excess (probe - control) per (layer, category)."""
-    rows = []
-    diff_draws: list[np.ndarray] = []
-    shared_layers = [layer for layer in probe.layers if layer in control.layers]
-    for cat in probe.categories:
-        if cat not in control.categories:
-            continue
-        ci_p, ci_c = probe.categories.index(cat), control.categories.index(cat)
-        for layer in shared_layers:
-            li_p, li_c = probe.layers.index(layer), control.layers.index(layer)
-            diff_draws.append(probe.boot_spec_excess[:, ci_p, li_p] - control.boot_spec_excess[:, ci_c, li_c])
-            diff = probe.spec_excess[ci_p, li_p] - control.spec_excess[ci_c, li_c]
-            rows.append({
-                "control": control.name, "layer": layer, "category": cat,
-                "probe_spec_excess": probe.spec_excess[ci_p, li_p],
-                "control_spec_excess": control.spec_excess[ci_c, li_c],
-                "diff": diff,
-                "n_tokens_probe": int(probe.n_tokens[ci_p]), "n_tokens_control": int(control.n_tokens[ci_c]),
-            })
-    for row, (low, high) in zip(rows, _intervals1(diff_draws), strict=True):
-        row["diff_ci_low"], row["diff_ci_high"] = low, high
-        row["exceeds_control"] = bool(np.isfinite(low) and low > 0)
+    """Paired bootstrap difference of spec_excess (probe - control) per (layer, category): rows
+    category-major, then layer; every (category, layer) cell gathered at once (the values of one row
+    per cell)."""
     columns = ["control", "layer", "category", "probe_spec_excess", "control_spec_excess", "diff", "diff_ci_low",
                "diff_ci_high", "exceeds_control", "n_tokens_probe", "n_tokens_control"]
-    return pd.DataFrame(rows, columns=columns if rows else None)
+    shared_layers = [layer for layer in probe.layers if layer in control.layers]
+    cats = [cat for cat in probe.categories if cat in control.categories]
+    if not cats or not shared_layers:
+        return pd.DataFrame([], columns=None)
+    n_layers = len(shared_layers)
+    cp = np.repeat([probe.categories.index(cat) for cat in cats], n_layers)
+    cc = np.repeat([control.categories.index(cat) for cat in cats], n_layers)
+    lp = np.tile([probe.layers.index(layer) for layer in shared_layers], len(cats))
+    lc = np.tile([control.layers.index(layer) for layer in shared_layers], len(cats))
+    probe_excess, control_excess = probe.spec_excess[cp, lp], control.spec_excess[cc, lc]
+    bounds = _column_intervals(probe.boot_spec_excess[:, cp, lp] - control.boot_spec_excess[:, cc, lc])
+    low = np.asarray([b[0] for b in bounds], dtype=np.float64)
+    return pd.DataFrame({
+        "control": [control.name] * len(cp), "layer": shared_layers * len(cats),
+        "category": [cat for cat in cats for _ in shared_layers],
+        "probe_spec_excess": probe_excess, "control_spec_excess": control_excess,
+        "diff": probe_excess - control_excess, "diff_ci_low": low,
+        "diff_ci_high": np.asarray([b[1] for b in bounds], dtype=np.float64),
+        "exceeds_control": np.isfinite(low) & (low > 0),
+        "n_tokens_probe": [int(n) for n in probe.n_tokens[cp]],
+        "n_tokens_control": [int(n) for n in control.n_tokens[cc]],
+    }, columns=columns)
 
 
 def _fmt_components(comps: Sequence[int]) -> str:
