@@ -262,3 +262,19 @@ def test_control_comparison_equals_main_with_other_layers_and_category_order(mai
         got, want = compare_with_control(a, b), ref.compare_with_control(a, b)
         assert len(got) > 0
         pd.testing.assert_frame_equal(got, want, check_exact=True)
+
+
+def test_nan_flag_helpers_equal_numpy_any_and_all():
+    """The packed NaN flags (K flags read as one integer) give numpy's any()/all() over the last axis,
+    for the packed widths and the others, contiguous or not."""
+    from evalsuite.dimprobe.stats import _all_nan_last, _any_nan_last
+
+    rng = np.random.default_rng(8)
+    for k in (1, 2, 3, 4, 7, 8, 9):
+        for dtype in (np.float32, np.float64):
+            d = rng.standard_normal((60, 3, k)).astype(dtype)
+            d[rng.random(d.shape) < 0.3] = np.nan
+            d[rng.random(60) < 0.2] = np.nan  # whole rows: every flag set
+            for x in (d, d[::2], np.moveaxis(d, 0, 1)):
+                assert np.array_equal(_any_nan_last(x), np.isnan(x).any(axis=-1))
+                assert np.array_equal(_all_nan_last(x), np.isnan(x).all(axis=-1))

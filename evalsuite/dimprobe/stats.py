@@ -109,13 +109,26 @@ def _boot_ranks(boot: np.ndarray) -> np.ndarray:
     return ranks
 
 
+def _nan_flags_last(values: np.ndarray) -> tuple[np.ndarray, int] | None:
+    """The NaN flags of `values` with each run of K = values.shape[-1] flags (K in 1, 2, 4, 8) read as
+    one unsigned integer (bool bytes are 0 or 1), or None for other K: then numpy's any()/all() over
+    the short innermost axis (slow: a reduction per K entries) is the way."""
+    k = values.shape[-1]
+    if k not in (1, 2, 4, 8):
+        return None
+    return np.ascontiguousarray(np.isnan(values)).view(f"u{k}")[..., 0], int.from_bytes(b"\x01" * k, "little")
+
+
+def _any_nan_last(values: np.ndarray) -> np.ndarray:
+    """np.isnan(values).any(axis=-1), exactly (some flag set: the integer is not 0)."""
+    packed = _nan_flags_last(values)
+    return np.isnan(values).any(axis=-1) if packed is None else packed[0] != 0
+
+
 def _all_nan_last(values: np.ndarray) -> np.ndarray:
-    """np.isnan(values).all(axis=-1), from pairwise np.fmax (NaN only where both are NaN) over the few
-    last-axis entries: numpy's all() over a short innermost axis is slow."""
-    out = values[..., 0].copy()
-    for k in range(1, values.shape[-1]):
-        np.fmax(out, values[..., k], out=out)
-    return np.isnan(out)
+    """np.isnan(values).all(axis=-1), exactly (every flag set: the integer is 0x01...01)."""
+    packed = _nan_flags_last(values)
+    return np.isnan(values).all(axis=-1) if packed is None else packed[0] == packed[1]
 
 
 def _cumulative_rank_counts(ranks: np.ndarray) -> np.ndarray:
@@ -565,9 +578,7 @@ def _claims_rows(
     rows = []
     n_k = stats.n_components
     order = stats.boot_ranks if stats.boot_ranks is not None else _boot_ranks(stats.boot_mean)  # (K, B, C, L)
-    # (B, C, L): resamples holding the category (no NaN component; np.maximum propagates NaN, so the
-    # pairwise max is NaN exactly where a component is: numpy's any() over the short last axis is slow)
-    holds = ~np.isnan(_max_last(stats.boot_mean))
+    holds = ~_any_nan_last(stats.boot_mean)  # (B, C, L): resamples holding the category
     shares: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # category: (p_boot_ordered, p_boot_set) per layer
     for cat, claimed in claims.items():
         if cat in stats.categories and max(claimed) < n_k:
