@@ -699,10 +699,16 @@ class Accumulator:
             for first, n, indices, offsets in plan.chunks:
                 seg = F.embedding_bag(indices, weight, offsets, mode="sum").view(n_segments, -1)
                 perm = torch.matmul(select, seg).numpy().reshape(self.c, n, self.lk + 1)
-                self._perm_sum[:, first : first + n] += perm[:, :, : self.lk]
-                self._perm_n[:, first : first + n] += perm[:, :, self.lk]
-        self._perm_sum += const[:, None, : self.lk]
-        self._perm_n += const[:, None, self.lk]
+                # the block's permuted sums, then the batch's constants while the block is in cache:
+                # per element (running + permuted) + constant, the order of a pass after the loop
+                block_sum, block_n = self._perm_sum[:, first : first + n], self._perm_n[:, first : first + n]
+                block_sum += perm[:, :, : self.lk]
+                block_sum += const[:, None, : self.lk]
+                block_n += perm[:, :, self.lk]
+                block_n += const[:, None, self.lk]
+        if sum(n for _, n, _, _ in plan.chunks) != self.p:  # no blocks (no category to permute)
+            self._perm_sum += const[:, None, : self.lk]
+            self._perm_n += const[:, None, self.lk]
 
     def finalize(self) -> Accumulated:
         d = self._doc
