@@ -415,7 +415,9 @@ def compute_stats(
         w = weights[a : a + chunk]
         with np.errstate(divide="ignore", invalid="ignore"):
             nc_b = w @ acc.doc_n_cat  # (b, C)
-            boot_mean[a : a + chunk] = ((w @ flat_cat).reshape(-1, n_c, lk) / nc_b[:, :, None]).astype(np.float32)
+            # the float64 quotient rounded to float32 as it is stored (astype's rounding, no float64 copy)
+            np.divide((w @ flat_cat).reshape(-1, n_c, lk), nc_b[:, :, None], out=boot_mean[a : a + chunk],
+                      casting="same_kind")
             boot_overall[a : a + chunk] = (w @ acc.doc_sum) / (w @ acc.doc_n_total)[:, None]
     with np.errstate(divide="ignore", invalid="ignore"):
         boot_ratio = boot_mean / boot_overall[:, None, :]
