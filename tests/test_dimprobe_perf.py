@@ -46,7 +46,7 @@ def both_runs():
     fast = run_probe(probe, texts, config)
     patch = pytest.MonkeyPatch()
     try:
-        patch.setattr(probe_mod, "Accumulator", ref.ReferenceAccumulator)
+        patch.setattr(probe_mod, "Accumulator", _without_layout(ref.ReferenceAccumulator))
         patch.setattr(probe_mod, "plan_permutations", ref.plan_permutations)
         patch.setattr(probe_mod, "compute_stats", ref.compute_stats)
         patch.setattr(probe_mod, "top_components", ref.top_components)
@@ -57,6 +57,63 @@ def both_runs():
     finally:
         patch.undo()
     return fast, slow
+
+
+TABLES = ("table", "specialisation", "controls", "claims", "top", "documents")
+
+
+@pytest.fixture(scope="module")
+def main_runs():
+    """The package's run and a run with main's (e822e81) versions of the functions the controls pass
+    changed (tests/_dimprobe_reference_main.py), on the fixture of `both_runs` with its 4 models."""
+    import tests._dimprobe_reference_main as ref
+    from evalsuite.dimprobe import probe as probe_mod
+    from evalsuite.dimprobe import stats as stats_mod
+    from evalsuite.dimprobe.collect import ProbeText
+    from evalsuite.dimprobe.probe import ProbeConfig, run_probe
+
+    tok = word_tokenizer(DOCS)
+    probe = tiny_probe_model(tok, seed=5)
+    config = ProbeConfig(permutations=PERMUTATIONS, bootstrap=200, seed=3, min_docs=5, batch_tokens=512,
+                         doc_batch=7)
+    texts = [ProbeText(d) for d in DOCS]
+    fast = run_probe(probe, texts, config)
+    patch = pytest.MonkeyPatch()
+    try:
+        for module, names in ((stats_mod, ("_boot_rank_interval", "_interval_sorted")),
+                              (probe_mod, ("compare_with_control", "claims_across_models"))):
+            for name in names:
+                patch.setattr(module, name, getattr(ref, name))
+        patch.setattr(probe_mod, "Accumulator", _without_layout(ref.Accumulator))  # with main's _unit_sums
+        slow = run_probe(probe, texts, config)
+    finally:
+        patch.undo()
+    return fast, slow
+
+
+def _without_layout(cls: type) -> type:
+    """`cls` with an add_batch that ignores the batch layout run_probe shares (it derives its own)."""
+
+    class WithoutLayout(cls):
+        def add_batch(self, *args, layout=None) -> None:  # noqa: ARG002
+            super().add_batch(*args)
+
+    return WithoutLayout
+
+
+@pytest.mark.slow
+def test_tables_are_bit_identical_to_main(main_runs):
+    """The controls pass (shared work, batched percentiles, ...) changes no output: every table of a
+    run with the default controls equals, exactly, main's (e822e81) on the same fixture, the NaN
+    paths included (categories absent from some resamples)."""
+    fast, slow = main_runs
+    assert len(fast.summary.models) == 4  # probed + 2 untrained twins + baseline
+    assert np.isnan(fast.stats["probe"].boot_mean).any() and (fast.claims["role"] == "control").any()
+    for table in TABLES:
+        pd.testing.assert_frame_equal(getattr(fast, table), getattr(slow, table), check_exact=True, obj=table)
+    for name, st in fast.stats.items():
+        for field in ("mean", "ratio", "boot_mean", "boot_overall", "boot_spec_excess", "rank_ci_low", "rank_ci_high"):
+            assert np.array_equal(getattr(st, field), getattr(slow.stats[name], field), equal_nan=True), (name, field)
 
 
 def assert_tables_agree(got: pd.DataFrame, want: pd.DataFrame, p_step: float) -> dict[str, int]:
@@ -182,3 +239,42 @@ def test_batched_permutations_equal_one_document_at_a_time():
     assert all(np.array_equal(a, b) for a, b in zip(got, want, strict=True))
     # and each row is a partial permutation: distinct unit rows of its document
     assert all(len(set(r)) == len(r) for g in got for r in g)
+
+
+@pytest.mark.slow
+def test_control_comparison_equals_main_with_other_layers_and_category_order(main_runs):
+    """compare_with_control (gathered at once) equals main's row-by-row version exactly where the
+    control has fewer layers and its categories in another order (the index paths of the gather)."""
+    import dataclasses
+
+    import tests._dimprobe_reference_main as ref
+    from evalsuite.dimprobe.stats import compare_with_control
+
+    fast, _ = main_runs
+    probe, control = fast.stats["probe"], fast.stats["untrained"]
+    order = list(range(len(control.categories)))[::-1]
+    keep = list(range(1, len(control.layers)))
+    other = dataclasses.replace(
+        control, layers=[control.layers[i] for i in keep], categories=[control.categories[i] for i in order[1:]],
+        spec_excess=control.spec_excess[order[1:]][:, keep],
+        boot_spec_excess=control.boot_spec_excess[:, order[1:]][:, :, keep], n_tokens=control.n_tokens[order[1:]])
+    for a, b in ((probe, other), (other, probe), (probe, control)):
+        got, want = compare_with_control(a, b), ref.compare_with_control(a, b)
+        assert len(got) > 0
+        pd.testing.assert_frame_equal(got, want, check_exact=True)
+
+
+def test_nan_flag_helpers_equal_numpy_any_and_all():
+    """The packed NaN flags (K flags read as one integer) give numpy's any()/all() over the last axis,
+    for the packed widths and the others, contiguous or not."""
+    from evalsuite.dimprobe.stats import _all_nan_last, _any_nan_last
+
+    rng = np.random.default_rng(8)
+    for k in (1, 2, 3, 4, 7, 8, 9):
+        for dtype in (np.float32, np.float64):
+            d = rng.standard_normal((60, 3, k)).astype(dtype)
+            d[rng.random(d.shape) < 0.3] = np.nan
+            d[rng.random(60) < 0.2] = np.nan  # whole rows: every flag set
+            for x in (d, d[::2], np.moveaxis(d, 0, 1)):
+                assert np.array_equal(_any_nan_last(x), np.isnan(x).any(axis=-1))
+                assert np.array_equal(_all_nan_last(x), np.isnan(x).all(axis=-1))

@@ -546,18 +546,76 @@ def _segment_sums(values: np.ndarray, counts: np.ndarray) -> np.ndarray:
     return out
 
 
-def _unit_sums(values: np.ndarray, unit: np.ndarray, n_units: int) -> np.ndarray:
+def _unit_starts(unit: np.ndarray) -> np.ndarray | None:
+    """Where each unit's run of tokens starts, when unit ids arrive sorted (tokens of a word are
+    consecutive); None otherwise."""
+    if len(unit) == 0 or not np.all(np.diff(unit) >= 0):
+        return None
+    return np.flatnonzero(np.concatenate([[True], np.diff(unit) > 0]))
+
+
+def _unit_sums(
+    values: np.ndarray, unit: np.ndarray, n_units: int, starts: np.ndarray | None | bool = True
+) -> np.ndarray:
     """(n_units, LK) sums of token rows per unit. Tokens of a word are consecutive, so unit ids
-    arrive sorted and one reduceat does it; np.add.at covers anything else."""
+    arrive sorted and one reduceat does it; np.add.at covers anything else. `starts`: the
+    `_unit_starts(unit)` already known (True: find them here)."""
     out = np.zeros((n_units, values.shape[1]))
     if len(unit) == 0:
         return out
-    if np.all(np.diff(unit) >= 0):
-        starts = np.flatnonzero(np.concatenate([[True], np.diff(unit) > 0]))
+    if starts is True:
+        starts = _unit_starts(unit)
+    if isinstance(starts, np.ndarray):
         out[unit[starts]] = np.add.reduceat(values, starts, axis=0)
     else:
         np.add.at(out, unit, values)
     return out
+
+
+@dataclass
+class BatchLayout:
+    """What `Accumulator.add_batch` derives from a batch's words alone, not from a model's values:
+    the same for every model of a tokenizer, so `batch_layout` makes it once per batch and tokenizer
+    (like the PermutationPlan) and each model's accumulator reads it. Per-document arrays are
+    segment sums in document order."""
+
+    n_tok: np.ndarray  # (D,) analysed tokens per document
+    n_units: np.ndarray  # (D,) words per document
+    first_unit: np.ndarray  # (D,) first unit row of each document in the batch
+    aligned: np.ndarray  # (N,) bool: tokens that belong to a word
+    unit: np.ndarray  # (N_aligned,) batch unit row of each aligned token
+    starts: np.ndarray | None  # _unit_starts(unit)
+    ulab: np.ndarray  # (U, C) bool word labels, document after document
+    ulab_f: np.ndarray  # (U, C) float64
+    unit_n: np.ndarray  # (U,) float64 tokens per word
+    tok_lab: np.ndarray  # (N, C) float64 labels per token (0 for tokens of no word)
+    n_cat: np.ndarray  # (D, C) int64 tokens per category
+    units_cat: np.ndarray  # (D, C) int64 words per category
+    doc_unit_n: np.ndarray  # (D,) tokens in words
+    doc_unit_n2: np.ndarray  # (D,) sum of squared word token counts
+
+
+def batch_layout(units: Sequence[np.ndarray], unit_labels: Sequence[np.ndarray], n_categories: int) -> BatchLayout:
+    """The BatchLayout of documents with units[j] (N_j,) word unit per analysed token (-1 = none) and
+    unit_labels[j] (U_j, C)."""
+    n_docs = len(units)
+    n_tok = np.fromiter((u.shape[0] for u in units), dtype=np.int64, count=n_docs)
+    n_units = np.fromiter((lab.shape[0] for lab in unit_labels), dtype=np.int64, count=n_docs)
+    first_unit = np.concatenate([[0], np.cumsum(n_units)[:-1]]).astype(np.int64)
+    unit = np.concatenate([np.where(u >= 0, u + start, -1) for u, start in zip(units, first_unit, strict=True)])
+    ulab = np.concatenate(unit_labels)  # (U, C): the batch's units, document after document
+    aligned = unit >= 0
+    unit_n = np.bincount(unit[aligned], minlength=int(n_units.sum())).astype(np.float64)
+    ulab_f = ulab.astype(np.float64)
+    tok_lab = np.zeros((len(unit), n_categories))
+    tok_lab[aligned] = ulab_f[unit[aligned]]
+    return BatchLayout(
+        n_tok=n_tok, n_units=n_units, first_unit=first_unit, aligned=aligned, unit=unit[aligned],
+        starts=_unit_starts(unit[aligned]), ulab=ulab, ulab_f=ulab_f, unit_n=unit_n, tok_lab=tok_lab,
+        n_cat=_segment_sums(tok_lab, n_tok).astype(np.int64),
+        units_cat=_segment_sums(ulab.astype(np.int64), n_units),
+        doc_unit_n=_segment_sums(unit_n, n_units), doc_unit_n2=_segment_sums(unit_n**2, n_units),
+    )
 
 
 class Accumulator:
@@ -582,42 +640,37 @@ class Accumulator:
         units: Sequence[np.ndarray],
         unit_labels: Sequence[np.ndarray],
         plan: PermutationPlan | None,
+        layout: BatchLayout | None = None,
     ) -> None:
         """Document j: values[j] (N_j, L, K) magnitudes of its analysed tokens, units[j] (N_j,) the
         word unit of each token (-1 = none), unit_labels[j] (U_j, C). The batch's documents are summed
-        together: one token matrix, one unit matrix, and every per-document sum a segment sum."""
+        together: one token matrix, one unit matrix, and every per-document sum a segment sum.
+        `layout`: `batch_layout(units, unit_labels, C)`, shared by the models of a tokenizer (made
+        here when absent)."""
         n_docs = len(doc_indices)
         if n_docs == 0:
             return
-        n_tok = np.fromiter((v.shape[0] for v in values), dtype=np.int64, count=n_docs)
-        n_units = np.fromiter((lab.shape[0] for lab in unit_labels), dtype=np.int64, count=n_docs)
-        first_unit = np.concatenate([[0], np.cumsum(n_units)[:-1]]).astype(np.int64)
+        lay = batch_layout(units, unit_labels, self.c) if layout is None else layout
+        n_tok, n_units, unit_n = lay.n_tok, lay.n_units, lay.unit_n
         v64 = np.concatenate([v.reshape(v.shape[0], self.lk) for v in values]).astype(np.float64)  # (N, LK)
-        unit = np.concatenate([np.where(u >= 0, u + start, -1) for u, start in zip(units, first_unit, strict=True)])
-        ulab = np.concatenate(unit_labels)  # (U, C): the batch's units, document after document
-        aligned = unit >= 0
-        unit_sum = _unit_sums(v64[aligned], unit[aligned], int(n_units.sum()))  # (U, LK)
-        unit_n = np.bincount(unit[aligned], minlength=int(n_units.sum())).astype(np.float64)
-        ulab_f = ulab.astype(np.float64)
-        tok_lab = np.zeros((v64.shape[0], self.c))
-        tok_lab[aligned] = ulab_f[unit[aligned]]
+        unit_sum = _unit_sums(v64[lay.aligned], lay.unit, int(n_units.sum()), lay.starts)  # (U, LK)
         squares = v64 * v64
         d = self._doc
         d["ids"].append(np.asarray(doc_indices, dtype=np.int64))
         d["n"].append(n_tok)
-        d["n_cat"].append(_segment_sums(tok_lab, n_tok).astype(np.int64))
+        d["n_cat"].append(lay.n_cat)
         d["sum"].append(_segment_sums(v64, n_tok))
         d["sumsq"].append(_segment_sums(squares, n_tok))
-        d["cat_sum"].append(np.stack([ulab_f[a : a + n].T @ unit_sum[a : a + n]
-                                      for a, n in zip(first_unit, n_units, strict=True)]).astype(np.float32))
+        d["cat_sum"].append(np.stack([lay.ulab_f[a : a + n].T @ unit_sum[a : a + n]
+                                      for a, n in zip(lay.first_unit, n_units, strict=True)]).astype(np.float32))
         d["units"].append(n_units)
-        d["units_cat"].append(_segment_sums(ulab.astype(np.int64), n_units))
-        d["unit_n"].append(_segment_sums(unit_n, n_units))
-        d["unit_n2"].append(_segment_sums(unit_n**2, n_units))
+        d["units_cat"].append(lay.units_cat)
+        d["unit_n"].append(lay.doc_unit_n)
+        d["unit_n2"].append(lay.doc_unit_n2)
         d["unit_sum"].append(_segment_sums(unit_sum, n_units))
         d["unit_s2"].append(_segment_sums(unit_sum * unit_sum, n_units))
         d["unit_sn"].append(_segment_sums(unit_sum * unit_n[:, None], n_units))
-        self.cat_sumsq += tok_lab.T @ squares
+        self.cat_sumsq += lay.tok_lab.T @ squares
         if self.p and plan is not None:
             rows = np.column_stack([unit_sum, unit_n])  # (U, LK + 1): each word's sums and token count
             self._add_permutations(rows, _segment_sums(rows, n_units), plan)
@@ -646,10 +699,16 @@ class Accumulator:
             for first, n, indices, offsets in plan.chunks:
                 seg = F.embedding_bag(indices, weight, offsets, mode="sum").view(n_segments, -1)
                 perm = torch.matmul(select, seg).numpy().reshape(self.c, n, self.lk + 1)
-                self._perm_sum[:, first : first + n] += perm[:, :, : self.lk]
-                self._perm_n[:, first : first + n] += perm[:, :, self.lk]
-        self._perm_sum += const[:, None, : self.lk]
-        self._perm_n += const[:, None, self.lk]
+                # the block's permuted sums, then the batch's constants while the block is in cache:
+                # per element (running + permuted) + constant, the order of a pass after the loop
+                block_sum, block_n = self._perm_sum[:, first : first + n], self._perm_n[:, first : first + n]
+                block_sum += perm[:, :, : self.lk]
+                block_sum += const[:, None, : self.lk]
+                block_n += perm[:, :, self.lk]
+                block_n += const[:, None, self.lk]
+        if sum(n for _, n, _, _ in plan.chunks) != self.p:  # no blocks (no category to permute)
+            self._perm_sum += const[:, None, : self.lk]
+            self._perm_n += const[:, None, self.lk]
 
     def finalize(self) -> Accumulated:
         d = self._doc

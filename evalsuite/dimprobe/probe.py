@@ -49,6 +49,7 @@ from evalsuite.dimprobe.collect import (
     ModelUnderProbe,
     PreparedDoc,
     ProbeText,
+    batch_layout,
     forward_docs,
     plan_permutations,
     prepare_doc,
@@ -467,6 +468,9 @@ def run_probe(
                 if config.permutations:
                     plan = plan_permutations([u[1] for u in units], [d.index for d in docs],
                                              config.permutations, config.seed)
+                # what the accumulators derive from the words alone: once for every model of the tokenizer
+                layout = batch_layout([u[0] for u in units], [u[1] for u in units], len(categories.names)) \
+                    if docs else None
                 start = timer.add("accumulate", start)
                 for m in members:
                     want_sel = [la for la in sel_layers if la <= m.n_layers] \
@@ -479,7 +483,7 @@ def run_probe(
                     with one_blas_thread():
                         accumulators[m.name].add_batch(
                             [d.index for d in docs], [o.mags for o in outputs], [u[0] for u in units],
-                            [u[1] for u in units], plan,
+                            [u[1] for u in units], plan, layout=layout,
                         )
                     n_tokens[m.name] += sum(len(lab) for lab in labels)
                     n_unaligned[m.name] += sum(d.n_unaligned for d in docs)
