@@ -104,10 +104,9 @@ def _profile_preset(bench: Any, preset: str, args: argparse.Namespace, device: t
 
     bargs = argparse.Namespace(block_size=args.block_size, vocab_size=args.vocab_size, set=args.set,
                                chunk_tokens=args.chunk_tokens)
-    cfg = bench.build_case(preset, args.batch_size, bargs)
     variant = bench.VARIANTS[args.variant]
-    torch.manual_seed(0)
-    model = bench.build_model(cfg.model).to(device)
+    cfg = bench.build_case(preset, args.batch_size, bargs, variant.get("set", []))
+    model = bench.variant_model(cfg, variant, device)  # the variant's switches, as the throughput table
     optimizer = bench.make_optimizer(model, cfg, device, variant["adam"])
     loss_fn = bench.loss_function(model, variant, args.chunk_tokens)
     b, t, vocab = cfg.train.batch_size, cfg.train.block_size, cfg.model.vocab_size
@@ -189,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
             raise UserError(f"unknown variant {args.variant!r}; choose from {', '.join(bench.VARIANTS)}")
         device = torch.device("cuda")
         results = []
-        for preset in args.presets:
+        for preset in bench.applicable(args.presets, args.variant):  # a SpinNet-only variant skips baselines
             results.append(profile_preset(bench, preset, args, device))
             torch._dynamo.reset()
             torch.cuda.empty_cache()

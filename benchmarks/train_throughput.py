@@ -219,6 +219,18 @@ def build_case(preset: str, batch_size: int, args: argparse.Namespace, variant_s
     return cfg
 
 
+def variant_model(cfg: Any, variant: dict[str, Any], device: torch.device) -> torch.nn.Module:
+    """The model of a case (seed 0) with the variant's model switches applied (fold_mixer, batch_quantize)."""
+    torch.manual_seed(0)
+    model = build_model(cfg.model).to(device)
+    if "fold_mixer" in variant:
+        for block in model.blocks:
+            block.attn.fold_mixer = variant["fold_mixer"]
+    if "batch_quantize" in variant:
+        model.batch_quantize = variant["batch_quantize"]
+    return model
+
+
 def timed_steps(step: Any, n: int, device: torch.device) -> list[float]:
     """Seconds per step: device events around each step on CUDA, host clock on the CPU."""
     times = []
@@ -257,13 +269,7 @@ def _prepare(preset: str, batch_size: int, variant_name: str, args: argparse.Nam
     variant = VARIANTS[variant_name]
     cfg = build_case(preset, batch_size, args, variant.get("set", []))
     dtype = torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
-    torch.manual_seed(0)
-    model = build_model(cfg.model).to(device)
-    if "fold_mixer" in variant:
-        for block in model.blocks:
-            block.attn.fold_mixer = variant["fold_mixer"]
-    if "batch_quantize" in variant:
-        model.batch_quantize = variant["batch_quantize"]
+    model = variant_model(cfg, variant, device)
     optimizer = make_optimizer(model, cfg, device, variant["adam"])
     loss_fn = loss_function(model, variant, args.chunk_tokens)
     cudagraphs = variant["compile"] in ("reduce-overhead", "max-autotune")

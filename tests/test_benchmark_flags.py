@@ -132,3 +132,14 @@ def test_a_spinnet_only_variant_skips_baselines_and_takes_its_ratio_against_the_
         ("baseline-tiny", "eager", "n/a"), ("spinnet-tiny", "eager", "per layer"),  # the default batches on CUDA
         ("spinnet-tiny", "eager-batched", "batched"), ("spinnet-tiny", "eager-perlayer", "per layer")]
     assert rows[3]["step_time_ratio_vs_baseline"] == rows[3]["step_time_ms"] / rows[0]["step_time_ms"]
+
+
+def test_variant_model_applies_the_variants_model_switches(bench):
+    import torch
+
+    args = bench.parse_args(["--vocab-size", "48", "--block-size", "8"])
+    cfg = bench.build_case("spinnet-tiny", 1, args)
+    model = bench.variant_model(cfg, bench.VARIANTS["compile-loss-einsum-mixer"], torch.device("cpu"))
+    assert not model.blocks[0].attn.fold_mixer and model.batch_quantize is None
+    model = bench.variant_model(cfg, bench.VARIANTS["compile-loss-perlayer-quant"], torch.device("cpu"))
+    assert model.blocks[0].attn.fold_mixer and model.batch_quantize is False
