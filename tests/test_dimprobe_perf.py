@@ -30,32 +30,48 @@ FROM_P = {"p_adj", "significant", "n_significant_up", "n_significant_down", "top
 
 
 @pytest.fixture(scope="module")
-def both_runs():
-    import tests._dimprobe_reference as ref
-    from evalsuite.dimprobe import probe as probe_mod
-    from evalsuite.dimprobe import stats as stats_mod
+def package_run():
+    """The fixture (a tiny SpinNet, its 4 models with the default controls; a short window stride exercises the
+    windowed forward; few permutations keep it fast) and the package's own run on it: (inputs, result)."""
     from evalsuite.dimprobe.collect import ProbeText
     from evalsuite.dimprobe.probe import ProbeConfig, run_probe
 
     tok = word_tokenizer(DOCS)
-    probe = tiny_probe_model(tok, seed=5)
-    # a short window stride exercises the windowed forward; few permutations keep it fast
-    config = ProbeConfig(permutations=PERMUTATIONS, bootstrap=200, seed=3, min_docs=5, batch_tokens=512,
-                         doc_batch=7)
-    texts = [ProbeText(d) for d in DOCS]
-    fast = run_probe(probe, texts, config)
+    inputs = (tiny_probe_model(tok, seed=5), [ProbeText(d) for d in DOCS],
+              ProbeConfig(permutations=PERMUTATIONS, bootstrap=200, seed=3, min_docs=5, batch_tokens=512,
+                          doc_batch=7))
+    return inputs, run_probe(*inputs)
+
+
+def _run_with(inputs: tuple, swaps: list[tuple[object, str, object]]):
+    """run_probe on `inputs` with each (module, name, replacement) swapped in for the run."""
+    from evalsuite.dimprobe.probe import run_probe
+
     patch = pytest.MonkeyPatch()
     try:
-        patch.setattr(probe_mod, "Accumulator", _without_layout(ref.ReferenceAccumulator))
-        patch.setattr(probe_mod, "plan_permutations", ref.plan_permutations)
-        patch.setattr(probe_mod, "compute_stats", ref.compute_stats)
-        patch.setattr(probe_mod, "top_components", ref.top_components)
-        patch.setattr(stats_mod, "_claim_scores", ref._claim_scores)
-        patch.setattr(stats_mod, "claims_table", ref.claims_table)
-        patch.setattr(probe_mod, "claims_across_models", ref.claims_across_models)
-        slow = run_probe(probe, texts, config)
+        for module, name, value in swaps:
+            patch.setattr(module, name, value)
+        return run_probe(*inputs)
     finally:
         patch.undo()
+
+
+@pytest.fixture(scope="module")
+def both_runs(package_run):
+    import tests._dimprobe_reference as ref
+    from evalsuite.dimprobe import probe as probe_mod
+    from evalsuite.dimprobe import stats as stats_mod
+
+    inputs, fast = package_run
+    slow = _run_with(inputs, [
+        (probe_mod, "Accumulator", _without_layout(ref.ReferenceAccumulator)),
+        (probe_mod, "plan_permutations", ref.plan_permutations),
+        (probe_mod, "compute_stats", ref.compute_stats),
+        (probe_mod, "top_components", ref.top_components),
+        (stats_mod, "_claim_scores", ref._claim_scores),
+        (stats_mod, "claims_table", ref.claims_table),
+        (probe_mod, "claims_across_models", ref.claims_across_models),
+    ])
     return fast, slow
 
 
@@ -63,32 +79,20 @@ TABLES = ("table", "specialisation", "controls", "claims", "top", "documents")
 
 
 @pytest.fixture(scope="module")
-def main_runs():
+def main_runs(package_run):
     """The package's run and a run with main's (e822e81) versions of the functions the controls pass
-    changed (tests/_dimprobe_reference_main.py), on the fixture of `both_runs` with its 4 models."""
+    changed (tests/_dimprobe_reference_main.py), on `package_run`'s fixture with its 4 models."""
     import tests._dimprobe_reference_main as ref
     from evalsuite.dimprobe import probe as probe_mod
     from evalsuite.dimprobe import stats as stats_mod
-    from evalsuite.dimprobe.collect import ProbeText
-    from evalsuite.dimprobe.probe import ProbeConfig, run_probe
 
-    tok = word_tokenizer(DOCS)
-    probe = tiny_probe_model(tok, seed=5)
-    config = ProbeConfig(permutations=PERMUTATIONS, bootstrap=200, seed=3, min_docs=5, batch_tokens=512,
-                         doc_batch=7)
-    texts = [ProbeText(d) for d in DOCS]
-    fast = run_probe(probe, texts, config)
-    patch = pytest.MonkeyPatch()
-    try:
-        for module, names in ((stats_mod, ("_boot_rank_interval", "_interval_sorted")),
-                              (probe_mod, ("compare_with_control", "claims_across_models"))):
-            for name in names:
-                patch.setattr(module, name, getattr(ref, name))
-        patch.setattr(probe_mod, "Accumulator", _without_layout(ref.Accumulator))  # with main's _unit_sums
-        slow = run_probe(probe, texts, config)
-    finally:
-        patch.undo()
-    return fast, slow
+    inputs, fast = package_run
+    swaps = [(module, name, getattr(ref, name))
+             for module, names in ((stats_mod, ("_boot_rank_interval", "_interval_sorted")),
+                                   (probe_mod, ("compare_with_control", "claims_across_models")))
+             for name in names]
+    swaps.append((probe_mod, "Accumulator", _without_layout(ref.Accumulator)))  # with main's _unit_sums
+    return fast, _run_with(inputs, swaps)
 
 
 def _without_layout(cls: type) -> type:
