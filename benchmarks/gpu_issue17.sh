@@ -9,6 +9,7 @@
 #   STAGES="profile" bash benchmarks/gpu_issue17.sh                    # torch profiler breakdown
 #   STAGES="interleave" bash benchmarks/gpu_issue17.sh                 # SpinNet vs baseline, interleaved rounds
 #   STAGES="losscheck" bash benchmarks/gpu_issue17.sh                  # baseline-28m loss, fp32 vs bf16 residual
+#   STAGES="stack" bash benchmarks/gpu_issue17.sh                      # N study-preset models as one vmapped stack
 # LEVER_REPEATS=R times the levers in R interleaved rounds (train_throughput.py --repeats).
 # DATA: a tokenized folder with a 10K BPE (train.bin, val.bin, tokenizer/) for the multirun stage, made by
 #   python benchmarks/train_throughput.py --prepare ../shared/data/tinystories/tinystories_subset.jsonl \
@@ -47,6 +48,10 @@ for stage in $STAGES; do
         interleave) timeout "$STAGE_TIMEOUT" python3 benchmarks/train_throughput.py --presets $SIZES --vocab-size 10000 \
                      --block-size 256 --batch-size 32 --warmup 8 --steps 20 --repeats "${IL_REPEATS:-5}" \
                      --variants ${SIZE_VARIANTS:-cudagraphs-loss} --out "$OUT/${SIZE_NAME:-interleave}" ;;
+        # one process over N models (trainers.stack): aggregate tokens/s of the stack vs one model, interleaved
+        stack) timeout "$STAGE_TIMEOUT" python3 benchmarks/train_throughput.py --presets ${STACK_PRESETS:-spinnet-3m baseline-3m-matched} \
+                     --vocab-size 10000 --block-size 256 --batch-size 32 --warmup 5 --steps 20 --repeats "${IL_REPEATS:-3}" \
+                     --variants ${STACK_VARIANTS:-eager eager-stack8 eager-stack16} --out "$OUT/${STACK_NAME:-stack}" ;;
         # real 10K-BPE data, baseline-28m at the MFU shape (128 x 512), compiled as trainers.train compiles
         # it, once per residual stream dtype; the runs (checkpoints) stay in /tmp, the curves go to $OUT
         losscheck) for rd in float32 autocast; do

@@ -17,6 +17,9 @@ the median of the rest is the run's steady rate.
     speed-up = aggregate (steady) over the N = 1 aggregate of the same config without MPS
                (one plain run: the reference), measured in the same call
 
+--stack: each N > 1 trains as one process over N models (trainers.stack: one vmapped stack, each run with
+its own run directory, metrics and checkpoints) instead of N processes; the reference stays one plain run.
+
 The small configs (SMALL_CONFIGS) are local to this benchmark, sized like the study's small runs
 (1M-8M non-embedding parameters); the vocabulary comes from the tokenizer in --data.
 
@@ -82,16 +85,18 @@ def shape_overrides(name: str, args: argparse.Namespace) -> list[str]:
     return out
 
 
-def measure(config: str, n: int, mps: bool, args: argparse.Namespace, root: Path) -> dict[str, Any]:
+def measure(config: str, n: int, mps: bool, args: argparse.Namespace, root: Path, stack: bool = False,
+            ) -> dict[str, Any]:
     name = Path(config).stem if config.endswith(".yaml") else config
     overrides = [f"train.data={args.data}", f"train.max_iters={args.steps}", f"train.log_interval={args.log_interval}",
                  f"train.eval_interval={args.steps}", "train.eval_iters=2", "train.warmup_iters=10",
                  f"train.device={args.device}", *shape_overrides(name, args), *args.set]
     # the tokenizer of the tokenized folder, so that its identity check passes
     overrides.insert(0, f"train.tokenizer={Path(args.data) / 'tokenizer'}")
-    specs = plan_runs([config], overrides, list(range(1, n + 1)), root / f"n{n}-{'mps' if mps else 'plain'}")
+    layout = "stack" if stack else "mps" if mps else "plain"
+    specs = plan_runs([config], overrides, list(range(1, n + 1)), root / f"n{n}-{layout}")
     started = time.time()
-    outcomes = launch(specs, mps=mps)
+    outcomes = launch(specs, mps=mps, stack=n if stack else 1)
     failed = [o for o in outcomes if not o.ok]
     if failed:
         raise RuntimeError(f"{len(failed)} of {n} runs failed; first log tail:\n{failed[0].log_tail}")
@@ -103,7 +108,8 @@ def measure(config: str, n: int, mps: bool, args: argparse.Namespace, root: Path
     t0 = min(o.result["train_start"] for o in outcomes)
     t1 = max(o.result["end"] for o in outcomes)
     return {
-        "config": name, "n_runs": n, "mps": mps, "steps_per_run": args.steps, "compile_mode": train_cfg.compile_mode,
+        "config": name, "n_runs": n, "mps": mps, "stacked": stack, "steps_per_run": args.steps,
+        "compile_mode": train_cfg.compile_mode,
         "batch_size": train_cfg.batch_size, "block_size": train_cfg.block_size, "compile": train_cfg.compile,
         "n_params_non_embedding": outcomes[0].result["n_params_non_embedding"],
         "per_run_steady_tokens_per_s": rates, "aggregate_steady_tokens_per_s": sum(r or 0.0 for r in rates),
@@ -119,15 +125,23 @@ def _compile_label(row: dict[str, Any]) -> str:
     return "on" if mode == "default" else f"on ({mode})"
 
 
+def _layout(row: dict[str, Any]) -> str:
+    if row.get("stacked"):
+        return "one process, stacked"
+    if row["n_runs"] == 1:
+        return "one run"
+    return f"{row['n_runs']} processes" + (", MPS" if row["mps"] else "")
+
+
 def markdown(rows: list[dict[str, Any]]) -> str:
-    lines = ["| config | non-emb params | N runs | MPS | batch x ctx | compile | per-run tokens/s (median) | "
+    lines = ["| config | non-emb params | N runs | layout | batch x ctx | compile | per-run tokens/s (median) | "
              "aggregate tokens/s (steady) | speed-up vs one plain run | aggregate tokens/s (wall, incl. compile/eval) "
              "| launch wall s |",
              "|" + "---|" * 11]
     for r in rows:
         per = statistics.median([x for x in r["per_run_steady_tokens_per_s"] if x])
         lines.append(f"| {r['config']} | {r['n_params_non_embedding'] / 1e6:.2f}M | {r['n_runs']} | "
-                     f"{'on' if r['mps'] else 'off'} | {r['batch_size']} x {r['block_size']} | "
+                     f"{_layout(r)} | {r['batch_size']} x {r['block_size']} | "
                      f"{_compile_label(r)} | {per:,.0f} | {r['aggregate_steady_tokens_per_s']:,.0f} | "
                      f"{r['speedup_vs_1']:.2f}x | {r['aggregate_wall_tokens_per_s']:,.0f} | {r['launch_wall_s']:.0f} |")
     return "\n".join(lines)
@@ -149,12 +163,14 @@ def write_outputs(rows: list[dict[str, Any]], args: argparse.Namespace, final: b
 
     bench = load_bench()
     for r in rows:
-        ones = [b for b in rows if b["config"] == r["config"] and b["n_runs"] == 1 and not b["mps"]]
+        ones = [b for b in rows if b["config"] == r["config"] and b["n_runs"] == 1 and not b["mps"]
+                and not b.get("stacked")]
         r["speedup_vs_1"] = r["aggregate_steady_tokens_per_s"] / ones[0]["aggregate_steady_tokens_per_s"] if ones else float("nan")
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
     command = "python benchmarks/gpu_multirun.py " + " ".join(args.argv)
-    header = (f"device: {device}; torch {torch.__version__} (CUDA {torch.version.cuda}); one process per run "
-              f"(trainers.multirun), bf16 autocast on CUDA; real data from --data; "
+    header = (f"device: {device}; torch {torch.__version__} (CUDA {torch.version.cuda}); trainers.multirun: one "
+              f"process per run, or one process over N stacked models (layout 'stacked', trainers.stack); bf16 "
+              f"autocast on CUDA; real data from --data; "
               f"{args.steps} steps per run, log every {args.log_interval}")
     text = f"`{command}`\n\n{header}\n\n{markdown(rows)}\n"
     if final:
@@ -175,6 +191,14 @@ def mps_settings(n: int, mps: str) -> list[bool]:
     return {"off": [False], "on": [True], "both": [False, True]}[mps]
 
 
+def layouts(n: int, mps: str, stack: bool) -> list[tuple[bool, bool]]:
+    """(mps, stacked) of each row measured for N runs: N = 1 one plain run (the reference); N > 1 one stacked
+    process with --stack, else N processes as --mps says."""
+    if stack and n > 1:
+        return [(False, True)]
+    return [(m, False) for m in mps_settings(n, mps)]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", required=True, help="tokenized folder (train.bin, val.bin, tokenizer/)")
@@ -190,6 +214,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mps", choices=["off", "on", "both"], default="off",
                         help="run the N runs through a CUDA MPS server (on), or measure each N both ways; N = 1 "
                         "always runs plain (the reference)")
+    parser.add_argument("--stack", action="store_true", help="N > 1: one process over N models (trainers.stack) "
+                        "instead of N processes; the N = 1 reference stays one plain run (refused with --mps on/both)")
     parser.add_argument("--device", default="cuda", help="train.device of every run (cpu for a smoke test)")
     parser.add_argument("--compile-mode", default="default", help="train.compile_mode of every run (needs --compile)")
     parser.add_argument("--set", action="append", default=[], help="override for every run: section.key=value")
@@ -198,17 +224,21 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     rows: list[dict[str, Any]] = []
+    if args.stack and args.mps != "off":
+        print("error: --stack trains N models in one process: MPS has nothing to share (leave --mps off)",
+              file=sys.stderr)
+        return 2
     try:
         with tempfile.TemporaryDirectory() as tmp:
             root = Path(args.work) if args.work else Path(tmp)
             for name in args.configs:
                 config = write_config(name, root)
                 for n in args.ns:
-                    for mps in mps_settings(n, args.mps):
-                        row = measure(config, n, mps, args, root / name)
+                    for mps, stacked in layouts(n, args.mps, args.stack):
+                        row = measure(config, n, mps, args, root / name, stacked)
                         rows.append(row)
                         write_outputs(rows, args, final=False)
-                        print(f"{name} N={n} mps={mps}: aggregate {row['aggregate_steady_tokens_per_s']:,.0f} tokens/s "
+                        print(f"{name} N={n} {_layout(row)}: aggregate {row['aggregate_steady_tokens_per_s']:,.0f} tokens/s "
                               f"(per run {row['per_run_steady_tokens_per_s']})", flush=True)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)

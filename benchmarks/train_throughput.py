@@ -61,6 +61,7 @@ import torch  # noqa: E402
 from corpora.errors import UserError  # noqa: E402
 from trainers.config import load_config  # noqa: E402
 from trainers.model import build_model  # noqa: E402
+from trainers.stack import ModelStack  # noqa: E402
 from trainers.train import configure_optimizer, read_metrics, token_losses, train  # noqa: E402
 
 # bf16 dense (no sparsity) tensor-core peaks, FLOP/s, from the vendors' datasheets.
@@ -145,6 +146,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
                                  "set": ["model.residual_dtype=autocast"]},
     "compile-loss-bf16res": {"compile": "default", "loss": "inside", "adam": "fused",
                              "set": ["model.residual_dtype=autocast"]},
+    "autotune-loss-bf16res": {"compile": "max-autotune-no-cudagraphs", "loss": "inside", "adam": "fused",
+                              "set": ["model.residual_dtype=autocast"]},
     # SpinNet only (skipped for baseline presets): each block linear ternarises and assembles its own weight, as
     # before the batched quantisation (Transformer.batch_quantize); its ratio is taken against the baseline's
     # row of `baseline_variant` (the setting does not touch a baseline)
@@ -155,6 +158,14 @@ VARIANTS: dict[str, dict[str, Any]] = {
                              "batch_quantize": False, "spinnet_only": True, "baseline_variant": "eager"},
     "compile-loss-perlayer-quant": {"compile": "default", "loss": "inside", "adam": "fused",
                                     "batch_quantize": False, "spinnet_only": True, "baseline_variant": "compile-loss"},
+    # N models of the preset (seeds 0..N-1) trained as one vmapped stack (trainers.stack.ModelStack), each with its
+    # own optimizer and clipping; tokens/s counts all N models' tokens and is compared with one model's row of
+    # `stack_reference` (the same step unstacked) in the "vs one model" column
+    "eager-stack4": {"compile": None, "loss": "inside", "adam": "fused", "stack": 4, "stack_reference": "eager"},
+    "eager-stack8": {"compile": None, "loss": "inside", "adam": "fused", "stack": 8, "stack_reference": "eager"},
+    "eager-stack16": {"compile": None, "loss": "inside", "adam": "fused", "stack": 16, "stack_reference": "eager"},
+    "compile-loss-stack8": {"compile": "default", "loss": "inside", "adam": "fused", "stack": 8,
+                            "stack_reference": "compile-loss"},
 }
 
 
@@ -184,6 +195,13 @@ def loss_function(model: torch.nn.Module, variant: dict[str, Any], chunk_tokens:
     if variant["loss"] == "inside":
         return compiled(lambda x, y: token_losses(model(x).logits, y).mean())
     return compiled(lambda x, y: chunked_head_losses(model.final_hidden(x), model.embedding_weight(), y, chunk_tokens).mean())
+
+
+def stacked_loss(stack: ModelStack, variant: dict[str, Any]) -> Any:
+    """(x, y) of shape (N, B, T) -> the sum of the N models' mean cross-entropies (compiled as the variant says)."""
+    mode = variant["compile"]
+    losses = stack.losses if mode is None else torch.compile(stack.losses, mode=None if mode == "default" else mode)
+    return lambda x, y: losses(x, y).sum()
 
 
 def measure_matmul_peak(device: torch.device, n: int = 8192, reps: int = 20) -> float | None:
@@ -219,9 +237,10 @@ def build_case(preset: str, batch_size: int, args: argparse.Namespace, variant_s
     return cfg
 
 
-def variant_model(cfg: Any, variant: dict[str, Any], device: torch.device) -> torch.nn.Module:
-    """The model of a case (seed 0) with the variant's model switches applied (fold_mixer, batch_quantize)."""
-    torch.manual_seed(0)
+def variant_model(cfg: Any, variant: dict[str, Any], device: torch.device, seed: int = 0) -> torch.nn.Module:
+    """The model of a case (seed 0; a stack's N models seeds 0..N-1) with the variant's model switches applied
+    (fold_mixer, batch_quantize)."""
+    torch.manual_seed(seed)
     model = build_model(cfg.model).to(device)
     if "fold_mixer" in variant:
         for block in model.blocks:
@@ -269,14 +288,16 @@ def _prepare(preset: str, batch_size: int, variant_name: str, args: argparse.Nam
     variant = VARIANTS[variant_name]
     cfg = build_case(preset, batch_size, args, variant.get("set", []))
     dtype = torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
-    model = variant_model(cfg, variant, device)
-    optimizer = make_optimizer(model, cfg, device, variant["adam"])
-    loss_fn = loss_function(model, variant, args.chunk_tokens)
+    n_stack = variant.get("stack", 1)
+    models = [variant_model(cfg, variant, device, seed) for seed in range(n_stack)]
+    stack = ModelStack(models) if "stack" in variant else None  # re-binds the parameters: before the optimizers
+    optimizers = [make_optimizer(m, cfg, device, variant["adam"]) for m in models]
+    loss_fn = loss_function(models[0], variant, args.chunk_tokens) if stack is None else stacked_loss(stack, variant)
     cudagraphs = variant["compile"] in ("reduce-overhead", "max-autotune")
     vocab, b, t = cfg.model.vocab_size, cfg.train.batch_size, cfg.train.block_size
     gen = torch.Generator().manual_seed(0)
-    batch = torch.randint(0, vocab, (b, t + 1), generator=gen).to(device)
-    x, y = batch[:, :-1], batch[:, 1:]
+    batch = torch.randint(0, vocab, (n_stack, b, t + 1), generator=gen).to(device)
+    x, y = (batch[..., :-1], batch[..., 1:]) if stack is not None else (batch[0, :, :-1], batch[0, :, 1:])
 
     def step() -> None:
         if cudagraphs:
@@ -284,9 +305,12 @@ def _prepare(preset: str, batch_size: int, variant_name: str, args: argparse.Nam
         with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
             loss = loss_fn(x, y)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        if stack is not None:
+            stack.scatter_grads()
+        for model, optimizer in zip(models, optimizers, strict=True):  # each model clipped and stepped as alone
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
 
     before = 0
     if device.type == "cuda":
@@ -297,7 +321,8 @@ def _prepare(preset: str, batch_size: int, variant_name: str, args: argparse.Nam
         step()
     sync(device)
     peak = (torch.cuda.max_memory_allocated(device) - before) / 2**30 if device.type == "cuda" else None
-    return {"preset": preset, "variant_name": variant_name, "cfg": cfg, "model": model, "step": step,
+    return {"preset": preset, "variant_name": variant_name, "cfg": cfg, "model": models[0], "step": step,
+            "n_models": n_stack,
             "device": device, "dtype": dtype, "warmup_s": time.perf_counter() - compile_start, "peak_gib": peak}
 
 
@@ -306,9 +331,9 @@ def case_row(case: dict[str, Any], times: list[float], args: argparse.Namespace,
     """The table row of a prepared case from its timed steps (all rounds pooled with --repeats)."""
     preset, variant_name, cfg, model = case["preset"], case["variant_name"], case["cfg"], case["model"]
     device, dtype, variant = case["device"], case["dtype"], VARIANTS[case["variant_name"]]
-    b, t = cfg.train.batch_size, cfg.train.block_size
+    b, t, n_models = cfg.train.batch_size, cfg.train.block_size, case["n_models"]
     step_s = sorted(times)[len(times) // 2]
-    tokens_per_s = b * t / step_s
+    tokens_per_s = n_models * b * t / step_s  # a stack: all its models' tokens
     flops_per_token = model.estimate_flops_per_token(t)
     label, peak = device_peak(torch.cuda.get_device_name(device)) if device.type == "cuda" else (None, None)
     if args.peak_tflops:
@@ -319,6 +344,7 @@ def case_row(case: dict[str, Any], times: list[float], args: argparse.Namespace,
         "compile": variant["compile"] is not None, "compile_mode": variant["compile"], "loss": variant["loss"],
         "adam": variant["adam"] if device.type == "cuda" else "foreach/for-loop (CPU)",
         "device": device_name(device), "dtype": str(dtype).replace("torch.", ""), "batch_size": b, "block_size": t,
+        "models_stacked": n_models,
         "vocab_size": model.wte.weight.shape[0], "n_params": sum(p.numel() for p in model.parameters()),
         "d_model": cfg.model.d_model, "n_layer": cfg.model.n_layer,
         "mixer": ("none" if model.blocks[0].attn.mixer is None else
@@ -355,21 +381,31 @@ def pct(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.1f}%"
 
 
+def _spread(values: list[float] | None) -> str:
+    return f" {min(values):.3f}-{max(values):.3f} |" if values else " n/a |"
+
+
 def markdown(rows: list[dict[str, Any]]) -> str:
     rounds = any(r["rounds"] > 1 for r in rows)
+    stacks = any(r["models_stacked"] > 1 for r in rows)
     head = ("| preset | compile | batch x ctx | variant | vocab | params | d x layers | step ms | tokens/s | TFLOP/s | "
             "MFU (datasheet) | MFU (matmul peak) | step time vs same-shape baseline |"
-            + (" per round (min-max) |" if rounds else "") + " peak mem GiB |")
-    lines = [head, "|" + "---|" * (15 if rounds else 14)]
+            + (" per round (min-max) |" if rounds else "")
+            + (" models | tokens/s vs one model |" + (" per round (min-max) |" if rounds else "") if stacks else "")
+            + " peak mem GiB |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
-        spread = r.get("round_ratios_vs_baseline")
-        per_round = (f" {min(spread):.3f}-{max(spread):.3f} |" if spread else " n/a |") if rounds else ""
+        per_round = _spread(r.get("round_ratios_vs_baseline")) if rounds else ""
+        stacked = ""
+        if stacks:
+            stacked = f" {r['models_stacked']} | {fmt(r.get('tokens_per_s_vs_one_model'), '.2f')} |"
+            stacked += _spread(r.get("round_ratios_vs_one_model")) if rounds else ""
         lines.append(
             f"| {r['preset']} | {'on' if r['compile'] else 'off'} | {r['batch_size']} x {r['block_size']} | "
             f"{r['variant']} | {r['vocab_size']} | {r['n_params'] / 1e6:.2f}M | {r['d_model']} x {r['n_layer']} | "
             f"{r['step_time_ms']:.2f} | "
             f"{r['tokens_per_s']:,.0f} | {r['achieved_tflops']:.1f} | {pct(r['mfu'])} | {pct(r['mfu_vs_matmul'])} | "
-            f"{fmt(r.get('step_time_ratio_vs_baseline'), '.3f')} |{per_round} {fmt(r['peak_memory_gib'], '.1f')} |"
+            f"{fmt(r.get('step_time_ratio_vs_baseline'), '.3f')} |{per_round}{stacked} {fmt(r['peak_memory_gib'], '.1f')} |"
         )
     return "\n".join(lines)
 
@@ -388,6 +424,14 @@ def write_outputs(rows: list[dict[str, Any]], args: argparse.Namespace, variants
         # --repeats: the same ratio within each round (the cases ran interleaved), to show its spread
         r["round_ratios_vs_baseline"] = ([a / b for a, b in zip(r["round_step_ms"], base[0]["round_step_ms"], strict=True)]
                                          if base and r["round_step_ms"] else None)
+        # a stack: its aggregate tokens/s over one model's, the same preset and shape unstacked (`stack_reference`)
+        reference = VARIANTS[r["variant"]].get("stack_reference")
+        one = [o for o in rows if o["variant"] == reference and o["preset"] == r["preset"]
+               and o["batch_size"] == r["batch_size"] and o["block_size"] == r["block_size"]]
+        r["tokens_per_s_vs_one_model"] = r["tokens_per_s"] / one[0]["tokens_per_s"] if one else None
+        r["round_ratios_vs_one_model"] = ([r["models_stacked"] * b / a for a, b in
+                                           zip(r["round_step_ms"], one[0]["round_step_ms"], strict=True)]
+                                          if one and r["round_step_ms"] else None)
     table = markdown(rows)
     peak_line = next((f"peak used: {r['peak_label']} = {r['peak_tflops']:.0f} TFLOP/s bf16 dense"
                       for r in rows if r["peak_tflops"]), "peak: unknown for this device (MFU not reported)")

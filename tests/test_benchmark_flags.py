@@ -143,3 +143,18 @@ def test_variant_model_applies_the_variants_model_switches(bench):
     assert not model.blocks[0].attn.fold_mixer and model.batch_quantize is None
     model = bench.variant_model(cfg, bench.VARIANTS["compile-loss-perlayer-quant"], torch.device("cpu"))
     assert model.blocks[0].attn.fold_mixer and model.batch_quantize is False
+
+
+def test_a_stack_variant_trains_n_models_and_reports_aggregate_tokens_against_one_model(bench, tmp_path):
+    assert bench.main(["--presets", "spinnet-tiny", "--device", "cpu", "--vocab-size", "48", "--batch-size", "2",
+                       "--block-size", "8", "--warmup", "1", "--steps", "2", "--repeats", "2",
+                       "--variants", "eager", "eager-stack4", "--out", str(tmp_path)]) == 0
+    one, stack = json.loads((tmp_path / "train_throughput.json").read_text())["rows"]
+    assert (one["models_stacked"], stack["models_stacked"]) == (1, 4)
+    # four models' tokens per step, against one model's row of the same preset and shape
+    assert stack["tokens_per_s"] == pytest.approx(4 * 2 * 8 / (stack["step_time_ms"] / 1000))
+    assert stack["tokens_per_s_vs_one_model"] == stack["tokens_per_s"] / one["tokens_per_s"]
+    assert stack["round_ratios_vs_one_model"] == pytest.approx(
+        [4 * b / a for a, b in zip(stack["round_step_ms"], one["round_step_ms"], strict=True)])
+    assert one["tokens_per_s_vs_one_model"] is None
+    assert "tokens/s vs one model" in (tmp_path / "train_throughput.md").read_text()

@@ -134,3 +134,35 @@ def test_the_multirun_benchmark_always_measures_its_plain_one_run_reference():
     assert [bench.mps_settings(n, "on") for n in (1, 8)] == [[False], [True]]  # N = 1 plain: the reference
     assert [bench.mps_settings(n, "both") for n in (1, 4)] == [[False], [False, True]]
     assert [bench.mps_settings(n, "off") for n in (1, 4)] == [[False], [False]]
+    # --stack: N > 1 as one stacked process, N = 1 still the plain reference
+    assert [bench.layouts(n, "off", True) for n in (1, 8)] == [[(False, False)], [(False, True)]]
+    assert bench.layouts(4, "both", False) == [(False, False), (True, False)]
+    assert bench.main(["--data", "x", "--stack", "--mps", "on"]) == 2
+
+
+@pytest.mark.slow
+def test_a_stack_of_two_runs_in_one_process_each_with_own_files_then_resume(sample, tmp_path, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    specs = _plan(sample, tmp_path, seeds=(1, 2, 3))
+    with pytest.raises(UserError, match="stack must be"):
+        launch(specs, stack=0)
+    first = launch(specs, stack=2, time_limit_s=0.0)  # one stack of two runs, then one run alone
+    assert all(o.ok for o in first), [o.log_tail for o in first]
+    assert [o.result["stacked_with"] for o in first] == [2, 2, 1]
+    assert all(o.result["stopped_early"] and o.result["steps"] == 1 for o in first)
+    assert "trained in one stack with baseline-tiny-s1" in (specs[1].run_dir / LOG_FILE).read_text()
+    second = launch(specs, stack=2, resume=True)
+    assert all(o.ok for o in second), [o.log_tail for o in second]
+    streams = []
+    for o in second:
+        assert o.result["start_step"] == 1 and o.result["steps"] == 4
+        assert [r["step"] for r in read_metrics(o.run_dir)] == [0, 1, 2, 3, 4]
+        streams.append([r["train_loss"] for r in read_metrics(o.run_dir)])
+    assert streams[0] != streams[1]
+
+
+def test_a_stack_of_different_configs_is_refused_before_any_process_starts(sample, tmp_path):
+    specs = plan_runs(["baseline-tiny", "spinnet-tiny"], [f"train.data={sample}", *TINY], [1], tmp_path / "mixed")
+    with pytest.raises(UserError, match="may differ only in train.seed"):
+        launch(specs, stack=2)
+    assert not (tmp_path / "mixed").exists()

@@ -26,6 +26,11 @@ log folders in a fresh temporary folder, so it never talks to a daemon someone e
 every worker at it, checks that an MPS server really served the runs (`RunOutcome.mps_server_seen`),
 and stops only that daemon at the end. Without the NVIDIA tool `nvidia-cuda-mps-control`, or if the
 daemon does not start, `mps=True` is refused (UserError), never silently ignored.
+
+Stacks (`stack=K`, `--stack K`): consecutive groups of K runs (same config, different seeds) train in one
+process as one vmapped stack (trainers.stack.train_stack): one kernel launch does K models' work, where K
+processes would each launch their own. Every run still has its own run directory, files and result; the group's
+output goes to its first run's `multirun.log`, and the others' `multirun.log` say where.
 """
 
 from __future__ import annotations
@@ -166,96 +171,128 @@ def launch(
     time_limit_s: float | None = None,
     poll_s: float = 0.2,
     mps: bool = False,
+    stack: int = 1,
 ) -> list[RunOutcome]:
     """Run every spec as its own process, at most `max_parallel` at a time (default: all), and wait.
 
     Without `resume`, a run directory that already holds a checkpoint is refused up front (before
     any process starts), as `trainers.train.train` would refuse it. time_limit_s is passed to each
     run (it stops at a checkpoint and can be resumed). mps: the runs share the GPU through a CUDA MPS
-    server this call starts and stops (module docstring)."""
+    server this call starts and stops (module docstring). stack=K: each group of K consecutive specs
+    trains as one stack in one process (module docstring); max_parallel then counts processes."""
+    from trainers.stack import check_stackable
+
     if not specs:
         raise UserError("multirun: no runs to launch")
+    if stack < 1:
+        raise UserError("multirun: stack must be >= 1")
     for spec in specs:
         if not resume and (spec.run_dir / "latest").exists():
             raise UserError(f"{spec.run_dir} already holds a checkpoint (latest/): pass resume, or another out root")
-    width = max_parallel or len(specs)
+    groups = [specs[i:i + stack] for i in range(0, len(specs), stack)]
+    for group in groups:
+        if len(group) > 1:
+            check_stackable([s.config for s in group])
+    width = max_parallel or len(groups)
     if width < 1:
         raise UserError("multirun: max_parallel must be >= 1")
-    env = _worker_env(min(width, len(specs)))
+    env = _worker_env(min(width, len(groups)))
     daemon = start_mps() if mps else None
     try:
         if daemon is not None:
             env.update(daemon.env())
-        return _run_all(specs, env, width, resume, time_limit_s, poll_s, daemon)
+        return _run_all(groups, env, width, resume, time_limit_s, poll_s, daemon)
     finally:
         if daemon is not None:
             daemon.stop()
 
 
-def _run_all(specs: list[RunSpec], env: dict[str, str], width: int, resume: bool, time_limit_s: float | None,
-             poll_s: float, daemon: MpsDaemon | None) -> list[RunOutcome]:
-    pending = list(specs)
-    running: list[tuple[RunSpec, subprocess.Popen, float, Any]] = []
+def _start(group: list[RunSpec], env: dict[str, str], resume: bool, time_limit_s: float | None,
+           ) -> tuple[subprocess.Popen, Any]:
+    """One worker process for a group of runs (one run, or one stack); its output goes to the first run's log."""
+    for spec in group:
+        spec.run_dir.mkdir(parents=True, exist_ok=True)
+        spec.config.save_yaml(spec.run_dir / CONFIG_FILE)
+        (spec.run_dir / RESULT_FILE).unlink(missing_ok=True)  # ours, from an earlier launch
+    for spec in group[1:]:
+        with open(spec.run_dir / LOG_FILE, "a") as note:
+            note.write(f"trained in one stack with {', '.join(s.name for s in group if s is not spec)}; "
+                       f"the output is in {group[0].run_dir / LOG_FILE}\n")
+    cmd = [sys.executable, "-m", "trainers.multirun", "--worker", *(str(s.run_dir / CONFIG_FILE) for s in group)]
+    if resume:
+        cmd.append("--resume")
+    if time_limit_s is not None:
+        cmd += ["--time-limit-s", str(time_limit_s)]
+    log = open(group[0].run_dir / LOG_FILE, "a")  # noqa: SIM115 (closed when the process ends)
+    return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env), log
+
+
+def _run_all(groups: list[list[RunSpec]], env: dict[str, str], width: int, resume: bool,
+             time_limit_s: float | None, poll_s: float, daemon: MpsDaemon | None) -> list[RunOutcome]:
+    pending = list(groups)
+    running: list[tuple[list[RunSpec], subprocess.Popen, float, Any]] = []
     outcomes: dict[str, RunOutcome] = {}
     served: set[str] = set()  # runs during which an MPS server was seen
     last_check = 0.0
     while pending or running:
         while pending and len(running) < width:
-            spec = pending.pop(0)
-            spec.run_dir.mkdir(parents=True, exist_ok=True)
-            spec.config.save_yaml(spec.run_dir / CONFIG_FILE)
-            (spec.run_dir / RESULT_FILE).unlink(missing_ok=True)  # ours, from an earlier launch
-            cmd = [sys.executable, "-m", "trainers.multirun", "--worker", str(spec.run_dir / CONFIG_FILE)]
-            if resume:
-                cmd.append("--resume")
-            if time_limit_s is not None:
-                cmd += ["--time-limit-s", str(time_limit_s)]
-            log = open(spec.run_dir / LOG_FILE, "a")  # noqa: SIM115 (closed when the process ends)
-            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
-            running.append((spec, proc, time.time(), log))
+            group = pending.pop(0)
+            proc, log = _start(group, env, resume, time_limit_s)
+            running.append((group, proc, time.time(), log))
         if daemon is not None and running and time.time() - last_check > 1.0:
             last_check = time.time()
             if daemon.server_running():
-                served.update(spec.name for spec, *_ in running)
+                served.update(spec.name for group, *_ in running for spec in group)
         still = []
-        for spec, proc, started, log in running:
+        for group, proc, started, log in running:
             code = proc.poll()
             if code is None:
-                still.append((spec, proc, started, log))
+                still.append((group, proc, started, log))
                 continue
             log.close()
-            result_path = spec.run_dir / RESULT_FILE
-            result = json.loads(result_path.read_text()) if code == 0 and result_path.is_file() else None
-            outcomes[spec.name] = RunOutcome(spec.name, spec.run_dir, code, time.time() - started, result,
-                                             _tail(spec.run_dir / LOG_FILE),
-                                             None if daemon is None else spec.name in served)
+            tail = _tail(group[0].run_dir / LOG_FILE)
+            for spec in group:
+                result_path = spec.run_dir / RESULT_FILE
+                result = json.loads(result_path.read_text()) if code == 0 and result_path.is_file() else None
+                outcomes[spec.name] = RunOutcome(spec.name, spec.run_dir, code, time.time() - started, result, tail,
+                                                 None if daemon is None else spec.name in served)
         running = still
         if running:
             time.sleep(poll_s)
-    return [outcomes[s.name] for s in specs]
+    return [outcomes[s.name] for group in groups for s in group]
 
 
-def run_worker(config_path: str, resume: bool, time_limit_s: float | None) -> dict[str, Any]:
-    """One run, in this process: train, then write multirun_result.json into its run directory."""
+def run_worker(config_paths: list[str], resume: bool, time_limit_s: float | None) -> list[dict[str, Any]]:
+    """One run, or several as one stack (trainers.stack), in this process: train, then write
+    multirun_result.json into each run directory."""
+    from trainers.stack import train_stack
     from trainers.train import train
 
-    config = load_config(config_path)
+    configs = [load_config(path) for path in config_paths]
     times: dict[str, float] = {"process_start": time.time()}
 
     def on_start(info: Any) -> None:
-        times["train_start"] = time.time()
+        times.setdefault("train_start", time.time())
 
-    result = train(config, resume=resume, progress=False, on_start=on_start, time_limit_s=time_limit_s)
-    summary = {
-        "run_dir": str(result.run_dir), "steps": result.steps, "tokens_seen": result.tokens_seen,
-        "val_loss": result.val_loss, "val_bpc": result.val_bpc, "best_val_loss": result.best_val_loss,
-        "stopped_early": result.stopped_early, "elapsed_s": result.elapsed_s, "start_step": result.info.start_step,
-        "tokens_per_step": result.info.tokens_per_step, "n_params_non_embedding": result.info.n_params_non_embedding,
-        "device": result.info.device, "process_start": times["process_start"],
-        "train_start": times.get("train_start"), "end": time.time(), "notes": result.info.notes,
-    }
-    (Path(result.run_dir) / RESULT_FILE).write_text(json.dumps(summary, indent=2) + "\n")
-    return summary
+    if len(configs) == 1:
+        results = [train(configs[0], resume=resume, progress=False, on_start=on_start, time_limit_s=time_limit_s)]
+    else:
+        results = train_stack(configs, resume=resume, progress=False, on_start=on_start, time_limit_s=time_limit_s)
+    end = time.time()
+    summaries = []
+    for result in results:
+        summary = {
+            "run_dir": str(result.run_dir), "steps": result.steps, "tokens_seen": result.tokens_seen,
+            "val_loss": result.val_loss, "val_bpc": result.val_bpc, "best_val_loss": result.best_val_loss,
+            "stopped_early": result.stopped_early, "elapsed_s": result.elapsed_s, "start_step": result.info.start_step,
+            "tokens_per_step": result.info.tokens_per_step,
+            "n_params_non_embedding": result.info.n_params_non_embedding, "device": result.info.device,
+            "stacked_with": len(results), "process_start": times["process_start"],
+            "train_start": times.get("train_start"), "end": end, "notes": result.info.notes,
+        }
+        (Path(result.run_dir) / RESULT_FILE).write_text(json.dumps(summary, indent=2) + "\n")
+        summaries.append(summary)
+    return summaries
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -269,7 +306,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--time-limit-s", type=float, default=None, help="each run stops at a checkpoint after this")
     parser.add_argument("--mps", action="store_true", help="share the GPU through a CUDA MPS server (started and "
                         "stopped here); refused where nvidia-cuda-mps-control is missing")
-    parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--stack", type=int, default=1, help="train each K consecutive runs (same config, seeds "
+                        "differ) as one stack in one process (trainers.stack; eager, one device)")
+    parser.add_argument("--worker", nargs="+", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     try:
         if args.worker:
@@ -278,7 +317,8 @@ def main(argv: list[str] | None = None) -> int:
         if not args.configs or not args.out_root:
             raise UserError("multirun needs CONFIG... and --out-root")
         outcomes = launch(plan_runs(args.configs, args.set, args.seeds, args.out_root), resume=args.resume,
-                          max_parallel=args.max_parallel, time_limit_s=args.time_limit_s, mps=args.mps)
+                          max_parallel=args.max_parallel, time_limit_s=args.time_limit_s, mps=args.mps,
+                          stack=args.stack)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -8,7 +8,8 @@ decay to min_lr over lr_decay_iters (= max_iters; config.py refuses anything els
 force_schedule), or BitNet b1.58's two-stage schedule (`schedule_at`).
 
 With train.compile the model and the training cross-entropy are compiled (two graphs, in
-train.compile_mode); many small runs at once on one GPU: trainers.multirun.
+train.compile_mode); many small runs at once on one GPU: trainers.multirun (N processes, or N runs in one
+process as one batched stack, trainers.stack, which drives `run_steps`, the generator `train` drives).
 
 Every `eval_interval` steps (and at step 0, at the last step and at snapshot steps) the model is
 evaluated on the same fixed validation blocks (train.eval_tokens; the same for every batch_size and
@@ -34,7 +35,7 @@ import dataclasses
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -437,7 +438,7 @@ def train(
     cfg = run_config.train
     d = setup_distributed(cfg.device)
     try:
-        return _train(run_config, resume, progress, on_start, stop_at_step, time_limit_s, d, started)
+        return drive_alone(run_steps(run_config, resume, progress, on_start, stop_at_step, time_limit_s, d, started))
     finally:
         if d.enabled:
             import torch.distributed as dist
@@ -446,7 +447,42 @@ def train(
                 dist.destroy_process_group()
 
 
-def _train(
+@dataclass
+class BuiltModel:
+    """run_steps' first request: the freshly built model, before its optimizer exists (trainers.stack re-binds
+    its parameters to a slice of stacked tensors here). Answer None."""
+
+    model: torch.nn.Module
+
+
+@dataclass
+class MicroBatch:
+    """run_steps' request for one micro-batch's forward and backward. Answer (mean loss, objective), detached
+    scalars, once the gradient of objective / grad_accum has reached the model's parameters.
+
+    `objective(logits, y) -> (mean loss, objective)` is the run's loss (weighted_objective), computed outside
+    `autocast()`, the run's mixed-precision context for the forward pass; `alone` does the whole answer with the
+    run's own model (what `train` does)."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    grad_accum: int
+    objective: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+    autocast: Callable[[], contextlib.AbstractContextManager]
+    alone: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+
+def drive_alone(steps: Generator[BuiltModel | MicroBatch, Any, TrainResult]) -> TrainResult:
+    """Run a run_steps generator by itself: every micro-batch through the run's own model."""
+    request = next(steps)
+    try:
+        while True:
+            request = steps.send(None if isinstance(request, BuiltModel) else request.alone(request.x, request.y))
+    except StopIteration as done:
+        return done.value
+
+
+def run_steps(
     run_config: RunConfig,
     resume: bool,
     progress: bool,
@@ -455,7 +491,15 @@ def _train(
     time_limit_s: float | None,
     d: Dist,
     started: float,
-) -> TrainResult:
+    time_up: Callable[[int], bool] | None = None,
+) -> Generator[BuiltModel | MicroBatch, Any, TrainResult]:
+    """The training run as a generator: it asks its driver for the model's forward and backward passes
+    (BuiltModel once, then one MicroBatch per micro-batch) and does everything else itself: data, schedule,
+    clipping, optimizer, metrics, evaluation, checkpoints, resume. `drive_alone` answers with the run's own
+    model (`train`); trainers.stack answers N runs' requests with one batched pass.
+
+    time_up(step): whether the time limit has passed, asked on log steps (default: time_limit_s after `started`);
+    a stack shares one answer per step so that its runs stop together."""
     cfg = run_config.train
     unlabelled = run_config.model.unlabelled_ablations()
     if unlabelled:
@@ -514,6 +558,7 @@ def _train(
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     raw_model = build_model(config.model).to(device)
+    yield BuiltModel(raw_model)  # the driver may re-bind the parameters (trainers.stack): before the optimizer
     optimizer = configure_optimizer(raw_model, cfg, device.type)
     if state:
         ckpt.load_model_weights(raw_model, latest)
@@ -544,6 +589,20 @@ def _train(
         if not use_autocast:
             return contextlib.nullcontext()
         return torch.autocast(device_type=device.type, dtype=dtype)
+
+    def objective_of(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        losses = loss_fn(logits, y)
+        return losses.mean(), weighted_objective(losses, y, article_ids, cfg.article_loss_weight)
+
+    def forward_backward(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if cudagraphs:  # a new step for CUDA graph trees: the previous outputs are consumed
+            torch.compiler.cudagraph_mark_step_begin()
+        with autocast():
+            logits = model(x).logits
+        loss, objective = objective_of(logits, y)
+        scaled = objective / cfg.grad_accum
+        (scaler.scale(scaled) if scaler is not None else scaled).backward()
+        return loss.detach(), objective.detach()
 
     scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
     if scaler is not None and state.get("grad_scaler"):
@@ -658,7 +717,7 @@ def _train(
             # checked on log steps only: those synchronise the device anyway
             out_of_time = (
                 time_limit_s is not None and next_step % cfg.log_interval == 0
-                and _any_rank(time.perf_counter() - started > time_limit_s, d)
+                and _any_rank(time_up(next_step) if time_up else time.perf_counter() - started > time_limit_s, d)
             )
             is_eval = next_step % cfg.eval_interval == 0 or next_step in eval_steps or out_of_time
             is_log = is_eval or next_step % cfg.log_interval == 0
@@ -668,16 +727,9 @@ def _train(
                 x, y = sampler.next_batch()
                 x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
                 with _no_sync(model, d, sync=micro == cfg.grad_accum - 1):
-                    if cudagraphs:  # a new step for CUDA graph trees: the previous outputs are consumed
-                        torch.compiler.cudagraph_mark_step_begin()
-                    with autocast():
-                        logits = model(x).logits
-                    losses = loss_fn(logits, y)
-                    objective = weighted_objective(losses, y, article_ids, cfg.article_loss_weight)
-                    scaled = objective / cfg.grad_accum
-                    (scaler.scale(scaled) if scaler is not None else scaled).backward()
-                loss_sum += losses.detach().mean()
-                objective_sum += objective.detach()
+                    loss, objective = yield MicroBatch(x, y, cfg.grad_accum, objective_of, autocast, forward_backward)
+                loss_sum += loss
+                objective_sum += objective
             if scaler is not None:
                 scaler.unscale_(optimizer)
             component_norms = raw_model.component_grad_norms() if is_log else None
