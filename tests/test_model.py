@@ -295,5 +295,7 @@ def test_batched_quantisation_gives_each_layers_weights_logits_and_gradients(cha
     out_s.loss.backward()
     torch.testing.assert_close(out_b.logits, out_s.logits, rtol=1e-5, atol=1e-6)
     for (name, p_b), p_s in zip(batched.named_parameters(), single.parameters(), strict=True):
-        torch.testing.assert_close(p_b.grad, p_s.grad, rtol=1e-4, atol=1e-7, msg=name)
+        # atol 1e-6 against gradients up to ~0.7: a rounding-level difference on a near-zero entry (seen 3e-7 on an AMD
+        # EPYC) is not a different gradient
+        torch.testing.assert_close(p_b.grad, p_s.grad, rtol=1e-4, atol=1e-6, msg=name)
     assert batched.eval().batched_block_weights() is None  # evaluation: each layer computes its own
