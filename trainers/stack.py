@@ -24,8 +24,10 @@ A stacked model computes the same function as alone (tests: losses and gradients
 up to float rounding), but its dropout masks come from the shared generator, so a run trained in a stack does
 not reproduce the curve of the same seed trained alone (with dropout 0 it does, up to float rounding).
 
+How much this gains, measured against N processes: results/benchmarks/issue17/README.md, section 7.
+
 Training: `train_stack(run_configs)` trains N runs that differ only in train.seed and train.out_dir as one
-stack. Each run is `trainers.train.run_steps`, the same generator `train` drives: its own data order, schedule,
+stack (one config and one data source, hence one tokenizer: the first run's loss serves all). Each run is `trainers.train.run_steps`, the same generator `train` drives: its own data order, schedule,
 clipping, optimizer, metrics, evaluation and checkpoints in its own run directory, resumable (`resume=True`, as
 the same stack: the runs share the process's RNG, which every checkpoint of the stack records alike). Only the
 forward and backward passes are answered here, for all runs at once.
@@ -41,6 +43,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -89,11 +92,6 @@ class ModelStack:
 
     def __len__(self) -> int:
         return len(self.models)
-
-    def train(self, mode: bool = True) -> None:
-        self.skeleton.train(mode)
-        for model in self.models:
-            model.train(mode)
 
     def apply(self, objective: Objective, x: torch.Tensor, y: torch.Tensor,
               autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
@@ -171,8 +169,6 @@ def train_stack(
     """Train the runs as one stack in this process (module docstring); one TrainResult per run, in order.
     resume, stop_at_step and time_limit_s as `trainers.train.train` takes them, for every run alike;
     progress: the first run's bar (it shows the stack's steps)."""
-    import os
-
     check_stackable(run_configs)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise UserError("a stack runs in one process: launch it without torchrun")
