@@ -725,10 +725,6 @@ def run_steps(
             objective_sum = torch.zeros((), device=device)
             for micro in range(cfg.grad_accum):
                 x, y = sampler.next_batch()
-                if device.type == "cuda":
-                    # from page-locked memory the copy is queued without waiting for the GPU to drain: the host
-                    # goes on launching (a stack of N runs uploads N batches a step)
-                    x, y = x.pin_memory(), y.pin_memory()
                 x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
                 with _no_sync(model, d, sync=micro == cfg.grad_accum - 1):
                     loss, objective = yield MicroBatch(x, y, cfg.grad_accum, objective_of, autocast, forward_backward)
