@@ -49,13 +49,21 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from corpora.errors import UserError
 from trainers.config import RunConfig
-from trainers.train import BuiltModel, Dist, MicroBatch, RunInfo, TrainResult, run_steps
+from trainers.train import (
+    BuiltModel,
+    Dist,
+    MicroBatch,
+    RunInfo,
+    TrainResult,
+    config_differences,
+    run_steps,
+    token_losses,
+)
 
 Objective = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 # the settings in which the runs of one stack may differ (everything else is one setting for all)
@@ -111,7 +119,7 @@ class ModelStack:
     def losses(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Mean cross-entropy of each model on its own batch: x, y (N, B, T) -> (N,)."""
         def mean_ce(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), y.reshape(-1))
+            loss = token_losses(logits, y).mean()
             return loss, loss
 
         return self.apply(mean_ce, x, y)[0]
@@ -137,14 +145,11 @@ def check_stackable(run_configs: list[RunConfig]) -> None:
     """Refuse runs that cannot train as one stack (UserError, saying which setting)."""
     if not run_configs:
         raise UserError("a stack needs at least one run")
-    first = run_configs[0].to_dict()
     for config in run_configs[1:]:
-        other = config.to_dict()
-        diffs = [f"{section}.{key}" for section in ("model", "train") for key, value in first[section].items()
-                 if other[section].get(key) != value and not (section == "train" and key in STACK_MAY_DIFFER)]
+        diffs = config_differences(run_configs[0], config, STACK_MAY_DIFFER)
         if diffs:
             raise UserError(f"the runs of a stack may differ only in train.seed and train.out_dir; these differ: "
-                            f"{', '.join(diffs)}")
+                            f"{'; '.join(diffs)}")
     dirs = [str(c.train.out_dir) for c in run_configs]
     if len(set(dirs)) != len(dirs):
         raise UserError("two runs of the stack share a train.out_dir")

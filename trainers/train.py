@@ -386,12 +386,14 @@ def resolve_vocab(config: RunConfig, vocab_size: int) -> RunConfig:
     return RunConfig(model=model_cfg, train=config.train)
 
 
-def _config_differences(saved: RunConfig, new: RunConfig) -> list[str]:
+def config_differences(saved: RunConfig, new: RunConfig, may_differ: set[str] = RESUMABLE_CHANGES) -> list[str]:
+    """`section.key: old -> new` for every setting that differs, except the train settings in `may_differ`
+    (by default those a resumed run may change; trainers.stack passes the ones its runs may differ in)."""
     old_d, new_d = saved.to_dict(), new.to_dict()
     diffs = []
     for section in ("model", "train"):
         for key, value in new_d[section].items():
-            if old_d[section].get(key) != value and not (section == "train" and key in RESUMABLE_CHANGES):
+            if old_d[section].get(key) != value and not (section == "train" and key in may_differ):
                 diffs.append(f"{section}.{key}: {old_d[section].get(key)!r} -> {value!r}")
     return diffs
 
@@ -548,7 +550,7 @@ def run_steps(
     state: dict[str, Any] = {}
     if resume and has_latest:
         saved_config = ckpt.read_config(latest)
-        diffs = _config_differences(saved_config, config)
+        diffs = config_differences(saved_config, config)
         if diffs:
             raise UserError(f"cannot resume {run_dir} with a different config: {'; '.join(diffs)}")
         state = ckpt.read_state(latest)
