@@ -148,6 +148,11 @@ VARIANTS: dict[str, dict[str, Any]] = {
                              "set": ["model.residual_dtype=autocast"]},
     "autotune-loss-bf16res": {"compile": "max-autotune-no-cudagraphs", "loss": "inside", "adam": "fused",
                               "set": ["model.residual_dtype=autocast"]},
+    # max-autotune's tuning of the fused pointwise/reduction kernels without its GEMM autotuning (cuBLAS won every
+    # GEMM it tuned, sections 2 and 5 of results/.../issue17; the GEMM tuning is what made compiling take minutes)
+    "tuned-loss-bf16res": {"compile": "default", "loss": "inside", "adam": "fused",
+                           "inductor": {"max_autotune_pointwise": True, "coordinate_descent_tuning": True},
+                           "set": ["model.residual_dtype=autocast"]},
     # SpinNet only (skipped for baseline presets): each block linear ternarises and assembles its own weight, as
     # before the batched quantisation (Transformer.batch_quantize); its ratio is taken against the baseline's
     # row of `baseline_variant` (the setting does not touch a baseline)
@@ -160,11 +165,14 @@ VARIANTS: dict[str, dict[str, Any]] = {
                                     "batch_quantize": False, "spinnet_only": True, "baseline_variant": "compile-loss"},
     # N models of the preset (seeds 0..N-1) trained as one vmapped stack (trainers.stack.ModelStack), each with its
     # own optimizer and clipping; tokens/s counts all N models' tokens and is compared with one model's row of
-    # `stack_reference` (the same step unstacked) in the "vs one model" column. Eager only: torch.compile over the
-    # vmapped stack failed on torch 2.11 (an inductor stride assert on cuDNN attention, results/.../run6-h100-stack)
+    # `stack_reference` (the same step unstacked) in the "vs one model" column. Compiled, the stack leaves cuDNN
+    # attention out (inductor failed on it under vmap on torch 2.11, results/.../run6-h100-stack)
     "eager-stack4": {"compile": None, "loss": "inside", "adam": "fused", "stack": 4, "stack_reference": "eager"},
     "eager-stack8": {"compile": None, "loss": "inside", "adam": "fused", "stack": 8, "stack_reference": "eager"},
     "eager-stack16": {"compile": None, "loss": "inside", "adam": "fused", "stack": 16, "stack_reference": "eager"},
+    # the stack's forward + loss compiled as one graph (ModelStack.compile_mode; cuDNN attention left out)
+    "compile-loss-stack8": {"compile": "default", "loss": "inside", "adam": "fused", "stack": 8,
+                            "stack_reference": "compile-loss"},
 }
 
 
@@ -197,7 +205,7 @@ def loss_function(model: torch.nn.Module, variant: dict[str, Any], chunk_tokens:
 
 
 def stacked_loss(stack: ModelStack) -> Any:
-    """(x, y) of shape (N, B, T) -> the sum of the N models' mean cross-entropies (eager: see VARIANTS)."""
+    """(x, y) of shape (N, B, T) -> the sum of the N models' mean cross-entropies (compiled if the stack is)."""
     return lambda x, y: stack.losses(x, y).sum()
 
 
@@ -287,7 +295,8 @@ def _prepare(preset: str, batch_size: int, variant_name: str, args: argparse.Nam
     dtype = torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
     n_stack = variant.get("stack", 1)
     models = [variant_model(cfg, variant, device, seed) for seed in range(n_stack)]
-    stack = ModelStack(models) if "stack" in variant else None  # re-binds the parameters: before the optimizers
+    # re-binds the parameters: before the optimizers
+    stack = ModelStack(models, compile_mode=variant["compile"]) if "stack" in variant else None
     optimizers = [make_optimizer(m, cfg, device, variant["adam"]) for m in models]
     loss_fn = loss_function(models[0], variant, args.chunk_tokens) if stack is None else stacked_loss(stack)
     cudagraphs = variant["compile"] in ("reduce-overhead", "max-autotune")

@@ -144,10 +144,30 @@ def test_train_stack_refuses_what_it_cannot_do(sample, tmp_path):
     mixed = _configs(sample, tmp_path, seeds=(1,)) + _configs(sample, tmp_path, seeds=(2,), extra=["train.lr=0.1"])
     with pytest.raises(UserError, match="train.lr"):
         train_stack(mixed, progress=False)
-    with pytest.raises(UserError, match="compile=false"):
-        train_stack(_configs(sample, tmp_path, extra=["train.compile=true"]), progress=False)
+    with pytest.raises(UserError, match="CUDA graphs"):
+        train_stack(_configs(sample, tmp_path, extra=["train.compile=true", "train.compile_mode=reduce-overhead"]),
+                    progress=False)
     with pytest.raises(UserError, match="float16"):
         train_stack(_configs(sample, tmp_path, extra=["train.dtype=float16"]), progress=False)
     same_dir = _configs(sample, tmp_path, seeds=(1,)) * 2
     with pytest.raises(UserError, match="share a train.out_dir"):
         train_stack(same_dir, progress=False)
+
+
+def test_a_compiled_stack_trains_the_curves_of_the_eager_stack(sample, tmp_path):
+    from torch._dynamo.utils import counters
+
+    from trainers.metrics import read_metrics
+    from trainers.stack import train_stack
+
+    extra = ["model.dropout=0.0", "train.max_iters=3"]
+    eager = train_stack(_configs(sample, tmp_path / "eager", extra=extra), progress=False)
+    frames = counters["frames"]["ok"]
+    compiled = train_stack(_configs(sample, tmp_path / "compiled", extra=[*extra, "train.compile=true"]),
+                           progress=False)
+    assert counters["frames"]["ok"] > frames  # dynamo compiled something: not the eager path again
+    for a, b in zip(eager, compiled, strict=True):
+        want, got = read_metrics(a.run_dir), read_metrics(b.run_dir)
+        assert [m["train_loss"] for m in got][1:] == pytest.approx([m["train_loss"] for m in want][1:], rel=1e-4)
+        assert b.val_loss == pytest.approx(a.val_loss, rel=1e-4)
+    assert read_metrics(compiled[0].run_dir)[1]["train_loss"] != read_metrics(compiled[1].run_dir)[1]["train_loss"]

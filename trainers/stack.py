@@ -35,8 +35,9 @@ forward and backward passes are answered here, for all runs at once.
     results = train_stack([load_config("spinnet-3m", [f"train.seed={s}", f"train.out_dir=runs/s{s}"])
                            for s in (1, 2, 3, 4)])
 
-One process, one device, eager (train.compile is refused: vmap over a compiled model is not what was measured),
-bf16 or float32 (float16's loss scaler is per run: refused).
+One process, one device, bf16 or float32 (float16's loss scaler is per run: refused). With train.compile the
+vmapped forward and objective compile as one graph (modes without CUDA graphs, STACK_COMPILE_MODES), with cuDNN
+attention left out (inductor failed on it under vmap); evaluation runs each run's own compiled model.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ from typing import Any
 import torch
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from corpora.errors import UserError
 from trainers.config import RunConfig
@@ -68,6 +70,8 @@ from trainers.train import (
 Objective = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 # the settings in which the runs of one stack may differ (everything else is one setting for all)
 STACK_MAY_DIFFER = {"seed", "out_dir"}
+# with train.compile the vmapped forward and objective compile as one graph (ModelStack.compile_mode)
+STACK_COMPILE_MODES = ("default", "max-autotune-no-cudagraphs")
 
 
 def _rebind(model: nn.Module, name: str, value: torch.Tensor) -> None:
@@ -76,10 +80,15 @@ def _rebind(model: nn.Module, name: str, value: torch.Tensor) -> None:
     setattr(owner, leaf, nn.Parameter(value, requires_grad=True))
 
 
+def _mean_cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    loss = token_losses(logits, y).mean()
+    return loss, loss
+
+
 class ModelStack:
     """N models of one architecture whose parameters live in stacked tensors (see the module docstring)."""
 
-    def __init__(self, models: list[nn.Module]) -> None:
+    def __init__(self, models: list[nn.Module], compile_mode: str | None = None) -> None:
         if len(models) < 1:
             raise UserError("a model stack needs at least one model")
         shapes = [[(n, tuple(p.shape)) for n, p in m.named_parameters()] for m in models]
@@ -97,6 +106,9 @@ class ModelStack:
         # the skeleton that functional_call runs: parameters on the meta device (never read), the
         # model's switches and buffers as the first model has them
         self.skeleton = copy.deepcopy(models[0]).to("meta")
+        # compile_mode: a torch.compile mode for the vmapped forward + objective (None: eager)
+        self.compile_mode = compile_mode
+        self._batched: dict[tuple[Any, Any], Callable[..., tuple[torch.Tensor, torch.Tensor]]] = {}
 
     def __len__(self) -> int:
         return len(self.models)
@@ -109,20 +121,32 @@ class ModelStack:
         if x.shape[0] != len(self) or y.shape[0] != len(self):
             raise UserError(f"a stack of {len(self)} models needs batches with a leading dimension of {len(self)}")
 
+        key = (objective, autocast)
+        if key not in self._batched:  # built once per objective: a compiled stack compiles once
+            self._batched[key] = self._batch(objective, autocast)
+        return self._batched[key](self.params, x, y)
+
+    def _batch(self, objective: Objective, autocast: Callable[[], contextlib.AbstractContextManager],
+               ) -> Callable[..., tuple[torch.Tensor, torch.Tensor]]:
+        compiled = self.compile_mode is not None
+        # compiled on CUDA, inductor called cuDNN attention under vmap with a missing tensor argument and failed
+        # (torch 2.11, results/benchmarks/issue17/run6-h100-stack): the compiled stack leaves cuDNN out
+        backends = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+        attention = (lambda: sdpa_kernel(backends)) if compiled else contextlib.nullcontext
+
         def one(params: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            with autocast():
+            with autocast(), attention():
                 logits = functional_call(self.skeleton, (params, self.buffers), (x,)).logits
             return objective(logits, y)
 
-        return vmap(one, randomness="different")(self.params, x, y)
+        batched = vmap(one, randomness="different")
+        if not compiled:
+            return batched
+        return torch.compile(batched, mode=None if self.compile_mode == "default" else self.compile_mode)
 
     def losses(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Mean cross-entropy of each model on its own batch: x, y (N, B, T) -> (N,)."""
-        def mean_ce(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            loss = token_losses(logits, y).mean()
-            return loss, loss
-
-        return self.apply(mean_ce, x, y)[0]
+        return self.apply(_mean_cross_entropy, x, y)[0]
 
     def scatter_grads(self) -> None:
         """Hand every model its slice of the stacked gradients: a view where the model has no gradient yet,
@@ -154,9 +178,9 @@ def check_stackable(run_configs: list[RunConfig]) -> None:
     if len(set(dirs)) != len(dirs):
         raise UserError("two runs of the stack share a train.out_dir")
     train = run_configs[0].train
-    if train.compile:
-        raise UserError("a stack trains eagerly: set train.compile=false (one process over N models replaces "
-                        "compilation's launch savings)")
+    if train.compile and train.compile_mode not in STACK_COMPILE_MODES:
+        raise UserError(f"a stack compiles with train.compile_mode in {', '.join(STACK_COMPILE_MODES)}, not "
+                        f"{train.compile_mode} (CUDA graphs over the vmapped stack were never measured)")
     if train.dtype == "float16":
         raise UserError("a stack cannot train in float16 (each run's loss scaler would skip its own steps): "
                         "use bfloat16 or float32")
@@ -190,7 +214,8 @@ def train_stack(
     built = [next(run) for run in runs]
     if not all(isinstance(b, BuiltModel) for b in built):
         raise RuntimeError("trainers.train.run_steps must ask for its built model first")
-    stack = ModelStack([b.model for b in built])
+    train = run_configs[0].train
+    stack = ModelStack([b.model for b in built], compile_mode=train.compile_mode if train.compile else None)
     return _drive(runs, [run.send(None) for run in runs], stack)
 
 
