@@ -307,7 +307,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mps", action="store_true", help="share the GPU through a CUDA MPS server (started and "
                         "stopped here); refused where nvidia-cuda-mps-control is missing")
     parser.add_argument("--stack", type=int, default=1, help="train each K consecutive runs (same config, seeds "
-                        "differ) as one stack in one process (trainers.stack; eager, one device)")
+                        "differ) as one stack in one process (trainers.stack; one device; compiled with "
+                        "train.compile=true, modes without CUDA graphs)")
     parser.add_argument("--worker", nargs="+", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     try:
