@@ -27,7 +27,8 @@ not reproduce the curve of the same seed trained alone (with dropout 0 it does, 
 How much this gains, measured against N processes: results/benchmarks/issue17/README.md, section 7.
 
 Training: `train_stack(run_configs)` trains N runs that differ only in train.seed and train.out_dir as one
-stack (one config and one data source, hence one tokenizer: the first run's loss serves all). Each run is `trainers.train.run_steps`, the same generator `train` drives: its own data order, schedule,
+stack (one config and one data source, hence one tokenizer: the first run's loss serves all). Each run is
+`trainers.train.run_steps`, the same generator `train` drives: its own data order, schedule,
 clipping, optimizer, metrics, evaluation and checkpoints in its own run directory, resumable (`resume=True`, as
 the same stack: the runs share the process's RNG, which every checkpoint of the stack records alike). Only the
 forward and backward passes are answered here, for all runs at once.
